@@ -1,0 +1,89 @@
+"""The exception hierarchy: one root, shallow branches.
+
+Every exception says in its docstring when it is raised and what to do about it.
+"""
+
+from __future__ import annotations
+
+from anyio import WouldBlock
+
+
+class FoxactorsError(Exception):
+    """Root of every error foxactors raises on purpose.
+
+    Catch it to handle any runtime failure at once; catch a branch to be specific.
+    """
+
+
+class ConfigurationError(FoxactorsError, ValueError):
+    """A specification or option is invalid.
+
+    Raised when a tree, a child spec or a policy is built, never later. The message
+    names the offending value and how to fix it; correct the call and build again.
+    """
+
+
+class ActorError(FoxactorsError):
+    """Branch for errors about a single actor (its mailbox, its life, its replies)."""
+
+
+class ActorStopped(ActorError):
+    """The target actor has stopped for good, or is stopping and refuses new messages.
+
+    Raised by ``tell``/``tell_nowait``/``ask`` on a stopped actor, and by a pending
+    ``ask`` whose request was still queued when the actor stopped. The message was not
+    delivered: send it elsewhere, or give up.
+    """
+
+
+class MailboxFull(ActorError, WouldBlock):
+    """``tell_nowait`` found the mailbox at capacity.
+
+    Nothing was enqueued. Use ``await ref.tell(...)`` to wait for room (backpressure),
+    or drop or redirect the message yourself.
+    """
+
+
+class ActorCrashed(ActorError):
+    """The actor raised while handling an ``ask``; the original error is ``__cause__``.
+
+    The actor itself goes to its supervisor's failure policy (usually a restart). Decide
+    whether to retry the request once it is back.
+    """
+
+
+class AskTimeout(ActorError, TimeoutError):
+    """No reply arrived within the ``ask`` timeout.
+
+    The request may still be handled later; its reply is then discarded. Raise the
+    timeout, or make the request idempotent and retry.
+    """
+
+
+class SupervisionError(FoxactorsError):
+    """Branch for errors raised by supervisors about the children they manage."""
+
+
+class StartError(SupervisionError):
+    """A child failed to start; the message names the child, ``__cause__`` the error.
+
+    When the tree starts, children already started are stopped (in reverse order)
+    and the start of the whole tree fails. Fix the child's start hook or factory.
+    """
+
+
+class RestartIntensityExceeded(SupervisionError):
+    """A supervisor saw more than ``max_restarts`` restarts within ``within`` seconds.
+
+    It has stopped all its children and failed, so that its own parent decides
+    (escalation). At the root, the actor system fails with this error. The child's
+    last error is ``__cause__``: fix what keeps crashing, or widen the intensity.
+    """
+
+
+class ActorNotFound(ActorError, LookupError):
+    """No actor lives at the path given to ``ActorSystem.ref``.
+
+    Check the spelling against ``system.snapshot()``; the actor may also have stopped
+    for good (temporary children, removed dynamic children).
+    """

@@ -1,0 +1,136 @@
+"""How a supervisor is told to run a child: `ChildSpec` and the option enums."""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import attrs
+
+from ._errors import ConfigurationError
+from ._policy import Backoff
+
+if TYPE_CHECKING:
+    from ._actor import Actor
+
+E = TypeVar("E", bound=enum.Enum)
+
+
+class Restart(enum.Enum):
+    """When a supervisor restarts a child that ended (OTP restart types)."""
+
+    PERMANENT = "permanent"
+    """Always, whatever the reason (the default)."""
+    TRANSIENT = "transient"
+    """Only after a crash or a kill; a normal exit ends it for good."""
+    TEMPORARY = "temporary"
+    """Never; not even when a sibling's crash restarts the group."""
+
+
+class Strategy(enum.Enum):
+    """Which children a supervisor restarts when one of them crashes."""
+
+    ONE_FOR_ONE = "one_for_one"
+    """Only the child that crashed."""
+    ONE_FOR_ALL = "one_for_all"
+    """All children: the others are stopped (in reverse order), then all restarted."""
+    REST_FOR_ONE = "rest_for_one"
+    """The child and every child started after it."""
+
+
+class AutoShutdown(enum.Enum):
+    """When the exit of *significant* children shuts their supervisor down (OTP 24)."""
+
+    NEVER = "never"
+    """Significant children are not allowed; the supervisor runs until stopped."""
+    ANY_SIGNIFICANT = "any_significant"
+    """As soon as one significant child ends for good."""
+    ALL_SIGNIFICANT = "all_significant"
+    """Once every significant child has ended for good."""
+
+
+def coerce_enum(enum_cls: type[E], value: object, what: str) -> E:
+    """Accept an enum member or its string value; otherwise raise a clear error."""
+    if isinstance(value, enum_cls):
+        return value
+    for member in enum_cls:
+        if value == member.value:
+            return member
+    valid = ", ".join(repr(m.value) for m in enum_cls)
+    raise ConfigurationError(
+        f"{what} must be one of {valid} (or {enum_cls.__name__}.*), got {value!r}"
+    )
+
+
+def _valid_id(value: object) -> bool:
+    return isinstance(value, str) and bool(value) and "/" not in value and value.strip() == value
+
+
+@attrs.frozen
+class ChildSpec:
+    """How a supervisor starts, restarts and stops one child.
+
+    Validated when built: a bad value raises `ConfigurationError` naming the child.
+
+    Attributes:
+        id: Name of the child, unique among its siblings; the last segment of its
+            path (``/app/pool/worker-3``). No ``/``, no surrounding spaces.
+        factory: Zero-argument callable returning a fresh `Actor` (an Actor subclass
+            works). Called again for every restart.
+        restart: Restart type (default ``Restart.PERMANENT``); strings accepted.
+        shutdown: Seconds a stop may take before the child is cancelled; None waits
+            for ever (the default for supervisors). Default 5.
+        significant: With the parent's ``auto_shutdown``, this child ending for good
+            shuts the parent down. Only transient or temporary children may be.
+        backoff: Restart delay policy for this child (default ``Backoff()``).
+        mailbox_size: Capacity of the child's mailbox (default 1000).
+    """
+
+    id: str
+    factory: Callable[[], Actor[Any]]
+    restart: Restart = Restart.PERMANENT
+    shutdown: float | None = 5.0
+    significant: bool = False
+    backoff: Backoff = attrs.field(factory=Backoff)
+    mailbox_size: int = 1000
+
+    def __attrs_post_init__(self) -> None:
+        if not _valid_id(self.id):
+            raise ConfigurationError(
+                f"child id must be a non-empty string without '/' or surrounding spaces, "
+                f"got {self.id!r}"
+            )
+        where = f"child {self.id!r}"
+        if not callable(self.factory):
+            raise ConfigurationError(
+                f"{where}: factory must be a callable returning an Actor (for example the "
+                f"Actor subclass itself, or functools.partial(MyActor, arg)), "
+                f"got {self.factory!r}"
+            )
+        object.__setattr__(self, "restart", coerce_enum(Restart, self.restart, f"{where}: restart"))
+        if self.shutdown is not None and (
+            not isinstance(self.shutdown, int | float)
+            or not math.isfinite(self.shutdown)
+            or self.shutdown < 0
+        ):
+            raise ConfigurationError(
+                f"{where}: shutdown must be seconds >= 0 or None (wait for ever), "
+                f"got {self.shutdown!r}"
+            )
+        if self.significant and self.restart is Restart.PERMANENT:
+            raise ConfigurationError(
+                f"{where}: a permanent child cannot be significant (it is always "
+                "restarted); make it transient or temporary"
+            )
+        if not isinstance(self.backoff, Backoff):
+            raise ConfigurationError(f"{where}: backoff must be a Backoff, got {self.backoff!r}")
+        if (
+            isinstance(self.mailbox_size, bool)
+            or not isinstance(self.mailbox_size, int)
+            or self.mailbox_size < 1
+        ):
+            raise ConfigurationError(
+                f"{where}: mailbox_size must be an int >= 1, got {self.mailbox_size!r}"
+            )
