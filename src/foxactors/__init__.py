@@ -1,0 +1,43 @@
+"""foxactors: an actor runtime for long-lived message-processing services.
+
+Actors with bounded mailboxes live in supervision trees with Erlang/OTP semantics.
+Everything public is re-exported here; the modules behind it are private.
+"""
+
+from __future__ import annotations
+
+from ._actor import Actor as Actor
+from ._actor import ActorRef as ActorRef
+from ._actor import Terminated as Terminated
+from ._errors import ActorCrashed as ActorCrashed
+from ._errors import ActorError as ActorError
+from ._errors import ActorNotFound as ActorNotFound
+from ._errors import ActorStopped as ActorStopped
+from ._errors import AskTimeout as AskTimeout
+from ._errors import ConfigurationError as ConfigurationError
+from ._errors import FoxactorsError as FoxactorsError
+from ._errors import MailboxFull as MailboxFull
+from ._errors import RestartIntensityExceeded as RestartIntensityExceeded
+from ._errors import StartError as StartError
+from ._errors import SupervisionError as SupervisionError
+from ._lifecycle import ActorState as ActorState
+from ._lifecycle import Exit as Exit
+from ._lifecycle import ExitKind as ExitKind
+from ._mailbox import MailboxStatistics as MailboxStatistics
+from ._policy import Backoff as Backoff
+from ._policy import RestartIntensity as RestartIntensity
+from ._snapshot import ActorSnapshot as ActorSnapshot
+from ._spec import AutoShutdown as AutoShutdown
+from ._spec import ChildSpec as ChildSpec
+from ._spec import Restart as Restart
+from ._spec import Strategy as Strategy
+from ._supervisor import StartChild as StartChild
+from ._supervisor import StopChild as StopChild
+from ._supervisor import Supervisor as Supervisor
+from ._supervisor import start_child as start_child
+from ._supervisor import stop_child as stop_child
+from ._system import ActorSystem as ActorSystem
+from ._system import open_system as open_system
+from ._system import run as run
+
+__version__ = "0.1.0"

@@ -1,0 +1,390 @@
+"""The runtime behind one actor path: mailbox, lives (incarnations) and final stop.
+
+A `Cell` outlives the actor instances it runs. Its supervisor calls `Cell.run` once
+per life: the factory builds a fresh instance, ``on_start`` runs inside the life's
+own task group (which also holds the actor's background tasks), then the message
+loop pops from the mailbox until the actor stops or crashes. When the actor stops
+for good, `Cell.finalize` closes the mailbox and rejects what is left, explicitly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.lowlevel
+import structlog
+
+from ._actor import Actor, ActorRef, Ask, Terminated
+from ._errors import ActorCrashed, ActorError, ActorStopped, ConfigurationError
+from ._lifecycle import KILLED_EXIT, NORMAL_EXIT, ActorState, Exit, ExitKind
+from ._mailbox import Mailbox
+
+if TYPE_CHECKING:
+    from anyio.abc import TaskGroup, TaskStatus
+
+    from ._spec import ChildSpec
+
+_logger: structlog.typing.FilteringBoundLogger = structlog.get_logger("foxactors")
+
+#: Messages an actor handles in a row before it yields to the event loop, so that a
+#: busy actor never starves the others. Waiting on an empty mailbox yields anyway.
+CHECKPOINT_EVERY = 64
+
+Notify = Callable[["Cell", Exit], None]
+
+
+class Stop:
+    """Control message: end the current life, after draining the mailbox or not."""
+
+    __slots__ = ("drain", "exit")
+
+    def __init__(self, drain: bool, exit: Exit) -> None:
+        self.drain = drain
+        self.exit = exit
+
+
+class Cell:
+    """Everything about one actor path that survives restarts."""
+
+    __slots__ = (
+        "_deferred",
+        "_done",
+        "_stopped",
+        "_task_error",
+        "_watchers",
+        "children",
+        "exit",
+        "instance",
+        "live",
+        "log",
+        "mailbox",
+        "parent",
+        "path",
+        "ref",
+        "restarts",
+        "scope",
+        "spec",
+        "started",
+        "started_at",
+        "state",
+        "tasks",
+    )
+
+    def __init__(self, spec: ChildSpec, parent: Cell | None) -> None:
+        self.spec = spec
+        self.parent = parent
+        self.path: str = f"{parent.path}/{spec.id}" if parent is not None else f"/{spec.id}"
+        self.mailbox: Mailbox[Any] = Mailbox(spec.mailbox_size, self.path)
+        self.ref: ActorRef[Any] = ActorRef(self)
+        self.log = _logger.bind(actor=self.path)
+        self.state = ActorState.STARTING
+        self.restarts = 0
+        #: Supervisor bookkeeping (child id -> record), kept across the
+        #: supervisor's own restarts so that children keep their cells.
+        self.children: dict[str, Any] = {}
+        self.instance: Actor[Any] | None = None
+        self.live = False
+        self.started = False
+        self.started_at = 0.0
+        self.exit: Exit | None = None
+        self.scope: anyio.CancelScope | None = None
+        self.tasks: TaskGroup | None = None
+        self._deferred: list[tuple[Callable[..., Awaitable[object]], tuple[object, ...]]] | None = (
+            None
+        )
+        self._task_error: Exception | None = None
+        self._done: anyio.Event | None = None
+        self._stopped: anyio.Event | None = None
+        self._watchers: list[Cell] | None = None
+
+    # -- one life -------------------------------------------------------------------
+
+    async def start(self, tasks: TaskGroup, notify: Notify) -> Exception | None:
+        """Start a new life of the actor in ``tasks``; return None or the start error.
+
+        The factory and ``on_start`` run in the caller's task, so starting a child
+        costs no event-loop round trip; actors that need their own task group while
+        starting (supervisors) start inside their life task instead. When the life
+        ends, ``notify`` is called with its exit.
+        """
+        self.state = ActorState.STARTING
+        self.started = False
+        if self.exit is None:
+            self.mailbox.open = True  # reopen after a drained stop that was not final
+        try:
+            actor = self.spec.factory()
+            if not isinstance(actor, Actor):
+                raise ConfigurationError(
+                    f"the factory of {self.path} returned {actor!r}, which is not an Actor"
+                )
+        except Exception as exc:
+            return exc
+        actor._cell = self
+        self.instance = actor
+        self._task_error = None
+        self._deferred = []
+        self.live = True
+        if actor._starts_in_life:
+            error: Exception | None = await tasks.start(self._life, actor, notify, True)
+            return error
+        try:
+            await actor.on_start()
+        except Exception as exc:
+            self.live = False
+            return exc
+        self._mark_started(actor)
+        tasks.start_soon(self._life, actor, notify, False)
+        return None
+
+    def _mark_started(self, actor: Actor[Any]) -> None:
+        self.started = True
+        self.started_at = anyio.current_time()
+        self.state = ActorState.RUNNING
+        self.log.debug("actor.started", actor_class=type(actor).__qualname__)
+
+    async def _life(
+        self,
+        actor: Actor[Any],
+        notify: Notify,
+        start_here: bool,
+        *,
+        task_status: TaskStatus[Exception | None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        exit = KILLED_EXIT
+        finished = False
+        try:
+            with anyio.CancelScope() as self.scope:
+                async with anyio.create_task_group() as tasks:
+                    self.tasks = tasks
+                    if start_here:
+                        try:
+                            await actor.on_start()
+                        except Exception as exc:
+                            tasks.cancel_scope.cancel()
+                            task_status.started(exc)
+                            return
+                        self._mark_started(actor)
+                        task_status.started(None)
+                    for func, args in self._deferred or ():
+                        tasks.start_soon(self._guard, func, args)
+                    self._deferred = None
+                    exit, message = await self._loop(actor)
+                    self.state = ActorState.STOPPING
+                    await self._after(actor, exit, message)
+                    finished = True
+                    tasks.cancel_scope.cancel()
+                self.tasks = None
+                error = self._task_error
+                if error is not None and not finished:  # a background task failed
+                    exit = Exit(ExitKind.CRASHED, error)
+                    if not self.started:
+                        task_status.started(error)
+                        return
+                    self.state = ActorState.STOPPING
+                    await self._after(actor, exit, None)
+        finally:
+            self.scope = None
+            self.tasks = None
+            self.live = False
+            if self._done is not None:
+                self._done.set()
+                self._done = None
+            if self.started:
+                if exit is KILLED_EXIT:
+                    self.log.warning("actor.killed", reason="did not stop in time")
+                notify(self, exit)
+
+    async def _loop(self, actor: Actor[Any]) -> tuple[Exit, Any]:  # noqa: PLR0912 - hot loop, kept inline
+        """Handle messages until a stop request; return the exit and failed message."""
+        mailbox = self.mailbox
+        items = mailbox.items
+        system = mailbox.system
+        receive = actor.receive
+        checkpoint = anyio.lowlevel.checkpoint
+        budget = CHECKPOINT_EVERY
+        draining: Exit | None = None
+        while True:
+            if system:
+                message = system.popleft()
+                if type(message) is Stop:
+                    if not message.drain:
+                        return message.exit, None
+                    draining = message.exit
+                    self.state = ActorState.STOPPING
+                    continue
+            elif items:
+                message = items.popleft()
+                if mailbox.blocked:
+                    mailbox.admit_blocked()
+            elif draining is not None:
+                return draining, None
+            else:
+                await mailbox.wait()
+                continue
+            try:
+                if type(message) is Ask:
+                    await self._answer(receive, message)
+                else:
+                    await receive(message)
+            except Exception as exc:
+                if type(message) is Ask:
+                    message = message.message
+                return Exit(ExitKind.CRASHED, exc), message
+            budget -= 1
+            if not budget:
+                budget = CHECKPOINT_EVERY
+                await checkpoint()
+
+    async def _answer(self, receive: Callable[[Any], Awaitable[Any]], request: Ask) -> None:
+        try:
+            value = await receive(request.message)
+        except Exception as exc:
+            crashed = ActorCrashed(f"{self.path} crashed handling the request: {exc!r}")
+            crashed.__cause__ = exc
+            request.fail(crashed)
+            raise
+        except BaseException:
+            request.fail(ActorStopped(f"{self.path} was stopped while handling the request"))
+            raise
+        request.resolve(value)
+
+    async def _after(self, actor: Actor[Any], exit: Exit, message: Any) -> None:
+        if exit.kind is ExitKind.CRASHED:
+            error = exit.error
+            assert isinstance(error, Exception)
+            self.log.error(
+                "actor.crashed",
+                error=f"{type(error).__name__}: {error}",
+                message_type=None if message is None else type(message).__qualname__,
+                exc_info=error,
+            )
+            try:
+                await actor.on_crash(message, error)
+            except Exception as hook_error:
+                self.log.error("actor.on_crash_failed", exc_info=hook_error)
+        try:
+            await actor.on_stop(exit)
+        except Exception as hook_error:
+            self.log.error("actor.on_stop_failed", exc_info=hook_error)
+
+    # -- background tasks -----------------------------------------------------------
+
+    def start_task(self, func: Callable[..., Awaitable[object]], args: tuple[object, ...]) -> None:
+        """Start a background task in the current life's task group."""
+        if self.tasks is not None:
+            self.tasks.start_soon(self._guard, func, args)
+        elif self._deferred is not None:  # called from on_start: begins once it returns
+            self._deferred.append((func, args))
+        else:
+            raise ActorError(f"{self.path}: start_task() needs a running actor")
+
+    async def _guard(
+        self, func: Callable[..., Awaitable[object]], args: tuple[object, ...]
+    ) -> None:
+        try:
+            await func(*args)
+        except Exception as exc:
+            if self._task_error is None:
+                self._task_error = exc
+            if self.tasks is not None:
+                self.tasks.cancel_scope.cancel()
+
+    # -- control from outside ------------------------------------------------------
+
+    def request_self_stop(self) -> None:
+        """Stop after the current message, keeping the queue (``Actor.stop``)."""
+        self.mailbox.put_system(Stop(drain=False, exit=NORMAL_EXIT))
+
+    def request_stop(self, *, drain: bool, exit: Exit) -> None:
+        """Ask the current life to end; with ``drain``, refuse new messages first."""
+        if drain:
+            self.mailbox.close()
+        self.mailbox.put_system(Stop(drain=drain, exit=exit))
+
+    async def stop_life(self, *, drain: bool, exit: Exit, timeout: float | None) -> None:
+        """Stop the current life within ``timeout`` seconds, then cancel it."""
+        if not self.live:
+            return
+        self.request_stop(drain=drain, exit=exit)
+        with anyio.move_on_after(timeout):
+            await self.wait_done()
+        if self.live:
+            if self.scope is not None:
+                self.scope.cancel()
+            await self.wait_done()
+
+    async def wait_done(self) -> None:
+        """Wait until the current life (if any) has ended."""
+        if not self.live:
+            return
+        if self._done is None:
+            self._done = anyio.Event()
+        await self._done.wait()
+
+    # -- stopping for good --------------------------------------------------------
+
+    def finalize(self, exit: Exit) -> None:
+        """Stop for good: children first, then reject what is queued, tell watchers."""
+        if self.exit is not None:
+            return
+        for record in reversed(list(self.children.values())):
+            record.cell.finalize(exit if exit.abnormal else Exit(ExitKind.SHUTDOWN))
+        self.children.clear()
+        self.exit = exit
+        self.state = ActorState.STOPPED
+        mailbox = self.mailbox
+        mailbox.close()
+        mailbox.system.clear()
+        leftovers = mailbox.take_all()
+        undelivered = 0
+        for message in leftovers:
+            if type(message) is Ask:
+                message.fail(ActorStopped(f"{self.path} stopped before handling the request"))
+            else:
+                undelivered += 1
+                self._undelivered(message)
+        if undelivered:
+            self.log.warning("actor.undelivered", count=undelivered)
+        for watcher in self._watchers or ():
+            if watcher.exit is None:
+                watcher.mailbox.put_system(Terminated(self.ref, exit))
+        self._watchers = None
+        if self._stopped is not None:
+            self._stopped.set()
+        self.log.debug("actor.stopped", exit=str(exit))
+
+    def _undelivered(self, message: Any) -> None:
+        if self.instance is None:
+            return
+        try:
+            self.instance.on_undelivered(message)
+        except Exception as hook_error:
+            self.log.error("actor.on_undelivered_failed", exc_info=hook_error)
+
+    async def wait_stopped(self) -> Exit:
+        """Wait until this actor stops for good; return how it ended."""
+        if self.exit is None:
+            if self._stopped is None:
+                self._stopped = anyio.Event()
+            await self._stopped.wait()
+        assert self.exit is not None
+        return self.exit
+
+    # -- death watch ---------------------------------------------------------------
+
+    def watch(self, target: Cell) -> None:
+        """Deliver `Terminated` to this cell when ``target`` stops for good."""
+        if target.exit is not None:
+            self.mailbox.put_system(Terminated(target.ref, target.exit))
+            return
+        if target._watchers is None:
+            target._watchers = []
+        if self not in target._watchers:
+            target._watchers.append(self)
+
+    def unwatch(self, target: Cell) -> None:
+        """Undo `watch`."""
+        if target._watchers is not None and self in target._watchers:
+            target._watchers.remove(self)

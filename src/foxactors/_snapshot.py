@@ -1,0 +1,75 @@
+"""A read-only picture of a running tree, for health checks, tests and people."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import attrs
+
+from ._cell import Cell
+from ._lifecycle import ActorState
+
+
+@attrs.frozen
+class ActorSnapshot:
+    """One actor as it was when the snapshot was taken, with its children.
+
+    Attributes:
+        path: The actor's path, such as ``/app/pool/worker-3``.
+        kind: ``"supervisor"`` or ``"actor"``.
+        actor_class: Qualified name of the running (or last) instance's class.
+        state: Its state.
+        restarts: How many times it was restarted.
+        mailbox_depth: Messages waiting in its mailbox.
+        mailbox_capacity: Capacity of its mailbox.
+        children: Snapshots of its children, in start order.
+    """
+
+    path: str
+    kind: str
+    actor_class: str
+    state: ActorState
+    restarts: int
+    mailbox_depth: int
+    mailbox_capacity: int
+    children: tuple[ActorSnapshot, ...] = ()
+
+    def walk(self) -> Iterator[ActorSnapshot]:
+        """Yield this snapshot and all below it, depth first, in start order."""
+        yield self
+        for child in self.children:
+            yield from child.walk()
+
+    def find(self, path: str) -> ActorSnapshot | None:
+        """Return the snapshot of the actor at ``path``, or None."""
+        return next((s for s in self.walk() if s.path == path), None)
+
+    def render(self) -> str:
+        """Return the tree as indented text, one actor per line."""
+        lines: list[str] = []
+        root_depth = self.path.count("/")
+        for snap in self.walk():
+            indent = "  " * (snap.path.count("/") - root_depth)
+            lines.append(
+                f"{indent}{snap.path.rsplit('/', 1)[-1]} [{snap.kind} {snap.actor_class}] "
+                f"{snap.state.value} restarts={snap.restarts} "
+                f"mailbox={snap.mailbox_depth}/{snap.mailbox_capacity}"
+            )
+        return "\n".join(lines)
+
+
+def take_snapshot(cell: Cell) -> ActorSnapshot:
+    """Return the snapshot of ``cell`` and its subtree."""
+    from ._supervisor import Supervisor  # noqa: PLC0415 - supervisor sits above the cell layer
+
+    instance = cell.instance
+    return ActorSnapshot(
+        path=cell.path,
+        kind="supervisor" if isinstance(instance, Supervisor) else "actor",
+        actor_class=type(instance).__qualname__ if instance is not None else "-",
+        state=cell.state,
+        restarts=cell.restarts,
+        mailbox_depth=len(cell.mailbox.items),
+        mailbox_capacity=cell.mailbox.capacity,
+        children=tuple(take_snapshot(c.cell) for c in list(cell.children.values())),
+    )

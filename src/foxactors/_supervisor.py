@@ -1,0 +1,430 @@
+"""`Supervisor`: an actor that starts, watches and restarts its children (OTP)."""
+
+from __future__ import annotations
+
+import functools
+import random
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import anyio
+import attrs
+
+from ._actor import Actor, ActorRef
+from ._cell import Cell
+from ._errors import (
+    ConfigurationError,
+    FoxactorsError,
+    RestartIntensityExceeded,
+    StartError,
+    SupervisionError,
+)
+from ._lifecycle import SHUTDOWN_EXIT, ActorState, Exit, ExitKind
+from ._policy import Backoff, RestartIntensity
+from ._spec import AutoShutdown, ChildSpec, Restart, Strategy, coerce_enum
+
+
+@attrs.frozen
+class StartChild:
+    """Request to a supervisor: start a dynamic child; the reply is its `ActorRef`."""
+
+    spec: ChildSpec
+
+
+@attrs.frozen
+class StopChild:
+    """Request to a supervisor: stop child ``id`` (draining it) and forget it."""
+
+    id: str
+
+
+class _Refusal:
+    """A reply that fails the ``ask`` without crashing the supervisor."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: FoxactorsError) -> None:
+        self.error = error
+
+
+class _Child:
+    """A supervisor's record of one child; lives in the supervisor's cell."""
+
+    __slots__ = ("attempt", "cell", "generation", "pending", "spec")
+
+    def __init__(self, spec: ChildSpec, parent: Cell) -> None:
+        self.spec = spec
+        self.cell = Cell(spec, parent)
+        self.attempt = -1  # backoff attempt of the last restart
+        self.generation = 0  # bumped per start and per deliberate stop
+        self.pending: object | None = None  # token of a scheduled restart
+
+
+@attrs.frozen
+class _ChildExit:
+    child: _Child
+    generation: int
+    exit: Exit
+
+
+@attrs.frozen
+class _RestartDue:
+    group: tuple[_Child, ...]
+    token: object
+
+
+class Supervisor(Actor[Any]):
+    """Starts its children in order, restarts them by strategy, stops them in reverse.
+
+    Semantics follow Erlang/OTP: restart types (`Restart`), strategies (`Strategy`),
+    one restart window per supervisor shared by its children (a one_for_all cascade
+    counts as one restart), escalation when the intensity is exceeded, significant
+    children and auto-shutdown. Each child also has its own restart delay (`Backoff`).
+
+    Args:
+        children: Static children, started in this order.
+        strategy: Which children restart when one crashes (default one_for_one).
+        max_restarts: Restarts tolerated within ``within`` seconds (default 3).
+        within: Length of the restart window in seconds (default 5).
+        auto_shutdown: Whether significant children ending shuts this supervisor down.
+        max_children: Upper bound on children, static and dynamic (None: no bound).
+        rand: Source of jitter in ``[0, 1)``; pass a constant for replayable tests.
+    """
+
+    _starts_in_life = True
+
+    def __init__(
+        self,
+        children: Sequence[ChildSpec] = (),
+        *,
+        strategy: Strategy | str = Strategy.ONE_FOR_ONE,
+        max_restarts: int = 3,
+        within: float = 5.0,
+        auto_shutdown: AutoShutdown | str = AutoShutdown.NEVER,
+        max_children: int | None = None,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self._strategy = coerce_enum(Strategy, strategy, "strategy")
+        self._intensity = RestartIntensity(max_restarts, within)
+        self._auto_shutdown = coerce_enum(AutoShutdown, auto_shutdown, "auto_shutdown")
+        self._specs = tuple(children)
+        self._max_children = max_children
+        self._rand = rand
+        self._history: tuple[float, ...] = ()
+        self._validate()
+
+    def _validate(self) -> None:
+        seen: set[str] = set()
+        for spec in self._specs:
+            if not isinstance(spec, ChildSpec):
+                raise ConfigurationError(f"children must be ChildSpec instances, got {spec!r}")
+            if spec.id in seen:
+                raise ConfigurationError(
+                    f"duplicate child id {spec.id!r}: ids must be unique among siblings"
+                )
+            seen.add(spec.id)
+            if spec.significant and self._auto_shutdown is AutoShutdown.NEVER:
+                raise ConfigurationError(
+                    f"child {spec.id!r} is significant but auto_shutdown is 'never'; set "
+                    "auto_shutdown='any_significant' or 'all_significant', or drop the flag"
+                )
+        limit = self._max_children
+        if limit is not None and (
+            isinstance(limit, bool) or not isinstance(limit, int) or limit < 1
+        ):
+            raise ConfigurationError(f"max_children must be an int >= 1 or None, got {limit!r}")
+        if limit is not None and len(self._specs) > limit:
+            raise ConfigurationError(
+                f"{len(self._specs)} static children exceed max_children={limit}"
+            )
+
+    @classmethod
+    def spec(
+        cls,
+        id: str,
+        children: Sequence[ChildSpec] = (),
+        *,
+        strategy: Strategy | str = Strategy.ONE_FOR_ONE,
+        max_restarts: int = 3,
+        within: float = 5.0,
+        auto_shutdown: AutoShutdown | str = AutoShutdown.NEVER,
+        max_children: int | None = None,
+        restart: Restart | str = Restart.PERMANENT,
+        significant: bool = False,
+        backoff: Backoff | None = None,
+        shutdown: float | None = None,
+        mailbox_size: int = 1000,
+    ) -> ChildSpec:
+        """Return a `ChildSpec` that runs a supervisor (validated now, not at start).
+
+        The first group of options configures the supervisor, the second how its
+        own parent treats it; ``shutdown`` defaults to None (wait for the subtree).
+        """
+        factory = functools.partial(
+            cls,
+            tuple(children),
+            strategy=strategy,
+            max_restarts=max_restarts,
+            within=within,
+            auto_shutdown=auto_shutdown,
+            max_children=max_children,
+        )
+        factory()  # validate the options eagerly, with errors naming the culprit
+        return ChildSpec(
+            id,
+            factory,
+            restart=restart,  # type: ignore[arg-type]
+            shutdown=shutdown,
+            significant=significant,
+            backoff=backoff if backoff is not None else Backoff(),
+            mailbox_size=mailbox_size,
+        )
+
+    # -- life ------------------------------------------------------------------------
+
+    @property
+    def _children(self) -> dict[str, _Child]:
+        return self._cell.children
+
+    async def on_start(self) -> None:
+        """Start the children in order; a failure stops the started ones, in reverse."""
+        existing: dict[str, _Child] = self._cell.children
+        ordered: dict[str, _Child] = {}
+        for spec in self._specs:
+            kept = existing.pop(spec.id, None)
+            ordered[spec.id] = kept if kept is not None else _Child(spec, self._cell)
+        ordered.update(existing)  # dynamic children kept across a crash of this supervisor
+        self._cell.children = ordered
+        started: list[_Child] = []
+        for child in list(ordered.values()):
+            child.pending = None
+            error = await self._start(child)
+            if error is not None:
+                for other in reversed(started):
+                    await self._terminate(other, drain=False)
+                raise StartError(
+                    f"child {child.cell.path} failed to start: {type(error).__name__}: {error}"
+                ) from error
+            started.append(child)
+
+    async def on_stop(self, exit: Exit) -> None:
+        """Stop every child in reverse start order, each within its shutdown timeout.
+
+        After a normal stop the children are stopped for good (draining their
+        mailboxes). After a crash they are only stopped, so that a restart of this
+        supervisor restarts them on the same cells and references.
+        """
+        final = not exit.abnormal
+        for child in reversed(list(self._children.values())):
+            await self._terminate(child, drain=final)
+            if final or child.spec.restart is Restart.TEMPORARY:
+                self._remove(child, SHUTDOWN_EXIT)
+            else:
+                child.cell.state = ActorState.RESTARTING
+
+    async def receive(self, message: Any) -> Any:
+        """Handle child exits, due restarts and `StartChild`/`StopChild` requests."""
+        kind = type(message)
+        if kind is _ChildExit:
+            await self._child_exited(message)
+        elif kind is _RestartDue:
+            group = [c for c in message.group if c.pending is message.token]
+            await self._start_group(group)
+        elif kind is StartChild:
+            try:
+                return await self.start_child(message.spec)
+            except FoxactorsError as exc:
+                return _Refusal(exc)
+        elif kind is StopChild:
+            try:
+                await self.stop_child(message.id)
+            except FoxactorsError as exc:
+                return _Refusal(exc)
+        else:
+            self.log.warning("supervisor.unexpected_message", message_type=kind.__qualname__)
+        return None
+
+    # -- dynamic children -----------------------------------------------------------
+
+    async def start_child(self, spec: ChildSpec) -> ActorRef[Any]:
+        """Start ``spec`` as a new child, after the existing ones; return its reference.
+
+        Raises:
+            ConfigurationError: The id is taken, or the spec is invalid here.
+            SupervisionError: ``max_children`` is reached.
+            StartError: The child failed to start (it is not kept).
+        """
+        if not isinstance(spec, ChildSpec):
+            raise ConfigurationError(f"start_child needs a ChildSpec, got {spec!r}")
+        if spec.id in self._children:
+            raise ConfigurationError(f"{self.path} already has a child {spec.id!r}")
+        if spec.significant and self._auto_shutdown is AutoShutdown.NEVER:
+            raise ConfigurationError(
+                f"child {spec.id!r} is significant but {self.path} has auto_shutdown 'never'"
+            )
+        if self._max_children is not None and len(self._children) >= self._max_children:
+            raise SupervisionError(
+                f"{self.path} already has max_children={self._max_children} children"
+            )
+        child = _Child(spec, self._cell)
+        self._children[spec.id] = child
+        error = await self._start(child)
+        if error is not None:
+            self._remove(child, Exit(ExitKind.CRASHED, error))
+            raise StartError(
+                f"child {child.cell.path} failed to start: {type(error).__name__}: {error}"
+            ) from error
+        return child.cell.ref
+
+    async def stop_child(self, id: str) -> None:
+        """Stop child ``id`` for good (draining its mailbox) and remove it.
+
+        Raises:
+            SupervisionError: There is no such child.
+        """
+        child = self._children.get(id)
+        if child is None:
+            raise SupervisionError(f"{self.path} has no child {id!r}")
+        await self._terminate(child, drain=True)
+        self._remove(child, SHUTDOWN_EXIT)
+
+    # -- mechanics ------------------------------------------------------------------
+
+    async def _start(self, child: _Child) -> Exception | None:
+        child.generation += 1
+        notify = functools.partial(self._notify, child, child.generation)
+        tasks = self._cell.tasks
+        assert tasks is not None
+        error = await child.cell.start(tasks, notify)
+        if error is not None:
+            child.cell.log.error(
+                "actor.start_failed", error=f"{type(error).__name__}: {error}", exc_info=error
+            )
+        return error
+
+    def _notify(self, child: _Child, generation: int, _cell: Cell, exit: Exit) -> None:
+        self._cell.mailbox.put_system(_ChildExit(child, generation, exit))
+
+    async def _terminate(self, child: _Child, *, drain: bool) -> None:
+        child.pending = None
+        if child.cell.live:
+            child.generation += 1  # the exit notice of this life is expected: ignore it
+            await child.cell.stop_life(drain=drain, exit=SHUTDOWN_EXIT, timeout=child.spec.shutdown)
+
+    def _remove(self, child: _Child, exit: Exit) -> None:
+        if self._children.get(child.spec.id) is child:
+            del self._children[child.spec.id]
+        child.pending = None
+        child.cell.finalize(exit)
+
+    async def _child_exited(self, notice: _ChildExit) -> None:
+        child = notice.child
+        if notice.generation != child.generation or self._children.get(child.spec.id) is not child:
+            return  # a life we stopped on purpose, or a child already removed
+        exit, restart = notice.exit, child.spec.restart
+        if restart is Restart.TEMPORARY or (restart is Restart.TRANSIENT and not exit.abnormal):
+            self._remove(child, exit)
+            self._maybe_auto_shutdown(child)
+            return
+        await self._restart(child, exit)
+
+    async def _restart(self, child: _Child, exit: Exit) -> None:
+        now = anyio.current_time()
+        admitted, self._history = self._intensity.admit(self._history, now)
+        if not admitted:
+            self.log.error(
+                "supervisor.gave_up",
+                child=child.cell.path,
+                max_restarts=self._intensity.max_restarts,
+                within=self._intensity.within,
+            )
+            raise RestartIntensityExceeded(
+                f"{self.path}: more than {self._intensity.max_restarts} restarts within "
+                f"{self._intensity.within} s; last: {child.cell.path} {exit}"
+            ) from exit.error
+        backoff = child.spec.backoff
+        child.attempt = backoff.next_attempt(child.attempt, now - child.cell.started_at)
+        delay = backoff.delay(child.attempt, self._rand())
+        group = self._group(child)
+        for other in reversed(group):
+            if other is not child:
+                await self._terminate(other, drain=False)
+        for other in group:
+            if other is not child and other.spec.restart is Restart.TEMPORARY:
+                self._remove(other, SHUTDOWN_EXIT)
+        group = [c for c in group if self._children.get(c.spec.id) is c]
+        child.cell.log.warning(
+            "actor.restarting",
+            attempt=child.attempt,
+            delay=round(delay, 3),
+            group=[c.spec.id for c in group],
+        )
+        token = object()
+        for other in group:
+            other.pending = token
+            other.cell.state = ActorState.RESTARTING
+        if delay <= 0:
+            await self._start_group(group)
+        else:
+            tasks = self._cell.tasks
+            assert tasks is not None
+            tasks.start_soon(self._wake_after, delay, _RestartDue(tuple(group), token))
+
+    async def _wake_after(self, delay: float, due: _RestartDue) -> None:
+        await anyio.sleep(delay)
+        self._cell.mailbox.put_system(due)
+
+    async def _start_group(self, group: list[_Child]) -> None:
+        for child in group:
+            child.pending = None
+            child.cell.restarts += 1
+            error = await self._start(child)
+            if error is not None:
+                # A failed restart is another crash: the strategy picks a new group.
+                await self._restart(child, Exit(ExitKind.CRASHED, error))
+                return
+
+    def _group(self, child: _Child) -> list[_Child]:
+        children = list(self._children.values())
+        if self._strategy is Strategy.ONE_FOR_ONE:
+            return [child]
+        if self._strategy is Strategy.ONE_FOR_ALL:
+            return children
+        return children[children.index(child) :]
+
+    def _maybe_auto_shutdown(self, child: _Child) -> None:
+        if not child.spec.significant or self._auto_shutdown is AutoShutdown.NEVER:
+            return
+        if self._auto_shutdown is AutoShutdown.ANY_SIGNIFICANT or not any(
+            c.spec.significant for c in self._children.values()
+        ):
+            self.log.info("supervisor.auto_shutdown", child=child.cell.path)
+            self.stop()
+
+
+async def start_child(
+    supervisor: ActorRef[Any], spec: ChildSpec, *, timeout: float | None = 5.0
+) -> ActorRef[Any]:
+    """Ask ``supervisor`` to start a dynamic child; return the child's reference.
+
+    Raises:
+        ConfigurationError: The id is taken or the spec is invalid.
+        SupervisionError: The supervisor is at ``max_children``.
+        StartError: The child failed to start.
+    """
+    reply = await supervisor.ask(StartChild(spec), timeout=timeout)
+    if isinstance(reply, _Refusal):
+        raise reply.error
+    assert isinstance(reply, ActorRef)
+    return reply
+
+
+async def stop_child(supervisor: ActorRef[Any], id: str, *, timeout: float | None = None) -> None:
+    """Ask ``supervisor`` to stop child ``id`` for good.
+
+    Raises:
+        SupervisionError: There is no such child.
+    """
+    reply = await supervisor.ask(StopChild(id), timeout=timeout)
+    if isinstance(reply, _Refusal):
+        raise reply.error

@@ -1,0 +1,176 @@
+"""Running a tree: inside a service (`open_system`) or as a script (`run`)."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import structlog
+
+from ._actor import ActorRef
+from ._cell import Cell
+from ._errors import ActorNotFound, ConfigurationError, StartError
+from ._lifecycle import SHUTDOWN_EXIT, Exit, ExitKind
+from ._snapshot import ActorSnapshot, take_snapshot
+from ._spec import ChildSpec
+
+_logger: structlog.typing.FilteringBoundLogger = structlog.get_logger("foxactors")
+
+
+class ActorSystem:
+    """A running tree: its root, lookup by path, snapshots and shutdown.
+
+    Get one from `open_system` (or inside `run`); do not construct it directly.
+    """
+
+    def __init__(self, root: ChildSpec) -> None:
+        if not isinstance(root, ChildSpec):
+            raise ConfigurationError(
+                f"the root must be a ChildSpec (e.g. Supervisor.spec('app', [...])), got {root!r}"
+            )
+        self._root = Cell(root, None)
+        self._cancel: anyio.CancelScope | None = None
+        self.failure: BaseException | None = None
+
+    @property
+    def root(self) -> ActorRef[Any]:
+        """The root actor's reference."""
+        return self._root.ref
+
+    def ref(self, path: str) -> ActorRef[Any]:
+        """Return the reference of the actor at ``path``.
+
+        ``path`` is absolute (``/app/pool/worker-3``) or relative to the root
+        (``pool/worker-3``).
+
+        Raises:
+            ActorNotFound: No actor lives there now.
+        """
+        parts = [p for p in path.split("/") if p]
+        cell = self._root
+        if path.startswith("/"):
+            if not parts or parts[0] != cell.spec.id:
+                raise ActorNotFound(f"no actor at {path!r}: the root is {cell.path!r}")
+            parts = parts[1:]
+        for part in parts:
+            record = cell.children.get(part)
+            if record is None:
+                raise ActorNotFound(f"no actor at {path!r}: {cell.path} has no child {part!r}")
+            cell = record.cell
+        return cell.ref
+
+    def snapshot(self) -> ActorSnapshot:
+        """Return a snapshot of the whole tree (paths, states, restarts, mailboxes)."""
+        return take_snapshot(self._root)
+
+    def stop(self) -> None:
+        """Begin a graceful shutdown: the root stops its children in reverse order."""
+        if self._root.live:
+            self._root.request_stop(drain=True, exit=SHUTDOWN_EXIT)
+
+    async def wait_stopped(self) -> Exit:
+        """Wait until the root has stopped for good; return how it ended."""
+        return await self._root.wait_stopped()
+
+    async def _shutdown(self) -> None:
+        root = self._root
+        await root.stop_life(drain=True, exit=SHUTDOWN_EXIT, timeout=root.spec.shutdown)
+
+    def _root_exited(self, cell: Cell, exit: Exit) -> None:
+        if exit.abnormal:
+            self.failure = exit.error
+            _logger.error("system.failed", root=cell.path, exit=str(exit))
+            if self._cancel is not None:
+                self._cancel.cancel()
+        cell.finalize(exit)
+
+
+@asynccontextmanager
+async def open_system(root: ChildSpec) -> AsyncIterator[ActorSystem]:
+    """Start the tree under ``root`` and yield its `ActorSystem`; stop it on exit.
+
+    "Started" means every actor's start hook has completed. Leaving the block shuts
+    the tree down gracefully (reverse order, each within its shutdown timeout). If
+    the root fails (e.g. its supervisor gave up), the block is cancelled and the
+    root's error is raised.
+
+    Raises:
+        StartError: The tree failed to start (the message names the child).
+        RestartIntensityExceeded: The root supervisor gave up while running.
+    """
+    system = ActorSystem(root)
+    body_error: Exception | None = None
+    start_error: Exception | None = None
+    try:
+        async with anyio.create_task_group() as tasks:
+            system._cancel = tasks.cancel_scope
+            start_error = await system._root.start(tasks, system._root_exited)
+            if start_error is None:
+                try:
+                    yield system
+                except Exception as exc:  # re-raised below, outside the task group
+                    body_error = exc
+                finally:
+                    await system._shutdown()
+    finally:
+        cause = start_error or system.failure
+        system._root.finalize(Exit(ExitKind.CRASHED, cause) if cause else SHUTDOWN_EXIT)
+    if start_error is not None:
+        if isinstance(start_error, StartError):
+            raise start_error
+        raise StartError(
+            f"{system._root.path} failed to start: {type(start_error).__name__}: {start_error}"
+        ) from start_error
+    if body_error is not None:
+        raise body_error
+    if system.failure is not None:
+        raise system.failure
+
+
+def run(
+    root: ChildSpec,
+    *,
+    backend: str = "asyncio",
+    backend_options: dict[str, Any] | None = None,
+) -> Exit:
+    """Run the tree under ``root`` until it stops, or until SIGINT/SIGTERM.
+
+    The first signal starts a graceful, ordered shutdown; a second one cancels
+    whatever is still stopping. Call from the main thread of a script.
+
+    Returns:
+        How the root ended.
+
+    Raises:
+        StartError: The tree failed to start.
+        RestartIntensityExceeded: The root supervisor gave up.
+    """
+    return anyio.run(_serve, root, backend=backend, backend_options=backend_options)
+
+
+async def _serve(root: ChildSpec) -> Exit:
+    with anyio.CancelScope() as force:
+        async with open_system(root) as system:
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async with anyio.create_task_group() as tasks:
+
+                    async def on_signals() -> None:
+                        stopping = False
+                        async for signum in signals:
+                            name = signal.Signals(signum).name
+                            if stopping:
+                                _logger.warning("system.signal", signal=name, action="cancel")
+                                force.cancel()
+                            else:
+                                _logger.info("system.signal", signal=name, action="shutdown")
+                                stopping = True
+                                system.stop()
+
+                    tasks.start_soon(on_signals)
+                    exit = await system.wait_stopped()
+                    tasks.cancel_scope.cancel()
+            return exit
+    return Exit(ExitKind.KILLED)

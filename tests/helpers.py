@@ -1,0 +1,86 @@
+"""Small actors and helpers shared by the tests."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+
+import foxactors as fa
+
+
+class Recorder:
+    """Collects what happens, in order, across actors and restarts."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, ...]] = []
+
+    def add(self, *event: str) -> None:
+        self.events.append(event)
+
+    def of(self, kind: str) -> list[str]:
+        return [e[1] for e in self.events if e[0] == kind]
+
+    def count(self, kind: str, name: str) -> int:
+        return sum(1 for e in self.events if e[0] == kind and e[1] == name)
+
+
+class Crash(Exception):
+    """The error test actors raise on purpose."""
+
+
+class Worker(fa.Actor[Any]):
+    """Records its life; "crash" raises, "exit" stops normally, others are echoed."""
+
+    def __init__(self, name: str, rec: Recorder) -> None:
+        self.name = name
+        self.rec = rec
+
+    async def on_start(self) -> None:
+        self.rec.add("start", self.name)
+
+    async def receive(self, message: Any) -> Any:
+        if message == "crash":
+            raise Crash(self.name)
+        if message == "exit":
+            self.stop()
+            return None
+        self.rec.add("got", self.name, str(message))
+        return message
+
+    async def on_crash(self, message: Any, error: Exception) -> None:
+        self.rec.add("crash", self.name, str(message))
+
+    async def on_stop(self, exit: fa.Exit) -> None:
+        self.rec.add("stop", self.name, exit.kind.value)
+
+
+def worker(
+    name: str,
+    rec: Recorder,
+    restart: fa.Restart = fa.Restart.PERMANENT,
+    **options: Any,
+) -> fa.ChildSpec:
+    """A ChildSpec for a `Worker` named ``name``, restarting at once by default."""
+    options.setdefault("backoff", fa.Backoff.none())
+    return fa.ChildSpec(name, lambda: Worker(name, rec), restart=restart, **options)
+
+
+def tree(children: list[fa.ChildSpec], name: str = "app", **options: Any) -> fa.ChildSpec:
+    """A root supervisor spec that escalates only when asked to."""
+    options.setdefault("max_restarts", 100)
+    return fa.Supervisor.spec(name, children, **options)
+
+
+class Gate(fa.Actor[Any]):
+    """Handles each message only once its gate opens; records what it handled."""
+
+    def __init__(self, gate: Callable[[], anyio.Event], seen: list[Any]) -> None:
+        self.gate = gate
+        self.seen = seen
+
+    async def receive(self, message: Any) -> Any:
+        await self.gate().wait()
+        self.seen.append(message)
+        return message
