@@ -319,7 +319,7 @@ def test_invalid_specs_are_refused_with_clear_errors() -> None:
     with pytest.raises(fa.ConfigurationError, match="child 'x': factory must be a callable"):
         fa.ChildSpec("x", "not callable")  # type: ignore[arg-type]
     with pytest.raises(fa.ConfigurationError, match="child 'x': restart must be one of"):
-        fa.ChildSpec("x", fa.Actor, restart="sometimes")  # type: ignore[arg-type]
+        fa.ChildSpec("x", fa.Actor, restart="sometimes")
     with pytest.raises(fa.ConfigurationError, match="strategy must be one of"):
         fa.Supervisor(strategy="all_for_none")
     with pytest.raises(fa.ConfigurationError, match="permanent child cannot be significant"):

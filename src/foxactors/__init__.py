@@ -23,6 +23,7 @@ from ._errors import SupervisionError as SupervisionError
 from ._lifecycle import ActorState as ActorState
 from ._lifecycle import Exit as Exit
 from ._lifecycle import ExitKind as ExitKind
+from ._logging import configure_logging as configure_logging
 from ._mailbox import MailboxStatistics as MailboxStatistics
 from ._policy import Backoff as Backoff
 from ._policy import RestartIntensity as RestartIntensity

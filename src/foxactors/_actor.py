@@ -103,6 +103,17 @@ class Actor(Generic[M]):
         """A structlog logger bound with this actor's path."""
         return self._cell.log
 
+    def find(self, path: str) -> ActorRef[Any]:
+        """Return the reference of another actor by path.
+
+        ``path`` is absolute (``/app/ledger``) or relative to this actor, with
+        ``..`` for the parent (``../ledger`` is a sibling).
+
+        Raises:
+            ActorNotFound: No actor lives there now.
+        """
+        return self._cell.resolve(path).ref
+
     def stop(self) -> None:
         """End this actor normally after the current message.
 

@@ -17,7 +17,7 @@ import anyio.lowlevel
 import structlog
 
 from ._actor import Actor, ActorRef, Ask, Terminated
-from ._errors import ActorCrashed, ActorError, ActorStopped, ConfigurationError
+from ._errors import ActorCrashed, ActorError, ActorNotFound, ActorStopped, ConfigurationError
 from ._lifecycle import KILLED_EXIT, NORMAL_EXIT, ActorState, Exit, ExitKind
 from ._mailbox import Mailbox
 
@@ -371,6 +371,34 @@ class Cell:
             await self._stopped.wait()
         assert self.exit is not None
         return self.exit
+
+    # -- lookup -------------------------------------------------------------------
+
+    def resolve(self, path: str) -> Cell:
+        """Return the cell at ``path``: absolute, or relative to this one (``..`` is up).
+
+        Raises:
+            ActorNotFound: No actor lives there now.
+        """
+        parts = [p for p in path.split("/") if p and p != "."]
+        cell = self
+        if path.startswith("/"):
+            while cell.parent is not None:
+                cell = cell.parent
+            if not parts or parts[0] != cell.spec.id:
+                raise ActorNotFound(f"no actor at {path!r}: the root is {cell.path!r}")
+            parts = parts[1:]
+        for part in parts:
+            if part == "..":
+                if cell.parent is None:
+                    raise ActorNotFound(f"no actor at {path!r}: {cell.path} is the root")
+                cell = cell.parent
+                continue
+            record = cell.children.get(part)
+            if record is None:
+                raise ActorNotFound(f"no actor at {path!r}: {cell.path} has no child {part!r}")
+            cell = record.cell
+        return cell
 
     # -- death watch ---------------------------------------------------------------
 

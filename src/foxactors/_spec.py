@@ -68,7 +68,7 @@ def _valid_id(value: object) -> bool:
     return isinstance(value, str) and bool(value) and "/" not in value and value.strip() == value
 
 
-@attrs.frozen
+@attrs.frozen(init=False)
 class ChildSpec:
     """How a supervisor starts, restarts and stops one child.
 
@@ -90,11 +90,33 @@ class ChildSpec:
 
     id: str
     factory: Callable[[], Actor[Any]]
-    restart: Restart = Restart.PERMANENT
-    shutdown: float | None = 5.0
-    significant: bool = False
-    backoff: Backoff = attrs.field(factory=Backoff)
-    mailbox_size: int = 1000
+    restart: Restart
+    shutdown: float | None
+    significant: bool
+    backoff: Backoff
+    mailbox_size: int
+
+    def __init__(
+        self,
+        id: str,
+        factory: Callable[[], Actor[Any]],
+        *,
+        restart: Restart | str = Restart.PERMANENT,
+        shutdown: float | None = 5.0,
+        significant: bool = False,
+        backoff: Backoff | None = None,
+        mailbox_size: int = 1000,
+    ) -> None:
+        where = f"child {id!r}"
+        self.__attrs_init__(
+            id,
+            factory,
+            coerce_enum(Restart, restart, f"{where}: restart"),
+            shutdown,
+            significant,
+            backoff if backoff is not None else Backoff(),
+            mailbox_size,
+        )
 
     def __attrs_post_init__(self) -> None:
         if not _valid_id(self.id):
@@ -109,7 +131,6 @@ class ChildSpec:
                 f"Actor subclass itself, or functools.partial(MyActor, arg)), "
                 f"got {self.factory!r}"
             )
-        object.__setattr__(self, "restart", coerce_enum(Restart, self.restart, f"{where}: restart"))
         if self.shutdown is not None and (
             not isinstance(self.shutdown, int | float)
             or not math.isfinite(self.shutdown)

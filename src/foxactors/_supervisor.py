@@ -173,10 +173,10 @@ class Supervisor(Actor[Any]):
         return ChildSpec(
             id,
             factory,
-            restart=restart,  # type: ignore[arg-type]
+            restart=restart,
             shutdown=shutdown,
             significant=significant,
-            backoff=backoff if backoff is not None else Backoff(),
+            backoff=backoff,
             mailbox_size=mailbox_size,
         )
 

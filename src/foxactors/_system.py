@@ -12,7 +12,7 @@ import structlog
 
 from ._actor import ActorRef
 from ._cell import Cell
-from ._errors import ActorNotFound, ConfigurationError, StartError
+from ._errors import ConfigurationError, StartError
 from ._lifecycle import SHUTDOWN_EXIT, Exit, ExitKind
 from ._snapshot import ActorSnapshot, take_snapshot
 from ._spec import ChildSpec
@@ -49,18 +49,7 @@ class ActorSystem:
         Raises:
             ActorNotFound: No actor lives there now.
         """
-        parts = [p for p in path.split("/") if p]
-        cell = self._root
-        if path.startswith("/"):
-            if not parts or parts[0] != cell.spec.id:
-                raise ActorNotFound(f"no actor at {path!r}: the root is {cell.path!r}")
-            parts = parts[1:]
-        for part in parts:
-            record = cell.children.get(part)
-            if record is None:
-                raise ActorNotFound(f"no actor at {path!r}: {cell.path} has no child {part!r}")
-            cell = record.cell
-        return cell.ref
+        return self._root.resolve(path).ref
 
     def snapshot(self) -> ActorSnapshot:
         """Return a snapshot of the whole tree (paths, states, restarts, mailboxes)."""
@@ -153,24 +142,25 @@ def run(
 
 async def _serve(root: ChildSpec) -> Exit:
     with anyio.CancelScope() as force:
-        async with open_system(root) as system:
-            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                async with anyio.create_task_group() as tasks:
+        # Listen before starting, so a signal during the start is not fatal: it is
+        # handled (as a graceful stop) as soon as the tree is up.
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with open_system(root) as system, anyio.create_task_group() as tasks:
 
-                    async def on_signals() -> None:
-                        stopping = False
-                        async for signum in signals:
-                            name = signal.Signals(signum).name
-                            if stopping:
-                                _logger.warning("system.signal", signal=name, action="cancel")
-                                force.cancel()
-                            else:
-                                _logger.info("system.signal", signal=name, action="shutdown")
-                                stopping = True
-                                system.stop()
+                async def on_signals() -> None:
+                    stopping = False
+                    async for signum in signals:
+                        name = signal.Signals(signum).name
+                        if stopping:
+                            _logger.warning("system.signal", signal=name, action="cancel")
+                            force.cancel()
+                        else:
+                            _logger.info("system.signal", signal=name, action="shutdown")
+                            stopping = True
+                            system.stop()
 
-                    tasks.start_soon(on_signals)
-                    exit = await system.wait_stopped()
-                    tasks.cancel_scope.cancel()
+                tasks.start_soon(on_signals)
+                exit = await system.wait_stopped()
+                tasks.cancel_scope.cancel()
             return exit
     return Exit(ExitKind.KILLED)

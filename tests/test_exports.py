@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import foxactors
+import foxactors.testing
+
+PUBLIC = {
+    "Actor",
+    "ActorCrashed",
+    "ActorError",
+    "ActorNotFound",
+    "ActorRef",
+    "ActorSnapshot",
+    "ActorState",
+    "ActorStopped",
+    "ActorSystem",
+    "AskTimeout",
+    "AutoShutdown",
+    "Backoff",
+    "ChildSpec",
+    "ConfigurationError",
+    "Exit",
+    "ExitKind",
+    "FoxactorsError",
+    "MailboxFull",
+    "MailboxStatistics",
+    "Restart",
+    "RestartIntensity",
+    "RestartIntensityExceeded",
+    "StartChild",
+    "StartError",
+    "StopChild",
+    "Strategy",
+    "SupervisionError",
+    "Supervisor",
+    "Terminated",
+    "configure_logging",
+    "open_system",
+    "run",
+    "start_child",
+    "stop_child",
+}
+
+
+def public_names(module: object) -> set[str]:
+    return {n for n in vars(module) if not n.startswith("_")} - {"annotations", "testing"}
+
+
+def test_the_export_list_is_pinned() -> None:
+    assert public_names(foxactors) == PUBLIC
+
+
+def test_every_public_name_has_a_docstring_and_a_public_module() -> None:
+    for name in PUBLIC:
+        obj = getattr(foxactors, name)
+        assert (obj.__doc__ or "").strip(), name
+        module = getattr(obj, "__module__", "foxactors")
+        assert module.startswith("foxactors"), (name, module)
+
+
+def test_errors_share_one_root() -> None:
+    errors = [
+        getattr(foxactors, n)
+        for n in PUBLIC
+        if n.endswith(("Error", "Exceeded", "Full", "Stopped", "Crashed", "Timeout", "NotFound"))
+    ]
+    assert len(errors) == 11
+    assert all(issubclass(e, foxactors.FoxactorsError) for e in errors)
+
+
+def test_testing_exports() -> None:
+    assert public_names(foxactors.testing) == {"VirtualTimeEventLoop", "anyio_backend_options"}

@@ -1,0 +1,177 @@
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from anyio import wait_all_tasks_blocked
+
+import foxactors as fa
+
+from .helpers import Crash, Recorder, tree, worker
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.anyio
+async def test_a_body_error_stops_the_tree_and_propagates_unwrapped() -> None:
+    rec = Recorder()
+    with pytest.raises(Crash, match="body"):
+        async with fa.open_system(tree([worker("a", rec), worker("b", rec)])):
+            raise Crash("body")
+    assert rec.of("stop") == ["b", "a"]
+
+
+@pytest.mark.anyio
+async def test_a_failing_root_cancels_the_body_and_raises() -> None:
+    rec = Recorder()
+    reached_end = False
+    with pytest.raises(fa.RestartIntensityExceeded):  # noqa: PT012 - it fails while the body runs
+        async with fa.open_system(tree([worker("a", rec)], max_restarts=0)) as system:
+            await system.ref("a").tell("crash")
+            await anyio.sleep_forever()
+            reached_end = True  # pragma: no cover
+    assert not reached_end
+    assert system.root.state is fa.ActorState.STOPPED
+    assert system.ref("/app").state is fa.ActorState.STOPPED
+
+
+@pytest.mark.anyio
+async def test_snapshot_shows_the_whole_tree() -> None:
+    rec = Recorder()
+    spec = tree([worker("a", rec, mailbox_size=7), tree([worker("b", rec)], name="pool")])
+    async with fa.open_system(spec) as system:
+        await system.ref("pool/b").tell("crash")
+        await wait_all_tasks_blocked()
+        system.ref("a").tell_nowait("x")  # queued: nobody ran it yet
+        snap = system.snapshot()
+    assert [(s.path, s.kind, s.state, s.restarts) for s in snap.walk()] == [
+        ("/app", "supervisor", fa.ActorState.RUNNING, 0),
+        ("/app/a", "actor", fa.ActorState.RUNNING, 0),
+        ("/app/pool", "supervisor", fa.ActorState.RUNNING, 0),
+        ("/app/pool/b", "actor", fa.ActorState.RUNNING, 1),
+    ]
+    a = snap.find("/app/a")
+    assert a is not None
+    assert (a.mailbox_depth, a.mailbox_capacity, a.actor_class) == (1, 7, "Worker")
+    assert snap.render().splitlines() == [
+        "app [supervisor Supervisor] running restarts=0 mailbox=0/1000",
+        "  a [actor Worker] running restarts=0 mailbox=1/7",
+        "  pool [supervisor Supervisor] running restarts=0 mailbox=0/1000",
+        "    b [actor Worker] running restarts=1 mailbox=0/1000",
+    ]
+
+
+@pytest.mark.anyio
+async def test_stop_and_wait_stopped() -> None:
+    rec = Recorder()
+    async with fa.open_system(tree([worker("a", rec)])) as system:
+        system.stop()
+        exit = await system.wait_stopped()
+        assert exit.kind is fa.ExitKind.SHUTDOWN
+        assert rec.of("stop") == ["a"]
+
+
+class Finisher(fa.Actor[Any]):
+    async def on_start(self) -> None:
+        self.ref.tell_nowait("done")
+
+    async def receive(self, message: Any) -> None:
+        self.stop()
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_run_returns_how_the_root_ended(backend: str) -> None:
+    spec = fa.Supervisor.spec(
+        "job",
+        [fa.ChildSpec("finisher", Finisher, restart="transient", significant=True)],
+        auto_shutdown="any_significant",
+    )
+    assert fa.run(spec, backend=backend) == fa.Exit(fa.ExitKind.NORMAL)
+
+
+def foxactors(*args: str, **kwargs: Any) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "foxactors", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        **kwargs,
+    )
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_cli_turns_a_signal_into_an_ordered_shutdown(backend: str, sig: signal.Signals) -> None:
+    lines = []
+    with foxactors(
+        "run", "tests.apps:forever", "--log-format", "json", "--backend", backend
+    ) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # wait for the app to say it is ready
+            lines.append(json.loads(line))
+            if lines[-1]["event"] == "app.ready":
+                break
+        proc.send_signal(sig)
+        lines += [json.loads(line) for line in proc.stdout]
+        assert proc.wait(timeout=30) == 0
+    stopped = [e["name"] for e in lines if e["event"] == "service.stopped"]
+    assert stopped == ["web", "api", "db"]
+    assert {e["exit"] for e in lines if e["event"] == "service.stopped"} == {"shutdown"}
+    assert lines[-1]["event"] == "system.stopped"
+    assert any(e["event"] == "system.signal" and e["signal"] == sig.name for e in lines)
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("tests.apps", "expected MODULE:ATTRIBUTE"),
+        ("tests.nowhere:app", "cannot import module 'tests.nowhere'"),
+        ("tests.apps:missing", "has no attribute 'missing'"),
+        ("tests.apps:not_a_tree", "it must be a ChildSpec"),
+    ],
+)
+def test_cli_explains_a_bad_target(target: str, message: str) -> None:
+    proc = foxactors("run", target)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 1
+    assert message in out
+
+
+def test_the_example_runs_and_recovers_from_its_crashes() -> None:
+    proc = subprocess.run(
+        [sys.executable, "examples/supervision_tree.py"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert out.count("order.paid") == 20
+    assert out.count("actor.crashed") == 2
+    assert out.count("actor.restarting") == 2
+    assert "paid=20 total=229.80" in out
+    assert "system.stopped" in out
+    assert "Traceback" not in out
+
+
+def test_the_cli_runs_the_example() -> None:
+    proc = foxactors("run", "examples.supervision_tree:app", "--log-format", "json")
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    events = [json.loads(line) for line in out.splitlines()]
+    paid = sorted(e["order"] for e in events if e["event"] == "order.paid")
+    assert paid == list(range(1, 21))
+    crashes = [e for e in events if e["event"] == "actor.crashed"]
+    assert len(crashes) == 2
+    assert all("exception" in e for e in crashes)  # JSON logs keep the traceback
