@@ -250,6 +250,7 @@ async def test_stop_rejects_what_it_could_not_drain_explicitly() -> None:
     assert 2 <= stopped - started < 3  # the shutdown timeout, then cancelled
     events = {e["event"]: e for e in logs}
     assert events["actor.killed"]["actor"] == "/app/k"
+    assert events["actor.killed"]["reason"] == "did not stop within its shutdown timeout"
     assert events["actor.undelivered"]["count"] == 3
 
 
@@ -324,3 +325,34 @@ async def test_receive_must_be_overridden() -> None:
     async with fa.open_system(tree([spec])) as system:
         with pytest.raises(fa.ActorCrashed, match="must override receive"):
             await system.ref("plain").ask("hello")
+
+
+class FailsWhileStopping(fa.Actor[Any]):
+    def __init__(self, rec: Recorder) -> None:
+        self.rec = rec
+        self.fail = anyio.Event()
+
+    async def on_start(self) -> None:
+        self.start_task(self.task)
+
+    async def task(self) -> None:
+        await self.fail.wait()
+        raise Crash("late")
+
+    async def receive(self, message: Any) -> None:
+        pass
+
+    async def on_stop(self, exit: fa.Exit) -> None:
+        self.rec.add("stop", exit.kind.value)
+        self.fail.set()
+        await anyio.sleep(1)  # the task fails meanwhile and cancels this wait
+
+
+async def test_a_task_failing_during_on_stop_does_not_run_the_hooks_twice() -> None:
+    rec = Recorder()
+    with capture_logs() as logs:
+        async with fa.open_system(tree([fa.ChildSpec("f", lambda: FailsWhileStopping(rec))])):
+            pass
+    assert rec.events == [("stop", "shutdown")]
+    failed = [e for e in logs if e["event"] == "actor.task_failed"]
+    assert [e["error"] for e in failed] == ["Crash: late"]

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import functools
 import itertools
 from typing import Any
 
@@ -353,3 +354,35 @@ async def test_unexpected_messages_to_a_supervisor_are_logged_not_fatal() -> Non
             assert await system.root.ask("what?") is None
         assert system.root.state is fa.ActorState.RUNNING
     assert logs[0]["event"] == "supervisor.unexpected_message"
+
+
+class Together(fa.Actor[Any]):
+    """Waits on a shared event, then crashes: siblings crash in the same turn."""
+
+    def __init__(self, go: anyio.Event, rec: Recorder, name: str) -> None:
+        self.go = go
+        rec.add("start", name)
+
+    async def receive(self, message: Any) -> None:
+        await self.go.wait()
+        raise Crash(message)
+
+
+async def test_an_exit_notice_of_a_child_stopped_by_a_cascade_is_not_counted() -> None:
+    rec = Recorder()
+    go = anyio.Event()
+    delay = fa.Backoff(min_delay=1, random_factor=0)
+    children = [
+        fa.ChildSpec(n, functools.partial(Together, go, rec, n), backoff=delay) for n in "ab"
+    ]
+    spec = tree(children, strategy="one_for_all", max_restarts=1)
+    async with fa.open_system(spec) as system:
+        for name in "ab":
+            await system.ref(name).tell("crash")
+        await wait_all_tasks_blocked()
+        go.set()  # both crash before their supervisor hears of either
+        await wait_all_tasks_blocked()
+        await anyio.sleep(1.5)  # the restart delay, in virtual time
+        # One cascade, one restart: b's own exit notice was flushed with it.
+        assert system.root.state is fa.ActorState.RUNNING
+    assert rec.count("start", "a") == rec.count("start", "b") == 2

@@ -53,6 +53,7 @@ class Cell:
         "_done",
         "_stopped",
         "_task_error",
+        "_timed_out",
         "_watchers",
         "children",
         "exit",
@@ -95,6 +96,7 @@ class Cell:
             None
         )
         self._task_error: Exception | None = None
+        self._timed_out = False
         self._done: anyio.Event | None = None
         self._stopped: anyio.Event | None = None
         self._watchers: list[Cell] | None = None
@@ -111,6 +113,7 @@ class Cell:
         """
         self.state = ActorState.STARTING
         self.started = False
+        self._timed_out = False
         if self.exit is None:
             self.mailbox.open = True  # reopen after a drained stop that was not final
         try:
@@ -131,9 +134,11 @@ class Cell:
             return error
         try:
             await actor.on_start()
-        except Exception as exc:
+        except BaseException as exc:
             self.live = False
-            return exc
+            if isinstance(exc, Exception):
+                return exc
+            raise
         self._mark_started(actor)
         tasks.start_soon(self._life, actor, notify, False)
         return None
@@ -153,7 +158,7 @@ class Cell:
         task_status: TaskStatus[Exception | None] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
         exit = KILLED_EXIT
-        finished = False
+        hooks_ran = False
         try:
             with anyio.CancelScope() as self.scope:
                 async with anyio.create_task_group() as tasks:
@@ -172,12 +177,14 @@ class Cell:
                     self._deferred = None
                     exit, message = await self._loop(actor)
                     self.state = ActorState.STOPPING
+                    hooks_ran = True
                     await self._after(actor, exit, message)
-                    finished = True
                     tasks.cancel_scope.cancel()
                 self.tasks = None
                 error = self._task_error
-                if error is not None and not finished:  # a background task failed
+                if error is not None and hooks_ran:  # failed while the actor was stopping
+                    self.log.error("actor.task_failed", error=describe(error), exc_info=error)
+                elif error is not None:  # a background task failed: a crash
                     exit = Exit(ExitKind.CRASHED, error)
                     if not self.started:
                         task_status.started(error)
@@ -193,7 +200,12 @@ class Cell:
                 self._done = None
             if self.started:
                 if exit is KILLED_EXIT:
-                    self.log.warning("actor.killed", reason="did not stop in time")
+                    self.log.warning(
+                        "actor.killed",
+                        reason="did not stop within its shutdown timeout"
+                        if self._timed_out
+                        else "cancelled with its parent",
+                    )
                 notify(self, exit)
 
     async def _loop(self, actor: Actor[Any]) -> tuple[Exit, Any]:  # noqa: PLR0912 - hot loop, kept inline
@@ -256,7 +268,7 @@ class Cell:
             assert isinstance(error, Exception)
             self.log.error(
                 "actor.crashed",
-                error=f"{type(error).__name__}: {error}",
+                error=describe(error),
                 message_type=None if message is None else type(message).__qualname__,
                 exc_info=error,
             )
@@ -312,6 +324,7 @@ class Cell:
             await self.wait_done()
         if self.live:
             if self.scope is not None:
+                self._timed_out = True
                 self.scope.cancel()
             await self.wait_done()
 
@@ -416,3 +429,8 @@ class Cell:
         """Undo `watch`."""
         if target._watchers is not None and self in target._watchers:
             target._watchers.remove(self)
+
+
+def describe(error: BaseException) -> str:
+    """One line for logs: the error's type and message (never the message payload)."""
+    return f"{type(error).__name__}: {error}"

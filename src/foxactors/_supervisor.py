@@ -11,7 +11,7 @@ import anyio
 import attrs
 
 from ._actor import Actor, ActorRef
-from ._cell import Cell
+from ._cell import Cell, describe
 from ._errors import (
     ConfigurationError,
     FoxactorsError,
@@ -297,9 +297,7 @@ class Supervisor(Actor[Any]):
         assert tasks is not None
         error = await child.cell.start(tasks, notify)
         if error is not None:
-            child.cell.log.error(
-                "actor.start_failed", error=f"{type(error).__name__}: {error}", exc_info=error
-            )
+            child.cell.log.error("actor.start_failed", error=describe(error), exc_info=error)
         return error
 
     def _notify(self, child: _Child, generation: int, _cell: Cell, exit: Exit) -> None:
@@ -307,9 +305,10 @@ class Supervisor(Actor[Any]):
 
     async def _terminate(self, child: _Child, *, drain: bool) -> None:
         child.pending = None
-        if child.cell.live:
-            child.generation += 1  # the exit notice of this life is expected: ignore it
-            await child.cell.stop_life(drain=drain, exit=SHUTDOWN_EXIT, timeout=child.spec.shutdown)
+        # Any exit notice of this life, sent or still to come, is now expected and
+        # ignored (OTP flushes it too), even if the child had already crashed.
+        child.generation += 1
+        await child.cell.stop_life(drain=drain, exit=SHUTDOWN_EXIT, timeout=child.spec.shutdown)
 
     def _remove(self, child: _Child, exit: Exit) -> None:
         if self._children.get(child.spec.id) is child:
