@@ -6,18 +6,25 @@ Everything public is re-exported here; the modules behind it are private.
 
 from __future__ import annotations
 
+from ._ack import AckHandle as AckHandle
+from ._ack import Decision as Decision
 from ._actor import Actor as Actor
 from ._actor import ActorRef as ActorRef
 from ._actor import Terminated as Terminated
+from ._codec import Codec as Codec
+from ._codec import JsonCodec as JsonCodec
 from ._errors import ActorCrashed as ActorCrashed
 from ._errors import ActorError as ActorError
 from ._errors import ActorNotFound as ActorNotFound
 from ._errors import ActorStopped as ActorStopped
 from ._errors import AskTimeout as AskTimeout
+from ._errors import BackendError as BackendError
 from ._errors import ConfigurationError as ConfigurationError
+from ._errors import DecodeError as DecodeError
 from ._errors import FoxactorsError as FoxactorsError
 from ._errors import MailboxFull as MailboxFull
 from ._errors import RestartIntensityExceeded as RestartIntensityExceeded
+from ._errors import SettlementError as SettlementError
 from ._errors import StartError as StartError
 from ._errors import SupervisionError as SupervisionError
 from ._lifecycle import ActorState as ActorState
@@ -25,6 +32,11 @@ from ._lifecycle import Exit as Exit
 from ._lifecycle import ExitKind as ExitKind
 from ._logging import configure_logging as configure_logging
 from ._mailbox import MailboxStatistics as MailboxStatistics
+from ._message import Delivery as Delivery
+from ._message import Message as Message
+from ._message import MessageProperties as MessageProperties
+from ._message import Outcome as Outcome
+from ._message import OutcomeKind as OutcomeKind
 from ._policy import Backoff as Backoff
 from ._policy import RestartIntensity as RestartIntensity
 from ._snapshot import ActorSnapshot as ActorSnapshot
@@ -40,5 +52,12 @@ from ._supervisor import stop_child as stop_child
 from ._system import ActorSystem as ActorSystem
 from ._system import open_system as open_system
 from ._system import run as run
+from .backends import DeadLetter as DeadLetter
+from .backends import MemoryBackend as MemoryBackend
+from .pipeline import PoolStrategy as PoolStrategy
+from .pipeline import RetryPolicy as RetryPolicy
+from .pipeline import Stage as Stage
+from .pipeline import Worker as Worker
+from .pipeline import WorkerApp as WorkerApp
 
 __version__ = "0.1.0"

@@ -87,3 +87,30 @@ class ActorNotFound(ActorError, LookupError):
     Check the spelling against ``system.snapshot()``; the actor may also have stopped
     for good (temporary children, removed dynamic children).
     """
+
+
+class SettlementError(FoxactorsError):
+    """A delivery's ack handle was used wrongly.
+
+    Raised by a second settlement of the same handle (ack, requeue, retry,
+    dead-letter): nothing was applied twice. Settle each delivery exactly once; in
+    the default stack the runtime settles from the outcome, so a handler settling by
+    hand must say so (manual mode).
+    """
+
+
+class DecodeError(FoxactorsError):
+    """A message body could not be decoded, or is larger than the codec allows.
+
+    Raised inside the pipeline, never to the caller: the message goes to the
+    dead-letter queue with this error as its reason. Fix the producer.
+    """
+
+
+class BackendError(FoxactorsError):
+    """A message backend failed or was used wrongly (unknown name, missing extra).
+
+    Connection failures crash the consumer actor, and its supervisor reconnects.
+    An unknown backend or a missing extra is a configuration problem: the message
+    says what to install or name.
+    """

@@ -1,0 +1,99 @@
+"""`AckHandle`: the one way to settle a delivery, exactly once."""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import math
+from collections.abc import Hashable
+from typing import Protocol
+
+from ._errors import ConfigurationError, SettlementError
+
+
+class Decision(enum.Enum):
+    """How a delivery was settled."""
+
+    ACK = "ack"
+    REQUEUE = "requeue"
+    RETRY = "retry"
+    DEAD_LETTER = "dead_letter"
+
+
+class Settler(Protocol):
+    """What a backend's consumer implements so that handles can settle with it."""
+
+    def settle(self, handle: AckHandle, decision: Decision, delay: float, reason: str) -> bool:
+        """Apply ``decision``; return False (and log) if the handle is stale."""
+
+    def dropped(self, handle: AckHandle) -> None:
+        """A handle was garbage-collected unsettled: report it and return its delivery."""
+
+
+class AckHandle:
+    """Settles one delivery exactly once: ack, requeue, retry later or dead-letter.
+
+    A second settlement raises `SettlementError` and applies nothing. A handle
+    carries the generation of the consumer (connection or channel) it came from: once
+    that consumer is gone, settling is a logged no-op that returns False, and the
+    broker redelivers the message. A handle dropped unsettled is reported and its
+    delivery returned to the queue.
+
+    Attributes:
+        tag: The backend's identifier of the delivery.
+        generation: The generation of the consumer that received it.
+        decision: How it was settled, or None while unsettled.
+    """
+
+    __slots__ = ("__weakref__", "_settler", "decision", "generation", "tag")
+
+    def __init__(self, settler: Settler, tag: Hashable, generation: int) -> None:
+        self._settler = settler
+        self.tag = tag
+        self.generation = generation
+        self.decision: Decision | None = None
+
+    @property
+    def settled(self) -> bool:
+        """True once a decision was made."""
+        return self.decision is not None
+
+    def ack(self) -> bool:
+        """Acknowledge: the message is done. Returns False if the handle is stale."""
+        return self._settle(Decision.ACK, 0.0, "")
+
+    def requeue(self) -> bool:
+        """Return the message to its queue at once, to be delivered again."""
+        return self._settle(Decision.REQUEUE, 0.0, "")
+
+    def retry(self, delay: float) -> bool:
+        """Deliver the message again after ``delay`` seconds (attempt count goes up).
+
+        The delay is held by the backend (a delayed queue), never by keeping the
+        delivery open.
+        """
+        if not isinstance(delay, int | float) or not math.isfinite(delay) or delay < 0:
+            raise ConfigurationError(f"retry delay must be seconds >= 0, got {delay!r}")
+        return self._settle(Decision.RETRY, float(delay), "")
+
+    def dead_letter(self, reason: str) -> bool:
+        """Move the message to the dead-letter queue with ``reason`` (one line)."""
+        return self._settle(Decision.DEAD_LETTER, 0.0, reason)
+
+    def _settle(self, decision: Decision, delay: float, reason: str) -> bool:
+        if self.decision is not None:
+            raise SettlementError(
+                f"delivery {self.tag!r} was already settled ({self.decision.value}); "
+                f"refusing to {decision.value} it as well"
+            )
+        self.decision = decision
+        return self._settler.settle(self, decision, delay, reason)
+
+    def __del__(self) -> None:
+        if self.decision is None:
+            with contextlib.suppress(Exception):  # never raise from a finalizer
+                self._settler.dropped(self)
+
+    def __repr__(self) -> str:
+        state = self.decision.value if self.decision else "unsettled"
+        return f"<AckHandle {self.tag!r} gen={self.generation} {state}>"

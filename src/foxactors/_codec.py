@@ -1,0 +1,76 @@
+"""Codecs turn payloads into bytes and back. JSON by default; never pickle."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Protocol
+
+import attrs
+
+from ._errors import ConfigurationError, DecodeError
+
+
+class Codec(Protocol):
+    """Encodes payloads for publishing and decodes received bodies."""
+
+    @property
+    def content_type(self) -> str:
+        """The MIME type of encoded bodies."""
+
+    def encode(self, payload: Any) -> bytes:
+        """Return the bytes for ``payload``; raise `DecodeError`-free errors on bad input."""
+
+    def decode(self, body: bytes) -> Any:
+        """Return the payload of ``body``, or raise `DecodeError` (never anything else)."""
+
+
+@attrs.frozen
+class JsonCodec:
+    """UTF-8 JSON with a size limit (default 1 MiB), in both directions.
+
+    Attributes:
+        max_size: Largest body in bytes; larger ones are refused with a reason.
+    """
+
+    max_size: int = 1024 * 1024
+    content_type: str = "application/json"
+
+    def __attrs_post_init__(self) -> None:
+        if (
+            isinstance(self.max_size, bool)
+            or not isinstance(self.max_size, int)
+            or self.max_size < 1
+        ):
+            raise ConfigurationError(f"max_size must be an int >= 1, got {self.max_size!r}")
+
+    def encode(self, payload: Any) -> bytes:
+        """Encode ``payload`` as compact JSON.
+
+        Raises:
+            ConfigurationError: The payload is not JSON-serialisable or too large.
+        """
+        try:
+            body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+        except (TypeError, ValueError) as exc:
+            raise ConfigurationError(
+                f"payload of type {type(payload).__name__} is not JSON-serialisable: {exc}; "
+                "publish plain data (dict, list, str, numbers) or use another codec"
+            ) from exc
+        if len(body) > self.max_size:
+            raise ConfigurationError(
+                f"payload is {len(body)} bytes, over the codec's max_size of {self.max_size}"
+            )
+        return body
+
+    def decode(self, body: bytes) -> Any:
+        """Decode a JSON body.
+
+        Raises:
+            DecodeError: Too large, not UTF-8, or not JSON.
+        """
+        if len(body) > self.max_size:
+            raise DecodeError(f"body is {len(body)} bytes, over max_size {self.max_size}")
+        try:
+            return json.loads(body)
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise DecodeError(f"body is not valid JSON: {exc}") from None

@@ -1,0 +1,174 @@
+"""Messages and outcomes: frozen values that travel through the pipeline. No I/O."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+if TYPE_CHECKING:
+    from ._ack import AckHandle
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+def _frozen_mapping(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    return _EMPTY if not value else MappingProxyType(dict(value))
+
+
+@attrs.frozen
+class MessageProperties:
+    """Broker-neutral message properties (AMQP's, which Redis fields map onto).
+
+    Build them with keywords or with the fluent ``with_*`` methods, which return a
+    new instance: ``MessageProperties().with_priority(5).with_header("tenant", "a")``.
+    """
+
+    content_type: str = "application/json"
+    content_encoding: str | None = None
+    priority: int | None = None
+    expiration: float | None = None
+    message_type: str | None = None
+    user_id: str | None = None
+    app_id: str | None = None
+    cluster_id: str | None = None
+    reply_to: str | None = None
+    correlation_id: str | None = None
+    headers: Mapping[str, Any] = attrs.field(default=_EMPTY, converter=_frozen_mapping)
+
+    def with_content_type(self, value: str) -> MessageProperties:
+        """Return a copy with ``content_type`` set."""
+        return attrs.evolve(self, content_type=value)
+
+    def with_content_encoding(self, value: str | None) -> MessageProperties:
+        """Return a copy with ``content_encoding`` set."""
+        return attrs.evolve(self, content_encoding=value)
+
+    def with_priority(self, value: int | None) -> MessageProperties:
+        """Return a copy with ``priority`` set (higher is delivered first)."""
+        return attrs.evolve(self, priority=value)
+
+    def with_expiration(self, seconds: float | None) -> MessageProperties:
+        """Return a copy with ``expiration`` (time to live in the queue) set."""
+        return attrs.evolve(self, expiration=seconds)
+
+    def with_message_type(self, value: str | None) -> MessageProperties:
+        """Return a copy with ``message_type`` set; it routes to a handler."""
+        return attrs.evolve(self, message_type=value)
+
+    def with_user_id(self, value: str | None) -> MessageProperties:
+        """Return a copy with ``user_id`` set."""
+        return attrs.evolve(self, user_id=value)
+
+    def with_app_id(self, value: str | None) -> MessageProperties:
+        """Return a copy with ``app_id`` set."""
+        return attrs.evolve(self, app_id=value)
+
+    def with_cluster_id(self, value: str | None) -> MessageProperties:
+        """Return a copy with ``cluster_id`` set."""
+        return attrs.evolve(self, cluster_id=value)
+
+    def with_reply_to(self, value: str | None) -> MessageProperties:
+        """Return a copy with ``reply_to`` set."""
+        return attrs.evolve(self, reply_to=value)
+
+    def with_correlation_id(self, value: str | None) -> MessageProperties:
+        """Return a copy with ``correlation_id`` set; logs of the message carry it."""
+        return attrs.evolve(self, correlation_id=value)
+
+    def with_headers(self, headers: Mapping[str, Any]) -> MessageProperties:
+        """Return a copy whose headers are ``headers`` merged over the current ones."""
+        return attrs.evolve(self, headers={**self.headers, **headers})
+
+    def with_header(self, key: str, value: Any) -> MessageProperties:
+        """Return a copy with one header set."""
+        return self.with_headers({key: value})
+
+
+DEFAULT_PROPERTIES = MessageProperties()
+
+
+@attrs.frozen
+class Message:
+    """A message as a handler sees it.
+
+    Attributes:
+        id: The message id (unique per publish).
+        payload: The decoded body (JSON by default).
+        body: The raw bytes as received.
+        properties: Its properties; ``properties.headers`` are its headers.
+        attempt: 1 on the first delivery, then 2, 3...: redeliveries after crashes
+            and delayed retries both count.
+        queue: The queue it was consumed from.
+        published_at: When it was published, in the backend's clock (seconds).
+    """
+
+    id: str
+    payload: Any
+    body: bytes
+    properties: MessageProperties = DEFAULT_PROPERTIES
+    attempt: int = 1
+    queue: str = ""
+    published_at: float = 0.0
+
+    @property
+    def headers(self) -> Mapping[str, Any]:
+        """Shortcut for ``properties.headers``."""
+        return self.properties.headers
+
+    @property
+    def message_type(self) -> str | None:
+        """Shortcut for ``properties.message_type``."""
+        return self.properties.message_type
+
+
+@attrs.frozen(slots=True)
+class Delivery:
+    """A message plus the one handle that settles it.
+
+    Attributes:
+        message: The message.
+        handle: Its ack handle; settled exactly once.
+    """
+
+    message: Message
+    handle: AckHandle
+
+
+class OutcomeKind(enum.Enum):
+    """What became of a delivery; stages turn results into decisions."""
+
+    SUCCEEDED = "succeeded"
+    """The handler returned: ack."""
+    FAILED = "failed"
+    """The handler raised (or timed out, or crashed its worker); the retry stage decides."""
+    RETRY = "retry"
+    """Try again after ``delay`` seconds."""
+    REQUEUE = "requeue"
+    """Put back at once (e.g. shutting down before it started)."""
+    DEAD_LETTER = "dead_letter"
+    """Give up: to the dead-letter queue with ``reason``."""
+    SETTLED = "settled"
+    """Already settled by hand (manual mode): nothing left to do."""
+
+
+@attrs.frozen(slots=True)
+class Outcome:
+    """The result for one delivery, travelling back through the stages.
+
+    Attributes:
+        delivery: The delivery it is about.
+        kind: What happened or what to do.
+        error: The handler's exception, for failures.
+        delay: Seconds to wait, for retries.
+        reason: Why, for dead letters and failures (one line, no payload).
+    """
+
+    delivery: Delivery
+    kind: OutcomeKind
+    error: BaseException | None = attrs.field(default=None, eq=False)
+    delay: float = 0.0
+    reason: str = ""

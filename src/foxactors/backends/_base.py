@@ -1,0 +1,75 @@
+"""The contract between the pipeline and a message backend."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import attrs
+
+from foxactors._ack import Settler
+from foxactors._message import Delivery, MessageProperties
+
+
+@attrs.frozen
+class DeadLetter:
+    """A message that was given up on, with why and when.
+
+    Attributes:
+        id: The original message id.
+        queue: The queue it came from.
+        body: The original body, untouched.
+        properties: The original properties and headers, untouched.
+        reason: Why it was dead-lettered (one line).
+        attempts: How many times it was delivered.
+        failed_at: When, in the backend's clock (seconds).
+    """
+
+    id: str
+    queue: str
+    body: bytes
+    properties: MessageProperties
+    reason: str
+    attempts: int
+    failed_at: float
+
+
+class Source(Settler, Protocol):
+    """One consumer of one queue, with credit: never more than ``prefetch`` unsettled.
+
+    Handles of a closed source are stale: settling them is a logged no-op.
+    """
+
+    queue: str
+    prefetch: int
+
+    @property
+    def unsettled(self) -> int:
+        """Deliveries handed out and not yet settled."""
+
+    async def receive(self, max_count: int) -> list[Delivery]:
+        """Wait for at least one delivery (and credit); return at most ``max_count``."""
+
+    async def wait_settled(self) -> None:
+        """Wait until no delivery is unsettled."""
+
+    async def close(self) -> None:
+        """Stop consuming; every unsettled delivery goes back to its queue."""
+
+
+class Backend(Protocol):
+    """A place messages are published to and consumed from."""
+
+    name: str
+
+    async def publish(
+        self,
+        queue: str,
+        payload: Any,
+        *,
+        properties: MessageProperties | None = None,
+        delay: float = 0.0,
+    ) -> str:
+        """Publish ``payload`` (encoded by the backend's codec); return the message id."""
+
+    async def open_source(self, queue: str, *, prefetch: int) -> Source:
+        """Start consuming ``queue`` with at most ``prefetch`` unsettled deliveries."""

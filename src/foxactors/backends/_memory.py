@@ -1,0 +1,340 @@
+"""The embedded memory backend: the broker contract, in process, deterministic.
+
+Same contract as the brokers: redelivery on requeue and when a consumer goes away,
+delayed retry, dead letters, an attempt count that travels with the message, credit
+(prefetch). Time is the event loop's clock, so it runs in virtual time in tests.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import uuid
+from typing import Any
+
+import anyio
+import attrs
+import structlog
+
+from foxactors._ack import AckHandle, Decision
+from foxactors._codec import Codec, JsonCodec
+from foxactors._errors import BackendError, ConfigurationError, DecodeError
+from foxactors._message import DEFAULT_PROPERTIES, Delivery, Message, MessageProperties
+
+from ._base import DeadLetter
+
+_logger: structlog.typing.FilteringBoundLogger = structlog.get_logger("foxactors")
+
+Tag = tuple[int, int]  # (consumer generation, delivery number)
+
+
+@attrs.define
+class _Entry:
+    id: str
+    body: bytes
+    properties: MessageProperties
+    published_at: float
+    deliveries: int = 0
+
+
+@attrs.frozen
+class QueueStatistics:
+    """Counts for one memory queue.
+
+    Attributes:
+        ready: Waiting to be delivered.
+        delayed: Waiting for their delay (publish delay or retry) to pass.
+        in_flight: Delivered, not yet settled.
+        dead: In the dead-letter queue.
+    """
+
+    ready: int
+    delayed: int
+    in_flight: int
+    dead: int
+
+
+class _Queue:
+    """One queue: a priority heap of ready entries, a heap of delayed ones."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.ready: list[tuple[int, int, _Entry]] = []  # (-priority, seq, entry)
+        self.delayed: list[tuple[float, int, _Entry]] = []  # (due, seq, entry)
+        self.in_flight: dict[Tag, _Entry] = {}
+        self.dead: list[DeadLetter] = []
+        self._seq = itertools.count()
+        self._front = itertools.count(-1, -1)  # requeued entries go first
+        self._changed: anyio.Event | None = None
+
+    def push(self, entry: _Entry, *, front: bool = False) -> None:
+        priority = entry.properties.priority or 0
+        seq = next(self._front) if front else next(self._seq)
+        heapq.heappush(self.ready, (-priority, seq, entry))
+        self.changed()
+
+    def push_delayed(self, entry: _Entry, due: float) -> None:
+        heapq.heappush(self.delayed, (due, next(self._seq), entry))
+        self.changed()
+
+    def promote_due(self, now: float) -> float | None:
+        """Move due entries to ready; return the next due time, if any."""
+        while self.delayed and self.delayed[0][0] <= now:
+            self.push(heapq.heappop(self.delayed)[2])
+        return self.delayed[0][0] if self.delayed else None
+
+    def changed(self) -> None:
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
+
+    async def wait_changed(self, deadline: float | None) -> None:
+        if self._changed is None:
+            self._changed = anyio.Event()
+        event = self._changed
+        if deadline is None:
+            await event.wait()
+        else:
+            with anyio.move_on_after(max(0.0, deadline - anyio.current_time())):
+                await event.wait()
+
+    @property
+    def idle(self) -> bool:
+        return not (self.ready or self.delayed or self.in_flight)
+
+
+class MemoryBackend:
+    """An in-process broker: the embedded default, and the backend of tests.
+
+    Args:
+        codec: Encodes published payloads and decodes received bodies (JSON with a
+            1 MiB limit by default). Undecodable bodies go to the dead-letter queue.
+
+    Example:
+        ```python
+        backend = MemoryBackend()
+        await backend.publish("emails", {"to": "ada@example.com"})
+        await backend.join("emails")  # wait until it was handled and settled
+        ```
+    """
+
+    name = "memory"
+
+    def __init__(self, codec: Codec | None = None) -> None:
+        self.codec: Codec = codec if codec is not None else JsonCodec()
+        self._queues: dict[str, _Queue] = {}
+        self._generations = itertools.count(1)
+
+    def _queue(self, name: str) -> _Queue:
+        queue = self._queues.get(name)
+        if queue is None:
+            if not isinstance(name, str) or not name:
+                raise ConfigurationError(f"queue name must be a non-empty string, got {name!r}")
+            queue = self._queues[name] = _Queue(name)
+        return queue
+
+    # -- producing ----------------------------------------------------------------
+
+    async def publish(
+        self,
+        queue: str,
+        payload: Any,
+        *,
+        properties: MessageProperties | None = None,
+        delay: float = 0.0,
+    ) -> str:
+        """Encode and enqueue ``payload``; return its message id.
+
+        Args:
+            queue: Queue name (created on first use).
+            payload: Data for the codec (JSON by default).
+            properties: Message properties; ``priority`` orders delivery (higher first).
+            delay: Seconds before it becomes deliverable.
+
+        Raises:
+            ConfigurationError: The payload cannot be encoded, or a bad delay.
+        """
+        return self.publish_raw(
+            queue, self.codec.encode(payload), properties=properties, delay=delay
+        )
+
+    def publish_raw(
+        self,
+        queue: str,
+        body: bytes,
+        *,
+        properties: MessageProperties | None = None,
+        delay: float = 0.0,
+    ) -> str:
+        """Enqueue an already encoded ``body`` as it is (for tests of bad input)."""
+        if not isinstance(delay, int | float) or delay < 0:
+            raise ConfigurationError(f"delay must be seconds >= 0, got {delay!r}")
+        now = anyio.current_time()
+        entry = _Entry(uuid.uuid4().hex, body, properties or DEFAULT_PROPERTIES, now)
+        target = self._queue(queue)
+        if delay > 0:
+            target.push_delayed(entry, now + delay)
+        else:
+            target.push(entry)
+        return entry.id
+
+    # -- consuming ----------------------------------------------------------------
+
+    async def open_source(self, queue: str, *, prefetch: int) -> MemorySource:
+        """Start consuming ``queue`` with at most ``prefetch`` unsettled deliveries."""
+        if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 1:
+            raise ConfigurationError(f"prefetch must be an int >= 1, got {prefetch!r}")
+        return MemorySource(self, self._queue(queue), prefetch, next(self._generations))
+
+    # -- inspecting -----------------------------------------------------------------
+
+    async def join(self, queue: str) -> None:
+        """Wait until ``queue`` has nothing ready, delayed or in flight."""
+        target = self._queue(queue)
+        while not target.idle:
+            await target.wait_changed(None)
+
+    def statistics(self, queue: str) -> QueueStatistics:
+        """Return the counts of ``queue``."""
+        target = self._queue(queue)
+        return QueueStatistics(
+            len(target.ready), len(target.delayed), len(target.in_flight), len(target.dead)
+        )
+
+    def dead_letters(self, queue: str) -> list[DeadLetter]:
+        """Return the dead letters of ``queue``, oldest first."""
+        return list(self._queue(queue).dead)
+
+    def replay_dead_letters(self, queue: str) -> int:
+        """Move every dead letter of ``queue`` back to it (attempts start over)."""
+        target = self._queue(queue)
+        replayed, target.dead = target.dead, []
+        for letter in replayed:
+            target.push(_Entry(letter.id, letter.body, letter.properties, anyio.current_time()))
+        return len(replayed)
+
+    def purge_dead_letters(self, queue: str) -> int:
+        """Delete the dead letters of ``queue``; return how many there were."""
+        target = self._queue(queue)
+        count, target.dead = len(target.dead), []
+        return count
+
+
+class MemorySource:
+    """One consumer of a memory queue (see `Source`)."""
+
+    def __init__(
+        self, backend: MemoryBackend, queue: _Queue, prefetch: int, generation: int
+    ) -> None:
+        self._backend = backend
+        self._q = queue
+        self.queue = queue.name
+        self.prefetch = prefetch
+        self.generation = generation
+        self._unsettled: set[Tag] = set()
+        self._tags = itertools.count(1)
+        self._closed = False
+
+    @property
+    def unsettled(self) -> int:
+        """Deliveries handed out and not yet settled."""
+        return len(self._unsettled)
+
+    async def receive(self, max_count: int) -> list[Delivery]:
+        """Wait for at least one delivery (and credit); return at most ``max_count``."""
+        queue = self._q
+        while True:
+            if self._closed:
+                raise BackendError(f"consumer of {self.queue!r} is closed")
+            next_due = queue.promote_due(anyio.current_time())
+            credit = min(max_count, self.prefetch - len(self._unsettled))
+            if credit > 0 and queue.ready:
+                out: list[Delivery] = []
+                while queue.ready and len(out) < credit:
+                    delivery = self._deliver(heapq.heappop(queue.ready)[2])
+                    if delivery is not None:
+                        out.append(delivery)
+                if out:
+                    return out
+                continue
+            await queue.wait_changed(next_due)
+
+    def _deliver(self, entry: _Entry) -> Delivery | None:
+        entry.deliveries += 1
+        tag = (self.generation, next(self._tags))
+        self._q.in_flight[tag] = entry
+        self._unsettled.add(tag)
+        handle = AckHandle(self, tag, self.generation)
+        try:
+            payload = self._backend.codec.decode(entry.body)
+        except DecodeError as exc:
+            _logger.warning(
+                "message.undecodable", queue=self.queue, message_id=entry.id, error=str(exc)
+            )
+            handle.dead_letter(f"undecodable: {exc}")
+            return None
+        message = Message(
+            id=entry.id,
+            payload=payload,
+            body=entry.body,
+            properties=entry.properties,
+            attempt=entry.deliveries,
+            queue=self.queue,
+            published_at=entry.published_at,
+        )
+        return Delivery(message, handle)
+
+    def settle(self, handle: AckHandle, decision: Decision, delay: float, reason: str) -> bool:
+        """Apply a decision for one of this source's handles (see `Settler`)."""
+        tag = handle.tag
+        if self._closed or tag not in self._unsettled:
+            _logger.warning(
+                "settlement.stale", queue=self.queue, tag=str(tag), decision=decision.value
+            )
+            return False
+        assert isinstance(tag, tuple)
+        self._unsettled.discard(tag)
+        queue = self._q
+        entry = queue.in_flight.pop(tag)
+        if decision is Decision.REQUEUE:
+            queue.push(entry, front=True)
+        elif decision is Decision.RETRY:
+            queue.push_delayed(entry, anyio.current_time() + delay)
+        elif decision is Decision.DEAD_LETTER:
+            now = anyio.current_time()
+            queue.dead.append(
+                DeadLetter(
+                    entry.id,
+                    self.queue,
+                    entry.body,
+                    entry.properties,
+                    reason,
+                    entry.deliveries,
+                    now,
+                )
+            )
+            queue.changed()
+        else:
+            queue.changed()
+        return True
+
+    def dropped(self, handle: AckHandle) -> None:
+        """A handle was dropped unsettled: report it and requeue its delivery."""
+        if handle.tag in self._unsettled and not self._closed:
+            _logger.error("delivery.dropped", queue=self.queue, tag=str(handle.tag))
+            handle.requeue()
+
+    async def wait_settled(self) -> None:
+        """Wait until no delivery of this consumer is unsettled."""
+        while self._unsettled:
+            await self._q.wait_changed(None)
+
+    async def close(self) -> None:
+        """Stop consuming; every unsettled delivery goes back to the front of the queue."""
+        if self._closed:
+            return
+        self._closed = True
+        queue = self._q
+        for tag in sorted(self._unsettled, reverse=True):  # keep their order at the front
+            queue.push(queue.in_flight.pop(tag), front=True)
+        self._unsettled.clear()

@@ -1,0 +1,15 @@
+"""The message-processing pipeline: consumer, stages, pool and workers, all actors."""
+
+from __future__ import annotations
+
+from ._app import Pipeline as Pipeline
+from ._app import WorkerApp as WorkerApp
+from ._consumer import Consumer as Consumer
+from ._pool import Pool as Pool
+from ._pool import PoolStrategy as PoolStrategy
+from ._retry import RetryPolicy as RetryPolicy
+from ._retry import RetryStage as RetryStage
+from ._stage import Stage as Stage
+from ._worker import FunctionWorker as FunctionWorker
+from ._worker import Worker as Worker
+from ._worker import WorkerActor as WorkerActor

@@ -1,0 +1,245 @@
+"""`WorkerApp`: a builder that turns handlers and options into a supervision tree."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, Self
+
+import anyio
+import structlog
+
+from foxactors._errors import ActorError, ConfigurationError
+from foxactors._lifecycle import Exit
+from foxactors._spec import ChildSpec, Restart
+from foxactors._supervisor import Supervisor
+from foxactors._system import run
+from foxactors.backends._base import Backend, Source
+
+from ._consumer import STOP_INTAKE, Consumer
+from ._pool import RETURN_PENDING, Pool, PoolStrategy
+from ._retry import RetryPolicy, RetryStage
+from ._stage import Stage
+from ._worker import FunctionWorker, Handler, Worker, WorkerActor, as_worker, check_timeout
+
+_logger: structlog.typing.FilteringBoundLogger = structlog.get_logger("foxactors")
+
+StageFactory = Callable[[], Stage]
+
+
+class Pipeline(Supervisor):
+    """The supervisor of one pipeline; stops it in a fixed, graceful sequence.
+
+    Children, in start order: the pool (with its workers), the stages from the
+    innermost out, the consumer. They are rest_for_one: a crash restarts what was
+    started after it (a new pool means a new consumer, which returns every
+    unsettled delivery). A graceful stop: stop intake; return deliveries that no
+    worker started; let in-flight work finish within ``drain_timeout`` and settle
+    it; then stop the children in reverse order. The consumer stops first and
+    returns whatever missed the deadline to the queue.
+    """
+
+    def __init__(self, children: list[ChildSpec], *, drain_timeout: float) -> None:
+        super().__init__(children, strategy="rest_for_one", max_restarts=10, within=30)
+        self._drain_timeout = drain_timeout
+
+    async def on_stop(self, exit: Exit) -> None:
+        """Drain first (on a graceful stop), then stop the children."""
+        if not exit.abnormal:
+            await self._drain()
+        await super().on_stop(exit)
+
+    async def _drain(self) -> None:
+        try:
+            source: Source = await self.find("consumer").ask(STOP_INTAKE, timeout=5)
+            returned = await self.find("pool").ask(RETURN_PENDING, timeout=5)
+        except ActorError as exc:
+            self.log.warning("pipeline.drain_skipped", error=str(exc))
+            return
+        with anyio.move_on_after(self._drain_timeout) as deadline:
+            await source.wait_settled()
+        self.log.info(
+            "pipeline.drained",
+            returned=returned,
+            unsettled=source.unsettled,
+            deadline_missed=deadline.cancelled_caught,
+        )
+
+
+class WorkerApp:
+    """Build a worker application: handlers, a pool, stages, a consumer.
+
+    Example:
+        ```python
+        app = (
+            WorkerApp("emails")
+            .add_worker(send_email)
+            .with_concurrency_limit(8)
+            .with_retry(max_retries=5, initial_backoff=2)
+        )
+        spec = app.build(backend, queue="emails")  # an ordinary ChildSpec
+        ```
+    """
+
+    def __init__(self, name: str = "app") -> None:
+        self._name = name
+        self._default: Worker | None = None
+        self._routes: dict[str, Worker] = {}
+        self._concurrency = 4
+        self._strategy = PoolStrategy.ROUND_ROBIN
+        self._prefetch = 100
+        self._retry: RetryPolicy | None = RetryPolicy()
+        self._stages: list[tuple[str, StageFactory]] = []
+        self._drain_timeout = 30.0
+        self._timeout: float | None = None
+
+    def add_worker(self, worker: Worker | Handler, *, timeout: float | None = None) -> Self:
+        """Set the handler for messages (those without a registered type, if any)."""
+        self._default = as_worker(worker, timeout)
+        return self
+
+    def register(
+        self, message_type: str, handler: Worker | Handler, *, timeout: float | None = None
+    ) -> Self:
+        """Route messages whose ``message_type`` is ``message_type`` to ``handler``.
+
+        A message whose type has no handler (and no `add_worker` default) goes to the
+        dead-letter queue with a reason naming its type.
+        """
+        if not isinstance(message_type, str) or not message_type:
+            raise ConfigurationError(
+                f"message_type must be a non-empty string, got {message_type!r}"
+            )
+        self._routes[message_type] = as_worker(handler, timeout)
+        return self
+
+    def with_concurrency_limit(self, workers: int) -> Self:
+        """Run ``workers`` worker actors: at most that many messages at once."""
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ConfigurationError(f"concurrency limit must be an int >= 1, got {workers!r}")
+        self._concurrency = workers
+        return self
+
+    def with_strategy(self, strategy: PoolStrategy | str) -> Self:
+        """Pick free workers by ``round_robin`` (default), ``random`` or ``least_loaded``."""
+        from foxactors._spec import coerce_enum  # noqa: PLC0415 - keep the import local
+
+        self._strategy = coerce_enum(PoolStrategy, strategy, "strategy")
+        return self
+
+    def with_prefetch(self, prefetch: int) -> Self:
+        """Allow at most ``prefetch`` unsettled deliveries (default 100)."""
+        if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 1:
+            raise ConfigurationError(f"prefetch must be an int >= 1, got {prefetch!r}")
+        self._prefetch = prefetch
+        return self
+
+    def with_retry(self, policy: RetryPolicy | None = None, **options: Any) -> Self:
+        """Retry failures by ``policy`` (or by `RetryPolicy` keyword options)."""
+        self._retry = policy if policy is not None else RetryPolicy(**options)
+        return self
+
+    def without_retry(self) -> Self:
+        """Do not retry: a failure goes straight to the dead-letter queue."""
+        self._retry = None
+        return self
+
+    def with_timeout(self, seconds: float | None) -> Self:
+        """Default processing timeout for handlers that set none."""
+        check_timeout(seconds)
+        self._timeout = seconds
+        return self
+
+    def with_middleware(self, stage: StageFactory, *, name: str | None = None) -> Self:
+        """Add a stage (a zero-argument callable returning a `Stage`), outermost first.
+
+        Stages added here sit between the consumer and the retry stage, in order.
+        """
+        if not callable(stage):
+            raise ConfigurationError(
+                f"a middleware must be a callable returning a Stage, got {stage!r}"
+            )
+        stage_name = name or f"stage-{len(self._stages) + 1}"
+        if stage_name in {n for n, _ in self._stages} | {"retry", "pool", "consumer"}:
+            raise ConfigurationError(f"a stage named {stage_name!r} already exists; pass name=")
+        self._stages.append((stage_name, stage))
+        return self
+
+    def with_drain_timeout(self, seconds: float) -> Self:
+        """How long a graceful stop waits for in-flight work (default 30 s)."""
+        check_timeout(seconds)
+        self._drain_timeout = seconds
+        return self
+
+    def build(self, backend: Backend, queue: str) -> ChildSpec:
+        """Return the pipeline as a `ChildSpec`, ready for `run` or `open_system`."""
+        if self._default is None and not self._routes:
+            raise ConfigurationError("no handler: call add_worker() or register() first")
+        default = self._default and self._timed(self._default)
+        routes = {name: self._timed(worker) for name, worker in self._routes.items()}
+        mailbox = 2 * self._prefetch + 16  # deliveries and outcomes of a full prefetch
+        workers = [
+            ChildSpec(
+                f"worker-{i}", functools.partial(WorkerActor, default, routes), mailbox_size=mailbox
+            )
+            for i in range(1, self._concurrency + 1)
+        ]
+        stages: list[tuple[str, StageFactory]] = list(self._stages)
+        if self._retry is not None:
+            stages.append(("retry", functools.partial(RetryStage, self._retry)))
+        names = ["consumer", *(n for n, _ in stages), "pool"]
+        children: list[ChildSpec] = [
+            ChildSpec(
+                "pool",
+                functools.partial(
+                    Pool, workers, upstream=f"../{names[-2]}", strategy=self._strategy
+                ),
+                mailbox_size=mailbox,
+                shutdown=None,
+            )
+        ]
+        for position in range(len(stages) - 1, -1, -1):
+            name, factory = stages[position]
+            children.append(
+                ChildSpec(
+                    name,
+                    functools.partial(
+                        _linked, factory, f"../{names[position + 2]}", f"../{names[position]}"
+                    ),
+                    mailbox_size=mailbox,
+                )
+            )
+        children.append(
+            ChildSpec(
+                "consumer",
+                functools.partial(
+                    Consumer, backend, queue, prefetch=self._prefetch, downstream=f"../{names[1]}"
+                ),
+                mailbox_size=mailbox,
+            )
+        )
+        return ChildSpec(
+            self._name,
+            functools.partial(Pipeline, children, drain_timeout=self._drain_timeout),
+            restart=Restart.PERMANENT,
+            shutdown=None,
+        )
+
+    def _timed(self, worker: Worker) -> Worker:
+        if worker.timeout is not None or self._timeout is None:
+            return worker
+        return FunctionWorker(worker.process, id=worker.id, timeout=self._timeout)
+
+    def run_with_backend(
+        self, backend: Backend, queue: str, *, anyio_backend: str = "asyncio"
+    ) -> Exit:
+        """Build and run until SIGINT/SIGTERM (see `foxactors.run`)."""
+        return run(self.build(backend, queue), backend=anyio_backend)
+
+
+def _linked(factory: StageFactory, downstream: str, upstream: str) -> Stage:
+    stage = factory()
+    if not isinstance(stage, Stage):
+        raise ConfigurationError(f"middleware factory returned {stage!r}, which is not a Stage")
+    stage.link(downstream, upstream)
+    return stage

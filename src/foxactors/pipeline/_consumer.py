@@ -1,0 +1,87 @@
+"""`Consumer`: pulls deliveries from a backend with credit and settles their outcomes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+
+from foxactors._actor import Actor
+from foxactors._lifecycle import Exit
+from foxactors._message import Outcome, OutcomeKind
+from foxactors.backends._base import Backend, Source
+
+STOP_INTAKE = "foxactors.consumer.stop_intake"
+
+
+class Consumer(Actor[Any]):
+    """The outermost actor of a pipeline: intake and settlement.
+
+    A background task pulls deliveries (never more than ``prefetch`` unsettled: the
+    source holds it back) and tells them to the first stage. Outcomes come back as
+    messages and are settled here, exactly once: succeeded -> ack, retry -> retry
+    later, requeue -> requeue, dead letter -> dead letter, and a failure nobody
+    turned into a decision -> dead letter. When the consumer stops, every unsettled
+    delivery goes back to the queue; later settlements of its handles are no-ops.
+    """
+
+    def __init__(self, backend: Backend, queue: str, *, prefetch: int, downstream: str) -> None:
+        self._backend = backend
+        self._queue = queue
+        self._prefetch = prefetch
+        self._downstream = downstream
+        self.settled = 0
+
+    async def on_start(self) -> None:
+        """Open the source and start pulling."""
+        self.source: Source = await self._backend.open_source(self._queue, prefetch=self._prefetch)
+        self._intake = anyio.CancelScope()
+        self.start_task(self._pull)
+
+    async def _pull(self) -> None:
+        downstream = self.find(self._downstream)
+        receive = self.source.receive
+        batch = self._prefetch
+        with self._intake:
+            while True:
+                for delivery in await receive(batch):
+                    await downstream.tell(delivery)
+
+    async def receive(self, message: Any) -> Any:
+        """Settle outcomes; on `STOP_INTAKE`, stop pulling and return the source."""
+        if type(message) is Outcome:
+            self._settle(message)
+            return None
+        if message == STOP_INTAKE:
+            self._intake.cancel()
+            return self.source
+        return None
+
+    def _settle(self, outcome: Outcome) -> None:
+        handle = outcome.delivery.handle
+        if handle.decision is not None:  # settled by hand, or requeued on a crash
+            return
+        kind = outcome.kind
+        if kind is OutcomeKind.SUCCEEDED:
+            handle.ack()
+        elif kind is OutcomeKind.RETRY:
+            handle.retry(outcome.delay)
+        elif kind is OutcomeKind.REQUEUE:
+            handle.requeue()
+        else:
+            reason = outcome.reason or kind.value
+            if kind is OutcomeKind.FAILED:
+                reason = f"failed (no retry stage): {reason}"
+            message = outcome.delivery.message
+            self.log.warning(
+                "message.dead_lettered",
+                message_id=message.id,
+                attempt=message.attempt,
+                reason=reason,
+            )
+            handle.dead_letter(reason)
+        self.settled += 1
+
+    async def on_stop(self, exit: Exit) -> None:
+        """Close the source: unsettled deliveries go back to the queue."""
+        await self.source.close()

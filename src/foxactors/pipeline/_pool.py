@@ -1,0 +1,124 @@
+"""`Pool`: supervises worker actors and hands deliveries only to free ones."""
+
+from __future__ import annotations
+
+import enum
+import random
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+from foxactors._ack import AckHandle
+from foxactors._actor import ActorRef
+from foxactors._lifecycle import Exit
+from foxactors._message import Delivery, Outcome
+from foxactors._spec import ChildSpec, coerce_enum
+from foxactors._supervisor import Supervisor
+
+
+class PoolStrategy(enum.Enum):
+    """How the pool picks among workers with free capacity."""
+
+    ROUND_ROBIN = "round_robin"
+    RANDOM = "random"
+    LEAST_LOADED = "least_loaded"
+
+
+RETURN_PENDING = "foxactors.pool.return_pending"
+
+
+class Pool(Supervisor):
+    """A supervisor of worker actors that dispatches by demand.
+
+    A delivery goes to a worker only while that worker has fewer than ``capacity``
+    deliveries in hand (1 by default); otherwise it waits in the pool. So a slow
+    message never strands others behind it while a worker sits idle, and the
+    concurrency of the pool is ``workers * capacity``.
+    """
+
+    def __init__(
+        self,
+        workers: Sequence[ChildSpec],
+        *,
+        upstream: str,
+        strategy: PoolStrategy | str = PoolStrategy.ROUND_ROBIN,
+        capacity: int = 1,
+        max_restarts: int = 10,
+        within: float = 10.0,
+    ) -> None:
+        super().__init__(workers, strategy="one_for_one", max_restarts=max_restarts, within=within)
+        self._pick = coerce_enum(PoolStrategy, strategy, "pool strategy")
+        self._capacity = capacity
+        self._upstream_path = upstream
+        self._pending: deque[Delivery] = deque()
+        self._assigned: dict[AckHandle, int] = {}
+        self._next = 0
+
+    async def on_start(self) -> None:
+        """Start the workers, then learn their references."""
+        await super().on_start()
+        self._workers: list[ActorRef[Any]] = [c.cell.ref for c in self._children.values()]
+        self._load = [0] * len(self._workers)
+        self._up = self.find(self._upstream_path)
+
+    async def receive(self, message: Any) -> Any:
+        """Dispatch deliveries, pass outcomes back, and supervise."""
+        kind = type(message)
+        if kind is Delivery:
+            index = self._choose()
+            if index is None:
+                self._pending.append(message)
+            else:
+                await self._give(index, message)
+        elif kind is Outcome:
+            index = self._assigned.pop(message.delivery.handle, None)
+            if index is not None:
+                self._load[index] -= 1
+            await self._up.tell(message)
+            while self._pending:
+                index = self._choose()
+                if index is None:
+                    break
+                await self._give(index, self._pending.popleft())
+        elif message == RETURN_PENDING:
+            return self._return_pending()
+        else:
+            return await super().receive(message)
+        return None
+
+    def _choose(self) -> int | None:
+        load, capacity = self._load, self._capacity
+        if self._pick is PoolStrategy.ROUND_ROBIN:
+            count = len(load)
+            for step in range(count):
+                index = (self._next + step) % count
+                if load[index] < capacity:
+                    self._next = index + 1
+                    return index
+            return None
+        free = [i for i, n in enumerate(load) if n < capacity]
+        if not free:
+            return None
+        if self._pick is PoolStrategy.RANDOM:
+            return random.choice(free)
+        return min(free, key=load.__getitem__)
+
+    async def _give(self, index: int, delivery: Delivery) -> None:
+        self._load[index] += 1
+        self._assigned[delivery.handle] = index
+        await self._workers[index].tell(delivery)
+
+    def _return_pending(self) -> int:
+        """Requeue deliveries no worker has started (shutdown, or a crash of the pool)."""
+        returned = 0
+        while self._pending:
+            handle = self._pending.popleft().handle
+            if not handle.settled:
+                handle.requeue()
+                returned += 1
+        return returned
+
+    async def on_stop(self, exit: Exit) -> None:
+        """Return what no worker started, then stop the workers."""
+        self._return_pending()
+        await super().on_stop(exit)

@@ -1,0 +1,108 @@
+"""Retries: a pure policy and the stage that applies it."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable
+
+import attrs
+
+from foxactors._errors import ConfigurationError
+from foxactors._message import Delivery, Outcome, OutcomeKind
+
+from ._stage import Stage
+
+
+def _number(name: str, value: object, minimum: float) -> None:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value < minimum
+    ):
+        raise ConfigurationError(f"{name} must be a number >= {minimum}, got {value!r}")
+
+
+@attrs.frozen
+class RetryPolicy:
+    """How often and how late a failed message is tried again.
+
+    The delay before attempt ``n + 1`` (after ``n`` failed attempts) is
+    ``min(max_backoff, initial_backoff * multiplier**(n - 1) * (1 + jitter * r))``.
+
+    Attributes:
+        max_retries: Retries after the first attempt (default 3; 0: none).
+        initial_backoff: Delay before the first retry, seconds (default 1).
+        max_backoff: Cap on any delay, seconds (default 300).
+        multiplier: Growth per retry (default 2).
+        jitter: Random extra as a fraction of the delay (default 0.1).
+    """
+
+    max_retries: int = 3
+    initial_backoff: float = 1.0
+    max_backoff: float = 300.0
+    multiplier: float = 2.0
+    jitter: float = 0.1
+
+    def __attrs_post_init__(self) -> None:
+        if (
+            isinstance(self.max_retries, bool)
+            or not isinstance(self.max_retries, int)
+            or self.max_retries < 0
+        ):
+            raise ConfigurationError(f"max_retries must be an int >= 0, got {self.max_retries!r}")
+        _number("initial_backoff", self.initial_backoff, 0)
+        _number("max_backoff", self.max_backoff, 0)
+        _number("multiplier", self.multiplier, 1)
+        _number("jitter", self.jitter, 0)
+        if self.max_backoff < self.initial_backoff:
+            raise ConfigurationError(
+                f"max_backoff ({self.max_backoff!r}) must be >= initial_backoff "
+                f"({self.initial_backoff!r})"
+            )
+
+    def delay(self, attempt: int, rand: float) -> float:
+        """Seconds to wait after failed attempt ``attempt`` (1-based), for jitter ``rand``."""
+        base = self.initial_backoff * self.multiplier ** min(attempt - 1, 64)
+        return min(self.max_backoff, base * (1.0 + self.jitter * rand))
+
+    def decide(self, attempt: int, reason: str, rand: float) -> tuple[OutcomeKind, float, str]:
+        """Return (RETRY, delay, "") or (DEAD_LETTER, 0, why) after failed ``attempt``."""
+        if attempt <= self.max_retries:
+            return OutcomeKind.RETRY, self.delay(attempt, rand), ""
+        return OutcomeKind.DEAD_LETTER, 0.0, f"failed after {attempt} attempts: {reason}"
+
+
+class RetryStage(Stage):
+    """Turns failures into delayed retries until ``max_retries``, then dead letters.
+
+    It also catches *poison* messages on the way in: one delivered more than
+    ``max_retries + 1`` times (it kept crashing or timing out its workers before
+    an outcome was recorded) goes to the dead-letter queue without running again.
+    """
+
+    def __init__(self, policy: RetryPolicy, rand: Callable[[], float] = random.random) -> None:
+        self.policy = policy
+        self._rand = rand
+        self._limit = policy.max_retries + 1
+
+    async def on_delivery(self, delivery: Delivery) -> None:
+        """Forward, unless the message is a poison pill."""
+        attempt = delivery.message.attempt
+        if attempt > self._limit:
+            reason = (
+                f"poison message: delivered {attempt} times with max_retries="
+                f"{self.policy.max_retries}"
+            )
+            await self.reply(Outcome(delivery, OutcomeKind.DEAD_LETTER, reason=reason))
+            return
+        await self.forward(delivery)
+
+    async def on_outcome(self, outcome: Outcome) -> None:
+        """Decide retry or dead letter for a failure; pass other outcomes on."""
+        if outcome.kind is OutcomeKind.FAILED:
+            attempt = outcome.delivery.message.attempt
+            kind, delay, why = self.policy.decide(attempt, outcome.reason, self._rand())
+            outcome = Outcome(outcome.delivery, kind, outcome.error, delay, why or outcome.reason)
+        await self.reply(outcome)

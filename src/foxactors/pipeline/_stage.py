@@ -1,0 +1,87 @@
+"""`Stage`: the base of middleware stages, each an actor between two neighbours."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from foxactors._actor import Actor, ActorRef
+from foxactors._message import Delivery, Outcome, OutcomeKind
+
+
+class Stage(Actor[Any]):
+    """A middleware stage: sees each delivery on the way in and its outcome on the way out.
+
+    Subclass it and override `on_delivery` and/or `on_outcome`; call `forward` to pass
+    a delivery on towards the workers and `reply` to pass an outcome back towards the
+    consumer, which settles it. A stage may also answer a delivery itself (reply an
+    outcome without forwarding it), e.g. to dead-letter it. State lives in the stage's
+    attributes; the stage handles one message at a time, so it needs no locks.
+
+    A crash never loses the message in hand: a delivery is answered as failed, an
+    outcome is passed on unchanged.
+    """
+
+    _downstream_path = ""
+    _upstream_path = ""
+    _down: ActorRef[Any] | None = None
+    _up: ActorRef[Any] | None = None
+
+    def link(self, downstream: str, upstream: str) -> None:
+        """Set the paths of the neighbours (done by the pipeline builder)."""
+        self._downstream_path = downstream
+        self._upstream_path = upstream
+
+    @property
+    def downstream(self) -> ActorRef[Any]:
+        """The next actor towards the workers."""
+        if self._down is None:
+            self._down = self.find(self._downstream_path)
+        return self._down
+
+    @property
+    def upstream(self) -> ActorRef[Any]:
+        """The next actor towards the consumer."""
+        if self._up is None:
+            self._up = self.find(self._upstream_path)
+        return self._up
+
+    async def receive(self, message: Any) -> Any:
+        """Dispatch deliveries to `on_delivery`, outcomes to `on_outcome`."""
+        kind = type(message)
+        if kind is Delivery:
+            await self.on_delivery(message)
+        elif kind is Outcome:
+            await self.on_outcome(message)
+        else:
+            return await self.on_other(message)
+        return None
+
+    async def on_delivery(self, delivery: Delivery) -> None:
+        """Handle a delivery on its way in; the default forwards it."""
+        await self.forward(delivery)
+
+    async def on_outcome(self, outcome: Outcome) -> None:
+        """Handle an outcome on its way out; the default replies it."""
+        await self.reply(outcome)
+
+    async def on_other(self, message: Any) -> Any:
+        """Handle any other message (e.g. a statistics request); the default ignores it."""
+        return None
+
+    async def forward(self, delivery: Delivery) -> None:
+        """Send ``delivery`` on towards the workers."""
+        await self.downstream.tell(delivery)
+
+    async def reply(self, outcome: Outcome) -> None:
+        """Send ``outcome`` back towards the consumer."""
+        await self.upstream.tell(outcome)
+
+    async def on_crash(self, message: Any, error: Exception) -> None:
+        """Pass the message in hand on, so that it is settled and never lost."""
+        if type(message) is Delivery:
+            failed = Outcome(
+                message, OutcomeKind.FAILED, error, reason=f"stage {self.path} crashed"
+            )
+            self.upstream.tell_nowait(failed)
+        elif type(message) is Outcome:
+            self.upstream.tell_nowait(message)

@@ -1,0 +1,137 @@
+"""Workers: user handlers, run by worker actors with a timeout and full recovery."""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol, runtime_checkable
+
+import anyio
+import structlog
+
+from foxactors._actor import Actor, ActorRef
+from foxactors._errors import ConfigurationError
+from foxactors._message import Delivery, Message, Outcome, OutcomeKind
+
+Handler = Callable[[Message], Awaitable[Any]]
+
+
+@runtime_checkable
+class Worker(Protocol):
+    """A named message processor with an optional processing timeout.
+
+    A plain ``async def handler(message)`` is a worker too (see `as_worker`).
+    Returning means success (the message is acknowledged); raising means failure
+    (the retry policy decides).
+    """
+
+    id: str
+    timeout: float | None
+
+    async def process(self, message: Message) -> None:
+        """Process one message."""
+
+
+class FunctionWorker:
+    """Wraps an async function as a `Worker`."""
+
+    def __init__(
+        self, func: Handler, *, id: str | None = None, timeout: float | None = None
+    ) -> None:
+        if not callable(func) or not inspect.iscoroutinefunction(func):
+            raise ConfigurationError(
+                f"a handler must be an async function taking a Message, got {func!r}"
+            )
+        check_timeout(timeout)
+        self.id: str = id or str(getattr(func, "__qualname__", "handler"))
+        self.timeout = timeout
+        self.process = func
+
+
+def check_timeout(timeout: float | None) -> None:
+    """Raise a clear error unless ``timeout`` is None or seconds > 0."""
+    if timeout is not None and (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, int | float)
+        or not math.isfinite(timeout)
+        or timeout <= 0
+    ):
+        raise ConfigurationError(f"timeout must be seconds > 0 or None, got {timeout!r}")
+
+
+def as_worker(handler: Worker | Handler, timeout: float | None = None) -> Worker:
+    """Return ``handler`` as a `Worker` (functions are wrapped)."""
+    if isinstance(handler, Worker):
+        return handler
+    return FunctionWorker(handler, timeout=timeout)
+
+
+class WorkerActor(Actor[Delivery]):
+    """Runs one delivery at a time through its worker and reports the outcome.
+
+    Every failure of user code becomes a FAILED outcome (never a dead pipeline):
+    exceptions, non-Exception errors other than cancellation, KeyboardInterrupt
+    and SystemExit, and running past the timeout. Log lines emitted while a message
+    is handled carry ``message_id``, ``attempt`` and ``correlation_id``.
+    """
+
+    def __init__(self, default: Worker | None, routes: Mapping[str, Worker]) -> None:
+        self._default = default
+        self._routes = routes
+        self._pool: ActorRef[Any] | None = None
+
+    async def on_start(self) -> None:
+        """Find the pool (the parent) and the backend's cancellation class."""
+        self._pool = self.find("..")
+        self._cancelled = anyio.get_cancelled_exc_class()
+
+    def _worker_for(self, message: Message) -> Worker | None:
+        if self._routes:
+            route = self._routes.get(message.properties.message_type or "")
+            if route is not None:
+                return route
+        return self._default
+
+    async def receive(self, message: Delivery) -> None:
+        """Process one delivery and tell the pool its outcome."""
+        assert self._pool is not None
+        await self._pool.tell(await self._run(message))
+
+    async def _run(self, delivery: Delivery) -> Outcome:
+        message = delivery.message
+        worker = self._worker_for(message)
+        if worker is None:
+            known = ", ".join(sorted(self._routes)) or "none"
+            reason = f"no handler for message type {message.message_type!r} (registered: {known})"
+            return Outcome(delivery, OutcomeKind.DEAD_LETTER, reason=reason)
+        timeout = worker.timeout
+        try:
+            with structlog.contextvars.bound_contextvars(
+                message_id=message.id,
+                attempt=message.attempt,
+                correlation_id=message.properties.correlation_id,
+            ):
+                if timeout is None:
+                    await worker.process(message)
+                else:
+                    with anyio.fail_after(timeout):
+                        await worker.process(message)
+        except TimeoutError as exc:
+            reason = (
+                f"timed out after {timeout} s" if timeout is not None else f"TimeoutError: {exc}"
+            )
+            return Outcome(delivery, OutcomeKind.FAILED, exc, reason=reason)
+        except Exception as exc:
+            return Outcome(delivery, OutcomeKind.FAILED, exc, reason=f"{type(exc).__name__}: {exc}")
+        except BaseException as exc:
+            if isinstance(exc, self._cancelled | KeyboardInterrupt | SystemExit):
+                raise
+            return Outcome(delivery, OutcomeKind.FAILED, exc, reason=f"{type(exc).__name__}: {exc}")
+        return Outcome(delivery, OutcomeKind.SUCCEEDED)
+
+    async def on_crash(self, message: Delivery | None, error: Exception) -> None:
+        """Report the delivery in hand as failed, so that it is never lost."""
+        if message is not None and self._pool is not None:
+            reason = f"worker {self.path} crashed: {type(error).__name__}: {error}"
+            self._pool.tell_nowait(Outcome(message, OutcomeKind.FAILED, error, reason=reason))
