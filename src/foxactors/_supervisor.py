@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import anyio
@@ -243,6 +243,42 @@ class Supervisor(Actor[Any]):
         else:
             self.log.warning("supervisor.unexpected_message", message_type=kind.__qualname__)
         return None
+
+    async def supervise_until(
+        self, condition: Callable[[], Awaitable[object]], timeout: float
+    ) -> bool:
+        """From ``on_stop``: keep restarting children until ``condition()`` returns.
+
+        The message loop has ended by the time ``on_stop`` runs, so nobody handles
+        child exits and due restarts any more. A subclass that needs its children to
+        finish work before they are stopped (a pipeline draining in-flight work)
+        calls this to go on supervising meanwhile. Returns False if ``timeout``
+        seconds passed first, or if supervision failed (intensity exceeded).
+        """
+        mailbox = self._cell.mailbox
+        finished = False
+        with anyio.move_on_after(timeout):
+            async with anyio.create_task_group() as tasks:
+
+                async def wait_condition() -> None:
+                    nonlocal finished
+                    await condition()
+                    finished = True
+                    tasks.cancel_scope.cancel()
+
+                tasks.start_soon(wait_condition)
+                while True:
+                    await mailbox.wait()
+                    message = (
+                        mailbox.system.popleft() if mailbox.system else mailbox.items.popleft()
+                    )
+                    if type(message) in (_ChildExit, _RestartDue):
+                        try:
+                            await self.receive(message)
+                        except FoxactorsError as exc:
+                            self.log.error("supervisor.gave_up_while_stopping", error=str(exc))
+                            tasks.cancel_scope.cancel()
+        return finished
 
     # -- dynamic children -----------------------------------------------------------
 

@@ -6,7 +6,6 @@ import functools
 from collections.abc import Callable
 from typing import Any, Self
 
-import anyio
 import structlog
 
 from foxactors._errors import ActorError, ConfigurationError
@@ -31,16 +30,17 @@ class Pipeline(Supervisor):
     """The supervisor of one pipeline; stops it in a fixed, graceful sequence.
 
     Children, in start order: the pool (with its workers), the stages from the
-    innermost out, the consumer. They are rest_for_one: a crash restarts what was
-    started after it (a new pool means a new consumer, which returns every
-    unsettled delivery). A graceful stop: stop intake; return deliveries that no
-    worker started; let in-flight work finish within ``drain_timeout`` and settle
-    it; then stop the children in reverse order. The consumer stops first and
-    returns whatever missed the deadline to the queue.
+    innermost out, the consumer. They are one_for_one: a crashed actor returns the
+    delivery in hand (a crashed pool, the deliveries it held), so nobody else needs
+    a restart; restarting the consumer would return every in-flight delivery and
+    cause needless duplicates. A graceful stop: stop intake; return deliveries that
+    no worker started; let in-flight work finish within ``drain_timeout`` and
+    settle it; then stop the children in reverse order. The consumer stops first
+    and returns whatever missed the deadline to the queue.
     """
 
     def __init__(self, children: list[ChildSpec], *, drain_timeout: float) -> None:
-        super().__init__(children, strategy="rest_for_one", max_restarts=10, within=30)
+        super().__init__(children, strategy="one_for_one", max_restarts=10, within=30)
         self._drain_timeout = drain_timeout
 
     async def on_stop(self, exit: Exit) -> None:
@@ -56,13 +56,12 @@ class Pipeline(Supervisor):
         except ActorError as exc:
             self.log.warning("pipeline.drain_skipped", error=str(exc))
             return
-        with anyio.move_on_after(self._drain_timeout) as deadline:
-            await source.wait_settled()
+        settled = await self.supervise_until(source.wait_settled, self._drain_timeout)
         self.log.info(
             "pipeline.drained",
             returned=returned,
             unsettled=source.unsettled,
-            deadline_missed=deadline.cancelled_caught,
+            deadline_missed=not settled,
         )
 
 

@@ -83,5 +83,6 @@ class Consumer(Actor[Any]):
         self.settled += 1
 
     async def on_stop(self, exit: Exit) -> None:
-        """Close the source: unsettled deliveries go back to the queue."""
+        """Stop intake, then close the source: unsettled deliveries go back."""
+        self._intake.cancel()
         await self.source.close()

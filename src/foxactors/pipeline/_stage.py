@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from foxactors._actor import Actor, ActorRef
+from foxactors._errors import ActorStopped
 from foxactors._message import Delivery, Outcome, OutcomeKind
 
 
@@ -17,7 +19,7 @@ class Stage(Actor[Any]):
     outcome without forwarding it), e.g. to dead-letter it. State lives in the stage's
     attributes; the stage handles one message at a time, so it needs no locks.
 
-    A crash never loses the message in hand: a delivery is answered as failed, an
+    A crash never loses the message in hand: a delivery is returned to the queue, an
     outcome is passed on unchanged.
     """
 
@@ -73,15 +75,24 @@ class Stage(Actor[Any]):
         await self.downstream.tell(delivery)
 
     async def reply(self, outcome: Outcome) -> None:
-        """Send ``outcome`` back towards the consumer."""
-        await self.upstream.tell(outcome)
+        """Send ``outcome`` back towards the consumer.
+
+        If the way back is already shut (the pipeline is stopping), the outcome is
+        dropped: the consumer closed its source first, which returned the delivery.
+        """
+        try:
+            await self.upstream.tell(outcome)
+        except ActorStopped:
+            self.log.debug("outcome.after_shutdown", message_id=outcome.delivery.message.id)
 
     async def on_crash(self, message: Any, error: Exception) -> None:
-        """Pass the message in hand on, so that it is settled and never lost."""
+        """Pass the message in hand on, so that nothing in hand is lost.
+
+        A delivery is returned (requeued); an outcome goes on unchanged.
+        """
         if type(message) is Delivery:
-            failed = Outcome(
-                message, OutcomeKind.FAILED, error, reason=f"stage {self.path} crashed"
-            )
-            self.upstream.tell_nowait(failed)
-        elif type(message) is Outcome:
-            self.upstream.tell_nowait(message)
+            reason = f"stage {self.path} crashed"
+            message = Outcome(message, OutcomeKind.REQUEUE, error, reason=reason)
+        if type(message) is Outcome:
+            with contextlib.suppress(ActorStopped):  # stopping: the consumer returned it
+                self.upstream.tell_nowait(message)

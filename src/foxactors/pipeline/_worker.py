@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
 from collections.abc import Awaitable, Callable, Mapping
@@ -11,7 +12,7 @@ import anyio
 import structlog
 
 from foxactors._actor import Actor, ActorRef
-from foxactors._errors import ConfigurationError
+from foxactors._errors import ActorStopped, ConfigurationError
 from foxactors._message import Delivery, Message, Outcome, OutcomeKind
 
 Handler = Callable[[Message], Awaitable[Any]]
@@ -26,8 +27,13 @@ class Worker(Protocol):
     (the retry policy decides).
     """
 
-    id: str
-    timeout: float | None
+    @property
+    def id(self) -> str:
+        """A name for logs."""
+
+    @property
+    def timeout(self) -> float | None:
+        """Seconds a message may take, or None for no limit."""
 
     async def process(self, message: Message) -> None:
         """Process one message."""
@@ -96,7 +102,11 @@ class WorkerActor(Actor[Delivery]):
     async def receive(self, message: Delivery) -> None:
         """Process one delivery and tell the pool its outcome."""
         assert self._pool is not None
-        await self._pool.tell(await self._run(message))
+        outcome = await self._run(message)
+        try:
+            await self._pool.tell(outcome)
+        except ActorStopped:  # stopping: the consumer already returned the delivery
+            self.log.debug("outcome.after_shutdown", message_id=message.message.id)
 
     async def _run(self, delivery: Delivery) -> Outcome:
         message = delivery.message
@@ -131,7 +141,12 @@ class WorkerActor(Actor[Delivery]):
         return Outcome(delivery, OutcomeKind.SUCCEEDED)
 
     async def on_crash(self, message: Delivery | None, error: Exception) -> None:
-        """Report the delivery in hand as failed, so that it is never lost."""
+        """Return the delivery in hand (requeue), so that it is never lost.
+
+        Its attempt count goes up, so a message that keeps crashing workers is caught
+        as poison by the retry stage.
+        """
         if message is not None and self._pool is not None:
             reason = f"worker {self.path} crashed: {type(error).__name__}: {error}"
-            self._pool.tell_nowait(Outcome(message, OutcomeKind.FAILED, error, reason=reason))
+            with contextlib.suppress(ActorStopped):  # stopping: the consumer returned it
+                self._pool.tell_nowait(Outcome(message, OutcomeKind.REQUEUE, error, reason=reason))

@@ -1,0 +1,223 @@
+"""The backend contract, run against every backend (memory now; brokers plug in here).
+
+A new backend joins by adding a parameter to the ``backend`` fixture below.
+"""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+from anyio import wait_all_tasks_blocked
+
+import foxactors as fa
+from foxactors.backends import Backend
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(params=["memory"])
+async def backend(request: pytest.FixtureRequest) -> Backend:
+    return fa.MemoryBackend()
+
+
+async def receive_one(source: fa.backends.Source) -> fa.Delivery:
+    with anyio.fail_after(60):
+        (delivery,) = await source.receive(1)
+    return delivery
+
+
+async def test_publish_and_consume_with_properties(backend: Backend) -> None:
+    props = fa.MessageProperties().with_message_type("greet").with_header("tenant", "acme")
+    message_id = await backend.publish("q", {"hello": "world"}, properties=props)
+    source = await backend.open_source("q", prefetch=10)
+    delivery = await receive_one(source)
+    message = delivery.message
+    assert (message.id, message.payload, message.attempt, message.queue) == (
+        message_id,
+        {"hello": "world"},
+        1,
+        "q",
+    )
+    assert message.message_type == "greet"
+    assert message.headers == {"tenant": "acme"}
+    assert message.body == b'{"hello":"world"}'
+    assert delivery.handle.ack() is True
+    await source.close()
+
+
+async def test_requeue_redelivers_with_a_higher_attempt(backend: Backend) -> None:
+    await backend.publish("q", 1)
+    source = await backend.open_source("q", prefetch=1)
+    first = await receive_one(source)
+    first.handle.requeue()
+    second = await receive_one(source)
+    assert second.message.id == first.message.id
+    assert second.message.attempt == 2
+    second.handle.ack()
+    await source.close()
+
+
+async def test_a_second_settlement_is_refused_and_not_applied(backend: Backend) -> None:
+    await backend.publish("q", 1)
+    source = await backend.open_source("q", prefetch=1)
+    delivery = await receive_one(source)
+    delivery.handle.ack()
+    with pytest.raises(fa.SettlementError, match="already settled \\(ack\\)"):
+        delivery.handle.dead_letter("again")
+    assert delivery.handle.decision is fa.Decision.ACK
+    await source.close()
+
+
+async def test_closing_a_consumer_returns_unsettled_and_makes_handles_stale(
+    backend: Backend,
+) -> None:
+    for n in range(3):
+        await backend.publish("q", n)
+    source = await backend.open_source("q", prefetch=10)
+    with anyio.fail_after(60):
+        deliveries = await source.receive(10)
+    assert [d.message.payload for d in deliveries] == [0, 1, 2]
+    deliveries[0].handle.ack()
+    await source.close()
+    assert deliveries[1].handle.ack() is False  # stale: a logged no-op
+    again = await backend.open_source("q", prefetch=10)
+    with anyio.fail_after(60):
+        redelivered = await again.receive(10)
+    assert [(d.message.payload, d.message.attempt) for d in redelivered] == [(1, 2), (2, 2)]
+    for d in redelivered:
+        d.handle.ack()
+    await again.close()
+
+
+async def test_credit_never_exceeds_prefetch(backend: Backend) -> None:
+    for n in range(5):
+        await backend.publish("q", n)
+    source = await backend.open_source("q", prefetch=2)
+    with anyio.fail_after(60):
+        got = await source.receive(10)
+    assert len(got) == 2
+    more: list[fa.Delivery] = []
+
+    async def take() -> None:
+        more.extend(await source.receive(10))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(take)
+        await wait_all_tasks_blocked()
+        assert more == []  # no credit: it waits
+        got[0].handle.ack()
+    assert len(more) == 1
+    assert source.unsettled == 2
+    await source.close()
+
+
+async def test_retry_later_and_publish_delay_in_virtual_time(backend: Backend) -> None:
+    await backend.publish("q", "late", delay=30)
+    source = await backend.open_source("q", prefetch=5)
+    started = anyio.current_time()
+    delivery = await receive_one(source)
+    assert anyio.current_time() - started >= 30
+    delivery.handle.retry(10)
+    again = await receive_one(source)
+    assert anyio.current_time() - started >= 40
+    assert again.message.attempt == 2
+    again.handle.ack()
+    await source.close()
+
+
+async def test_a_delay_does_not_hold_up_others(backend: Backend) -> None:
+    await backend.publish("q", "slow", delay=60)
+    await backend.publish("q", "fast", delay=1)
+    source = await backend.open_source("q", prefetch=5)
+    first = await receive_one(source)
+    assert first.message.payload == "fast"
+    first.handle.ack()
+    (await receive_one(source)).handle.ack()
+    await source.close()
+
+
+async def test_priority_orders_delivery(backend: Backend) -> None:
+    for n, priority in [(1, 0), (2, 5), (3, 9), (4, 5)]:
+        await backend.publish("q", n, properties=fa.MessageProperties(priority=priority))
+    source = await backend.open_source("q", prefetch=10)
+    with anyio.fail_after(60):
+        got = await source.receive(10)
+    assert [d.message.payload for d in got] == [3, 2, 4, 1]
+    for d in got:
+        d.handle.ack()
+    await source.close()
+
+
+async def test_dead_letters_keep_the_original_and_can_be_replayed(backend: Backend) -> None:
+    assert isinstance(backend, fa.MemoryBackend)
+    props = fa.MessageProperties(correlation_id="c-1").with_header("k", "v")
+    message_id = await backend.publish("q", {"x": 1}, properties=props)
+    source = await backend.open_source("q", prefetch=1)
+    (await receive_one(source)).handle.dead_letter("no good")
+    (letter,) = backend.dead_letters("q")
+    assert (letter.id, letter.reason, letter.attempts, letter.body) == (
+        message_id,
+        "no good",
+        1,
+        b'{"x":1}',
+    )
+    assert letter.properties == props
+    assert backend.replay_dead_letters("q") == 1
+    replayed = await receive_one(source)
+    assert replayed.message.payload == {"x": 1}
+    assert replayed.message.headers == {"k": "v"}
+    replayed.handle.ack()
+    await backend.join("q")
+    assert backend.purge_dead_letters("q") == 0
+    await source.close()
+
+
+async def test_undecodable_and_oversized_bodies_go_to_the_dead_letter_queue() -> None:
+    backend = fa.MemoryBackend(codec=fa.JsonCodec(max_size=16))
+    backend.publish_raw("q", b"\xff\xfe not json")
+    backend.publish_raw("q", b'"' + b"x" * 40 + b'"')
+    await backend.publish("q", "fine")
+    source = await backend.open_source("q", prefetch=5)
+    delivery = await receive_one(source)
+    assert delivery.message.payload == "fine"
+    delivery.handle.ack()
+    reasons = [d.reason for d in backend.dead_letters("q")]
+    assert reasons[0].startswith("undecodable: body is not valid JSON")
+    assert reasons[1] == "undecodable: body is 42 bytes, over max_size 16"
+    with pytest.raises(fa.ConfigurationError, match="over the codec's max_size of 16"):
+        await backend.publish("q", "y" * 40)
+    with pytest.raises(fa.ConfigurationError, match="not JSON-serialisable"):
+        await backend.publish("q", object())
+    await source.close()
+
+
+async def test_a_dropped_handle_is_reported_and_returned(backend: Backend) -> None:
+    await backend.publish("q", "x")
+    source = await backend.open_source("q", prefetch=1)
+    delivery = await receive_one(source)
+    message_id = delivery.message.id
+    del delivery  # never settled: the finalizer requeues it
+    again = await receive_one(source)
+    assert (again.message.id, again.message.attempt) == (message_id, 2)
+    again.handle.ack()
+    await source.close()
+
+
+async def test_join_waits_for_everything_to_settle(backend: Backend) -> None:
+    assert isinstance(backend, fa.MemoryBackend)
+    await backend.publish("q", 1)
+    source = await backend.open_source("q", prefetch=1)
+    delivery = await receive_one(source)
+    joined = anyio.Event()
+
+    async def join() -> None:
+        await backend.join("q")
+        joined.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(join)
+        await wait_all_tasks_blocked()
+        assert not joined.is_set()
+        delivery.handle.ack()
+    assert joined.is_set()
+    await source.close()

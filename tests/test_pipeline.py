@@ -1,0 +1,398 @@
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, ClassVar
+
+import anyio
+import pytest
+from anyio import wait_all_tasks_blocked
+
+import foxactors as fa
+
+pytestmark = pytest.mark.anyio
+
+QUEUE = "jobs"
+
+
+async def publish(backend: fa.MemoryBackend, *payloads: Any, **options: Any) -> list[str]:
+    return [await backend.publish(QUEUE, p, **options) for p in payloads]
+
+
+async def run_until_drained(backend: fa.MemoryBackend, app: fa.WorkerApp) -> fa.ActorSnapshot:
+    async with fa.open_system(app.build(backend, QUEUE)) as system:
+        with anyio.fail_after(3600):
+            await backend.join(QUEUE)
+        return system.snapshot()
+
+
+async def test_success_is_acked_once_and_failures_retry_then_dead_letter() -> None:
+    backend = fa.MemoryBackend()
+    attempts: Counter[int] = Counter()
+    done: list[int] = []
+
+    async def handle(message: fa.Message) -> None:
+        n = message.payload
+        attempts[n] += 1
+        assert attempts[n] == message.attempt
+        if n == 1 and message.attempt < 3:
+            raise RuntimeError("flaky")
+        if n == 2:
+            raise ValueError("always")
+        done.append(n)
+
+    await publish(backend, 0, 1, 2)
+    app = fa.WorkerApp("app").add_worker(handle).with_retry(max_retries=2, initial_backoff=5)
+    started = anyio.current_time()
+    await run_until_drained(backend, app)
+    assert sorted(done) == [0, 1]
+    assert attempts == {0: 1, 1: 3, 2: 3}
+    assert anyio.current_time() - started >= 5 + 10  # two backoffs: 5 s, then 10 s
+    (letter,) = backend.dead_letters(QUEUE)
+    assert letter.reason == "failed after 3 attempts: ValueError: always"
+    assert letter.attempts == 3
+
+
+async def test_without_retry_a_failure_is_dead_lettered_at_once() -> None:
+    backend = fa.MemoryBackend()
+
+    async def handle(message: fa.Message) -> None:
+        raise KeyError("missing")
+
+    await publish(backend, "x")
+    await run_until_drained(backend, fa.WorkerApp().add_worker(handle).without_retry())
+    (letter,) = backend.dead_letters(QUEUE)
+    assert letter.reason == "failed (no retry stage): KeyError: 'missing'"
+
+
+async def test_routing_by_message_type_and_unknown_types() -> None:
+    backend = fa.MemoryBackend()
+    seen: list[tuple[str, Any]] = []
+
+    async def email(message: fa.Message) -> None:
+        seen.append(("email", message.payload))
+
+    async def sms(message: fa.Message) -> None:
+        seen.append(("sms", message.payload))
+
+    for kind, payload in [("send_email", 1), ("send_sms", 2), ("send_fax", 3)]:
+        await publish(backend, payload, properties=fa.MessageProperties(message_type=kind))
+    app = fa.WorkerApp().register("send_email", email).register("send_sms", sms)
+    await run_until_drained(backend, app)
+    assert sorted(seen) == [("email", 1), ("sms", 2)]
+    (letter,) = backend.dead_letters(QUEUE)
+    assert letter.reason == (
+        "no handler for message type 'send_fax' (registered: send_email, send_sms)"
+    )
+
+
+async def test_timeouts_and_non_exception_errors_are_failures_not_dead_pipelines() -> None:
+    backend = fa.MemoryBackend()
+
+    class Odd(BaseException):
+        pass
+
+    async def handle(message: fa.Message) -> None:
+        if message.payload == "hang":
+            await anyio.sleep_forever()
+        if message.payload == "odd":
+            raise Odd("not an Exception")
+
+    await publish(backend, "hang", "odd", "fine")
+    app = fa.WorkerApp().add_worker(handle).with_timeout(2).without_retry()
+    await run_until_drained(backend, app)
+    reasons = sorted(d.reason for d in backend.dead_letters(QUEUE))
+    assert reasons == [
+        "failed (no retry stage): Odd: not an Exception",
+        "failed (no retry stage): timed out after 2 s",
+    ]
+
+
+async def test_a_long_message_does_not_strand_others() -> None:
+    backend = fa.MemoryBackend()
+    release = anyio.Event()
+    done: list[str] = []
+
+    async def handle(message: fa.Message) -> None:
+        if message.payload == "long":
+            await release.wait()
+        done.append(message.payload)
+
+    await publish(backend, "long", *[f"short-{i}" for i in range(6)])
+    app = fa.WorkerApp().add_worker(handle).with_concurrency_limit(2)
+    async with fa.open_system(app.build(backend, QUEUE)):
+        await wait_all_tasks_blocked()
+        assert done == [f"short-{i}" for i in range(6)]  # all passed the long one
+        release.set()
+        await backend.join(QUEUE)
+    assert done[-1] == "long"
+
+
+async def test_unsettled_deliveries_never_exceed_the_prefetch() -> None:
+    backend = fa.MemoryBackend()
+    in_flight: list[int] = []
+
+    async def handle(message: fa.Message) -> None:
+        in_flight.append(backend.statistics(QUEUE).in_flight)
+        await anyio.sleep(0.01)
+
+    await publish(backend, *range(50))
+    app = fa.WorkerApp().add_worker(handle).with_concurrency_limit(8).with_prefetch(5)
+    await run_until_drained(backend, app)
+    assert len(in_flight) == 50
+    assert max(in_flight) == 5
+
+
+async def test_graceful_stop_finishes_in_flight_work_and_returns_the_rest() -> None:
+    backend = fa.MemoryBackend()
+    started: list[int] = []
+    finished: list[int] = []
+    all_busy = anyio.Event()
+
+    async def handle(message: fa.Message) -> None:
+        started.append(message.payload)
+        if len(started) == 2:
+            all_busy.set()
+        await anyio.sleep(3)
+        finished.append(message.payload)
+
+    await publish(backend, *range(10))
+    app = fa.WorkerApp().add_worker(handle).with_concurrency_limit(2).with_prefetch(6)
+    async with fa.open_system(app.build(backend, QUEUE)) as system:
+        await all_busy.wait()
+        system.stop()
+        await system.wait_stopped()
+    assert sorted(finished) == [0, 1]  # in-flight work was allowed to finish
+    stats = backend.statistics(QUEUE)
+    assert (stats.ready, stats.in_flight, stats.dead) == (8, 0, 0)
+
+
+async def test_work_that_misses_the_drain_deadline_is_requeued() -> None:
+    backend = fa.MemoryBackend()
+    busy = anyio.Event()
+
+    async def handle(message: fa.Message) -> None:
+        busy.set()
+        await anyio.sleep(100)
+
+    await publish(backend, "slow")
+    app = fa.WorkerApp().add_worker(handle).with_drain_timeout(5)
+    async with fa.open_system(app.build(backend, QUEUE)) as system:
+        await busy.wait()
+        began = anyio.current_time()
+    assert 5 <= anyio.current_time() - began < 100
+    assert backend.statistics(QUEUE).ready == 1
+    assert system.root.state is fa.ActorState.STOPPED
+
+
+class Exploding:
+    """A Worker whose timeout property raises: crashes the worker actor itself."""
+
+    id = "exploding"
+
+    def __init__(self) -> None:
+        self.explosions = 0  # armed by the test once the app is built
+
+    @property
+    def timeout(self) -> float | None:
+        if self.explosions > 0:
+            self.explosions -= 1
+            raise RuntimeError("bug in the runtime's caller")
+        return None
+
+    async def process(self, message: fa.Message) -> None:
+        pass
+
+
+async def test_a_crashed_worker_returns_its_delivery_and_poison_is_caught() -> None:
+    backend = fa.MemoryBackend()
+    await publish(backend, "first")
+    worker = Exploding()
+    app = fa.WorkerApp().add_worker(worker).with_concurrency_limit(1).with_retry(max_retries=5)
+    spec = app.build(backend, QUEUE)
+    worker.explosions = 2
+    async with fa.open_system(spec) as system:
+        await backend.join(QUEUE)
+        snapshot = system.snapshot()
+    assert backend.dead_letters(QUEUE) == []
+    assert snapshot.find("/app/pool/worker-1").restarts == 2  # type: ignore[union-attr]
+
+    # A message that keeps coming back (crashes, lost consumers) is poison:
+    await publish(backend, "poison")
+    source = await backend.open_source(QUEUE, prefetch=1)
+    for _ in range(3):
+        (await source.receive(1))[0].handle.requeue()
+    await source.close()
+    await run_until_drained(
+        backend, fa.WorkerApp().add_worker(Exploding()).with_retry(max_retries=2)
+    )
+    (letter,) = backend.dead_letters(QUEUE)
+    assert letter.reason == "poison message: delivered 4 times with max_retries=2"
+
+
+class Tracer(fa.Stage):
+    """A user stage: records both directions."""
+
+    trace: ClassVar[list[str]] = []
+
+    async def on_delivery(self, delivery: fa.Delivery) -> None:
+        Tracer.trace.append(f"in {delivery.message.payload}")
+        await self.forward(delivery)
+
+    async def on_outcome(self, outcome: fa.Outcome) -> None:
+        Tracer.trace.append(f"out {outcome.delivery.message.payload} {outcome.kind.value}")
+        await self.reply(outcome)
+
+
+class Rejector(fa.Stage):
+    """Answers some deliveries itself without passing them on."""
+
+    async def on_delivery(self, delivery: fa.Delivery) -> None:
+        if delivery.message.payload == "blocked":
+            await self.reply(fa.Outcome(delivery, fa.OutcomeKind.DEAD_LETTER, reason="blocked"))
+        else:
+            await self.forward(delivery)
+
+
+async def test_user_stages_see_deliveries_in_and_outcomes_out() -> None:
+    backend = fa.MemoryBackend()
+    Tracer.trace = []
+
+    async def handle(message: fa.Message) -> None:
+        if message.payload == "bad":
+            raise RuntimeError("bad")
+
+    await publish(backend, "ok", "bad", "blocked")
+    app = (
+        fa.WorkerApp()
+        .add_worker(handle)
+        .with_middleware(Tracer, name="tracer")
+        .with_middleware(Rejector, name="rejector")
+        .with_concurrency_limit(1)
+        .with_retry(max_retries=0)
+    )
+    snapshot = await run_until_drained(backend, app)
+    assert [s.path for s in snapshot.walk()] == [
+        "/app",
+        "/app/pool",
+        "/app/pool/worker-1",
+        "/app/retry",
+        "/app/rejector",
+        "/app/tracer",
+        "/app/consumer",
+    ]  # started innermost first; the consumer last
+    assert sorted(Tracer.trace) == [
+        "in bad",
+        "in blocked",
+        "in ok",
+        "out bad dead_letter",
+        "out blocked dead_letter",
+        "out ok succeeded",
+    ]
+    for payload in ("ok", "bad", "blocked"):  # each went in before it came out
+        ins = [i for i, e in enumerate(Tracer.trace) if e == f"in {payload}"]
+        outs = [i for i, e in enumerate(Tracer.trace) if e.startswith(f"out {payload} ")]
+        assert ins[0] < outs[0]
+    assert sorted(d.reason for d in backend.dead_letters(QUEUE)) == [
+        "blocked",
+        "failed after 1 attempts: RuntimeError: bad",
+    ]
+
+
+@pytest.mark.parametrize("strategy", ["round_robin", "random", "least_loaded"])
+async def test_every_strategy_gives_work_only_to_free_workers(strategy: str) -> None:
+    backend = fa.MemoryBackend()
+    gate = anyio.Event()
+
+    async def handle(message: fa.Message) -> None:
+        await gate.wait()
+
+    await publish(backend, *range(5))
+    app = fa.WorkerApp().add_worker(handle).with_concurrency_limit(3).with_strategy(strategy)
+    async with fa.open_system(app.build(backend, QUEUE)) as system:
+        await wait_all_tasks_blocked()
+        workers = [s.path for s in system.snapshot().walk() if "/worker-" in s.path]
+        # One delivery in hand per worker, nothing queued behind a busy one; the
+        # other two wait in the pool.
+        assert [system.ref(p).statistics().depth for p in workers] == [0, 0, 0]
+        assert backend.statistics(QUEUE).in_flight == 5
+        gate.set()
+        await backend.join(QUEUE)
+
+
+def test_builder_refuses_bad_configuration() -> None:
+    async def handle(message: fa.Message) -> None:
+        pass
+
+    with pytest.raises(fa.ConfigurationError, match="concurrency limit must be an int >= 1, got 0"):
+        fa.WorkerApp().with_concurrency_limit(0)
+    with pytest.raises(fa.ConfigurationError, match="initial_backoff must be a number >= 0"):
+        fa.WorkerApp().with_retry(initial_backoff=-1)
+    with pytest.raises(fa.ConfigurationError, match="no handler"):
+        fa.WorkerApp().build(fa.MemoryBackend(), QUEUE)
+    with pytest.raises(fa.ConfigurationError, match="must be an async function"):
+        fa.WorkerApp().add_worker(print)  # type: ignore[arg-type]
+    with pytest.raises(fa.ConfigurationError, match="timeout must be seconds > 0"):
+        fa.WorkerApp().add_worker(handle, timeout=0)
+    with pytest.raises(fa.ConfigurationError, match="prefetch must be an int >= 1"):
+        fa.WorkerApp().with_prefetch(0)
+    with pytest.raises(fa.ConfigurationError, match="strategy must be one of"):
+        fa.WorkerApp().with_strategy("fastest")
+    with pytest.raises(fa.ConfigurationError, match="a stage named 'retry' already exists"):
+        fa.WorkerApp().with_middleware(Tracer, name="retry")
+    with pytest.raises(fa.ConfigurationError, match="retry delay must be seconds >= 0"):
+        fa.AckHandle(None, "t", 1).retry(-1)  # type: ignore[arg-type]
+
+
+def test_retry_policy_is_a_pure_function() -> None:
+    policy = fa.RetryPolicy(
+        max_retries=3, initial_backoff=1, max_backoff=5, multiplier=3, jitter=0.5
+    )
+    assert [policy.delay(n, 0.0) for n in (1, 2, 3)] == [1, 3, 5]
+    assert policy.delay(1, 1.0) == 1.5
+    assert policy.decide(3, "x", 0.0) == (fa.OutcomeKind.RETRY, 5, "")
+    assert policy.decide(4, "boom", 0.0) == (
+        fa.OutcomeKind.DEAD_LETTER,
+        0.0,
+        "failed after 4 attempts: boom",
+    )
+    with pytest.raises(
+        fa.ConfigurationError, match=r"max_backoff \(1\) must be >= initial_backoff"
+    ):
+        fa.RetryPolicy(initial_backoff=2, max_backoff=1)
+    with pytest.raises(fa.ConfigurationError, match="multiplier must be a number >= 1"):
+        fa.RetryPolicy(multiplier=0.5)
+
+
+def test_message_properties_builders_return_new_values() -> None:
+    base = fa.MessageProperties()
+    props = (
+        base.with_priority(5)
+        .with_header("a", 1)
+        .with_headers({"b": 2})
+        .with_message_type("t")
+        .with_correlation_id("c")
+        .with_reply_to("r")
+        .with_app_id("app")
+        .with_user_id("u")
+        .with_cluster_id("k")
+        .with_expiration(9.5)
+        .with_content_encoding("gzip")
+        .with_content_type("text/plain")
+    )
+    assert base == fa.MessageProperties()
+    assert props.headers == {"a": 1, "b": 2}
+    assert (props.priority, props.message_type, props.correlation_id, props.reply_to) == (
+        5,
+        "t",
+        "c",
+        "r",
+    )
+    assert (props.app_id, props.user_id, props.cluster_id, props.expiration) == (
+        "app",
+        "u",
+        "k",
+        9.5,
+    )
+    assert (props.content_encoding, props.content_type) == ("gzip", "text/plain")
+    with pytest.raises(TypeError):
+        props.headers["c"] = 3  # type: ignore[index]
