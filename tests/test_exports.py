@@ -23,6 +23,7 @@ PUBLIC = {
     "Stage",
     "Worker",
     "WorkerApp",
+    "merge_message_context",
     "Actor",
     "ActorCrashed",
     "ActorError",

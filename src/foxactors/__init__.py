@@ -13,6 +13,7 @@ from ._actor import ActorRef as ActorRef
 from ._actor import Terminated as Terminated
 from ._codec import Codec as Codec
 from ._codec import JsonCodec as JsonCodec
+from ._context import merge_message_context as merge_message_context
 from ._errors import ActorCrashed as ActorCrashed
 from ._errors import ActorError as ActorError
 from ._errors import ActorNotFound as ActorNotFound

@@ -8,6 +8,7 @@ from typing import Any
 
 import structlog
 
+from ._context import merge_message_context
 from ._errors import ConfigurationError
 
 LEVELS = ["debug", "info", "warning", "error"]
@@ -33,6 +34,7 @@ def configure_logging(fmt: str = "console", level: str = "info") -> None:
         raise ConfigurationError(f"log level must be one of {', '.join(LEVELS)}, got {level!r}")
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
+        merge_message_context,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso" if fmt == "json" else "%H:%M:%S"),
     ]

@@ -9,9 +9,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 import anyio
-import structlog
 
 from foxactors._actor import Actor, ActorRef
+from foxactors._context import current_message
 from foxactors._errors import ActorStopped, ConfigurationError
 from foxactors._message import Delivery, Message, Outcome, OutcomeKind
 
@@ -116,17 +116,15 @@ class WorkerActor(Actor[Delivery]):
             reason = f"no handler for message type {message.message_type!r} (registered: {known})"
             return Outcome(delivery, OutcomeKind.DEAD_LETTER, reason=reason)
         timeout = worker.timeout
+        token = current_message.set(
+            (message.id, message.attempt, message.properties.correlation_id)
+        )
         try:
-            with structlog.contextvars.bound_contextvars(
-                message_id=message.id,
-                attempt=message.attempt,
-                correlation_id=message.properties.correlation_id,
-            ):
-                if timeout is None:
+            if timeout is None:
+                await worker.process(message)
+            else:
+                with anyio.fail_after(timeout):
                     await worker.process(message)
-                else:
-                    with anyio.fail_after(timeout):
-                        await worker.process(message)
         except TimeoutError as exc:
             reason = (
                 f"timed out after {timeout} s" if timeout is not None else f"TimeoutError: {exc}"
@@ -138,6 +136,8 @@ class WorkerActor(Actor[Delivery]):
             if isinstance(exc, self._cancelled | KeyboardInterrupt | SystemExit):
                 raise
             return Outcome(delivery, OutcomeKind.FAILED, exc, reason=f"{type(exc).__name__}: {exc}")
+        finally:
+            current_message.reset(token)
         return Outcome(delivery, OutcomeKind.SUCCEEDED)
 
     async def on_crash(self, message: Delivery | None, error: Exception) -> None:
