@@ -48,7 +48,9 @@ async def raw_rate(n: int) -> float:
     streams = [anyio.create_memory_object_stream[int](PREFETCH) for _ in range(HOPS)]
     done = anyio.Event()
 
-    async def stage(receive: MemoryObjectReceiveStream[int], send: MemoryObjectSendStream[int]) -> None:
+    async def stage(
+        receive: MemoryObjectReceiveStream[int], send: MemoryObjectSendStream[int]
+    ) -> None:
         while True:
             try:
                 item = receive.receive_nowait()
@@ -94,14 +96,22 @@ def main() -> None:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     n, runs = (2_000, 1) if args.quick else (args.messages, 3)
 
-    ours = max(anyio.run(foxactors_rate, n, args.workers, backend=args.backend) for _ in range(runs))
+    ours = max(
+        anyio.run(foxactors_rate, n, args.workers, backend=args.backend) for _ in range(runs)
+    )
     raw = max(anyio.run(raw_rate, n, backend=args.backend) for _ in range(runs))
-    print(f"foxactors pipeline benchmark, backend={args.backend}, {n:,} messages, "
-          f"prefetch {PREFETCH}, {args.workers} workers")
-    print(f"memory backend + default stack + no-op worker: {ours:,.0f} msg/s "
-          f"({1e6 / ours:.1f} us/msg; target >= 50,000/s)")
-    print(f"vs raw {HOPS}-hop anyio fast-path chain: {raw:,.0f} msg/s ({1e6 / raw:.1f} us/msg) "
-          f"-> {ours / raw:.0%} (target >= 40%)")
+    print(
+        f"foxactors pipeline benchmark, backend={args.backend}, {n:,} messages, "
+        f"prefetch {PREFETCH}, {args.workers} workers"
+    )
+    print(
+        f"memory backend + default stack + no-op worker: {ours:,.0f} msg/s "
+        f"({1e6 / ours:.1f} us/msg; target >= 50,000/s)"
+    )
+    print(
+        f"vs raw {HOPS}-hop anyio fast-path chain: {raw:,.0f} msg/s ({1e6 / raw:.1f} us/msg) "
+        f"-> {ours / raw:.0%} (target >= 40%)"
+    )
 
 
 if __name__ == "__main__":

@@ -175,3 +175,22 @@ def test_the_cli_runs_the_example() -> None:
     crashes = [e for e in events if e["event"] == "actor.crashed"]
     assert len(crashes) == 2
     assert all("exception" in e for e in crashes)  # JSON logs keep the traceback
+
+
+def test_the_email_pipeline_example_retries_and_dead_letters() -> None:
+    proc = foxactors("run", "examples.email_pipeline:app", "--log-format", "json")
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    events = [json.loads(line) for line in out.splitlines()]
+    sent = sorted(e["to"] for e in events if e["event"] == "email.sent")
+    assert sent == sorted(f"user{n}@example.com" for n in range(1, 9))  # each exactly once
+    assert {e["to"]: e["attempt"] for e in events if e["event"] == "email.sent"}[
+        "user4@example.com"
+    ] == 3  # retried twice, then sent
+    reasons = sorted(e["reason"] for e in events if e["event"] == "report.dead_letter")
+    assert len(reasons) == 3
+    assert reasons[0].startswith("failed after 4 attempts: BadAddress")
+    assert reasons[1].startswith("no handler for message type 'send_fax'")
+    assert reasons[2].startswith("undecodable: body is not valid JSON")
+    assert events[-1]["event"] == "system.stopped"
+    assert events[-1]["exit"] == "normal"
