@@ -97,8 +97,8 @@ def test_no_message_is_lost_or_settled_twice(
         ids_by_tag: dict[Any, str] = {}
         receive = source.receive
 
-        async def receive_and_remember(max_count: int) -> list[fa.Delivery]:
-            got = await receive(max_count)
+        async def receive_and_remember(max_count: int, min_credit: int = 1) -> list[fa.Delivery]:
+            got = await receive(max_count, min_credit)
             ids_by_tag.update((d.handle.tag, d.message.id) for d in got)
             return got
 

@@ -46,8 +46,12 @@ class Source(Settler, Protocol):
     def unsettled(self) -> int:
         """Deliveries handed out and not yet settled."""
 
-    async def receive(self, max_count: int) -> list[Delivery]:
-        """Wait for at least one delivery (and credit); return at most ``max_count``."""
+    async def receive(self, max_count: int, min_credit: int = 1) -> list[Delivery]:
+        """Wait for a delivery and ``min_credit`` free credit; return at most ``max_count``.
+
+        ``min_credit`` is GenStage's minimum demand: asking again only once that much
+        credit is free makes deliveries arrive in batches.
+        """
 
     async def wait_settled(self) -> None:
         """Wait until no delivery is unsettled."""

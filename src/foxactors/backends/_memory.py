@@ -65,17 +65,18 @@ class _Queue:
         self.dead: list[DeadLetter] = []
         self._seq = itertools.count()
         self._front = itertools.count(-1, -1)  # requeued entries go first
-        self._changed: anyio.Event | None = None
+        self._arrived: anyio.Event | None = None  # consumers waiting for entries
+        self._idle: anyio.Event | None = None  # join() waiting for nothing to be left
 
     def push(self, entry: _Entry, *, front: bool = False) -> None:
         priority = entry.properties.priority or 0
         seq = next(self._front) if front else next(self._seq)
         heapq.heappush(self.ready, (-priority, seq, entry))
-        self.changed()
+        self.arrived()
 
     def push_delayed(self, entry: _Entry, due: float) -> None:
         heapq.heappush(self.delayed, (due, next(self._seq), entry))
-        self.changed()
+        self.arrived()  # a waiting consumer may need an earlier deadline
 
     def promote_due(self, now: float) -> float | None:
         """Move due entries to ready; return the next due time, if any."""
@@ -83,20 +84,32 @@ class _Queue:
             self.push(heapq.heappop(self.delayed)[2])
         return self.delayed[0][0] if self.delayed else None
 
-    def changed(self) -> None:
-        if self._changed is not None:
-            self._changed.set()
-            self._changed = None
+    def arrived(self) -> None:
+        if self._arrived is not None:
+            self._arrived.set()
+            self._arrived = None
 
-    async def wait_changed(self, deadline: float | None) -> None:
-        if self._changed is None:
-            self._changed = anyio.Event()
-        event = self._changed
+    async def wait_arrival(self, deadline: float | None) -> None:
+        if self._arrived is None:
+            self._arrived = anyio.Event()
+        event = self._arrived
         if deadline is None:
             await event.wait()
         else:
             with anyio.move_on_after(max(0.0, deadline - anyio.current_time())):
                 await event.wait()
+
+    def settled(self) -> None:
+        """An entry left the in-flight set: wake join() if nothing is left."""
+        if self._idle is not None and self.idle:
+            self._idle.set()
+            self._idle = None
+
+    async def wait_idle(self) -> None:
+        while not self.idle:
+            if self._idle is None:
+                self._idle = anyio.Event()
+            await self._idle.wait()
 
     @property
     def idle(self) -> bool:
@@ -190,9 +203,7 @@ class MemoryBackend:
 
     async def join(self, queue: str) -> None:
         """Wait until ``queue`` has nothing ready, delayed or in flight."""
-        target = self._queue(queue)
-        while not target.idle:
-            await target.wait_changed(None)
+        await self._queue(queue).wait_idle()
 
     def statistics(self, queue: str) -> QueueStatistics:
         """Return the counts of ``queue``."""
@@ -234,21 +245,31 @@ class MemorySource:
         self._unsettled: set[Tag] = set()
         self._tags = itertools.count(1)
         self._closed = False
+        self._want = 0  # credit the waiting receiver needs (0: nobody waits)
+        self._credit: anyio.Event | None = None
+        self._all_settled: anyio.Event | None = None
 
     @property
     def unsettled(self) -> int:
         """Deliveries handed out and not yet settled."""
         return len(self._unsettled)
 
-    async def receive(self, max_count: int) -> list[Delivery]:
-        """Wait for at least one delivery (and credit); return at most ``max_count``."""
+    async def receive(self, max_count: int, min_credit: int = 1) -> list[Delivery]:
+        """Wait for a delivery and ``min_credit`` free credit; return at most ``max_count``."""
         queue = self._q
+        min_credit = max(1, min(min_credit, self.prefetch))
         while True:
             if self._closed:
                 raise BackendError(f"consumer of {self.queue!r} is closed")
             next_due = queue.promote_due(anyio.current_time())
-            credit = min(max_count, self.prefetch - len(self._unsettled))
-            if credit > 0 and queue.ready:
+            free = self.prefetch - len(self._unsettled)
+            if free < min_credit:  # wait until settlements free enough credit
+                self._want = min_credit
+                self._credit = anyio.Event()
+                await self._credit.wait()
+                continue
+            credit = min(max_count, free)
+            if queue.ready:
                 out: list[Delivery] = []
                 while queue.ready and len(out) < credit:
                     delivery = self._deliver(heapq.heappop(queue.ready)[2])
@@ -257,7 +278,7 @@ class MemorySource:
                 if out:
                     return out
                 continue
-            await queue.wait_changed(next_due)
+            await queue.wait_arrival(next_due)
 
     def _deliver(self, entry: _Entry) -> Delivery | None:
         entry.deliveries += 1
@@ -313,10 +334,18 @@ class MemorySource:
                     now,
                 )
             )
-            queue.changed()
-        else:
-            queue.changed()
+        queue.settled()
+        self._credit_freed()
         return True
+
+    def _credit_freed(self) -> None:
+        unsettled = len(self._unsettled)
+        if self._credit is not None and self.prefetch - unsettled >= self._want:
+            self._credit.set()
+            self._credit = None
+        if self._all_settled is not None and not unsettled:
+            self._all_settled.set()
+            self._all_settled = None
 
     def dropped(self, handle: AckHandle) -> None:
         """A handle was dropped unsettled: report it and requeue its delivery."""
@@ -327,7 +356,9 @@ class MemorySource:
     async def wait_settled(self) -> None:
         """Wait until no delivery of this consumer is unsettled."""
         while self._unsettled:
-            await self._q.wait_changed(None)
+            if self._all_settled is None:
+                self._all_settled = anyio.Event()
+            await self._all_settled.wait()
 
     async def close(self) -> None:
         """Stop consuming; every unsettled delivery goes back to the front of the queue."""
@@ -338,3 +369,4 @@ class MemorySource:
         for tag in sorted(self._unsettled, reverse=True):  # keep their order at the front
             queue.push(queue.in_flight.pop(tag), front=True)
         self._unsettled.clear()
+        self._credit_freed()

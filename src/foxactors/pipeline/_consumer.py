@@ -18,9 +18,11 @@ class Consumer(Actor[Any]):
     """The outermost actor of a pipeline: intake and settlement.
 
     A background task pulls deliveries (never more than ``prefetch`` unsettled: the
-    source holds it back) and tells them to the first stage. Outcomes come back as
-    messages and are settled here, exactly once: succeeded -> ack, retry -> retry
-    later, requeue -> requeue, dead letter -> dead letter, and a failure nobody
+    source holds it back) and tells them to the first stage. Like GenStage, it asks
+    again only once half the prefetch is free, so deliveries travel in batches.
+    Outcomes come back as messages and are settled here, exactly once: succeeded ->
+    ack, retry -> retry later, requeue -> requeue, dead letter -> dead letter, and a
+    failure nobody
     turned into a decision -> dead letter. When the consumer stops, every unsettled
     delivery goes back to the queue; later settlements of its handles are no-ops.
     """
@@ -42,9 +44,10 @@ class Consumer(Actor[Any]):
         downstream = self.find(self._downstream)
         receive = self.source.receive
         batch = self._prefetch
+        min_demand = max(1, batch // 2)
         with self._intake:
             while True:
-                for delivery in await receive(batch):
+                for delivery in await receive(batch, min_demand):
                     await downstream.tell(delivery)
 
     async def receive(self, message: Any) -> Any:
