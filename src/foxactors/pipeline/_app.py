@@ -84,7 +84,7 @@ class WorkerApp:
         self._name = name
         self._default: Worker | None = None
         self._routes: dict[str, Worker] = {}
-        self._concurrency = 4
+        self._concurrency = 8  # as Dramatiq: outcomes then reach shared actors in batches
         self._strategy = PoolStrategy.ROUND_ROBIN
         self._prefetch = 100
         self._retry: RetryPolicy | None = RetryPolicy()

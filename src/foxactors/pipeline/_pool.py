@@ -59,6 +59,7 @@ class Pool(Supervisor):
         await super().on_start()
         self._workers: list[ActorRef[Any]] = [c.cell.ref for c in self._children.values()]
         self._load = [0] * len(self._workers)
+        self._free = self._capacity * len(self._workers)  # spare slots, all workers
         self._up = self.find(self._upstream_path)
 
     async def receive(self, message: Any) -> Any:
@@ -74,6 +75,7 @@ class Pool(Supervisor):
             index = self._assigned.pop(message.delivery.handle, None)
             if index is not None:
                 self._load[index] -= 1
+                self._free += 1
             await self._up.tell(message)
             while self._pending:
                 index = self._choose()
@@ -87,6 +89,8 @@ class Pool(Supervisor):
         return None
 
     def _choose(self) -> int | None:
+        if not self._free:
+            return None
         load, capacity = self._load, self._capacity
         if self._pick is PoolStrategy.ROUND_ROBIN:
             count = len(load)
@@ -105,6 +109,7 @@ class Pool(Supervisor):
 
     async def _give(self, index: int, delivery: Delivery) -> None:
         self._load[index] += 1
+        self._free -= 1
         self._assigned[delivery.handle] = index
         await self._workers[index].tell(delivery)
 
