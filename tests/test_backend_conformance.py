@@ -125,6 +125,19 @@ async def test_retry_later_and_publish_delay_in_virtual_time(backend: Backend) -
     await source.close()
 
 
+async def test_defer_comes_back_later_without_counting_an_attempt(backend: Backend) -> None:
+    await backend.publish("q", "x")
+    source = await backend.open_source("q", prefetch=1)
+    first = await receive_one(source)
+    started = anyio.current_time()
+    first.handle.defer(20)
+    again = await receive_one(source)
+    assert anyio.current_time() - started >= 20
+    assert again.message.attempt == first.message.attempt == 1
+    again.handle.ack()
+    await source.close()
+
+
 async def test_a_delay_does_not_hold_up_others(backend: Backend) -> None:
     await backend.publish("q", "slow", delay=60)
     await backend.publish("q", "fast", delay=1)

@@ -55,9 +55,13 @@ from ._system import open_system as open_system
 from ._system import run as run
 from .backends import DeadLetter as DeadLetter
 from .backends import MemoryBackend as MemoryBackend
+from .pipeline import BREAKER_STATE as BREAKER_STATE
+from .pipeline import Breaker as Breaker
+from .pipeline import BreakerState as BreakerState
 from .pipeline import PoolStrategy as PoolStrategy
 from .pipeline import RetryPolicy as RetryPolicy
 from .pipeline import Stage as Stage
+from .pipeline import TokenBucket as TokenBucket
 from .pipeline import Worker as Worker
 from .pipeline import WorkerApp as WorkerApp
 

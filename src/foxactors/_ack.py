@@ -17,6 +17,7 @@ class Decision(enum.Enum):
     ACK = "ack"
     REQUEUE = "requeue"
     RETRY = "retry"
+    DEFER = "defer"
     DEAD_LETTER = "dead_letter"
 
 
@@ -31,7 +32,7 @@ class Settler(Protocol):
 
 
 class AckHandle:
-    """Settles one delivery exactly once: ack, requeue, retry later or dead-letter.
+    """Settles one delivery exactly once: ack, requeue, retry or defer, or dead-letter.
 
     A second settlement raises `SettlementError` and applies nothing. A handle
     carries the generation of the consumer (connection or channel) it came from: once
@@ -75,6 +76,16 @@ class AckHandle:
         if not isinstance(delay, int | float) or not math.isfinite(delay) or delay < 0:
             raise ConfigurationError(f"retry delay must be seconds >= 0, got {delay!r}")
         return self._settle(Decision.RETRY, float(delay), "")
+
+    def defer(self, delay: float) -> bool:
+        """Deliver the message again after ``delay`` seconds without counting an attempt.
+
+        For messages that were not tried at all (a circuit breaker is open): the
+        next delivery has the same attempt number as this one.
+        """
+        if not isinstance(delay, int | float) or not math.isfinite(delay) or delay < 0:
+            raise ConfigurationError(f"defer delay must be seconds >= 0, got {delay!r}")
+        return self._settle(Decision.DEFER, float(delay), "")
 
     def dead_letter(self, reason: str) -> bool:
         """Move the message to the dead-letter queue with ``reason`` (one line)."""

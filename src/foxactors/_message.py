@@ -149,6 +149,8 @@ class OutcomeKind(enum.Enum):
     """Try again after ``delay`` seconds."""
     REQUEUE = "requeue"
     """Put back at once (e.g. shutting down before it started)."""
+    DEFER = "defer"
+    """Not tried (a circuit is open): back after ``delay`` seconds, no attempt counted."""
     DEAD_LETTER = "dead_letter"
     """Give up: to the dead-letter queue with ``reason``."""
     SETTLED = "settled"

@@ -321,6 +321,9 @@ class MemorySource:
             queue.push(entry, front=True)
         elif decision is Decision.RETRY:
             queue.push_delayed(entry, anyio.current_time() + delay)
+        elif decision is Decision.DEFER:
+            entry.deliveries -= 1  # not an attempt: it was never tried
+            queue.push_delayed(entry, anyio.current_time() + delay)
         elif decision is Decision.DEAD_LETTER:
             now = anyio.current_time()
             queue.dead.append(

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from ._app import Pipeline as Pipeline
 from ._app import WorkerApp as WorkerApp
+from ._breaker import BREAKER_STATE as BREAKER_STATE
+from ._breaker import Breaker as Breaker
+from ._breaker import BreakerState as BreakerState
+from ._breaker import CircuitBreakerStage as CircuitBreakerStage
 from ._consumer import Consumer as Consumer
 from ._pool import Pool as Pool
 from ._pool import PoolStrategy as PoolStrategy
+from ._ratelimit import RateLimitStage as RateLimitStage
+from ._ratelimit import TokenBucket as TokenBucket
 from ._retry import RetryPolicy as RetryPolicy
 from ._retry import RetryStage as RetryStage
 from ._stage import Stage as Stage

@@ -15,8 +15,10 @@ from foxactors._supervisor import Supervisor
 from foxactors._system import run
 from foxactors.backends._base import Backend, Source
 
+from ._breaker import Breaker, CircuitBreakerStage
 from ._consumer import STOP_INTAKE, Consumer
 from ._pool import RETURN_PENDING, Pool, PoolStrategy
+from ._ratelimit import RateLimitStage, TokenBucket
 from ._retry import RetryPolicy, RetryStage
 from ._stage import Stage
 from ._worker import FunctionWorker, Handler, Worker, WorkerActor, as_worker, check_timeout
@@ -91,6 +93,8 @@ class WorkerApp:
         self._stages: list[tuple[str, StageFactory]] = []
         self._drain_timeout = 30.0
         self._timeout: float | None = None
+        self._rate_limit: TokenBucket | None = None
+        self._breaker: Breaker | None = None
 
     def add_worker(self, worker: Worker | Handler, *, timeout: float | None = None) -> Self:
         """Set the handler for messages (those without a registered type, if any)."""
@@ -159,9 +163,24 @@ class WorkerApp:
                 f"a middleware must be a callable returning a Stage, got {stage!r}"
             )
         stage_name = name or f"stage-{len(self._stages) + 1}"
-        if stage_name in {n for n, _ in self._stages} | {"retry", "pool", "consumer"}:
+        reserved = {"retry", "rate-limit", "breaker", "pool", "consumer"}
+        if stage_name in {n for n, _ in self._stages} | reserved:
             raise ConfigurationError(f"a stage named {stage_name!r} already exists; pass name=")
         self._stages.append((stage_name, stage))
+        return self
+
+    def with_circuit_breaker(self, failure_threshold: int = 5, open_timeout: float = 30.0) -> Self:
+        """Open the circuit after ``failure_threshold`` failures in a row.
+
+        While open, deliveries are deferred untried (no attempt counted) for
+        ``open_timeout`` seconds; then one probe decides. See `CircuitBreakerStage`.
+        """
+        self._breaker = Breaker(failure_threshold, open_timeout)
+        return self
+
+    def with_rate_limit(self, rate: float, burst: int = 1) -> Self:
+        """Start at most ``rate`` messages per second, in bursts of up to ``burst``."""
+        self._rate_limit = TokenBucket(rate, burst)
         return self
 
     def with_drain_timeout(self, seconds: float) -> Self:
@@ -186,6 +205,10 @@ class WorkerApp:
         stages: list[tuple[str, StageFactory]] = list(self._stages)
         if self._retry is not None:
             stages.append(("retry", functools.partial(RetryStage, self._retry)))
+        if self._rate_limit is not None:
+            stages.append(("rate-limit", functools.partial(RateLimitStage, self._rate_limit)))
+        if self._breaker is not None:
+            stages.append(("breaker", functools.partial(CircuitBreakerStage, self._breaker)))
         names = ["consumer", *(n for n, _ in stages), "pool"]
         children: list[ChildSpec] = [
             ChildSpec(

@@ -71,6 +71,8 @@ class Consumer(Actor[Any]):
             handle.retry(outcome.delay)
         elif kind is OutcomeKind.REQUEUE:
             handle.requeue()
+        elif kind is OutcomeKind.DEFER:
+            handle.defer(outcome.delay)
         else:
             reason = outcome.reason or kind.value
             if kind is OutcomeKind.FAILED:

@@ -1,0 +1,120 @@
+from __future__ import annotations
+
+import itertools
+
+import anyio
+import pytest
+
+import foxactors as fa
+
+pytestmark = pytest.mark.anyio
+
+QUEUE = "jobs"
+
+
+def test_breaker_is_a_pure_state_machine() -> None:
+    b = fa.Breaker(failure_threshold=2, open_timeout=10)
+    assert b.admit(0) == (True, b)
+    b = b.record(False, 1)
+    assert b.state is fa.BreakerState.CLOSED
+    b = b.record(True, 2).record(False, 3)  # a success resets the count
+    assert b.failures == 1
+    b = b.record(False, 4)
+    assert (b.state, b.opened_at) == (fa.BreakerState.OPEN, 4)
+    assert b.admit(13)[0] is False
+    assert b.retry_in(13) == 1
+    allowed, probe = b.admit(14)
+    assert allowed
+    assert probe.state is fa.BreakerState.HALF_OPEN
+    assert probe.admit(14)[0] is False  # one probe at a time
+    assert probe.record(False, 15).state is fa.BreakerState.OPEN
+    assert probe.record(True, 15).state is fa.BreakerState.CLOSED
+    with pytest.raises(fa.ConfigurationError, match="failure_threshold must be an int >= 1"):
+        fa.Breaker(failure_threshold=0)
+
+
+def test_token_bucket_is_a_pure_function() -> None:
+    bucket = fa.TokenBucket(rate=2, burst=3)
+    waits = []
+    for now in (0, 0, 0, 0):
+        wait, bucket = bucket.take(now)
+        waits.append(wait)
+    assert waits == [0, 0, 0, 0.5]
+    wait, bucket = bucket.take(0.5)
+    assert wait == 0
+    with pytest.raises(fa.ConfigurationError, match="rate must be tokens per second > 0"):
+        fa.TokenBucket(rate=0)
+    with pytest.raises(fa.ConfigurationError, match="burst must be an int >= 1"):
+        fa.TokenBucket(rate=1, burst=0)
+
+
+async def test_breaker_defers_untried_messages_while_open() -> None:
+    backend = fa.MemoryBackend()
+    healthy = False
+    seen: list[tuple[int, int, float]] = []
+
+    async def handle(message: fa.Message) -> None:
+        seen.append((message.payload, message.attempt, anyio.current_time()))
+        if not healthy:
+            raise ConnectionError("dependency down")
+
+    app = (
+        fa.WorkerApp()
+        .add_worker(handle)
+        .with_concurrency_limit(1)
+        .with_circuit_breaker(failure_threshold=2, open_timeout=10)
+        .with_retry(max_retries=1, initial_backoff=1)
+    )
+    async with fa.open_system(app.build(backend, QUEUE)) as system:
+        breaker = system.ref("breaker")
+        await backend.publish(QUEUE, 0)
+        await backend.publish(QUEUE, 1)
+        await anyio.wait_all_tasks_blocked()  # both failed: the circuit is open
+        state = await breaker.ask(fa.BREAKER_STATE)
+        assert state.state is fa.BreakerState.OPEN
+        assert [(n, a) for n, a, _ in seen] == [(0, 1), (1, 1)]
+        healthy = True
+        await backend.publish(QUEUE, 2)  # arrives while open: deferred, untried
+        await backend.publish(QUEUE, 3)
+        await backend.join(QUEUE)
+        assert (await breaker.ask(fa.BREAKER_STATE)).state is fa.BreakerState.CLOSED
+    later = seen[2:]
+    assert all(at >= state.opened_at + 10 for _, _, at in later)  # nothing ran while open
+    # Deferrals are not attempts: the retried ones run on attempt 2, the others on 1.
+    assert sorted((n, a) for n, a, _ in later) == [(0, 2), (1, 2), (2, 1), (3, 1)]
+    assert backend.dead_letters(QUEUE) == []
+
+
+async def test_rate_limit_spaces_messages_out() -> None:
+    backend = fa.MemoryBackend()
+    times: list[float] = []
+
+    async def handle(message: fa.Message) -> None:
+        times.append(anyio.current_time())
+
+    for n in range(8):
+        await backend.publish(QUEUE, n)
+    app = fa.WorkerApp().add_worker(handle).with_rate_limit(rate=2, burst=2)
+    async with fa.open_system(app.build(backend, QUEUE)):
+        await backend.join(QUEUE)
+    start = times[0]
+    offsets = [round(t - start, 2) for t in times]
+    assert offsets[:2] == [0, 0]  # the burst
+    gaps = [round(b - a, 2) for a, b in itertools.pairwise(times[1:])]
+    assert all(g >= 0.5 for g in gaps)  # then 2 per second
+    assert round(times[-1] - start) == 3
+
+
+async def test_rate_limited_deliveries_go_back_on_shutdown() -> None:
+    backend = fa.MemoryBackend()
+
+    async def handle(message: fa.Message) -> None:
+        pass
+
+    for n in range(5):
+        await backend.publish(QUEUE, n)
+    app = fa.WorkerApp().add_worker(handle).with_rate_limit(rate=0.01).with_drain_timeout(1)
+    async with fa.open_system(app.build(backend, QUEUE)):
+        await anyio.wait_all_tasks_blocked()
+    stats = backend.statistics(QUEUE)
+    assert (stats.ready, stats.in_flight, stats.dead) == (4, 0, 0)  # one ran, four returned
