@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import anyio
 import pytest
+from structlog.testing import capture_logs
 
 import foxactors as fa
 
@@ -118,3 +120,52 @@ async def test_rate_limited_deliveries_go_back_on_shutdown() -> None:
         await anyio.wait_all_tasks_blocked()
     stats = backend.statistics(QUEUE)
     assert (stats.ready, stats.in_flight, stats.dead) == (4, 0, 0)  # one ran, four returned
+
+
+class BrokenSink:
+    def write(self, letter: fa.DeadLetter) -> None:
+        raise OSError("disk full")
+
+
+async def test_dead_letter_sinks_record_and_replay(tmp_path: Path) -> None:
+    backend = fa.MemoryBackend()
+    healthy = False
+    handled: list[int] = []
+
+    async def handle(message: fa.Message) -> None:
+        if not healthy:
+            raise ValueError(f"bad {message.payload}")
+        handled.append(message.payload)
+
+    memory = fa.MemorySink()
+    path = tmp_path / "dead.jsonl"
+    app = (
+        fa.WorkerApp()
+        .add_worker(handle)
+        .without_retry()
+        .with_dead_letter_sink(memory)
+        .with_dead_letter_sink(fa.JsonLinesSink(path))
+        .with_dead_letter_sink(BrokenSink())
+    )
+    props = fa.MessageProperties(correlation_id="c-7").with_header("tenant", "acme")
+    for n in (1, 2):
+        await backend.publish(QUEUE, n, properties=props)
+    with capture_logs() as logs:
+        async with fa.open_system(app.build(backend, QUEUE)):
+            await backend.join(QUEUE)
+    assert sorted(d.reason for d in memory.letters) == [
+        "failed (no retry stage): ValueError: bad 1",
+        "failed (no retry stage): ValueError: bad 2",
+    ]
+    from_file = fa.read_dead_letters(path)
+    assert [(d.id, d.reason, d.body, d.properties) for d in from_file] == [
+        (d.id, d.reason, d.body, props) for d in memory.letters
+    ]
+    assert sum(e["event"] == "dead_letter_sink.failed" for e in logs) == 2
+    assert backend.purge_dead_letters(QUEUE) == 2  # the backend's DLQ had them too
+
+    healthy = True
+    assert await fa.replay_dead_letters(path, backend) == 2
+    async with fa.open_system(app.build(backend, QUEUE)):
+        await backend.join(QUEUE)
+    assert sorted(handled) == [1, 2]

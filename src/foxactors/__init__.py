@@ -58,11 +58,16 @@ from .backends import MemoryBackend as MemoryBackend
 from .pipeline import BREAKER_STATE as BREAKER_STATE
 from .pipeline import Breaker as Breaker
 from .pipeline import BreakerState as BreakerState
+from .pipeline import DeadLetterSink as DeadLetterSink
+from .pipeline import JsonLinesSink as JsonLinesSink
+from .pipeline import MemorySink as MemorySink
 from .pipeline import PoolStrategy as PoolStrategy
 from .pipeline import RetryPolicy as RetryPolicy
 from .pipeline import Stage as Stage
 from .pipeline import TokenBucket as TokenBucket
 from .pipeline import Worker as Worker
 from .pipeline import WorkerApp as WorkerApp
+from .pipeline import read_dead_letters as read_dead_letters
+from .pipeline import replay_dead_letters as replay_dead_letters
 
 __version__ = "0.1.0"

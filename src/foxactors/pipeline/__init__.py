@@ -9,6 +9,12 @@ from ._breaker import Breaker as Breaker
 from ._breaker import BreakerState as BreakerState
 from ._breaker import CircuitBreakerStage as CircuitBreakerStage
 from ._consumer import Consumer as Consumer
+from ._deadletters import DeadLetterActor as DeadLetterActor
+from ._deadletters import DeadLetterSink as DeadLetterSink
+from ._deadletters import JsonLinesSink as JsonLinesSink
+from ._deadletters import MemorySink as MemorySink
+from ._deadletters import read_dead_letters as read_dead_letters
+from ._deadletters import replay_dead_letters as replay_dead_letters
 from ._pool import Pool as Pool
 from ._pool import PoolStrategy as PoolStrategy
 from ._ratelimit import RateLimitStage as RateLimitStage

@@ -17,6 +17,7 @@ from foxactors.backends._base import Backend, Source
 
 from ._breaker import Breaker, CircuitBreakerStage
 from ._consumer import STOP_INTAKE, Consumer
+from ._deadletters import DeadLetterActor, DeadLetterSink
 from ._pool import RETURN_PENDING, Pool, PoolStrategy
 from ._ratelimit import RateLimitStage, TokenBucket
 from ._retry import RetryPolicy, RetryStage
@@ -94,6 +95,7 @@ class WorkerApp:
         self._drain_timeout = 30.0
         self._timeout: float | None = None
         self._rate_limit: TokenBucket | None = None
+        self._sinks: list[DeadLetterSink] = []
         self._breaker: Breaker | None = None
 
     def add_worker(self, worker: Worker | Handler, *, timeout: float | None = None) -> Self:
@@ -163,7 +165,7 @@ class WorkerApp:
                 f"a middleware must be a callable returning a Stage, got {stage!r}"
             )
         stage_name = name or f"stage-{len(self._stages) + 1}"
-        reserved = {"retry", "rate-limit", "breaker", "pool", "consumer"}
+        reserved = {"retry", "rate-limit", "breaker", "pool", "consumer", "dead-letters"}
         if stage_name in {n for n, _ in self._stages} | reserved:
             raise ConfigurationError(f"a stage named {stage_name!r} already exists; pass name=")
         self._stages.append((stage_name, stage))
@@ -181,6 +183,18 @@ class WorkerApp:
     def with_rate_limit(self, rate: float, burst: int = 1) -> Self:
         """Start at most ``rate`` messages per second, in bursts of up to ``burst``."""
         self._rate_limit = TokenBucket(rate, burst)
+        return self
+
+    def with_dead_letter_sink(self, sink: DeadLetterSink) -> Self:
+        """Also record every dead letter in ``sink`` (e.g. `JsonLinesSink`, `MemorySink`).
+
+        The sinks are written by a dead-letter actor, started first and stopped last.
+        """
+        if not callable(getattr(sink, "write", None)):
+            raise ConfigurationError(
+                f"a dead-letter sink needs a write(letter) method, got {sink!r}"
+            )
+        self._sinks.append(sink)
         return self
 
     def with_drain_timeout(self, seconds: float) -> Self:
@@ -210,7 +224,15 @@ class WorkerApp:
         if self._breaker is not None:
             stages.append(("breaker", functools.partial(CircuitBreakerStage, self._breaker)))
         names = ["consumer", *(n for n, _ in stages), "pool"]
-        children: list[ChildSpec] = [
+        children: list[ChildSpec] = []
+        if self._sinks:
+            sinks = list(self._sinks)
+            children.append(
+                ChildSpec(
+                    "dead-letters", functools.partial(DeadLetterActor, sinks), mailbox_size=mailbox
+                )
+            )
+        children += [
             ChildSpec(
                 "pool",
                 functools.partial(
@@ -235,7 +257,12 @@ class WorkerApp:
             ChildSpec(
                 "consumer",
                 functools.partial(
-                    Consumer, backend, queue, prefetch=self._prefetch, downstream=f"../{names[1]}"
+                    Consumer,
+                    backend,
+                    queue,
+                    prefetch=self._prefetch,
+                    downstream=f"../{names[1]}",
+                    dead_letters="../dead-letters" if self._sinks else None,
                 ),
                 mailbox_size=mailbox,
             )

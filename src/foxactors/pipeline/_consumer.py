@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import anyio
 
 from foxactors._actor import Actor
+from foxactors._errors import ActorError
 from foxactors._lifecycle import Exit
-from foxactors._message import Outcome, OutcomeKind
-from foxactors.backends._base import Backend, Source
+from foxactors._message import Message, Outcome, OutcomeKind
+from foxactors.backends._base import Backend, DeadLetter, Source
 
 STOP_INTAKE = "foxactors.consumer.stop_intake"
 
@@ -27,8 +29,17 @@ class Consumer(Actor[Any]):
     delivery goes back to the queue; later settlements of its handles are no-ops.
     """
 
-    def __init__(self, backend: Backend, queue: str, *, prefetch: int, downstream: str) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        queue: str,
+        *,
+        prefetch: int,
+        downstream: str,
+        dead_letters: str | None = None,
+    ) -> None:
         self._backend = backend
+        self._dead_letters = dead_letters
         self._queue = queue
         self._prefetch = prefetch
         self._downstream = downstream
@@ -85,7 +96,24 @@ class Consumer(Actor[Any]):
                 reason=reason,
             )
             handle.dead_letter(reason)
+            if self._dead_letters is not None:
+                self._record(message, reason)
         self.settled += 1
+
+    def _record(self, message: Message, reason: str) -> None:
+        letter = DeadLetter(
+            message.id,
+            message.queue,
+            message.body,
+            message.properties,
+            reason,
+            message.attempt,
+            time.time(),
+        )
+        try:
+            self.find(self._dead_letters or "").tell_nowait(letter)
+        except ActorError as exc:  # the backend's dead-letter queue still has it
+            self.log.error("dead_letter_record.lost", message_id=message.id, error=str(exc))
 
     async def on_stop(self, exit: Exit) -> None:
         """Stop intake, then close the source: unsettled deliveries go back."""
