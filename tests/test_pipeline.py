@@ -396,3 +396,31 @@ def test_message_properties_builders_return_new_values() -> None:
     assert (props.content_encoding, props.content_type) == ("gzip", "text/plain")
     with pytest.raises(TypeError):
         props.headers["c"] = 3  # type: ignore[index]
+
+
+async def test_manual_ack_mode_and_its_mistakes() -> None:
+    backend = fa.MemoryBackend()
+
+    async def handle(delivery: fa.Delivery) -> None:
+        kind = delivery.message.payload
+        if kind == "ack":
+            delivery.handle.ack()
+        elif kind == "later":
+            delivery.handle.retry(5) if delivery.message.attempt == 1 else delivery.handle.ack()
+        elif kind == "settle-then-raise":
+            delivery.handle.dead_letter("rejected by hand")
+            raise RuntimeError("after settling")
+        # "forget": returns without settling
+
+    await publish(backend, "ack", "later", "settle-then-raise", "forget")
+    app = fa.WorkerApp().add_worker(handle, manual_ack=True)
+    started = anyio.current_time()
+    await run_until_drained(backend, app)
+    assert anyio.current_time() - started >= 5  # the manual retry was held by the backend
+    reasons = sorted(d.reason for d in backend.dead_letters(QUEUE))
+    assert reasons == [
+        "manual ack: the handler returned without settling its delivery",
+        "rejected by hand",  # settled once by hand; the raise did not settle it again
+    ]
+    with pytest.raises(fa.ConfigurationError, match="manual_ack applies to handler functions"):
+        fa.WorkerApp().add_worker(Exploding(), manual_ack=True)

@@ -22,7 +22,15 @@ from ._pool import RETURN_PENDING, Pool, PoolStrategy
 from ._ratelimit import RateLimitStage, TokenBucket
 from ._retry import RetryPolicy, RetryStage
 from ._stage import Stage
-from ._worker import FunctionWorker, Handler, Worker, WorkerActor, as_worker, check_timeout
+from ._worker import (
+    FunctionWorker,
+    Handler,
+    ManualHandler,
+    Worker,
+    WorkerActor,
+    as_worker,
+    check_timeout,
+)
 
 _logger: structlog.typing.FilteringBoundLogger = structlog.get_logger("foxactors")
 
@@ -98,13 +106,29 @@ class WorkerApp:
         self._sinks: list[DeadLetterSink] = []
         self._breaker: Breaker | None = None
 
-    def add_worker(self, worker: Worker | Handler, *, timeout: float | None = None) -> Self:
-        """Set the handler for messages (those without a registered type, if any)."""
-        self._default = as_worker(worker, timeout)
+    def add_worker(
+        self,
+        worker: Worker | Handler | ManualHandler,
+        *,
+        timeout: float | None = None,
+        manual_ack: bool = False,
+    ) -> Self:
+        """Set the handler for messages (those without a registered type, if any).
+
+        With ``manual_ack=True`` the handler receives the `Delivery` and settles
+        ``delivery.handle`` itself; returning without settling dead-letters it with a
+        reason saying so, and raising before settling is a failure as usual.
+        """
+        self._default = as_worker(worker, timeout, manual_ack=manual_ack)
         return self
 
     def register(
-        self, message_type: str, handler: Worker | Handler, *, timeout: float | None = None
+        self,
+        message_type: str,
+        handler: Worker | Handler | ManualHandler,
+        *,
+        timeout: float | None = None,
+        manual_ack: bool = False,
     ) -> Self:
         """Route messages whose ``message_type`` is ``message_type`` to ``handler``.
 
@@ -115,7 +139,7 @@ class WorkerApp:
             raise ConfigurationError(
                 f"message_type must be a non-empty string, got {message_type!r}"
             )
-        self._routes[message_type] = as_worker(handler, timeout)
+        self._routes[message_type] = as_worker(handler, timeout, manual_ack=manual_ack)
         return self
 
     def with_concurrency_limit(self, workers: int) -> Self:
@@ -277,7 +301,12 @@ class WorkerApp:
     def _timed(self, worker: Worker) -> Worker:
         if worker.timeout is not None or self._timeout is None:
             return worker
-        return FunctionWorker(worker.process, id=worker.id, timeout=self._timeout)
+        return FunctionWorker(
+            worker.process,
+            id=worker.id,
+            timeout=self._timeout,
+            manual_ack=getattr(worker, "manual_ack", False),
+        )
 
     def run_with_backend(
         self, backend: Backend, queue: str, *, anyio_backend: str = "asyncio"

@@ -16,6 +16,7 @@ from foxactors._errors import ActorStopped, ConfigurationError
 from foxactors._message import Delivery, Message, Outcome, OutcomeKind
 
 Handler = Callable[[Message], Awaitable[Any]]
+ManualHandler = Callable[[Delivery], Awaitable[Any]]  # settles delivery.handle itself
 
 
 @runtime_checkable
@@ -40,10 +41,19 @@ class Worker(Protocol):
 
 
 class FunctionWorker:
-    """Wraps an async function as a `Worker`."""
+    """Wraps an async function as a `Worker`.
+
+    With ``manual_ack``, the function receives the `Delivery` instead of the message
+    and must settle ``delivery.handle`` itself.
+    """
 
     def __init__(
-        self, func: Handler, *, id: str | None = None, timeout: float | None = None
+        self,
+        func: Callable[[Any], Awaitable[Any]],
+        *,
+        id: str | None = None,
+        timeout: float | None = None,
+        manual_ack: bool = False,
     ) -> None:
         if not callable(func) or not inspect.iscoroutinefunction(func):
             raise ConfigurationError(
@@ -53,6 +63,7 @@ class FunctionWorker:
         self.id: str = id or str(getattr(func, "__qualname__", "handler"))
         self.timeout = timeout
         self.process = func
+        self.manual_ack = manual_ack
 
 
 def check_timeout(timeout: float | None) -> None:
@@ -66,11 +77,18 @@ def check_timeout(timeout: float | None) -> None:
         raise ConfigurationError(f"timeout must be seconds > 0 or None, got {timeout!r}")
 
 
-def as_worker(handler: Worker | Handler, timeout: float | None = None) -> Worker:
+def as_worker(
+    handler: Worker | Handler | ManualHandler,
+    timeout: float | None = None,
+    *,
+    manual_ack: bool = False,
+) -> Worker:
     """Return ``handler`` as a `Worker` (functions are wrapped)."""
     if isinstance(handler, Worker):
+        if manual_ack:
+            raise ConfigurationError("manual_ack applies to handler functions, not Workers")
         return handler
-    return FunctionWorker(handler, timeout=timeout)
+    return FunctionWorker(handler, timeout=timeout, manual_ack=manual_ack)
 
 
 class WorkerActor(Actor[Delivery]):
@@ -116,15 +134,17 @@ class WorkerActor(Actor[Delivery]):
             reason = f"no handler for message type {message.message_type!r} (registered: {known})"
             return Outcome(delivery, OutcomeKind.DEAD_LETTER, reason=reason)
         timeout = worker.timeout
+        manual = getattr(worker, "manual_ack", False)
+        argument: Any = delivery if manual else message
         token = current_message.set(
             (message.id, message.attempt, message.properties.correlation_id)
         )
         try:
             if timeout is None:
-                await worker.process(message)
+                await worker.process(argument)
             else:
                 with anyio.fail_after(timeout):
-                    await worker.process(message)
+                    await worker.process(argument)
         except TimeoutError as exc:
             reason = (
                 f"timed out after {timeout} s" if timeout is not None else f"TimeoutError: {exc}"
@@ -138,7 +158,7 @@ class WorkerActor(Actor[Delivery]):
             return Outcome(delivery, OutcomeKind.FAILED, exc, reason=f"{type(exc).__name__}: {exc}")
         finally:
             current_message.reset(token)
-        return Outcome(delivery, OutcomeKind.SUCCEEDED)
+        return _manual_outcome(delivery) if manual else Outcome(delivery, OutcomeKind.SUCCEEDED)
 
     async def on_crash(self, message: Delivery | None, error: Exception) -> None:
         """Return the delivery in hand (requeue), so that it is never lost.
@@ -150,3 +170,11 @@ class WorkerActor(Actor[Delivery]):
             reason = f"worker {self.path} crashed: {type(error).__name__}: {error}"
             with contextlib.suppress(ActorStopped):  # stopping: the consumer returned it
                 self._pool.tell_nowait(Outcome(message, OutcomeKind.REQUEUE, error, reason=reason))
+
+
+def _manual_outcome(delivery: Delivery) -> Outcome:
+    """In manual mode the handler settles; returning without settling is a bug."""
+    if delivery.handle.settled:
+        return Outcome(delivery, OutcomeKind.SETTLED)
+    reason = "manual ack: the handler returned without settling its delivery"
+    return Outcome(delivery, OutcomeKind.DEAD_LETTER, reason=reason)
