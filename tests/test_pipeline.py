@@ -6,6 +6,7 @@ from typing import Any, ClassVar
 import anyio
 import pytest
 from anyio import wait_all_tasks_blocked
+from structlog.testing import capture_logs
 
 import foxactors as fa
 
@@ -424,3 +425,28 @@ async def test_manual_ack_mode_and_its_mistakes() -> None:
     ]
     with pytest.raises(fa.ConfigurationError, match="manual_ack applies to handler functions"):
         fa.WorkerApp().add_worker(Exploding(), manual_ack=True)
+
+
+async def test_workers_are_recycled_without_counting_as_crashes() -> None:
+    backend = fa.MemoryBackend()
+    done: list[int] = []
+
+    async def handle(message: fa.Message) -> None:
+        done.append(message.payload)
+
+    await publish(backend, *range(30))
+    app = (
+        fa.WorkerApp()
+        .add_worker(handle)
+        .with_concurrency_limit(1)  # one worker: exactly 30 / 3 recycles
+        .with_worker_recycling(max_messages=3)
+    )
+    with capture_logs() as logs:
+        snapshot = await run_until_drained(backend, app)
+    assert sorted(done) == list(range(30))
+    restarts = [s.restarts for s in snapshot.walk() if "/worker-" in s.path]
+    assert sum(restarts) == 10  # every 3 messages; many more than the intensity allows
+    assert sum(e["event"] == "worker.recycled" for e in logs) == 10
+    assert snapshot.state is fa.ActorState.RUNNING
+    with pytest.raises(fa.ConfigurationError, match="max_messages must be an int >= 1"):
+        fa.WorkerApp().with_worker_recycling(0)

@@ -104,6 +104,7 @@ class WorkerApp:
         self._timeout: float | None = None
         self._rate_limit: TokenBucket | None = None
         self._sinks: list[DeadLetterSink] = []
+        self._max_messages: int | None = None
         self._breaker: Breaker | None = None
 
     def add_worker(
@@ -221,6 +222,19 @@ class WorkerApp:
         self._sinks.append(sink)
         return self
 
+    def with_worker_recycling(self, max_messages: int) -> Self:
+        """Give each worker a fresh instance after ``max_messages`` messages.
+
+        The pool sends it no new work, stops it (it finishes what it holds) and starts
+        a new instance on the same reference; this is not counted as a restart for
+        the intensity. Use it for handlers that accumulate state or leak. (Recycling
+        by memory use does not apply: workers share one process.)
+        """
+        if isinstance(max_messages, bool) or not isinstance(max_messages, int) or max_messages < 1:
+            raise ConfigurationError(f"max_messages must be an int >= 1, got {max_messages!r}")
+        self._max_messages = max_messages
+        return self
+
     def with_drain_timeout(self, seconds: float) -> Self:
         """How long a graceful stop waits for in-flight work (default 30 s)."""
         check_timeout(seconds)
@@ -236,7 +250,9 @@ class WorkerApp:
         mailbox = 2 * self._prefetch + 16  # deliveries and outcomes of a full prefetch
         workers = [
             ChildSpec(
-                f"worker-{i}", functools.partial(WorkerActor, default, routes), mailbox_size=mailbox
+                f"worker-{i}",
+                functools.partial(WorkerActor, default, routes, max_messages=self._max_messages),
+                mailbox_size=mailbox,
             )
             for i in range(1, self._concurrency + 1)
         ]

@@ -10,10 +10,12 @@ from typing import Any
 
 from foxactors._ack import AckHandle
 from foxactors._actor import ActorRef
-from foxactors._lifecycle import Exit
+from foxactors._lifecycle import Exit, ExitKind
 from foxactors._message import Delivery, Outcome
 from foxactors._spec import ChildSpec, coerce_enum
 from foxactors._supervisor import Supervisor
+
+from ._worker import Recycle
 
 
 class PoolStrategy(enum.Enum):
@@ -77,11 +79,9 @@ class Pool(Supervisor):
                 self._load[index] -= 1
                 self._free += 1
             await self._up.tell(message)
-            while self._pending:
-                index = self._choose()
-                if index is None:
-                    break
-                await self._give(index, self._pending.popleft())
+            await self._dispatch_pending()
+        elif kind is Recycle:
+            await self._recycle(message.worker)
         elif message == RETURN_PENDING:
             return self._return_pending()
         else:
@@ -112,6 +112,35 @@ class Pool(Supervisor):
         self._free -= 1
         self._assigned[delivery.handle] = index
         await self._workers[index].tell(delivery)
+
+    async def _recycle(self, worker: ActorRef[Any]) -> None:
+        """Replace a worker's instance with a fresh one, as planned maintenance.
+
+        It gets no new work meanwhile; it is stopped (draining what it holds) and
+        started again on the same reference. Not a crash: not counted against the
+        restart intensity.
+        """
+        index = self._workers.index(worker)
+        child = next(c for c in self._children.values() if c.cell.ref is worker)
+        self._load[index] += self._capacity  # no new work while it is replaced
+        self._free -= self._capacity
+        await self._terminate(child, drain=True)
+        child.cell.restarts += 1
+        error = await self._start(child)
+        self._load[index] -= self._capacity
+        self._free += self._capacity
+        if error is not None:
+            await self._restart(child, Exit(ExitKind.CRASHED, error))
+        else:
+            child.cell.log.info("worker.recycled")
+        await self._dispatch_pending()
+
+    async def _dispatch_pending(self) -> None:
+        while self._pending:
+            chosen = self._choose()
+            if chosen is None:
+                return
+            await self._give(chosen, self._pending.popleft())
 
     def _return_pending(self) -> int:
         """Requeue deliveries no worker has started (shutdown, or a crash of the pool)."""

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 import anyio
+import attrs
 
 from foxactors._actor import Actor, ActorRef
 from foxactors._context import current_message
@@ -91,6 +92,13 @@ def as_worker(
     return FunctionWorker(handler, timeout=timeout, manual_ack=manual_ack)
 
 
+@attrs.frozen
+class Recycle:
+    """A worker asks its pool for a fresh instance (it reached ``max_messages``)."""
+
+    worker: ActorRef[Any]
+
+
 class WorkerActor(Actor[Delivery]):
     """Runs one delivery at a time through its worker and reports the outcome.
 
@@ -100,9 +108,16 @@ class WorkerActor(Actor[Delivery]):
     is handled carry ``message_id``, ``attempt`` and ``correlation_id``.
     """
 
-    def __init__(self, default: Worker | None, routes: Mapping[str, Worker]) -> None:
+    def __init__(
+        self,
+        default: Worker | None,
+        routes: Mapping[str, Worker],
+        *,
+        max_messages: int | None = None,
+    ) -> None:
         self._default = default
         self._routes = routes
+        self._left = max_messages  # messages before asking to be recycled
         self._pool: ActorRef[Any] | None = None
 
     async def on_start(self) -> None:
@@ -122,6 +137,10 @@ class WorkerActor(Actor[Delivery]):
         assert self._pool is not None
         outcome = await self._run(message)
         try:
+            if self._left is not None:
+                self._left -= 1
+                if self._left == 0:  # ask first, so the pool sends no new work here
+                    await self._pool.tell(Recycle(self.ref))
             await self._pool.tell(outcome)
         except ActorStopped:  # stopping: the consumer already returned the delivery
             self.log.debug("outcome.after_shutdown", message_id=message.message.id)
