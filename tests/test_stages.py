@@ -169,3 +169,44 @@ async def test_dead_letter_sinks_record_and_replay(tmp_path: Path) -> None:
     async with fa.open_system(app.build(backend, QUEUE)):
         await backend.join(QUEUE)
     assert sorted(handled) == [1, 2]
+
+
+async def test_batches_are_full_or_timed_and_settled_per_message() -> None:
+    backend = fa.MemoryBackend()
+    batches: list[tuple[float, list[int]]] = []
+
+    async def handle(messages: list[fa.Message]) -> dict[str, BaseException] | None:
+        batches.append((anyio.current_time(), [m.payload for m in messages]))
+        failed: dict[str, BaseException] = {}
+        for m in messages:
+            if m.payload == 3 and m.attempt == 1:
+                failed[m.id] = ValueError("three")
+            if m.payload == 99:
+                raise RuntimeError("whole batch")  # fails every message in it
+        return failed
+
+    for n in range(25):
+        await backend.publish(QUEUE, n)
+    app = (
+        fa.WorkerApp()
+        .add_batch_worker(handle, size=10, interval=1)
+        .with_retry(max_retries=1, initial_backoff=5)
+    )
+    async with fa.open_system(app.build(backend, QUEUE)):
+        await backend.join(QUEUE)
+        first = [payloads for _, payloads in batches]
+        assert [len(p) for p in first[:3]] == [10, 10, 5]  # full, full, then by time
+        assert batches[2][0] - batches[1][0] >= 1
+        assert first[3] == [3]  # the one failure, retried alone 5 s later
+        await backend.publish(QUEUE, 99)
+        await backend.join(QUEUE)
+    (letter,) = backend.dead_letters(QUEUE)
+    assert letter.reason == "failed after 2 attempts: batch failed: RuntimeError: whole batch"
+    with pytest.raises(fa.ConfigurationError, match="batch size must be an int >= 1"):
+        fa.WorkerApp().add_batch_worker(handle, size=0)
+
+    async def single(message: fa.Message) -> None:
+        pass
+
+    with pytest.raises(fa.ConfigurationError, match="do not combine it with"):
+        fa.WorkerApp().add_batch_worker(handle).add_worker(single).build(backend, QUEUE)

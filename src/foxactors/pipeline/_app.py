@@ -15,6 +15,7 @@ from foxactors._supervisor import Supervisor
 from foxactors._system import run
 from foxactors.backends._base import Backend, Source
 
+from ._batch import BatchStage
 from ._breaker import Breaker, CircuitBreakerStage
 from ._consumer import STOP_INTAKE, Consumer
 from ._deadletters import DeadLetterActor, DeadLetterSink
@@ -23,6 +24,7 @@ from ._ratelimit import RateLimitStage, TokenBucket
 from ._retry import RetryPolicy, RetryStage
 from ._stage import Stage
 from ._worker import (
+    BatchHandler,
     FunctionWorker,
     Handler,
     ManualHandler,
@@ -105,6 +107,7 @@ class WorkerApp:
         self._rate_limit: TokenBucket | None = None
         self._sinks: list[DeadLetterSink] = []
         self._max_messages: int | None = None
+        self._batch: tuple[tuple[BatchHandler, float | None], int, float] | None = None
         self._breaker: Breaker | None = None
 
     def add_worker(
@@ -121,6 +124,28 @@ class WorkerApp:
         reason saying so, and raising before settling is a failure as usual.
         """
         self._default = as_worker(worker, timeout, manual_ack=manual_ack)
+        return self
+
+    def add_batch_worker(
+        self,
+        handler: BatchHandler,
+        *,
+        size: int = 100,
+        interval: float = 1.0,
+        timeout: float | None = None,
+    ) -> Self:
+        """Handle messages in batches: ``handler(messages)`` gets up to ``size`` at once.
+
+        A batch is sent when full or ``interval`` seconds after its first message.
+        Returning means every message succeeded, unless the handler returns a mapping
+        ``{message.id: exception}`` of the ones that failed; raising fails them all.
+        Each delivery is settled by its own outcome (retries and dead letters are per
+        message). The prefetch is raised to ``size`` if it is lower.
+        """
+        batch_stage = BatchStage(size, interval)  # validates size and interval
+        FunctionWorker(handler, timeout=timeout)  # validates the handler and timeout
+        self._batch = ((handler, timeout), batch_stage.size, batch_stage.interval)
+        self._prefetch = max(self._prefetch, size)
         return self
 
     def register(
@@ -190,7 +215,7 @@ class WorkerApp:
                 f"a middleware must be a callable returning a Stage, got {stage!r}"
             )
         stage_name = name or f"stage-{len(self._stages) + 1}"
-        reserved = {"retry", "rate-limit", "breaker", "pool", "consumer", "dead-letters"}
+        reserved = {"retry", "rate-limit", "breaker", "batch", "pool", "consumer", "dead-letters"}
         if stage_name in {n for n, _ in self._stages} | reserved:
             raise ConfigurationError(f"a stage named {stage_name!r} already exists; pass name=")
         self._stages.append((stage_name, stage))
@@ -243,15 +268,28 @@ class WorkerApp:
 
     def build(self, backend: Backend, queue: str) -> ChildSpec:
         """Return the pipeline as a `ChildSpec`, ready for `run` or `open_system`."""
-        if self._default is None and not self._routes:
-            raise ConfigurationError("no handler: call add_worker() or register() first")
+        if self._default is None and not self._routes and self._batch is None:
+            raise ConfigurationError(
+                "no handler: call add_worker(), register() or add_batch_worker() first"
+            )
+        if self._batch is not None and (self._default is not None or self._routes):
+            raise ConfigurationError(
+                "add_batch_worker() handles every message; do not combine it with "
+                "add_worker() or register()"
+            )
         default = self._default and self._timed(self._default)
         routes = {name: self._timed(worker) for name, worker in self._routes.items()}
         mailbox = 2 * self._prefetch + 16  # deliveries and outcomes of a full prefetch
         workers = [
             ChildSpec(
                 f"worker-{i}",
-                functools.partial(WorkerActor, default, routes, max_messages=self._max_messages),
+                functools.partial(
+                    WorkerActor,
+                    default,
+                    routes,
+                    max_messages=self._max_messages,
+                    batch=self._batch[0] if self._batch is not None else None,
+                ),
                 mailbox_size=mailbox,
             )
             for i in range(1, self._concurrency + 1)
@@ -263,6 +301,9 @@ class WorkerApp:
             stages.append(("rate-limit", functools.partial(RateLimitStage, self._rate_limit)))
         if self._breaker is not None:
             stages.append(("breaker", functools.partial(CircuitBreakerStage, self._breaker)))
+        if self._batch is not None:
+            _, size, interval = self._batch
+            stages.append(("batch", functools.partial(BatchStage, size, interval)))
         names = ["consumer", *(n for n, _ in stages), "pool"]
         children: list[ChildSpec] = []
         if self._sinks:

@@ -15,6 +15,7 @@ from foxactors._message import Delivery, Outcome
 from foxactors._spec import ChildSpec, coerce_enum
 from foxactors._supervisor import Supervisor
 
+from ._batch import Batch, BatchOutcomes
 from ._worker import Recycle
 
 
@@ -52,7 +53,7 @@ class Pool(Supervisor):
         self._pick = coerce_enum(PoolStrategy, strategy, "pool strategy")
         self._capacity = capacity
         self._upstream_path = upstream
-        self._pending: deque[Delivery] = deque()
+        self._pending: deque[Delivery | Batch] = deque()
         self._assigned: dict[AckHandle, int] = {}
         self._next = 0
 
@@ -65,21 +66,18 @@ class Pool(Supervisor):
         self._up = self.find(self._upstream_path)
 
     async def receive(self, message: Any) -> Any:
-        """Dispatch deliveries, pass outcomes back, and supervise."""
+        """Dispatch work (deliveries, batches), pass outcomes back, and supervise."""
         kind = type(message)
-        if kind is Delivery:
+        if kind is Delivery or kind is Batch:
             index = self._choose()
             if index is None:
                 self._pending.append(message)
             else:
                 await self._give(index, message)
         elif kind is Outcome:
-            index = self._assigned.pop(message.delivery.handle, None)
-            if index is not None:
-                self._load[index] -= 1
-                self._free += 1
-            await self._up.tell(message)
-            await self._dispatch_pending()
+            await self._returned(message.delivery.handle, (message,))
+        elif kind is BatchOutcomes:
+            await self._returned(message.outcomes[0].delivery.handle, message.outcomes)
         elif kind is Recycle:
             await self._recycle(message.worker)
         elif message == RETURN_PENDING:
@@ -87,6 +85,16 @@ class Pool(Supervisor):
         else:
             return await super().receive(message)
         return None
+
+    async def _returned(self, key: AckHandle, outcomes: tuple[Outcome, ...]) -> None:
+        """A worker finished a piece of work: free its slot, pass the outcomes back."""
+        index = self._assigned.pop(key, None)
+        if index is not None:
+            self._load[index] -= 1
+            self._free += 1
+        for outcome in outcomes:
+            await self._up.tell(outcome)
+        await self._dispatch_pending()
 
     def _choose(self) -> int | None:
         if not self._free:
@@ -107,11 +115,12 @@ class Pool(Supervisor):
             return random.choice(free)
         return min(free, key=load.__getitem__)
 
-    async def _give(self, index: int, delivery: Delivery) -> None:
+    async def _give(self, index: int, work: Delivery | Batch) -> None:
         self._load[index] += 1
         self._free -= 1
-        self._assigned[delivery.handle] = index
-        await self._workers[index].tell(delivery)
+        key = work.deliveries[0].handle if isinstance(work, Batch) else work.handle
+        self._assigned[key] = index
+        await self._workers[index].tell(work)
 
     async def _recycle(self, worker: ActorRef[Any]) -> None:
         """Replace a worker's instance with a fresh one, as planned maintenance.
@@ -146,10 +155,11 @@ class Pool(Supervisor):
         """Requeue deliveries no worker has started (shutdown, or a crash of the pool)."""
         returned = 0
         while self._pending:
-            handle = self._pending.popleft().handle
-            if not handle.settled:
-                handle.requeue()
-                returned += 1
+            work = self._pending.popleft()
+            for delivery in work.deliveries if isinstance(work, Batch) else (work,):
+                if not delivery.handle.settled:
+                    delivery.handle.requeue()
+                    returned += 1
         return returned
 
     async def on_stop(self, exit: Exit) -> None:

@@ -16,8 +16,12 @@ from foxactors._context import current_message
 from foxactors._errors import ActorStopped, ConfigurationError
 from foxactors._message import Delivery, Message, Outcome, OutcomeKind
 
+from ._batch import Batch, BatchOutcomes
+
 Handler = Callable[[Message], Awaitable[Any]]
 ManualHandler = Callable[[Delivery], Awaitable[Any]]  # settles delivery.handle itself
+#: Takes many messages; may return ``{message_id: exception}`` for the failed ones.
+BatchHandler = Callable[[list[Message]], Awaitable[Mapping[str, BaseException] | None]]
 
 
 @runtime_checkable
@@ -99,7 +103,7 @@ class Recycle:
     worker: ActorRef[Any]
 
 
-class WorkerActor(Actor[Delivery]):
+class WorkerActor(Actor[Delivery | Batch]):
     """Runs one delivery at a time through its worker and reports the outcome.
 
     Every failure of user code becomes a FAILED outcome (never a dead pipeline):
@@ -114,7 +118,9 @@ class WorkerActor(Actor[Delivery]):
         routes: Mapping[str, Worker],
         *,
         max_messages: int | None = None,
+        batch: tuple[BatchHandler, float | None] | None = None,
     ) -> None:
+        self._batch = batch
         self._default = default
         self._routes = routes
         self._left = max_messages  # messages before asking to be recycled
@@ -132,10 +138,14 @@ class WorkerActor(Actor[Delivery]):
                 return route
         return self._default
 
-    async def receive(self, message: Delivery) -> None:
-        """Process one delivery and tell the pool its outcome."""
+    async def receive(self, message: Delivery | Batch) -> None:
+        """Process one delivery (or a batch) and tell the pool the outcome."""
         assert self._pool is not None
-        outcome = await self._run(message)
+        outcome: Outcome | BatchOutcomes
+        if isinstance(message, Batch):
+            outcome = await self._run_batch(message)
+        else:
+            outcome = await self._run(message)
         try:
             if self._left is not None:
                 self._left -= 1
@@ -143,7 +153,7 @@ class WorkerActor(Actor[Delivery]):
                     await self._pool.tell(Recycle(self.ref))
             await self._pool.tell(outcome)
         except ActorStopped:  # stopping: the consumer already returned the delivery
-            self.log.debug("outcome.after_shutdown", message_id=message.message.id)
+            self.log.debug("outcome.after_shutdown")
 
     async def _run(self, delivery: Delivery) -> Outcome:
         message = delivery.message
@@ -179,7 +189,46 @@ class WorkerActor(Actor[Delivery]):
             current_message.reset(token)
         return _manual_outcome(delivery) if manual else Outcome(delivery, OutcomeKind.SUCCEEDED)
 
-    async def on_crash(self, message: Delivery | None, error: Exception) -> None:
+    async def _run_batch(self, batch: Batch) -> BatchOutcomes:
+        """Run the batch handler; each delivery gets its own outcome.
+
+        Returning means all succeeded, unless the handler returns a mapping of
+        message ids to exceptions for the ones that failed; raising fails them all.
+        """
+        assert self._batch is not None
+        handler, timeout = self._batch
+        deliveries = batch.deliveries
+        messages = [d.message for d in deliveries]
+        failed: Mapping[str, BaseException] | None = None
+        try:
+            if timeout is None:
+                failed = await handler(messages)
+            else:
+                with anyio.fail_after(timeout):
+                    failed = await handler(messages)
+        except BaseException as exc:
+            if isinstance(exc, self._cancelled | KeyboardInterrupt | SystemExit):
+                raise
+            reason = f"batch failed: {type(exc).__name__}: {exc}"
+            return BatchOutcomes(
+                tuple(Outcome(d, OutcomeKind.FAILED, exc, reason=reason) for d in deliveries)
+            )
+        failed = failed or {}
+        return BatchOutcomes(
+            tuple(
+                Outcome(
+                    d,
+                    OutcomeKind.FAILED,
+                    failed[d.message.id],
+                    reason=f"{type(failed[d.message.id]).__name__}: {failed[d.message.id]}",
+                )
+                if d.message.id in failed
+                else Outcome(d, OutcomeKind.SUCCEEDED)
+                for d in deliveries
+            )
+        )
+
+    async def on_crash(self, message: Delivery | Batch | None, error: Exception) -> None:
         """Return the delivery in hand (requeue), so that it is never lost.
 
         Its attempt count goes up, so a message that keeps crashing workers is caught
@@ -187,8 +236,18 @@ class WorkerActor(Actor[Delivery]):
         """
         if message is not None and self._pool is not None:
             reason = f"worker {self.path} crashed: {type(error).__name__}: {error}"
+            returned: Outcome | BatchOutcomes
+            if isinstance(message, Batch):
+                returned = BatchOutcomes(
+                    tuple(
+                        Outcome(d, OutcomeKind.REQUEUE, error, reason=reason)
+                        for d in message.deliveries
+                    )
+                )
+            else:
+                returned = Outcome(message, OutcomeKind.REQUEUE, error, reason=reason)
             with contextlib.suppress(ActorStopped):  # stopping: the consumer returned it
-                self._pool.tell_nowait(Outcome(message, OutcomeKind.REQUEUE, error, reason=reason))
+                self._pool.tell_nowait(returned)
 
 
 def _manual_outcome(delivery: Delivery) -> Outcome:

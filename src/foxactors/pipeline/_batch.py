@@ -1,0 +1,84 @@
+"""Batching: gather deliveries for handlers that work on many messages at once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import attrs
+
+from foxactors._errors import ConfigurationError
+from foxactors._lifecycle import Exit
+from foxactors._message import Delivery, Outcome
+
+from ._stage import Stage
+
+
+@attrs.frozen
+class Batch:
+    """Deliveries handed to a batch handler together."""
+
+    deliveries: tuple[Delivery, ...]
+
+
+@attrs.frozen
+class BatchOutcomes:
+    """The outcomes of one batch, one per delivery, reported to the pool at once."""
+
+    outcomes: tuple[Outcome, ...]
+
+
+@attrs.frozen
+class _Flush:
+    generation: int
+
+
+class BatchStage(Stage):
+    """Gathers up to ``size`` deliveries, or what came within ``interval`` seconds.
+
+    A batch goes on as soon as it is full, or ``interval`` seconds after its first
+    delivery. Outcomes come back one per delivery and pass on unchanged, so each
+    handle is settled by its own outcome. Deliveries still gathered when the stage
+    stops go back to the queue. Use a prefetch of at least ``size``.
+    """
+
+    def __init__(self, size: int, interval: float) -> None:
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ConfigurationError(f"batch size must be an int >= 1, got {size!r}")
+        if not isinstance(interval, int | float) or interval <= 0:
+            raise ConfigurationError(f"flush interval must be seconds > 0, got {interval!r}")
+        self.size = size
+        self.interval = interval
+        self._gathered: list[Delivery] = []
+        self._generation = 0
+
+    async def on_delivery(self, delivery: Delivery) -> None:
+        """Add to the batch; send it when full, or arm its flush timer."""
+        self._gathered.append(delivery)
+        if len(self._gathered) >= self.size:
+            await self._flush()
+        elif len(self._gathered) == 1:
+            self.start_task(self._flush_later, self._generation)
+
+    async def _flush_later(self, generation: int) -> None:
+        await anyio.sleep(self.interval)
+        await self.ref.tell(_Flush(generation))
+
+    async def on_other(self, message: Any) -> Any:
+        """Flush on the timer of the current batch (an old timer is ignored)."""
+        if type(message) is _Flush and message.generation == self._generation:
+            await self._flush()
+        return None
+
+    async def _flush(self) -> None:
+        batch, self._gathered = tuple(self._gathered), []
+        self._generation += 1
+        if batch:
+            await self.downstream.tell(Batch(batch))
+
+    async def on_stop(self, exit: Exit) -> None:
+        """Return what was gathered and not yet sent."""
+        for delivery in self._gathered:
+            if not delivery.handle.settled:
+                delivery.handle.requeue()
+        self._gathered = []
