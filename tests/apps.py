@@ -46,3 +46,11 @@ def forever() -> fa.ChildSpec:
 
 
 not_a_tree = 42
+
+
+async def _ignore(message: fa.Message) -> None:
+    pass
+
+
+#: A WorkerApp bound to a backend: ``foxactors run`` builds and runs it.
+bound_app = fa.WorkerApp("svc").add_worker(_ignore).with_backend(fa.MemoryBackend(), "q")

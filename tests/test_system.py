@@ -194,3 +194,62 @@ def test_the_email_pipeline_example_retries_and_dead_letters() -> None:
     assert reasons[2].startswith("undecodable: body is not valid JSON")
     assert events[-1]["event"] == "system.stopped"
     assert events[-1]["exit"] == "normal"
+
+
+def test_cli_runs_a_bound_worker_app_until_sigterm() -> None:
+    lines = []
+    with foxactors(
+        "run", "tests.apps:bound_app", "--log-format", "json", "--log-level", "debug"
+    ) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(json.loads(line))
+            if lines[-1]["event"] == "actor.started" and lines[-1]["actor"] == "/svc":
+                break
+        proc.send_signal(signal.SIGTERM)
+        lines += [json.loads(line) for line in proc.stdout]
+        assert proc.wait(timeout=30) == 0
+    assert any(e["event"] == "pipeline.drained" for e in lines)
+    assert lines[-1]["event"] == "system.stopped"
+
+
+def test_cli_lists_a_dead_letter_file(tmp_path: Path) -> None:
+    path = tmp_path / "dead.jsonl"
+    sink = fa.JsonLinesSink(path)
+    props = fa.MessageProperties(message_type="send_email")
+    sink.write(fa.DeadLetter("m-1", "emails", b"{}", props, "failed after 4 attempts: X", 4, 0.0))
+    sink.close()
+    listed = subprocess.run(
+        [sys.executable, "-m", "foxactors", "dead-letters", "list", str(path), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert json.loads(listed.stdout) == {
+        "id": "m-1",
+        "queue": "emails",
+        "reason": "failed after 4 attempts: X",
+        "attempts": 4,
+        "failed_at": 0.0,
+        "message_type": "send_email",
+    }
+    assert "1 dead letter(s)" in listed.stderr
+    text = subprocess.run(
+        [sys.executable, "-m", "foxactors", "dead-letters", "list", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert "1970-01-01T00:00:00+00:00  emails  m-1  attempts=4" in text.stdout
+    missing = subprocess.run(
+        [sys.executable, "-m", "foxactors", "dead-letters", "list", str(tmp_path / "none")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert missing.returncode == 1
+    assert "cannot read dead letters from" in missing.stderr

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import os
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 import structlog
 
@@ -40,12 +42,47 @@ def load_app(target: str) -> ChildSpec:
         raise ConfigurationError(f"module {module_name!r} has no attribute {attr!r}") from None
     if callable(app) and not isinstance(app, ChildSpec):
         app = app()
+    from .pipeline import WorkerApp  # noqa: PLC0415 - the pipeline sits above the CLI's core
+
+    if isinstance(app, WorkerApp):
+        app = app.build()
     if not isinstance(app, ChildSpec):
         raise ConfigurationError(
-            f"{target} is {app!r}; it must be a ChildSpec (e.g. Supervisor.spec(...)) "
-            "or a function returning one"
+            f"{target} is {app!r}; it must be a ChildSpec (e.g. Supervisor.spec(...)), "
+            "a WorkerApp bound with with_backend(), or a function returning one"
         )
     return app
+
+
+def _list_dead_letters(path: str, *, as_json: bool) -> int:
+    from .pipeline import read_dead_letters  # noqa: PLC0415 - only this command needs it
+
+    try:
+        letters = read_dead_letters(path)
+    except (OSError, ValueError, TypeError) as exc:
+        print(f"foxactors: cannot read dead letters from {path}: {exc}", file=sys.stderr)
+        return 1
+    for letter in letters:
+        if as_json:
+            print(
+                json.dumps(
+                    {
+                        "id": letter.id,
+                        "queue": letter.queue,
+                        "reason": letter.reason,
+                        "attempts": letter.attempts,
+                        "failed_at": letter.failed_at,
+                        "message_type": letter.properties.message_type,
+                    }
+                )
+            )
+        else:
+            when = datetime.fromtimestamp(letter.failed_at, tz=UTC).isoformat(timespec="seconds")
+            print(
+                f"{when}  {letter.queue}  {letter.id}  attempts={letter.attempts}  {letter.reason}"
+            )
+    print(f"{len(letters)} dead letter(s)", file=sys.stderr)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -58,7 +95,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_cmd.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio")
     run_cmd.add_argument("--log-format", choices=["console", "json"], default="console")
     run_cmd.add_argument("--log-level", choices=LEVELS, default="info")
+    dead = commands.add_parser("dead-letters", help="inspect dead letters recorded in a file")
+    dead_commands = dead.add_subparsers(dest="action", required=True)
+    listing = dead_commands.add_parser("list", help="list a JSON-lines dead-letter file")
+    listing.add_argument("file", help="a file written by JsonLinesSink")
+    listing.add_argument("--json", action="store_true", help="one JSON object per line")
     args = parser.parse_args(argv)
+    if args.command == "dead-letters":
+        return _list_dead_letters(args.file, as_json=args.json)
 
     configure_logging(args.log_format, args.log_level)
     log = structlog.get_logger("foxactors")

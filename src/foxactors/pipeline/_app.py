@@ -108,6 +108,7 @@ class WorkerApp:
         self._sinks: list[DeadLetterSink] = []
         self._max_messages: int | None = None
         self._batch: tuple[tuple[BatchHandler, float | None], int, float] | None = None
+        self._bound: tuple[Backend, str] | None = None
         self._breaker: Breaker | None = None
 
     def add_worker(
@@ -266,8 +267,25 @@ class WorkerApp:
         self._drain_timeout = seconds
         return self
 
-    def build(self, backend: Backend, queue: str) -> ChildSpec:
-        """Return the pipeline as a `ChildSpec`, ready for `run` or `open_system`."""
+    def with_backend(self, backend: Backend, queue: str) -> Self:
+        """Remember where to consume from, so that `build()` needs no arguments.
+
+        ``foxactors run module:app`` accepts such a bound app directly.
+        """
+        self._bound = (backend, queue)
+        return self
+
+    def build(self, backend: Backend | None = None, queue: str | None = None) -> ChildSpec:
+        """Return the pipeline as a `ChildSpec`, ready for `run` or `open_system`.
+
+        Without arguments, uses what `with_backend` bound.
+        """
+        if backend is None or queue is None:
+            if self._bound is None:
+                raise ConfigurationError(
+                    "build() needs a backend and a queue, or call with_backend() first"
+                )
+            backend, queue = backend or self._bound[0], queue or self._bound[1]
         if self._default is None and not self._routes and self._batch is None:
             raise ConfigurationError(
                 "no handler: call add_worker(), register() or add_batch_worker() first"
