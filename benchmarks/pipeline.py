@@ -15,10 +15,9 @@ import argparse
 import logging
 import time
 
+import _baselines
 import anyio
 import structlog
-from anyio import WouldBlock
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 import foxactors as fa
 
@@ -45,45 +44,7 @@ async def foxactors_rate(n: int, workers: int) -> float:
 
 
 async def raw_rate(n: int) -> float:
-    streams = [anyio.create_memory_object_stream[int](PREFETCH) for _ in range(HOPS)]
-    done = anyio.Event()
-
-    async def stage(
-        receive: MemoryObjectReceiveStream[int], send: MemoryObjectSendStream[int]
-    ) -> None:
-        while True:
-            try:
-                item = receive.receive_nowait()
-            except WouldBlock:
-                item = await receive.receive()
-            try:
-                send.send_nowait(item)
-            except WouldBlock:
-                await send.send(item)
-
-    async def sink(receive: MemoryObjectReceiveStream[int]) -> None:
-        for _ in range(n):
-            try:
-                receive.receive_nowait()
-            except WouldBlock:
-                await receive.receive()
-        done.set()
-
-    async with anyio.create_task_group() as tg:
-        for i in range(HOPS - 1):
-            tg.start_soon(stage, streams[i][1], streams[i + 1][0])
-        tg.start_soon(sink, streams[-1][1])
-        send = streams[0][0]
-        start = time.perf_counter()
-        for i in range(n):
-            try:
-                send.send_nowait(i)
-            except WouldBlock:
-                await send.send(i)
-        await done.wait()
-        rate = n / (time.perf_counter() - start)
-        tg.cancel_scope.cancel()
-    return rate
+    return await _baselines.raw_fast_chain(n, HOPS, PREFETCH)
 
 
 def main() -> None:

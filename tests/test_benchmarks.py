@@ -10,11 +10,22 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
+FIGURES = {
+    "core": ["(a) spawn", "memory:", "(b) 4-hop chain", "(c) ask round trips"],
+    "pipeline": [
+        "memory backend + default stack + no-op worker:",
+        "vs raw 6-hop anyio fast-path chain:",
+    ],
+}
+
+RATIOS = {"core": 4, "pipeline": 1}
+
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
-def test_core_benchmark_prints_every_figure_with_its_baseline(backend: str) -> None:
+@pytest.mark.parametrize("script", sorted(FIGURES))
+def test_benchmark_prints_each_figure_beside_its_baseline(script: str, backend: str) -> None:
     proc = subprocess.run(
-        [sys.executable, "benchmarks/core.py", "--quick", "--backend", backend],
+        [sys.executable, f"benchmarks/{script}.py", "--quick", "--backend", backend],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -22,22 +33,6 @@ def test_core_benchmark_prints_every_figure_with_its_baseline(backend: str) -> N
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
-    out = proc.stdout
-    for figure in ("(a) spawn", "memory:", "(b) 4-hop chain", "(c) ask round trips"):
-        assert figure in out
-    assert out.count(" vs ") >= 4  # each figure is printed beside its baseline
-
-
-@pytest.mark.parametrize("backend", ["asyncio", "trio"])
-def test_pipeline_benchmark_prints_its_figure_with_the_baseline(backend: str) -> None:
-    proc = subprocess.run(
-        [sys.executable, "benchmarks/pipeline.py", "--quick", "--backend", backend],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert "memory backend + default stack + no-op worker:" in proc.stdout
-    assert "vs raw 6-hop anyio fast-path chain:" in proc.stdout
+    for figure in FIGURES[script]:
+        assert figure in proc.stdout
+    assert proc.stdout.count("->") >= RATIOS[script]  # each figure as a ratio to its baseline
