@@ -7,7 +7,7 @@ from typing import Any, Protocol
 
 import attrs
 
-from ._errors import ConfigurationError, DecodeError
+from ._errors import ConfigurationError, DecodeError, require_int
 
 
 class Codec(Protocol):
@@ -36,12 +36,7 @@ class JsonCodec:
     content_type: str = "application/json"
 
     def __attrs_post_init__(self) -> None:
-        if (
-            isinstance(self.max_size, bool)
-            or not isinstance(self.max_size, int)
-            or self.max_size < 1
-        ):
-            raise ConfigurationError(f"max_size must be an int >= 1, got {self.max_size!r}")
+        require_int("max_size", self.max_size, 1)
 
     def encode(self, payload: Any) -> bytes:
         """Encode ``payload`` as compact JSON.

@@ -114,3 +114,9 @@ class BackendError(FoxactorsError):
     An unknown backend or a missing extra is a configuration problem: the message
     says what to install or name.
     """
+
+
+def require_int(name: str, value: object, minimum: int, where: str = "") -> None:
+    """Raise `ConfigurationError` unless ``value`` is an int (not a bool) >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigurationError(f"{where}{name} must be an int >= {minimum}, got {value!r}")

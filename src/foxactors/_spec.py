@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
-from ._errors import ConfigurationError
+from ._errors import ConfigurationError, require_int
 from ._policy import Backoff
 
 if TYPE_CHECKING:
@@ -147,11 +147,4 @@ class ChildSpec:
             )
         if not isinstance(self.backoff, Backoff):
             raise ConfigurationError(f"{where}: backoff must be a Backoff, got {self.backoff!r}")
-        if (
-            isinstance(self.mailbox_size, bool)
-            or not isinstance(self.mailbox_size, int)
-            or self.mailbox_size < 1
-        ):
-            raise ConfigurationError(
-                f"{where}: mailbox_size must be an int >= 1, got {self.mailbox_size!r}"
-            )
+        require_int("mailbox_size", self.mailbox_size, 1, f"{where}: ")

@@ -18,7 +18,7 @@ import structlog
 
 from foxactors._ack import AckHandle, Decision
 from foxactors._codec import Codec, JsonCodec
-from foxactors._errors import BackendError, ConfigurationError, DecodeError
+from foxactors._errors import BackendError, ConfigurationError, DecodeError, require_int
 from foxactors._message import DEFAULT_PROPERTIES, Delivery, Message, MessageProperties
 
 from ._base import DeadLetter
@@ -195,8 +195,7 @@ class MemoryBackend:
 
     async def open_source(self, queue: str, *, prefetch: int) -> MemorySource:
         """Start consuming ``queue`` with at most ``prefetch`` unsettled deliveries."""
-        if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 1:
-            raise ConfigurationError(f"prefetch must be an int >= 1, got {prefetch!r}")
+        require_int("prefetch", prefetch, 1)
         return MemorySource(self, self._queue(queue), prefetch, next(self._generations))
 
     # -- inspecting -----------------------------------------------------------------

@@ -8,7 +8,7 @@ from typing import Any, Self
 
 import structlog
 
-from foxactors._errors import ActorError, ConfigurationError
+from foxactors._errors import ActorError, ConfigurationError, require_int
 from foxactors._lifecycle import Exit
 from foxactors._spec import ChildSpec, Restart
 from foxactors._supervisor import Supervisor
@@ -171,8 +171,7 @@ class WorkerApp:
 
     def with_concurrency_limit(self, workers: int) -> Self:
         """Run ``workers`` worker actors: at most that many messages at once."""
-        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-            raise ConfigurationError(f"concurrency limit must be an int >= 1, got {workers!r}")
+        require_int("concurrency limit", workers, 1)
         self._concurrency = workers
         return self
 
@@ -185,8 +184,7 @@ class WorkerApp:
 
     def with_prefetch(self, prefetch: int) -> Self:
         """Allow at most ``prefetch`` unsettled deliveries (default 100)."""
-        if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 1:
-            raise ConfigurationError(f"prefetch must be an int >= 1, got {prefetch!r}")
+        require_int("prefetch", prefetch, 1)
         self._prefetch = prefetch
         return self
 
@@ -256,8 +254,7 @@ class WorkerApp:
         the intensity. Use it for handlers that accumulate state or leak. (Recycling
         by memory use does not apply: workers share one process.)
         """
-        if isinstance(max_messages, bool) or not isinstance(max_messages, int) or max_messages < 1:
-            raise ConfigurationError(f"max_messages must be an int >= 1, got {max_messages!r}")
+        require_int("max_messages", max_messages, 1)
         self._max_messages = max_messages
         return self
 

@@ -7,7 +7,7 @@ from typing import Any
 import anyio
 import attrs
 
-from foxactors._errors import ConfigurationError
+from foxactors._errors import ConfigurationError, require_int
 from foxactors._lifecycle import Exit
 from foxactors._message import Delivery, Outcome
 
@@ -43,8 +43,7 @@ class BatchStage(Stage):
     """
 
     def __init__(self, size: int, interval: float) -> None:
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise ConfigurationError(f"batch size must be an int >= 1, got {size!r}")
+        require_int("batch size", size, 1)
         if not isinstance(interval, int | float) or interval <= 0:
             raise ConfigurationError(f"flush interval must be seconds > 0, got {interval!r}")
         self.size = size

@@ -8,7 +8,7 @@ from typing import Any
 import anyio
 import attrs
 
-from foxactors._errors import ConfigurationError
+from foxactors._errors import ConfigurationError, require_int
 from foxactors._message import Delivery, Outcome, OutcomeKind
 
 from ._stage import Stage
@@ -46,14 +46,7 @@ class Breaker:
     probing: bool = False
 
     def __attrs_post_init__(self) -> None:
-        if (
-            isinstance(self.failure_threshold, bool)
-            or not isinstance(self.failure_threshold, int)
-            or self.failure_threshold < 1
-        ):
-            raise ConfigurationError(
-                f"failure_threshold must be an int >= 1, got {self.failure_threshold!r}"
-            )
+        require_int("failure_threshold", self.failure_threshold, 1)
         if not isinstance(self.open_timeout, int | float) or self.open_timeout <= 0:
             raise ConfigurationError(f"open_timeout must be seconds > 0, got {self.open_timeout!r}")
 

@@ -9,7 +9,7 @@ from typing import Any
 import anyio
 import attrs
 
-from foxactors._errors import ConfigurationError
+from foxactors._errors import ConfigurationError, require_int
 from foxactors._lifecycle import Exit
 from foxactors._message import Delivery
 
@@ -35,8 +35,7 @@ class TokenBucket:
     def __attrs_post_init__(self) -> None:
         if not isinstance(self.rate, int | float) or not math.isfinite(self.rate) or self.rate <= 0:
             raise ConfigurationError(f"rate must be tokens per second > 0, got {self.rate!r}")
-        if isinstance(self.burst, bool) or not isinstance(self.burst, int) or self.burst < 1:
-            raise ConfigurationError(f"burst must be an int >= 1, got {self.burst!r}")
+        require_int("burst", self.burst, 1)
 
     def take(self, now: float) -> tuple[float, TokenBucket]:
         """Try to take a token at ``now``: returns (seconds to wait, new bucket).

@@ -9,7 +9,7 @@ from typing import Any
 
 import attrs
 
-from foxactors._errors import ConfigurationError
+from foxactors._errors import ConfigurationError, require_int
 from foxactors._message import Delivery, Outcome, OutcomeKind
 
 from ._stage import Stage
@@ -47,12 +47,7 @@ class RetryPolicy:
     jitter: float = 0.1
 
     def __attrs_post_init__(self) -> None:
-        if (
-            isinstance(self.max_retries, bool)
-            or not isinstance(self.max_retries, int)
-            or self.max_retries < 0
-        ):
-            raise ConfigurationError(f"max_retries must be an int >= 0, got {self.max_retries!r}")
+        require_int("max_retries", self.max_retries, 0)
         _number("initial_backoff", self.initial_backoff, 0)
         _number("max_backoff", self.max_backoff, 0)
         _number("multiplier", self.multiplier, 1)
