@@ -138,6 +138,19 @@ async def test_defer_comes_back_later_without_counting_an_attempt(backend: Backe
     await source.close()
 
 
+async def test_expired_messages_are_dead_lettered_not_delivered(backend: Backend) -> None:
+    assert isinstance(backend, fa.MemoryBackend)
+    await backend.publish("q", "stale", properties=fa.MessageProperties(expiration=5), delay=10)
+    await backend.publish("q", "fresh", properties=fa.MessageProperties(expiration=60), delay=10)
+    source = await backend.open_source("q", prefetch=5)
+    delivery = await receive_one(source)
+    assert delivery.message.payload == "fresh"
+    delivery.handle.ack()
+    (letter,) = backend.dead_letters("q")
+    assert letter.reason == "expired: not delivered within 5 s"
+    await source.close()
+
+
 async def test_a_delay_does_not_hold_up_others(backend: Backend) -> None:
     await backend.publish("q", "slow", delay=60)
     await backend.publish("q", "fast", delay=1)

@@ -285,6 +285,10 @@ class MemorySource:
         self._q.in_flight[tag] = entry
         self._unsettled.add(tag)
         handle = AckHandle(self, tag, self.generation)
+        ttl = entry.properties.expiration
+        if ttl is not None and anyio.current_time() - entry.published_at > ttl:
+            handle.dead_letter(f"expired: not delivered within {ttl} s")  # as RabbitMQ's DLX
+            return None
         try:
             payload = self._backend.codec.decode(entry.body)
         except DecodeError as exc:
