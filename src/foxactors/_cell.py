@@ -199,13 +199,12 @@ class Cell:
                 self._done.set()
                 self._done = None
             if self.started:
-                if exit is KILLED_EXIT:
+                if exit is KILLED_EXIT and self._timed_out:
                     self.log.warning(
-                        "actor.killed",
-                        reason="did not stop within its shutdown timeout"
-                        if self._timed_out
-                        else "cancelled with its parent",
+                        "actor.killed", reason="did not stop within its shutdown timeout"
                     )
+                elif exit is KILLED_EXIT:  # the whole subtree is being cancelled: one line each
+                    self.log.debug("actor.killed", reason="cancelled with its parent")
                 notify(self, exit)
 
     async def _loop(self, actor: Actor[Any]) -> tuple[Exit, Any]:  # noqa: PLR0912 - hot loop, kept inline
