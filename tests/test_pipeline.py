@@ -450,3 +450,50 @@ async def test_workers_are_recycled_without_counting_as_crashes() -> None:
     assert snapshot.state is fa.ActorState.RUNNING
     with pytest.raises(fa.ConfigurationError, match="max_messages must be an int >= 1"):
         fa.WorkerApp().with_worker_recycling(0)
+
+
+class FlakyBackend(fa.MemoryBackend):
+    """A memory backend whose first consumer loses its 'connection' mid-stream."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.opened = 0
+
+    async def open_source(self, queue: str, *, prefetch: int) -> Any:
+        source = await super().open_source(queue, prefetch=prefetch)
+        self.opened += 1
+        if self.opened == 1:
+            receive = source.receive
+            calls = 0
+
+            async def dropping(max_count: int, min_credit: int = 1) -> list[fa.Delivery]:
+                nonlocal calls
+                calls += 1
+                if calls == 3:
+                    raise fa.BackendError("connection reset by peer")
+                return await receive(max_count, min_credit)
+
+            source.receive = dropping  # type: ignore[method-assign]
+        return source
+
+
+async def test_a_lost_connection_crashes_the_consumer_and_supervision_reconnects() -> None:
+    backend = FlakyBackend()
+    handled: Counter[int] = Counter()
+
+    async def handle(message: fa.Message) -> None:
+        await anyio.sleep(0.01)
+        handled[message.payload] += 1
+
+    await publish(backend, *range(40))
+    app = fa.WorkerApp().add_worker(handle).with_prefetch(4).with_concurrency_limit(2)
+    with capture_logs() as logs:
+        snapshot = await run_until_drained(backend, app)
+    assert backend.opened == 2  # a second connection after the crash
+    assert snapshot.find("/app/consumer").restarts == 1  # type: ignore[union-attr]
+    assert sorted(handled) == list(range(40))  # nothing lost...
+    assert sum(handled.values()) - 40 <= 4  # ...duplicates only for what was in flight
+    assert backend.statistics(QUEUE) == fa.backends.QueueStatistics(0, 0, 0, 0)
+    crashed = [e for e in logs if e["event"] == "actor.crashed"]
+    assert [e["actor"] for e in crashed] == ["/app/consumer"]
+    assert "connection reset by peer" in crashed[0]["error"]
