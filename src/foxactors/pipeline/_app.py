@@ -10,7 +10,7 @@ import structlog
 
 from foxactors._errors import ActorError, ConfigurationError, require_int
 from foxactors._lifecycle import Exit
-from foxactors._spec import ChildSpec, Restart
+from foxactors._spec import ChildSpec, Restart, coerce_enum
 from foxactors._supervisor import Supervisor
 from foxactors._system import run
 from foxactors.backends._base import Backend, Source
@@ -177,8 +177,6 @@ class WorkerApp:
 
     def with_strategy(self, strategy: PoolStrategy | str) -> Self:
         """Pick free workers by ``round_robin`` (default), ``random`` or ``least_loaded``."""
-        from foxactors._spec import coerce_enum  # noqa: PLC0415 - keep the import local
-
         self._strategy = coerce_enum(PoolStrategy, strategy, "strategy")
         return self
 
