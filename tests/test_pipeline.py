@@ -122,7 +122,9 @@ async def test_a_long_message_does_not_strand_others() -> None:
     app = fa.WorkerApp().add_worker(handle).with_concurrency_limit(2)
     async with fa.open_system(app.build(backend, QUEUE)):
         await wait_all_tasks_blocked()
-        assert done == [f"short-{i}" for i in range(6)]  # all passed the long one
+        # All passed the long one, including the one queued behind it as a lookahead:
+        # the idle worker took it back.
+        assert sorted(done) == [f"short-{i}" for i in range(6)]
         release.set()
         await backend.join(QUEUE)
     assert done[-1] == "long"
@@ -300,7 +302,9 @@ async def test_user_stages_see_deliveries_in_and_outcomes_out() -> None:
 
 
 @pytest.mark.parametrize("strategy", ["round_robin", "random", "least_loaded"])
-async def test_every_strategy_gives_work_only_to_free_workers(strategy: str) -> None:
+async def test_every_strategy_keeps_at_most_one_unstarted_delivery_per_worker(
+    strategy: str,
+) -> None:
     backend = fa.MemoryBackend()
     gate = anyio.Event()
 
@@ -312,9 +316,11 @@ async def test_every_strategy_gives_work_only_to_free_workers(strategy: str) -> 
     async with fa.open_system(app.build(backend, QUEUE)) as system:
         await wait_all_tasks_blocked()
         workers = [s.path for s in system.snapshot().walk() if "/worker-" in s.path]
-        # One delivery in hand per worker, nothing queued behind a busy one; the
-        # other two wait in the pool.
-        assert [system.ref(p).statistics().depth for p in workers] == [0, 0, 0]
+        # One delivery in hand per worker, and at most one unstarted lookahead queued
+        # behind it (an idle worker would take it back): 3 in hand + 2 queued.
+        depths = [system.ref(p).statistics().depth for p in workers]
+        assert max(depths) <= 1
+        assert sum(depths) == 2
         assert backend.statistics(QUEUE).in_flight == 5
         gate.set()
         await backend.join(QUEUE)

@@ -232,6 +232,20 @@ class Mailbox(Generic[T]):
             blocked.error = self._refuse()
             blocked.event.set()
 
+    def retract(self, item: object) -> bool:
+        """Remove ``item`` (by identity) if it is still queued; True if it was.
+
+        For a supervisor taking back work its child has not started (the pool's
+        reclaim of a lookahead delivery).
+        """
+        for position, queued in enumerate(self.items):
+            if queued is item:
+                del self.items[position]
+                if self.blocked:
+                    self.admit_blocked()
+                return True
+        return False
+
     def take_all(self) -> list[T]:
         """Remove and return every queued user message (for explicit rejection)."""
         items = list(self.items)

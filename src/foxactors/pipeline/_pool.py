@@ -16,7 +16,7 @@ from foxactors._spec import ChildSpec, coerce_enum
 from foxactors._supervisor import Supervisor
 
 from ._batch import Batch, BatchOutcomes
-from ._worker import Recycle
+from ._worker import Handback, Recycle
 
 
 class PoolStrategy(enum.Enum):
@@ -61,7 +61,11 @@ class Pool(Supervisor):
         """Start the workers, then learn their references."""
         await super().on_start()
         self._workers: list[ActorRef[Any]] = [c.cell.ref for c in self._children.values()]
+        self._boxes = [c.cell.mailbox for c in self._children.values()]
         self._load = [0] * len(self._workers)
+        # A busy worker may hold one unstarted delivery (a lookahead), so that it
+        # starts it without waiting to be woken; an idle worker takes it back.
+        self._ahead: list[Delivery | Batch | None] = [None] * len(self._workers)
         self._free = self._capacity * len(self._workers)  # spare slots, all workers
         self._up = self.find(self._upstream_path)
 
@@ -69,15 +73,24 @@ class Pool(Supervisor):
         """Dispatch work (deliveries, batches), pass outcomes back, and supervise."""
         kind = type(message)
         if kind is Delivery or kind is Batch:
-            index = self._choose()
-            if index is None:
+            if not await self._place(message):
                 self._pending.append(message)
-            else:
-                await self._give(index, message)
         elif kind is Outcome:
             await self._returned(message.delivery.handle, (message,))
         elif kind is BatchOutcomes:
             await self._returned(message.outcomes[0].delivery.handle, message.outcomes)
+        elif kind is Handback:
+            work = message.work
+            key = work.deliveries[0].handle if isinstance(work, Batch) else work.handle
+            index = self._assigned.pop(key, None)
+            if index is not None:
+                self._load[index] -= 1
+                if self._load[index] < self._capacity:
+                    self._free += 1
+                if self._ahead[index] is work:
+                    self._ahead[index] = None
+            self._pending.appendleft(work)
+            await self._dispatch_pending()
         elif kind is Recycle:
             await self._recycle(message.worker)
         elif message == RETURN_PENDING:
@@ -91,10 +104,14 @@ class Pool(Supervisor):
         index = self._assigned.pop(key, None)
         if index is not None:
             self._load[index] -= 1
-            self._free += 1
+            if self._load[index] < self._capacity:
+                self._free += 1
+            self._ahead[index] = None  # it has moved on to its lookahead, if any
         for outcome in outcomes:
             await self._up.tell(outcome)
         await self._dispatch_pending()
+        if index is not None and self._load[index] == 0:
+            await self._reclaim_for(index)
 
     def _choose(self) -> int | None:
         if not self._free:
@@ -115,9 +132,32 @@ class Pool(Supervisor):
             return random.choice(free)
         return min(free, key=load.__getitem__)
 
+    async def _place(self, work: Delivery | Batch) -> bool:
+        """Give ``work`` to a free worker, or as a lookahead to a busy one."""
+        index = self._choose()
+        if index is not None:
+            await self._give(index, work)
+            return True
+        for index, held in enumerate(self._ahead):
+            if held is None and self._load[index] == self._capacity:
+                self._ahead[index] = work
+                await self._give(index, work)
+                return True
+        return False
+
+    async def _reclaim_for(self, idle: int) -> None:
+        """An idle worker takes back a lookahead that a busy one has not started."""
+        for index, held in enumerate(self._ahead):
+            if held is not None and self._boxes[index].retract(held):
+                self._ahead[index] = None
+                self._load[index] -= 1
+                await self._give(idle, held)
+                return
+
     async def _give(self, index: int, work: Delivery | Batch) -> None:
+        if self._load[index] < self._capacity:
+            self._free -= 1
         self._load[index] += 1
-        self._free -= 1
         key = work.deliveries[0].handle if isinstance(work, Batch) else work.handle
         self._assigned[key] = index
         await self._workers[index].tell(work)
@@ -131,6 +171,11 @@ class Pool(Supervisor):
         """
         index = self._workers.index(worker)
         child = next(c for c in self._children.values() if c.cell.ref is worker)
+        held = self._ahead[index]
+        if held is not None and self._boxes[index].retract(held):  # not for the old instance
+            self._ahead[index] = None
+            self._load[index] -= 1
+            self._pending.appendleft(held)
         self._load[index] += self._capacity  # no new work while it is replaced
         self._free -= self._capacity
         await self._terminate(child, drain=True)
@@ -146,13 +191,20 @@ class Pool(Supervisor):
 
     async def _dispatch_pending(self) -> None:
         while self._pending:
-            chosen = self._choose()
-            if chosen is None:
+            if not await self._place(self._pending[0]):
                 return
-            await self._give(chosen, self._pending.popleft())
+            self._pending.popleft()
 
     def _return_pending(self) -> int:
         """Requeue deliveries no worker has started (shutdown, or a crash of the pool)."""
+        for index, held in enumerate(self._ahead):  # unstarted lookaheads go back too
+            if held is not None and self._boxes[index].retract(held):
+                self._ahead[index] = None
+                self._load[index] -= 1
+                self._assigned.pop(
+                    held.deliveries[0].handle if isinstance(held, Batch) else held.handle, None
+                )
+                self._pending.append(held)
         returned = 0
         while self._pending:
             work = self._pending.popleft()

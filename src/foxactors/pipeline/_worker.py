@@ -103,6 +103,13 @@ class Recycle:
     worker: ActorRef[Any]
 
 
+@attrs.frozen
+class Handback:
+    """A retiring worker returns work it has not started, for another worker."""
+
+    work: Delivery | Batch
+
+
 class WorkerActor(Actor[Delivery | Batch]):
     """Runs one delivery at a time through its worker and reports the outcome.
 
@@ -141,6 +148,9 @@ class WorkerActor(Actor[Delivery | Batch]):
     async def receive(self, message: Delivery | Batch) -> None:
         """Process one delivery (or a batch) and tell the pool the outcome."""
         assert self._pool is not None
+        if self._left == 0:  # retiring: this one is for the next instance or another worker
+            await self._pool.tell(Handback(message))
+            return
         outcome: Outcome | BatchOutcomes
         if isinstance(message, Batch):
             outcome = await self._run_batch(message)
