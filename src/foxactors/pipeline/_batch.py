@@ -9,23 +9,10 @@ import attrs
 
 from foxactors._errors import ConfigurationError, require_int
 from foxactors._lifecycle import Exit
-from foxactors._message import Delivery, Outcome
+from foxactors._message import Delivery
 
 from ._stage import Stage
-
-
-@attrs.frozen
-class Batch:
-    """Deliveries handed to a batch handler together."""
-
-    deliveries: tuple[Delivery, ...]
-
-
-@attrs.frozen
-class BatchOutcomes:
-    """The outcomes of one batch, one per delivery, reported to the pool at once."""
-
-    outcomes: tuple[Outcome, ...]
+from ._work import Batch
 
 
 @attrs.frozen

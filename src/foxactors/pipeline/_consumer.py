@@ -13,6 +13,8 @@ from foxactors._lifecycle import Exit
 from foxactors._message import Message, Outcome, OutcomeKind
 from foxactors.backends._base import Backend, DeadLetter, Source
 
+from ._work import BatchOutcomes
+
 STOP_INTAKE = "foxactors.consumer.stop_intake"
 
 
@@ -65,6 +67,10 @@ class Consumer(Actor[Any]):
         """Settle outcomes; on `STOP_INTAKE`, stop pulling and return the source."""
         if type(message) is Outcome:
             self._settle(message)
+            return None
+        if type(message) is BatchOutcomes:
+            for outcome in message.outcomes:
+                self._settle(outcome)
             return None
         if message == STOP_INTAKE:
             self._intake.cancel()

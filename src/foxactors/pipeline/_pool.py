@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import random
 from collections import deque
@@ -10,12 +11,13 @@ from typing import Any
 
 from foxactors._ack import AckHandle
 from foxactors._actor import ActorRef
+from foxactors._errors import ActorError
 from foxactors._lifecycle import Exit, ExitKind
 from foxactors._message import Delivery, Outcome
 from foxactors._spec import ChildSpec, coerce_enum
 from foxactors._supervisor import Supervisor
 
-from ._batch import Batch, BatchOutcomes
+from ._work import Batch, BatchOutcomes
 from ._worker import Handback, Recycle
 
 
@@ -66,6 +68,9 @@ class Pool(Supervisor):
         # A busy worker may hold one unstarted delivery (a lookahead), so that it
         # starts it without waiting to be woken; an idle worker takes it back.
         self._ahead: list[Delivery | Batch | None] = [None] * len(self._workers)
+        # Outcomes go upstream together while more messages wait in the mailbox.
+        self._outbox: list[Outcome] = []
+        self._queued = self._cell.mailbox.items
         self._free = self._capacity * len(self._workers)  # spare slots, all workers
         self._up = self.find(self._upstream_path)
 
@@ -77,8 +82,10 @@ class Pool(Supervisor):
                 self._pending.append(message)
         elif kind is Outcome:
             await self._returned(message.delivery.handle, (message,))
+            await self._send_outcomes()
         elif kind is BatchOutcomes:
             await self._returned(message.outcomes[0].delivery.handle, message.outcomes)
+            await self._send_outcomes()
         elif kind is Handback:
             work = message.work
             key = work.deliveries[0].handle if isinstance(work, Batch) else work.handle
@@ -107,8 +114,7 @@ class Pool(Supervisor):
             if self._load[index] < self._capacity:
                 self._free += 1
             self._ahead[index] = None  # it has moved on to its lookahead, if any
-        for outcome in outcomes:
-            await self._up.tell(outcome)
+        self._outbox.extend(outcomes)
         await self._dispatch_pending()
         if index is not None and self._load[index] == 0:
             await self._reclaim_for(index)
@@ -131,6 +137,14 @@ class Pool(Supervisor):
         if self._pick is PoolStrategy.RANDOM:
             return random.choice(free)
         return min(free, key=load.__getitem__)
+
+    async def _send_outcomes(self, force: bool = False) -> None:
+        """Send collected outcomes upstream once no more messages wait (or 64 wait)."""
+        outbox = self._outbox
+        if not outbox or (self._queued and len(outbox) < 64 and not force):
+            return
+        self._outbox = []
+        await self._up.tell(outbox[0] if len(outbox) == 1 else BatchOutcomes(tuple(outbox)))
 
     async def _place(self, work: Delivery | Batch) -> bool:
         """Give ``work`` to a free worker, or as a lookahead to a busy one."""
@@ -215,6 +229,8 @@ class Pool(Supervisor):
         return returned
 
     async def on_stop(self, exit: Exit) -> None:
-        """Return what no worker started, then stop the workers."""
+        """Pass on collected outcomes, return what no worker started, stop the workers."""
+        with contextlib.suppress(ActorError):
+            await self._send_outcomes(force=True)
         self._return_pending()
         await super().on_stop(exit)

@@ -13,6 +13,7 @@ from foxactors._errors import ConfigurationError, require_int
 from foxactors._message import Delivery, Outcome, OutcomeKind
 
 from ._stage import Stage
+from ._work import BatchOutcomes
 
 
 def _number(name: str, value: object, minimum: float) -> None:
@@ -96,6 +97,8 @@ class RetryStage(Stage):
                 await self.on_outcome(message)
             else:
                 await self.reply(message)
+        elif kind is BatchOutcomes:
+            await self._on_outcomes(message)
         else:
             return await self.on_other(message)
         return None

@@ -9,6 +9,8 @@ from foxactors._actor import Actor, ActorRef
 from foxactors._errors import ActorStopped
 from foxactors._message import Delivery, Outcome, OutcomeKind
 
+from ._work import BatchOutcomes
+
 
 class Stage(Actor[Any]):
     """A middleware stage: sees each delivery on the way in and its outcome on the way out.
@@ -20,13 +22,15 @@ class Stage(Actor[Any]):
     attributes; the stage handles one message at a time, so it needs no locks.
 
     A crash never loses the message in hand: a delivery is returned to the queue, an
-    outcome is passed on unchanged.
+    outcome is passed on unchanged. Override the hooks, not `receive`: outcomes may
+    arrive several at a time (each still goes through `on_outcome`).
     """
 
     _downstream_path = ""
     _upstream_path = ""
     _down: ActorRef[Any] | None = None
     _up: ActorRef[Any] | None = None
+    _replies: list[Outcome] | None = None  # collecting while handling a batch
 
     def link(self, downstream: str, upstream: str) -> None:
         """Set the paths of the neighbours (done by the pipeline builder)."""
@@ -54,9 +58,26 @@ class Stage(Actor[Any]):
             await self.on_delivery(message)
         elif kind is Outcome:
             await self.on_outcome(message)
+        elif kind is BatchOutcomes:
+            await self._on_outcomes(message)
         else:
             return await self.on_other(message)
         return None
+
+    async def _on_outcomes(self, batch: BatchOutcomes) -> None:
+        """Several outcomes at once: each goes to `on_outcome`; replies go on together."""
+        self._replies = []
+        try:
+            for outcome in batch.outcomes:
+                await self.on_outcome(outcome)
+        finally:
+            replies, self._replies = self._replies, None
+        if replies:
+            up = replies[0] if len(replies) == 1 else BatchOutcomes(tuple(replies))
+            try:
+                await self.upstream.tell(up)
+            except ActorStopped:
+                self.log.debug("outcome.after_shutdown")
 
     async def on_delivery(self, delivery: Delivery) -> None:
         """Handle a delivery on its way in; the default forwards it."""
@@ -80,6 +101,9 @@ class Stage(Actor[Any]):
         If the way back is already shut (the pipeline is stopping), the outcome is
         dropped: the consumer closed its source first, which returned the delivery.
         """
+        if self._replies is not None:  # handling a batch: sent together afterwards
+            self._replies.append(outcome)
+            return
         try:
             await self.upstream.tell(outcome)
         except ActorStopped:
@@ -93,6 +117,6 @@ class Stage(Actor[Any]):
         if type(message) is Delivery:
             reason = f"stage {self.path} crashed"
             message = Outcome(message, OutcomeKind.REQUEUE, error, reason=reason)
-        if type(message) is Outcome:
+        if type(message) is Outcome or type(message) is BatchOutcomes:
             with contextlib.suppress(ActorStopped):  # stopping: the consumer returned it
                 self.upstream.tell_nowait(message)

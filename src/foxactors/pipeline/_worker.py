@@ -16,7 +16,7 @@ from foxactors._context import current_message
 from foxactors._errors import ActorStopped, ConfigurationError
 from foxactors._message import Delivery, Message, Outcome, OutcomeKind
 
-from ._batch import Batch, BatchOutcomes
+from ._work import Batch, BatchOutcomes
 
 Handler = Callable[[Message], Awaitable[Any]]
 ManualHandler = Callable[[Delivery], Awaitable[Any]]  # settles delivery.handle itself

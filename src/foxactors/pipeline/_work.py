@@ -1,0 +1,21 @@
+"""Units of work passed between pipeline actors besides single deliveries."""
+
+from __future__ import annotations
+
+import attrs
+
+from foxactors._message import Delivery, Outcome
+
+
+@attrs.frozen
+class Batch:
+    """Deliveries handed to a batch handler together."""
+
+    deliveries: tuple[Delivery, ...]
+
+
+@attrs.frozen
+class BatchOutcomes:
+    """The outcomes of one batch, one per delivery, reported to the pool at once."""
+
+    outcomes: tuple[Outcome, ...]
