@@ -88,12 +88,9 @@ class Pool(Supervisor):
             await self._send_outcomes()
         elif kind is Handback:
             work = message.work
-            key = work.deliveries[0].handle if isinstance(work, Batch) else work.handle
-            index = self._assigned.pop(key, None)
+            index = self._assigned.pop(_key(work), None)
             if index is not None:
-                self._load[index] -= 1
-                if self._load[index] < self._capacity:
-                    self._free += 1
+                self._release(index)
                 if self._ahead[index] is work:
                     self._ahead[index] = None
             self._pending.appendleft(work)
@@ -110,14 +107,28 @@ class Pool(Supervisor):
         """A worker finished a piece of work: free its slot, pass the outcomes back."""
         index = self._assigned.pop(key, None)
         if index is not None:
-            self._load[index] -= 1
-            if self._load[index] < self._capacity:
-                self._free += 1
+            self._release(index)
             self._ahead[index] = None  # it has moved on to its lookahead, if any
         self._outbox.extend(outcomes)
         await self._dispatch_pending()
         if index is not None and self._load[index] == 0:
             await self._reclaim_for(index)
+
+    def _release(self, index: int) -> None:
+        """One piece of work left worker ``index`` (done, handed back or retracted)."""
+        self._load[index] -= 1
+        if self._load[index] < self._capacity:
+            self._free += 1
+
+    def _retract(self, index: int) -> Delivery | Batch | None:
+        """Take back worker ``index``'s lookahead if it has not started it."""
+        held = self._ahead[index]
+        if held is None or not self._boxes[index].retract(held):
+            return None
+        self._ahead[index] = None
+        self._assigned.pop(_key(held), None)
+        self._release(index)
+        return held
 
     def _choose(self) -> int | None:
         if not self._free:
@@ -161,10 +172,9 @@ class Pool(Supervisor):
 
     async def _reclaim_for(self, idle: int) -> None:
         """An idle worker takes back a lookahead that a busy one has not started."""
-        for index, held in enumerate(self._ahead):
-            if held is not None and self._boxes[index].retract(held):
-                self._ahead[index] = None
-                self._load[index] -= 1
+        for index in range(len(self._ahead)):
+            held = self._retract(index)
+            if held is not None:
                 await self._give(idle, held)
                 return
 
@@ -172,8 +182,7 @@ class Pool(Supervisor):
         if self._load[index] < self._capacity:
             self._free -= 1
         self._load[index] += 1
-        key = work.deliveries[0].handle if isinstance(work, Batch) else work.handle
-        self._assigned[key] = index
+        self._assigned[_key(work)] = index
         await self._workers[index].tell(work)
 
     async def _recycle(self, worker: ActorRef[Any]) -> None:
@@ -185,10 +194,8 @@ class Pool(Supervisor):
         """
         index = self._workers.index(worker)
         child = next(c for c in self._children.values() if c.cell.ref is worker)
-        held = self._ahead[index]
-        if held is not None and self._boxes[index].retract(held):  # not for the old instance
-            self._ahead[index] = None
-            self._load[index] -= 1
+        held = self._retract(index)  # not for the old instance
+        if held is not None:
             self._pending.appendleft(held)
         self._load[index] += self._capacity  # no new work while it is replaced
         self._free -= self._capacity
@@ -211,13 +218,9 @@ class Pool(Supervisor):
 
     def _return_pending(self) -> int:
         """Requeue deliveries no worker has started (shutdown, or a crash of the pool)."""
-        for index, held in enumerate(self._ahead):  # unstarted lookaheads go back too
-            if held is not None and self._boxes[index].retract(held):
-                self._ahead[index] = None
-                self._load[index] -= 1
-                self._assigned.pop(
-                    held.deliveries[0].handle if isinstance(held, Batch) else held.handle, None
-                )
+        for index in range(len(self._ahead)):  # unstarted lookaheads go back too
+            held = self._retract(index)
+            if held is not None:
                 self._pending.append(held)
         returned = 0
         while self._pending:
@@ -234,3 +237,8 @@ class Pool(Supervisor):
             await self._send_outcomes(force=True)
         self._return_pending()
         await super().on_stop(exit)
+
+
+def _key(work: Delivery | Batch) -> AckHandle:
+    """The handle that identifies a piece of work in the pool's bookkeeping."""
+    return work.deliveries[0].handle if isinstance(work, Batch) else work.handle
