@@ -45,7 +45,6 @@ class Consumer(Actor[Any]):
         self._queue = queue
         self._prefetch = prefetch
         self._downstream = downstream
-        self.settled = 0
 
     async def on_start(self) -> None:
         """Open the source and start pulling."""
@@ -104,7 +103,6 @@ class Consumer(Actor[Any]):
             handle.dead_letter(reason)
             if self._dead_letters is not None:
                 self._record(message, reason)
-        self.settled += 1
 
     def _record(self, message: Message, reason: str) -> None:
         letter = DeadLetter(
