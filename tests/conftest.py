@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -11,6 +12,8 @@ import structlog
 from hypothesis import HealthCheck, settings
 
 from foxactors.testing import anyio_backend_options
+
+from .brokers import RabbitMQ, rabbitmq_server
 
 # Keep test output readable: lifecycle events at info and above only. Tests that
 # assert on events use structlog.testing.capture_logs, which bypasses this.
@@ -31,3 +34,10 @@ BACKENDS = ["asyncio", "trio"]
 def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
     """Run the test on each backend, with a virtual clock."""
     return anyio_backend_options(request.param)
+
+
+@pytest.fixture(scope="session")
+def rabbitmq() -> Iterator[RabbitMQ]:
+    """A RabbitMQ node of this test run's own (one per xdist worker)."""
+    with rabbitmq_server() as broker:
+        yield broker

@@ -1,23 +1,69 @@
-"""The backend contract, run against every backend (memory now; brokers plug in here).
+"""The backend contract, run against every backend: memory (asyncio and trio, virtual
+time) and a real RabbitMQ server (asyncio, real time, delays scaled down).
 
-A new backend joins by adding a parameter to the ``backend`` fixture below.
+A new backend joins by adding a case to ``CASES`` and a branch to the ``backend`` fixture.
 """
 
 from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
 
 import anyio
 import pytest
 from anyio import wait_all_tasks_blocked
 
 import foxactors as fa
-from foxactors.backends import Backend
+from foxactors.backends import Backend, RabbitMQBackend, Topology
+from foxactors.testing import anyio_backend_options
 
 pytestmark = pytest.mark.anyio
 
+MEMORY = [("memory", "asyncio"), ("memory", "trio")]
+CASES = [*MEMORY, ("rabbitmq", "asyncio")]
 
-@pytest.fixture(params=["memory"])
-async def backend(request: pytest.FixtureRequest) -> Backend:
-    return fa.MemoryBackend()
+
+@pytest.fixture(params=CASES, ids=["-".join(case) for case in CASES])
+def case(request: pytest.FixtureRequest) -> tuple[str, str]:
+    return request.param  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def anyio_backend(case: tuple[str, str]) -> tuple[str, dict[str, Any]]:
+    """Memory in virtual time; brokers in real time (their I/O does not wait for a mock)."""
+    return anyio_backend_options(case[1]) if case[0] == "memory" else ("asyncio", {})
+
+
+@pytest.fixture
+def scale(case: tuple[str, str]) -> float:
+    """Delays in these tests are multiplied by this: real brokers run in real time."""
+    return 1.0 if case[0] == "memory" else 0.02
+
+
+@pytest.fixture
+def queue() -> str:
+    return f"q-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+async def backend(case: tuple[str, str], request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
+    if case[0] == "memory":
+        yield fa.MemoryBackend()
+        return
+    broker = request.getfixturevalue("rabbitmq")
+    rabbit = RabbitMQBackend(broker.url, topology=Topology(max_priority=10))
+    yield rabbit
+    await rabbit.close()
+
+
+async def receive_all(source: fa.backends.Source, count: int) -> list[fa.Delivery]:
+    """Receive until ``count`` deliveries came (a broker may hand them out a few at a time)."""
+    out: list[fa.Delivery] = []
+    with anyio.fail_after(60):
+        while len(out) < count:
+            out.extend(await source.receive(count - len(out)))
+    return out
 
 
 async def receive_one(source: fa.backends.Source) -> fa.Delivery:
@@ -26,17 +72,17 @@ async def receive_one(source: fa.backends.Source) -> fa.Delivery:
     return delivery
 
 
-async def test_publish_and_consume_with_properties(backend: Backend) -> None:
+async def test_publish_and_consume_with_properties(backend: Backend, queue: str) -> None:
     props = fa.MessageProperties().with_message_type("greet").with_header("tenant", "acme")
-    message_id = await backend.publish("q", {"hello": "world"}, properties=props)
-    source = await backend.open_source("q", prefetch=10)
+    message_id = await backend.publish(queue, {"hello": "world"}, properties=props)
+    source = await backend.open_source(queue, prefetch=10)
     delivery = await receive_one(source)
     message = delivery.message
     assert (message.id, message.payload, message.attempt, message.queue) == (
         message_id,
         {"hello": "world"},
         1,
-        "q",
+        queue,
     )
     assert message.message_type == "greet"
     assert message.headers == {"tenant": "acme"}
@@ -45,9 +91,9 @@ async def test_publish_and_consume_with_properties(backend: Backend) -> None:
     await source.close()
 
 
-async def test_requeue_redelivers_with_a_higher_attempt(backend: Backend) -> None:
-    await backend.publish("q", 1)
-    source = await backend.open_source("q", prefetch=1)
+async def test_requeue_redelivers_with_a_higher_attempt(backend: Backend, queue: str) -> None:
+    await backend.publish(queue, 1)
+    source = await backend.open_source(queue, prefetch=1)
     first = await receive_one(source)
     first.handle.requeue()
     second = await receive_one(source)
@@ -57,9 +103,9 @@ async def test_requeue_redelivers_with_a_higher_attempt(backend: Backend) -> Non
     await source.close()
 
 
-async def test_a_second_settlement_is_refused_and_not_applied(backend: Backend) -> None:
-    await backend.publish("q", 1)
-    source = await backend.open_source("q", prefetch=1)
+async def test_a_second_settlement_is_refused_and_not_applied(backend: Backend, queue: str) -> None:
+    await backend.publish(queue, 1)
+    source = await backend.open_source(queue, prefetch=1)
     delivery = await receive_one(source)
     delivery.handle.ack()
     with pytest.raises(fa.SettlementError, match="already settled \\(ack\\)"):
@@ -69,32 +115,29 @@ async def test_a_second_settlement_is_refused_and_not_applied(backend: Backend) 
 
 
 async def test_closing_a_consumer_returns_unsettled_and_makes_handles_stale(
-    backend: Backend,
+    backend: Backend, queue: str
 ) -> None:
     for n in range(3):
-        await backend.publish("q", n)
-    source = await backend.open_source("q", prefetch=10)
-    with anyio.fail_after(60):
-        deliveries = await source.receive(10)
+        await backend.publish(queue, n)
+    source = await backend.open_source(queue, prefetch=10)
+    deliveries = await receive_all(source, 3)
     assert [d.message.payload for d in deliveries] == [0, 1, 2]
     deliveries[0].handle.ack()
     await source.close()
     assert deliveries[1].handle.ack() is False  # stale: a logged no-op
-    again = await backend.open_source("q", prefetch=10)
-    with anyio.fail_after(60):
-        redelivered = await again.receive(10)
+    again = await backend.open_source(queue, prefetch=10)
+    redelivered = await receive_all(again, 2)
     assert [(d.message.payload, d.message.attempt) for d in redelivered] == [(1, 2), (2, 2)]
     for d in redelivered:
         d.handle.ack()
     await again.close()
 
 
-async def test_credit_never_exceeds_prefetch(backend: Backend) -> None:
+async def test_credit_never_exceeds_prefetch(backend: Backend, queue: str) -> None:
     for n in range(5):
-        await backend.publish("q", n)
-    source = await backend.open_source("q", prefetch=2)
-    with anyio.fail_after(60):
-        got = await source.receive(10)
+        await backend.publish(queue, n)
+    source = await backend.open_source(queue, prefetch=2)
+    got = await receive_all(source, 2)
     assert len(got) == 2
     more: list[fa.Delivery] = []
 
@@ -111,50 +154,56 @@ async def test_credit_never_exceeds_prefetch(backend: Backend) -> None:
     await source.close()
 
 
-async def test_retry_later_and_publish_delay_in_virtual_time(backend: Backend) -> None:
-    await backend.publish("q", "late", delay=30)
-    source = await backend.open_source("q", prefetch=5)
+async def test_retry_later_and_publish_delay(backend: Backend, queue: str, scale: float) -> None:
     started = anyio.current_time()
+    await backend.publish(queue, "late", delay=30 * scale)
+    source = await backend.open_source(queue, prefetch=5)
     delivery = await receive_one(source)
-    assert anyio.current_time() - started >= 30
-    delivery.handle.retry(10)
+    assert anyio.current_time() - started >= 30 * scale
+    retried = anyio.current_time()
+    delivery.handle.retry(10 * scale)
     again = await receive_one(source)
-    assert anyio.current_time() - started >= 40
+    assert anyio.current_time() - retried >= 10 * scale
     assert again.message.attempt == 2
     again.handle.ack()
     await source.close()
 
 
-async def test_defer_comes_back_later_without_counting_an_attempt(backend: Backend) -> None:
-    await backend.publish("q", "x")
-    source = await backend.open_source("q", prefetch=1)
+async def test_defer_comes_back_later_without_counting_an_attempt(
+    backend: Backend, queue: str, scale: float
+) -> None:
+    await backend.publish(queue, "x")
+    source = await backend.open_source(queue, prefetch=1)
     first = await receive_one(source)
     started = anyio.current_time()
-    first.handle.defer(20)
+    first.handle.defer(20 * scale)
     again = await receive_one(source)
-    assert anyio.current_time() - started >= 20
+    assert anyio.current_time() - started >= 20 * scale
     assert again.message.attempt == first.message.attempt == 1
     again.handle.ack()
     await source.close()
 
 
-async def test_expired_messages_are_dead_lettered_not_delivered(backend: Backend) -> None:
-    assert isinstance(backend, fa.MemoryBackend)
-    await backend.publish("q", "stale", properties=fa.MessageProperties(expiration=5), delay=10)
-    await backend.publish("q", "fresh", properties=fa.MessageProperties(expiration=60), delay=10)
-    source = await backend.open_source("q", prefetch=5)
+@pytest.mark.parametrize("case", MEMORY)
+async def test_expired_messages_are_dead_lettered_not_delivered(
+    backend: Backend, queue: str
+) -> None:
+    assert isinstance(backend, fa.MemoryBackend)  # its own inspection API
+    await backend.publish(queue, "stale", properties=fa.MessageProperties(expiration=5), delay=10)
+    await backend.publish(queue, "fresh", properties=fa.MessageProperties(expiration=60), delay=10)
+    source = await backend.open_source(queue, prefetch=5)
     delivery = await receive_one(source)
     assert delivery.message.payload == "fresh"
     delivery.handle.ack()
-    (letter,) = backend.dead_letters("q")
+    (letter,) = backend.dead_letters(queue)
     assert letter.reason == "expired: not delivered within 5 s"
     await source.close()
 
 
-async def test_a_delay_does_not_hold_up_others(backend: Backend) -> None:
-    await backend.publish("q", "slow", delay=60)
-    await backend.publish("q", "fast", delay=1)
-    source = await backend.open_source("q", prefetch=5)
+async def test_a_delay_does_not_hold_up_others(backend: Backend, queue: str, scale: float) -> None:
+    await backend.publish(queue, "slow", delay=60 * scale)
+    await backend.publish(queue, "fast", delay=1 * scale)
+    source = await backend.open_source(queue, prefetch=5)
     first = await receive_one(source)
     assert first.message.payload == "fast"
     first.handle.ack()
@@ -162,25 +211,27 @@ async def test_a_delay_does_not_hold_up_others(backend: Backend) -> None:
     await source.close()
 
 
-async def test_priority_orders_delivery(backend: Backend) -> None:
+async def test_priority_orders_delivery(backend: Backend, queue: str) -> None:
     for n, priority in [(1, 0), (2, 5), (3, 9), (4, 5)]:
-        await backend.publish("q", n, properties=fa.MessageProperties(priority=priority))
-    source = await backend.open_source("q", prefetch=10)
-    with anyio.fail_after(60):
-        got = await source.receive(10)
+        await backend.publish(queue, n, properties=fa.MessageProperties(priority=priority))
+    source = await backend.open_source(queue, prefetch=10)
+    got = await receive_all(source, 4)
     assert [d.message.payload for d in got] == [3, 2, 4, 1]
     for d in got:
         d.handle.ack()
     await source.close()
 
 
-async def test_dead_letters_keep_the_original_and_can_be_replayed(backend: Backend) -> None:
-    assert isinstance(backend, fa.MemoryBackend)
+@pytest.mark.parametrize("case", MEMORY)
+async def test_dead_letters_keep_the_original_and_can_be_replayed(
+    backend: Backend, queue: str
+) -> None:
+    assert isinstance(backend, fa.MemoryBackend)  # its own inspection API
     props = fa.MessageProperties(correlation_id="c-1").with_header("k", "v")
-    message_id = await backend.publish("q", {"x": 1}, properties=props)
-    source = await backend.open_source("q", prefetch=1)
+    message_id = await backend.publish(queue, {"x": 1}, properties=props)
+    source = await backend.open_source(queue, prefetch=1)
     (await receive_one(source)).handle.dead_letter("no good")
-    (letter,) = backend.dead_letters("q")
+    (letter,) = backend.dead_letters(queue)
     assert (letter.id, letter.reason, letter.attempts, letter.body) == (
         message_id,
         "no good",
@@ -188,38 +239,39 @@ async def test_dead_letters_keep_the_original_and_can_be_replayed(backend: Backe
         b'{"x":1}',
     )
     assert letter.properties == props
-    assert backend.replay_dead_letters("q") == 1
+    assert backend.replay_dead_letters(queue) == 1
     replayed = await receive_one(source)
     assert replayed.message.payload == {"x": 1}
     assert replayed.message.headers == {"k": "v"}
     replayed.handle.ack()
-    await backend.join("q")
-    assert backend.purge_dead_letters("q") == 0
+    await backend.join(queue)
+    assert backend.purge_dead_letters(queue) == 0
     await source.close()
 
 
-async def test_undecodable_and_oversized_bodies_go_to_the_dead_letter_queue() -> None:
+@pytest.mark.parametrize("case", MEMORY)
+async def test_undecodable_and_oversized_bodies_go_to_the_dead_letter_queue(queue: str) -> None:
     backend = fa.MemoryBackend(codec=fa.JsonCodec(max_size=16))
-    backend.publish_raw("q", b"\xff\xfe not json")
-    backend.publish_raw("q", b'"' + b"x" * 40 + b'"')
-    await backend.publish("q", "fine")
-    source = await backend.open_source("q", prefetch=5)
+    backend.publish_raw(queue, b"\xff\xfe not json")
+    backend.publish_raw(queue, b'"' + b"x" * 40 + b'"')
+    await backend.publish(queue, "fine")
+    source = await backend.open_source(queue, prefetch=5)
     delivery = await receive_one(source)
     assert delivery.message.payload == "fine"
     delivery.handle.ack()
-    reasons = [d.reason for d in backend.dead_letters("q")]
+    reasons = [d.reason for d in backend.dead_letters(queue)]
     assert reasons[0].startswith("undecodable: body is not valid JSON")
     assert reasons[1] == "undecodable: body is 42 bytes, over max_size 16"
     with pytest.raises(fa.ConfigurationError, match="over the codec's max_size of 16"):
-        await backend.publish("q", "y" * 40)
+        await backend.publish(queue, "y" * 40)
     with pytest.raises(fa.ConfigurationError, match="not JSON-serialisable"):
-        await backend.publish("q", object())
+        await backend.publish(queue, object())
     await source.close()
 
 
-async def test_a_dropped_handle_is_reported_and_returned(backend: Backend) -> None:
-    await backend.publish("q", "x")
-    source = await backend.open_source("q", prefetch=1)
+async def test_a_dropped_handle_is_reported_and_returned(backend: Backend, queue: str) -> None:
+    await backend.publish(queue, "x")
+    source = await backend.open_source(queue, prefetch=1)
     delivery = await receive_one(source)
     message_id = delivery.message.id
     del delivery  # never settled: the finalizer requeues it
@@ -229,15 +281,16 @@ async def test_a_dropped_handle_is_reported_and_returned(backend: Backend) -> No
     await source.close()
 
 
-async def test_join_waits_for_everything_to_settle(backend: Backend) -> None:
-    assert isinstance(backend, fa.MemoryBackend)
-    await backend.publish("q", 1)
-    source = await backend.open_source("q", prefetch=1)
+@pytest.mark.parametrize("case", MEMORY)
+async def test_join_waits_for_everything_to_settle(backend: Backend, queue: str) -> None:
+    assert isinstance(backend, fa.MemoryBackend)  # its own inspection API
+    await backend.publish(queue, 1)
+    source = await backend.open_source(queue, prefetch=1)
     delivery = await receive_one(source)
     joined = anyio.Event()
 
     async def join() -> None:
-        await backend.join("q")
+        await backend.join(queue)
         joined.set()
 
     async with anyio.create_task_group() as tg:

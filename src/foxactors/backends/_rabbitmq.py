@@ -1,0 +1,771 @@
+"""The RabbitMQ backend (aio-pika): manual acks, delayed retry queues, a dead-letter queue.
+
+Topology, declared idempotently per queue ``q`` (names configurable):
+
+- ``q``: the work queue (durable; classic or quorum). Expired messages dead-letter
+  to ``q-dlq`` through RabbitMQ's own dead-lettering.
+- ``q-retry_exchange``: a direct exchange; one queue ``q-retry-<ms>`` per delay bucket
+  is bound to it. A bucket queue has a message TTL of its delay and dead-letters back
+  to ``q``, so a message due in 1 s never waits behind one due in 60 s.
+- ``q-dlq``: dead letters, with the original body and properties untouched and the
+  headers ``x-original-routing-key``, ``x-failure-reason``, ``x-final-attempt`` and
+  ``x-failed-at`` added.
+
+Attempts: ``x-retry-attempt`` counts the attempts that went through the retry path;
+a redelivery (the broker's redelivered flag, or a quorum queue's delivery count) adds
+to it, so max retries holds even when workers die mid-message.
+
+RabbitMQ runs on asyncio only (aio-pika): use this backend under asyncio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import datetime
+import itertools
+import math
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import attrs
+import structlog
+import yarl
+
+from foxactors._ack import AckHandle, Decision
+from foxactors._codec import Codec, JsonCodec
+from foxactors._errors import BackendError, ConfigurationError, DecodeError, require_int
+from foxactors._message import Delivery, Message, MessageProperties
+
+from ._base import DeadLetter
+
+try:
+    import aio_pika
+    import aiormq
+    from pamqp.commands import Basic
+except ImportError as exc:  # pragma: no cover - depends on the installed extras
+    raise ImportError(
+        "the RabbitMQ backend needs aio-pika: pip install 'foxactors[rabbitmq]'"
+    ) from exc
+
+_logger: structlog.typing.FilteringBoundLogger = structlog.get_logger("foxactors")
+
+ATTEMPT_HEADER = "x-retry-attempt"
+_DLQ_HEADERS = ("x-original-routing-key", "x-failure-reason", "x-final-attempt", "x-failed-at")
+_REPLAY_DROPS = frozenset({*_DLQ_HEADERS, ATTEMPT_HEADER, "x-death", "x-delivery-count"})
+_CLUSTER_HEADER = "x-cluster-id"  # AMQP 0-9-1 reserves cluster-id; RabbitMQ refuses it
+
+
+def redact(url: str) -> str:
+    """Return ``url`` with its password replaced by ``***`` (for logs and errors)."""
+    try:
+        parsed = yarl.URL(url)
+    except (TypeError, ValueError):
+        return "<unparseable URL>"
+    return str(parsed.with_password("***")) if parsed.password else str(parsed)
+
+
+_CONNECTION_ERRORS = (
+    aiormq.exceptions.AMQPConnectionError,
+    aiormq.exceptions.ChannelInvalidStateError,
+)
+
+
+def delay_bucket(delay: float) -> int:
+    """Round ``delay`` seconds up to a bucket in milliseconds (two significant digits).
+
+    Few buckets (at most 90 per power of ten) keep the number of retry queues small
+    while no message waits more than 10% longer than asked.
+    """
+    ms = max(1, math.ceil(delay * 1000))
+    scale = 10 ** max(0, len(str(ms)) - 2)
+    return int(math.ceil(ms / scale) * scale)
+
+
+@attrs.frozen
+class Topology:
+    """Names and shape of the queues of one work queue.
+
+    Attributes:
+        queue_type: ``"classic"`` or ``"quorum"``.
+        max_priority: For classic queues, the highest priority honoured (None: none).
+        retry_exchange: Format of the retry exchange's name (``{q}``: the queue).
+        retry_queue: Format of a retry bucket queue's name (``{ms}``: its delay).
+        dead_letter_queue: Format of the dead-letter queue's name.
+    """
+
+    queue_type: str = attrs.field(default="classic")
+    max_priority: int | None = None
+    retry_exchange: str = "{q}-retry_exchange"
+    retry_queue: str = "{q}-retry-{ms}"
+    dead_letter_queue: str = "{q}-dlq"
+
+    @queue_type.validator
+    def _check_type(self, _: Any, value: str) -> None:
+        if value not in ("classic", "quorum"):
+            raise ConfigurationError(f"queue_type must be 'classic' or 'quorum', got {value!r}")
+
+    def __attrs_post_init__(self) -> None:
+        if self.max_priority is not None:
+            require_int("max_priority", self.max_priority, 1)
+            if self.queue_type == "quorum":
+                raise ConfigurationError("quorum queues have no priorities: drop max_priority")
+
+    def dlq(self, queue: str) -> str:
+        """The dead-letter queue of ``queue``."""
+        return self.dead_letter_queue.format(q=queue)
+
+    def arguments(self, queue: str) -> dict[str, Any]:
+        """The declaration arguments of the work queue ``queue``."""
+        args: dict[str, Any] = {
+            "x-queue-type": self.queue_type,
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": self.dlq(queue),
+        }
+        if self.max_priority is not None:
+            args["x-max-priority"] = self.max_priority
+        return args
+
+
+def to_amqp(
+    properties: MessageProperties, body: bytes, message_id: str, *, persistent: bool = True
+) -> aio_pika.Message:
+    """Build an aio-pika message from broker-neutral properties."""
+    headers = dict(properties.headers)
+    if properties.cluster_id is not None:
+        headers[_CLUSTER_HEADER] = properties.cluster_id
+    return aio_pika.Message(
+        body,
+        headers=headers,
+        content_type=properties.content_type,
+        content_encoding=properties.content_encoding,
+        delivery_mode=(
+            aio_pika.DeliveryMode.PERSISTENT if persistent else aio_pika.DeliveryMode.NOT_PERSISTENT
+        ),
+        priority=properties.priority,
+        correlation_id=properties.correlation_id,
+        reply_to=properties.reply_to,
+        expiration=properties.expiration,
+        message_id=message_id,
+        timestamp=datetime.datetime.now(datetime.UTC),
+        type=properties.message_type,
+        user_id=properties.user_id,
+        app_id=properties.app_id,
+    )
+
+
+def from_amqp(props: Any) -> MessageProperties:
+    """Map AMQP basic properties (pamqp) to `MessageProperties`."""
+    headers = dict(props.headers or {})
+    cluster_id = headers.pop(_CLUSTER_HEADER, None)
+    expiration = props.expiration
+    return MessageProperties(
+        content_type=props.content_type or "application/octet-stream",
+        content_encoding=props.content_encoding,
+        priority=props.priority,
+        expiration=float(expiration) / 1000 if expiration else None,
+        message_type=props.message_type,
+        user_id=props.user_id,
+        app_id=props.app_id,
+        cluster_id=cluster_id if isinstance(cluster_id, str) else None,
+        reply_to=props.reply_to,
+        correlation_id=props.correlation_id,
+        headers=headers,
+    )
+
+
+class RabbitMQBackend:
+    """Publish to and consume from RabbitMQ, with retry queues and a dead-letter queue.
+
+    Args:
+        url: ``amqp://user:password@host:port/vhost`` (or ``amqps://`` for TLS).
+        codec: Encodes payloads and decodes bodies (JSON, 1 MiB limit, by default).
+        topology: Queue type, priorities and the names of the retry and dead-letter
+            queues.
+        persistent: Publish persistent messages (the default).
+
+    Example:
+        ```python
+        backend = RabbitMQBackend("amqp://guest:guest@localhost/")
+        await backend.publish("emails", {"to": "ada@example.com"})
+        ```
+
+    Connections are opened on first use. Each source has its own connection and
+    channel; when either is lost, the source fails and the consumer actor crashes, so
+    its supervisor reconnects with backoff.
+    """
+
+    name = "rabbitmq"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        codec: Codec | None = None,
+        topology: Topology | None = None,
+        persistent: bool = True,
+    ) -> None:
+        if not isinstance(url, str) or not url.startswith(("amqp://", "amqps://")):
+            raise ConfigurationError(
+                f"RabbitMQ URL must start with amqp:// or amqps://, got {redact(str(url))!r}"
+            )
+        self.url = url
+        self.codec: Codec = codec if codec is not None else JsonCodec()
+        self.topology = topology if topology is not None else Topology()
+        self.persistent = persistent
+        self._publisher: Any = None  # (connection, channel)
+        self._declared: set[str] = set()
+        self._declared_buckets: set[tuple[str, int]] = set()
+        self._lock = asyncio.Lock()
+        self._generations = itertools.count(1)
+
+    async def connect(self) -> aio_pika.abc.AbstractConnection:
+        """Open a new connection; a wrong URL or credentials fail with a clear error."""
+        try:
+            connection = await aio_pika.connect(self.url, timeout=10)
+        except Exception as exc:
+            kind = type(exc).__name__
+            detail = "wrong user or password?" if "Authentication" in kind else str(exc)
+            detail = detail.replace(self.url, redact(self.url))
+            raise BackendError(
+                f"cannot connect to RabbitMQ at {redact(self.url)}: {kind}: {detail}"
+            ) from None
+        return connection
+
+    async def _channel(self) -> Any:
+        async with self._lock:
+            if self._publisher is None or self._publisher[1].is_closed:
+                if self._publisher is not None:
+                    await self._publisher[0].close()
+                    self._declared.clear()
+                connection = await self.connect()
+                channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+                self._publisher = (connection, channel)
+            return self._publisher[1]
+
+    async def declare(self, queue: str, channel: Any = None) -> None:
+        """Declare ``queue``, its retry exchange and its dead-letter queue (idempotent).
+
+        Raises:
+            BackendError: An existing queue was declared with other arguments.
+        """
+        if not isinstance(queue, str) or not queue:
+            raise ConfigurationError(f"queue name must be a non-empty string, got {queue!r}")
+        if queue in self._declared:
+            return
+        channel = channel or await self._channel()
+        topology = self.topology
+        try:
+            await channel.declare_queue(
+                topology.dlq(queue), durable=True, arguments={"x-queue-type": topology.queue_type}
+            )
+            await channel.declare_queue(queue, durable=True, arguments=topology.arguments(queue))
+            await channel.declare_exchange(
+                topology.retry_exchange.format(q=queue), aio_pika.ExchangeType.DIRECT, durable=True
+            )
+        except aio_pika.exceptions.ChannelPreconditionFailed as exc:
+            raise BackendError(
+                f"queue {queue!r} or its retry/dead-letter queues exist with other arguments "
+                f"({exc}); delete them or match the topology ({topology})"
+            ) from None
+        self._declared.add(queue)
+
+    async def _retry_target(self, channel: Any, queue: str, delay: float) -> str:
+        """Declare (once) the bucket queue for ``delay``; return its routing key."""
+        ms = delay_bucket(delay)
+        key = str(ms)
+        if (queue, ms) in self._declared_buckets:
+            return key
+        name = self.topology.retry_queue.format(q=queue, ms=ms)
+        bucket = await channel.declare_queue(
+            name,
+            durable=True,
+            arguments={
+                "x-queue-type": self.topology.queue_type,
+                "x-message-ttl": ms,
+                "x-dead-letter-exchange": "",
+                "x-dead-letter-routing-key": queue,
+            },
+        )
+        exchange = await channel.declare_exchange(
+            self.topology.retry_exchange.format(q=queue), aio_pika.ExchangeType.DIRECT, durable=True
+        )
+        await bucket.bind(exchange, key)
+        self._declared_buckets.add((queue, ms))
+        return key
+
+    async def publish(
+        self,
+        queue: str,
+        payload: Any,
+        *,
+        properties: MessageProperties | None = None,
+        delay: float = 0.0,
+    ) -> str:
+        """Encode and publish ``payload`` with confirms; return its message id.
+
+        Raises:
+            ConfigurationError: The payload cannot be encoded, or a bad delay.
+            BackendError: The broker refused or returned the message.
+        """
+        return await self.publish_raw(
+            queue, self.codec.encode(payload), properties=properties, delay=delay
+        )
+
+    async def publish_raw(
+        self,
+        queue: str,
+        body: bytes,
+        *,
+        properties: MessageProperties | None = None,
+        delay: float = 0.0,
+        message_id: str | None = None,
+    ) -> str:
+        """Publish an already encoded ``body`` as it is, waiting for the confirm."""
+        if not isinstance(delay, int | float) or not math.isfinite(delay) or delay < 0:
+            raise ConfigurationError(f"delay must be seconds >= 0, got {delay!r}")
+        message_id = message_id or uuid.uuid4().hex
+        message = to_amqp(
+            properties or MessageProperties(), body, message_id, persistent=self.persistent
+        )
+        for attempt in (1, 2):  # a connection lost since the last publish: reconnect once
+            channel = await self._channel()
+            try:
+                await self.declare(queue, channel)
+                await self._send(channel, queue, message, delay)
+            except _CONNECTION_ERRORS as exc:
+                await self._drop_publisher()
+                if attempt == 2:
+                    raise BackendError(f"publishing to {queue!r} failed: {exc}") from None
+            else:
+                break
+        return message_id
+
+    async def _drop_publisher(self) -> None:
+        if self._publisher is not None:
+            connection, self._publisher = self._publisher[0], None
+            self._declared.clear()
+            self._declared_buckets.clear()
+            with contextlib.suppress(Exception):
+                await connection.close()
+
+    async def _send(self, channel: Any, queue: str, message: Any, delay: float) -> None:
+        try:
+            if delay > 0:
+                key = await self._retry_target(channel, queue, delay)
+                exchange = await channel.get_exchange(
+                    self.topology.retry_exchange.format(q=queue), ensure=False
+                )
+                await exchange.publish(message, routing_key=key, mandatory=True)
+            else:
+                await channel.default_exchange.publish(message, routing_key=queue, mandatory=True)
+        except aio_pika.exceptions.DeliveryError as exc:
+            raise BackendError(f"RabbitMQ did not take the message for {queue!r}: {exc}") from None
+
+    async def open_source(self, queue: str, *, prefetch: int) -> RabbitMQSource:
+        """Start consuming ``queue`` (declaring it) with at most ``prefetch`` unsettled."""
+        require_int("prefetch", prefetch, 1)
+        await self.declare(queue)
+        source = RabbitMQSource(self, queue, prefetch, next(self._generations))
+        await source.start()
+        return source
+
+    # -- dead letters -----------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _dead_letter_queue(self, queue: str) -> AsyncIterator[tuple[Any, str]]:
+        """A channel of its own (aiormq) and the name of ``queue``'s dead-letter queue."""
+        connection = await self.connect()
+        try:
+            channel = await connection.channel()
+            await self.declare(queue, channel)
+            yield await channel.get_underlay_channel(), self.topology.dlq(queue)
+        finally:
+            await connection.close()
+
+    async def dead_letters(self, queue: str, *, limit: int = 1000) -> list[DeadLetter]:
+        """Return up to ``limit`` dead letters of ``queue``, oldest first, leaving them."""
+        async with self._dead_letter_queue(queue) as (raw, dlq):
+            return [_dead_letter(queue, m) for m in await _get_many(raw, dlq, limit)]
+            # closing the channel returns them all, in order
+
+    async def count_dead_letters(self, queue: str) -> int:
+        """Return how many messages wait in ``queue``'s dead-letter queue."""
+        async with self._dead_letter_queue(queue) as (raw, dlq):
+            declared = await raw.queue_declare(dlq, passive=True)
+            return int(declared.message_count or 0)
+
+    async def replay_dead_letters(self, queue: str, *, limit: int | None = None) -> int:
+        """Move dead letters back to ``queue`` (headers kept, attempts start over).
+
+        Each one is published (and confirmed) before it leaves the dead-letter queue,
+        so a crash in between duplicates a dead letter, never loses it.
+        """
+        moved = 0
+        async with self._dead_letter_queue(queue) as (raw, dlq):
+            for message in await _get_many(raw, dlq, limit):
+                letter = _dead_letter(queue, message)
+                headers = {
+                    k: v for k, v in letter.properties.headers.items() if k not in _REPLAY_DROPS
+                }
+                await self.publish_raw(
+                    queue,
+                    letter.body,
+                    properties=attrs.evolve(letter.properties, headers=headers),
+                    message_id=letter.id,
+                )
+                await raw.basic_ack(message.delivery.delivery_tag)
+                moved += 1
+        return moved
+
+    async def purge_dead_letters(self, queue: str) -> int:
+        """Delete the dead letters of ``queue``; return how many there were."""
+        async with self._dead_letter_queue(queue) as (raw, dlq):
+            purged = await raw.queue_purge(dlq)
+            return int(purged.message_count or 0)
+
+    async def close(self) -> None:
+        """Close the publishing connection (sources close their own)."""
+        await self._drop_publisher()
+
+
+async def _get_many(raw: Any, queue: str, limit: int | None) -> list[Any]:
+    out: list[Any] = []
+    while limit is None or len(out) < limit:
+        message = await raw.basic_get(queue, no_ack=False)
+        if isinstance(message.delivery, Basic.GetEmpty):
+            break
+        out.append(message)
+    return out
+
+
+def _dead_letter(queue: str, message: Any) -> DeadLetter:
+    props = message.header.properties
+    headers = dict(props.headers or {})
+    reason = headers.get("x-failure-reason")
+    if reason is None:  # dead-lettered by the broker itself (e.g. expired)
+        deaths = headers.get("x-death") or [{}]
+        reason = f"{deaths[0].get('reason', 'unknown')} (by the broker)"
+    failed_at = headers.get("x-failed-at")
+    try:
+        failed = datetime.datetime.fromisoformat(str(failed_at)).timestamp()
+    except ValueError:
+        failed = math.nan
+    attempts = headers.get("x-final-attempt")
+    return DeadLetter(
+        props.message_id or "",
+        queue,
+        message.body,
+        from_amqp(props),
+        str(reason),
+        attempts if isinstance(attempts, int) else 0,
+        failed,
+    )
+
+
+_COPIED = (Decision.RETRY, Decision.DEFER, Decision.DEAD_LETTER)
+
+
+@attrs.define(slots=True)
+class _Held:
+    raw: Any  # aiormq DeliveredMessage
+    attempt: int
+
+
+class RabbitMQSource:
+    """One consumer of one RabbitMQ queue, on a connection and channel of its own.
+
+    Settlements are applied by a flusher task, in batches: retry, defer and
+    dead-letter copies are published and confirmed first, then the originals are
+    acknowledged, with ``multiple=True`` over every leading run of settled deliveries.
+    Nothing is acknowledged before its outcome. Losing the connection or channel
+    makes `receive` raise `BackendError`; the broker returns every unacknowledged
+    delivery, and this source's handles become stale.
+    """
+
+    def __init__(
+        self, backend: RabbitMQBackend, queue: str, prefetch: int, generation: int
+    ) -> None:
+        self._backend = backend
+        self.queue = queue
+        self.prefetch = prefetch
+        self.generation = generation
+        self.consumer_tag = f"foxactors-{queue}-{generation}-{uuid.uuid4().hex[:8]}"
+        self._codec = backend.codec
+        self._buffer: collections.deque[Any] = collections.deque()
+        self._unsettled: dict[int, _Held] = {}
+        self._outstanding: collections.deque[int] = collections.deque()
+        self._done: set[int] = set()
+        self._pending: list[tuple[int, _Held, Decision, float, str]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._failure: BackendError | None = None
+        self._closed = False
+        self._arrived = asyncio.Event()
+        self._credit = asyncio.Event()
+        self._settled = asyncio.Event()
+        self._connection: Any = None
+        self._channel: Any = None
+        self._raw: Any = None
+
+    async def start(self) -> None:
+        """Connect, set the prefetch (QoS) and start consuming."""
+        self._connection = await self._backend.connect()
+        self._channel = await self._connection.channel(publisher_confirms=True)
+        await self._channel.set_qos(prefetch_count=self.prefetch)
+        self._channel.close_callbacks.add(self._on_close)
+        self._raw = await self._channel.get_underlay_channel()
+        await self._raw.basic_consume(
+            self.queue, self._on_message, no_ack=False, consumer_tag=self.consumer_tag
+        )
+
+    def _on_message(self, raw: Any) -> Any:
+        self._buffer.append(raw)
+        self._arrived.set()
+        return None
+
+    def _on_close(self, _sender: Any, exc: BaseException | None) -> None:
+        if self._closed:
+            return
+        self._failure = BackendError(
+            f"lost the RabbitMQ channel of {self.queue!r}: {exc or 'closed by the broker'}"
+        )
+        _logger.error("rabbitmq.channel_lost", queue=self.queue, error=str(exc))
+        self._arrived.set()
+        self._credit.set()
+
+    @property
+    def unsettled(self) -> int:
+        """Deliveries handed out and not yet settled."""
+        return len(self._unsettled)
+
+    async def receive(self, max_count: int, min_credit: int = 1) -> list[Delivery]:
+        """Wait for a delivery and ``min_credit`` free credit; return at most ``max_count``."""
+        min_credit = max(1, min(min_credit, self.prefetch))
+        buffer = self._buffer
+        while True:
+            if self._failure is not None:
+                raise self._failure
+            if self._closed:
+                raise BackendError(f"consumer of {self.queue!r} is closed")
+            free = self.prefetch - len(self._unsettled)
+            if free < min_credit:
+                self._credit.clear()
+                await self._credit.wait()
+                continue
+            if buffer:
+                out: list[Delivery] = []
+                credit = min(max_count, free)
+                while buffer and len(out) < credit:
+                    delivery = self._deliver(buffer.popleft())
+                    if delivery is not None:
+                        out.append(delivery)
+                if out:
+                    return out
+                continue
+            self._arrived.clear()
+            await self._arrived.wait()
+
+    def _deliver(self, raw: Any) -> Delivery | None:
+        tag: int = raw.delivery.delivery_tag
+        props = raw.header.properties
+        headers = props.headers or {}
+        prior = headers.get(ATTEMPT_HEADER, 0)
+        bad_attempt = type(prior) is not int or prior < 0
+        if bad_attempt:
+            prior = 0
+        count = headers.get("x-delivery-count")  # quorum queues count redeliveries
+        redeliveries = count if type(count) is int else int(raw.delivery.redelivered)
+        held = _Held(raw, prior + 1 + redeliveries)
+        self._unsettled[tag] = held
+        self._outstanding.append(tag)
+        handle = AckHandle(self, tag, self.generation)
+        if bad_attempt:
+            handle.dead_letter(
+                f"bad header: {ATTEMPT_HEADER}={headers[ATTEMPT_HEADER]!r} is not a count"
+            )
+            return None
+        content_type = props.content_type
+        if content_type and content_type != self._codec.content_type:
+            handle.dead_letter(
+                f"unknown content type {content_type!r}: this consumer decodes "
+                f"{self._codec.content_type!r}"
+            )
+            return None
+        try:
+            payload = self._codec.decode(raw.body)
+        except DecodeError as exc:
+            _logger.warning("message.undecodable", queue=self.queue, tag=tag, error=str(exc))
+            handle.dead_letter(f"undecodable: {exc}")
+            return None
+        try:
+            properties = from_amqp(props)
+        except (TypeError, ValueError) as exc:
+            handle.dead_letter(f"bad properties: {exc}")
+            return None
+        stamp = props.timestamp
+        message = Message(
+            id=props.message_id or f"{self.queue}:{self.generation}:{tag}",
+            payload=payload,
+            body=raw.body,
+            properties=properties,
+            attempt=held.attempt,
+            queue=self.queue,
+            published_at=stamp.timestamp() if stamp is not None else time.time(),
+        )
+        return Delivery(message, handle)
+
+    # -- settling ---------------------------------------------------------------------
+
+    def settle(self, handle: AckHandle, decision: Decision, delay: float, reason: str) -> bool:
+        """Queue a decision for the flusher (see `Settler`); stale handles are no-ops."""
+        tag = handle.tag
+        live = not self._closed and self._failure is None
+        held = self._unsettled.pop(tag, None) if live else None  # type: ignore[call-overload]
+        if held is None:
+            _logger.warning(
+                "settlement.stale", queue=self.queue, tag=str(tag), decision=decision.value
+            )
+            return False
+        assert isinstance(tag, int)
+        self._pending.append((tag, held, decision, delay, reason))
+        if self._flusher is None:
+            self._flusher = asyncio.get_running_loop().create_task(self._flush())
+        if self.prefetch - len(self._unsettled) >= 1:
+            self._credit.set()
+        return True
+
+    def dropped(self, handle: AckHandle) -> None:
+        """A handle was dropped unsettled: report it and requeue its delivery."""
+        if handle.tag in self._unsettled and not self._closed:
+            _logger.error("delivery.dropped", queue=self.queue, tag=str(handle.tag))
+            handle.requeue()
+
+    async def _flush(self) -> None:
+        try:
+            while self._pending and self._failure is None:
+                await asyncio.sleep(0)  # let settlements of this tick join the batch
+                batch, self._pending = self._pending, []
+                copies = [entry for entry in batch if entry[2] in _COPIED]
+                failed: set[int] = set()
+                if copies:
+                    results = await asyncio.gather(
+                        *(self._copy(*entry) for entry in copies), return_exceptions=True
+                    )
+                    for entry, result in zip(copies, results, strict=True):
+                        if isinstance(result, BaseException):
+                            _logger.error(
+                                "rabbitmq.republish_failed",
+                                queue=self.queue,
+                                decision=entry[2].value,
+                                error=str(result),
+                            )
+                            failed.add(entry[0])
+                acks = {
+                    tag
+                    for tag, _, decision, _, _ in batch
+                    if decision is not Decision.REQUEUE and tag not in failed
+                }
+                await self._ack(acks)
+                for tag, _, decision, _, _ in batch:
+                    if decision is Decision.REQUEUE or tag in failed:
+                        await self._raw.basic_reject(tag, requeue=True)
+                        self._done.add(tag)
+        except Exception as exc:  # the channel went away: the broker returns them all
+            if self._failure is None and not self._closed:
+                self._failure = BackendError(f"settling on {self.queue!r} failed: {exc}")
+                self._arrived.set()
+                self._credit.set()
+        finally:
+            self._flusher = None
+            self._settled.set()
+
+    async def _ack(self, tags: set[int]) -> None:
+        """Ack ``tags``: one ``multiple=True`` over the leading settled run, the rest singly."""
+        outstanding, done = self._outstanding, self._done
+        upto = 0
+        while outstanding and (outstanding[0] in tags or outstanding[0] in done):
+            tag = outstanding.popleft()
+            if tag in tags:
+                tags.discard(tag)
+                upto = tag
+            else:
+                done.discard(tag)
+        if upto:
+            await self._raw.basic_ack(upto, multiple=True)
+        for tag in tags:
+            await self._raw.basic_ack(tag)
+            done.add(tag)
+
+    async def _copy(
+        self, tag: int, held: _Held, decision: Decision, delay: float, reason: str
+    ) -> None:
+        """Publish the retry, defer or dead-letter copy of a delivery, with confirms."""
+        del tag
+        raw = held.raw
+        props = raw.header.properties
+        headers = {k: v for k, v in (props.headers or {}).items() if k != "x-delivery-count"}
+        if props.expiration:
+            headers["x-original-expiration"] = props.expiration
+        if decision is Decision.DEAD_LETTER:
+            headers.update(
+                {
+                    "x-original-routing-key": raw.delivery.routing_key or self.queue,
+                    "x-failure-reason": reason,
+                    "x-final-attempt": held.attempt,
+                    "x-failed-at": datetime.datetime.now(datetime.UTC).isoformat(),
+                }
+            )
+            target, delay = self._backend.topology.dlq(self.queue), 0.0
+        else:
+            headers[ATTEMPT_HEADER] = (
+                held.attempt if decision is Decision.RETRY else held.attempt - 1
+            )
+            target = self.queue
+        copy = aio_pika.Message(
+            raw.body,
+            headers=headers,
+            content_type=props.content_type,
+            content_encoding=props.content_encoding,
+            delivery_mode=props.delivery_mode,
+            priority=props.priority,
+            correlation_id=props.correlation_id,
+            reply_to=props.reply_to,
+            message_id=props.message_id,
+            timestamp=props.timestamp,
+            type=props.message_type,
+            user_id=props.user_id,
+            app_id=props.app_id,
+        )
+        if decision is Decision.DEAD_LETTER:
+            await self._channel.default_exchange.publish(copy, routing_key=target, mandatory=True)
+        else:
+            await self._backend._send(self._channel, target, copy, delay)
+
+    async def wait_settled(self) -> None:
+        """Wait until every delivery is settled and its settlement applied."""
+        while self._unsettled or self._flusher is not None:
+            self._settled.clear()
+            if self._unsettled:
+                self._credit.clear()
+                await self._credit.wait()
+            else:
+                await self._settled.wait()
+
+    async def close(self) -> None:
+        """Apply decided settlements, stop consuming, close: the broker returns the rest."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._flusher is not None and self._failure is None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(asyncio.shield(self._flusher), 30)
+        finally:
+            self._unsettled.clear()
+            self._arrived.set()
+            self._credit.set()
+            with contextlib.suppress(Exception):
+                await self._connection.close()

@@ -1,0 +1,148 @@
+"""Real brokers for the tests: each started on free loopback ports in a temporary directory.
+
+A missing server skips the tests that need it on a developer's machine and fails
+them under CI (``CI`` set), where ``scripts/test.sh`` installs it first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import attrs
+import pytest
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def require_server(command: str) -> str:
+    """Return the path of ``command``; skip (or fail under CI) if it is not installed."""
+    # Debian's /usr/sbin wrappers switch to the rabbitmq user; call the scripts directly.
+    path = shutil.which(command, path="/usr/lib/rabbitmq/bin") or shutil.which(
+        command, path=f"{os.environ.get('PATH', '')}:/usr/sbin:/usr/bin"
+    )
+    if path is None:
+        message = f"{command} is not installed (scripts/test.sh installs it)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def _wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode} before listening")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)  # polling a process we do not control, not test synchronisation
+    raise RuntimeError(f"server did not listen on port {port} within {timeout} s")
+
+
+@attrs.define
+class RabbitMQ:
+    """One rabbitmq-server node of ours: its AMQP port, node name and process."""
+
+    port: int
+    node: str
+    env: dict[str, str]
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """The AMQP URL of the default user on this node."""
+        return f"amqp://guest:guest@127.0.0.1:{self.port}/"
+
+    def start(self) -> None:
+        """Start the node in the foreground (we keep its pid) and wait until it serves."""
+        server = require_server("rabbitmq-server")
+        log = Path(self.env["RABBITMQ_LOG_BASE"]) / "stdout.log"
+        with log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [server], env=self.env, stdout=out, stderr=subprocess.STDOUT
+            )
+        _wait_for_port(self.port, self.process, 60)
+        ctl = require_server("rabbitmqctl")
+        subprocess.run(
+            [ctl, "-n", self.node, "await_startup"],
+            env=self.env,
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+
+    def stop(self) -> None:
+        """Stop our node by its pid (SIGTERM, then SIGKILL)."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def ctl(self, *args: str) -> str:
+        """Run ``rabbitmqctl`` against this node; return what it printed."""
+        ctl = require_server("rabbitmqctl")
+        done = subprocess.run(
+            [ctl, "-q", "-n", self.node, *args],
+            env=self.env,
+            check=True,
+            capture_output=True,
+            timeout=60,
+            text=True,
+        )
+        return done.stdout
+
+
+@contextlib.contextmanager
+def rabbitmq_server() -> Iterator[RabbitMQ]:
+    """Run a throwaway RabbitMQ node on loopback for the duration of the block."""
+    require_server("rabbitmq-server")
+    with tempfile.TemporaryDirectory(prefix="foxactors-rabbitmq-") as tmp:
+        base = Path(tmp)
+        port, dist_port = free_port(), free_port()
+        node = f"foxactors{port}@localhost"
+        config = base / "rabbitmq.conf"
+        config.write_text(
+            f"listeners.tcp.1 = 127.0.0.1:{port}\nloopback_users = none\n"
+            "log.console = false\nlog.file.level = warning\n"
+        )
+        plugins = base / "enabled_plugins"
+        plugins.write_text("[].\n")
+        env = {
+            **os.environ,
+            "HOME": str(base),  # its own Erlang cookie, shared with rabbitmqctl
+            "RABBITMQ_NODENAME": node,
+            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+            "RABBITMQ_NODE_PORT": str(port),
+            "RABBITMQ_DIST_PORT": str(dist_port),
+            "RABBITMQ_MNESIA_BASE": str(base / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(base / "log"),
+            "RABBITMQ_CONFIG_FILE": str(base / "rabbitmq"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(plugins),
+            "RABBITMQ_PID_FILE": str(base / "rabbitmq.pid"),
+            "ERL_EPMD_ADDRESS": "127.0.0.1",
+        }
+        (base / "log").mkdir()
+        broker = RabbitMQ(port, node, env)
+        try:
+            broker.start()
+            yield broker
+        finally:
+            broker.stop()

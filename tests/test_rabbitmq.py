@@ -1,0 +1,252 @@
+"""RabbitMQ behaviour against a real rabbitmq-server of the suite's own (asyncio, real time)."""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aio_pika
+import anyio
+import pytest
+
+import foxactors as fa
+from foxactors.backends import RabbitMQBackend, Topology
+from foxactors.backends._rabbitmq import delay_bucket, redact
+
+from .brokers import RabbitMQ
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> tuple[str, dict[str, Any]]:
+    return ("asyncio", {})
+
+
+@pytest.fixture
+def queue() -> str:
+    return f"jobs-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+async def backend(rabbitmq: RabbitMQ) -> AsyncIterator[RabbitMQBackend]:
+    rabbit = RabbitMQBackend(rabbitmq.url)
+    yield rabbit
+    await rabbit.close()
+
+
+async def receive_one(source: Any) -> fa.Delivery:
+    with anyio.fail_after(30):
+        (delivery,) = await source.receive(1)
+    assert isinstance(delivery, fa.Delivery)
+    return delivery
+
+
+async def publish_plain(url: str, queue: str, body: bytes, **props: Any) -> None:
+    """Publish with raw aio-pika: what another service (or a bad one) would send."""
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
+        await channel.default_exchange.publish(aio_pika.Message(body, **props), routing_key=queue)
+
+
+def test_delay_buckets_round_up_by_at_most_ten_percent() -> None:
+    assert [delay_bucket(d) for d in (0.0, 0.001, 0.0123, 1, 1.234, 61.5)] == [
+        1,
+        1,
+        13,
+        1000,
+        1300,
+        62000,
+    ]
+    assert redact("amqp://user:s3cret@host:5672/vh") == "amqp://user:***@host:5672/vh"
+
+
+async def test_wrong_credentials_fail_fast_without_the_password(rabbitmq: RabbitMQ) -> None:
+    url = f"amqp://guest:hunter2-secret@127.0.0.1:{rabbitmq.port}/"
+    backend = RabbitMQBackend(url)
+    with pytest.raises(fa.BackendError) as caught:
+        await backend.publish("q", 1)
+    assert "hunter2-secret" not in str(caught.value)
+    assert f"amqp://guest:***@127.0.0.1:{rabbitmq.port}" in str(caught.value)
+    with pytest.raises(fa.ConfigurationError, match="must start with amqp://"):
+        RabbitMQBackend("http://guest:pw@host/")
+
+
+async def test_properties_map_both_ways(backend: RabbitMQBackend, queue: str) -> None:
+    props = fa.MessageProperties(
+        content_encoding="utf-8",
+        priority=3,
+        expiration=60.0,
+        message_type="send_email",
+        user_id="guest",
+        app_id="billing",
+        cluster_id="eu-1",
+        reply_to="replies",
+        correlation_id="corr-7",
+        headers={"tenant": "acme", "n": 5},
+    )
+    message_id = await backend.publish(queue, {"to": "ada"}, properties=props)
+    source = await backend.open_source(queue, prefetch=1)
+    message = (delivery := await receive_one(source)).message
+    assert message.id == message_id
+    assert message.properties == props
+    assert message.published_at > 0
+    delivery.handle.ack()
+    await source.close()
+
+
+async def test_retry_path_counts_attempts_and_dead_letters_carry_the_story(
+    backend: RabbitMQBackend, queue: str, rabbitmq: RabbitMQ
+) -> None:
+    props = fa.MessageProperties(correlation_id="c-1").with_header("tenant", "acme")
+    message_id = await backend.publish(queue, {"x": 1}, properties=props)
+    source = await backend.open_source(queue, prefetch=5)
+    first = await receive_one(source)
+    first.handle.retry(0.05)
+    second = await receive_one(source)
+    assert (second.message.attempt, second.message.headers["x-retry-attempt"]) == (2, 1)
+    second.handle.requeue()  # a redelivery counts too
+    third = await receive_one(source)
+    assert third.message.attempt == 3
+    third.handle.dead_letter("no good")
+    await source.wait_settled()
+    assert await backend.count_dead_letters(queue) == 1
+    (letter,) = await backend.dead_letters(queue)
+    assert (letter.id, letter.reason, letter.attempts, letter.body) == (
+        message_id,
+        "no good",
+        3,
+        b'{"x":1}',
+    )
+    assert letter.properties.correlation_id == "c-1"
+    assert letter.properties.headers["tenant"] == "acme"
+    assert letter.properties.headers["x-original-routing-key"] == queue
+    assert letter.failed_at > 0
+    assert await backend.count_dead_letters(queue) == 1  # listing leaves them
+    assert f"{queue}-retry-50" in rabbitmq.ctl("list_queues", "name")
+
+    assert await backend.replay_dead_letters(queue) == 1
+    replayed = await receive_one(source)
+    assert (replayed.message.id, replayed.message.attempt) == (message_id, 1)
+    assert "x-failure-reason" not in replayed.message.headers
+    assert replayed.message.headers["tenant"] == "acme"
+    replayed.handle.dead_letter("again")
+    await source.wait_settled()
+    assert await backend.purge_dead_letters(queue) == 1
+    assert await backend.count_dead_letters(queue) == 0
+    await source.close()
+
+
+async def test_bad_input_goes_to_the_dead_letter_queue_with_its_reason(
+    backend: RabbitMQBackend, queue: str, rabbitmq: RabbitMQ
+) -> None:
+    await backend.declare(queue)
+    await publish_plain(rabbitmq.url, queue, b"{not json", content_type="application/json")
+    await publish_plain(rabbitmq.url, queue, b"<x/>", content_type="text/xml")
+    await publish_plain(rabbitmq.url, queue, b"1", headers={"x-retry-attempt": "three"})
+    await backend.publish(queue, "fine")
+    source = await backend.open_source(queue, prefetch=10)
+    delivery = await receive_one(source)
+    assert delivery.message.payload == "fine"
+    delivery.handle.ack()
+    await source.wait_settled()
+    reasons = [letter.reason for letter in await backend.dead_letters(queue)]
+    assert reasons[0].startswith("undecodable: body is not valid JSON")
+    assert reasons[1] == (
+        "unknown content type 'text/xml': this consumer decodes 'application/json'"
+    )
+    assert reasons[2] == "bad header: x-retry-attempt='three' is not a count"
+    await source.close()
+
+
+async def test_acks_wait_for_outcomes_and_multiple_covers_only_settled_runs(
+    backend: RabbitMQBackend, queue: str, rabbitmq: RabbitMQ
+) -> None:
+    for n in range(6):
+        await backend.publish(queue, n)
+    source = await backend.open_source(queue, prefetch=10)
+    got: list[fa.Delivery] = []
+    with anyio.fail_after(30):
+        while len(got) < 6:
+            got.extend(await source.receive(6))
+    for n in (0, 1, 3, 5):  # 2 and 4 stay open: acking 0..5 "multiple" would lose them
+        got[n].handle.ack()
+    await source.close()
+    again = await backend.open_source(queue, prefetch=10)
+    redelivered: list[fa.Delivery] = []
+    with anyio.fail_after(30):
+        while len(redelivered) < 2:
+            redelivered.extend(await again.receive(6))
+    assert sorted(d.message.payload for d in redelivered) == [2, 4]
+    for d in redelivered:
+        d.handle.ack()
+    await again.close()
+
+
+async def test_a_conflicting_declaration_is_a_clear_error(rabbitmq: RabbitMQ, queue: str) -> None:
+    classic = RabbitMQBackend(rabbitmq.url)
+    await classic.declare(queue)
+    await classic.close()
+    quorum = RabbitMQBackend(rabbitmq.url, topology=Topology(queue_type="quorum"))
+    with pytest.raises(fa.BackendError, match="exist with other arguments"):
+        await quorum.declare(queue)
+    await quorum.close()
+
+
+async def test_a_lost_connection_fails_the_source_and_stales_its_handles(
+    backend: RabbitMQBackend, queue: str, rabbitmq: RabbitMQ
+) -> None:
+    await backend.publish(queue, "x")
+    source = await backend.open_source(queue, prefetch=1)
+    delivery = await receive_one(source)
+    rabbitmq.ctl("close_all_connections", "test: cut")
+    with anyio.fail_after(30), pytest.raises(fa.BackendError, match="lost the RabbitMQ channel"):
+        await source.receive(1)
+    assert delivery.handle.ack() is False  # stale: not applied anywhere
+    await source.close()
+    fresh = RabbitMQBackend(rabbitmq.url)
+    again = await fresh.open_source(queue, prefetch=1)
+    redelivered = await receive_one(again)
+    assert (redelivered.message.payload, redelivered.message.attempt) == ("x", 2)
+    redelivered.handle.ack()
+    await again.close()
+    await fresh.close()
+
+
+async def test_a_pipeline_survives_a_cut_connection_by_supervision(
+    backend: RabbitMQBackend, queue: str, rabbitmq: RabbitMQ
+) -> None:
+    seen: Counter[int] = Counter()
+    first_batch = anyio.Event()
+    everything = anyio.Event()
+
+    async def handle(message: fa.Message) -> None:
+        seen[message.payload] += 1
+        if len(seen) >= 20:
+            first_batch.set()
+        if len(seen) == 60:
+            everything.set()
+        if message.payload % 7 == 0 and message.attempt == 1:
+            raise RuntimeError("flaky")
+
+    for n in range(40):
+        await backend.publish(queue, n)
+    app = (
+        fa.WorkerApp("rabbit")
+        .add_worker(handle)
+        .with_retry(max_retries=3, initial_backoff=0.01, jitter=0)
+        .with_prefetch(10)
+    )
+    async with fa.open_system(app.build(backend, queue)):
+        with anyio.fail_after(30):
+            await first_batch.wait()
+        rabbitmq.ctl("close_all_connections", "test: cut")
+        for n in range(40, 60):
+            await backend.publish(queue, n)
+        with anyio.fail_after(60):
+            await everything.wait()
+    assert set(seen) == set(range(60))  # none lost; duplicates only for in-flight ones
+    assert await backend.count_dead_letters(queue) == 0
