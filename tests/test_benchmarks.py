@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from foxactors.testing.servers import RabbitMQ
+
 ROOT = Path(__file__).resolve().parent.parent
 
 FIGURES = {
@@ -36,3 +38,19 @@ def test_benchmark_prints_each_figure_beside_its_baseline(script: str, backend: 
     for figure in FIGURES[script]:
         assert figure in proc.stdout
     assert proc.stdout.count("->") >= RATIOS[script]  # each figure as a ratio to its baseline
+
+
+def test_rabbitmq_benchmark_prints_each_figure_beside_its_baselines(rabbitmq: RabbitMQ) -> None:
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/rabbitmq.py", "--quick", "--url", rabbitmq.url],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    for figure in ("publish with confirms", "(a) raw aio-pika", "(b) raw aio-pika", "foxactors"):
+        assert figure in proc.stdout
+    assert "foxactors / (a):" in proc.stdout
+    assert "foxactors / (b):" in proc.stdout

@@ -14,8 +14,7 @@ import pytest
 import foxactors as fa
 from foxactors.backends import RabbitMQBackend, Topology
 from foxactors.backends._rabbitmq import delay_bucket, redact
-
-from .brokers import RabbitMQ
+from foxactors.testing.servers import RabbitMQ
 
 pytestmark = pytest.mark.anyio
 

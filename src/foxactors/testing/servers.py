@@ -1,7 +1,16 @@
-"""Real brokers for the tests: each started on free loopback ports in a temporary directory.
+"""Throwaway broker servers for tests and benchmarks: free loopback ports, temporary dirs.
 
-A missing server skips the tests that need it on a developer's machine and fails
-them under CI (``CI`` set), where ``scripts/test.sh`` installs it first.
+Each server is one of ours: started in the foreground (we keep its pid), bound to
+127.0.0.1, stopped by its pid, its data deleted. A missing server raises
+`ServerNotInstalled`; a test suite decides whether that skips or fails.
+
+Example:
+    ```python
+    from foxactors.testing.servers import rabbitmq_server
+
+    with rabbitmq_server() as broker:
+        backend = RabbitMQBackend(broker.url)
+    ```
 """
 
 from __future__ import annotations
@@ -17,7 +26,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import attrs
-import pytest
 
 
 def free_port() -> int:
@@ -28,17 +36,21 @@ def free_port() -> int:
         return port
 
 
+class ServerNotInstalled(RuntimeError):
+    """A server program the caller asked for is not installed."""
+
+
 def require_server(command: str) -> str:
-    """Return the path of ``command``; skip (or fail under CI) if it is not installed."""
+    """Return the path of ``command``, or raise `ServerNotInstalled`."""
     # Debian's /usr/sbin wrappers switch to the rabbitmq user; call the scripts directly.
     path = shutil.which(command, path="/usr/lib/rabbitmq/bin") or shutil.which(
         command, path=f"{os.environ.get('PATH', '')}:/usr/sbin:/usr/bin"
     )
     if path is None:
-        message = f"{command} is not installed (scripts/test.sh installs it)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        raise ServerNotInstalled(
+            f"{command} is not installed (Debian: apt-get install -y rabbitmq-server "
+            "redis-server; scripts/brokers.sh does it)"
+        )
     return path
 
 
@@ -72,12 +84,12 @@ class RabbitMQ:
         server = require_server("rabbitmq-server")
         log = Path(self.env["RABBITMQ_LOG_BASE"]) / "stdout.log"
         with log.open("ab") as out:
-            self.process = subprocess.Popen(
+            self.process = subprocess.Popen(  # noqa: S603 - our own server binary
                 [server], env=self.env, stdout=out, stderr=subprocess.STDOUT
             )
         _wait_for_port(self.port, self.process, 60)
         ctl = require_server("rabbitmqctl")
-        subprocess.run(
+        subprocess.run(  # noqa: S603
             [ctl, "-n", self.node, "await_startup"],
             env=self.env,
             check=True,
@@ -99,7 +111,7 @@ class RabbitMQ:
     def ctl(self, *args: str) -> str:
         """Run ``rabbitmqctl`` against this node; return what it printed."""
         ctl = require_server("rabbitmqctl")
-        done = subprocess.run(
+        done = subprocess.run(  # noqa: S603
             [ctl, "-q", "-n", self.node, *args],
             env=self.env,
             check=True,
