@@ -177,6 +177,33 @@ def from_amqp(props: Any) -> MessageProperties:
     )
 
 
+@attrs.frozen
+class ConnectionStatistics:
+    """What a RabbitMQ backend's connections are doing, for health checks and dashboards.
+
+    Attributes:
+        consuming: Sources consuming right now. Health means this is above zero for
+            a worker, not merely that a connection is open.
+        connects: Connections opened successfully, in all.
+        reconnects: Sources started after one of them was lost (supervised restarts).
+        consecutive_failures: Failed connection attempts since the last success.
+        lost: Sources whose connection or channel was lost, in all.
+        last_error: The last connection error (password redacted), or None.
+    """
+
+    consuming: int
+    connects: int
+    reconnects: int
+    consecutive_failures: int
+    lost: int
+    last_error: str | None
+
+    @property
+    def healthy(self) -> bool:
+        """True while at least one source consumes."""
+        return self.consuming > 0
+
+
 class RabbitMQBackend:
     """Publish to and consume from RabbitMQ, with retry queues and a dead-letter queue.
 
@@ -221,6 +248,24 @@ class RabbitMQBackend:
         self._declared_buckets: set[tuple[str, int]] = set()
         self._lock = asyncio.Lock()
         self._generations = itertools.count(1)
+        self._consuming = 0
+        self._connects = 0
+        self._reconnects = 0
+        self._failures = 0
+        self._lost = 0
+        self._awaiting = 0
+        self._last_error: str | None = None
+
+    def statistics(self) -> ConnectionStatistics:
+        """Return connection state and counts (see `ConnectionStatistics`)."""
+        return ConnectionStatistics(
+            self._consuming,
+            self._connects,
+            self._reconnects,
+            self._failures,
+            self._lost,
+            self._last_error,
+        )
 
     async def connect(self) -> aio_pika.abc.AbstractConnection:
         """Open a new connection; a wrong URL or credentials fail with a clear error."""
@@ -230,9 +275,19 @@ class RabbitMQBackend:
             kind = type(exc).__name__
             detail = "wrong user or password?" if "Authentication" in kind else str(exc)
             detail = detail.replace(self.url, redact(self.url))
+            self._failures += 1
+            self._last_error = f"{kind}: {detail}"
+            _logger.warning(
+                "rabbitmq.connect_failed",
+                url=redact(self.url),
+                error=self._last_error,
+                consecutive_failures=self._failures,
+            )
             raise BackendError(
                 f"cannot connect to RabbitMQ at {redact(self.url)}: {kind}: {detail}"
             ) from None
+        self._failures = 0
+        self._connects += 1
         return connection
 
     async def _channel(self) -> Any:
@@ -371,7 +426,17 @@ class RabbitMQBackend:
         await self.declare(queue)
         source = RabbitMQSource(self, queue, prefetch, next(self._generations))
         await source.start()
+        self._consuming += 1
+        if self._awaiting:  # replaces a source that was lost
+            self._awaiting -= 1
+            self._reconnects += 1
+        _logger.info("rabbitmq.consuming", queue=queue, consumer_tag=source.consumer_tag)
         return source
+
+    def _source_ended(self, *, lost: bool) -> None:
+        self._consuming -= 1
+        self._lost += lost
+        self._awaiting += lost
 
     # -- dead letters -----------------------------------------------------------------
 
@@ -503,6 +568,7 @@ class RabbitMQSource:
         self._flusher: asyncio.Task[None] | None = None
         self._failure: BackendError | None = None
         self._closed = False
+        self._ended = True  # until started
         self._arrived = asyncio.Event()
         self._credit = asyncio.Event()
         self._settled = asyncio.Event()
@@ -520,6 +586,7 @@ class RabbitMQSource:
         await self._raw.basic_consume(
             self.queue, self._on_message, no_ack=False, consumer_tag=self.consumer_tag
         )
+        self._ended = False
 
     def _on_message(self, raw: Any) -> Any:
         self._buffer.append(raw)
@@ -533,8 +600,14 @@ class RabbitMQSource:
             f"lost the RabbitMQ channel of {self.queue!r}: {exc or 'closed by the broker'}"
         )
         _logger.error("rabbitmq.channel_lost", queue=self.queue, error=str(exc))
+        self._end(lost=True)
         self._arrived.set()
         self._credit.set()
+
+    def _end(self, *, lost: bool) -> None:
+        if not self._ended:
+            self._ended = True
+            self._backend._source_ended(lost=lost)
 
     @property
     def unsettled(self) -> int:
@@ -676,6 +749,7 @@ class RabbitMQSource:
         except Exception as exc:  # the channel went away: the broker returns them all
             if self._failure is None and not self._closed:
                 self._failure = BackendError(f"settling on {self.queue!r} failed: {exc}")
+                self._end(lost=True)
                 self._arrived.set()
                 self._credit.set()
         finally:
@@ -759,6 +833,7 @@ class RabbitMQSource:
         if self._closed:
             return
         self._closed = True
+        self._end(lost=False)
         try:
             if self._flusher is not None and self._failure is None:
                 with contextlib.suppress(Exception):

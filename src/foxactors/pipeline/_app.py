@@ -10,6 +10,7 @@ import structlog
 
 from foxactors._errors import ActorError, ConfigurationError, require_int
 from foxactors._lifecycle import Exit
+from foxactors._policy import Backoff
 from foxactors._spec import ChildSpec, Restart, coerce_enum
 from foxactors._supervisor import Supervisor
 from foxactors._system import run
@@ -110,6 +111,7 @@ class WorkerApp:
         self._batch: tuple[tuple[BatchHandler, float | None], int, float] | None = None
         self._bound: tuple[Backend, str] | None = None
         self._breaker: Breaker | None = None
+        self._reconnect: Backoff | None = None
 
     def add_worker(
         self,
@@ -262,6 +264,17 @@ class WorkerApp:
         self._drain_timeout = seconds
         return self
 
+    def with_reconnect(self, backoff: Backoff | None = None, **options: Any) -> Self:
+        """How the consumer comes back after losing its broker connection.
+
+        A lost connection crashes the consumer; the pipeline restarts it after a
+        delay from ``backoff`` (or `Backoff` keyword options), for ever: exponential
+        with jitter by default (0.1 s doubling to 10 s, +20%); for a fixed delay, set
+        ``min_delay == max_delay`` and ``random_factor=0``.
+        """
+        self._reconnect = backoff if backoff is not None else Backoff(**options)
+        return self
+
     def with_backend(self, backend: Backend, queue: str) -> Self:
         """Remember where to consume from, so that `build()` needs no arguments.
 
@@ -359,6 +372,7 @@ class WorkerApp:
                     dead_letters="../dead-letters" if self._sinks else None,
                 ),
                 mailbox_size=mailbox,
+                backoff=self._reconnect,
             )
         )
         return ChildSpec(
