@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import math
 import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -17,6 +19,9 @@ from ._errors import ConfigurationError, FoxactorsError
 from ._logging import LEVELS, configure_logging
 from ._spec import ChildSpec
 from ._system import run
+
+if TYPE_CHECKING:
+    from .backends import DeadLetter
 
 
 def load_app(target: str) -> ChildSpec:
@@ -62,6 +67,11 @@ def _list_dead_letters(path: str, *, as_json: bool) -> int:
     except (OSError, ValueError, TypeError) as exc:
         print(f"foxactors: cannot read dead letters from {path}: {exc}", file=sys.stderr)
         return 1
+    _print_letters(letters, as_json=as_json)
+    return 0
+
+
+def _print_letters(letters: Sequence[DeadLetter], *, as_json: bool) -> None:
     for letter in letters:
         if as_json:
             print(
@@ -77,11 +87,36 @@ def _list_dead_letters(path: str, *, as_json: bool) -> int:
                 )
             )
         else:
-            when = datetime.fromtimestamp(letter.failed_at, tz=UTC).isoformat(timespec="seconds")
+            when = (
+                datetime.fromtimestamp(letter.failed_at, tz=UTC).isoformat(timespec="seconds")
+                if math.isfinite(letter.failed_at)
+                else "?"
+            )
             print(
                 f"{when}  {letter.queue}  {letter.id}  attempts={letter.attempts}  {letter.reason}"
             )
     print(f"{len(letters)} dead letter(s)", file=sys.stderr)
+
+
+def _rabbitmq_dead_letters(action: str, url: str, queue: str, *, as_json: bool) -> int:
+    import asyncio  # noqa: PLC0415 - aio-pika runs on asyncio
+
+    from .backends import RabbitMQBackend  # noqa: PLC0415 - only this command needs it
+
+    backend = RabbitMQBackend(url)
+
+    async def act() -> None:
+        try:
+            if action == "list":
+                _print_letters(await backend.dead_letters(queue), as_json=as_json)
+            elif action == "replay":
+                print(f"replayed {await backend.replay_dead_letters(queue)} dead letter(s)")
+            else:
+                print(f"purged {await backend.purge_dead_letters(queue)} dead letter(s)")
+        finally:
+            await backend.close()
+
+    asyncio.run(act())
     return 0
 
 
@@ -95,14 +130,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_cmd.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio")
     run_cmd.add_argument("--log-format", choices=["console", "json"], default="console")
     run_cmd.add_argument("--log-level", choices=LEVELS, default="info")
-    dead = commands.add_parser("dead-letters", help="inspect dead letters recorded in a file")
+    dead = commands.add_parser("dead-letters", help="list, replay or purge dead letters")
     dead_commands = dead.add_subparsers(dest="action", required=True)
-    listing = dead_commands.add_parser("list", help="list a JSON-lines dead-letter file")
-    listing.add_argument("file", help="a file written by JsonLinesSink")
-    listing.add_argument("--json", action="store_true", help="one JSON object per line")
+    for action, text in [
+        ("list", "list dead letters: of a JSON-lines file, or of QUEUE's dead-letter queue"),
+        ("replay", "move QUEUE's dead letters back to QUEUE (needs --rabbitmq)"),
+        ("purge", "delete QUEUE's dead letters (needs --rabbitmq)"),
+    ]:
+        sub = dead_commands.add_parser(action, help=text)
+        sub.add_argument("target", help="a JsonLinesSink file, or a queue with --rabbitmq")
+        sub.add_argument(
+            "--rabbitmq",
+            metavar="URL",
+            default=None,
+            help="broker URL (default: $FOXACTORS_RABBITMQ_URL, which keeps the password "
+            "off the command line)",
+        )
+        sub.add_argument("--json", action="store_true", help="one JSON object per line")
     args = parser.parse_args(argv)
     if args.command == "dead-letters":
-        return _list_dead_letters(args.file, as_json=args.json)
+        url = args.rabbitmq or os.environ.get("FOXACTORS_RABBITMQ_URL")
+        if url is None:
+            if args.action != "list":
+                parser.error(f"dead-letters {args.action} needs --rabbitmq URL")
+            return _list_dead_letters(args.target, as_json=args.json)
+        try:
+            return _rabbitmq_dead_letters(args.action, url, args.target, as_json=args.json)
+        except FoxactorsError as exc:
+            print(f"foxactors: {exc}", file=sys.stderr)
+            return 1
 
     configure_logging(args.log_format, args.log_level)
     log = structlog.get_logger("foxactors")
