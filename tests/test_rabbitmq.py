@@ -425,3 +425,29 @@ async def test_the_cli_lists_replays_and_purges_dead_letters(
     assert wrong.returncode == 1
     assert "cannot connect" in wrong.stderr
     assert "t0psecret" not in wrong.stderr
+
+
+async def test_quorum_queues_count_redeliveries_and_retry(rabbitmq: RabbitMQ, queue: str) -> None:
+    backend = RabbitMQBackend(rabbitmq.url, topology=Topology(queue_type="quorum"))
+    await backend.publish(queue, "q")
+    source = await backend.open_source(queue, prefetch=2)
+    first = await receive_one(source)
+    first.handle.requeue()
+    second = await receive_one(source)  # x-delivery-count says 1
+    assert second.message.attempt == 2
+    second.handle.retry(0.01)
+    third = await receive_one(source)
+    assert third.message.attempt == 3
+    third.handle.ack()
+    await source.close()
+    assert "quorum" in rabbitmq.ctl("list_queues", "name", "type")
+    await backend.close()
+
+
+async def test_an_unroutable_publish_is_an_error_not_silence(
+    backend: RabbitMQBackend, queue: str, rabbitmq: RabbitMQ
+) -> None:
+    await backend.publish(queue, "declared")
+    rabbitmq.ctl("delete_queue", queue)  # gone behind the backend's back
+    with pytest.raises(fa.BackendError, match="did not take the message"):
+        await backend.publish(queue, "lost?")
