@@ -451,3 +451,17 @@ async def test_an_unroutable_publish_is_an_error_not_silence(
     rabbitmq.ctl("delete_queue", queue)  # gone behind the backend's back
     with pytest.raises(fa.BackendError, match="did not take the message"):
         await backend.publish(queue, "lost?")
+
+
+async def test_crash_redeliveries_count_as_attempts_on_classic_queues(
+    backend: RabbitMQBackend, queue: str
+) -> None:
+    await backend.publish(queue, "poison")
+    attempts = []
+    for _ in range(3):  # each consumer "dies" holding the message: close, no settlement
+        source = await backend.open_source(queue, prefetch=1)
+        delivery = await receive_one(source)
+        attempts.append(delivery.message.attempt)
+        await source.close()
+        assert delivery.handle.ack() is False  # stale
+    assert attempts == [1, 2, 3]  # not 1, 2, 2: the redelivered flag alone cannot count

@@ -660,6 +660,12 @@ class RabbitMQSource:
                 f"bad header: {ATTEMPT_HEADER}={headers[ATTEMPT_HEADER]!r} is not a count"
             )
             return None
+        if count is None and raw.delivery.redelivered:
+            # A classic queue only says "redelivered", not how often: make this
+            # redelivery count durably (a copy with the attempt in its header, then
+            # ack), so that max retries holds even if every attempt kills the worker.
+            handle.defer(0)
+            return None
         content_type = props.content_type
         if content_type and content_type != self._codec.content_type:
             handle.dead_letter(
