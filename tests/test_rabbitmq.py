@@ -465,3 +465,36 @@ async def test_crash_redeliveries_count_as_attempts_on_classic_queues(
         await source.close()
         assert delivery.handle.ack() is False  # stale
     assert attempts == [1, 2, 3]  # not 1, 2, 2: the redelivered flag alone cannot count
+
+
+async def test_the_default_stack_retries_through_the_broker_then_dead_letters(
+    backend: RabbitMQBackend, queue: str
+) -> None:
+    attempts: Counter[str] = Counter()
+    settled = anyio.Event()
+
+    async def handle(message: fa.Message) -> None:
+        attempts[message.payload] += 1
+        assert message.attempt == attempts[message.payload]  # carried by x-retry-attempt
+        if message.payload == "bad":
+            if message.attempt == 3:
+                settled.set()
+            raise ValueError("bad address")
+
+    await backend.publish(queue, "good")
+    await backend.publish(queue, "bad")
+    app = (
+        fa.WorkerApp("rabbit")
+        .add_worker(handle)
+        .with_retry(max_retries=2, initial_backoff=0.01, jitter=0)
+    )
+    async with fa.open_system(app.build(backend, queue)):
+        with anyio.fail_after(30):
+            await settled.wait()
+    # the graceful stop waited for every settlement, the dead-letter copy's confirm included
+    assert await backend.count_dead_letters(queue) == 1
+    assert attempts == {"good": 1, "bad": 3}
+    (letter,) = await backend.dead_letters(queue)
+    assert letter.reason == "failed after 3 attempts: ValueError: bad address"
+    assert letter.attempts == 3
+    assert letter.properties.headers["x-final-attempt"] == 3
