@@ -1,0 +1,106 @@
+"""Property test against a real RabbitMQ: random failure schedules and connection cuts.
+
+Whatever the schedule, every published message ends acked after a success or in the
+dead-letter queue; none is lost; handlers run at most ``max_retries + 1`` times per
+message (attempts survive redeliveries); without a cut, each message is settled
+exactly once; with one, the only duplicates are deliveries that were in flight.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections import Counter
+
+import aio_pika
+import anyio
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
+
+import foxactors as fa
+from foxactors.backends import RabbitMQBackend
+from foxactors.testing.servers import RabbitMQ
+
+
+@settings(max_examples=10 if os.environ.get("CI") else 5, deadline=None)
+@given(
+    failures=st.lists(st.integers(0, 4), min_size=4, max_size=30),  # fails its first k tries
+    max_retries=st.integers(0, 3),
+    prefetch=st.integers(1, 20),
+    cut_after=st.one_of(st.none(), st.integers(1, 4), st.integers(1, 20)),
+)
+def test_no_message_is_lost_or_settled_twice_on_rabbitmq(
+    rabbitmq: RabbitMQ,
+    failures: list[int],
+    max_retries: int,
+    prefetch: int,
+    cut_after: int | None,
+) -> None:
+    queue = f"prop-{uuid.uuid4().hex[:8]}"
+    calls: Counter[int] = Counter()
+    successes: Counter[int] = Counter()
+    finals: Counter[int] = Counter()  # the last permitted attempt failed
+    expected_ok = {n for n, k in enumerate(failures) if k <= max_retries}
+    expected_dead = set(range(len(failures))) - expected_ok
+
+    async def main() -> tuple[list[fa.DeadLetter], int]:
+        backend = RabbitMQBackend(rabbitmq.url)
+        done, cut = anyio.Event(), anyio.Event()
+
+        async def handle(message: fa.Message) -> None:
+            k, n = message.payload
+            calls[n] += 1
+            if sum(calls.values()) == cut_after:
+                cut.set()
+            try:
+                if message.attempt <= k:
+                    if message.attempt >= max_retries + 1:
+                        finals[n] += 1
+                    raise RuntimeError("flaky")
+                successes[n] += 1
+            finally:
+                if set(successes) | set(finals) == set(range(len(failures))):
+                    done.set()
+
+        async def cutter() -> None:
+            await cut.wait()
+            await anyio.to_thread.run_sync(rabbitmq.ctl, "close_all_connections", "cut")
+
+        for n, k in enumerate(failures):
+            await backend.publish(queue, [k, n])
+        app = (
+            fa.WorkerApp("prop")
+            .add_worker(handle)
+            .with_prefetch(prefetch)
+            .with_retry(max_retries=max_retries, initial_backoff=0.005, jitter=0)
+            .with_reconnect(min_delay=0.05, max_delay=0.2)
+        )
+        async with fa.open_system(app.build(backend, queue)), anyio.create_task_group() as tg:
+            tg.start_soon(cutter)
+            with anyio.fail_after(60):
+                await done.wait()
+            tg.cancel_scope.cancel()
+        event("connection cut mid-stream" if cut.is_set() else "no cut")
+        letters = await backend.dead_letters(queue)
+        await backend.close()
+        connection = await aio_pika.connect(rabbitmq.url)
+        async with connection:
+            channel = await connection.channel()
+            left = await channel.declare_queue(queue, passive=True)
+            ready = left.declaration_result.message_count or 0
+        return letters, ready
+
+    letters, left_in_queue = anyio.run(main, backend="asyncio")
+    dead = Counter(letter.body for letter in letters)
+    dead_ns = {int(body.split(b",")[1].rstrip(b"]")) for body in dead}
+    assert left_in_queue == 0  # nothing stranded
+    assert set(successes) == expected_ok  # none lost
+    assert dead_ns == expected_dead
+    most = max_retries + 1 + (cut_after is not None)  # one more: a success whose ack was cut
+    assert max(calls.values()) <= most  # attempts survive redeliveries
+    if cut_after is None or cut_after > sum(calls.values()):
+        assert all(count == 1 for count in successes.values())  # settled exactly once
+        assert all(count == 1 for count in dead.values())
+    else:
+        duplicates = sum(c - 1 for c in successes.values()) + sum(c - 1 for c in dead.values())
+        assert duplicates <= prefetch  # only what was in flight
