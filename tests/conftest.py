@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Iterator
@@ -12,7 +13,13 @@ import structlog
 from hypothesis import HealthCheck, settings
 
 from foxactors.testing import anyio_backend_options
-from foxactors.testing.servers import RabbitMQ, ServerNotInstalled, rabbitmq_server
+from foxactors.testing.servers import (
+    RabbitMQ,
+    RedisServer,
+    ServerNotInstalled,
+    rabbitmq_server,
+    redis_server,
+)
 
 # Keep test output readable: lifecycle events at info and above only. Tests that
 # assert on events use structlog.testing.capture_logs, which bypasses this.
@@ -35,21 +42,27 @@ def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
     return anyio_backend_options(request.param)
 
 
-@pytest.fixture(scope="session")
-def rabbitmq() -> Iterator[RabbitMQ]:
-    """A RabbitMQ node of this test run's own (one per xdist worker).
-
-    Missing, it skips the broker tests on a developer's machine and fails them under
-    CI, where scripts/test.sh installs it first.
-    """
+def _server(server: contextlib.AbstractContextManager[Any]) -> Iterator[Any]:
+    """Enter a throwaway server; missing, skip here but fail under CI (which installs it)."""
     try:
-        server = rabbitmq_server()
-        broker = server.__enter__()
+        running = server.__enter__()
     except ServerNotInstalled as exc:
         if os.environ.get("CI"):
             pytest.fail(str(exc))
         pytest.skip(str(exc))
     try:
-        yield broker
+        yield running
     finally:
         server.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="session")
+def rabbitmq() -> Iterator[RabbitMQ]:
+    """A RabbitMQ node of this test run's own (one per xdist worker)."""
+    yield from _server(rabbitmq_server())
+
+
+@pytest.fixture(scope="session")
+def redis() -> Iterator[RedisServer]:
+    """A Redis server of this test run's own, with AOF persistence on."""
+    yield from _server(redis_server(appendonly=True))

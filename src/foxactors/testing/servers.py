@@ -150,6 +150,8 @@ def rabbitmq_server() -> Iterator[RabbitMQ]:
             "RABBITMQ_ENABLED_PLUGINS_FILE": str(plugins),
             "RABBITMQ_PID_FILE": str(base / "rabbitmq.pid"),
             "ERL_EPMD_ADDRESS": "127.0.0.1",
+            # the distribution (clustering) listener too, not only AMQP
+            "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
         }
         (base / "log").mkdir()
         broker = RabbitMQ(port, node, env)
@@ -158,3 +160,67 @@ def rabbitmq_server() -> Iterator[RabbitMQ]:
             yield broker
         finally:
             broker.stop()
+
+
+@attrs.define
+class RedisServer:
+    """One redis-server of ours: its port, data directory and process."""
+
+    port: int
+    directory: Path
+    appendonly: bool
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """The ``redis://`` URL of this server."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        """Start the server in the foreground (we keep its pid) and wait until it listens."""
+        server = require_server("redis-server")
+        self.process = subprocess.Popen(  # noqa: S603 - our own server binary
+            [
+                server,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.directory),
+                "--appendonly",
+                "yes" if self.appendonly else "no",
+                "--save",
+                "",
+                "--daemonize",
+                "no",
+                "--logfile",
+                str(self.directory / "redis.log"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        _wait_for_port(self.port, self.process, 30)
+
+    def stop(self, *, kill: bool = False) -> None:
+        """Stop our server by its pid: SIGTERM (or SIGKILL with ``kill``)."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        if kill:
+            self.process.kill()
+        else:
+            self.process.terminate()
+        self.process.wait(30)
+
+
+@contextlib.contextmanager
+def redis_server(*, appendonly: bool = False) -> Iterator[RedisServer]:
+    """Run a throwaway Redis on loopback for the block (AOF on with ``appendonly``)."""
+    require_server("redis-server")
+    with tempfile.TemporaryDirectory(prefix="foxactors-redis-") as tmp:
+        server = RedisServer(free_port(), Path(tmp), appendonly)
+        try:
+            server.start()
+            yield server
+        finally:
+            server.stop()
