@@ -247,7 +247,7 @@ async def test_a_pipeline_survives_a_cut_connection_by_supervision(
         .with_retry(max_retries=3, initial_backoff=0.01, jitter=0)
         .with_prefetch(10)
     )
-    async with fa.open_system(app.build(backend, queue)):
+    async with fa.open_system(app.build(backend, queue)) as system:
         with anyio.fail_after(30):
             await first_batch.wait()
         rabbitmq.ctl("close_all_connections", "test: cut")
@@ -258,6 +258,15 @@ async def test_a_pipeline_survives_a_cut_connection_by_supervision(
         stats = backend.statistics()
         assert (stats.consuming, stats.lost, stats.reconnects) == (1, 1, 1)
         assert stats.healthy
+        # connection and consumer form a rest_for_one subtree: both were rebuilt
+        snapshot = system.snapshot()
+        intake = snapshot.find("/rabbit/intake")
+        assert intake is not None
+        assert [child.path for child in intake.children] == [
+            "/rabbit/intake/connection",
+            "/rabbit/intake/consumer",
+        ]
+        assert all(child.restarts >= 1 for child in intake.children)
     assert set(seen) == set(range(60))  # none lost; duplicates only for in-flight ones
     assert await backend.count_dead_letters(queue) == 0
     assert backend.statistics().consuming == 0

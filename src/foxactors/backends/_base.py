@@ -9,6 +9,15 @@ import attrs
 from foxactors._ack import Settler
 from foxactors._message import Delivery, MessageProperties
 
+CONNECTION = "foxactors.connection.get"
+"""What a consumer asks a backend's connection actor for: the live connection.
+
+A backend whose consumers share a connection offers ``connection_actor()`` (a factory
+of an actor that owns the connection, answers this message with it, and crashes when
+it is lost) and ``open_source(queue, prefetch=..., connection=...)``. `WorkerApp`
+then puts the connection actor and the consumer under a rest_for_one supervisor.
+"""
+
 
 @attrs.frozen
 class DeadLetter:

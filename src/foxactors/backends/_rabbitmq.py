@@ -24,23 +24,27 @@ import asyncio
 import collections
 import contextlib
 import datetime
+import functools
 import itertools
 import math
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import anyio
 import attrs
 import structlog
 import yarl
 
 from foxactors._ack import AckHandle, Decision
+from foxactors._actor import Actor
 from foxactors._codec import Codec, JsonCodec
 from foxactors._errors import BackendError, ConfigurationError, DecodeError, require_int
+from foxactors._lifecycle import Exit
 from foxactors._message import Delivery, Message, MessageProperties
 
-from ._base import DeadLetter
+from ._base import CONNECTION, DeadLetter
 
 try:
     import aio_pika
@@ -420,11 +424,25 @@ class RabbitMQBackend:
         except aio_pika.exceptions.DeliveryError as exc:
             raise BackendError(f"RabbitMQ did not take the message for {queue!r}: {exc}") from None
 
-    async def open_source(self, queue: str, *, prefetch: int) -> RabbitMQSource:
-        """Start consuming ``queue`` (declaring it) with at most ``prefetch`` unsettled."""
+    def connection_actor(self) -> Callable[[], Actor[Any]]:
+        """A factory of the actor that owns a connection for this backend's consumers.
+
+        `WorkerApp` supervises it with the consumer, rest_for_one: when the connection
+        is lost, the actor crashes and the consumer is rebuilt on a new connection.
+        """
+        return functools.partial(RabbitMQConnection, self)
+
+    async def open_source(
+        self, queue: str, *, prefetch: int, connection: Any = None
+    ) -> RabbitMQSource:
+        """Start consuming ``queue`` (declaring it) with at most ``prefetch`` unsettled.
+
+        On a channel of ``connection`` if given (it stays open when the source closes),
+        else on a connection of the source's own.
+        """
         require_int("prefetch", prefetch, 1)
         await self.declare(queue)
-        source = RabbitMQSource(self, queue, prefetch, next(self._generations))
+        source = RabbitMQSource(self, queue, prefetch, next(self._generations), connection)
         await source.start()
         self._consuming += 1
         if self._awaiting:  # replaces a source that was lost
@@ -552,7 +570,12 @@ class RabbitMQSource:
     """
 
     def __init__(
-        self, backend: RabbitMQBackend, queue: str, prefetch: int, generation: int
+        self,
+        backend: RabbitMQBackend,
+        queue: str,
+        prefetch: int,
+        generation: int,
+        connection: Any = None,
     ) -> None:
         self._backend = backend
         self.queue = queue
@@ -572,13 +595,15 @@ class RabbitMQSource:
         self._arrived = asyncio.Event()
         self._credit = asyncio.Event()
         self._settled = asyncio.Event()
-        self._connection: Any = None
+        self._connection: Any = connection
+        self._owns_connection = connection is None
         self._channel: Any = None
         self._raw: Any = None
 
     async def start(self) -> None:
-        """Connect, set the prefetch (QoS) and start consuming."""
-        self._connection = await self._backend.connect()
+        """Connect (unless given a connection), set the prefetch (QoS), consume."""
+        if self._owns_connection:
+            self._connection = await self._backend.connect()
         self._channel = await self._connection.channel(publisher_confirms=True)
         await self._channel.set_qos(prefetch_count=self.prefetch)
         self._channel.close_callbacks.add(self._on_close)
@@ -848,5 +873,57 @@ class RabbitMQSource:
             self._unsettled.clear()
             self._arrived.set()
             self._credit.set()
-            with contextlib.suppress(Exception):
-                await self._connection.close()
+            # even when cancelled: an open channel would keep its deliveries for ever
+            with (
+                anyio.CancelScope(shield=True),
+                anyio.move_on_after(10),
+                contextlib.suppress(Exception),
+            ):
+                if self._owns_connection:
+                    await self._connection.close()
+                else:  # closing the channel returns its unacknowledged deliveries
+                    await self._channel.close()
+
+
+class RabbitMQConnection(Actor[Any]):
+    """Owns one connection for the consumers under the same supervisor.
+
+    Answers `CONNECTION` with it; when the broker closes it or the network drops,
+    this actor crashes, so its rest_for_one supervisor rebuilds it and then the
+    consumers that depended on it: never a connection back while consumers stay gone.
+    """
+
+    def __init__(self, backend: RabbitMQBackend) -> None:
+        self._backend = backend
+        self._stopping = False
+
+    async def on_start(self) -> None:
+        """Connect (a wrong URL or password fails the start, with a clear error)."""
+        self.connection = await self._backend.connect()
+        self._lost = asyncio.Event()
+        self._error: BaseException | None = None
+        self.connection.close_callbacks.add(self._on_close)
+        self.start_task(self._watch)
+
+    def _on_close(self, _sender: Any, exc: BaseException | None) -> None:
+        if not self._stopping:
+            self._error = exc
+            self._lost.set()
+
+    async def _watch(self) -> None:
+        await self._lost.wait()
+        raise BackendError(f"lost the RabbitMQ connection: {self._error or 'closed'}")
+
+    async def receive(self, message: Any) -> Any:
+        """Answer `CONNECTION` with the live connection."""
+        if message == CONNECTION:
+            if self._lost.is_set():
+                raise BackendError("the RabbitMQ connection is lost; reconnecting")
+            return self.connection
+        return None
+
+    async def on_stop(self, exit: Exit) -> None:
+        """Close the connection."""
+        self._stopping = True
+        with contextlib.suppress(Exception):
+            await self.connection.close()

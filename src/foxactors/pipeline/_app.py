@@ -53,9 +53,12 @@ class Pipeline(Supervisor):
     and returns whatever missed the deadline to the queue.
     """
 
-    def __init__(self, children: list[ChildSpec], *, drain_timeout: float) -> None:
+    def __init__(
+        self, children: list[ChildSpec], *, drain_timeout: float, consumer: str = "consumer"
+    ) -> None:
         super().__init__(children, strategy="one_for_one", max_restarts=10, within=30)
         self._drain_timeout = drain_timeout
+        self._consumer = consumer
 
     async def on_stop(self, exit: Exit) -> None:
         """Drain first (on a graceful stop), then stop the children."""
@@ -65,7 +68,7 @@ class Pipeline(Supervisor):
 
     async def _drain(self) -> None:
         try:
-            source: Source = await self.find("consumer").ask(STOP_INTAKE, timeout=5)
+            source: Source = await self.find(self._consumer).ask(STOP_INTAKE, timeout=5)
             returned = await self.find("pool").ask(RETURN_PENDING, timeout=5)
         except ActorError as exc:
             self.log.warning("pipeline.drain_skipped", error=str(exc))
@@ -112,6 +115,7 @@ class WorkerApp:
         self._bound: tuple[Backend, str] | None = None
         self._breaker: Breaker | None = None
         self._reconnect: Backoff | None = None
+        self._give_up_after: int | None = None
 
     def add_worker(
         self,
@@ -264,15 +268,26 @@ class WorkerApp:
         self._drain_timeout = seconds
         return self
 
-    def with_reconnect(self, backoff: Backoff | None = None, **options: Any) -> Self:
+    def with_reconnect(
+        self,
+        backoff: Backoff | None = None,
+        *,
+        give_up_after: int | None = None,
+        **options: Any,
+    ) -> Self:
         """How the consumer comes back after losing its broker connection.
 
-        A lost connection crashes the consumer; the pipeline restarts it after a
-        delay from ``backoff`` (or `Backoff` keyword options), for ever: exponential
-        with jitter by default (0.1 s doubling to 10 s, +20%); for a fixed delay, set
-        ``min_delay == max_delay`` and ``random_factor=0``.
+        A lost connection crashes the consumer (and, on brokers with a connection
+        actor, that actor); they are restarted after a delay from ``backoff`` (or
+        `Backoff` keyword options): exponential with jitter by default (0.1 s
+        doubling to 10 s, +20%); for a fixed delay, set ``min_delay == max_delay``
+        and ``random_factor=0``. For ever, unless ``give_up_after`` restarts happen
+        within a minute: then the pipeline fails like any supervisor that gave up.
         """
+        if give_up_after is not None:
+            require_int("give_up_after", give_up_after, 1)
         self._reconnect = backoff if backoff is not None else Backoff(**options)
+        self._give_up_after = give_up_after
         return self
 
     def with_backend(self, backend: Backend, queue: str) -> Self:
@@ -330,7 +345,9 @@ class WorkerApp:
         if self._batch is not None:
             _, size, interval = self._batch
             stages.append(("batch", functools.partial(BatchStage, size, interval)))
-        names = ["consumer", *(n for n, _ in stages), "pool"]
+        connection_actor = getattr(backend, "connection_actor", None)
+        consumer_path = "intake/consumer" if connection_actor is not None else "consumer"
+        names = [consumer_path, *(n for n, _ in stages), "pool"]
         children: list[ChildSpec] = []
         if self._sinks:
             sinks = list(self._sinks)
@@ -360,24 +377,42 @@ class WorkerApp:
                     mailbox_size=mailbox,
                 )
             )
-        children.append(
-            ChildSpec(
-                "consumer",
-                functools.partial(
-                    Consumer,
-                    backend,
-                    queue,
-                    prefetch=self._prefetch,
-                    downstream=f"../{names[1]}",
-                    dead_letters="../dead-letters" if self._sinks else None,
-                ),
-                mailbox_size=mailbox,
-                backoff=self._reconnect,
-            )
+        up = "../../" if connection_actor is not None else "../"
+        consumer = ChildSpec(
+            "consumer",
+            functools.partial(
+                Consumer,
+                backend,
+                queue,
+                prefetch=self._prefetch,
+                downstream=f"{up}{names[1]}",
+                dead_letters=f"{up}dead-letters" if self._sinks else None,
+                connection="../connection" if connection_actor is not None else None,
+            ),
+            mailbox_size=mailbox,
+            backoff=self._reconnect,
         )
+        if connection_actor is None:
+            children.append(consumer)
+        else:  # a lost connection takes down the consumers that use it, and only them
+            children.append(
+                Supervisor.spec(
+                    "intake",
+                    [
+                        ChildSpec("connection", connection_actor(), backoff=self._reconnect),
+                        consumer,
+                    ],
+                    strategy="rest_for_one",
+                    max_restarts=self._give_up_after or 2**31,  # for ever, paced by backoff
+                    within=60,
+                    shutdown=None,
+                )
+            )
         return ChildSpec(
             self._name,
-            functools.partial(Pipeline, children, drain_timeout=self._drain_timeout),
+            functools.partial(
+                Pipeline, children, drain_timeout=self._drain_timeout, consumer=consumer_path
+            ),
             restart=Restart.PERMANENT,
             shutdown=None,
         )

@@ -11,7 +11,7 @@ from foxactors._actor import Actor
 from foxactors._errors import ActorError
 from foxactors._lifecycle import Exit
 from foxactors._message import Message, Outcome, OutcomeKind
-from foxactors.backends._base import Backend, DeadLetter, Source
+from foxactors.backends._base import CONNECTION, Backend, DeadLetter, Source
 
 from ._work import BatchOutcomes
 
@@ -39,16 +39,27 @@ class Consumer(Actor[Any]):
         prefetch: int,
         downstream: str,
         dead_letters: str | None = None,
+        connection: str | None = None,
     ) -> None:
         self._backend = backend
+        self._connection = connection
         self._dead_letters = dead_letters
         self._queue = queue
         self._prefetch = prefetch
         self._downstream = downstream
 
     async def on_start(self) -> None:
-        """Open the source and start pulling."""
-        self.source: Source = await self._backend.open_source(self._queue, prefetch=self._prefetch)
+        """Open the source (on the connection actor's connection, if any) and pull."""
+        if self._connection is None:
+            self.source: Source = await self._backend.open_source(
+                self._queue, prefetch=self._prefetch
+            )
+        else:  # a broker connection owned by a sibling actor (see WorkerApp.build)
+            connection = await self.find(self._connection).ask(CONNECTION, timeout=30)
+            opener: Any = self._backend
+            self.source = await opener.open_source(
+                self._queue, prefetch=self._prefetch, connection=connection
+            )
         self._intake = anyio.CancelScope()
         self.start_task(self._pull)
 
