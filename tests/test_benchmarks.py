@@ -23,34 +23,32 @@ FIGURES = {
 RATIOS = {"core": 4, "pipeline": 1}
 
 
+def quick_run(script: str, *args: str) -> str:
+    """Run ``benchmarks/<script>.py --quick`` and return what it printed."""
+    proc = subprocess.run(
+        [sys.executable, f"benchmarks/{script}.py", "--quick", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
 @pytest.mark.parametrize("script", sorted(FIGURES))
 def test_benchmark_prints_each_figure_beside_its_baseline(script: str, backend: str) -> None:
-    proc = subprocess.run(
-        [sys.executable, f"benchmarks/{script}.py", "--quick", "--backend", backend],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
+    out = quick_run(script, "--backend", backend)
     for figure in FIGURES[script]:
-        assert figure in proc.stdout
-    assert proc.stdout.count("->") >= RATIOS[script]  # each figure as a ratio to its baseline
+        assert figure in out
+    assert out.count("->") >= RATIOS[script]  # each figure as a ratio to its baseline
 
 
 def test_rabbitmq_benchmark_prints_each_figure_beside_its_baselines(rabbitmq: RabbitMQ) -> None:
-    proc = subprocess.run(
-        [sys.executable, "benchmarks/rabbitmq.py", "--quick", "--url", rabbitmq.url],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
+    out = quick_run("rabbitmq", "--url", rabbitmq.url)
     for figure in ("publish with confirms", "(a) raw aio-pika", "(b) raw aio-pika", "foxactors"):
-        assert figure in proc.stdout
-    assert "foxactors / (a):" in proc.stdout
-    assert "foxactors / (b):" in proc.stdout
+        assert figure in out
+    assert "foxactors / (a):" in out
+    assert "foxactors / (b):" in out
