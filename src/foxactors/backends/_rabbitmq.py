@@ -122,6 +122,10 @@ class Topology:
         """The dead-letter queue of ``queue``."""
         return self.dead_letter_queue.format(q=queue)
 
+    def retry_exchange_of(self, queue: str) -> str:
+        """The retry exchange of ``queue``."""
+        return self.retry_exchange.format(q=queue)
+
     def arguments(self, queue: str) -> dict[str, Any]:
         """The declaration arguments of the work queue ``queue``."""
         args: dict[str, Any] = {
@@ -224,9 +228,10 @@ class RabbitMQBackend:
         await backend.publish("emails", {"to": "ada@example.com"})
         ```
 
-    Connections are opened on first use. Each source has its own connection and
-    channel; when either is lost, the source fails and the consumer actor crashes, so
-    its supervisor reconnects with backoff.
+    Connections are opened on first use. In a `WorkerApp`, a connection actor owns the
+    consumer's connection (see `connection_actor`); when the connection or channel is
+    lost, the actors that depend on it crash and their supervisor rebuilds them with
+    backoff.
     """
 
     name = "rabbitmq"
@@ -297,9 +302,7 @@ class RabbitMQBackend:
     async def _channel(self) -> Any:
         async with self._lock:
             if self._publisher is None or self._publisher[1].is_closed:
-                if self._publisher is not None:
-                    await self._publisher[0].close()
-                    self._declared.clear()
+                await self._drop_publisher()
                 connection = await self.connect()
                 channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
                 self._publisher = (connection, channel)
@@ -323,7 +326,7 @@ class RabbitMQBackend:
             )
             await channel.declare_queue(queue, durable=True, arguments=topology.arguments(queue))
             await channel.declare_exchange(
-                topology.retry_exchange.format(q=queue), aio_pika.ExchangeType.DIRECT, durable=True
+                topology.retry_exchange_of(queue), aio_pika.ExchangeType.DIRECT, durable=True
             )
         except aio_pika.exceptions.ChannelPreconditionFailed as exc:
             raise BackendError(
@@ -349,10 +352,7 @@ class RabbitMQBackend:
                 "x-dead-letter-routing-key": queue,
             },
         )
-        exchange = await channel.declare_exchange(
-            self.topology.retry_exchange.format(q=queue), aio_pika.ExchangeType.DIRECT, durable=True
-        )
-        await bucket.bind(exchange, key)
+        await bucket.bind(self.topology.retry_exchange_of(queue), key)  # declared with the queue
         self._declared_buckets.add((queue, ms))
         return key
 
@@ -416,7 +416,7 @@ class RabbitMQBackend:
             if delay > 0:
                 key = await self._retry_target(channel, queue, delay)
                 exchange = await channel.get_exchange(
-                    self.topology.retry_exchange.format(q=queue), ensure=False
+                    self.topology.retry_exchange_of(queue), ensure=False
                 )
                 await exchange.publish(message, routing_key=key, mandatory=True)
             else:
@@ -559,7 +559,7 @@ class _Held:
 
 
 class RabbitMQSource:
-    """One consumer of one RabbitMQ queue, on a connection and channel of its own.
+    """One consumer of one RabbitMQ queue, on a channel of its own.
 
     Settlements are applied by a flusher task, in batches: retry, defer and
     dead-letter copies are published and confirmed first, then the originals are
@@ -619,15 +619,19 @@ class RabbitMQSource:
         return None
 
     def _on_close(self, _sender: Any, exc: BaseException | None) -> None:
-        if self._closed:
-            return
-        self._failure = BackendError(
-            f"lost the RabbitMQ channel of {self.queue!r}: {exc or 'closed by the broker'}"
-        )
-        _logger.error("rabbitmq.channel_lost", queue=self.queue, error=str(exc))
-        self._end(lost=True)
-        self._arrived.set()
-        self._credit.set()
+        if not self._closed:
+            _logger.error("rabbitmq.channel_lost", queue=self.queue, error=str(exc))
+            self._fail(
+                f"lost the RabbitMQ channel of {self.queue!r}: {exc or 'closed by the broker'}"
+            )
+
+    def _fail(self, reason: str) -> None:
+        """The channel is gone: `receive` raises from now on, waiters wake up."""
+        if self._failure is None:
+            self._failure = BackendError(reason)
+            self._end(lost=True)
+            self._arrived.set()
+            self._credit.set()
 
     def _end(self, *, lost: bool) -> None:
         if not self._ended:
@@ -778,11 +782,8 @@ class RabbitMQSource:
                         await self._raw.basic_reject(tag, requeue=True)
                         self._done.add(tag)
         except Exception as exc:  # the channel went away: the broker returns them all
-            if self._failure is None and not self._closed:
-                self._failure = BackendError(f"settling on {self.queue!r} failed: {exc}")
-                self._end(lost=True)
-                self._arrived.set()
-                self._credit.set()
+            if not self._closed:
+                self._fail(f"settling on {self.queue!r} failed: {exc}")
         finally:
             self._flusher = None
             self._settled.set()
