@@ -1,5 +1,5 @@
 """The backend contract, run against every backend: memory (asyncio and trio, virtual
-time) and a real RabbitMQ server (asyncio, real time, delays scaled down).
+time) and real RabbitMQ and Redis servers (asyncio, real time, delays scaled down).
 
 A new backend joins by adding a case to ``CASES`` and a branch to the ``backend`` fixture.
 """
@@ -15,13 +15,14 @@ import pytest
 from anyio import wait_all_tasks_blocked
 
 import foxactors as fa
-from foxactors.backends import Backend, RabbitMQBackend, Topology
+from foxactors.backends import Backend, Leases, RabbitMQBackend, RedisBackend, Topology
 from foxactors.testing import anyio_backend_options
 
 pytestmark = pytest.mark.anyio
 
 MEMORY = [("memory", "asyncio"), ("memory", "trio")]
-CASES = [*MEMORY, ("rabbitmq", "asyncio")]
+CASES = [*MEMORY, ("rabbitmq", "asyncio"), ("redis", "asyncio")]
+PRIORITIES = [*MEMORY, ("rabbitmq", "asyncio")]  # Redis streams keep insertion order
 
 
 @pytest.fixture(params=CASES, ids=["-".join(case) for case in CASES])
@@ -50,6 +51,12 @@ def queue() -> str:
 async def backend(case: tuple[str, str], request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
     if case[0] == "memory":
         yield fa.MemoryBackend()
+        return
+    if case[0] == "redis":
+        server = request.getfixturevalue("redis")
+        streams = RedisBackend(server.url, poll_interval=0.02, leases=Leases(claim_min_idle=30))
+        yield streams
+        await streams.close()
         return
     broker = request.getfixturevalue("rabbitmq")
     rabbit = RabbitMQBackend(broker.url, topology=Topology(max_priority=10))
@@ -211,6 +218,7 @@ async def test_a_delay_does_not_hold_up_others(backend: Backend, queue: str, sca
     await source.close()
 
 
+@pytest.mark.parametrize("case", PRIORITIES)
 async def test_priority_orders_delivery(backend: Backend, queue: str) -> None:
     for n, priority in [(1, 0), (2, 5), (3, 9), (4, 5)]:
         await backend.publish(queue, n, properties=fa.MessageProperties(priority=priority))

@@ -19,7 +19,8 @@ import pytest
 
 import foxactors as fa
 from foxactors.backends import RabbitMQBackend, Topology
-from foxactors.backends._rabbitmq import delay_bucket, redact
+from foxactors.backends._base import redact
+from foxactors.backends._rabbitmq import delay_bucket
 from foxactors.testing.servers import RabbitMQ
 
 pytestmark = pytest.mark.anyio

@@ -1,4 +1,4 @@
-"""Message backends: the embedded memory backend, RabbitMQ; Redis to come.
+"""Message backends: the embedded memory backend, RabbitMQ and Redis Streams.
 
 Backends are imported lazily by name, so an application pays only for the one it
 uses, and a missing extra says what to install.
@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._base import Backend as Backend
+from ._base import ConnectionStatistics as ConnectionStatistics
 from ._base import DeadLetter as DeadLetter
 from ._base import Source as Source
 from ._memory import MemoryBackend as MemoryBackend
@@ -18,13 +19,26 @@ if TYPE_CHECKING:
     from ._rabbitmq import RabbitMQBackend as RabbitMQBackend
     from ._rabbitmq import RabbitMQSource as RabbitMQSource
     from ._rabbitmq import Topology as Topology
+    from ._redis import Leases as Leases
+    from ._redis import RedisBackend as RedisBackend
+    from ._redis import RedisSource as RedisSource
+    from ._redis import RedisStatistics as RedisStatistics
 
-_LAZY = {"RabbitMQBackend", "RabbitMQSource", "Topology"}
+_LAZY = {
+    "RabbitMQBackend": "_rabbitmq",
+    "RabbitMQSource": "_rabbitmq",
+    "Topology": "_rabbitmq",
+    "Leases": "_redis",
+    "RedisBackend": "_redis",
+    "RedisSource": "_redis",
+    "RedisStatistics": "_redis",
+}
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        from . import _rabbitmq  # noqa: PLC0415
+    module = _LAZY.get(name)
+    if module is not None:
+        import importlib  # noqa: PLC0415
 
-        return getattr(_rabbitmq, name)
+        return getattr(importlib.import_module(f"{__name__}.{module}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

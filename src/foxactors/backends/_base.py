@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any, Protocol
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import attrs
 
@@ -15,8 +16,105 @@ CONNECTION = "foxactors.connection.get"
 A backend whose consumers share a connection offers ``connection_actor()`` (a factory
 of an actor that owns the connection, answers this message with it, and crashes when
 it is lost) and ``open_source(queue, prefetch=..., connection=...)``. `WorkerApp`
-then puts the connection actor and the consumer under a rest_for_one supervisor.
+then puts the connection actor and the consumer under a rest_for_one supervisor,
+followed by the backend's ``intake_actors(queue)`` if it has any (named factories of
+helper actors that ask the consumer for its source with `SOURCE`).
 """
+
+
+SOURCE = "foxactors.consumer.source"
+"""What a backend's helper actors ask the consumer for: its current source."""
+
+
+def redact(url: str) -> str:
+    """Return ``url`` with its password (in the authority or the query) as ``***``."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except (TypeError, ValueError):
+        return "<unparseable URL>"
+    netloc = parts.netloc
+    if password is not None:
+        host = netloc.rpartition("@")[2]
+        netloc = f"{parts.username or ''}:***@{host}"
+    query = parts.query
+    if "password" in query:
+        query = urlencode([(k, "***" if k == "password" else v) for k, v in parse_qsl(query, True)])
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+@attrs.frozen
+class ConnectionStatistics:
+    """What a broker backend's connections are doing, for health checks and dashboards.
+
+    Attributes:
+        consuming: Sources consuming right now. Health means this is above zero for
+            a worker, not merely that a connection is open.
+        connects: Connections opened successfully, in all.
+        reconnects: Sources started after one of them was lost (supervised restarts).
+        consecutive_failures: Failed connection attempts since the last success.
+        lost: Sources whose connection or channel was lost, in all.
+        last_error: The last connection error (password redacted), or None.
+    """
+
+    consuming: int
+    connects: int
+    reconnects: int
+    consecutive_failures: int
+    lost: int
+    last_error: str | None
+
+    @property
+    def healthy(self) -> bool:
+        """True while at least one source consumes."""
+        return self.consuming > 0
+
+
+class ConnectionCounts:
+    """The counters behind `ConnectionStatistics`, kept by a broker backend."""
+
+    def __init__(self) -> None:
+        self.consuming = 0
+        self.connects = 0
+        self.reconnects = 0
+        self.failures = 0
+        self.lost = 0
+        self.awaiting = 0
+        self.last_error: str | None = None
+
+    def snapshot(self) -> ConnectionStatistics:
+        """The counts as a frozen `ConnectionStatistics`."""
+        return ConnectionStatistics(
+            self.consuming,
+            self.connects,
+            self.reconnects,
+            self.failures,
+            self.lost,
+            self.last_error,
+        )
+
+    def connected(self) -> None:
+        """A connection was opened."""
+        self.failures = 0
+        self.connects += 1
+
+    def failed(self, error: str) -> None:
+        """A connection attempt failed with ``error`` (already redacted)."""
+        self.failures += 1
+        self.last_error = error
+
+    def started(self) -> None:
+        """A source started consuming (a reconnect if one was lost before)."""
+        self.consuming += 1
+        if self.awaiting:
+            self.awaiting -= 1
+            self.reconnects += 1
+
+    def ended(self, *, lost: bool) -> None:
+        """A source stopped consuming, closed or ``lost``."""
+        self.consuming -= 1
+        self.lost += lost
+        self.awaiting += lost
 
 
 @attrs.frozen

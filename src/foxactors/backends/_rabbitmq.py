@@ -35,7 +35,6 @@ from typing import Any
 import anyio
 import attrs
 import structlog
-import yarl
 
 from foxactors._ack import AckHandle, Decision
 from foxactors._actor import Actor
@@ -44,7 +43,13 @@ from foxactors._errors import BackendError, ConfigurationError, DecodeError, req
 from foxactors._lifecycle import Exit
 from foxactors._message import Delivery, Message, MessageProperties
 
-from ._base import CONNECTION, DeadLetter
+from ._base import (
+    CONNECTION,
+    ConnectionCounts,
+    ConnectionStatistics,
+    DeadLetter,
+    redact,
+)
 
 try:
     import aio_pika
@@ -61,15 +66,6 @@ ATTEMPT_HEADER = "x-retry-attempt"
 _DLQ_HEADERS = ("x-original-routing-key", "x-failure-reason", "x-final-attempt", "x-failed-at")
 _REPLAY_DROPS = frozenset({*_DLQ_HEADERS, ATTEMPT_HEADER, "x-death", "x-delivery-count"})
 _CLUSTER_HEADER = "x-cluster-id"  # AMQP 0-9-1 reserves cluster-id; RabbitMQ refuses it
-
-
-def redact(url: str) -> str:
-    """Return ``url`` with its password replaced by ``***`` (for logs and errors)."""
-    try:
-        parsed = yarl.URL(url)
-    except (TypeError, ValueError):
-        return "<unparseable URL>"
-    return str(parsed.with_password("***")) if parsed.password else str(parsed)
 
 
 _CONNECTION_ERRORS = (
@@ -185,33 +181,6 @@ def from_amqp(props: Any) -> MessageProperties:
     )
 
 
-@attrs.frozen
-class ConnectionStatistics:
-    """What a RabbitMQ backend's connections are doing, for health checks and dashboards.
-
-    Attributes:
-        consuming: Sources consuming right now. Health means this is above zero for
-            a worker, not merely that a connection is open.
-        connects: Connections opened successfully, in all.
-        reconnects: Sources started after one of them was lost (supervised restarts).
-        consecutive_failures: Failed connection attempts since the last success.
-        lost: Sources whose connection or channel was lost, in all.
-        last_error: The last connection error (password redacted), or None.
-    """
-
-    consuming: int
-    connects: int
-    reconnects: int
-    consecutive_failures: int
-    lost: int
-    last_error: str | None
-
-    @property
-    def healthy(self) -> bool:
-        """True while at least one source consumes."""
-        return self.consuming > 0
-
-
 class RabbitMQBackend:
     """Publish to and consume from RabbitMQ, with retry queues and a dead-letter queue.
 
@@ -257,24 +226,11 @@ class RabbitMQBackend:
         self._declared_buckets: set[tuple[str, int]] = set()
         self._lock = asyncio.Lock()
         self._generations = itertools.count(1)
-        self._consuming = 0
-        self._connects = 0
-        self._reconnects = 0
-        self._failures = 0
-        self._lost = 0
-        self._awaiting = 0
-        self._last_error: str | None = None
+        self._counts = ConnectionCounts()
 
     def statistics(self) -> ConnectionStatistics:
         """Return connection state and counts (see `ConnectionStatistics`)."""
-        return ConnectionStatistics(
-            self._consuming,
-            self._connects,
-            self._reconnects,
-            self._failures,
-            self._lost,
-            self._last_error,
-        )
+        return self._counts.snapshot()
 
     async def connect(self) -> aio_pika.abc.AbstractConnection:
         """Open a new connection; a wrong URL or credentials fail with a clear error."""
@@ -284,19 +240,17 @@ class RabbitMQBackend:
             kind = type(exc).__name__
             detail = "wrong user or password?" if "Authentication" in kind else str(exc)
             detail = detail.replace(self.url, redact(self.url))
-            self._failures += 1
-            self._last_error = f"{kind}: {detail}"
+            self._counts.failed(f"{kind}: {detail}")
             _logger.warning(
                 "rabbitmq.connect_failed",
                 url=redact(self.url),
-                error=self._last_error,
-                consecutive_failures=self._failures,
+                error=self._counts.last_error,
+                consecutive_failures=self._counts.failures,
             )
             raise BackendError(
                 f"cannot connect to RabbitMQ at {redact(self.url)}: {kind}: {detail}"
             ) from None
-        self._failures = 0
-        self._connects += 1
+        self._counts.connected()
         return connection
 
     async def _channel(self) -> Any:
@@ -444,17 +398,12 @@ class RabbitMQBackend:
         await self.declare(queue)
         source = RabbitMQSource(self, queue, prefetch, next(self._generations), connection)
         await source.start()
-        self._consuming += 1
-        if self._awaiting:  # replaces a source that was lost
-            self._awaiting -= 1
-            self._reconnects += 1
+        self._counts.started()
         _logger.info("rabbitmq.consuming", queue=queue, consumer_tag=source.consumer_tag)
         return source
 
     def _source_ended(self, *, lost: bool) -> None:
-        self._consuming -= 1
-        self._lost += lost
-        self._awaiting += lost
+        self._counts.ended(lost=lost)
 
     # -- dead letters -----------------------------------------------------------------
 

@@ -401,6 +401,10 @@ class WorkerApp:
                     [
                         ChildSpec("connection", connection_actor(), backoff=self._reconnect),
                         consumer,
+                        *(
+                            ChildSpec(name, factory, backoff=self._reconnect)
+                            for name, factory in _intake_actors(backend, queue)
+                        ),
                     ],
                     strategy="rest_for_one",
                     max_restarts=self._give_up_after or 2**31,  # for ever, paced by backoff
@@ -432,6 +436,12 @@ class WorkerApp:
     ) -> Exit:
         """Build and run until SIGINT/SIGTERM (see `foxactors.run`)."""
         return run(self.build(backend, queue), backend=anyio_backend)
+
+
+def _intake_actors(backend: Backend, queue: str) -> list[tuple[str, Any]]:
+    """A backend's helper actors for its consumer (e.g. Redis lease keepers), if any."""
+    helpers = getattr(backend, "intake_actors", None)
+    return list(helpers(queue)) if helpers is not None else []
 
 
 def _linked(factory: StageFactory, downstream: str, upstream: str) -> Stage:

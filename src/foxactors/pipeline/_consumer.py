@@ -11,7 +11,7 @@ from foxactors._actor import Actor
 from foxactors._errors import ActorError
 from foxactors._lifecycle import Exit
 from foxactors._message import Message, Outcome, OutcomeKind
-from foxactors.backends._base import CONNECTION, Backend, DeadLetter, Source
+from foxactors.backends._base import CONNECTION, SOURCE, Backend, DeadLetter, Source
 
 from ._work import BatchOutcomes
 
@@ -74,7 +74,10 @@ class Consumer(Actor[Any]):
                     await downstream.tell(delivery)
 
     async def receive(self, message: Any) -> Any:
-        """Settle outcomes; on `STOP_INTAKE`, stop pulling and return the source."""
+        """Settle outcomes; on `STOP_INTAKE`, stop pulling and return the source.
+
+        `SOURCE` is answered with the source, for a backend's helper actors.
+        """
         if type(message) is Outcome:
             self._settle(message)
             return None
@@ -84,6 +87,8 @@ class Consumer(Actor[Any]):
             return None
         if message == STOP_INTAKE:
             self._intake.cancel()
+            return self.source
+        if message == SOURCE:  # a backend's helper actors (e.g. Redis leases) ask
             return self.source
         return None
 
