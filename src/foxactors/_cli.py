@@ -98,12 +98,12 @@ def _print_letters(letters: Sequence[DeadLetter], *, as_json: bool) -> None:
     print(f"{len(letters)} dead letter(s)", file=sys.stderr)
 
 
-def _rabbitmq_dead_letters(action: str, url: str, queue: str, *, as_json: bool) -> int:
-    import asyncio  # noqa: PLC0415 - aio-pika runs on asyncio
+def _broker_dead_letters(action: str, broker: str, url: str, queue: str, *, as_json: bool) -> int:
+    import asyncio  # noqa: PLC0415 - the broker clients run on asyncio
 
-    from .backends import RabbitMQBackend  # noqa: PLC0415 - only this command needs it
+    from . import backends  # noqa: PLC0415 - only this command needs them
 
-    backend = RabbitMQBackend(url)
+    backend = backends.RabbitMQBackend(url) if broker == "rabbitmq" else backends.RedisBackend(url)
 
     async def act() -> None:
         try:
@@ -133,29 +133,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     dead = commands.add_parser("dead-letters", help="list, replay or purge dead letters")
     dead_commands = dead.add_subparsers(dest="action", required=True)
     for action, text in [
-        ("list", "list dead letters: of a JSON-lines file, or of QUEUE's dead-letter queue"),
-        ("replay", "move QUEUE's dead letters back to QUEUE (needs --rabbitmq)"),
-        ("purge", "delete QUEUE's dead letters (needs --rabbitmq)"),
+        ("list", "list dead letters: of a JSON-lines file, or of a broker queue or stream"),
+        ("replay", "move a queue's or stream's dead letters back (needs --rabbitmq or --redis)"),
+        ("purge", "delete a queue's or stream's dead letters (needs --rabbitmq or --redis)"),
     ]:
         sub = dead_commands.add_parser(action, help=text)
-        sub.add_argument("target", help="a JsonLinesSink file, or a queue with --rabbitmq")
-        sub.add_argument(
-            "--rabbitmq",
-            metavar="URL",
-            default=None,
-            help="broker URL (default: $FOXACTORS_RABBITMQ_URL, which keeps the password "
-            "off the command line)",
-        )
+        sub.add_argument("target", help="a JsonLinesSink file, or a queue or stream name")
+        brokers = sub.add_mutually_exclusive_group()
+        for broker in ("rabbitmq", "redis"):
+            brokers.add_argument(
+                f"--{broker}",
+                metavar="URL",
+                default=None,
+                help=f"{broker} URL (default: $FOXACTORS_{broker.upper()}_URL, which keeps "
+                "the password off the command line)",
+            )
         sub.add_argument("--json", action="store_true", help="one JSON object per line")
     args = parser.parse_args(argv)
     if args.command == "dead-letters":
-        url = args.rabbitmq or os.environ.get("FOXACTORS_RABBITMQ_URL")
+        choices = [(b, getattr(args, b)) for b in ("rabbitmq", "redis")]  # flags first
+        choices += [
+            (b, os.environ.get(f"FOXACTORS_{b.upper()}_URL")) for b in ("rabbitmq", "redis")
+        ]
+        broker, url = next(((b, u) for b, u in choices if u), ("", None))
         if url is None:
             if args.action != "list":
-                parser.error(f"dead-letters {args.action} needs --rabbitmq URL")
+                parser.error(f"dead-letters {args.action} needs --rabbitmq URL or --redis URL")
             return _list_dead_letters(args.target, as_json=args.json)
         try:
-            return _rabbitmq_dead_letters(args.action, url, args.target, as_json=args.json)
+            return _broker_dead_letters(args.action, broker, url, args.target, as_json=args.json)
         except FoxactorsError as exc:
             print(f"foxactors: {exc}", file=sys.stderr)
             return 1
