@@ -1115,8 +1115,11 @@ class RedisSource:
 
 
 async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
-    """Cancel ``tasks`` until they end: redis-py can swallow a cancellation that lands
-    in the middle of a command (anyio's cancel scopes re-deliver it the same way)."""
+    """Cancel ``tasks`` until they end.
+
+    redis-py can swallow a cancellation that lands in the middle of a command; like
+    anyio's cancel scopes, this delivers it again until the task is gone.
+    """
     pending = set(tasks)
     while pending:
         for task in pending:
