@@ -1095,9 +1095,11 @@ class RedisSource:
                 with contextlib.suppress(*_ERRORS):
                     if healthy:
                         await self._return_pending()
-                if self._owns_client:
-                    with contextlib.suppress(Exception):
+                with contextlib.suppress(Exception):
+                    if self._owns_client:
                         await self.client.aclose()
+                    elif not healthy:  # drop every pooled connection: some are dead
+                        await self.client.connection_pool.disconnect()
             self.backend._release(self.queue, self.consumer)
 
     async def _return_pending(self) -> None:

@@ -169,12 +169,14 @@ class RedisServer:
     port: int
     directory: Path
     appendonly: bool
+    password: str | None = None
     process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        """The ``redis://`` URL of this server."""
-        return f"redis://127.0.0.1:{self.port}/0"
+        """The ``redis://`` URL of this server (with its password, if it has one)."""
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
         """Start the server in the foreground (we keep its pid) and wait until it listens."""
@@ -196,6 +198,7 @@ class RedisServer:
                 "no",
                 "--logfile",
                 str(self.directory / "redis.log"),
+                *(["--requirepass", self.password] if self.password else []),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -214,11 +217,11 @@ class RedisServer:
 
 
 @contextlib.contextmanager
-def redis_server(*, appendonly: bool = False) -> Iterator[RedisServer]:
+def redis_server(*, appendonly: bool = False, password: str | None = None) -> Iterator[RedisServer]:
     """Run a throwaway Redis on loopback for the block (AOF on with ``appendonly``)."""
     require_server("redis-server")
     with tempfile.TemporaryDirectory(prefix="foxactors-redis-") as tmp:
-        server = RedisServer(free_port(), Path(tmp), appendonly)
+        server = RedisServer(free_port(), Path(tmp), appendonly, password)
         try:
             server.start()
             yield server

@@ -1,0 +1,532 @@
+"""Redis Streams behaviour against a real redis-server of the suite's own (asyncio, real time)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+import redis.asyncio as aioredis
+
+import foxactors as fa
+from foxactors.backends import Leases, RedisBackend, RedisSource
+from foxactors.testing.servers import RedisServer, free_port, redis_server
+
+from .conftest import _server
+
+pytestmark = pytest.mark.anyio
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def anyio_backend() -> tuple[str, dict[str, Any]]:
+    return ("asyncio", {})
+
+
+@pytest.fixture
+def stream() -> str:
+    return f"jobs-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+async def backend(redis: RedisServer) -> AsyncIterator[RedisBackend]:
+    streams = RedisBackend(redis.url, poll_interval=0.02)
+    yield streams
+    await streams.close()
+
+
+@pytest.fixture
+async def raw(redis: RedisServer) -> AsyncIterator[Any]:
+    """A plain redis-py client: what another service (or a dead consumer) would do."""
+    client = aioredis.Redis.from_url(redis.url)
+    yield client
+    await client.aclose()
+
+
+async def receive_one(source: Any) -> fa.Delivery:
+    with anyio.fail_after(30):
+        (delivery,) = await source.receive(1)
+    assert isinstance(delivery, fa.Delivery)
+    return delivery
+
+
+async def settled(source: RedisSource) -> None:
+    with anyio.fail_after(30):
+        await source.wait_settled()
+
+
+@pytest.fixture(scope="module")
+def locked() -> Iterator[RedisServer]:
+    """A Redis that wants a password."""
+    yield from _server(redis_server(password="right-one"))
+
+
+async def test_wrong_url_or_password_fails_fast_without_the_password(
+    locked: RedisServer, redis: RedisServer
+) -> None:
+    backend = RedisBackend(f"redis://:hunter2-secret@127.0.0.1:{locked.port}/0")
+    with anyio.fail_after(10), pytest.raises(fa.BackendError) as caught:
+        await backend.publish("q", 1)
+    assert "hunter2-secret" not in str(caught.value)
+    assert "cannot connect to Redis at redis://:***@127.0.0.1" in str(caught.value)
+    assert "wrong user or password?" in str(caught.value)
+    assert backend.statistics().consecutive_failures == 1
+    assert "hunter2" not in str(backend.statistics().last_error)
+    right = RedisBackend(locked.url)
+    assert await right.publish("q", 1)
+    await right.close()
+    closed = RedisBackend(f"redis://127.0.0.1:{free_port()}/0")
+    with anyio.fail_after(10), pytest.raises(fa.BackendError, match="cannot connect"):
+        await closed.open_source("q", prefetch=1)
+    with pytest.raises(fa.ConfigurationError, match="must start with redis://"):
+        RedisBackend("http://user:pw@host/")
+
+
+async def test_properties_map_to_fields_and_back(
+    backend: RedisBackend, stream: str, raw: Any
+) -> None:
+    props = fa.MessageProperties(
+        content_encoding="utf-8",
+        priority=3,
+        expiration=60.0,
+        message_type="send_email",
+        user_id="guest",
+        app_id="billing",
+        cluster_id="eu-1",
+        reply_to="replies",
+        correlation_id="corr-7",
+        headers={"tenant": "acme", "n": 5},
+    )
+    message_id = await backend.publish(stream, {"to": "ada"}, properties=props)
+    ((_, fields),) = await raw.xrange(stream)
+    assert fields[b"payload"] == b'{"to":"ada"}'
+    assert (fields[b"id"], fields[b"type"], fields[b"priority"]) == (
+        message_id.encode(),
+        b"send_email",
+        b"3",
+    )
+    assert (fields[b"tenant"], fields[b"n"]) == (b"acme", b"5")
+    assert b"content_type" not in fields  # the codec's own is implied
+    # another service's entry: unknown fields become headers
+    await raw.xadd(stream, {"payload": b'"hi"', "origin": "crm", "blob": b"\xff"})
+    source = await backend.open_source(stream, prefetch=5)
+    first, second = (await receive_one(source)), (await receive_one(source))
+    assert first.message.id == message_id
+    assert first.message.properties == props.with_header("n", "5")  # fields hold text
+    assert first.message.published_at > 0
+    assert second.message.headers == {"origin": "crm", "blob": b"\xff"}
+    assert second.message.id == second.handle.tag.decode()  # no id field: the entry id
+    first.handle.ack()
+    second.handle.ack()
+    await source.close()
+
+
+async def test_unstorable_headers_are_refused_before_anything_is_sent(
+    backend: RedisBackend, stream: str, raw: Any
+) -> None:
+    with pytest.raises(fa.ConfigurationError, match="'priority' uses a reserved field name"):
+        await backend.publish(stream, 1, properties=fa.MessageProperties(headers={"priority": 1}))
+    with pytest.raises(fa.ConfigurationError, match="header 'tags' is list"):
+        await backend.publish(stream, 1, properties=fa.MessageProperties(headers={"tags": []}))
+    assert await raw.exists(stream) == 0
+
+
+async def test_bad_entries_go_to_the_dead_letter_stream_with_their_reason(
+    backend: RedisBackend, stream: str, raw: Any
+) -> None:
+    await raw.xadd(stream, {"body": b"1"})
+    await raw.xadd(stream, {"payload": b"{not json"})
+    await raw.xadd(stream, {"payload": b"1", "priority": b"high"})
+    await raw.xadd(stream, {"payload": b"1", "x-attempt": b"three"})
+    await raw.xadd(stream, {"payload": b"<x/>", "content_type": b"text/xml"})
+    await backend.publish(stream, "fine")
+    source = await backend.open_source(stream, prefetch=10)
+    delivery = await receive_one(source)
+    assert delivery.message.payload == "fine"
+    delivery.handle.ack()
+    await settled(source)
+    reasons = [letter.reason for letter in await backend.dead_letters(stream)]
+    assert reasons[0] == "no 'payload' field"
+    assert reasons[1].startswith("undecodable: body is not valid JSON")
+    assert reasons[2] == "bad field: priority=b'high' is not int"
+    assert reasons[3] == "bad field: x-attempt=b'three' is not int"
+    assert reasons[4] == "unknown content type 'text/xml': this consumer decodes 'application/json'"
+    entries = await raw.xrange(backend.dead_letter_stream(stream))
+    assert entries[0][1][b"body"] == b"1"  # the original fields, untouched
+    assert await raw.xpending(stream, backend.group) == {
+        "pending": 0,
+        "min": None,
+        "max": None,
+        "consumers": [],
+    }
+    await source.close()
+
+
+async def test_retries_count_attempts_and_dead_letters_carry_the_story(
+    backend: RedisBackend, stream: str, raw: Any
+) -> None:
+    props = fa.MessageProperties(correlation_id="c-1").with_header("tenant", "acme")
+    message_id = await backend.publish(stream, {"x": 1}, properties=props)
+    source = await backend.open_source(stream, prefetch=5)
+    first = await receive_one(source)
+    first.handle.retry(0.05)
+    second = await receive_one(source)
+    assert (second.message.id, second.message.attempt) == (message_id, 2)
+    second.handle.requeue()  # a redelivery counts too
+    third = await receive_one(source)
+    assert third.message.attempt == 3
+    third.handle.defer(0.01)  # not tried: no attempt counted
+    fourth = await receive_one(source)
+    assert fourth.message.attempt == 3
+    fourth.handle.dead_letter("no good")
+    await settled(source)
+    assert await backend.count_dead_letters(stream) == 1
+    (letter,) = await backend.dead_letters(stream)
+    assert (letter.id, letter.reason, letter.attempts, letter.body) == (
+        message_id,
+        "no good",
+        3,
+        b'{"x":1}',
+    )
+    assert letter.properties.correlation_id == "c-1"
+    assert letter.properties.headers == {"tenant": "acme"}
+    assert letter.failed_at > 0
+    ((_, fields),) = await raw.xrange(backend.dead_letter_stream(stream))
+    assert fields[b"x-original-id"] == fourth.handle.tag  # the entry it was read from
+    assert await raw.zcard(backend.delayed_set(stream)) == 0
+    assert await backend.count_dead_letters(stream) == 1  # listing leaves them
+
+    assert await backend.replay_dead_letters(stream) == 1
+    replayed = await receive_one(source)
+    assert (replayed.message.id, replayed.message.attempt) == (message_id, 1)
+    assert replayed.message.headers == {"tenant": "acme"}
+    replayed.handle.dead_letter("again")
+    await settled(source)
+    assert await backend.purge_dead_letters(stream) == 1
+    assert await backend.count_dead_letters(stream) == 0
+    await source.close()
+
+
+async def test_each_due_entry_is_moved_exactly_once_by_concurrent_schedulers(
+    backend: RedisBackend, stream: str, raw: Any
+) -> None:
+    for n in range(300):
+        await backend.publish(stream, n, delay=0.05 + (n % 7) / 100)
+    clients = [backend.client() for _ in range(4)]
+    moved: list[int] = []
+
+    async def schedule(client: Any) -> None:
+        while await raw.zcard(backend.delayed_set(stream)):
+            count, _ = await backend.move_due(client, stream)
+            moved.append(count)
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            for client in clients:
+                tg.start_soon(schedule, client)
+    entries = await raw.xrange(stream)
+    assert sorted(json.loads(fields[b"payload"]) for _, fields in entries) == list(range(300))
+    assert sum(moved) == 300
+    assert backend.statistics().moved_due == 300
+    for client in clients:
+        await client.aclose()
+
+
+async def test_delayed_retries_survive_a_restart(redis: RedisServer, stream: str) -> None:
+    backend = RedisBackend(redis.url, poll_interval=0.02)
+    await backend.publish(stream, "later")
+    source = await backend.open_source(stream, prefetch=1)
+    (await receive_one(source)).handle.retry(0.5)
+    await settled(source)
+    await source.close()
+    await backend.close()
+    await anyio.to_thread.run_sync(redis.stop)  # SIGTERM: the AOF is flushed
+    await anyio.to_thread.run_sync(redis.start)
+    again = await backend.open_source(stream, prefetch=1)
+    delivery = await receive_one(again)
+    assert (delivery.message.payload, delivery.message.attempt) == ("later", 2)
+    delivery.handle.ack()
+    await again.close()
+    await backend.close()
+
+
+async def test_a_slow_handler_keeps_its_lease_and_a_dead_ones_entry_is_taken(
+    redis: RedisServer, stream: str, raw: Any
+) -> None:
+    leases = Leases(claim_min_idle=0.3)
+    slow = RedisBackend(redis.url, consumer="slow", leases=leases)
+    other = RedisBackend(redis.url, consumer="other", leases=leases)
+    await slow.publish(stream, "long job")
+    held = await slow.open_source(stream, prefetch=1)
+    delivery = await receive_one(held)
+    taker = await other.open_source(stream, prefetch=5)
+    for _ in range(8):  # 2.4 s of handling: eight times the lease, renewed meanwhile
+        with anyio.move_on_after(0.3):
+            await taker.receive(1)
+            pytest.fail("a live consumer's entry was taken")
+    assert await taker.reclaim() is False
+    assert other.statistics().reclaimed == 0
+    delivery.handle.ack()
+    await settled(held)
+    await held.close()
+    # a consumer that read an entry and died: nobody renews it
+    await other.publish(stream, "orphan")
+    await raw.xreadgroup(other.group, "dead", {stream: ">"}, count=1)
+    taken = await receive_one(taker)
+    assert (taken.message.payload, taken.message.attempt) == ("orphan", 2)
+    assert other.statistics().reclaimed == 1
+    taken.handle.ack()
+    await settled(taker)
+    await taker.close()
+    await slow.close()
+    await other.close()
+
+
+async def test_max_retries_hold_when_consumers_keep_dying(
+    backend: RedisBackend, stream: str, raw: Any
+) -> None:
+    await backend.publish(stream, "kills its worker")
+    await raw.xgroup_create(stream, backend.group, id="0")
+    await raw.xreadgroup(backend.group, "dead-1", {stream: ">"}, count=1)
+    ((entry_id, _),) = await raw.xrange(stream)
+    for n in (2, 3):  # two more consumers took it over and died as well
+        await raw.xclaim(stream, backend.group, f"dead-{n}", 0, [entry_id])
+    async def handle(message: fa.Message) -> None:
+        pytest.fail(f"a poison message ran again: {message.id}")
+
+    given_up = anyio.Event()
+
+    class Sink:
+        def write(self, letter: fa.DeadLetter) -> None:
+            given_up.set()
+
+    app = (
+        fa.WorkerApp("poison")
+        .add_worker(handle)
+        .with_retry(max_retries=2)
+        .with_dead_letter_sink(Sink())
+    )
+    streams = RedisBackend(backend.url, leases=Leases(claim_min_idle=0.2))
+    async with fa.open_system(app.build(streams, stream)):
+        with anyio.fail_after(30):
+            await given_up.wait()
+    (letter,) = await streams.dead_letters(stream)
+    assert letter.reason == "poison message: delivered 4 times with max_retries=2"
+    await streams.close()
+
+
+async def test_trimmed_pending_entries_are_cleaned_up_not_retried(
+    redis: RedisServer, stream: str, raw: Any
+) -> None:
+    backend = RedisBackend(redis.url, consumer="me", leases=Leases(claim_min_idle=0.1))
+    for n in range(4):
+        await backend.publish(stream, n)
+    await raw.xgroup_create(stream, backend.group, id="0")
+    read = await raw.xreadgroup(backend.group, "dead", {stream: ">"}, count=2)
+    await raw.xreadgroup(backend.group, "me", {stream: ">"}, count=2)  # a past life of "me"
+    ids = [entry_id for entry_id, _ in (await raw.xrange(stream))]
+    await raw.xdel(stream, ids[0], ids[2])  # one of each consumer's, gone while pending
+    source = await backend.open_source(stream, prefetch=5)
+    got = [await receive_one(source), await receive_one(source)]
+    assert sorted(d.message.payload for d in got) == [1, 3]
+    assert read[0][1][0][0] == ids[0]
+    for d in got:
+        d.handle.ack()
+    await settled(source)
+    assert backend.statistics().trimmed == 2
+    assert (await raw.xpending(stream, backend.group))["pending"] == 0
+    await source.close()
+    await backend.close()
+
+
+async def test_dead_consumers_are_forgotten_only_when_they_hold_nothing(
+    redis: RedisServer, stream: str, raw: Any
+) -> None:
+    backend = RedisBackend(
+        redis.url, consumer="me", leases=Leases(claim_min_idle=60, forget_after=0.2)
+    )
+    await backend.publish(stream, 1)
+    await raw.xgroup_create(stream, backend.group, id="0")
+    await raw.xreadgroup(backend.group, "holds-one", {stream: ">"}, count=1)
+    await raw.xgroup_createconsumer(stream, backend.group, "holds-none")
+    source = await backend.open_source(stream, prefetch=5)
+
+    async def names() -> set[str]:
+        consumers = await raw.xinfo_consumers(stream, backend.group)
+        return {c["name"].decode() for c in consumers}
+
+    with anyio.fail_after(10):
+        while "holds-none" in await names():
+            await source.forget_dead_consumers()
+            await anyio.sleep(0.05)  # waiting for the broker's idle clock
+    assert await names() == {"me", "holds-one"}
+    assert backend.statistics().forgotten == 1
+    await source.close()
+    await backend.close()
+
+
+async def test_two_sources_in_one_process_get_their_own_names(
+    backend: RedisBackend, stream: str
+) -> None:
+    first = await backend.open_source(stream, prefetch=1)
+    second = await backend.open_source(stream, prefetch=1)
+    assert (first.consumer, second.consumer) == (backend.consumer, f"{backend.consumer}-2")
+    await first.close()
+    await second.close()
+    third = await backend.open_source(stream, prefetch=1)
+    assert third.consumer == backend.consumer
+    await third.close()
+
+
+async def test_maxlen_trims_the_stream_approximately(redis: RedisServer, stream: str) -> None:
+    backend = RedisBackend(redis.url, maxlen=100)
+    for n in range(1000):
+        await backend.publish(stream, n)
+    client = await backend._client()
+    assert 100 <= await client.xlen(stream) < 300
+    await backend.close()
+
+
+async def test_a_pipeline_survives_cut_connections_by_supervision(
+    backend: RedisBackend, stream: str, raw: Any
+) -> None:
+    seen: Counter[int] = Counter()
+    first_batch = anyio.Event()
+    everything = anyio.Event()
+
+    async def handle(message: fa.Message) -> None:
+        seen[message.payload] += 1
+        if len(seen) >= 20:
+            first_batch.set()
+        if len(seen) == 60:
+            everything.set()
+        if message.payload % 7 == 0 and message.attempt == 1:
+            raise RuntimeError("flaky")
+
+    for n in range(40):
+        await backend.publish(stream, n)
+    app = (
+        fa.WorkerApp("streams")
+        .add_worker(handle)
+        .with_retry(max_retries=3, initial_backoff=0.01, jitter=0)
+        .with_prefetch(10)
+        .with_reconnect(min_delay=0.05, max_delay=0.2)
+    )
+    async with fa.open_system(app.build(backend, stream)) as system:
+        with anyio.fail_after(30):
+            await first_batch.wait()
+        killed = await raw.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+        assert killed >= 2  # the consumer's connections (and the publisher's)
+        for n in range(40, 60):
+            await backend.publish(stream, n)
+        with anyio.fail_after(60):
+            await everything.wait()
+        stats = backend.statistics()
+        assert stats.consuming == 1
+        assert stats.lost >= 1
+        assert stats.reconnects >= 1
+        intake = system.snapshot().find("/streams/intake")
+        assert intake is not None
+        assert [child.path.rpartition("/")[2] for child in intake.children] == [
+            "connection",
+            "consumer",
+            "leases",
+            "reclaimer",
+            "scheduler",
+        ]
+        assert intake.children[1].restarts >= 1
+    assert set(seen) == set(range(60))  # none lost; duplicates only for in-flight ones
+    assert await backend.count_dead_letters(stream) == 0
+    assert (await raw.xpending(stream, backend.group))["pending"] == 0
+    assert backend.statistics().consuming == 0
+
+
+async def test_a_pipeline_survives_a_redis_restart_losing_nothing(
+    redis: RedisServer, stream: str
+) -> None:
+    backend = RedisBackend(redis.url)
+    seen: Counter[int] = Counter()
+    in_flight = anyio.Event()
+    restarted = anyio.Event()
+    everything = anyio.Event()
+
+    async def handle(message: fa.Message) -> None:
+        seen[message.payload] += 1
+        if message.payload >= 30 and not restarted.is_set():
+            in_flight.set()
+            await restarted.wait()  # held across the restart
+        if len(seen) == 100:
+            everything.set()
+
+    for n in range(100):
+        await backend.publish(stream, n)
+    await backend.close()
+    app = (
+        fa.WorkerApp("streams")
+        .add_worker(handle)
+        .with_prefetch(10)
+        .with_reconnect(min_delay=0.2, max_delay=1)
+    )
+    async with fa.open_system(app.build(backend, stream)):
+        with anyio.fail_after(30):
+            await in_flight.wait()
+        await anyio.to_thread.run_sync(redis.stop)
+        await anyio.to_thread.run_sync(redis.start)
+        restarted.set()
+        with anyio.fail_after(60):
+            await everything.wait()
+        stats = backend.statistics()
+        assert stats.reconnects >= 1
+        assert (stats.consuming, stats.consecutive_failures) == (1, 0)
+    assert set(seen) == set(range(100))  # AOF: none lost
+    duplicates = sum(count - 1 for count in seen.values())
+    assert duplicates <= 10  # only what was in flight (the prefetch) comes again
+    await backend.close()
+
+
+async def test_the_cli_lists_replays_and_purges_dead_letters(
+    backend: RedisBackend, stream: str, redis: RedisServer
+) -> None:
+    await backend.publish(stream, {"n": 1}, properties=fa.MessageProperties(message_type="t"))
+    source = await backend.open_source(stream, prefetch=1)
+    (await receive_one(source)).handle.dead_letter("gateway said no")
+    await settled(source)
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "foxactors", "dead-letters", *args],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env={**os.environ, "FOXACTORS_REDIS_URL": redis.url},
+        )
+
+    listed = await anyio.to_thread.run_sync(cli, "list", stream, "--json")
+    assert listed.returncode == 0, listed.stderr
+    (row,) = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert (row["reason"], row["attempts"], row["message_type"]) == ("gateway said no", 1, "t")
+    replayed = await anyio.to_thread.run_sync(cli, "replay", stream)
+    assert replayed.stdout.strip() == "replayed 1 dead letter(s)"
+    (await receive_one(source)).handle.dead_letter("still no")
+    await settled(source)
+    await source.close()
+    purged = await anyio.to_thread.run_sync(cli, "purge", stream)
+    assert purged.stdout.strip() == "purged 1 dead letter(s)"
+    assert await backend.count_dead_letters(stream) == 0
+    wrong = await anyio.to_thread.run_sync(
+        cli, "list", stream, "--redis", f"redis://:t0psecret@127.0.0.1:{free_port()}/0"
+    )
+    assert wrong.returncode == 1
+    assert "cannot connect" in wrong.stderr
+    assert "t0psecret" not in wrong.stderr
