@@ -124,7 +124,9 @@ async def test_properties_map_to_fields_and_back(
     assert first.message.properties == props.with_header("n", "5")  # fields hold text
     assert first.message.published_at > 0
     assert second.message.headers == {"origin": "crm", "blob": b"\xff"}
-    assert second.message.id == second.handle.tag.decode()  # no id field: the entry id
+    tag = second.handle.tag
+    assert isinstance(tag, bytes)
+    assert second.message.id == tag.decode()  # no id field: the entry id
     first.handle.ack()
     second.handle.ack()
     await source.close()
