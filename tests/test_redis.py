@@ -302,6 +302,7 @@ async def test_max_retries_hold_when_consumers_keep_dying(
     ((entry_id, _),) = await raw.xrange(stream)
     for n in (2, 3):  # two more consumers took it over and died as well
         await raw.xclaim(stream, backend.group, f"dead-{n}", 0, [entry_id])
+
     async def handle(message: fa.Message) -> None:
         pytest.fail(f"a poison message ran again: {message.id}")
 

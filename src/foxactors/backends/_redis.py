@@ -363,10 +363,12 @@ class RedisBackend:
             moved_due=events["moved_due"],
         )
 
-    def client(self) -> aioredis.Redis:
-        """A new client (its own connection pool) that does not retry by itself.
+    def client(self, *, retries: int = 0) -> aioredis.Redis:
+        """A new client (its own connection pool).
 
-        Failures surface at once, so that supervision, not a hidden loop, decides.
+        Consumers' clients do not retry by themselves (``retries=0``): a failure
+        surfaces at once, so that supervision, not a hidden loop, decides. The
+        publishing and admin client retries a command once on a fresh connection.
         """
         # No socket_timeout: with one, redis-py (8.1, Python 3.11) can swallow a task's
         # cancellation, and a cancelled read must end. Reads and health checks carry
@@ -375,12 +377,12 @@ class RedisBackend:
             self.url,
             socket_connect_timeout=5,
             socket_keepalive=True,
-            retry=Retry(NoBackoff(), 0),
+            retry=Retry(NoBackoff(), retries),
         )
 
-    async def connect(self) -> aioredis.Redis:
+    async def connect(self, *, retries: int = 0) -> aioredis.Redis:
         """Open a client and check it (PING): a wrong URL or password fails clearly."""
-        client = self.client()
+        client = self.client(retries=retries)
         try:
             with anyio.fail_after(_TIMEOUT):
                 await client.ping()
@@ -406,7 +408,7 @@ class RedisBackend:
 
     async def _client(self) -> Any:  # redis-py's reply types are too wide to narrow
         if self._publisher is None:
-            self._publisher = await self.connect()
+            self._publisher = await self.connect(retries=1)
         return self._publisher
 
     async def ensure_group(self, client: aioredis.Redis, stream: str) -> None:
@@ -492,24 +494,17 @@ class RedisBackend:
             raise ConfigurationError(f"delay must be seconds >= 0, got {delay!r}")
         message_id = message_id or uuid.uuid4().hex
         fields = self.fields(body, properties or DEFAULT_PROPERTIES, message_id)
-        for attempt in (1, 2):  # a connection lost since the last publish: reconnect once
-            client = await self._client()
-            try:
-                if delay > 0:
-                    flat = [uuid.uuid4().hex, *itertools.chain.from_iterable(fields.items())]
-                    await client.eval(
-                        scripts.SCHEDULE, 1, self.delayed_set(queue), math.ceil(delay * 1000), *flat
-                    )
-                else:
-                    await client.xadd(queue, fields, maxlen=self.maxlen, approximate=True)
-            except _ERRORS as exc:
-                self._publisher = None
-                with contextlib.suppress(Exception):
-                    await client.aclose()
-                if attempt == 2 or isinstance(exc, ResponseError):
-                    raise BackendError(f"publishing to {queue!r} failed: {exc}") from None
+        client = await self._client()  # retries once on a fresh connection
+        try:
+            if delay > 0:
+                flat = [uuid.uuid4().hex, *itertools.chain.from_iterable(fields.items())]
+                await client.eval(
+                    scripts.SCHEDULE, 1, self.delayed_set(queue), math.ceil(delay * 1000), *flat
+                )
             else:
-                break
+                await client.xadd(queue, fields, maxlen=self.maxlen, approximate=True)
+        except _ERRORS as exc:
+            raise BackendError(f"publishing to {queue!r} failed: {exc}") from None
         return message_id
 
     # -- consuming -----------------------------------------------------------------------

@@ -1,4 +1,6 @@
-"""Property test against a real RabbitMQ: random failure schedules and connection cuts.
+"""Property test against real brokers: random failure schedules and connection cuts.
+
+On RabbitMQ (connections closed by the broker) and Redis Streams (CLIENT KILL).
 
 Whatever the schedule, every published message ends acked after a success or in the
 dead-letter queue; none is lost; handlers run at most ``max_retries + 1`` times per
@@ -11,17 +13,56 @@ from __future__ import annotations
 import os
 import uuid
 from collections import Counter
+from typing import Any
 
 import aio_pika
 import anyio
+import pytest
+import redis.asyncio as aioredis
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 import foxactors as fa
-from foxactors.backends import RabbitMQBackend
-from foxactors.testing.servers import RabbitMQ
+from foxactors.backends import RabbitMQBackend, RedisBackend
 
 
+class RabbitMQCase:
+    def __init__(self, server: Any) -> None:
+        self.server = server
+        self.backend = RabbitMQBackend(server.url)
+
+    async def cut(self) -> None:
+        await anyio.to_thread.run_sync(self.server.ctl, "close_all_connections", "cut")
+
+    async def stranded(self, queue: str) -> int:
+        """Messages left in the queue."""
+        connection = await aio_pika.connect(self.server.url)
+        async with connection:
+            channel = await connection.channel()
+            left = await channel.declare_queue(queue, passive=True)
+            return left.declaration_result.message_count or 0
+
+
+class RedisCase:
+    def __init__(self, server: Any) -> None:
+        self.server = server
+        self.backend = RedisBackend(server.url, poll_interval=0.01)
+
+    async def cut(self) -> None:
+        client = aioredis.Redis.from_url(self.server.url)
+        await client.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+        await client.aclose()
+
+    async def stranded(self, stream: str) -> int:
+        """Entries pending or waiting in the delayed set."""
+        client = aioredis.Redis.from_url(self.server.url)
+        pending = await client.xpending(stream, "foxactors")
+        delayed = await client.zcard(f"{stream}:delayed")
+        await client.aclose()
+        return int(pending["pending"]) + int(delayed)
+
+
+@pytest.mark.parametrize("broker", ["rabbitmq", "redis"])
 @settings(max_examples=10 if os.environ.get("CI") else 5, deadline=None)
 @given(
     failures=st.lists(st.integers(0, 4), min_size=4, max_size=30),  # fails its first k tries
@@ -29,13 +70,15 @@ from foxactors.testing.servers import RabbitMQ
     prefetch=st.integers(1, 20),
     cut_after=st.one_of(st.none(), st.integers(1, 4), st.integers(1, 20)),
 )
-def test_no_message_is_lost_or_settled_twice_on_rabbitmq(
-    rabbitmq: RabbitMQ,
+def test_no_message_is_lost_or_settled_twice_on_a_broker(
+    request: pytest.FixtureRequest,
+    broker: str,
     failures: list[int],
     max_retries: int,
     prefetch: int,
     cut_after: int | None,
 ) -> None:
+    server = request.getfixturevalue(broker)
     queue = f"prop-{uuid.uuid4().hex[:8]}"
     calls: Counter[int] = Counter()
     successes: Counter[int] = Counter()
@@ -44,7 +87,8 @@ def test_no_message_is_lost_or_settled_twice_on_rabbitmq(
     expected_dead = set(range(len(failures))) - expected_ok
 
     async def main() -> tuple[list[fa.DeadLetter], int]:
-        backend = RabbitMQBackend(rabbitmq.url)
+        case = RabbitMQCase(server) if broker == "rabbitmq" else RedisCase(server)
+        backend = case.backend
         done, cut = anyio.Event(), anyio.Event()
 
         async def handle(message: fa.Message) -> None:
@@ -64,7 +108,7 @@ def test_no_message_is_lost_or_settled_twice_on_rabbitmq(
 
         async def cutter() -> None:
             await cut.wait()
-            await anyio.to_thread.run_sync(rabbitmq.ctl, "close_all_connections", "cut")
+            await case.cut()
 
         for n, k in enumerate(failures):
             await backend.publish(queue, [k, n])
@@ -83,12 +127,7 @@ def test_no_message_is_lost_or_settled_twice_on_rabbitmq(
         event("connection cut mid-stream" if cut.is_set() else "no cut")
         letters = await backend.dead_letters(queue)
         await backend.close()
-        connection = await aio_pika.connect(rabbitmq.url)
-        async with connection:
-            channel = await connection.channel()
-            left = await channel.declare_queue(queue, passive=True)
-            ready = left.declaration_result.message_count or 0
-        return letters, ready
+        return letters, await case.stranded(queue)
 
     letters, left_in_queue = anyio.run(main, backend="asyncio")
     dead = Counter(letter.body for letter in letters)
