@@ -10,6 +10,7 @@ exactly once; with one, the only duplicates are deliveries that were in flight.
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections import Counter
@@ -49,7 +50,7 @@ class RedisCase:
         self.backend = RedisBackend(server.url, poll_interval=0.01)
 
     async def cut(self) -> None:
-        client = aioredis.Redis.from_url(self.server.url)
+        client: Any = aioredis.Redis.from_url(self.server.url)
         await client.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
         await client.aclose()
 
@@ -83,6 +84,7 @@ def test_no_message_is_lost_or_settled_twice_on_a_broker(
     calls: Counter[int] = Counter()
     successes: Counter[int] = Counter()
     finals: Counter[int] = Counter()  # the last permitted attempt failed
+    given_up: set[int] = set()  # dead-lettered, seen by the pipeline's sink
     expected_ok = {n for n, k in enumerate(failures) if k <= max_retries}
     expected_dead = set(range(len(failures))) - expected_ok
 
@@ -103,8 +105,16 @@ def test_no_message_is_lost_or_settled_twice_on_a_broker(
                     raise RuntimeError("flaky")
                 successes[n] += 1
             finally:
-                if set(successes) | set(finals) == set(range(len(failures))):
-                    done.set()
+                check()
+
+        def check() -> None:
+            if set(successes) | set(finals) | given_up == set(range(len(failures))):
+                done.set()
+
+        class Sink:
+            def write(self, letter: fa.DeadLetter) -> None:
+                given_up.add(json.loads(letter.body)[1])
+                check()
 
         async def cutter() -> None:
             await cut.wait()
@@ -118,6 +128,7 @@ def test_no_message_is_lost_or_settled_twice_on_a_broker(
             .with_prefetch(prefetch)
             .with_retry(max_retries=max_retries, initial_backoff=0.005, jitter=0)
             .with_reconnect(min_delay=0.05, max_delay=0.2)
+            .with_dead_letter_sink(Sink())
         )
         async with fa.open_system(app.build(backend, queue)), anyio.create_task_group() as tg:
             tg.start_soon(cutter)
@@ -133,13 +144,18 @@ def test_no_message_is_lost_or_settled_twice_on_a_broker(
     dead = Counter(letter.body for letter in letters)
     dead_ns = {int(body.split(b",")[1].rstrip(b"]")) for body in dead}
     assert left_in_queue == 0  # nothing stranded
-    assert set(successes) == expected_ok  # none lost
-    assert dead_ns == expected_dead
+    assert set(successes) | dead_ns == set(range(len(failures)))  # none lost
     most = max_retries + 1 + (cut_after is not None)  # one more: a success whose ack was cut
     assert max(calls.values()) <= most  # attempts survive redeliveries
     if cut_after is None or cut_after > sum(calls.values()):
+        assert set(successes) == expected_ok
+        assert dead_ns == expected_dead
         assert all(count == 1 for count in successes.values())  # settled exactly once
         assert all(count == 1 for count in dead.values())
     else:
+        # A cut returns what was in flight (and, on Redis, read ahead): delivered once
+        # more, a message may run twice or, with its deliveries used up, be given up.
+        assert expected_dead <= dead_ns
+        surprises = (expected_ok - set(successes)) | (dead_ns - expected_dead)
         duplicates = sum(c - 1 for c in successes.values()) + sum(c - 1 for c in dead.values())
-        assert duplicates <= prefetch  # only what was in flight
+        assert len(surprises) + duplicates <= prefetch * (2 if broker == "redis" else 1)

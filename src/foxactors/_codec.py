@@ -9,6 +9,8 @@ import attrs
 
 from ._errors import ConfigurationError, DecodeError, require_int
 
+_decode = json.JSONDecoder().decode
+
 
 class Codec(Protocol):
     """Encodes payloads for publishing and decodes received bodies."""
@@ -66,6 +68,6 @@ class JsonCodec:
         if len(body) > self.max_size:
             raise DecodeError(f"body is {len(body)} bytes, over max_size {self.max_size}")
         try:
-            return json.loads(body)
+            return _decode(body.decode())  # UTF-8 (RFC 8259); skips json's encoding sniffing
         except (UnicodeDecodeError, ValueError) as exc:
             raise DecodeError(f"body is not valid JSON: {exc}") from None

@@ -189,13 +189,46 @@ def _entry_time(entry_id: bytes) -> float:
     return int(entry_id.partition(b"-")[0]) / 1000
 
 
-@attrs.frozen
-class _Parsed:
-    body: bytes
-    message_id: str
-    properties: MessageProperties
-    prior: int
-    published_at: float
+_Parsed = tuple[bytes, str, MessageProperties, int, float]  # body, id, properties, prior, time
+_PLAIN_FIELDS = frozenset({b"id", b"timestamp"})
+
+
+def _plain(
+    entry_id: bytes, fields: Mapping[bytes, bytes], payload_key: bytes, default: MessageProperties
+) -> _Parsed | None:
+    """Parse the common entries fast, or return None for the full parse.
+
+    Common: payload, id and timestamp (what `publish` writes without properties), or
+    a payload alone (what other producers often write).
+    """
+    body = fields.get(payload_key)
+    if body is None or len(fields) > 3:
+        return None
+    if len(fields) == 1:
+        return body, entry_id.decode(), default, 0, _entry_time(entry_id)
+    message_id = fields.get(b"id")
+    stamp = fields.get(b"timestamp")
+    if message_id is None or stamp is None:
+        return None
+    try:
+        published_at = float(stamp)
+        text_id = message_id.decode()
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return (body, text_id, default, 0, published_at) if published_at >= 0 else None
+
+
+def _unfit(properties: MessageProperties, published_at: float, content_type: str) -> str | None:
+    """Why a parsed message cannot be handled here (content type, expiry), or None."""
+    if properties.content_type != content_type:
+        return (
+            f"unknown content type {properties.content_type!r}: this consumer decodes "
+            f"{content_type!r}"
+        )
+    expiration = properties.expiration
+    if expiration is not None and published_at + expiration < time.time():
+        return f"expired: not delivered within {expiration:g} s"
+    return None
 
 
 def _parse(
@@ -237,13 +270,8 @@ def _parse(
         properties = MessageProperties(**values, headers=headers)
     else:
         properties = default
-    return _Parsed(
-        body,
-        _text("id", message_id),
-        properties,
-        prior,
-        published_at if published_at is not None else _entry_time(entry_id),
-    )
+    published = published_at if published_at is not None else _entry_time(entry_id)
+    return body, _text("id", message_id), properties, prior, published
 
 
 def _now_iso() -> str:
@@ -594,7 +622,7 @@ class RedisBackend:
         rest = {k: v for k, v in fields.items() if k.decode(errors="replace") not in _DLQ_FIELDS}
         try:
             parsed = _parse(entry_id, rest, self.payload_field.encode(), self._default_properties)
-            body, message_id, properties = parsed.body, parsed.message_id, parsed.properties
+            body, message_id, properties = parsed[:3]
         except _BadEntry:  # a bad entry dead-lettered as it was
             body = rest.get(self.payload_field.encode(), b"")
             message_id = extra.get("x-original-id", entry_id.decode())
@@ -824,7 +852,7 @@ class RedisSource:
                 if out:
                     return out
                 continue
-            await self._read(min(max_count, free))
+            await self._read(self.prefetch)  # read ahead: a full batch, handed out by credit
 
     async def _read(self, count: int) -> None:
         block = self.backend.block
@@ -847,28 +875,24 @@ class RedisSource:
         self, entry_id: bytes, fields: dict[bytes, bytes], count: int, now: float
     ) -> Delivery | None:
         handle = AckHandle(self, entry_id, self.generation)
-        try:
-            parsed = _parse(entry_id, fields, self._payload_key, self._default_properties)
-        except _BadEntry as exc:
-            self._unsettled[entry_id] = (count, now)
-            handle.dead_letter(str(exc))
-            return None
-        attempt = parsed.prior + count
+        parsed = _plain(entry_id, fields, self._payload_key, self._default_properties)
+        if parsed is None:  # properties, headers, or something wrong: the full parse
+            try:
+                parsed = _parse(entry_id, fields, self._payload_key, self._default_properties)
+            except _BadEntry as exc:
+                self._unsettled[entry_id] = (count, now)
+                handle.dead_letter(str(exc))
+                return None
+        body, message_id, properties, prior, published_at = parsed
+        attempt = prior + count
         self._unsettled[entry_id] = (attempt, now)
-        properties = parsed.properties
-        content_type = properties.content_type
-        if content_type != self._codec.content_type:
-            handle.dead_letter(
-                f"unknown content type {content_type!r}: this consumer decodes "
-                f"{self._codec.content_type!r}"
-            )
-            return None
-        expiration = properties.expiration
-        if expiration is not None and parsed.published_at + expiration < time.time():
-            handle.dead_letter(f"expired: not delivered within {expiration:g} s")
-            return None
+        if properties is not self._default_properties:
+            reason = _unfit(properties, published_at, self._codec.content_type)
+            if reason is not None:
+                handle.dead_letter(reason)
+                return None
         try:
-            payload = self._codec.decode(parsed.body)
+            payload = self._codec.decode(body)
         except DecodeError as exc:
             _logger.warning(
                 "message.undecodable", stream=self.queue, id=entry_id.decode(), error=str(exc)
@@ -876,13 +900,13 @@ class RedisSource:
             handle.dead_letter(f"undecodable: {exc}")
             return None
         message = Message(
-            id=parsed.message_id,
+            id=message_id,
             payload=payload,
-            body=parsed.body,
+            body=body,
             properties=properties,
             attempt=attempt,
             queue=self.queue,
-            published_at=parsed.published_at,
+            published_at=published_at,
         )
         return Delivery(message, handle)
 
