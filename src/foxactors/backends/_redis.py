@@ -103,6 +103,7 @@ _NUMERIC_FIELDS: dict[str, type[int] | type[float]] = {
     "expiration": float,
 }
 _ERRORS = (RedisError, OSError)
+_FLUSH_TICKS = 16  # event-loop turns a settlement may wait to join a batch (fewer XACKs)
 _TIMEOUT = 10.0  # seconds a command may take before its connection counts as dead
 
 
@@ -858,12 +859,11 @@ class RedisSource:
         block = self.backend.block
         try:
             with anyio.fail_after(block + _TIMEOUT):
-                reply = await self.client.xreadgroup(
-                    self.group,
-                    self.consumer,
-                    {self.queue: ">"},
-                    count=count,
-                    block=int(block * 1000),
+                # the command itself: redis-py's xreadgroup() also walks every reply
+                # to record streaming lag, a cost per message we do not want
+                reply = await self.client.execute_command(
+                    *("XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", count),
+                    *("BLOCK", int(block * 1000), "STREAMS", self.queue, ">"),
                 )
         except (*_ERRORS, TimeoutError) as exc:
             self._fail(f"reading {self.queue!r} failed: {exc}")
@@ -942,7 +942,8 @@ class RedisSource:
     async def _flush(self) -> None:
         try:
             while (self._acks or self._copies) and self._failure is None:
-                await asyncio.sleep(0)  # let settlements of this tick join the batch
+                for _ in range(_FLUSH_TICKS):  # let settlements of these ticks join the batch
+                    await asyncio.sleep(0)
                 acks, self._acks = self._acks, []
                 copies, self._copies = self._copies, []
                 if not copies:
