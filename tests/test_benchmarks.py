@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from foxactors.testing.servers import RabbitMQ
+from foxactors.testing.servers import RabbitMQ, RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -49,6 +49,14 @@ def test_benchmark_prints_each_figure_beside_its_baseline(script: str, backend: 
 def test_rabbitmq_benchmark_prints_each_figure_beside_its_baselines(rabbitmq: RabbitMQ) -> None:
     out = quick_run("rabbitmq", "--url", rabbitmq.url)
     for figure in ("publish with confirms", "(a) raw aio-pika", "(b) raw aio-pika", "foxactors"):
+        assert figure in out
+    assert "foxactors / (a):" in out
+    assert "foxactors / (b):" in out
+
+
+def test_redis_benchmark_prints_each_figure_beside_its_baselines(redis: RedisServer) -> None:
+    out = quick_run("redis_streams", "--url", redis.url)
+    for figure in ("publish (foxactors", "(a) raw redis-py", "(b) raw redis-py", "foxactors"):
         assert figure in out
     assert "foxactors / (a):" in out
     assert "foxactors / (b):" in out

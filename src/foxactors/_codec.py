@@ -10,6 +10,7 @@ import attrs
 from ._errors import ConfigurationError, DecodeError, require_int
 
 _decode = json.JSONDecoder().decode
+_raw_decode = json.JSONDecoder().raw_decode
 
 
 class Codec(Protocol):
@@ -67,7 +68,14 @@ class JsonCodec:
         """
         if len(body) > self.max_size:
             raise DecodeError(f"body is {len(body)} bytes, over max_size {self.max_size}")
-        try:
-            return _decode(body.decode())  # UTF-8 (RFC 8259); skips json's encoding sniffing
-        except (UnicodeDecodeError, ValueError) as exc:
+        try:  # the common case: UTF-8 (RFC 8259), no whitespace around, no sniffing
+            text = body.decode()
+            value, end = _raw_decode(text)
+            if end == len(text):
+                return value
+        except ValueError:  # UnicodeDecodeError is one
+            pass
+        try:  # the full decoder: whitespace around, and its own error messages
+            return _decode(body.decode())
+        except ValueError as exc:
             raise DecodeError(f"body is not valid JSON: {exc}") from None

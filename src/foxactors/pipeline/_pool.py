@@ -78,7 +78,8 @@ class Pool(Supervisor):
         """Dispatch work (deliveries, batches), pass outcomes back, and supervise."""
         kind = type(message)
         if kind is Delivery or kind is Batch:
-            if not await self._place(message):
+            # work waiting means no room (room is used as soon as it appears): queue it
+            if self._pending or not await self._place(message):
                 self._pending.append(message)
         elif kind is Outcome:
             await self._returned(message.delivery.handle, (message,))
