@@ -65,6 +65,7 @@ _logger: structlog.typing.FilteringBoundLogger = structlog.get_logger("foxactors
 ATTEMPT_HEADER = "x-retry-attempt"
 _DLQ_HEADERS = ("x-original-routing-key", "x-failure-reason", "x-final-attempt", "x-failed-at")
 _REPLAY_DROPS = frozenset({*_DLQ_HEADERS, ATTEMPT_HEADER, "x-death", "x-delivery-count"})
+_FLUSH_TICKS = 16  # event-loop turns a settlement may wait to join a batch (fewer acks)
 _CLUSTER_HEADER = "x-cluster-id"  # AMQP 0-9-1 reserves cluster-id; RabbitMQ refuses it
 
 
@@ -703,7 +704,8 @@ class RabbitMQSource:
     async def _flush(self) -> None:
         try:
             while self._pending and self._failure is None:
-                await asyncio.sleep(0)  # let settlements of this tick join the batch
+                for _ in range(_FLUSH_TICKS):  # let settlements of these ticks join the batch
+                    await asyncio.sleep(0)
                 batch, self._pending = self._pending, []
                 copies = [entry for entry in batch if entry[2] in _COPIED]
                 failed: set[int] = set()
