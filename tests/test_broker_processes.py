@@ -100,9 +100,10 @@ async def test_a_worker_killed_mid_stream_loses_nothing(
     first = worker_process(url, queue, log, FOXACTORS_STALL_FROM="100")
     second = None
     try:
-        before = await processed(log, 101)  # it hangs from 100 on, with deliveries open
+        await processed(log, 101)  # it hangs from 100 on, with deliveries open
         first.kill()  # SIGKILL: no drain, no settlement
         first.communicate(timeout=30)
+        before = await processed(log, 101)  # all the first process handled, final now
         second = worker_process(url, queue, log)
         # RabbitMQ returns the dead connection's deliveries at once; Redis leaves them
         # pending until their lease runs out and another consumer claims them.

@@ -50,6 +50,7 @@ from ._base import (
     DeadLetter,
     redact,
 )
+from ._source import BrokerSource, Settlement
 
 try:
     import aio_pika
@@ -65,7 +66,6 @@ _logger: structlog.typing.FilteringBoundLogger = structlog.get_logger("foxactors
 ATTEMPT_HEADER = "x-retry-attempt"
 _DLQ_HEADERS = ("x-original-routing-key", "x-failure-reason", "x-final-attempt", "x-failed-at")
 _REPLAY_DROPS = frozenset({*_DLQ_HEADERS, ATTEMPT_HEADER, "x-death", "x-delivery-count"})
-_FLUSH_TICKS = 16  # event-loop turns a settlement may wait to join a batch (fewer acks)
 _CLUSTER_HEADER = "x-cluster-id"  # AMQP 0-9-1 reserves cluster-id; RabbitMQ refuses it
 
 
@@ -508,7 +508,7 @@ class _Held:
     attempt: int
 
 
-class RabbitMQSource:
+class RabbitMQSource(BrokerSource[_Held]):
     """One consumer of one RabbitMQ queue, on a channel of its own.
 
     Settlements are applied by a flusher task, in batches: retry, defer and
@@ -527,24 +527,12 @@ class RabbitMQSource:
         generation: int,
         connection: Any = None,
     ) -> None:
-        self._backend = backend
-        self.queue = queue
-        self.prefetch = prefetch
-        self.generation = generation
+        super().__init__(backend, queue, prefetch, generation)
         self.consumer_tag = f"foxactors-{queue}-{generation}-{uuid.uuid4().hex[:8]}"
         self._codec = backend.codec
-        self._buffer: collections.deque[Any] = collections.deque()
-        self._unsettled: dict[int, _Held] = {}
         self._outstanding: collections.deque[int] = collections.deque()
         self._done: set[int] = set()
-        self._pending: list[tuple[int, _Held, Decision, float, str]] = []
-        self._flusher: asyncio.Task[None] | None = None
-        self._failure: BackendError | None = None
-        self._closed = False
-        self._ended = True  # until started
         self._arrived = asyncio.Event()
-        self._credit = asyncio.Event()
-        self._settled = asyncio.Event()
         self._connection: Any = connection
         self._owns_connection = connection is None
         self._channel: Any = None
@@ -561,7 +549,7 @@ class RabbitMQSource:
         await self._raw.basic_consume(
             self.queue, self._on_message, no_ack=False, consumer_tag=self.consumer_tag
         )
-        self._ended = False
+        self._started()
 
     def _on_message(self, raw: Any) -> Any:
         self._buffer.append(raw)
@@ -575,52 +563,15 @@ class RabbitMQSource:
                 f"lost the RabbitMQ channel of {self.queue!r}: {exc or 'closed by the broker'}"
             )
 
-    def _fail(self, reason: str) -> None:
-        """The channel is gone: `receive` raises from now on, waiters wake up."""
-        if self._failure is None:
-            self._failure = BackendError(reason)
-            self._end(lost=True)
-            self._arrived.set()
-            self._credit.set()
+    def _wake(self) -> None:
+        self._arrived.set()
 
-    def _end(self, *, lost: bool) -> None:
-        if not self._ended:
-            self._ended = True
-            self._backend._source_ended(lost=lost)
+    async def _fetch(self) -> None:
+        self._arrived.clear()
+        await self._arrived.wait()
 
-    @property
-    def unsettled(self) -> int:
-        """Deliveries handed out and not yet settled."""
-        return len(self._unsettled)
-
-    async def receive(self, max_count: int, min_credit: int = 1) -> list[Delivery]:
-        """Wait for a delivery and ``min_credit`` free credit; return at most ``max_count``."""
-        min_credit = max(1, min(min_credit, self.prefetch))
-        buffer = self._buffer
-        while True:
-            if self._failure is not None:
-                raise self._failure
-            if self._closed:
-                raise BackendError(f"consumer of {self.queue!r} is closed")
-            free = self.prefetch - len(self._unsettled)
-            if free < min_credit:
-                self._credit.clear()
-                await self._credit.wait()
-                continue
-            if buffer:
-                out: list[Delivery] = []
-                credit = min(max_count, free)
-                while buffer and len(out) < credit:
-                    delivery = self._deliver(buffer.popleft())
-                    if delivery is not None:
-                        out.append(delivery)
-                if out:
-                    return out
-                continue
-            self._arrived.clear()
-            await self._arrived.wait()
-
-    def _deliver(self, raw: Any) -> Delivery | None:
+    def _deliver(self, item: Any, now: float) -> Delivery | None:
+        raw = item
         tag: int = raw.delivery.delivery_tag
         props = raw.header.properties
         headers = props.headers or {}
@@ -677,67 +628,32 @@ class RabbitMQSource:
 
     # -- settling ---------------------------------------------------------------------
 
-    def settle(self, handle: AckHandle, decision: Decision, delay: float, reason: str) -> bool:
-        """Queue a decision for the flusher (see `Settler`); stale handles are no-ops."""
-        tag = handle.tag
-        live = not self._closed and self._failure is None
-        held = self._unsettled.pop(tag, None) if live else None  # type: ignore[call-overload]
-        if held is None:
-            _logger.warning(
-                "settlement.stale", queue=self.queue, tag=str(tag), decision=decision.value
+    async def _apply(self, batch: list[Settlement]) -> None:
+        copies = [entry for entry in batch if entry[2] in _COPIED]
+        failed: set[int] = set()
+        if copies:
+            results = await asyncio.gather(
+                *(self._copy(*entry) for entry in copies), return_exceptions=True
             )
-            return False
-        assert isinstance(tag, int)
-        self._pending.append((tag, held, decision, delay, reason))
-        if self._flusher is None:
-            self._flusher = asyncio.get_running_loop().create_task(self._flush())
-        if self.prefetch - len(self._unsettled) >= 1:
-            self._credit.set()
-        return True
-
-    def dropped(self, handle: AckHandle) -> None:
-        """A handle was dropped unsettled: report it and requeue its delivery."""
-        if handle.tag in self._unsettled and not self._closed:
-            _logger.error("delivery.dropped", queue=self.queue, tag=str(handle.tag))
-            handle.requeue()
-
-    async def _flush(self) -> None:
-        try:
-            while self._pending and self._failure is None:
-                for _ in range(_FLUSH_TICKS):  # let settlements of these ticks join the batch
-                    await asyncio.sleep(0)
-                batch, self._pending = self._pending, []
-                copies = [entry for entry in batch if entry[2] in _COPIED]
-                failed: set[int] = set()
-                if copies:
-                    results = await asyncio.gather(
-                        *(self._copy(*entry) for entry in copies), return_exceptions=True
+            for entry, result in zip(copies, results, strict=True):
+                if isinstance(result, BaseException):
+                    _logger.error(
+                        "rabbitmq.republish_failed",
+                        queue=self.queue,
+                        decision=entry[2].value,
+                        error=str(result),
                     )
-                    for entry, result in zip(copies, results, strict=True):
-                        if isinstance(result, BaseException):
-                            _logger.error(
-                                "rabbitmq.republish_failed",
-                                queue=self.queue,
-                                decision=entry[2].value,
-                                error=str(result),
-                            )
-                            failed.add(entry[0])
-                acks = {
-                    tag
-                    for tag, _, decision, _, _ in batch
-                    if decision is not Decision.REQUEUE and tag not in failed
-                }
-                await self._ack(acks)
-                for tag, _, decision, _, _ in batch:
-                    if decision is Decision.REQUEUE or tag in failed:
-                        await self._raw.basic_reject(tag, requeue=True)
-                        self._done.add(tag)
-        except Exception as exc:  # the channel went away: the broker returns them all
-            if not self._closed:
-                self._fail(f"settling on {self.queue!r} failed: {exc}")
-        finally:
-            self._flusher = None
-            self._settled.set()
+                    failed.add(entry[0])
+        acks = {
+            tag
+            for tag, _, decision, _, _ in batch
+            if decision is not Decision.REQUEUE and tag not in failed
+        }
+        await self._ack(acks)
+        for tag, _, decision, _, _ in batch:
+            if decision is Decision.REQUEUE or tag in failed:
+                await self._raw.basic_reject(tag, requeue=True)
+                self._done.add(tag)
 
     async def _ack(self, tags: set[int]) -> None:
         """Ack ``tags``: one ``multiple=True`` over the leading settled run, the rest singly."""
@@ -801,30 +717,13 @@ class RabbitMQSource:
         else:
             await self._backend._send(self._channel, target, copy, delay)
 
-    async def wait_settled(self) -> None:
-        """Wait until every delivery is settled and its settlement applied."""
-        while self._unsettled or self._flusher is not None:
-            self._settled.clear()
-            if self._unsettled:
-                self._credit.clear()
-                await self._credit.wait()
-            else:
-                await self._settled.wait()
-
     async def close(self) -> None:
         """Apply decided settlements, stop consuming, close: the broker returns the rest."""
         if self._closed:
             return
-        self._closed = True
-        self._end(lost=False)
         try:
-            if self._flusher is not None and self._failure is None:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(asyncio.shield(self._flusher), 30)
+            await self._stop()
         finally:
-            self._unsettled.clear()
-            self._arrived.set()
-            self._credit.set()
             # even when cancelled: an open channel would keep its deliveries for ever
             with (
                 anyio.CancelScope(shield=True),

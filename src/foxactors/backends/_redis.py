@@ -64,6 +64,7 @@ from ._base import (
     DeadLetter,
     redact,
 )
+from ._source import BrokerSource, Settlement
 
 try:
     import redis.asyncio as aioredis
@@ -103,7 +104,6 @@ _NUMERIC_FIELDS: dict[str, type[int] | type[float]] = {
     "expiration": float,
 }
 _ERRORS = (RedisError, OSError)
-_FLUSH_TICKS = 16  # event-loop turns a settlement may wait to join a batch (fewer XACKs)
 _TIMEOUT = 10.0  # seconds a command may take before its connection counts as dead
 
 
@@ -705,7 +705,7 @@ _COPY_MODE = {
 }
 
 
-class RedisSource:
+class RedisSource(BrokerSource[tuple[int, float]]):  # held: (attempt, leased at)
     """One consumer (a name in the group) of one stream.
 
     Reads with XREADGROUP; hands out at most ``prefetch`` unsettled deliveries;
@@ -727,10 +727,8 @@ class RedisSource:
         consumer: str,
         owns_client: bool,
     ) -> None:
+        super().__init__(backend, queue, prefetch, generation)
         self.backend = backend
-        self.queue = queue
-        self.prefetch = prefetch
-        self.generation = generation
         self.client: Any = client  # redis-py's reply types are too wide to narrow usefully
         self.consumer = consumer
         self.group = backend.group
@@ -740,17 +738,7 @@ class RedisSource:
         self._payload_key = backend.payload_field.encode()
         self._default_properties = backend._default_properties
         self._keys = (queue, backend.delayed_set(queue), backend.dead_letter_stream(queue))
-        self._buffer: collections.deque[tuple[bytes, dict[bytes, bytes], int]] = collections.deque()
-        self._unsettled: dict[bytes, tuple[int, float]] = {}  # id -> (attempt, leased at)
-        self._acks: list[bytes] = []
-        self._copies: list[_Copy] = []
-        self._flusher: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._failure: BackendError | None = None
-        self._closed = False
-        self._started = False
-        self._credit = asyncio.Event()
-        self._settled = asyncio.Event()
         self._cursor = b"0-0"
 
     async def start(self) -> None:
@@ -760,7 +748,7 @@ class RedisSource:
             await self._read_own_pending()
         except _ERRORS as exc:
             raise BackendError(f"cannot consume {self.queue!r}: {exc}") from None
-        self._started = True
+        self._started()
         if self._owns_client:  # no actors beside it: keep leases, reclaim, schedule here
             loop = asyncio.get_running_loop()
             self._tasks = [
@@ -811,49 +799,12 @@ class RedisSource:
         _logger.warning("redis.trimmed_pending", stream=self.queue, ids=[i.decode() for i in ids])
 
     def _fail(self, reason: str) -> None:
-        """The connection is gone: `receive` raises from now on, waiters wake up."""
         if self._failure is None and not self._closed:
             _logger.error("redis.connection_lost", stream=self.queue, error=reason)
-            self._failure = BackendError(reason)
-            self._end(lost=True)
-            self._credit.set()
+        super()._fail(reason)
 
-    def _end(self, *, lost: bool) -> None:
-        if self._started:
-            self._started = False
-            self.backend._source_ended(lost=lost)
-
-    @property
-    def unsettled(self) -> int:
-        """Deliveries handed out and not yet settled."""
-        return len(self._unsettled)
-
-    async def receive(self, max_count: int, min_credit: int = 1) -> list[Delivery]:
-        """Wait for a delivery and ``min_credit`` free credit; return at most ``max_count``."""
-        min_credit = max(1, min(min_credit, self.prefetch))
-        buffer = self._buffer
-        while True:
-            if self._failure is not None:
-                raise self._failure
-            if self._closed:
-                raise BackendError(f"consumer of {self.queue!r} is closed")
-            free = self.prefetch - len(self._unsettled)
-            if free < min_credit:
-                self._credit.clear()
-                await self._credit.wait()
-                continue
-            if buffer:
-                out: list[Delivery] = []
-                credit = min(max_count, free)
-                now = time.monotonic()
-                while buffer and len(out) < credit:
-                    delivery = self._deliver(*buffer.popleft(), now)
-                    if delivery is not None:
-                        out.append(delivery)
-                if out:
-                    return out
-                continue
-            await self._read(self.prefetch)  # read ahead: a full batch, handed out by credit
+    async def _fetch(self) -> None:
+        await self._read(self.prefetch)  # read ahead: a full batch, handed out by credit
 
     async def _read(self, count: int) -> None:
         block = self.backend.block
@@ -871,9 +822,8 @@ class RedisSource:
         if reply and not self._closed:
             self._buffer.extend((entry_id, fields, 1) for entry_id, fields in reply[0][1])
 
-    def _deliver(
-        self, entry_id: bytes, fields: dict[bytes, bytes], count: int, now: float
-    ) -> Delivery | None:
+    def _deliver(self, item: tuple[bytes, dict[bytes, bytes], int], now: float) -> Delivery | None:
+        entry_id, fields, count = item
         handle = AckHandle(self, entry_id, self.generation)
         parsed = _plain(entry_id, fields, self._payload_key, self._default_properties)
         if parsed is None:  # properties, headers, or something wrong: the full parse
@@ -912,55 +862,23 @@ class RedisSource:
 
     # -- settling -------------------------------------------------------------------------
 
-    def settle(self, handle: AckHandle, decision: Decision, delay: float, reason: str) -> bool:
-        """Queue a decision for the flusher (see `Settler`); stale handles are no-ops."""
-        tag = handle.tag
-        live = not self._closed and self._failure is None
-        held = self._unsettled.pop(tag, None) if live else None  # type: ignore[call-overload]
-        if held is None:
-            _logger.warning(
-                "settlement.stale", stream=self.queue, id=str(tag), decision=decision.value
-            )
-            return False
-        assert isinstance(tag, bytes)
-        if decision is Decision.ACK:
-            self._acks.append(tag)
-        else:
-            self._copies.append((tag, held[0], decision, delay, reason))
-        if self._flusher is None:
-            self._flusher = asyncio.get_running_loop().create_task(self._flush())
-        if self.prefetch - len(self._unsettled) >= 1:
-            self._credit.set()
-        return True
-
-    def dropped(self, handle: AckHandle) -> None:
-        """A handle was dropped unsettled: report it and requeue its delivery."""
-        if handle.tag in self._unsettled and not self._closed:
-            _logger.error("delivery.dropped", stream=self.queue, id=str(handle.tag))
-            handle.requeue()
-
-    async def _flush(self) -> None:
-        try:
-            while (self._acks or self._copies) and self._failure is None:
-                for _ in range(_FLUSH_TICKS):  # let settlements of these ticks join the batch
-                    await asyncio.sleep(0)
-                acks, self._acks = self._acks, []
-                copies, self._copies = self._copies, []
-                if not copies:
-                    await self.client.xack(self.queue, self.group, *acks)
-                    continue
-                pipe = self.client.pipeline(transaction=False)
-                if acks:
-                    pipe.xack(self.queue, self.group, *acks)
-                for entry in copies:
-                    self._queue_copy(pipe, entry)
-                results = await pipe.execute()
-                self._copied(copies, results[1:] if acks else results)
-        except _ERRORS as exc:  # the entries stay pending: they come back
-            self._fail(f"settling on {self.queue!r} failed: {exc}")
-        finally:
-            self._flusher = None
-            self._settled.set()
+    async def _apply(self, batch: list[Settlement]) -> None:
+        acks = [tag for tag, _, decision, _, _ in batch if decision is Decision.ACK]
+        copies: list[_Copy] = [
+            (tag, held[0], decision, delay, reason)
+            for tag, held, decision, delay, reason in batch
+            if decision is not Decision.ACK
+        ]
+        if not copies:
+            await self.client.xack(self.queue, self.group, *acks)
+            return
+        pipe = self.client.pipeline(transaction=False)
+        if acks:
+            pipe.xack(self.queue, self.group, *acks)
+        for entry in copies:
+            self._queue_copy(pipe, entry)
+        results = await pipe.execute()
+        self._copied(copies, results[1:] if acks else results)
 
     def _queue_copy(self, pipe: Any, copy: _Copy) -> None:
         entry_id, attempt, decision, delay, reason = copy
@@ -1003,16 +921,6 @@ class RedisSource:
                 )
             elif result == -1:
                 self._trimmed([entry_id])
-
-    async def wait_settled(self) -> None:
-        """Wait until every delivery is settled and its settlement applied."""
-        while self._unsettled or self._flusher is not None:
-            self._settled.clear()
-            if self._unsettled:
-                self._credit.clear()
-                await self._credit.wait()
-            else:
-                await self._settled.wait()
 
     # -- leases ---------------------------------------------------------------------------
 
@@ -1102,15 +1010,8 @@ class RedisSource:
         healthy = self._failure is None
         try:
             await _cancel(self._tasks)
-            if self._flusher is not None and healthy:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(asyncio.shield(self._flusher), 30)
+            healthy = await self._stop()
         finally:
-            self._closed = True
-            self._end(lost=False)
-            self._unsettled.clear()
-            self._buffer.clear()
-            self._credit.set()
             with anyio.CancelScope(shield=True), anyio.move_on_after(10):
                 with contextlib.suppress(*_ERRORS):
                     if healthy:
