@@ -293,6 +293,40 @@ async def test_a_slow_handler_keeps_its_lease_and_a_dead_ones_entry_is_taken(
     await other.close()
 
 
+async def test_in_a_pipeline_the_lease_keeper_actor_keeps_a_slow_message(
+    redis: RedisServer, stream: str
+) -> None:
+    leases = Leases(claim_min_idle=0.3)
+    backend = RedisBackend(redis.url, consumer="pipeline", leases=leases)
+    rival = RedisBackend(redis.url, consumer="rival", leases=leases)
+    started, release = anyio.Event(), anyio.Event()
+    runs: list[int] = []
+
+    async def slow(message: fa.Message) -> None:
+        runs.append(message.attempt)
+        started.set()
+        await release.wait()
+
+    await backend.publish(stream, "long job")
+    app = fa.WorkerApp("slow").add_worker(slow)
+    async with fa.open_system(app.build(backend, stream)) as system:
+        with anyio.fail_after(30):
+            await started.wait()
+        taker = await rival.open_source(stream, prefetch=5)
+        try:
+            with anyio.move_on_after(2.4):  # eight times the lease: renewed by the actor
+                await taker.receive(1)
+                pytest.fail("a running message was taken by another consumer")
+            assert rival.statistics().reclaimed == 0
+            assert system.snapshot().find("/slow/intake/leases") is not None
+        finally:
+            release.set()
+            await taker.close()
+    assert runs == [1]
+    await backend.close()
+    await rival.close()
+
+
 async def test_max_retries_hold_when_consumers_keep_dying(
     backend: RedisBackend, stream: str, raw: Any
 ) -> None:
