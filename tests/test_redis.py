@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import uuid
-from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -430,103 +429,6 @@ async def test_maxlen_trims_the_stream_approximately(redis: RedisServer, stream:
         await backend.publish(stream, n)
     client = await backend._client()
     assert 100 <= await client.xlen(stream) < 300
-    await backend.close()
-
-
-async def test_a_pipeline_survives_cut_connections_by_supervision(
-    backend: RedisBackend, stream: str, raw: Any
-) -> None:
-    seen: Counter[int] = Counter()
-    first_batch = anyio.Event()
-    everything = anyio.Event()
-
-    async def handle(message: fa.Message) -> None:
-        seen[message.payload] += 1
-        if len(seen) >= 20:
-            first_batch.set()
-        if len(seen) == 60:
-            everything.set()
-        if message.payload % 7 == 0 and message.attempt == 1:
-            raise RuntimeError("flaky")
-
-    for n in range(40):
-        await backend.publish(stream, n)
-    app = (
-        fa.WorkerApp("streams")
-        .add_worker(handle)
-        .with_retry(max_retries=3, initial_backoff=0.01, jitter=0)
-        .with_prefetch(10)
-        .with_reconnect(min_delay=0.05, max_delay=0.2)
-    )
-    async with fa.open_system(app.build(backend, stream)) as system:
-        with anyio.fail_after(30):
-            await first_batch.wait()
-        killed = await raw.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
-        assert killed >= 2  # the consumer's connections (and the publisher's)
-        for n in range(40, 60):
-            await backend.publish(stream, n)
-        with anyio.fail_after(60):
-            await everything.wait()
-        stats = backend.statistics()
-        assert stats.consuming == 1
-        assert stats.lost >= 1
-        assert stats.reconnects >= 1
-        intake = system.snapshot().find("/streams/intake")
-        assert intake is not None
-        assert [child.path.rpartition("/")[2] for child in intake.children] == [
-            "connection",
-            "consumer",
-            "leases",
-            "reclaimer",
-            "scheduler",
-        ]
-        assert intake.children[1].restarts >= 1
-    assert set(seen) == set(range(60))  # none lost; duplicates only for in-flight ones
-    assert await backend.count_dead_letters(stream) == 0
-    assert (await raw.xpending(stream, backend.group))["pending"] == 0
-    assert backend.statistics().consuming == 0
-
-
-async def test_a_pipeline_survives_a_redis_restart_losing_nothing(
-    redis: RedisServer, stream: str
-) -> None:
-    backend = RedisBackend(redis.url)
-    seen: Counter[int] = Counter()
-    in_flight = anyio.Event()
-    restarted = anyio.Event()
-    everything = anyio.Event()
-
-    async def handle(message: fa.Message) -> None:
-        seen[message.payload] += 1
-        if message.payload >= 30 and not restarted.is_set():
-            in_flight.set()
-            await restarted.wait()  # held across the restart
-        if len(seen) == 100:
-            everything.set()
-
-    for n in range(100):
-        await backend.publish(stream, n)
-    await backend.close()
-    app = (
-        fa.WorkerApp("streams")
-        .add_worker(handle)
-        .with_prefetch(10)
-        .with_reconnect(min_delay=0.2, max_delay=1)
-    )
-    async with fa.open_system(app.build(backend, stream)):
-        with anyio.fail_after(30):
-            await in_flight.wait()
-        await anyio.to_thread.run_sync(redis.stop)
-        await anyio.to_thread.run_sync(redis.start)
-        restarted.set()
-        with anyio.fail_after(60):
-            await everything.wait()
-        stats = backend.statistics()
-        assert stats.reconnects >= 1
-        assert (stats.consuming, stats.consecutive_failures) == (1, 0)
-    assert set(seen) == set(range(100))  # AOF: none lost
-    duplicates = sum(count - 1 for count in seen.values())
-    assert duplicates <= 10  # only what was in flight (the prefetch) comes again
     await backend.close()
 
 

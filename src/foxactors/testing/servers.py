@@ -54,13 +54,20 @@ def require_server(command: str) -> str:
     return path
 
 
-def _wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float) -> None:
+def _wait_for_port(
+    port: int, process: subprocess.Popen[bytes], timeout: float, *, hello: bytes = b""
+) -> None:
+    """Wait until the server listens (and answers ``hello`` with ``+PONG``, if given)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode} before listening")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            return
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2) as s:
+            if not hello:
+                return
+            s.sendall(hello)
+            if s.recv(64).startswith((b"+PONG", b"-NOAUTH")):  # not -LOADING: data is in
+                return
         time.sleep(0.05)  # polling a process we do not control, not test synchronisation
     raise RuntimeError(f"server did not listen on port {port} within {timeout} s")
 
@@ -203,7 +210,7 @@ class RedisServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        _wait_for_port(self.port, self.process, 30)
+        _wait_for_port(self.port, self.process, 30, hello=b"PING\r\n")
 
     def stop(self, *, kill: bool = False) -> None:
         """Stop our server by its pid: SIGTERM (or SIGKILL with ``kill``)."""
