@@ -6,9 +6,13 @@ from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import attrs
+import structlog
 
 from foxactors._ack import Settler
+from foxactors._errors import BackendError
 from foxactors._message import Delivery, MessageProperties
+
+_logger: structlog.typing.FilteringBoundLogger = structlog.get_logger("foxactors")
 
 CONNECTION = "foxactors.connection.get"
 """What a consumer asks a backend's connection actor for: the live connection.
@@ -102,6 +106,25 @@ class ConnectionCounts:
         """A connection attempt failed with ``error`` (already redacted)."""
         self.failures += 1
         self.last_error = error
+
+    def refused(
+        self, broker: str, url: str, exc: BaseException, *, wrong_password: bool
+    ) -> BackendError:
+        """Count and log a failed connection attempt; return the error to raise.
+
+        The error names the broker and the host, says why, and never the password.
+        """
+        kind = type(exc).__name__
+        detail = "wrong user or password?" if wrong_password else str(exc)
+        detail = detail.replace(url, redact(url))
+        self.failed(f"{kind}: {detail}")
+        _logger.warning(
+            f"{broker.lower().replace(' ', '_')}.connect_failed",
+            url=redact(url),
+            error=self.last_error,
+            consecutive_failures=self.failures,
+        )
+        return BackendError(f"cannot connect to {broker} at {redact(url)}: {kind}: {detail}")
 
     def started(self) -> None:
         """A source started consuming (a reconnect if one was lost before)."""

@@ -238,18 +238,9 @@ class RabbitMQBackend:
         try:
             connection = await aio_pika.connect(self.url, timeout=10)
         except Exception as exc:
-            kind = type(exc).__name__
-            detail = "wrong user or password?" if "Authentication" in kind else str(exc)
-            detail = detail.replace(self.url, redact(self.url))
-            self._counts.failed(f"{kind}: {detail}")
-            _logger.warning(
-                "rabbitmq.connect_failed",
-                url=redact(self.url),
-                error=self._counts.last_error,
-                consecutive_failures=self._counts.failures,
-            )
-            raise BackendError(
-                f"cannot connect to RabbitMQ at {redact(self.url)}: {kind}: {detail}"
+            wrong_password = "Authentication" in type(exc).__name__
+            raise self._counts.refused(
+                "RabbitMQ", self.url, exc, wrong_password=wrong_password
             ) from None
         self._counts.connected()
         return connection

@@ -418,19 +418,9 @@ class RedisBackend:
         except (*_ERRORS, TimeoutError) as exc:
             with contextlib.suppress(Exception):
                 await client.aclose()
-            kind = type(exc).__name__
             wrong_password = isinstance(exc, AuthenticationError) or "WRONGPASS" in str(exc)
-            detail = "wrong user or password?" if wrong_password else str(exc)
-            detail = detail.replace(self.url, redact(self.url))
-            self._counts.failed(f"{kind}: {detail}")
-            _logger.warning(
-                "redis.connect_failed",
-                url=redact(self.url),
-                error=self._counts.last_error,
-                consecutive_failures=self._counts.failures,
-            )
-            raise BackendError(
-                f"cannot connect to Redis at {redact(self.url)}: {kind}: {detail}"
+            raise self._counts.refused(
+                "Redis", self.url, exc, wrong_password=wrong_password
             ) from None
         self._counts.connected()
         return client
