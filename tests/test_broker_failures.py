@@ -1,4 +1,4 @@
-"""Pipelines on real brokers through cut connections and server restarts.
+"""Pipelines on real brokers through cut connections and server restarts; the CLI.
 
 The same tests on RabbitMQ (connections closed by the broker) and Redis Streams
 (CLIENT KILL; AOF across the restart): none lost, duplicates only of what was in flight,
@@ -7,18 +7,26 @@ the intake subtree rebuilt by supervision, and its statistics say so.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import uuid
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 
 import foxactors as fa
+from foxactors.testing.servers import free_port
 
 from .brokers import BROKERS, RabbitMQCase, RedisCase, case
 
 pytestmark = pytest.mark.anyio
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -128,4 +136,53 @@ async def test_a_pipeline_survives_a_server_restart_losing_nothing(
     duplicates = sum(count - 1 for count in seen.values())
     # only what was in flight comes again: the prefetch (and on Redis, a read-ahead batch)
     assert duplicates <= 10 * (2 if isinstance(broker, RedisCase) else 1)
+    await backend.close()
+
+
+async def test_the_cli_lists_replays_and_purges_dead_letters(
+    broker: RabbitMQCase | RedisCase, queue: str
+) -> None:
+    backend = broker.backend
+    name = "rabbitmq" if isinstance(broker, RabbitMQCase) else "redis"
+    await backend.publish(queue, {"n": 1}, properties=fa.MessageProperties(message_type="t"))
+
+    async def dead_letter_one(reason: str) -> None:
+        source = await backend.open_source(queue, prefetch=1)
+        with anyio.fail_after(30):
+            (delivery,) = await source.receive(1)
+            delivery.handle.dead_letter(reason)
+            await source.wait_settled()
+        await source.close()
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "foxactors", "dead-letters", *args],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env={**os.environ, f"FOXACTORS_{name.upper()}_URL": broker.server.url},
+        )
+
+    await dead_letter_one("gateway said no")
+    listed = await anyio.to_thread.run_sync(cli, "list", queue, "--json")
+    assert listed.returncode == 0, listed.stderr
+    (row,) = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert (row["reason"], row["attempts"], row["message_type"]) == ("gateway said no", 1, "t")
+    replayed = await anyio.to_thread.run_sync(cli, "replay", queue)
+    assert replayed.stdout.strip() == "replayed 1 dead letter(s)"
+    await dead_letter_one("still no")
+    purged = await anyio.to_thread.run_sync(cli, "purge", queue)
+    assert purged.stdout.strip() == "purged 1 dead letter(s)"
+    assert await backend.count_dead_letters(queue) == 0
+    secret = "t0psecret"
+    wrong = {
+        "rabbitmq": f"amqp://guest:{secret}@127.0.0.1:{broker.server.port}/",
+        "redis": f"redis://:{secret}@127.0.0.1:{free_port()}/0",
+    }[name]
+    failed = await anyio.to_thread.run_sync(cli, "list", queue, f"--{name}", wrong)
+    assert failed.returncode == 1
+    assert "cannot connect" in failed.stderr
+    assert secret not in failed.stderr
     await backend.close()

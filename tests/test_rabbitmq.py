@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -221,47 +217,6 @@ async def test_a_lost_connection_fails_the_source_and_stales_its_handles(
     redelivered.handle.ack()
     await again.close()
     await fresh.close()
-
-
-async def test_the_cli_lists_replays_and_purges_dead_letters(
-    backend: RabbitMQBackend, queue: str, rabbitmq: RabbitMQ
-) -> None:
-    await backend.publish(queue, {"n": 1}, properties=fa.MessageProperties(message_type="t"))
-    source = await backend.open_source(queue, prefetch=1)
-    (await receive_one(source)).handle.dead_letter("gateway said no")
-    await source.wait_settled()
-    await source.close()
-
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "foxactors", "dead-letters", *args],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-            env={**os.environ, "FOXACTORS_RABBITMQ_URL": rabbitmq.url},
-        )
-
-    listed = await anyio.to_thread.run_sync(cli, "list", queue, "--json")
-    assert listed.returncode == 0, listed.stderr
-    (row,) = [json.loads(line) for line in listed.stdout.splitlines()]
-    assert (row["reason"], row["attempts"], row["message_type"]) == ("gateway said no", 1, "t")
-    replayed = await anyio.to_thread.run_sync(cli, "replay", queue)
-    assert replayed.stdout.strip() == "replayed 1 dead letter(s)"
-    again = await backend.open_source(queue, prefetch=1)
-    (await receive_one(again)).handle.dead_letter("still no")
-    await again.wait_settled()
-    await again.close()
-    purged = await anyio.to_thread.run_sync(cli, "purge", queue)
-    assert purged.stdout.strip() == "purged 1 dead letter(s)"
-    assert await backend.count_dead_letters(queue) == 0
-    wrong = await anyio.to_thread.run_sync(
-        cli, "list", queue, "--rabbitmq", f"amqp://guest:t0psecret@127.0.0.1:{rabbitmq.port}/"
-    )
-    assert wrong.returncode == 1
-    assert "cannot connect" in wrong.stderr
-    assert "t0psecret" not in wrong.stderr
 
 
 async def test_quorum_queues_count_redeliveries_and_retry(rabbitmq: RabbitMQ, queue: str) -> None:

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -430,42 +427,3 @@ async def test_maxlen_trims_the_stream_approximately(redis: RedisServer, stream:
     client = await backend._client()
     assert 100 <= await client.xlen(stream) < 300
     await backend.close()
-
-
-async def test_the_cli_lists_replays_and_purges_dead_letters(
-    backend: RedisBackend, stream: str, redis: RedisServer
-) -> None:
-    await backend.publish(stream, {"n": 1}, properties=fa.MessageProperties(message_type="t"))
-    source = await backend.open_source(stream, prefetch=1)
-    (await receive_one(source)).handle.dead_letter("gateway said no")
-    await settled(source)
-
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "foxactors", "dead-letters", *args],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-            env={**os.environ, "FOXACTORS_REDIS_URL": redis.url},
-        )
-
-    listed = await anyio.to_thread.run_sync(cli, "list", stream, "--json")
-    assert listed.returncode == 0, listed.stderr
-    (row,) = [json.loads(line) for line in listed.stdout.splitlines()]
-    assert (row["reason"], row["attempts"], row["message_type"]) == ("gateway said no", 1, "t")
-    replayed = await anyio.to_thread.run_sync(cli, "replay", stream)
-    assert replayed.stdout.strip() == "replayed 1 dead letter(s)"
-    (await receive_one(source)).handle.dead_letter("still no")
-    await settled(source)
-    await source.close()
-    purged = await anyio.to_thread.run_sync(cli, "purge", stream)
-    assert purged.stdout.strip() == "purged 1 dead letter(s)"
-    assert await backend.count_dead_letters(stream) == 0
-    wrong = await anyio.to_thread.run_sync(
-        cli, "list", stream, "--redis", f"redis://:t0psecret@127.0.0.1:{free_port()}/0"
-    )
-    assert wrong.returncode == 1
-    assert "cannot connect" in wrong.stderr
-    assert "t0psecret" not in wrong.stderr
