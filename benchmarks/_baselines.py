@@ -1,12 +1,16 @@
-"""Raw baselines shared by the benchmark scripts."""
+"""Raw baselines, and the broker benchmarks' foxactors runner, shared by the scripts."""
 
 from __future__ import annotations
 
+import asyncio
 import time
+from typing import Any
 
 import anyio
 from anyio import WouldBlock
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+import foxactors as fa
 
 
 async def raw_fast_chain(n: int, hops: int, capacity: int) -> float:
@@ -57,3 +61,22 @@ async def raw_fast_chain(n: int, hops: int, capacity: int) -> float:
         send_stream.close()
         receive_stream.close()
     return rate
+
+
+async def broker_pipeline_rate(backend: Any, queue: str, n: int, prefetch: int) -> float:
+    """Messages/s of the default stack with a no-op worker draining ``n`` messages."""
+    count = 0
+    done = asyncio.Event()
+
+    async def noop(message: fa.Message) -> None:
+        nonlocal count
+        count += 1
+        if count == n:
+            done.set()
+
+    app = fa.WorkerApp("bench").add_worker(noop).with_prefetch(prefetch)
+    start = time.perf_counter()
+    async with fa.open_system(app.build(backend, queue)):
+        await done.wait()
+        elapsed = time.perf_counter() - start
+    return n / elapsed

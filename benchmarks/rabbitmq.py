@@ -26,8 +26,8 @@ from typing import Any
 
 import aio_pika
 import structlog
+from _baselines import broker_pipeline_rate
 
-import foxactors as fa
 from foxactors.backends import RabbitMQBackend
 from foxactors.testing.servers import rabbitmq_server
 
@@ -72,21 +72,7 @@ async def raw_rate(url: str, queue: str, n: int, every: int) -> float:
 
 
 async def foxactors_rate(backend: RabbitMQBackend, queue: str, n: int) -> float:
-    count = 0
-    done = asyncio.Event()
-
-    async def noop(message: fa.Message) -> None:
-        nonlocal count
-        count += 1
-        if count == n:
-            done.set()
-
-    app = fa.WorkerApp("bench").add_worker(noop).with_prefetch(PREFETCH)
-    start = time.perf_counter()
-    async with fa.open_system(app.build(backend, queue)):
-        await done.wait()
-        elapsed = time.perf_counter() - start
-    return n / elapsed
+    return await broker_pipeline_rate(backend, queue, n, PREFETCH)
 
 
 @contextlib.contextmanager

@@ -30,6 +30,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 import structlog
+from _baselines import broker_pipeline_rate
 
 import foxactors as fa
 from foxactors.backends import RedisBackend
@@ -81,23 +82,10 @@ async def raw_rate(client: Any, stream: str, n: int, *, per_batch: bool) -> floa
 
 
 async def foxactors_rate(url: str, stream: str, n: int) -> float:
-    count = 0
-    done = asyncio.Event()
-
-    async def noop(message: fa.Message) -> None:
-        nonlocal count
-        count += 1
-        if count == n:
-            done.set()
-
     backend = RedisBackend(url, group=GROUP)
-    app = fa.WorkerApp("bench").add_worker(noop).with_prefetch(BATCH)
-    start = time.perf_counter()
-    async with fa.open_system(app.build(backend, stream)):
-        await done.wait()
-        elapsed = time.perf_counter() - start
+    rate = await broker_pipeline_rate(backend, stream, n, BATCH)
     await backend.close()
-    return n / elapsed
+    return rate
 
 
 @contextlib.contextmanager
