@@ -1,0 +1,51 @@
+"""Every module the package imports at load time is the standard library's or declared.
+
+The test environment has more installed than a user's (trio, hypothesis, the brokers'
+clients), so an undeclared import would pass every other test and fail on a fresh
+machine. Imports inside functions or ``try`` blocks are optional by construction.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import sys
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SOURCE = ROOT / "src" / "foxactors"
+# module name -> distribution name, where they differ
+DISTRIBUTIONS = {"attr": "attrs", "redis": "redis", "aio_pika": "aio-pika"}
+
+
+def declared(extra: str | None = None) -> set[str]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    specs = project["dependencies"] if extra is None else project["optional-dependencies"][extra]
+    return {re.split(r"[<>=\[ ;]", spec, maxsplit=1)[0].lower() for spec in specs}
+
+
+def load_time_imports(path: Path) -> set[str]:
+    """Top-level module names imported when ``path`` is loaded (not in try/def)."""
+    names: set[str] = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names - set(sys.stdlib_module_names) - {"foxactors", "__future__"}
+
+
+def test_the_core_imports_only_declared_dependencies() -> None:
+    base = declared()
+    for path in sorted(SOURCE.rglob("*.py")):
+        for name in load_time_imports(path):
+            assert DISTRIBUTIONS.get(name, name).lower() in base, (
+                f"{path.relative_to(ROOT)} imports {name!r} at load time, but it is not "
+                "a declared dependency: declare it, or import it where it is needed"
+            )
+
+
+def test_the_broker_clients_are_declared_as_extras() -> None:
+    assert {"aio-pika"} <= declared("rabbitmq")
+    assert {"redis", "hiredis"} <= declared("redis")
