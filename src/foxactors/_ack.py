@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import math
 from collections.abc import Hashable
 from typing import Protocol
 
-from ._errors import ConfigurationError, SettlementError
+from ._errors import SettlementError, require_seconds
 
 
 class Decision(enum.Enum):
@@ -73,9 +72,7 @@ class AckHandle:
         The delay is held by the backend (a delayed queue), never by keeping the
         delivery open.
         """
-        if not isinstance(delay, int | float) or not math.isfinite(delay) or delay < 0:
-            raise ConfigurationError(f"retry delay must be seconds >= 0, got {delay!r}")
-        return self._settle(Decision.RETRY, float(delay), "")
+        return self._settle(Decision.RETRY, require_seconds("retry delay", delay), "")
 
     def defer(self, delay: float) -> bool:
         """Deliver the message again after ``delay`` seconds without counting an attempt.
@@ -83,9 +80,7 @@ class AckHandle:
         For messages that were not tried at all (a circuit breaker is open): the
         next delivery has the same attempt number as this one.
         """
-        if not isinstance(delay, int | float) or not math.isfinite(delay) or delay < 0:
-            raise ConfigurationError(f"defer delay must be seconds >= 0, got {delay!r}")
-        return self._settle(Decision.DEFER, float(delay), "")
+        return self._settle(Decision.DEFER, require_seconds("defer delay", delay), "")
 
     def dead_letter(self, reason: str) -> bool:
         """Move the message to the dead-letter queue with ``reason`` (one line)."""

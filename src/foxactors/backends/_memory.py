@@ -18,7 +18,13 @@ import structlog
 
 from foxactors._ack import AckHandle, Decision
 from foxactors._codec import Codec, JsonCodec
-from foxactors._errors import BackendError, ConfigurationError, DecodeError, require_int
+from foxactors._errors import (
+    BackendError,
+    ConfigurationError,
+    DecodeError,
+    require_int,
+    require_seconds,
+)
 from foxactors._message import DEFAULT_PROPERTIES, Delivery, Message, MessageProperties
 
 from ._base import DeadLetter
@@ -180,8 +186,7 @@ class MemoryBackend:
         delay: float = 0.0,
     ) -> str:
         """Enqueue an already encoded ``body`` as it is (for tests of bad input)."""
-        if not isinstance(delay, int | float) or delay < 0:
-            raise ConfigurationError(f"delay must be seconds >= 0, got {delay!r}")
+        require_seconds("delay", delay)
         now = anyio.current_time()
         entry = _Entry(uuid.uuid4().hex, body, properties or DEFAULT_PROPERTIES, now)
         target = self._queue(queue)

@@ -39,7 +39,13 @@ import structlog
 from foxactors._ack import AckHandle, Decision
 from foxactors._actor import Actor
 from foxactors._codec import Codec, JsonCodec
-from foxactors._errors import BackendError, ConfigurationError, DecodeError, require_int
+from foxactors._errors import (
+    BackendError,
+    ConfigurationError,
+    DecodeError,
+    require_int,
+    require_seconds,
+)
 from foxactors._lifecycle import Exit
 from foxactors._message import Delivery, Message, MessageProperties
 
@@ -330,8 +336,7 @@ class RabbitMQBackend:
         message_id: str | None = None,
     ) -> str:
         """Publish an already encoded ``body`` as it is, waiting for the confirm."""
-        if not isinstance(delay, int | float) or not math.isfinite(delay) or delay < 0:
-            raise ConfigurationError(f"delay must be seconds >= 0, got {delay!r}")
+        require_seconds("delay", delay)
         message_id = message_id or uuid.uuid4().hex
         message = to_amqp(
             properties or MessageProperties(), body, message_id, persistent=self.persistent

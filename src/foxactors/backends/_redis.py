@@ -51,7 +51,13 @@ import structlog
 from foxactors._ack import AckHandle, Decision
 from foxactors._actor import Actor
 from foxactors._codec import Codec, JsonCodec
-from foxactors._errors import BackendError, ConfigurationError, DecodeError, require_int
+from foxactors._errors import (
+    BackendError,
+    ConfigurationError,
+    DecodeError,
+    require_int,
+    require_seconds,
+)
 from foxactors._lifecycle import Exit
 from foxactors._message import DEFAULT_PROPERTIES, Delivery, Message, MessageProperties
 
@@ -128,10 +134,8 @@ class Leases:
     forget_after: float = 3600.0
 
     def __attrs_post_init__(self) -> None:
-        for name in ("claim_min_idle", "forget_after"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-                raise ConfigurationError(f"{name} must be seconds > 0, got {value!r}")
+        require_seconds("claim_min_idle", self.claim_min_idle, positive=True)
+        require_seconds("forget_after", self.forget_after, positive=True)
         require_int("claim_batch", self.claim_batch, 1)
 
     @property
@@ -339,13 +343,9 @@ class RedisBackend:
             raise ConfigurationError(f"consumer must be a non-empty string, got {consumer!r}")
         if maxlen is not None:
             require_int("maxlen", maxlen, 1)
-        for name, seconds in (
-            ("block", block),
-            ("poll_interval", poll_interval),
-            ("health_interval", health_interval),
-        ):
-            if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds <= 0:
-                raise ConfigurationError(f"{name} must be seconds > 0, got {seconds!r}")
+        require_seconds("block", block, positive=True)
+        require_seconds("poll_interval", poll_interval, positive=True)
+        require_seconds("health_interval", health_interval, positive=True)
         self.url = url
         self.group = group
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
@@ -509,8 +509,7 @@ class RedisBackend:
     ) -> str:
         """Add an already encoded ``body`` as it is (see `publish`)."""
         _check_stream(queue)
-        if not isinstance(delay, int | float) or not math.isfinite(delay) or delay < 0:
-            raise ConfigurationError(f"delay must be seconds >= 0, got {delay!r}")
+        require_seconds("delay", delay)
         message_id = message_id or uuid.uuid4().hex
         fields = self.fields(body, properties or DEFAULT_PROPERTIES, message_id)
         client = await self._client()  # retries once on a fresh connection
