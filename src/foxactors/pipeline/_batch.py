@@ -7,7 +7,7 @@ from typing import Any
 import anyio
 import attrs
 
-from foxactors._errors import ConfigurationError, require_int
+from foxactors._errors import require_int, require_seconds
 from foxactors._lifecycle import Exit
 from foxactors._message import Delivery
 
@@ -31,8 +31,7 @@ class BatchStage(Stage):
 
     def __init__(self, size: int, interval: float) -> None:
         require_int("batch size", size, 1)
-        if not isinstance(interval, int | float) or interval <= 0:
-            raise ConfigurationError(f"flush interval must be seconds > 0, got {interval!r}")
+        require_seconds("flush interval", interval, positive=True)
         self.size = size
         self.interval = interval
         self._gathered: list[Delivery] = []

@@ -8,7 +8,7 @@ from typing import Any
 import anyio
 import attrs
 
-from foxactors._errors import ConfigurationError, require_int
+from foxactors._errors import require_int, require_seconds
 from foxactors._message import Delivery, Outcome, OutcomeKind
 
 from ._stage import Stage
@@ -47,8 +47,7 @@ class Breaker:
 
     def __attrs_post_init__(self) -> None:
         require_int("failure_threshold", self.failure_threshold, 1)
-        if not isinstance(self.open_timeout, int | float) or self.open_timeout <= 0:
-            raise ConfigurationError(f"open_timeout must be seconds > 0, got {self.open_timeout!r}")
+        require_seconds("open_timeout", self.open_timeout, positive=True)
 
     def admit(self, now: float) -> tuple[bool, Breaker]:
         """May a message go through at ``now``? Returns (allowed, new state)."""
