@@ -84,3 +84,11 @@ class Gate(fa.Actor[Any]):
         await self.gate().wait()
         self.seen.append(message)
         return message
+
+
+async def receive_one(source: Any) -> fa.Delivery:
+    """The next delivery of a backend's source (brokers may take a moment)."""
+    with anyio.fail_after(60):
+        (delivery,) = await source.receive(1)
+    assert isinstance(delivery, fa.Delivery)
+    return delivery

@@ -18,6 +18,8 @@ import foxactors as fa
 from foxactors.backends import Backend, Leases, RabbitMQBackend, RedisBackend, Topology
 from foxactors.testing import anyio_backend_options
 
+from .helpers import receive_one
+
 pytestmark = pytest.mark.anyio
 
 MEMORY = [("memory", "asyncio"), ("memory", "trio")]
@@ -71,12 +73,6 @@ async def receive_all(source: fa.backends.Source, count: int) -> list[fa.Deliver
         while len(out) < count:
             out.extend(await source.receive(count - len(out)))
     return out
-
-
-async def receive_one(source: fa.backends.Source) -> fa.Delivery:
-    with anyio.fail_after(60):
-        (delivery,) = await source.receive(1)
-    return delivery
 
 
 async def test_publish_and_consume_with_properties(backend: Backend, queue: str) -> None:

@@ -18,6 +18,8 @@ from foxactors.backends._base import redact
 from foxactors.backends._rabbitmq import delay_bucket
 from foxactors.testing.servers import RabbitMQ
 
+from .helpers import receive_one
+
 pytestmark = pytest.mark.anyio
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,13 +40,6 @@ async def backend(rabbitmq: RabbitMQ) -> AsyncIterator[RabbitMQBackend]:
     rabbit = RabbitMQBackend(rabbitmq.url)
     yield rabbit
     await rabbit.close()
-
-
-async def receive_one(source: Any) -> fa.Delivery:
-    with anyio.fail_after(30):
-        (delivery,) = await source.receive(1)
-    assert isinstance(delivery, fa.Delivery)
-    return delivery
 
 
 async def publish_plain(url: str, queue: str, body: bytes, **props: Any) -> None:

@@ -17,6 +17,7 @@ from foxactors.backends import Leases, RedisBackend, RedisSource
 from foxactors.testing.servers import RedisServer, free_port, redis_server
 
 from .conftest import _server
+from .helpers import receive_one
 
 pytestmark = pytest.mark.anyio
 
@@ -46,13 +47,6 @@ async def raw(redis: RedisServer) -> AsyncIterator[Any]:
     client = aioredis.Redis.from_url(redis.url)
     yield client
     await client.aclose()
-
-
-async def receive_one(source: Any) -> fa.Delivery:
-    with anyio.fail_after(30):
-        (delivery,) = await source.receive(1)
-    assert isinstance(delivery, fa.Delivery)
-    return delivery
 
 
 async def settled(source: RedisSource) -> None:

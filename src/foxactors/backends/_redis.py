@@ -717,7 +717,6 @@ class RedisSource(BrokerSource[tuple[int, float]]):  # held: (attempt, leased at
         owns_client: bool,
     ) -> None:
         super().__init__(backend, queue, prefetch, generation)
-        self.backend = backend
         self.client: Any = client  # redis-py's reply types are too wide to narrow usefully
         self.consumer = consumer
         self.group = backend.group
@@ -729,6 +728,12 @@ class RedisSource(BrokerSource[tuple[int, float]]):  # held: (attempt, leased at
         self._keys = (queue, backend.delayed_set(queue), backend.dead_letter_stream(queue))
         self._tasks: list[asyncio.Task[None]] = []
         self._cursor = b"0-0"
+
+    @property
+    def backend(self) -> RedisBackend:
+        """The backend this source consumes for."""
+        backend: RedisBackend = self._backend
+        return backend
 
     async def start(self) -> None:
         """Create the group if missing, take back this name's pending entries, consume."""
