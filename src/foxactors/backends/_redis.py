@@ -98,6 +98,7 @@ _PROPERTY_FIELDS = {
     "correlation_id": "correlation_id",
 }
 _DLQ_FIELDS = ("x-failure-reason", "x-final-attempt", "x-failed-at", "x-original-id")
+_DLQ_KEYS = frozenset(field.encode() for field in _DLQ_FIELDS)
 RESERVED_FIELDS = frozenset(
     {"payload", "id", "timestamp", ATTEMPT_FIELD, *_PROPERTY_FIELDS, *_DLQ_FIELDS}
 )
@@ -605,11 +606,9 @@ class RedisBackend:
 
     def _dead_letter(self, queue: str, entry_id: bytes, fields: dict[bytes, bytes]) -> DeadLetter:
         extra = {
-            k.decode(): v.decode(errors="replace")
-            for k, v in fields.items()
-            if k.decode(errors="replace") in _DLQ_FIELDS
+            k.decode(): v.decode(errors="replace") for k, v in fields.items() if k in _DLQ_KEYS
         }
-        rest = {k: v for k, v in fields.items() if k.decode(errors="replace") not in _DLQ_FIELDS}
+        rest = {k: v for k, v in fields.items() if k not in _DLQ_KEYS}
         try:
             parsed = _parse(entry_id, rest, self.payload_field.encode(), self._default_properties)
             body, message_id, properties = parsed[:3]
