@@ -13,7 +13,7 @@ from foxactors._lifecycle import Exit
 from foxactors._message import Message, Outcome, OutcomeKind
 from foxactors.backends._base import CONNECTION, SOURCE, Backend, DeadLetter, Source
 
-from ._work import BatchOutcomes
+from ._work import BatchOutcomes, Deliveries
 
 STOP_INTAKE = "foxactors.consumer.stop_intake"
 
@@ -23,10 +23,10 @@ class Consumer(Actor[Any]):
 
     A background task pulls deliveries (never more than ``prefetch`` unsettled: the
     source holds it back) and tells them to the first stage. Like GenStage, it asks
-    again only once half the prefetch is free, so deliveries travel in batches.
-    Outcomes come back as messages and are settled here, exactly once: succeeded ->
-    ack, retry -> retry later, requeue -> requeue, dead letter -> dead letter, and a
-    failure nobody
+    again only once half the prefetch is free, so deliveries travel in runs, and a
+    run crosses each hop as one `Deliveries` message. Outcomes come back as
+    messages and are settled here, exactly once: succeeded -> ack, retry -> retry
+    later, requeue -> requeue, dead letter -> dead letter, and a failure nobody
     turned into a decision -> dead letter. When the consumer stops, every unsettled
     delivery goes back to the queue; later settlements of its handles are no-ops.
     """
@@ -70,8 +70,11 @@ class Consumer(Actor[Any]):
         min_demand = max(1, batch // 2)
         with self._intake:
             while True:
-                for delivery in await receive(batch, min_demand):
-                    await downstream.tell(delivery)
+                deliveries = await receive(batch, min_demand)
+                if len(deliveries) == 1:
+                    await downstream.tell(deliveries[0])
+                else:  # one hop for the whole run
+                    await downstream.tell(Deliveries(tuple(deliveries)))
 
     async def receive(self, message: Any) -> Any:
         """Settle outcomes; on `STOP_INTAKE`, stop pulling and return the source.

@@ -17,7 +17,7 @@ from foxactors._message import Delivery, Outcome
 from foxactors._spec import ChildSpec, coerce_enum
 from foxactors._supervisor import Supervisor
 
-from ._work import Batch, BatchOutcomes
+from ._work import Batch, BatchOutcomes, Deliveries
 from ._worker import Handback, Recycle
 
 
@@ -77,7 +77,10 @@ class Pool(Supervisor):
     async def receive(self, message: Any) -> Any:
         """Dispatch work (deliveries, batches), pass outcomes back, and supervise."""
         kind = type(message)
-        if kind is Delivery or kind is Batch:
+        if kind is Deliveries:
+            self._pending.extend(message.items)
+            await self._dispatch_pending()
+        elif kind is Delivery or kind is Batch:
             # work waiting means no room (room is used as soon as it appears): queue it
             if self._pending or not await self._place(message):
                 self._pending.append(message)
@@ -231,6 +234,16 @@ class Pool(Supervisor):
                     delivery.handle.requeue()
                     returned += 1
         return returned
+
+    async def on_crash(self, message: Any, error: Exception) -> None:
+        """Return the work in hand no worker got (`on_stop` requeues what waits)."""
+        kind = type(message)
+        if kind is Deliveries or kind is Delivery or kind is Batch:
+            work = message.items if kind is Deliveries else (message,)
+            queued = set(map(id, self._pending))
+            self._pending.extend(
+                w for w in work if _key(w) not in self._assigned and id(w) not in queued
+            )
 
     async def on_stop(self, exit: Exit) -> None:
         """Pass on collected outcomes, return what no worker started, stop the workers."""

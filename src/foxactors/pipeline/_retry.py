@@ -13,7 +13,7 @@ from foxactors._errors import ConfigurationError, require_int
 from foxactors._message import Delivery, Outcome, OutcomeKind
 
 from ._stage import Stage
-from ._work import BatchOutcomes
+from ._work import BatchOutcomes, Deliveries
 
 
 def _number(name: str, value: object, minimum: float) -> None:
@@ -87,7 +87,15 @@ class RetryStage(Stage):
     async def receive(self, message: Any) -> Any:
         """Fast path of `Stage.receive` for the hottest stage: no extra dispatch."""
         kind = type(message)
-        if kind is Delivery:
+        if kind is Deliveries:
+            limit = self._limit
+            for delivery in message.items:
+                if delivery.message.attempt > limit:  # a poison pill among them
+                    await self._on_deliveries(message)
+                    break
+            else:
+                await self.downstream.tell(message)
+        elif kind is Delivery:
             if message.message.attempt <= self._limit:
                 await self.downstream.tell(message)
             else:

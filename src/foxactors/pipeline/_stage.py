@@ -9,7 +9,7 @@ from foxactors._actor import Actor, ActorRef
 from foxactors._errors import ActorStopped
 from foxactors._message import Delivery, Outcome, OutcomeKind
 
-from ._work import BatchOutcomes
+from ._work import BatchOutcomes, Deliveries
 
 
 class Stage(Actor[Any]):
@@ -22,15 +22,18 @@ class Stage(Actor[Any]):
     attributes; the stage handles one message at a time, so it needs no locks.
 
     A crash never loses the message in hand: a delivery is returned to the queue, an
-    outcome is passed on unchanged. Override the hooks, not `receive`: outcomes may
-    arrive several at a time (each still goes through `on_outcome`).
+    outcome is passed on unchanged. Override the hooks, not `receive`: deliveries and
+    outcomes may arrive several at a time (each still goes through `on_delivery` or
+    `on_outcome`), and what a stage forwards or replies while handling them goes on
+    together once it has handled the last.
     """
 
     _downstream_path = ""
     _upstream_path = ""
     _down: ActorRef[Any] | None = None
     _up: ActorRef[Any] | None = None
-    _replies: list[Outcome] | None = None  # collecting while handling a batch
+    _replies: list[Outcome] | None = None  # collecting while handling a batch or run
+    _forwards: list[Delivery] | None = None  # collecting while handling a run
 
     def link(self, downstream: str, upstream: str) -> None:
         """Set the paths of the neighbours (done by the pipeline builder)."""
@@ -56,6 +59,8 @@ class Stage(Actor[Any]):
         kind = type(message)
         if kind is Delivery:
             await self.on_delivery(message)
+        elif kind is Deliveries:
+            await self._on_deliveries(message)
         elif kind is Outcome:
             await self.on_outcome(message)
         elif kind is BatchOutcomes:
@@ -63,6 +68,21 @@ class Stage(Actor[Any]):
         else:
             return await self.on_other(message)
         return None
+
+    async def _on_deliveries(self, run: Deliveries) -> None:
+        """Deliveries that came together: each goes to `on_delivery`; they go on together."""
+        self._forwards, self._replies = [], []
+        try:
+            for delivery in run.items:
+                await self.on_delivery(delivery)
+        finally:
+            forwards, self._forwards = self._forwards, None
+            replies, self._replies = self._replies, None
+        if forwards:
+            await self.downstream.tell(
+                forwards[0] if len(forwards) == 1 else Deliveries(tuple(forwards))
+            )
+        await self._send_up(replies)
 
     async def _on_outcomes(self, batch: BatchOutcomes) -> None:
         """Several outcomes at once: each goes to `on_outcome`; replies go on together."""
@@ -72,6 +92,9 @@ class Stage(Actor[Any]):
                 await self.on_outcome(outcome)
         finally:
             replies, self._replies = self._replies, None
+        await self._send_up(replies)
+
+    async def _send_up(self, replies: list[Outcome]) -> None:
         if replies:
             up = replies[0] if len(replies) == 1 else BatchOutcomes(tuple(replies))
             try:
@@ -93,6 +116,9 @@ class Stage(Actor[Any]):
 
     async def forward(self, delivery: Delivery) -> None:
         """Send ``delivery`` on towards the workers."""
+        if self._forwards is not None:  # handling a run: sent together afterwards
+            self._forwards.append(delivery)
+            return
         await self.downstream.tell(delivery)
 
     async def reply(self, outcome: Outcome) -> None:
@@ -112,11 +138,17 @@ class Stage(Actor[Any]):
     async def on_crash(self, message: Any, error: Exception) -> None:
         """Pass the message in hand on, so that nothing in hand is lost.
 
-        A delivery is returned (requeued); an outcome goes on unchanged.
+        A delivery is returned (requeued); an outcome goes on unchanged. Of a run of
+        deliveries nothing had gone on yet (that happens after the last one), so all
+        of them are returned.
         """
+        reason = f"stage {self.path} crashed"
         if type(message) is Delivery:
-            reason = f"stage {self.path} crashed"
             message = Outcome(message, OutcomeKind.REQUEUE, error, reason=reason)
+        elif type(message) is Deliveries:
+            message = BatchOutcomes(
+                tuple(Outcome(d, OutcomeKind.REQUEUE, error, reason=reason) for d in message.items)
+            )
         if type(message) is Outcome or type(message) is BatchOutcomes:
             with contextlib.suppress(ActorStopped):  # stopping: the consumer returned it
                 self.upstream.tell_nowait(message)

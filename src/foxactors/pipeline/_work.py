@@ -8,6 +8,17 @@ from foxactors._message import Delivery, Outcome
 
 
 @attrs.frozen
+class Deliveries:
+    """Deliveries travelling together between actors; each is still handled on its own.
+
+    The consumer pulls deliveries in runs (GenStage-style demand), and a run crosses
+    each hop as one message instead of one message per delivery.
+    """
+
+    items: tuple[Delivery, ...]
+
+
+@attrs.frozen
 class Batch:
     """Deliveries handed to a batch handler together."""
 
