@@ -9,6 +9,7 @@ from anyio import wait_all_tasks_blocked
 from structlog.testing import capture_logs
 
 import foxactors as fa
+from foxactors.pipeline._pool import LOOKAHEAD
 
 pytestmark = pytest.mark.anyio
 
@@ -118,13 +119,14 @@ async def test_a_long_message_does_not_strand_others() -> None:
             await release.wait()
         done.append(message.payload)
 
-    await publish(backend, "long", *[f"short-{i}" for i in range(6)])
+    shorts = [f"short-{i}" for i in range(3 * LOOKAHEAD)]
+    await publish(backend, "long", *shorts)
     app = fa.WorkerApp().add_worker(handle).with_concurrency_limit(2)
     async with fa.open_system(app.build(backend, QUEUE)):
         await wait_all_tasks_blocked()
-        # All passed the long one, including the one queued behind it as a lookahead:
-        # the idle worker took it back.
-        assert sorted(done) == [f"short-{i}" for i in range(6)]
+        # All passed the long one, including those queued behind it as lookaheads:
+        # the idle worker took them back.
+        assert sorted(done) == sorted(shorts)
         release.set()
         await backend.join(QUEUE)
     assert done[-1] == "long"
@@ -302,7 +304,7 @@ async def test_user_stages_see_deliveries_in_and_outcomes_out() -> None:
 
 
 @pytest.mark.parametrize("strategy", ["round_robin", "random", "least_loaded"])
-async def test_every_strategy_keeps_at_most_one_unstarted_delivery_per_worker(
+async def test_every_strategy_spreads_unstarted_deliveries_and_bounds_them(
     strategy: str,
 ) -> None:
     backend = fa.MemoryBackend()
@@ -311,17 +313,36 @@ async def test_every_strategy_keeps_at_most_one_unstarted_delivery_per_worker(
     async def handle(message: fa.Message) -> None:
         await gate.wait()
 
-    await publish(backend, *range(5))
+    await publish(backend, *range(3 + 7))
     app = fa.WorkerApp().add_worker(handle).with_concurrency_limit(3).with_strategy(strategy)
     async with fa.open_system(app.build(backend, QUEUE)) as system:
         await wait_all_tasks_blocked()
         workers = [s.path for s in system.snapshot().walk() if "/worker-" in s.path]
-        # One delivery in hand per worker, and at most one unstarted lookahead queued
-        # behind it (an idle worker would take it back): 3 in hand + 2 queued.
+        # One delivery in hand per worker; the 7 others queued behind them as
+        # lookaheads (an idle worker would take them back), spread evenly.
+        depths = sorted(system.ref(p).statistics().depth for p in workers)
+        assert depths == [2, 2, 3]
+        assert backend.statistics(QUEUE).in_flight == 10
+        gate.set()
+        await backend.join(QUEUE)
+
+
+async def test_lookaheads_are_bounded_and_the_rest_waits_in_the_pool() -> None:
+    backend = fa.MemoryBackend()
+    gate = anyio.Event()
+
+    async def handle(message: fa.Message) -> None:
+        await gate.wait()
+
+    await publish(backend, *range(2 + 2 * LOOKAHEAD + 3))
+    app = fa.WorkerApp().add_worker(handle).with_concurrency_limit(2)
+    async with fa.open_system(app.build(backend, QUEUE)) as system:
+        await wait_all_tasks_blocked()
+        workers = [s.path for s in system.snapshot().walk() if "/worker-" in s.path]
         depths = [system.ref(p).statistics().depth for p in workers]
-        assert max(depths) <= 1
-        assert sum(depths) == 2
-        assert backend.statistics(QUEUE).in_flight == 5
+        assert depths == [LOOKAHEAD, LOOKAHEAD]
+        # all were delivered; what no worker may hold yet waits in the pool
+        assert backend.statistics(QUEUE).in_flight == 2 + 2 * LOOKAHEAD + 3
         gate.set()
         await backend.join(QUEUE)
 

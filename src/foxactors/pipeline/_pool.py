@@ -30,6 +30,7 @@ class PoolStrategy(enum.Enum):
 
 
 RETURN_PENDING = "foxactors.pool.return_pending"
+LOOKAHEAD = 4  # unstarted deliveries a busy worker may hold
 
 
 class Pool(Supervisor):
@@ -65,9 +66,10 @@ class Pool(Supervisor):
         self._workers: list[ActorRef[Any]] = [c.cell.ref for c in self._children.values()]
         self._boxes = [c.cell.mailbox for c in self._children.values()]
         self._load = [0] * len(self._workers)
-        # A busy worker may hold one unstarted delivery (a lookahead), so that it
-        # starts it without waiting to be woken; an idle worker takes it back.
-        self._ahead: list[Delivery | Batch | None] = [None] * len(self._workers)
+        # A busy worker may hold up to LOOKAHEAD unstarted deliveries, so that it
+        # starts the next without waiting to be woken; an idle worker takes the
+        # newest back. Oldest first; a hint: `_retract` checks the mailbox.
+        self._ahead: list[deque[Delivery | Batch]] = [deque() for _ in self._workers]
         # Outcomes go upstream together while more messages wait in the mailbox.
         self._outbox: list[Outcome] = []
         self._queued = self._cell.mailbox.items
@@ -95,8 +97,8 @@ class Pool(Supervisor):
             index = self._assigned.pop(_key(work), None)
             if index is not None:
                 self._release(index)
-                if self._ahead[index] is work:
-                    self._ahead[index] = None
+                with contextlib.suppress(ValueError):
+                    self._ahead[index].remove(work)
             self._pending.appendleft(work)
             await self._dispatch_pending()
         elif kind is Recycle:
@@ -112,7 +114,9 @@ class Pool(Supervisor):
         index = self._assigned.pop(key, None)
         if index is not None:
             self._release(index)
-            self._ahead[index] = None  # it has moved on to its lookahead, if any
+            ahead = self._ahead[index]
+            if ahead:  # it has moved on to its oldest lookahead
+                ahead.popleft()
         self._outbox.extend(outcomes)
         await self._dispatch_pending()
         if index is not None and self._load[index] == 0:
@@ -125,14 +129,15 @@ class Pool(Supervisor):
             self._free += 1
 
     def _retract(self, index: int) -> Delivery | Batch | None:
-        """Take back worker ``index``'s lookahead if it has not started it."""
-        held = self._ahead[index]
-        if held is None or not self._boxes[index].retract(held):
-            return None
-        self._ahead[index] = None
-        self._assigned.pop(_key(held), None)
-        self._release(index)
-        return held
+        """Take back worker ``index``'s newest lookahead if it has not started it."""
+        ahead = self._ahead[index]
+        while ahead:
+            held = ahead.pop()
+            if self._boxes[index].retract(held):
+                self._assigned.pop(_key(held), None)
+                self._release(index)
+                return held
+        return None
 
     def _choose(self) -> int | None:
         if not self._free:
@@ -162,21 +167,26 @@ class Pool(Supervisor):
         await self._up.tell(outbox[0] if len(outbox) == 1 else BatchOutcomes(tuple(outbox)))
 
     async def _place(self, work: Delivery | Batch) -> bool:
-        """Give ``work`` to a free worker, or as a lookahead to a busy one."""
+        """Give ``work`` to a free worker, or as a lookahead to the least backed-up one."""
         index = self._choose()
-        if index is not None:
-            await self._give(index, work)
-            return True
-        for index, held in enumerate(self._ahead):
-            if held is None and self._load[index] == self._capacity:
-                self._ahead[index] = work
-                await self._give(index, work)
-                return True
-        return False
+        if index is None:
+            fewest = LOOKAHEAD
+            for candidate, held in enumerate(self._ahead):
+                if len(held) < fewest and self._load[candidate] >= self._capacity:
+                    index, fewest = candidate, len(held)
+                    if not fewest:
+                        break
+            if index is None:
+                return False
+            self._ahead[index].append(work)
+        await self._give(index, work)
+        return True
 
     async def _reclaim_for(self, idle: int) -> None:
         """An idle worker takes back a lookahead that a busy one has not started."""
-        for index in range(len(self._ahead)):
+        for index in sorted(range(len(self._ahead)), key=lambda i: -len(self._ahead[i])):
+            if not self._ahead[index]:
+                return
             held = self._retract(index)
             if held is not None:
                 await self._give(idle, held)
@@ -198,8 +208,7 @@ class Pool(Supervisor):
         """
         index = self._workers.index(worker)
         child = next(c for c in self._children.values() if c.cell.ref is worker)
-        held = self._retract(index)  # not for the old instance
-        if held is not None:
+        while (held := self._retract(index)) is not None:  # not for the old instance
             self._pending.appendleft(held)
         self._load[index] += self._capacity  # no new work while it is replaced
         self._free -= self._capacity
@@ -223,8 +232,7 @@ class Pool(Supervisor):
     def _return_pending(self) -> int:
         """Requeue deliveries no worker has started (shutdown, or a crash of the pool)."""
         for index in range(len(self._ahead)):  # unstarted lookaheads go back too
-            held = self._retract(index)
-            if held is not None:
+            while (held := self._retract(index)) is not None:
                 self._pending.append(held)
         returned = 0
         while self._pending:
