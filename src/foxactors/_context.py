@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from collections.abc import MutableMapping
 from contextvars import ContextVar
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-#: (message_id, attempt, correlation_id) of the message being handled, if any.
-current_message: ContextVar[tuple[str, int, str | None] | None] = ContextVar(
-    "foxactors_current_message", default=None
-)
+if TYPE_CHECKING:
+    from ._message import Message
+
+#: The message being handled, if any.
+current_message: ContextVar[Message | None] = ContextVar("foxactors_current_message", default=None)
 
 
 def merge_message_context(
@@ -26,11 +27,11 @@ def merge_message_context(
     `configure_logging` installs it. An application that configures structlog itself
     adds ``foxactors.merge_message_context`` to its processors.
     """
-    context = current_message.get()
-    if context is not None:
-        message_id, attempt, correlation_id = context
-        event.setdefault("message_id", message_id)
-        event.setdefault("attempt", attempt)
+    message = current_message.get()
+    if message is not None:
+        event.setdefault("message_id", message.id)
+        event.setdefault("attempt", message.attempt)
+        correlation_id = message.properties.correlation_id
         if correlation_id is not None:
             event.setdefault("correlation_id", correlation_id)
     return event

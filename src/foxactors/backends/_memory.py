@@ -158,7 +158,7 @@ class _Queue:
 
     @property
     def idle(self) -> bool:
-        return not (self.ready or self.delayed or self.in_flight)
+        return not (self.ready.count or self.delayed or self.in_flight)
 
 
 class MemoryBackend:
@@ -365,7 +365,9 @@ class MemorySource:
         self._unsettled.discard(tag)
         queue = self._q
         entry = queue.in_flight.pop(tag)
-        if decision is Decision.REQUEUE:
+        if decision is Decision.ACK:
+            pass
+        elif decision is Decision.REQUEUE:
             queue.push(entry, front=True)
         elif decision is Decision.RETRY:
             queue.push_delayed(entry, anyio.current_time() + delay)
@@ -385,8 +387,10 @@ class MemorySource:
                     now,
                 )
             )
-        queue.settled()
-        self._credit_freed()
+        if not queue.in_flight:
+            queue.settled()
+        if self._credit is not None or self._all_settled is not None:
+            self._credit_freed()
         return True
 
     def _credit_freed(self) -> None:

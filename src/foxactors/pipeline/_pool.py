@@ -74,6 +74,9 @@ class Pool(Supervisor):
         self._outbox: list[Outcome] = []
         self._queued = self._cell.mailbox.items
         self._free = self._capacity * len(self._workers)  # spare slots, all workers
+        self._given = 0  # pieces of work the workers hold (started or not)
+        self._limit = (self._capacity + LOOKAHEAD) * len(self._workers)
+        self._hint: int | None = None  # the worker that last finished: room for one
         self._up = self.find(self._upstream_path)
 
     async def receive(self, message: Any) -> Any:
@@ -118,6 +121,7 @@ class Pool(Supervisor):
             if ahead:  # it has moved on to its oldest lookahead
                 ahead.popleft()
         self._outbox.extend(outcomes)
+        self._hint = index
         await self._dispatch_pending()
         if index is not None and self._load[index] == 0:
             await self._reclaim_for(index)
@@ -125,6 +129,7 @@ class Pool(Supervisor):
     def _release(self, index: int) -> None:
         """One piece of work left worker ``index`` (done, handed back or retracted)."""
         self._load[index] -= 1
+        self._given -= 1
         if self._load[index] < self._capacity:
             self._free += 1
 
@@ -169,25 +174,22 @@ class Pool(Supervisor):
     async def _place(self, work: Delivery | Batch) -> bool:
         """Give ``work`` to a free worker, or as a lookahead to the least backed-up one."""
         index = self._choose()
-        if index is None:
-            fewest = LOOKAHEAD
-            for candidate, held in enumerate(self._ahead):
-                if len(held) < fewest and self._load[candidate] >= self._capacity:
-                    index, fewest = candidate, len(held)
-                    if not fewest:
-                        break
-            if index is None:
+        if index is None:  # every worker is busy
+            if self._given >= self._limit:  # and holds all the lookaheads it may
                 return False
+            load = self._load
+            index, self._hint = self._hint, None
+            if index is None or load[index] >= self._capacity + LOOKAHEAD:
+                index = min(range(len(load)), key=load.__getitem__)  # least backed up
             self._ahead[index].append(work)
         await self._give(index, work)
         return True
 
     async def _reclaim_for(self, idle: int) -> None:
         """An idle worker takes back a lookahead that a busy one has not started."""
-        for index in sorted(range(len(self._ahead)), key=lambda i: -len(self._ahead[i])):
-            if not self._ahead[index]:
-                return
-            held = self._retract(index)
+        ahead = self._ahead
+        while any(ahead):
+            held = self._retract(max(range(len(ahead)), key=lambda i: len(ahead[i])))
             if held is not None:
                 await self._give(idle, held)
                 return
@@ -196,6 +198,7 @@ class Pool(Supervisor):
         if self._load[index] < self._capacity:
             self._free -= 1
         self._load[index] += 1
+        self._given += 1
         self._assigned[_key(work)] = index
         await self._workers[index].tell(work)
 

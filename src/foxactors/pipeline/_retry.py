@@ -106,7 +106,13 @@ class RetryStage(Stage):
             else:
                 await self.reply(message)
         elif kind is BatchOutcomes:
-            await self._on_outcomes(message)
+            failed = OutcomeKind.FAILED
+            for outcome in message.outcomes:
+                if outcome.kind is failed:  # a decision to make among them
+                    await self._on_outcomes(message)
+                    break
+            else:
+                await self._tell_up(message)
         else:
             return await self.on_other(message)
         return None

@@ -96,11 +96,14 @@ class Stage(Actor[Any]):
 
     async def _send_up(self, replies: list[Outcome]) -> None:
         if replies:
-            up = replies[0] if len(replies) == 1 else BatchOutcomes(tuple(replies))
-            try:
-                await self.upstream.tell(up)
-            except ActorStopped:
-                self.log.debug("outcome.after_shutdown")
+            await self._tell_up(replies[0] if len(replies) == 1 else BatchOutcomes(tuple(replies)))
+
+    async def _tell_up(self, message: Outcome | BatchOutcomes) -> None:
+        """Tell upstream; once it is shut (stopping), the consumer returned the delivery."""
+        try:
+            await self.upstream.tell(message)
+        except ActorStopped:
+            self.log.debug("outcome.after_shutdown")
 
     async def on_delivery(self, delivery: Delivery) -> None:
         """Handle a delivery on its way in; the default forwards it."""
@@ -130,10 +133,7 @@ class Stage(Actor[Any]):
         if self._replies is not None:  # handling a batch: sent together afterwards
             self._replies.append(outcome)
             return
-        try:
-            await self.upstream.tell(outcome)
-        except ActorStopped:
-            self.log.debug("outcome.after_shutdown", message_id=outcome.delivery.message.id)
+        await self._tell_up(outcome)
 
     async def on_crash(self, message: Any, error: Exception) -> None:
         """Pass the message in hand on, so that nothing in hand is lost.

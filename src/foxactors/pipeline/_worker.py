@@ -152,7 +152,7 @@ class WorkerActor(Actor[Delivery | Batch]):
             await self._pool.tell(Handback(message))
             return
         outcome: Outcome | BatchOutcomes
-        if isinstance(message, Batch):
+        if type(message) is Batch:
             outcome = await self._run_batch(message)
         else:
             outcome = await self._run(message)
@@ -175,9 +175,7 @@ class WorkerActor(Actor[Delivery | Batch]):
         timeout = worker.timeout
         manual = getattr(worker, "manual_ack", False)
         argument: Any = delivery if manual else message
-        token = current_message.set(
-            (message.id, message.attempt, message.properties.correlation_id)
-        )
+        token = current_message.set(message)
         try:
             if timeout is None:
                 await worker.process(argument)
