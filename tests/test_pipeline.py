@@ -9,6 +9,7 @@ from anyio import wait_all_tasks_blocked
 from structlog.testing import capture_logs
 
 import foxactors as fa
+from foxactors.pipeline import Pool
 from foxactors.pipeline._pool import LOOKAHEAD
 
 pytestmark = pytest.mark.anyio
@@ -256,6 +257,65 @@ class Rejector(fa.Stage):
             await self.reply(fa.Outcome(delivery, fa.OutcomeKind.DEAD_LETTER, reason="blocked"))
         else:
             await self.forward(delivery)
+
+
+class CrashesOnce(fa.Stage):
+    """A stage with a bug: it crashes on payload 3, the first time only."""
+
+    crashed: ClassVar[bool] = False
+
+    async def on_delivery(self, delivery: fa.Delivery) -> None:
+        if delivery.message.payload == 3 and not CrashesOnce.crashed:
+            CrashesOnce.crashed = True
+            raise RuntimeError("stage bug")
+        await self.forward(delivery)
+
+
+async def test_a_stage_that_crashes_mid_run_returns_the_whole_run() -> None:
+    backend = fa.MemoryBackend()
+    CrashesOnce.crashed = False
+    attempts: dict[int, int] = {}
+
+    async def handle(message: fa.Message) -> None:
+        assert message.payload not in attempts  # none handled twice
+        attempts[message.payload] = message.attempt
+
+    await publish(backend, *range(6))  # pulled as one run
+    app = fa.WorkerApp().add_worker(handle).with_middleware(CrashesOnce, name="buggy")
+    await run_until_drained(backend, app)
+    assert CrashesOnce.crashed
+    # 0-2 had been handled by the stage but not passed on: they came back with the
+    # rest of the run, so every message was delivered twice and handled once.
+    assert attempts == dict.fromkeys(range(6), 2)
+    assert backend.statistics(QUEUE).dead == 0
+
+
+async def test_a_pool_that_crashes_returns_the_work_in_hand(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    backend = fa.MemoryBackend()
+    handled: list[int] = []
+    place = Pool._place
+    crashes = [RuntimeError("pool bug")]
+
+    async def place_once_crashing(self: Pool, work: Any) -> bool:
+        if crashes:
+            raise crashes.pop()
+        return await place(self, work)
+
+    async def handle(message: fa.Message) -> None:
+        handled.append(message.payload)
+
+    monkeypatch.setattr(Pool, "_place", place_once_crashing)
+    await publish(backend, 0)  # a single delivery: in hand, not yet waiting in the pool
+    await run_until_drained(backend, fa.WorkerApp().add_worker(handle))
+    assert not crashes
+    assert handled == [0]  # returned, not stranded in flight
+    await publish(backend, *range(1, 7))  # a run: it waits in the pool when it crashes
+    crashes.append(RuntimeError("pool bug"))
+    await run_until_drained(backend, fa.WorkerApp().add_worker(handle))
+    assert not crashes
+    assert sorted(handled) == list(range(7))
 
 
 async def test_user_stages_see_deliveries_in_and_outcomes_out() -> None:

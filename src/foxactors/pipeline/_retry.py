@@ -88,13 +88,7 @@ class RetryStage(Stage):
         """Fast path of `Stage.receive` for the hottest stage: no extra dispatch."""
         kind = type(message)
         if kind is Deliveries:
-            limit = self._limit
-            for delivery in message.items:
-                if delivery.message.attempt > limit:  # a poison pill among them
-                    await self._on_deliveries(message)
-                    break
-            else:
-                await self.downstream.tell(message)
+            await self._pass_run(message)
         elif kind is Delivery:
             if message.message.attempt <= self._limit:
                 await self.downstream.tell(message)
@@ -106,16 +100,28 @@ class RetryStage(Stage):
             else:
                 await self.reply(message)
         elif kind is BatchOutcomes:
-            failed = OutcomeKind.FAILED
-            for outcome in message.outcomes:
-                if outcome.kind is failed:  # a decision to make among them
-                    await self._on_outcomes(message)
-                    break
-            else:
-                await self._tell_up(message)
+            await self._pass_outcomes(message)
         else:
             return await self.on_other(message)
         return None
+
+    async def _pass_run(self, run: Deliveries) -> None:
+        """Pass a run on whole, unless a poison pill is among it."""
+        limit = self._limit
+        for delivery in run.items:
+            if delivery.message.attempt > limit:
+                await self._on_deliveries(run)
+                return
+        await self.downstream.tell(run)
+
+    async def _pass_outcomes(self, batch: BatchOutcomes) -> None:
+        """Pass outcomes on whole, unless a failure among them needs a decision."""
+        failed = OutcomeKind.FAILED
+        for outcome in batch.outcomes:
+            if outcome.kind is failed:
+                await self._on_outcomes(batch)
+                return
+        await self._tell_up(batch)
 
     async def on_delivery(self, delivery: Delivery) -> None:
         """Forward, unless the message is a poison pill."""

@@ -152,7 +152,7 @@ class WorkerActor(Actor[Delivery | Batch]):
             await self._pool.tell(Handback(message))
             return
         outcome: Outcome | BatchOutcomes
-        if type(message) is Batch:
+        if isinstance(message, Batch):
             outcome = await self._run_batch(message)
         else:
             outcome = await self._run(message)
