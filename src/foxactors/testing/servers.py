@@ -80,6 +80,7 @@ class RabbitMQ:
     node: str
     env: dict[str, str]
     process: subprocess.Popen[bytes] | None = None
+    epmd: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
@@ -90,6 +91,8 @@ class RabbitMQ:
         """Start the node in the foreground (we keep its pid) and wait until it serves."""
         server = require_server("rabbitmq-server")
         log = Path(self.env["RABBITMQ_LOG_BASE"]) / "stdout.log"
+        if self.epmd is None or self.epmd.poll() is not None:
+            self._start_epmd()
         with log.open("ab") as out:
             self.process = subprocess.Popen(  # noqa: S603 - our own server binary
                 [server], env=self.env, stdout=out, stderr=subprocess.STDOUT
@@ -104,16 +107,25 @@ class RabbitMQ:
             timeout=60,
         )
 
+    def _start_epmd(self) -> None:
+        """Start an Erlang port mapper of our own (else the node leaves one running)."""
+        port = int(self.env["ERL_EPMD_PORT"])
+        self.epmd = subprocess.Popen(  # noqa: S603 - the port mapper that ships with Erlang
+            [require_server("epmd"), "-port", str(port), "-address", "127.0.0.1"],
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        _wait_for_port(port, self.epmd, 10)
+
     def stop(self) -> None:
-        """Stop our node by its pid (SIGTERM, then SIGKILL)."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        """Stop our node by its pid (SIGTERM, then SIGKILL); the port mapper stays."""
+        _terminate(self.process)
+
+    def close(self) -> None:
+        """Stop the node and our port mapper."""
+        self.stop()
+        _terminate(self.epmd)
 
     def ctl(self, *args: str) -> str:
         """Run ``rabbitmqctl`` against this node; return what it printed."""
@@ -127,6 +139,18 @@ class RabbitMQ:
             text=True,
         )
         return done.stdout
+
+
+def _terminate(process: subprocess.Popen[bytes] | None) -> None:
+    """Stop one of our processes by its pid: SIGTERM, then SIGKILL."""
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 @contextlib.contextmanager
@@ -157,6 +181,7 @@ def rabbitmq_server() -> Iterator[RabbitMQ]:
             "RABBITMQ_ENABLED_PLUGINS_FILE": str(plugins),
             "RABBITMQ_PID_FILE": str(base / "rabbitmq.pid"),
             "ERL_EPMD_ADDRESS": "127.0.0.1",
+            "ERL_EPMD_PORT": str(free_port()),  # our own port mapper (see RabbitMQ.start)
             # the distribution (clustering) listener too, not only AMQP
             "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
         }
@@ -166,7 +191,7 @@ def rabbitmq_server() -> Iterator[RabbitMQ]:
             broker.start()
             yield broker
         finally:
-            broker.stop()
+            broker.close()
 
 
 @attrs.define
