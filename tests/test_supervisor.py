@@ -386,3 +386,41 @@ async def test_an_exit_notice_of_a_child_stopped_by_a_cascade_is_not_counted() -
         # One cascade, one restart: b's own exit notice was flushed with it.
         assert system.root.state is fa.ActorState.RUNNING
     assert rec.count("start", "a") == rec.count("start", "b") == 2
+
+
+class SlowToCrash(fa.Actor[Any]):
+    """Crashes on any message, and finishes crashing only once ``go`` is set."""
+
+    def __init__(self, go: anyio.Event, rec: Recorder, name: str) -> None:
+        self.go, self.rec, self.name = go, rec, name
+
+    async def on_start(self) -> None:
+        self.rec.add("start", self.name)
+
+    async def receive(self, message: Any) -> None:
+        raise Crash(message)
+
+    async def on_crash(self, message: Any, error: Exception) -> None:
+        await self.go.wait()
+
+
+async def test_a_stop_request_to_a_life_that_crashed_meanwhile_does_not_stop_the_next() -> None:
+    rec = Recorder()
+    go = anyio.Event()
+    children = [
+        worker("a", rec),
+        fa.ChildSpec(
+            "b",
+            functools.partial(SlowToCrash, go, rec, "b"),
+            backoff=fa.Backoff.none(),
+            shutdown=None,
+        ),
+    ]
+    async with fa.open_system(tree(children, strategy="rest_for_one")) as system:
+        await crash(system, "b")  # b is crashing (its on_crash waits)...
+        await crash(system, "a")  # ...when a's crash makes the supervisor stop b
+        go.set()  # b's old life ends by its crash, the stop request unread
+        await wait_all_tasks_blocked()
+        # The group restarted once; the request was for b's old life, not its new one.
+        assert rec.count("start", "a") == rec.count("start", "b") == 2
+        assert state(system.ref("b")) is fa.ActorState.RUNNING

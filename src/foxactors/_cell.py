@@ -116,6 +116,11 @@ class Cell:
         self._timed_out = False
         if self.exit is None:
             self.mailbox.open = True  # reopen after a drained stop that was not final
+        system = self.mailbox.system
+        if system:  # a stop request the last life ended (crashed) before reading was for it
+            kept = [m for m in system if type(m) is not Stop]
+            system.clear()
+            system.extend(kept)
         try:
             actor = self.spec.factory()
             if not isinstance(actor, Actor):
