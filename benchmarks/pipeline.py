@@ -4,7 +4,9 @@ foxactors: N small JSON messages published to the memory backend first, then the
 default stack (consumer -> retry stage -> pool -> worker, outcomes back the same
 way: 6 actor hops) with a no-op handler, timed until the queue is drained.
 Baseline: N items through a raw 6-hop chain of anyio memory streams using the
-``send_nowait``/``receive_nowait`` fast path.
+``send_nowait``/``receive_nowait`` fast path. Also: the same per-message work
+(deliveries from the memory source, the handler call, an outcome, the ack) in
+one loop with no actors, to show what the actors themselves cost.
 
 Run: python benchmarks/pipeline.py [--backend asyncio|trio] [--messages N] [--quick]
 """
@@ -47,6 +49,31 @@ async def raw_rate(n: int) -> float:
     return await _baselines.raw_fast_chain(n, HOPS, PREFETCH)
 
 
+async def direct_rate(n: int) -> float:
+    """The same per-message work with no actors: one loop pulls, calls, acks.
+
+    What is left when the actors are taken away: the memory source's deliveries
+    (decoded message, ack handle), the handler call, an outcome, the ack.
+    """
+    backend = fa.MemoryBackend()
+    for i in range(n):
+        await backend.publish("bench", {"n": i, "to": "user@example.com"})
+    source = await backend.open_source("bench", prefetch=PREFETCH)
+    start = time.perf_counter()
+    done = 0
+    while done < n:
+        outcomes = []
+        for delivery in await source.receive(PREFETCH, PREFETCH // 2):
+            await noop(delivery.message)
+            outcomes.append(fa.Outcome(delivery, fa.OutcomeKind.SUCCEEDED))
+        for outcome in outcomes:
+            outcome.delivery.handle.ack()
+        done += len(outcomes)
+    elapsed = time.perf_counter() - start
+    await source.close()
+    return n / elapsed
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backend", default="asyncio", choices=["asyncio", "trio"])
@@ -61,6 +88,7 @@ def main() -> None:
         anyio.run(foxactors_rate, n, args.workers, backend=args.backend) for _ in range(runs)
     )
     raw = max(anyio.run(raw_rate, n, backend=args.backend) for _ in range(runs))
+    direct = max(anyio.run(direct_rate, n, backend=args.backend) for _ in range(runs))
     print(
         f"foxactors pipeline benchmark, backend={args.backend}, {n:,} messages, "
         f"prefetch {PREFETCH}, {args.workers} workers"
@@ -72,6 +100,11 @@ def main() -> None:
     print(
         f"vs raw {HOPS}-hop anyio fast-path chain: {raw:,.0f} msg/s ({1e6 / raw:.1f} us/msg) "
         f"-> {ours / raw:.0%} (target >= 40%)"
+    )
+    print(
+        f"vs the same per-message work with no actors: {direct:,.0f} msg/s "
+        f"({1e6 / direct:.1f} us/msg) -> {ours / direct:.0%}; "
+        f"the actors add {1e6 / ours - 1e6 / direct:.1f} us/msg"
     )
 
 

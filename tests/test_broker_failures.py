@@ -1,8 +1,10 @@
-"""Pipelines on real brokers through cut connections and server restarts; the CLI.
+"""Pipelines on real brokers through cut connections, silent partitions and server
+restarts; the CLI.
 
 The same tests on RabbitMQ (connections closed by the broker) and Redis Streams
-(CLIENT KILL; AOF across the restart): none lost, duplicates only of what was in flight,
-the intake subtree rebuilt by supervision, and its statistics say so.
+(CLIENT KILL; AOF across the restart), and behind a proxy that goes silent: none lost,
+duplicates only of what was in flight, the intake subtree rebuilt by supervision, and
+its statistics say so.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import pytest
 import foxactors as fa
 from foxactors.testing.servers import free_port
 
-from .brokers import BROKERS, RabbitMQCase, RedisCase, case
+from .brokers import BROKERS, Partition, RabbitMQCase, RedisCase, case
 
 pytestmark = pytest.mark.anyio
 
@@ -93,6 +95,54 @@ async def test_a_pipeline_survives_cut_connections_by_supervision(
     assert await backend.count_dead_letters(queue) == 0
     assert backend.statistics().consuming == 0
     await backend.close()
+
+
+async def test_a_pipeline_survives_a_silent_network_partition(
+    broker: RabbitMQCase | RedisCase, queue: str
+) -> None:
+    seen: Counter[int] = Counter()
+    first_batch = anyio.Event()
+    everything = anyio.Event()
+
+    async def handle(message: fa.Message) -> None:
+        seen[message.payload] += 1
+        if len(seen) >= 20:
+            first_batch.set()
+        if len(seen) == 60:
+            everything.set()
+
+    for n in range(40):
+        await broker.backend.publish(queue, n)
+    partition = Partition(broker.server.port)
+    app = (
+        fa.WorkerApp("jobs")
+        .add_worker(handle)
+        .with_prefetch(10)
+        .with_reconnect(min_delay=0.05, max_delay=0.2)
+    )
+    async with anyio.create_task_group() as proxy:
+        await proxy.start(partition.serve)
+        backend = broker.backend_via(partition.port)
+        async with fa.open_system(app.build(backend, queue)):
+            with anyio.fail_after(30):
+                await first_batch.wait()
+            partition.cut()  # nothing closes: only the silence tells
+            with anyio.fail_after(30):
+                await partition.gave_up.wait()  # it noticed, and let the connection go
+            partition.heal()
+            for n in range(40, 60):
+                await broker.backend.publish(queue, n)
+            with anyio.fail_after(60):
+                await everything.wait()
+            stats = backend.statistics()
+            assert stats.lost >= 1
+            assert stats.reconnects >= 1
+            assert stats.consuming == 1
+        await backend.close()
+        proxy.cancel_scope.cancel()
+    await broker.backend.close()
+    assert set(seen) == set(range(60))  # none lost; duplicates only for in-flight ones
+    assert sum(seen.values()) - 60 <= 10 * (2 if isinstance(broker, RedisCase) else 1)
 
 
 async def test_a_pipeline_survives_a_server_restart_losing_nothing(

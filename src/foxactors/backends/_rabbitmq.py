@@ -554,10 +554,9 @@ class RabbitMQSource(BrokerSource[_Held]):
 
     def _on_close(self, _sender: Any, exc: BaseException | None) -> None:
         if not self._closed:
-            _logger.error("rabbitmq.channel_lost", queue=self.queue, error=str(exc))
-            self._fail(
-                f"lost the RabbitMQ channel of {self.queue!r}: {exc or 'closed by the broker'}"
-            )
+            why = _why(exc, "closed by the broker")
+            _logger.error("rabbitmq.channel_lost", queue=self.queue, error=why)
+            self._fail(f"lost the RabbitMQ channel of {self.queue!r}: {why}")
 
     def _wake(self) -> None:
         self._arrived.set()
@@ -759,7 +758,7 @@ class RabbitMQConnection(Actor[Any]):
 
     async def _watch(self) -> None:
         await self._lost.wait()
-        raise BackendError(f"lost the RabbitMQ connection: {self._error or 'closed'}")
+        raise BackendError(f"lost the RabbitMQ connection: {_why(self._error, 'closed')}")
 
     async def receive(self, message: Any) -> Any:
         """Answer `CONNECTION` with the live connection."""
@@ -774,3 +773,10 @@ class RabbitMQConnection(Actor[Any]):
         self._stopping = True
         with contextlib.suppress(Exception):
             await self.connection.close()
+
+
+def _why(error: BaseException | None, default: str) -> str:
+    """Why a connection or channel closed: the error's message, else its type."""
+    if error is None:
+        return default
+    return str(error) or type(error).__name__
