@@ -46,20 +46,30 @@ def queue() -> str:
     return f"jobs-{uuid.uuid4().hex[:8]}"
 
 
+class Tally:
+    """Counts the deliveries of payloads 0-59; says when 20 and when all were seen."""
+
+    def __init__(self) -> None:
+        self.seen: Counter[int] = Counter()
+        self.first_batch = anyio.Event()
+        self.everything = anyio.Event()
+
+    def add(self, payload: int) -> None:
+        self.seen[payload] += 1
+        if len(self.seen) >= 20:
+            self.first_batch.set()
+        if len(self.seen) == 60:
+            self.everything.set()
+
+
 async def test_a_pipeline_survives_cut_connections_by_supervision(
     broker: RabbitMQCase | RedisCase, queue: str
 ) -> None:
     backend = broker.backend
-    seen: Counter[int] = Counter()
-    first_batch = anyio.Event()
-    everything = anyio.Event()
+    tally = Tally()
 
     async def handle(message: fa.Message) -> None:
-        seen[message.payload] += 1
-        if len(seen) >= 20:
-            first_batch.set()
-        if len(seen) == 60:
-            everything.set()
+        tally.add(message.payload)
         if message.payload % 7 == 0 and message.attempt == 1:
             raise RuntimeError("flaky")
 
@@ -74,12 +84,12 @@ async def test_a_pipeline_survives_cut_connections_by_supervision(
     )
     async with fa.open_system(app.build(backend, queue)) as system:
         with anyio.fail_after(30):
-            await first_batch.wait()
+            await tally.first_batch.wait()
         await broker.cut()
         for n in range(40, 60):
             await backend.publish(queue, n)
         with anyio.fail_after(60):
-            await everything.wait()
+            await tally.everything.wait()
         stats = backend.statistics()
         assert stats.consuming == 1
         assert stats.healthy
@@ -91,7 +101,7 @@ async def test_a_pipeline_survives_cut_connections_by_supervision(
             f"/jobs/intake/{name}" for name in broker.intake
         ]
         assert intake.children[1].restarts >= 1  # the consumer was rebuilt
-    assert set(seen) == set(range(60))  # none lost; duplicates only for in-flight ones
+    assert set(tally.seen) == set(range(60))  # none lost; duplicates only for in-flight ones
     assert await backend.count_dead_letters(queue) == 0
     assert backend.statistics().consuming == 0
     await backend.close()
@@ -100,16 +110,10 @@ async def test_a_pipeline_survives_cut_connections_by_supervision(
 async def test_a_pipeline_survives_a_silent_network_partition(
     broker: RabbitMQCase | RedisCase, queue: str
 ) -> None:
-    seen: Counter[int] = Counter()
-    first_batch = anyio.Event()
-    everything = anyio.Event()
+    tally = Tally()
 
     async def handle(message: fa.Message) -> None:
-        seen[message.payload] += 1
-        if len(seen) >= 20:
-            first_batch.set()
-        if len(seen) == 60:
-            everything.set()
+        tally.add(message.payload)
 
     for n in range(40):
         await broker.backend.publish(queue, n)
@@ -125,7 +129,7 @@ async def test_a_pipeline_survives_a_silent_network_partition(
         backend = broker.backend_via(partition.port)
         async with fa.open_system(app.build(backend, queue)):
             with anyio.fail_after(30):
-                await first_batch.wait()
+                await tally.first_batch.wait()
             partition.cut()  # nothing closes: only the silence tells
             with anyio.fail_after(30):
                 await partition.gave_up.wait()  # it noticed, and let the connection go
@@ -133,7 +137,7 @@ async def test_a_pipeline_survives_a_silent_network_partition(
             for n in range(40, 60):
                 await broker.backend.publish(queue, n)
             with anyio.fail_after(60):
-                await everything.wait()
+                await tally.everything.wait()
             stats = backend.statistics()
             assert stats.lost >= 1
             assert stats.reconnects >= 1
@@ -141,8 +145,8 @@ async def test_a_pipeline_survives_a_silent_network_partition(
         await backend.close()
         proxy.cancel_scope.cancel()
     await broker.backend.close()
-    assert set(seen) == set(range(60))  # none lost; duplicates only for in-flight ones
-    assert sum(seen.values()) - 60 <= 10 * (2 if isinstance(broker, RedisCase) else 1)
+    assert set(tally.seen) == set(range(60))  # none lost; duplicates only for in-flight ones
+    assert sum(tally.seen.values()) - 60 <= 10 * (2 if isinstance(broker, RedisCase) else 1)
 
 
 async def test_a_pipeline_survives_a_server_restart_losing_nothing(
