@@ -77,6 +77,7 @@ class Pool(Supervisor):
         self._given = 0  # pieces of work the workers hold (started or not)
         self._limit = (self._capacity + LOOKAHEAD) * len(self._workers)
         self._hint: int | None = None  # the worker that last finished: room for one
+        self._next_ahead = 0  # where the search for lookahead room starts, in turn
         self._up = self.find(self._upstream_path)
 
     async def receive(self, message: Any) -> Any:
@@ -172,18 +173,29 @@ class Pool(Supervisor):
         await self._up.tell(outbox[0] if len(outbox) == 1 else BatchOutcomes(tuple(outbox)))
 
     async def _place(self, work: Delivery | Batch) -> bool:
-        """Give ``work`` to a free worker, or as a lookahead to the least backed-up one."""
+        """Give ``work`` to a free worker, or as a lookahead to a busy one, in turn."""
         index = self._choose()
         if index is None:  # every worker is busy
             if self._given >= self._limit:  # and holds all the lookaheads it may
                 return False
-            load = self._load
             index, self._hint = self._hint, None
-            if index is None or load[index] >= self._capacity + LOOKAHEAD:
-                index = min(range(len(load)), key=load.__getitem__)  # least backed up
+            if index is None or self._load[index] >= self._capacity + LOOKAHEAD:
+                index = self._next_with_room()
+                if index is None:
+                    return False
             self._ahead[index].append(work)
         await self._give(index, work)
         return True
+
+    def _next_with_room(self) -> int | None:
+        """The next worker, in turn, that may take one more lookahead."""
+        load, top, count = self._load, self._capacity + LOOKAHEAD, len(self._load)
+        for step in range(count):
+            index = (self._next_ahead + step) % count
+            if load[index] < top:
+                self._next_ahead = (index + 1) % count
+                return index
+        return None
 
     async def _reclaim_for(self, idle: int) -> None:
         """An idle worker takes back a lookahead that a busy one has not started."""
