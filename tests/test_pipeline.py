@@ -10,7 +10,7 @@ from structlog.testing import capture_logs
 
 import foxactors as fa
 from foxactors.pipeline import Pool
-from foxactors.pipeline._pool import LOOKAHEAD
+from foxactors.pipeline._pool import LOOKAHEAD, resident_memory
 
 pytestmark = pytest.mark.anyio
 
@@ -537,6 +537,109 @@ async def test_workers_are_recycled_without_counting_as_crashes() -> None:
     assert snapshot.state is fa.ActorState.RUNNING
     with pytest.raises(fa.ConfigurationError, match="max_messages must be an int >= 1"):
         fa.WorkerApp().with_worker_recycling(0)
+
+
+class Counting:
+    """A Worker class: what one instance handled, and how many instances were made."""
+
+    made: ClassVar[int] = 0
+    id = "counting"
+    timeout = None
+
+    def __init__(self) -> None:
+        Counting.made += 1
+        self.handled: list[int] = []
+
+    async def process(self, message: fa.Message) -> None:
+        self.handled.append(message.payload)
+        assert len(self.handled) <= 5  # a fresh instance after every 5
+
+
+async def test_a_worker_class_gives_every_worker_life_a_fresh_instance() -> None:
+    backend = fa.MemoryBackend()
+    Counting.made = 0
+    await publish(backend, *range(30))
+    app = (
+        fa.WorkerApp()
+        .add_worker(Counting)
+        .with_concurrency_limit(2)
+        .with_worker_recycling(max_messages=5)
+    )
+    snapshot = await run_until_drained(backend, app)
+    restarts = [s.restarts for s in snapshot.walk() if "/worker-" in s.path]
+    assert sum(restarts) >= 30 // 5 - 1  # each worker after every 5 it handled
+    assert Counting.made == 2 + sum(restarts)  # one per worker, one per recycle
+    assert backend.statistics(QUEUE).dead == 0
+
+
+async def test_workers_are_recycled_one_at_a_time_while_memory_is_high() -> None:
+    backend = fa.MemoryBackend()
+    release = anyio.Event()
+    high = [True]
+
+    def measure() -> int:
+        return (200 if high[0] else 50) * 2**20
+
+    async def handle(message: fa.Message) -> None:
+        if message.payload == "slow":
+            await release.wait()
+
+    await publish(backend, "slow")
+    app = (
+        fa.WorkerApp()
+        .add_worker(handle)
+        .with_concurrency_limit(2)
+        .with_worker_recycling(max_memory_mb=100, check_interval=1, measure=measure)
+    )
+
+    def restarts(system: fa.ActorSystem) -> list[int]:
+        return [s.restarts for s in system.snapshot().walk() if "/worker-" in s.path]
+
+    with capture_logs() as logs:
+        async with fa.open_system(app.build(backend, QUEUE)) as system:
+            await anyio.sleep(2.5)  # virtual time: checks at 1 s and 2 s, both high
+            # worker-1 was told first, but finishes "slow" before it goes; worker-2 is idle
+            assert restarts(system) == [0, 1]
+            high[0] = False
+            release.set()
+            await backend.join(QUEUE)
+            await anyio.sleep(10)  # memory is low now: no more recycling
+            assert restarts(system) == [1, 1]
+    events = [e["event"] for e in logs]
+    assert events.count("pool.memory_high") == 2
+    assert events.count("worker.recycled") == 2
+    assert backend.statistics(QUEUE).dead == 0
+
+
+def test_worker_recycling_and_worker_classes_refuse_bad_input() -> None:
+    app = fa.WorkerApp()
+    with pytest.raises(fa.ConfigurationError, match="needs max_messages or max_memory_mb"):
+        app.with_worker_recycling()
+    for bad in (0, -1, True, "1", float("inf")):
+        with pytest.raises(fa.ConfigurationError, match="max_memory_mb must be a number"):
+            app.with_worker_recycling(max_memory_mb=bad)  # type: ignore[arg-type]
+    with pytest.raises(fa.ConfigurationError, match="memory check interval"):
+        app.with_worker_recycling(max_memory_mb=100, check_interval=0)
+    with pytest.raises(fa.ConfigurationError, match="give it a timeout property instead"):
+        app.add_worker(Counting, timeout=3)
+    with pytest.raises(fa.ConfigurationError, match="give it a timeout property instead"):
+        app.add_worker(Counting(), timeout=3)
+    with pytest.raises(fa.ConfigurationError, match="manual_ack applies to handler functions"):
+        app.register("count", Counting, manual_ack=True)
+
+
+def test_resident_memory_measures_this_process() -> None:
+    assert 10 * 2**20 < resident_memory() < 4 * 2**30  # an interpreter with the suite loaded
+
+
+async def test_a_worker_class_whose_instances_are_not_workers_fails_the_start() -> None:
+    class NotAWorker:
+        pass
+
+    app = fa.WorkerApp().add_worker(NotAWorker)
+    with pytest.raises(fa.StartError, match=r"NotAWorker\(\) is not a Worker"):
+        async with fa.open_system(app.build(fa.MemoryBackend(), QUEUE)):
+            pass
 
 
 class FlakyBackend(fa.MemoryBackend):

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import functools
+import math
+import os
 from collections.abc import Callable
 from typing import Any, Self
 
+import attrs
 import structlog
 
 from foxactors._errors import ActorError, ConfigurationError, require_int
@@ -20,7 +23,7 @@ from ._batch import BatchStage
 from ._breaker import Breaker, CircuitBreakerStage
 from ._consumer import STOP_INTAKE, Consumer
 from ._deadletters import DeadLetterActor, DeadLetterSink
-from ._pool import RETURN_PENDING, Pool, PoolStrategy
+from ._pool import RETURN_PENDING, MemoryLimit, Pool, PoolStrategy, resident_memory
 from ._ratelimit import RateLimitStage, TokenBucket
 from ._retry import RetryPolicy, RetryStage
 from ._stage import Stage
@@ -31,8 +34,9 @@ from ._worker import (
     ManualHandler,
     Worker,
     WorkerActor,
-    as_worker,
+    WorkerFactory,
     check_timeout,
+    worker_factory,
 )
 
 _logger: structlog.typing.FilteringBoundLogger = structlog.get_logger("foxactors")
@@ -99,8 +103,8 @@ class WorkerApp:
 
     def __init__(self, name: str = "app") -> None:
         self._name = name
-        self._default: Worker | None = None
-        self._routes: dict[str, Worker] = {}
+        self._default: _Handler | None = None
+        self._routes: dict[str, _Handler] = {}
         self._concurrency = 8  # as Dramatiq: outcomes then reach shared actors in batches
         self._strategy = PoolStrategy.ROUND_ROBIN
         self._prefetch = 100
@@ -111,6 +115,7 @@ class WorkerApp:
         self._rate_limit: TokenBucket | None = None
         self._sinks: list[DeadLetterSink] = []
         self._max_messages: int | None = None
+        self._memory: MemoryLimit | None = None
         self._batch: tuple[tuple[BatchHandler, float | None], int, float] | None = None
         self._bound: tuple[Backend, str] | None = None
         self._breaker: Breaker | None = None
@@ -119,18 +124,22 @@ class WorkerApp:
 
     def add_worker(
         self,
-        worker: Worker | Handler | ManualHandler,
+        worker: Worker | type[Any] | Handler | ManualHandler,
         *,
         timeout: float | None = None,
         manual_ack: bool = False,
     ) -> Self:
         """Set the handler for messages (those without a registered type, if any).
 
-        With ``manual_ack=True`` the handler receives the `Delivery` and settles
-        ``delivery.handle`` itself; returning without settling dead-letters it with a
-        reason saying so, and raising before settling is a failure as usual.
+        ``worker`` is an async function taking a `Message`, a `Worker`, or a `Worker`
+        class: a class gets a fresh instance in every worker actor (and after every
+        restart or recycling), so workers never share its state. ``timeout`` is for
+        functions (a `Worker` has its own). With ``manual_ack=True`` the function
+        receives the `Delivery` and settles ``delivery.handle`` itself; returning
+        without settling dead-letters it with a reason saying so, and raising before
+        settling is a failure as usual.
         """
-        self._default = as_worker(worker, timeout, manual_ack=manual_ack)
+        self._default = _handler(worker, timeout, manual_ack)
         return self
 
     def add_batch_worker(
@@ -158,21 +167,22 @@ class WorkerApp:
     def register(
         self,
         message_type: str,
-        handler: Worker | Handler | ManualHandler,
+        handler: Worker | type[Any] | Handler | ManualHandler,
         *,
         timeout: float | None = None,
         manual_ack: bool = False,
     ) -> Self:
         """Route messages whose ``message_type`` is ``message_type`` to ``handler``.
 
-        A message whose type has no handler (and no `add_worker` default) goes to the
-        dead-letter queue with a reason naming its type.
+        ``handler`` is what `add_worker` takes. A message whose type has no handler
+        (and no `add_worker` default) goes to the dead-letter queue with a reason
+        naming its type.
         """
         if not isinstance(message_type, str) or not message_type:
             raise ConfigurationError(
                 f"message_type must be a non-empty string, got {message_type!r}"
             )
-        self._routes[message_type] = as_worker(handler, timeout, manual_ack=manual_ack)
+        self._routes[message_type] = _handler(handler, timeout, manual_ack)
         return self
 
     def with_concurrency_limit(self, workers: int) -> Self:
@@ -250,15 +260,49 @@ class WorkerApp:
         self._sinks.append(sink)
         return self
 
-    def with_worker_recycling(self, max_messages: int) -> Self:
-        """Give each worker a fresh instance after ``max_messages`` messages.
+    def with_worker_recycling(
+        self,
+        max_messages: int | None = None,
+        *,
+        max_memory_mb: float | None = None,
+        check_interval: float = 5.0,
+        measure: Callable[[], int] | None = None,
+    ) -> Self:
+        """Recycle workers after ``max_messages`` each, or while memory is too high.
 
-        The pool sends it no new work, stops it (it finishes what it holds) and starts
-        a new instance on the same reference; this is not counted as a restart for
-        the intensity. Use it for handlers that accumulate state or leak. (Recycling
-        by memory use does not apply: workers share one process.)
+        ``max_memory_mb``: while the process uses more, workers are recycled one at a
+        time. A recycled worker finishes what it holds first; the pool sends it no new work,
+        stops it and starts a new instance on the same reference, which is not counted
+        as a restart for the intensity. A `Worker` class given to `add_worker` is
+        instantiated anew, so state its instances piled up (caches, leaks) goes with
+        the old one. Memory is measured every ``check_interval`` seconds, as the
+        process's resident set (Linux) unless ``measure`` (returning bytes) says
+        otherwise; while it stays above the limit, one more worker is recycled per
+        check, in turn. Workers share one process: recycling frees what the workers
+        hold, not what the rest of the process does.
         """
-        require_int("max_messages", max_messages, 1)
+        if max_messages is None and max_memory_mb is None:
+            raise ConfigurationError("with_worker_recycling() needs max_messages or max_memory_mb")
+        if max_messages is not None:
+            require_int("max_messages", max_messages, 1)
+        self._memory = None
+        if max_memory_mb is not None:
+            if (
+                isinstance(max_memory_mb, bool)
+                or not isinstance(max_memory_mb, int | float)
+                or not 0 < max_memory_mb < math.inf
+            ):
+                raise ConfigurationError(
+                    f"max_memory_mb must be a number of MiB > 0, got {max_memory_mb!r}"
+                )
+            if measure is None and not os.path.exists("/proc/self/statm"):
+                raise ConfigurationError(
+                    "max_memory_mb measures /proc/self/statm (Linux); pass measure= "
+                    "(a function returning bytes in use) on this system"
+                )
+            self._memory = MemoryLimit(
+                int(max_memory_mb * 2**20), check_interval, measure or resident_memory
+            )
         self._max_messages = max_messages
         return self
 
@@ -318,8 +362,8 @@ class WorkerApp:
                 "add_batch_worker() handles every message; do not combine it with "
                 "add_worker() or register()"
             )
-        default = self._default and self._timed(self._default)
-        routes = {name: self._timed(worker) for name, worker in self._routes.items()}
+        default = None if self._default is None else self._default.factory(self._timeout)
+        routes = {name: h.factory(self._timeout) for name, h in self._routes.items()}
         mailbox = 2 * self._prefetch + 16  # deliveries and outcomes of a full prefetch
         workers = [
             ChildSpec(
@@ -360,7 +404,11 @@ class WorkerApp:
             ChildSpec(
                 "pool",
                 functools.partial(
-                    Pool, workers, upstream=f"../{names[-2]}", strategy=self._strategy
+                    Pool,
+                    workers,
+                    upstream=f"../{names[-2]}",
+                    strategy=self._strategy,
+                    memory=self._memory,
                 ),
                 mailbox_size=mailbox,
                 shutdown=None,
@@ -421,21 +469,30 @@ class WorkerApp:
             shutdown=None,
         )
 
-    def _timed(self, worker: Worker) -> Worker:
-        if worker.timeout is not None or self._timeout is None:
-            return worker
-        return FunctionWorker(
-            worker.process,
-            id=worker.id,
-            timeout=self._timeout,
-            manual_ack=getattr(worker, "manual_ack", False),
-        )
-
     def run_with_backend(
         self, backend: Backend, queue: str, *, anyio_backend: str = "asyncio"
     ) -> Exit:
         """Build and run until SIGINT/SIGTERM (see `foxactors.run`)."""
         return run(self.build(backend, queue), backend=anyio_backend)
+
+
+@attrs.frozen
+class _Handler:
+    """A handler as given to the builder, made into workers at `build` time."""
+
+    handler: Any
+    timeout: float | None
+    manual_ack: bool
+
+    def factory(self, default_timeout: float | None) -> WorkerFactory:
+        return worker_factory(
+            self.handler, self.timeout, manual_ack=self.manual_ack, default_timeout=default_timeout
+        )
+
+
+def _handler(handler: Any, timeout: float | None, manual_ack: bool) -> _Handler:
+    worker_factory(handler, timeout, manual_ack=manual_ack)  # refuses bad input now
+    return _Handler(handler, timeout, manual_ack)
 
 
 def _intake_actors(backend: Backend, queue: str) -> list[tuple[str, Any]]:

@@ -4,21 +4,25 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import os
 import random
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
+
+import anyio
+import attrs
 
 from foxactors._ack import AckHandle
 from foxactors._actor import ActorRef
-from foxactors._errors import ActorError
+from foxactors._errors import ActorError, ActorStopped, require_int, require_seconds
 from foxactors._lifecycle import Exit, ExitKind
 from foxactors._message import Delivery, Outcome
 from foxactors._spec import ChildSpec, coerce_enum
 from foxactors._supervisor import Supervisor
 
 from ._work import Batch, BatchOutcomes, Deliveries
-from ._worker import Handback, Recycle
+from ._worker import RETIRE, Handback, Recycle
 
 
 class PoolStrategy(enum.Enum):
@@ -33,6 +37,32 @@ RETURN_PENDING = "foxactors.pool.return_pending"
 LOOKAHEAD = 4  # unstarted deliveries a busy worker may hold
 
 
+def resident_memory() -> int:
+    """Bytes of memory the process has resident (Linux: ``/proc/self/statm``)."""
+    with open("/proc/self/statm", "rb") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@attrs.frozen
+class MemoryLimit:
+    """When a pool recycles its workers for memory.
+
+    Attributes:
+        bytes: The limit on what ``measure`` returns.
+        interval: Seconds between measurements.
+        measure: Returns the memory in use, in bytes (default: the process's
+            resident set, `resident_memory`).
+    """
+
+    bytes: int
+    interval: float = 5.0
+    measure: Callable[[], int] = resident_memory
+
+    def __attrs_post_init__(self) -> None:
+        require_int("memory limit (bytes)", self.bytes, 1)
+        require_seconds("memory check interval", self.interval, positive=True)
+
+
 class Pool(Supervisor):
     """A supervisor of worker actors that dispatches by demand.
 
@@ -40,6 +70,10 @@ class Pool(Supervisor):
     deliveries in hand (1 by default); otherwise it waits in the pool. So a slow
     message never strands others behind it while a worker sits idle, and the
     concurrency of the pool is ``workers * capacity``.
+
+    With a ``memory`` limit, the pool measures the process every ``interval``
+    seconds and, while it is above the limit, recycles one worker at a time, in turn,
+    each once it has finished what it holds (see `MemoryLimit`).
     """
 
     def __init__(
@@ -51,9 +85,11 @@ class Pool(Supervisor):
         capacity: int = 1,
         max_restarts: int = 10,
         within: float = 10.0,
+        memory: MemoryLimit | None = None,
     ) -> None:
         super().__init__(workers, strategy="one_for_one", max_restarts=max_restarts, within=within)
         self._pick = coerce_enum(PoolStrategy, strategy, "pool strategy")
+        self._memory = memory
         self._capacity = capacity
         self._upstream_path = upstream
         self._pending: deque[Delivery | Batch] = deque()
@@ -79,6 +115,23 @@ class Pool(Supervisor):
         self._hint: int | None = None  # the worker that last finished: room for one
         self._next_ahead = 0  # where the search for lookahead room starts, in turn
         self._up = self.find(self._upstream_path)
+        if self._memory is not None:
+            self.start_task(self._watch_memory, self._memory)
+
+    async def _watch_memory(self, limit: MemoryLimit) -> None:
+        """While the process is above the limit, retire one worker per interval."""
+        turn = 0
+        while True:
+            await anyio.sleep(limit.interval)
+            used = limit.measure()
+            if used > limit.bytes:
+                worker = self._workers[turn % len(self._workers)]
+                turn += 1
+                self.log.warning(
+                    "pool.memory_high", resident=used, limit=limit.bytes, worker=worker.path
+                )
+                with contextlib.suppress(ActorStopped):  # the pool is stopping
+                    await worker.tell(RETIRE)  # after what it holds; it asks to be recycled
 
     async def receive(self, message: Any) -> Any:
         """Dispatch work (deliveries, batches), pass outcomes back, and supervise."""
@@ -92,10 +145,8 @@ class Pool(Supervisor):
                 self._pending.append(message)
         elif kind is Outcome:
             await self._returned(message.delivery.handle, (message,))
-            await self._send_outcomes()
         elif kind is BatchOutcomes:
             await self._returned(message.outcomes[0].delivery.handle, message.outcomes)
-            await self._send_outcomes()
         elif kind is Handback:
             work = message.work
             index = self._assigned.pop(_key(work), None)
@@ -110,7 +161,10 @@ class Pool(Supervisor):
         elif message == RETURN_PENDING:
             return self._return_pending()
         else:
-            return await super().receive(message)
+            reply = await super().receive(message)
+            await self._send_outcomes()
+            return reply
+        await self._send_outcomes()  # whatever came last, collected outcomes go on
         return None
 
     async def _returned(self, key: AckHandle, outcomes: tuple[Outcome, ...]) -> None:

@@ -90,10 +90,69 @@ def as_worker(
 ) -> Worker:
     """Return ``handler`` as a `Worker` (functions are wrapped)."""
     if isinstance(handler, Worker):
-        if manual_ack:
-            raise ConfigurationError("manual_ack applies to handler functions, not Workers")
+        _only_for_functions(handler, timeout, manual_ack)
         return handler
     return FunctionWorker(handler, timeout=timeout, manual_ack=manual_ack)
+
+
+def _only_for_functions(worker: object, timeout: float | None, manual_ack: bool) -> None:
+    if manual_ack:
+        raise ConfigurationError(f"manual_ack applies to handler functions, not to {worker!r}")
+    if timeout is not None:
+        raise ConfigurationError(
+            f"timeout= applies to handler functions; {worker!r} is a Worker: "
+            "give it a timeout property instead"
+        )
+
+
+#: Gives a worker actor its `Worker` when it starts.
+WorkerFactory = Callable[[], Worker]
+
+
+def worker_factory(
+    handler: Worker | type[Any] | Handler | ManualHandler,
+    timeout: float | None = None,
+    *,
+    manual_ack: bool = False,
+    default_timeout: float | None = None,
+) -> WorkerFactory:
+    """How each worker actor gets its `Worker` from ``handler``.
+
+    A class is instantiated anew for every worker actor and every life of one
+    (restart, recycling), so no two workers share its state and a recycled worker
+    starts clean; a `Worker` instance or a function is shared by all of them.
+    ``default_timeout`` applies to workers without a timeout of their own.
+    """
+    if inspect.isclass(handler):
+        _only_for_functions(handler, timeout, manual_ack)
+        cls = handler
+
+        def fresh() -> Worker:
+            worker = cls()
+            if not isinstance(worker, Worker):
+                raise ConfigurationError(
+                    f"{cls.__qualname__}() is not a Worker: it needs an id, a timeout "
+                    "and an async process(message)"
+                )
+            return with_default_timeout(worker, default_timeout)
+
+        return fresh
+    shared = with_default_timeout(
+        as_worker(handler, timeout, manual_ack=manual_ack), default_timeout
+    )
+    return lambda: shared
+
+
+def with_default_timeout(worker: Worker, timeout: float | None) -> Worker:
+    """``worker``, with ``timeout`` if it has none of its own."""
+    if worker.timeout is not None or timeout is None:
+        return worker
+    return FunctionWorker(
+        worker.process,
+        id=worker.id,
+        timeout=timeout,
+        manual_ack=getattr(worker, "manual_ack", False),
+    )
 
 
 @attrs.frozen
@@ -101,6 +160,13 @@ class Recycle:
     """A worker asks its pool for a fresh instance (it reached ``max_messages``)."""
 
     worker: ActorRef[Any]
+
+
+class Retire:
+    """The pool asks a worker to be recycled once it has finished what it holds."""
+
+
+RETIRE = Retire()
 
 
 @attrs.frozen
@@ -113,7 +179,7 @@ class Handback:
 _SUCCEEDED = OutcomeKind.SUCCEEDED  # hot path: a global is cheaper than an enum lookup
 
 
-class WorkerActor(Actor[Delivery | Batch]):
+class WorkerActor(Actor[Delivery | Batch | Retire]):
     """Runs one delivery at a time through its worker and reports the outcome.
 
     Every failure of user code becomes a FAILED outcome (never a dead pipeline):
@@ -124,20 +190,22 @@ class WorkerActor(Actor[Delivery | Batch]):
 
     def __init__(
         self,
-        default: Worker | None,
-        routes: Mapping[str, Worker],
+        default: WorkerFactory | None,
+        routes: Mapping[str, WorkerFactory],
         *,
         max_messages: int | None = None,
         batch: tuple[BatchHandler, float | None] | None = None,
     ) -> None:
         self._batch = batch
-        self._default = default
-        self._routes = routes
+        self._factories = (default, routes)
         self._left = max_messages  # messages before asking to be recycled
         self._pool: ActorRef[Any] | None = None
 
     async def on_start(self) -> None:
-        """Find the pool (the parent) and the backend's cancellation class."""
+        """Get the workers, find the pool (the parent) and the cancellation class."""
+        default, routes = self._factories
+        self._default = default() if default is not None else None
+        self._routes = {name: make() for name, make in routes.items()}
         self._pool = self.find("..")
         self._cancelled = anyio.get_cancelled_exc_class()
 
@@ -148,9 +216,14 @@ class WorkerActor(Actor[Delivery | Batch]):
                 return route
         return self._default
 
-    async def receive(self, message: Delivery | Batch) -> None:
+    async def receive(self, message: Delivery | Batch | Retire) -> None:
         """Process one delivery (or a batch) and tell the pool the outcome."""
         assert self._pool is not None
+        if isinstance(message, Retire):  # all it held before is done: recycle it now
+            if self._left != 0:
+                self._left = 0
+                await self._pool.tell(Recycle(self.ref))
+            return
         if self._left == 0:  # retiring: this one is for the next instance or another worker
             await self._pool.tell(Handback(message))
             return
@@ -239,13 +312,13 @@ class WorkerActor(Actor[Delivery | Batch]):
             )
         )
 
-    async def on_crash(self, message: Delivery | Batch | None, error: Exception) -> None:
+    async def on_crash(self, message: Delivery | Batch | Retire | None, error: Exception) -> None:
         """Return the delivery in hand (requeue), so that it is never lost.
 
         Its attempt count goes up, so a message that keeps crashing workers is caught
         as poison by the retry stage.
         """
-        if message is not None and self._pool is not None:
+        if isinstance(message, Delivery | Batch) and self._pool is not None:
             reason = f"worker {self.path} crashed: {type(error).__name__}: {error}"
             returned: Outcome | BatchOutcomes
             if isinstance(message, Batch):
