@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import functools
 import itertools
-from typing import Any
+from typing import Any, ClassVar
 
 import anyio
 import pytest
@@ -424,3 +424,38 @@ async def test_a_stop_request_to_a_life_that_crashed_meanwhile_does_not_stop_the
         # The group restarted once; the request was for b's old life, not its new one.
         assert rec.count("start", "a") == rec.count("start", "b") == 2
         assert state(system.ref("b")) is fa.ActorState.RUNNING
+
+
+class Unreachable(fa.Actor[Any]):
+    """Crashes on "lost" or "bug"; its second start fails (a broker that refuses)."""
+
+    starts: ClassVar[int] = 0
+
+    async def on_start(self) -> None:
+        Unreachable.starts += 1
+        if Unreachable.starts == 2:
+            raise fa.BackendError("cannot connect to the broker: connection refused")
+
+    async def receive(self, message: Any) -> None:
+        if message == "lost":
+            raise fa.BackendError("lost the connection")
+        raise Crash("a bug")
+
+
+async def test_backend_errors_are_logged_in_one_line_bugs_with_their_traceback() -> None:
+    Unreachable.starts = 0
+    spec = fa.ChildSpec("broker", Unreachable, backoff=fa.Backoff.none())
+    with capture_logs() as logs:
+        async with fa.open_system(tree([worker("a", Recorder()), spec])) as system:
+            await crash(system, "broker", "lost")
+            await crash(system, "broker", "bug")
+    failures = [
+        (e["event"], e["error"].split(":")[0], e.get("exc_info") is not None)
+        for e in logs
+        if e["event"] in ("actor.start_failed", "actor.crashed")
+    ]
+    assert failures == [
+        ("actor.crashed", "BackendError", False),  # the message says it all
+        ("actor.start_failed", "BackendError", False),
+        ("actor.crashed", "Crash", True),  # may be a bug: with its traceback
+    ]

@@ -17,7 +17,14 @@ import anyio.lowlevel
 import structlog
 
 from ._actor import Actor, ActorRef, Ask, Terminated
-from ._errors import ActorCrashed, ActorError, ActorNotFound, ActorStopped, ConfigurationError
+from ._errors import (
+    ActorCrashed,
+    ActorError,
+    ActorNotFound,
+    ActorStopped,
+    BackendError,
+    ConfigurationError,
+)
 from ._lifecycle import KILLED_EXIT, NORMAL_EXIT, ActorState, Exit, ExitKind
 from ._mailbox import Mailbox
 
@@ -188,7 +195,9 @@ class Cell:
                 self.tasks = None
                 error = self._task_error
                 if error is not None and hooks_ran:  # failed while the actor was stopping
-                    self.log.error("actor.task_failed", error=describe(error), exc_info=error)
+                    self.log.error(
+                        "actor.task_failed", error=describe(error), exc_info=traceback_of(error)
+                    )
                 elif error is not None:  # a background task failed: a crash
                     exit = Exit(ExitKind.CRASHED, error)
                     if not self.started:
@@ -274,7 +283,7 @@ class Cell:
                 "actor.crashed",
                 error=describe(error),
                 message_type=None if message is None else type(message).__qualname__,
-                exc_info=error,
+                exc_info=traceback_of(error),
             )
             try:
                 await actor.on_crash(message, error)
@@ -438,3 +447,13 @@ class Cell:
 def describe(error: BaseException) -> str:
     """One line for logs: the error's type and message (never the message payload)."""
     return f"{type(error).__name__}: {error}"
+
+
+def traceback_of(error: BaseException) -> BaseException | None:
+    """What to log as ``exc_info`` with ``error``: nothing for a `BackendError`.
+
+    A backend error says what the outside world did (a connection refused or lost);
+    its one line is the whole story, and a broker outage would otherwise print a
+    traceback for every reconnect attempt. Anything else may be a bug: traceback.
+    """
+    return None if isinstance(error, BackendError) else error

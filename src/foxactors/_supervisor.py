@@ -11,7 +11,7 @@ import anyio
 import attrs
 
 from ._actor import Actor, ActorRef
-from ._cell import Cell, describe
+from ._cell import Cell, describe, traceback_of
 from ._errors import (
     ConfigurationError,
     FoxactorsError,
@@ -333,7 +333,9 @@ class Supervisor(Actor[Any]):
         assert tasks is not None
         error = await child.cell.start(tasks, notify)
         if error is not None:
-            child.cell.log.error("actor.start_failed", error=describe(error), exc_info=error)
+            child.cell.log.error(
+                "actor.start_failed", error=describe(error), exc_info=traceback_of(error)
+            )
         return error
 
     def _notify(self, child: _Child, generation: int, _cell: Cell, exit: Exit) -> None:
