@@ -136,15 +136,15 @@ class Pool(Supervisor):
     async def receive(self, message: Any) -> Any:
         """Dispatch work (deliveries, batches), pass outcomes back, and supervise."""
         kind = type(message)
-        if kind is Deliveries:
+        if kind is Outcome:  # the most frequent: one per message
+            await self._returned(message.delivery.handle, (message,))
+        elif kind is Deliveries:
             self._pending.extend(message.items)
             await self._dispatch_pending()
         elif kind is Delivery or kind is Batch:
             # work waiting means no room (room is used as soon as it appears): queue it
             if self._pending or not await self._place(message):
                 self._pending.append(message)
-        elif kind is Outcome:
-            await self._returned(message.delivery.handle, (message,))
         elif kind is BatchOutcomes:
             await self._returned(message.outcomes[0].delivery.handle, message.outcomes)
         elif kind is Handback:
