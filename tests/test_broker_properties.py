@@ -116,9 +116,9 @@ def test_no_message_is_lost_or_settled_twice_on_a_broker(
         assert all(count == 1 for count in successes.values())  # settled exactly once
         assert all(count == 1 for count in dead.values())
     else:
-        # A cut returns what was in flight (and, on Redis, read ahead): delivered once
-        # more, a message may run twice or, with its deliveries used up, be given up.
+        # A cut returns what was in flight: delivered once more, a message may run
+        # twice or, with its deliveries used up, be given up.
         assert expected_dead <= dead_ns
         surprises = (expected_ok - set(successes)) | (dead_ns - expected_dead)
         duplicates = sum(c - 1 for c in successes.values()) + sum(c - 1 for c in dead.values())
-        assert len(surprises) + duplicates <= prefetch * (2 if broker == "redis" else 1)
+        assert len(surprises) + duplicates <= prefetch

@@ -797,7 +797,10 @@ class RedisSource(BrokerSource[tuple[int, float]]):  # held: (attempt, leased at
         super()._fail(reason)
 
     async def _fetch(self) -> None:
-        await self._read(self.prefetch)  # read ahead: a full batch, handed out by credit
+        # Read no more than the free credit: all of it is handed out at once. An entry
+        # read and kept back would count as delivered; after a cut it would come back
+        # with one attempt more without having run.
+        await self._read(max(1, self.prefetch - len(self._unsettled)))
 
     async def _read(self, count: int) -> None:
         block = self.backend.block
