@@ -643,15 +643,23 @@ async def test_a_worker_class_whose_instances_are_not_workers_fails_the_start() 
 
 
 class FlakyBackend(fa.MemoryBackend):
-    """A memory backend whose first consumer loses its 'connection' mid-stream."""
+    """A memory backend whose first consumer loses its 'connection' mid-stream.
 
-    def __init__(self) -> None:
+    It fails on its ``fail_on``-th call of ``receive``; `reopened` is set when the
+    next consumer opens.
+    """
+
+    def __init__(self, fail_on: int = 3) -> None:
         super().__init__()
         self.opened = 0
+        self.fail_on = fail_on
+        self.reopened = anyio.Event()
 
     async def open_source(self, queue: str, *, prefetch: int) -> Any:
         source = await super().open_source(queue, prefetch=prefetch)
         self.opened += 1
+        if self.opened == 2:
+            self.reopened.set()
         if self.opened == 1:
             receive = source.receive
             calls = 0
@@ -659,7 +667,7 @@ class FlakyBackend(fa.MemoryBackend):
             async def dropping(max_count: int, min_credit: int = 1) -> list[fa.Delivery]:
                 nonlocal calls
                 calls += 1
-                if calls == 3:
+                if calls == self.fail_on:
                     raise fa.BackendError("connection reset by peer")
                 return await receive(max_count, min_credit)
 
@@ -687,3 +695,36 @@ async def test_a_lost_connection_crashes_the_consumer_and_supervision_reconnects
     crashed = [e for e in logs if e["event"] == "actor.crashed"]
     assert [e["actor"] for e in crashed] == ["/app/consumer"]
     assert "connection reset by peer" in crashed[0]["error"]
+
+
+async def test_deliveries_of_a_lost_consumer_are_not_started() -> None:
+    backend = FlakyBackend(fail_on=2)  # lost right after its first run of deliveries
+    handled: list[tuple[int, int]] = []
+
+    async def handle(message: fa.Message) -> None:
+        handled.append((message.payload, message.attempt))
+
+    await publish(backend, *range(10))
+    app = fa.WorkerApp().add_worker(handle).with_prefetch(10).with_concurrency_limit(1)
+    with capture_logs() as logs:
+        await run_until_drained(backend, app)
+    # None had started when their consumer was lost: not run then (their outcome
+    # could not be settled), each ran once when delivered again.
+    assert sorted(handled) == [(n, 2) for n in range(10)]
+    events = [e["event"] for e in logs]
+    assert events.count("delivery.skipped_stale") == 10
+    assert "settlement.stale" not in events  # nothing was settled for them
+    assert backend.statistics(QUEUE) == fa.backends.QueueStatistics(0, 0, 0, 0)
+
+
+async def test_batches_of_a_lost_consumer_are_not_started() -> None:
+    backend = FlakyBackend(fail_on=2)
+    handled: list[tuple[int, int]] = []
+
+    async def handle(messages: list[fa.Message]) -> None:
+        handled.extend((m.payload, m.attempt) for m in messages)
+
+    await publish(backend, *range(10))
+    app = fa.WorkerApp().add_batch_worker(handle, size=5, interval=1).with_prefetch(10)
+    await run_until_drained(backend, app)
+    assert sorted(handled) == [(n, 2) for n in range(10)]  # each once, when redelivered

@@ -24,7 +24,12 @@ _ACK = Decision.ACK  # hot path: a global is cheaper than an enum lookup
 
 
 class Settler(Protocol):
-    """What a backend's consumer implements so that handles can settle with it."""
+    """What a backend's consumer implements so that handles can settle with it.
+
+    ``live`` is True until the consumer is closed or loses its connection.
+    """
+
+    live: bool
 
     def settle(self, handle: AckHandle, decision: Decision, delay: float, reason: str) -> bool:
         """Apply ``decision``; return False (and log) if the handle is stale."""
@@ -60,6 +65,15 @@ class AckHandle:
     def settled(self) -> bool:
         """True once a decision was made."""
         return self.decision is not None
+
+    @property
+    def stale(self) -> bool:
+        """True if unsettled but its consumer is gone (closed, or its connection lost).
+
+        Settling it would be a logged no-op; the delivery is back with the broker,
+        which delivers it again. Work on it is wasted, so workers skip it.
+        """
+        return self.decision is None and not self._settler.live
 
     def ack(self) -> bool:
         """Acknowledge: the message is done. Returns False if the handle is stale."""

@@ -154,7 +154,8 @@ class OutcomeKind(enum.Enum):
     DEAD_LETTER = "dead_letter"
     """Give up: to the dead-letter queue with ``reason``."""
     SETTLED = "settled"
-    """Already settled by hand (manual mode): nothing left to do."""
+    """Nothing left to do: settled by hand (manual mode), or not run because its
+    consumer is gone (the broker has it back)."""
 
 
 @attrs.frozen(slots=True)

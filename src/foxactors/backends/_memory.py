@@ -289,6 +289,7 @@ class MemorySource:
         self._unsettled: set[Tag] = set()
         self._tags = itertools.count(1)
         self._closed = False
+        self.live = True  # until closed (see `Settler`)
         self._want = 0  # credit the waiting receiver needs (0: nobody waits)
         self._credit: anyio.Event | None = None
         self._all_settled: anyio.Event | None = None
@@ -421,6 +422,7 @@ class MemorySource:
         if self._closed:
             return
         self._closed = True
+        self.live = False
         queue = self._q
         for tag in sorted(self._unsettled, reverse=True):  # keep their order at the front
             queue.push(queue.in_flight.pop(tag), front=True)

@@ -49,6 +49,7 @@ class BrokerSource(Generic[H]):
         self._flusher: asyncio.Task[None] | None = None
         self._failure: BackendError | None = None
         self._closed = False
+        self.live = True  # until closed or failed (see `Settler`)
         self._consuming = False
         self._credit = asyncio.Event()
         self._settled = asyncio.Event()
@@ -87,6 +88,7 @@ class BrokerSource(Generic[H]):
         """The connection or channel is gone: `receive` raises, waiters wake up."""
         if self._failure is None and not self._closed:
             self._failure = BackendError(reason)
+            self.live = False
             self._end(lost=True)
             self._credit.set()
             self._wake()
@@ -172,6 +174,7 @@ class BrokerSource(Generic[H]):
     async def _stop(self) -> bool:
         """Stop taking settlements, apply those decided; True unless it had failed."""
         self._closed = True
+        self.live = False
         self._end(lost=False)
         try:
             if self._flusher is not None and self._failure is None:

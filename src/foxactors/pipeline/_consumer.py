@@ -109,6 +109,8 @@ class Consumer(Actor[Any]):
             handle.requeue()
         elif kind is OutcomeKind.DEFER:
             handle.defer(outcome.delay)
+        elif kind is OutcomeKind.SETTLED:  # not run: its consumer was lost
+            return
         else:
             reason = outcome.reason or kind.value
             if kind is OutcomeKind.FAILED:

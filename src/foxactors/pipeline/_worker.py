@@ -242,6 +242,9 @@ class WorkerActor(Actor[Delivery | Batch | Retire]):
             self.log.debug("outcome.after_shutdown")
 
     async def _run(self, delivery: Delivery) -> Outcome:
+        if delivery.handle.stale:  # its consumer is gone: the broker delivers it again
+            self.log.info("delivery.skipped_stale", message_id=delivery.message.id)
+            return Outcome(delivery, OutcomeKind.SETTLED, reason="its consumer is gone")
         message = delivery.message
         worker = self._worker_for(message)
         if worker is None:
@@ -282,35 +285,34 @@ class WorkerActor(Actor[Delivery | Batch | Retire]):
         assert self._batch is not None
         handler, timeout = self._batch
         deliveries = batch.deliveries
-        messages = [d.message for d in deliveries]
-        failed: Mapping[str, BaseException] | None = None
-        try:
-            if timeout is None:
-                failed = await handler(messages)
-            else:
-                with anyio.fail_after(timeout):
-                    failed = await handler(messages)
-        except BaseException as exc:
-            if isinstance(exc, self._cancelled | KeyboardInterrupt | SystemExit):
-                raise
-            reason = f"batch failed: {type(exc).__name__}: {exc}"
-            return BatchOutcomes(
-                tuple(Outcome(d, OutcomeKind.FAILED, exc, reason=reason) for d in deliveries)
-            )
-        failed = failed or {}
-        return BatchOutcomes(
-            tuple(
-                Outcome(
-                    d,
-                    OutcomeKind.FAILED,
-                    failed[d.message.id],
-                    reason=f"{type(failed[d.message.id]).__name__}: {failed[d.message.id]}",
-                )
-                if d.message.id in failed
-                else Outcome(d, OutcomeKind.SUCCEEDED)
-                for d in deliveries
-            )
-        )
+        gone = {d.handle for d in deliveries if d.handle.stale}  # their consumer is lost
+        messages = [d.message for d in deliveries if d.handle not in gone]
+        failed: Mapping[str, BaseException] = {}
+        error: BaseException | None = None
+        if messages:
+            try:
+                if timeout is None:
+                    failed = await handler(messages) or {}
+                else:
+                    with anyio.fail_after(timeout):
+                        failed = await handler(messages) or {}
+            except BaseException as exc:
+                if isinstance(exc, self._cancelled | KeyboardInterrupt | SystemExit):
+                    raise
+                error = exc
+
+        def outcome(d: Delivery) -> Outcome:
+            if d.handle in gone:
+                return Outcome(d, OutcomeKind.SETTLED, reason="its consumer is gone")
+            if error is not None:
+                reason = f"batch failed: {type(error).__name__}: {error}"
+                return Outcome(d, OutcomeKind.FAILED, error, reason=reason)
+            exc = failed.get(d.message.id)
+            if exc is not None:
+                return Outcome(d, OutcomeKind.FAILED, exc, reason=f"{type(exc).__name__}: {exc}")
+            return Outcome(d, OutcomeKind.SUCCEEDED)
+
+        return BatchOutcomes(tuple(map(outcome, deliveries)))  # in the batch's order
 
     async def on_crash(self, message: Delivery | Batch | Retire | None, error: Exception) -> None:
         """Return the delivery in hand (requeue), so that it is never lost.
