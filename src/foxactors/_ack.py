@@ -24,12 +24,11 @@ _ACK = Decision.ACK  # hot path: a global is cheaper than an enum lookup
 
 
 class Settler(Protocol):
-    """What a backend's consumer implements so that handles can settle with it.
+    """What a backend's consumer implements so that handles can settle with it."""
 
-    ``live`` is True until the consumer is closed or loses its connection.
-    """
-
-    live: bool
+    @property
+    def live(self) -> bool:
+        """True until the consumer is closed or loses its connection."""
 
     def settle(self, handle: AckHandle, decision: Decision, delay: float, reason: str) -> bool:
         """Apply ``decision``; return False (and log) if the handle is stale."""

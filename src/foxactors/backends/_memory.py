@@ -288,7 +288,6 @@ class MemorySource:
         self.generation = generation
         self._unsettled: set[Tag] = set()
         self._tags = itertools.count(1)
-        self._closed = False
         self.live = True  # until closed (see `Settler`)
         self._want = 0  # credit the waiting receiver needs (0: nobody waits)
         self._credit: anyio.Event | None = None
@@ -304,7 +303,7 @@ class MemorySource:
         queue = self._q
         min_credit = max(1, min(min_credit, self.prefetch))
         while True:
-            if self._closed:
+            if not self.live:
                 raise BackendError(f"consumer of {self.queue!r} is closed")
             next_due = queue.promote_due(anyio.current_time())
             free = self.prefetch - len(self._unsettled)
@@ -358,7 +357,7 @@ class MemorySource:
     def settle(self, handle: AckHandle, decision: Decision, delay: float, reason: str) -> bool:
         """Apply a decision for one of this source's handles (see `Settler`)."""
         tag = handle.tag
-        if self._closed or tag not in self._unsettled:
+        if not self.live or tag not in self._unsettled:
             _logger.warning(
                 "settlement.stale", queue=self.queue, tag=str(tag), decision=decision.value
             )
@@ -406,7 +405,7 @@ class MemorySource:
 
     def dropped(self, handle: AckHandle) -> None:
         """A handle was dropped unsettled: report it and requeue its delivery."""
-        if handle.tag in self._unsettled and not self._closed:
+        if handle.tag in self._unsettled and self.live:
             _logger.error("delivery.dropped", queue=self.queue, tag=str(handle.tag))
             handle.requeue()
 
@@ -419,9 +418,8 @@ class MemorySource:
 
     async def close(self) -> None:
         """Stop consuming; every unsettled delivery goes back to the front of the queue."""
-        if self._closed:
+        if not self.live:
             return
-        self._closed = True
         self.live = False
         queue = self._q
         for tag in sorted(self._unsettled, reverse=True):  # keep their order at the front

@@ -49,7 +49,6 @@ class BrokerSource(Generic[H]):
         self._flusher: asyncio.Task[None] | None = None
         self._failure: BackendError | None = None
         self._closed = False
-        self.live = True  # until closed or failed (see `Settler`)
         self._consuming = False
         self._credit = asyncio.Event()
         self._settled = asyncio.Event()
@@ -88,10 +87,14 @@ class BrokerSource(Generic[H]):
         """The connection or channel is gone: `receive` raises, waiters wake up."""
         if self._failure is None and not self._closed:
             self._failure = BackendError(reason)
-            self.live = False
             self._end(lost=True)
             self._credit.set()
             self._wake()
+
+    @property
+    def live(self) -> bool:
+        """True until closed or failed (see `Settler`)."""
+        return not self._closed and self._failure is None
 
     @property
     def unsettled(self) -> int:
@@ -128,8 +131,7 @@ class BrokerSource(Generic[H]):
     def settle(self, handle: AckHandle, decision: Decision, delay: float, reason: str) -> bool:
         """Queue a decision for the flusher (see `Settler`); stale handles are no-ops."""
         tag = handle.tag
-        live = not self._closed and self._failure is None
-        held = self._unsettled.pop(tag, None) if live else None
+        held = self._unsettled.pop(tag, None) if self.live else None
         if held is None:
             _logger.warning(
                 "settlement.stale", queue=self.queue, tag=str(tag), decision=decision.value
@@ -174,7 +176,6 @@ class BrokerSource(Generic[H]):
     async def _stop(self) -> bool:
         """Stop taking settlements, apply those decided; True unless it had failed."""
         self._closed = True
-        self.live = False
         self._end(lost=False)
         try:
             if self._flusher is not None and self._failure is None:

@@ -8,7 +8,6 @@ import os
 from collections.abc import Callable
 from typing import Any, Self
 
-import attrs
 import structlog
 
 from foxactors._errors import ActorError, ConfigurationError, require_int
@@ -103,7 +102,7 @@ class WorkerApp:
 
     def __init__(self, name: str = "app") -> None:
         self._name = name
-        self._default: _Handler | None = None
+        self._default: _Handler | None = None  # made into worker factories by build()
         self._routes: dict[str, _Handler] = {}
         self._concurrency = 8  # as Dramatiq: outcomes then reach shared actors in batches
         self._strategy = PoolStrategy.ROUND_ROBIN
@@ -362,8 +361,8 @@ class WorkerApp:
                 "add_batch_worker() handles every message; do not combine it with "
                 "add_worker() or register()"
             )
-        default = None if self._default is None else self._default.factory(self._timeout)
-        routes = {name: h.factory(self._timeout) for name, h in self._routes.items()}
+        default = None if self._default is None else self._default(default_timeout=self._timeout)
+        routes = {name: h(default_timeout=self._timeout) for name, h in self._routes.items()}
         mailbox = 2 * self._prefetch + 16  # deliveries and outcomes of a full prefetch
         workers = [
             ChildSpec(
@@ -476,23 +475,13 @@ class WorkerApp:
         return run(self.build(backend, queue), backend=anyio_backend)
 
 
-@attrs.frozen
-class _Handler:
-    """A handler as given to the builder, made into workers at `build` time."""
-
-    handler: Any
-    timeout: float | None
-    manual_ack: bool
-
-    def factory(self, default_timeout: float | None) -> WorkerFactory:
-        return worker_factory(
-            self.handler, self.timeout, manual_ack=self.manual_ack, default_timeout=default_timeout
-        )
+_Handler = Callable[..., WorkerFactory]  # takes default_timeout=
 
 
 def _handler(handler: Any, timeout: float | None, manual_ack: bool) -> _Handler:
-    worker_factory(handler, timeout, manual_ack=manual_ack)  # refuses bad input now
-    return _Handler(handler, timeout, manual_ack)
+    """``worker_factory`` for ``handler`` at `build` time; bad input is refused now."""
+    worker_factory(handler, timeout, manual_ack=manual_ack)
+    return functools.partial(worker_factory, handler, timeout, manual_ack=manual_ack)
 
 
 def _intake_actors(backend: Backend, queue: str) -> list[tuple[str, Any]]:

@@ -13,7 +13,7 @@ from foxactors._lifecycle import Exit
 from foxactors._message import Message, Outcome, OutcomeKind
 from foxactors.backends._base import CONNECTION, SOURCE, Backend, DeadLetter, Source
 
-from ._work import BatchOutcomes, Deliveries
+from ._work import BatchOutcomes, one_or_run
 
 STOP_INTAKE = "foxactors.consumer.stop_intake"
 _SUCCEEDED = OutcomeKind.SUCCEEDED  # hot path: a global is cheaper than an enum lookup
@@ -71,11 +71,7 @@ class Consumer(Actor[Any]):
         min_demand = max(1, batch // 2)
         with self._intake:
             while True:
-                deliveries = await receive(batch, min_demand)
-                if len(deliveries) == 1:
-                    await downstream.tell(deliveries[0])
-                else:  # one hop for the whole run
-                    await downstream.tell(Deliveries(tuple(deliveries)))
+                await downstream.tell(one_or_run(await receive(batch, min_demand)))
 
     async def receive(self, message: Any) -> Any:
         """Settle outcomes; on `STOP_INTAKE`, stop pulling and return the source.

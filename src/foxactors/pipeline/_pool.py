@@ -21,7 +21,7 @@ from foxactors._message import Delivery, Outcome
 from foxactors._spec import ChildSpec, coerce_enum
 from foxactors._supervisor import Supervisor
 
-from ._work import Batch, BatchOutcomes, Deliveries
+from ._work import Batch, BatchOutcomes, Deliveries, one_or_batch
 from ._worker import RETIRE, Handback, Recycle
 
 
@@ -136,6 +136,7 @@ class Pool(Supervisor):
     async def receive(self, message: Any) -> Any:
         """Dispatch work (deliveries, batches), pass outcomes back, and supervise."""
         kind = type(message)
+        reply = None
         if kind is Outcome:  # the most frequent: one per message
             await self._returned(message.delivery.handle, (message,))
         elif kind is Deliveries:
@@ -162,10 +163,8 @@ class Pool(Supervisor):
             return self._return_pending()
         else:
             reply = await super().receive(message)
-            await self._send_outcomes()
-            return reply
         await self._send_outcomes()  # whatever came last, collected outcomes go on
-        return None
+        return reply
 
     async def _returned(self, key: AckHandle, outcomes: tuple[Outcome, ...]) -> None:
         """A worker finished a piece of work: free its slot, pass the outcomes back."""
@@ -224,7 +223,7 @@ class Pool(Supervisor):
         if not outbox or (self._queued and len(outbox) < 64 and not force):
             return
         self._outbox = []
-        await self._up.tell(outbox[0] if len(outbox) == 1 else BatchOutcomes(tuple(outbox)))
+        await self._up.tell(one_or_batch(outbox))
 
     async def _place(self, work: Delivery | Batch) -> bool:
         """Give ``work`` to a free worker, or as a lookahead to a busy one, in turn."""

@@ -9,7 +9,7 @@ from foxactors._actor import Actor, ActorRef
 from foxactors._errors import ActorStopped
 from foxactors._message import Delivery, Outcome, OutcomeKind
 
-from ._work import BatchOutcomes, Deliveries
+from ._work import BatchOutcomes, Deliveries, one_or_batch, one_or_run
 
 
 class Stage(Actor[Any]):
@@ -79,9 +79,7 @@ class Stage(Actor[Any]):
             forwards, self._forwards = self._forwards, None
             replies, self._replies = self._replies, None
         if forwards:
-            await self.downstream.tell(
-                forwards[0] if len(forwards) == 1 else Deliveries(tuple(forwards))
-            )
+            await self.downstream.tell(one_or_run(forwards))
         await self._send_up(replies)
 
     async def _on_outcomes(self, batch: BatchOutcomes) -> None:
@@ -96,7 +94,7 @@ class Stage(Actor[Any]):
 
     async def _send_up(self, replies: list[Outcome]) -> None:
         if replies:
-            await self._tell_up(replies[0] if len(replies) == 1 else BatchOutcomes(tuple(replies)))
+            await self._tell_up(one_or_batch(replies))
 
     async def _tell_up(self, message: Outcome | BatchOutcomes) -> None:
         """Tell upstream; once it is shut (stopping), the consumer returned the delivery."""
