@@ -356,3 +356,84 @@ async def test_a_task_failing_during_on_stop_does_not_run_the_hooks_twice() -> N
     assert rec.events == [("stop", "shutdown")]
     failed = [e for e in logs if e["event"] == "actor.task_failed"]
     assert [e["error"] for e in failed] == ["Crash: late"]
+
+
+class TaskFailsMidMessage(fa.Actor[Any]):
+    """Its background task fails on demand: while a handler awaits, or while idle.
+
+    "hold" makes the task fail while this handler is still awaiting; "idle" makes
+    it fail once the handler has returned. Other messages are recorded.
+    """
+
+    def __init__(self, rec: Recorder) -> None:
+        self.rec = rec
+        self.fail = anyio.Event()
+
+    async def on_start(self) -> None:
+        self.start_task(self.task)
+
+    async def task(self) -> None:
+        await self.fail.wait()
+        raise Crash("task")
+
+    async def receive(self, message: Any) -> Any:
+        self.rec.add("got", str(message))
+        if message in ("hold", "idle"):
+            self.fail.set()
+        if message == "hold":
+            await anyio.sleep_forever()
+        return message
+
+    async def on_crash(self, message: Any, error: Exception) -> None:
+        self.rec.add("crash", repr(message), str(error))
+
+    def on_undelivered(self, message: Any) -> None:
+        self.rec.add("undelivered", str(message))  # pragma: no cover - must not happen
+
+
+def task_fails_mid_message(rec: Recorder) -> fa.ChildSpec:
+    return fa.ChildSpec("t", lambda: TaskFailsMidMessage(rec), backoff=fa.Backoff.none())
+
+
+async def test_a_task_crash_hands_the_message_in_hand_to_on_crash() -> None:
+    rec = Recorder()
+    with capture_logs() as logs:
+        async with fa.open_system(tree([task_fails_mid_message(rec)])) as system:
+            ref = system.ref("t")
+            ref.tell_nowait("hold")
+            ref.tell_nowait("after")  # queued behind: handled by the next life
+            await wait_all_tasks_blocked()
+            assert ref.state is fa.ActorState.RUNNING
+    assert rec.events == [
+        ("got", "hold"),
+        ("crash", "'hold'", "task"),
+        ("got", "after"),
+    ]
+    crashed = [e for e in logs if e["event"] == "actor.crashed"]
+    assert [(e["error"], e["message_type"]) for e in crashed] == [("Crash: task", "str")]
+
+
+async def test_a_task_crash_while_idle_has_no_message_for_on_crash() -> None:
+    rec = Recorder()
+    async with fa.open_system(tree([task_fails_mid_message(rec)])) as system:
+        ref = system.ref("t")
+        await ref.tell("idle")  # the handler returns; the task fails afterwards
+        await wait_all_tasks_blocked()
+        await ref.tell("after")
+        await wait_all_tasks_blocked()
+    assert rec.events == [("got", "idle"), ("crash", "None", "task"), ("got", "after")]
+
+
+async def test_a_task_crash_fails_the_ask_in_hand_as_a_crash() -> None:
+    rec = Recorder()
+    async with fa.open_system(tree([task_fails_mid_message(rec)])) as system:
+        ref = system.ref("t")
+        with pytest.raises(fa.ActorCrashed, match="/app/t crashed") as crashed:
+            await ref.ask("hold", timeout=None)  # no timeout: a hang would never end
+        assert isinstance(crashed.value.__cause__, Crash)
+        assert await ref.ask("after") == "after"  # restarted, same ref
+    assert rec.events == [
+        ("got", "hold"),
+        ("crash", "'hold'", "task"),
+        ("got", "after"),
+    ]

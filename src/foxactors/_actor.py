@@ -67,9 +67,12 @@ class Actor(Generic[M]):
     async def on_crash(self, message: M | None, error: Exception) -> None:
         """Take care of the message that was being handled when the actor crashed.
 
-        Called on the crashed instance, before `on_stop`. ``message`` is None when a
-        background task crashed the actor. The default does nothing (the crash is
-        logged by the runtime). Errors raised here are logged and ignored.
+        Called on the crashed instance, before `on_stop`, whatever crashed it: when a
+        background task crashes the actor while a handler is awaiting, ``message`` is
+        the message that handler had (its cancelled handler will not finish it);
+        ``message`` is None only when the actor crashed between messages. The default
+        does nothing (the crash is logged by the runtime). Errors raised here are
+        logged and ignored.
         """
 
     async def on_stop(self, exit: Exit) -> None:
@@ -248,7 +251,8 @@ class ActorRef(Generic[M]):
 
         Raises:
             AskTimeout: No reply within ``timeout``.
-            ActorCrashed: The actor raised while handling the request.
+            ActorCrashed: The actor crashed while handling the request (its handler
+                or one of its background tasks raised).
             ActorStopped: The actor stopped before handling it.
         """
         request = Ask(message)

@@ -58,6 +58,7 @@ class Cell:
     __slots__ = (
         "_deferred",
         "_done",
+        "_in_hand",
         "_stopped",
         "_task_error",
         "_timed_out",
@@ -103,6 +104,9 @@ class Cell:
             None
         )
         self._task_error: Exception | None = None
+        #: The message whose handler was cancelled when the life ended (a background
+        #: task crashed it, or it was killed), for ``on_crash``.
+        self._in_hand: Any = None
         self._timed_out = False
         self._done: anyio.Event | None = None
         self._stopped: anyio.Event | None = None
@@ -139,6 +143,7 @@ class Cell:
         actor._cell = self
         self.instance = actor
         self._task_error = None
+        self._in_hand = None
         self._deferred = []
         self.live = True
         if actor._starts_in_life:
@@ -204,10 +209,16 @@ class Cell:
                         task_status.started(error)
                         return
                     self.state = ActorState.STOPPING
-                    await self._after(actor, exit, None)
+                    # The handler it cancelled, if any, had a message: it goes to
+                    # on_crash as if the handler had raised (None if it was idle).
+                    message = self._in_hand
+                    if type(message) is Ask:
+                        message = message.message
+                    await self._after(actor, exit, message)
         finally:
             self.scope = None
             self.tasks = None
+            self._in_hand = None
             self.live = False
             if self._done is not None:
                 self._done.set()
@@ -257,6 +268,9 @@ class Cell:
                 if type(message) is Ask:
                     message = message.message
                 return Exit(ExitKind.CRASHED, exc), message
+            except BaseException:  # cancelled mid-message: a task crashed the life, or a kill
+                self._in_hand = message
+                raise
             budget -= 1
             if not budget:
                 budget = CHECKPOINT_EVERY
@@ -271,7 +285,15 @@ class Cell:
             request.fail(crashed)
             raise
         except BaseException:
-            request.fail(ActorStopped(f"{self.path} was stopped while handling the request"))
+            error = self._task_error
+            if error is None:
+                request.fail(ActorStopped(f"{self.path} was stopped while handling the request"))
+            else:  # cancelled because a background task crashed the actor
+                crashed = ActorCrashed(
+                    f"{self.path} crashed handling the request: a background task raised {error!r}"
+                )
+                crashed.__cause__ = error
+                request.fail(crashed)
             raise
         request.resolve(value)
 
