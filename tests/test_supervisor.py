@@ -459,3 +459,98 @@ async def test_backend_errors_are_logged_in_one_line_bugs_with_their_traceback()
         ("actor.start_failed", "BackendError", False),
         ("actor.crashed", "Crash", True),  # may be a bug: with its traceback
     ]
+
+
+class Stubborn(fa.Actor[Any]):
+    """Ignores its stop: hangs in a handler or in ``on_stop`` until it is cancelled."""
+
+    def __init__(self, hangs_in: str) -> None:
+        self.hangs_in = hangs_in
+
+    async def on_start(self) -> None:
+        if self.hangs_in == "receive":
+            self.ref.tell_nowait("hang")
+
+    async def receive(self, message: Any) -> None:
+        await anyio.sleep_forever()
+
+    async def on_stop(self, exit: fa.Exit) -> None:
+        if self.hangs_in == "on_stop":
+            await anyio.sleep_forever()
+
+
+class Notices(fa.Actor[Any]):
+    """Watches the refs it is sent; records how each watched actor ended."""
+
+    def __init__(self, notices: dict[str, fa.ExitKind]) -> None:
+        self.notices = notices
+
+    async def receive(self, message: Any) -> None:
+        if isinstance(message, fa.ActorRef):
+            self.watch(message)
+        elif isinstance(message, fa.Terminated):
+            self.notices[message.ref.name] = message.exit.kind
+
+
+KILLED, SHUTDOWN = fa.ExitKind.KILLED, fa.ExitKind.SHUTDOWN
+
+
+@pytest.mark.parametrize("hangs_in", ["receive", "on_stop"])
+async def test_a_child_cancelled_after_its_shutdown_timeout_ends_killed(hangs_in: str) -> None:
+    notices: dict[str, fa.ExitKind] = {}
+    children = [
+        fa.ChildSpec("notices", lambda: Notices(notices)),  # stopped last: hears both
+        worker("prompt", Recorder()),
+        fa.ChildSpec("stubborn", functools.partial(Stubborn, hangs_in), shutdown=1),
+    ]
+    with capture_logs() as logs:
+        async with fa.open_system(tree(children)) as system:
+            stubborn, prompt = system.ref("stubborn"), system.ref("prompt")
+            await system.ref("notices").tell(stubborn)
+            await system.ref("notices").tell(prompt)
+            await wait_all_tasks_blocked()
+    assert (await stubborn.wait_stopped()).kind is KILLED
+    assert (await prompt.wait_stopped()).kind is SHUTDOWN
+    assert notices == {"stubborn": KILLED, "prompt": SHUTDOWN}
+    killed = [e for e in logs if e["event"] == "actor.killed"]
+    assert [(e["actor"], e["reason"]) for e in killed] == [
+        ("/app/stubborn", "did not stop within its shutdown timeout")
+    ]
+
+
+@pytest.mark.parametrize("hangs_in", ["receive", "on_stop"])
+async def test_stop_child_reports_a_child_cancelled_after_its_timeout_as_killed(
+    hangs_in: str,
+) -> None:
+    notices: dict[str, fa.ExitKind] = {}
+    async with fa.open_system(tree([fa.ChildSpec("notices", lambda: Notices(notices))])) as system:
+        spec = fa.ChildSpec("stubborn", functools.partial(Stubborn, hangs_in), shutdown=1)
+        stubborn = await fa.start_child(system.root, spec)
+        prompt = await fa.start_child(system.root, worker("prompt", Recorder()))
+        await system.ref("notices").tell(stubborn)
+        await system.ref("notices").tell(prompt)
+        await wait_all_tasks_blocked()
+        began = anyio.current_time()
+        await fa.stop_child(system.root, "stubborn")
+        assert 1 <= anyio.current_time() - began < 2  # its timeout, then cancelled
+        await fa.stop_child(system.root, "prompt")
+        assert (await stubborn.wait_stopped()).kind is KILLED
+        assert (await prompt.wait_stopped()).kind is SHUTDOWN
+        await wait_all_tasks_blocked()
+        assert notices == {"stubborn": KILLED, "prompt": SHUTDOWN}
+
+
+@pytest.mark.parametrize("hangs_in", ["receive", "on_stop"])
+async def test_a_temporary_sibling_cancelled_in_a_cascade_ends_killed(hangs_in: str) -> None:
+    children = [
+        worker("a", Recorder()),
+        fa.ChildSpec(
+            "stubborn", functools.partial(Stubborn, hangs_in), restart=TEMPORARY, shutdown=1
+        ),
+        worker("prompt", Recorder(), TEMPORARY),
+    ]
+    async with fa.open_system(tree(children, strategy="one_for_all")) as system:
+        stubborn, prompt = system.ref("stubborn"), system.ref("prompt")
+        await crash(system, "a")  # the group stops; temporary siblings end for good
+        assert (await stubborn.wait_stopped()).kind is KILLED
+        assert (await prompt.wait_stopped()).kind is SHUTDOWN

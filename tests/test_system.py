@@ -11,6 +11,7 @@ from typing import Any
 import anyio
 import pytest
 from anyio import wait_all_tasks_blocked
+from structlog.testing import capture_logs
 
 import foxactors as fa
 
@@ -66,6 +67,31 @@ async def test_snapshot_shows_the_whole_tree() -> None:
         "  pool [supervisor Supervisor] running restarts=0 mailbox=0/1000",
         "    b [actor Worker] running restarts=1 mailbox=0/1000",
     ]
+
+
+class HangsInOnStop(fa.Actor[Any]):
+    async def receive(self, message: Any) -> None:
+        pass
+
+    async def on_stop(self, exit: fa.Exit) -> None:
+        await anyio.sleep_forever()
+
+
+@pytest.mark.anyio
+async def test_a_root_cancelled_after_its_shutdown_timeout_ends_killed_not_failed() -> None:
+    rec = Recorder()
+    children = [worker("a", rec), fa.ChildSpec("hangs", HangsInOnStop, shutdown=None)]
+    with capture_logs() as logs:
+        async with fa.open_system(tree(children, shutdown=2)) as system:
+            a = system.ref("a")
+            began = anyio.current_time()
+        assert 2 <= anyio.current_time() - began < 3  # the root's timeout, then cancelled
+    assert (await system.wait_stopped()).kind is fa.ExitKind.KILLED
+    assert (await a.wait_stopped()).kind is fa.ExitKind.KILLED
+    assert rec.of("stop") == []  # cancelled with the root, before its turn
+    events = [(e["event"], e.get("actor"), e["log_level"]) for e in logs]
+    assert ("actor.killed", "/app", "warning") in events
+    assert [e for e in events if e[0] == "system.failed"] == []  # a kill, not a failure
 
 
 @pytest.mark.anyio

@@ -216,21 +216,25 @@ class Cell:
                         message = message.message
                     await self._after(actor, exit, message)
         finally:
-            self.scope = None
-            self.tasks = None
-            self._in_hand = None
-            self.live = False
-            if self._done is not None:
-                self._done.set()
-                self._done = None
-            if self.started:
-                if exit is KILLED_EXIT and self._timed_out:
-                    self.log.warning(
-                        "actor.killed", reason="did not stop within its shutdown timeout"
-                    )
-                elif exit is KILLED_EXIT:  # the whole subtree is being cancelled: one line each
-                    self.log.debug("actor.killed", reason="cancelled with its parent")
-                notify(self, exit)
+            self._ended(exit, notify)
+
+    def _ended(self, exit: Exit, notify: Notify) -> None:
+        """Close the books of a life that ended with ``exit``; tell the supervisor."""
+        self.scope = None
+        self.tasks = None
+        self._in_hand = None
+        self.live = False
+        if self._done is not None:
+            self._done.set()
+            self._done = None
+        if self._timed_out:  # cancelled, whether in a handler or in a hook
+            exit = KILLED_EXIT
+        if self.started:
+            if exit is KILLED_EXIT and self._timed_out:
+                self.log.warning("actor.killed", reason="did not stop within its shutdown timeout")
+            elif exit is KILLED_EXIT:  # the whole subtree is being cancelled: one line each
+                self.log.debug("actor.killed", reason="cancelled with its parent")
+            notify(self, exit)
 
     async def _loop(self, actor: Actor[Any]) -> tuple[Exit, Any]:  # noqa: PLR0912 - hot loop, kept inline
         """Handle messages until a stop request; return the exit and failed message."""
@@ -350,10 +354,13 @@ class Cell:
             self.mailbox.close()
         self.mailbox.put_system(Stop(drain=drain, exit=exit))
 
-    async def stop_life(self, *, drain: bool, exit: Exit, timeout: float | None) -> None:
-        """Stop the current life within ``timeout`` seconds, then cancel it."""
+    async def stop_life(self, *, drain: bool, exit: Exit, timeout: float | None) -> Exit:
+        """Stop the current life within ``timeout`` seconds, then cancel it.
+
+        Returns ``exit``, or a ``KILLED`` exit if the life had to be cancelled.
+        """
         if not self.live:
-            return
+            return exit
         self.request_stop(drain=drain, exit=exit)
         with anyio.move_on_after(timeout):
             await self.wait_done()
@@ -362,6 +369,7 @@ class Cell:
                 self._timed_out = True
                 self.scope.cancel()
             await self.wait_done()
+        return KILLED_EXIT if self._timed_out else exit
 
     async def wait_done(self) -> None:
         """Wait until the current life (if any) has ended."""

@@ -216,9 +216,9 @@ class Supervisor(Actor[Any]):
         """
         final = not exit.abnormal
         for child in reversed(list(self._children.values())):
-            await self._terminate(child, drain=final)
+            ended = await self._terminate(child, drain=final)
             if final or child.spec.restart is Restart.TEMPORARY:
-                self._remove(child, SHUTDOWN_EXIT)
+                self._remove(child, ended)
             else:
                 child.cell.state = ActorState.RESTARTING
 
@@ -321,8 +321,7 @@ class Supervisor(Actor[Any]):
         child = self._children.get(id)
         if child is None:
             raise SupervisionError(f"{self.path} has no child {id!r}")
-        await self._terminate(child, drain=True)
-        self._remove(child, SHUTDOWN_EXIT)
+        self._remove(child, await self._terminate(child, drain=True))
 
     # -- mechanics ------------------------------------------------------------------
 
@@ -341,12 +340,15 @@ class Supervisor(Actor[Any]):
     def _notify(self, child: _Child, generation: int, _cell: Cell, exit: Exit) -> None:
         self._cell.mailbox.put_system(_ChildExit(child, generation, exit))
 
-    async def _terminate(self, child: _Child, *, drain: bool) -> None:
+    async def _terminate(self, child: _Child, *, drain: bool) -> Exit:
+        """Stop the child's current life; return SHUTDOWN, or KILLED if it was cancelled."""
         child.pending = None
         # Any exit notice of this life, sent or still to come, is now expected and
         # ignored (OTP flushes it too), even if the child had already crashed.
         child.generation += 1
-        await child.cell.stop_life(drain=drain, exit=SHUTDOWN_EXIT, timeout=child.spec.shutdown)
+        return await child.cell.stop_life(
+            drain=drain, exit=SHUTDOWN_EXIT, timeout=child.spec.shutdown
+        )
 
     def _remove(self, child: _Child, exit: Exit) -> None:
         if self._children.get(child.spec.id) is child:
@@ -383,12 +385,13 @@ class Supervisor(Actor[Any]):
         child.attempt = backoff.next_attempt(child.attempt, now - child.cell.started_at)
         delay = backoff.delay(child.attempt, self._rand())
         group = self._group(child)
+        ended: dict[str, Exit] = {}
         for other in reversed(group):
             if other is not child:
-                await self._terminate(other, drain=False)
+                ended[other.spec.id] = await self._terminate(other, drain=False)
         for other in group:
             if other is not child and other.spec.restart is Restart.TEMPORARY:
-                self._remove(other, SHUTDOWN_EXIT)
+                self._remove(other, ended[other.spec.id])
         group = [c for c in group if self._children.get(c.spec.id) is c]
         child.cell.log.warning(
             "actor.restarting",

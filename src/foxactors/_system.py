@@ -69,7 +69,9 @@ class ActorSystem:
         await root.stop_life(drain=True, exit=SHUTDOWN_EXIT, timeout=root.spec.shutdown)
 
     def _root_exited(self, cell: Cell, exit: Exit) -> None:
-        if exit.abnormal:
+        # Only a crash is a failure. A kill means the root was cancelled: after its
+        # shutdown timeout (logged as actor.killed), or with the block around it.
+        if exit.kind is ExitKind.CRASHED:
             self.failure = exit.error
             _logger.error("system.failed", root=cell.path, exit=str(exit))
             if self._cancel is not None:
