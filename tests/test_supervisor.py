@@ -554,3 +554,137 @@ async def test_a_temporary_sibling_cancelled_in_a_cascade_ends_killed(hangs_in: 
         await crash(system, "a")  # the group stops; temporary siblings end for good
         assert (await stubborn.wait_stopped()).kind is KILLED
         assert (await prompt.wait_stopped()).kind is SHUTDOWN
+
+
+def _worker_spec(name: str, **options: Any) -> fa.ChildSpec:
+    return worker(name, Recorder(), **options)
+
+
+@pytest.mark.parametrize(
+    ("build", "says"),
+    [
+        pytest.param(
+            lambda: fa.Supervisor.spec("pool", strategy="all_for_none"),
+            "supervisor 'pool': strategy must be one of 'one_for_one', 'one_for_all', "
+            "'rest_for_one'",
+            id="strategy",
+        ),
+        pytest.param(
+            lambda: fa.Supervisor.spec("pool", max_restarts=-1),
+            "supervisor 'pool': max_restarts must be >= 0, got -1; use 0 to allow no restart",
+            id="negative-max-restarts",
+        ),
+        pytest.param(
+            lambda: fa.Supervisor.spec("pool", max_restarts=2.5),  # type: ignore[arg-type]
+            "supervisor 'pool': max_restarts must be an int >= 0",
+            id="max-restarts-not-int",
+        ),
+        pytest.param(
+            lambda: fa.Supervisor.spec("pool", within=-2),
+            "supervisor 'pool': within must be a finite number >= 0, got -2",
+            id="within",
+        ),
+        pytest.param(
+            lambda: fa.Supervisor.spec("pool", auto_shutdown="sometimes"),
+            "supervisor 'pool': auto_shutdown must be one of 'never', 'any_significant'",
+            id="auto-shutdown",
+        ),
+        pytest.param(
+            lambda: fa.Supervisor.spec("pool", ["worker"]),  # type: ignore[list-item]
+            "supervisor 'pool': children must be ChildSpec instances, got 'worker'; build "
+            "each with ChildSpec(id, factory) or Supervisor.spec(id, [...])",
+            id="not-a-child-spec",
+        ),
+        pytest.param(
+            lambda: fa.Supervisor.spec("pool", [_worker_spec("a"), _worker_spec("a")]),
+            "supervisor 'pool': duplicate child id 'a': ids must be unique among siblings",
+            id="duplicate-id",
+        ),
+        pytest.param(
+            lambda: fa.Supervisor.spec(
+                "pool", [_worker_spec("x", restart=TRANSIENT, significant=True)]
+            ),
+            "supervisor 'pool': child 'x' is significant but auto_shutdown is 'never'; set "
+            "auto_shutdown='any_significant' or 'all_significant', or drop the flag",
+            id="significant-under-never",
+        ),
+        pytest.param(
+            lambda: fa.Supervisor.spec("pool", max_children=0),
+            "supervisor 'pool': max_children must be an int >= 1 or None, got 0",
+            id="max-children",
+        ),
+        pytest.param(
+            lambda: fa.Supervisor.spec(
+                "pool", [_worker_spec("a"), _worker_spec("b")], max_children=1
+            ),
+            "supervisor 'pool': 2 static children exceed max_children=1; raise max_children "
+            "to at least 2",
+            id="too-many-children",
+        ),
+        pytest.param(
+            lambda: fa.Supervisor.spec("pool", shutdown=-1),
+            "child 'pool': shutdown must be seconds >= 0 or None (wait for ever), got -1",
+            id="supervisor-shutdown",
+        ),
+        pytest.param(
+            lambda: fa.Supervisor.spec("pool", restart="sometimes"),
+            "child 'pool': restart must be one of 'permanent', 'transient', 'temporary'",
+            id="supervisor-restart",
+        ),
+        pytest.param(
+            lambda: fa.Supervisor.spec("pool", mailbox_size=0),
+            "child 'pool': mailbox_size must be an int >= 1, got 0",
+            id="supervisor-mailbox-size",
+        ),
+        pytest.param(
+            lambda: fa.Supervisor.spec("pool", significant=True),
+            "child 'pool': a permanent child cannot be significant (it is always restarted); "
+            "make it transient or temporary",
+            id="supervisor-significant",
+        ),
+        pytest.param(
+            lambda: fa.Supervisor.spec("pool", backoff=0.5),  # type: ignore[arg-type]
+            "child 'pool': backoff must be a Backoff, such as Backoff(min_delay=0.5) or "
+            "Backoff.none(), got 0.5",
+            id="supervisor-backoff",
+        ),
+        pytest.param(
+            lambda: fa.Supervisor.spec("a/b"),
+            "child id must be a non-empty string without '/' or surrounding spaces, got 'a/b'",
+            id="supervisor-id",
+        ),
+        pytest.param(
+            lambda: fa.ChildSpec("x", "not callable"),  # type: ignore[arg-type]
+            "child 'x': factory must be a callable returning an Actor (for example the Actor "
+            "subclass itself, or functools.partial(MyActor, arg)), got 'not callable'",
+            id="factory",
+        ),
+    ],
+)
+def test_configuration_errors_name_the_supervisor_or_child_and_the_fix(
+    build: Any, says: str
+) -> None:
+    with pytest.raises(fa.ConfigurationError) as refused:
+        build()
+    assert says in str(refused.value)
+
+
+async def test_start_child_refusals_name_the_supervisor_and_the_fix() -> None:
+    async with fa.open_system(tree([_worker_spec("a")])) as system:
+        with pytest.raises(fa.ConfigurationError) as refused:
+            await fa.start_child(system.root, "a spec")  # type: ignore[arg-type]
+        assert str(refused.value) == (
+            "/app: start_child needs a ChildSpec, got 'a spec'; build one with "
+            "ChildSpec(id, factory) or Supervisor.spec(id, [...])"
+        )
+        significant = _worker_spec("s", restart=TRANSIENT, significant=True)
+        with pytest.raises(fa.ConfigurationError) as refused:
+            await fa.start_child(system.root, significant)
+        assert str(refused.value) == (
+            "child 's' is significant but /app has auto_shutdown 'never'; give /app "
+            "auto_shutdown='any_significant' or 'all_significant', or drop the flag"
+        )
+        with pytest.raises(fa.ConfigurationError) as refused:
+            await fa.start_child(system.root, _worker_spec("a"))
+        assert str(refused.value) == "/app already has a child 'a'; pick another id"
+        assert system.root.state is fa.ActorState.RUNNING

@@ -146,5 +146,8 @@ class ChildSpec:
                 "restarted); make it transient or temporary"
             )
         if not isinstance(self.backoff, Backoff):
-            raise ConfigurationError(f"{where}: backoff must be a Backoff, got {self.backoff!r}")
+            raise ConfigurationError(
+                f"{where}: backoff must be a Backoff, such as Backoff(min_delay=0.5) or "
+                f"Backoff.none(), got {self.backoff!r}"
+            )
         require_int("mailbox_size", self.mailbox_size, 1, f"{where}: ")

@@ -117,7 +117,10 @@ class Supervisor(Actor[Any]):
         seen: set[str] = set()
         for spec in self._specs:
             if not isinstance(spec, ChildSpec):
-                raise ConfigurationError(f"children must be ChildSpec instances, got {spec!r}")
+                raise ConfigurationError(
+                    f"children must be ChildSpec instances, got {spec!r}; build each with "
+                    "ChildSpec(id, factory) or Supervisor.spec(id, [...])"
+                )
             if spec.id in seen:
                 raise ConfigurationError(
                     f"duplicate child id {spec.id!r}: ids must be unique among siblings"
@@ -135,7 +138,8 @@ class Supervisor(Actor[Any]):
             raise ConfigurationError(f"max_children must be an int >= 1 or None, got {limit!r}")
         if limit is not None and len(self._specs) > limit:
             raise ConfigurationError(
-                f"{len(self._specs)} static children exceed max_children={limit}"
+                f"{len(self._specs)} static children exceed max_children={limit}; "
+                f"raise max_children to at least {len(self._specs)}"
             )
 
     @classmethod
@@ -159,6 +163,10 @@ class Supervisor(Actor[Any]):
 
         The first group of options configures the supervisor, the second how its
         own parent treats it; ``shutdown`` defaults to None (wait for the subtree).
+
+        Raises:
+            ConfigurationError: An option is invalid; the message names this
+                supervisor (``supervisor 'id': ...``) or the child at fault.
         """
         factory = functools.partial(
             cls,
@@ -169,8 +177,7 @@ class Supervisor(Actor[Any]):
             auto_shutdown=auto_shutdown,
             max_children=max_children,
         )
-        factory()  # validate the options eagerly, with errors naming the culprit
-        return ChildSpec(
+        spec = ChildSpec(  # first, so that the id is valid before errors quote it
             id,
             factory,
             restart=restart,
@@ -179,6 +186,11 @@ class Supervisor(Actor[Any]):
             backoff=backoff,
             mailbox_size=mailbox_size,
         )
+        try:
+            factory()  # validate the supervisor's own options eagerly
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"supervisor {id!r}: {exc}") from None
+        return spec
 
     # -- life ------------------------------------------------------------------------
 
@@ -291,12 +303,19 @@ class Supervisor(Actor[Any]):
             StartError: The child failed to start (it is not kept).
         """
         if not isinstance(spec, ChildSpec):
-            raise ConfigurationError(f"start_child needs a ChildSpec, got {spec!r}")
+            raise ConfigurationError(
+                f"{self.path}: start_child needs a ChildSpec, got {spec!r}; build one with "
+                "ChildSpec(id, factory) or Supervisor.spec(id, [...])"
+            )
         if spec.id in self._children:
-            raise ConfigurationError(f"{self.path} already has a child {spec.id!r}")
+            raise ConfigurationError(
+                f"{self.path} already has a child {spec.id!r}; pick another id"
+            )
         if spec.significant and self._auto_shutdown is AutoShutdown.NEVER:
             raise ConfigurationError(
-                f"child {spec.id!r} is significant but {self.path} has auto_shutdown 'never'"
+                f"child {spec.id!r} is significant but {self.path} has auto_shutdown 'never'; "
+                f"give {self.path} auto_shutdown='any_significant' or 'all_significant', "
+                "or drop the flag"
             )
         if self._max_children is not None and len(self._children) >= self._max_children:
             raise SupervisionError(
