@@ -314,7 +314,7 @@ async def test_start_task_outside_a_running_actor_is_an_error() -> None:
         actor.start_task(actor.ticker)
     async with fa.open_system(tree([worker("w", Recorder())])) as system:
         ref = system.ref("w")
-    instance = ref._cell.instance
+    instance = ref._cell.instance  # type: ignore[attr-defined]  # the Cell behind the Host
     assert instance is not None
     with pytest.raises(fa.ActorError, match="needs a running actor"):
         instance.start_task(checkpoint)

@@ -3,22 +3,50 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, final
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar, final
 
 import anyio
 import attrs
 
 from ._errors import AskTimeout
 from ._lifecycle import ActorState, Exit
-from ._mailbox import MailboxStatistics
+from ._mailbox import Mailbox, MailboxStatistics
 
 if TYPE_CHECKING:
     import structlog
 
-    from ._cell import Cell
-
 M = TypeVar("M")
 M_contra = TypeVar("M_contra", contravariant=True)
+
+
+class Host(Protocol):
+    """What an `Actor` and its `ActorRef` use of the cell that keeps the actor.
+
+    Declared here, where it is used, so that this module needs nothing of the cell's
+    (``_cell.Cell`` implements it); the actor core has no import cycle.
+    """
+
+    @property
+    def path(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def state(self) -> ActorState: ...
+    @property
+    def ref(self) -> ActorRef[Any]: ...
+    @property
+    def mailbox(self) -> Mailbox[Any]: ...
+    @property
+    def log(self) -> structlog.typing.FilteringBoundLogger: ...
+
+    def resolve(self, path: str) -> Host: ...
+    def request_self_stop(self) -> None: ...
+    def watch(self, other: Any) -> None: ...
+    def unwatch(self, other: Any) -> None: ...
+    def start_task(
+        self, func: Callable[..., Awaitable[object]], args: tuple[object, ...]
+    ) -> None: ...
+    async def wait_stopped(self) -> Exit: ...
 
 
 class Actor(Generic[M]):
@@ -43,7 +71,9 @@ class Actor(Generic[M]):
         ```
     """
 
-    _cell: Cell
+    _cell: Host
+    #: ``"supervisor"`` for actors that keep children, as snapshots report it.
+    kind: ClassVar[str] = "actor"
     #: Run ``on_start`` inside the actor's own life task (needed by supervisors,
     #: which start children in their own task group); plain actors start inline.
     _starts_in_life: ClassVar[bool] = False
@@ -197,7 +227,7 @@ class ActorRef(Generic[M]):
 
     __slots__ = ("_cell", "_mailbox")
 
-    def __init__(self, cell: Cell) -> None:
+    def __init__(self, cell: Host) -> None:
         self._cell = cell
         self._mailbox = cell.mailbox
 
@@ -209,7 +239,7 @@ class ActorRef(Generic[M]):
     @property
     def name(self) -> str:
         """The last segment of the path: the child id."""
-        return self._cell.spec.id
+        return self._cell.name
 
     @property
     def state(self) -> ActorState:

@@ -114,6 +114,11 @@ class Cell:
 
     # -- one life -------------------------------------------------------------------
 
+    @property
+    def name(self) -> str:
+        """The last segment of the path: the child id."""
+        return self.spec.id
+
     async def start(self, tasks: TaskGroup, notify: Notify) -> Exception | None:
         """Start a new life of the actor in ``tasks``; return None or the start error.
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import json
 import math
 import os
@@ -14,7 +15,6 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from . import __version__
 from ._errors import ConfigurationError, FoxactorsError
 from ._logging import LEVELS, configure_logging
 from ._spec import ChildSpec
@@ -123,7 +123,11 @@ def _broker_dead_letters(action: str, broker: str, url: str, queue: str, *, as_j
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``foxactors`` command; returns the process exit status."""
     parser = argparse.ArgumentParser(prog="foxactors", description="Run foxactors applications.")
-    parser.add_argument("--version", action="version", version=f"foxactors {__version__}")
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"foxactors {importlib.metadata.version('foxactors')}",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     run_cmd = commands.add_parser("run", help="run a tree until it stops or SIGINT/SIGTERM")
     run_cmd.add_argument("app", help="MODULE:ATTRIBUTE naming a ChildSpec or a function")

@@ -60,12 +60,10 @@ class ActorSnapshot:
 
 def take_snapshot(cell: Cell) -> ActorSnapshot:
     """Return the snapshot of ``cell`` and its subtree."""
-    from ._supervisor import Supervisor  # noqa: PLC0415 - supervisor sits above the cell layer
-
     instance = cell.instance
     return ActorSnapshot(
         path=cell.path,
-        kind="supervisor" if isinstance(instance, Supervisor) else "actor",
+        kind=instance.kind if instance is not None else "actor",
         actor_class=type(instance).__qualname__ if instance is not None else "-",
         state=cell.state,
         restarts=cell.restarts,

@@ -91,7 +91,9 @@ class Supervisor(Actor[Any]):
         rand: Source of jitter in ``[0, 1)``; pass a constant for replayable tests.
     """
 
+    _cell: Cell  # a supervisor keeps its children's bookkeeping in its cell
     _starts_in_life = True
+    kind = "supervisor"
 
     def __init__(
         self,
