@@ -188,6 +188,19 @@ def from_amqp(props: Any) -> MessageProperties:
     )
 
 
+@attrs.frozen
+class RabbitMQStatistics(ConnectionStatistics):
+    """`ConnectionStatistics` plus the copies the broker did not take.
+
+    Attributes:
+        copies_failed: Retry, defer and dead-letter copies that RabbitMQ returned
+            (unroutable), nacked, or that failed with their channel; their originals
+            were left unacknowledged and came back.
+    """
+
+    copies_failed: int = 0
+
+
 class RabbitMQBackend:
     """Publish to and consume from RabbitMQ, with retry queues and a dead-letter queue.
 
@@ -234,10 +247,13 @@ class RabbitMQBackend:
         self._lock = asyncio.Lock()
         self._generations = itertools.count(1)
         self._counts = ConnectionCounts()
+        self._copies_failed = 0
 
-    def statistics(self) -> ConnectionStatistics:
-        """Return connection state and counts (see `ConnectionStatistics`)."""
-        return self._counts.snapshot()
+    def statistics(self) -> RabbitMQStatistics:
+        """Return connection state and counts (see `RabbitMQStatistics`)."""
+        return RabbitMQStatistics(
+            **attrs.asdict(self._counts.snapshot()), copies_failed=self._copies_failed
+        )
 
     async def connect(self) -> aio_pika.abc.AbstractConnection:
         """Open a new connection; a wrong URL or credentials fail with a clear error."""
@@ -362,18 +378,58 @@ class RabbitMQBackend:
             with contextlib.suppress(Exception):
                 await connection.close()
 
-    async def _send(self, channel: Any, queue: str, message: Any, delay: float) -> None:
+    async def _send(
+        self, channel: Any, queue: str, message: Any, delay: float, *, dead_letter: bool = False
+    ) -> None:
+        """Publish ``message`` for ``queue`` (mandatory, confirmed) and check the result.
+
+        Now, after ``delay`` (through its retry exchange), or to its dead-letter queue.
+
+        Raises:
+            BackendError: RabbitMQ returned the message (nothing bound: a queue or
+                binding deleted behind our back), nacked it, or the exchange is gone.
+                A return or a missing exchange also forgets that ``queue``'s topology
+                was declared, so that the next use declares it again.
+        """
+        topology = self.topology
+        if dead_letter:
+            target = topology.dlq(queue)
+        elif delay > 0:
+            target = topology.retry_queue.format(q=queue, ms=delay_bucket(delay))
+        else:
+            target = queue
         try:
-            if delay > 0:
+            if delay > 0 and not dead_letter:
                 key = await self._retry_target(channel, queue, delay)
                 exchange = await channel.get_exchange(
-                    self.topology.retry_exchange_of(queue), ensure=False
+                    topology.retry_exchange_of(queue), ensure=False
                 )
                 await exchange.publish(message, routing_key=key, mandatory=True)
             else:
-                await channel.default_exchange.publish(message, routing_key=queue, mandatory=True)
-        except aio_pika.exceptions.DeliveryError as exc:
-            raise BackendError(f"RabbitMQ did not take the message for {queue!r}: {exc}") from None
+                await channel.default_exchange.publish(message, routing_key=target, mandatory=True)
+        except aiormq.exceptions.PublishError as exc:
+            self._forget(queue)
+            frame = exc.frame
+            why = frame.reply_text if isinstance(frame, Basic.Return) else str(exc)
+            raise BackendError(
+                f"RabbitMQ did not take the message for {target!r}: returned unroutable "
+                f"({why}); was the queue deleted? It is declared again on next use"
+            ) from None
+        except aiormq.exceptions.DeliveryError as exc:
+            raise BackendError(
+                f"RabbitMQ did not take the message for {target!r}: nacked ({exc})"
+            ) from None
+        except aiormq.exceptions.ChannelNotFoundEntity as exc:
+            self._forget(queue)
+            raise BackendError(
+                f"RabbitMQ did not take the message for {target!r}: {exc}; was the "
+                "exchange deleted? It is declared again on next use"
+            ) from None
+
+    def _forget(self, queue: str) -> None:
+        """Forget that ``queue``'s topology was declared: the next use declares it again."""
+        self._declared.discard(queue)
+        self._declared_buckets -= {b for b in self._declared_buckets if b[0] == queue}
 
     def connection_actor(self) -> Callable[[], Actor[Any]]:
         """A factory of the actor that owns a connection for this backend's consumers.
@@ -432,6 +488,11 @@ class RabbitMQBackend:
 
         Each one is published (and confirmed) before it leaves the dead-letter queue,
         so a crash in between duplicates a dead letter, never loses it.
+
+        Raises:
+            BackendError: RabbitMQ returned or refused a republished letter (say,
+                ``queue`` was deleted): that letter and those after it stay in the
+                dead-letter queue; ``queue`` is declared again on the next try.
         """
         moved = 0
         async with self._dead_letter_queue(queue) as (raw, dlq):
@@ -498,6 +559,27 @@ def _dead_letter(queue: str, message: Any) -> DeadLetter:
 _COPIED = (Decision.RETRY, Decision.DEFER, Decision.DEAD_LETTER)
 
 
+def _waves(copies: list[Settlement]) -> list[list[Settlement]]:
+    """Split ``copies`` into waves in which no two share a message id.
+
+    aiormq matches a returned message to its publish by message id: with two copies
+    of one id in flight at once, the return of one could fail the other's publish
+    and let the returned one resolve as delivered. (It gives a message without an id
+    a random one, so those never clash.)
+    """
+    waves: list[list[Settlement]] = []
+    seen: collections.Counter[str] = collections.Counter()
+    for entry in copies:
+        message_id = entry[1].raw.header.properties.message_id
+        n = 0
+        if message_id:
+            n, seen[message_id] = seen[message_id], seen[message_id] + 1
+        if n == len(waves):
+            waves.append([])
+        waves[n].append(entry)
+    return waves
+
+
 @attrs.define(slots=True)
 class _Held:
     raw: Any  # aiormq DeliveredMessage
@@ -510,7 +592,10 @@ class RabbitMQSource(BrokerSource[_Held]):
     Settlements are applied by a flusher task, in batches: retry, defer and
     dead-letter copies are published and confirmed first, then the originals are
     acknowledged, with ``multiple=True`` over every leading run of settled deliveries.
-    Nothing is acknowledged before its outcome. Losing the connection or channel
+    Nothing is acknowledged before its outcome. A copy the broker returns (nothing
+    bound to its routing key) or nacks leaves its original unacknowledged and fails
+    the source, so the consumer's restart declares the topology again and the broker
+    delivers the original again. Losing the connection or channel
     makes `receive` raise `BackendError`; the broker returns every unacknowledged
     delivery, and this source's handles become stale.
     """
@@ -538,7 +623,10 @@ class RabbitMQSource(BrokerSource[_Held]):
         """Connect (unless given a connection), set the prefetch (QoS), consume."""
         if self._owns_connection:
             self._connection = await self._backend.connect()
-        self._channel = await self._connection.channel(publisher_confirms=True)
+        # a returned copy must fail its publish, not resolve as if delivered
+        self._channel = await self._connection.channel(
+            publisher_confirms=True, on_return_raises=True
+        )
         await self._channel.set_qos(prefetch_count=self.prefetch)
         self._channel.close_callbacks.add(self._on_close)
         self._raw = await self._channel.get_underlay_channel()
@@ -624,21 +712,19 @@ class RabbitMQSource(BrokerSource[_Held]):
     # -- settling ---------------------------------------------------------------------
 
     async def _apply(self, batch: list[Settlement]) -> None:
-        copies = [entry for entry in batch if entry[2] in _COPIED]
-        failed: set[int] = set()
-        if copies:
+        failed: dict[int, tuple[Decision, BaseException]] = {}
+        for wave in _waves([entry for entry in batch if entry[2] in _COPIED]):
             results = await asyncio.gather(
-                *(self._copy(*entry) for entry in copies), return_exceptions=True
+                *(self._copy(*entry) for entry in wave), return_exceptions=True
             )
-            for entry, result in zip(copies, results, strict=True):
+            for (tag, _, decision, _, _), result in zip(wave, results, strict=True):
                 if isinstance(result, BaseException):
-                    _logger.error(
-                        "rabbitmq.republish_failed",
-                        queue=self.queue,
-                        decision=entry[2].value,
-                        error=str(result),
-                    )
-                    failed.add(entry[0])
+                    failed[tag] = (decision, result)
+        for decision, error in failed.values():
+            self._backend._copies_failed += 1
+            _logger.error(
+                "rabbitmq.copy_failed", queue=self.queue, decision=decision.value, error=str(error)
+            )
         acks = {
             tag
             for tag, _, decision, _, _ in batch
@@ -646,9 +732,19 @@ class RabbitMQSource(BrokerSource[_Held]):
         }
         await self._ack(acks)
         for tag, _, decision, _, _ in batch:
-            if decision is Decision.REQUEUE or tag in failed:
+            if decision is Decision.REQUEUE:
                 await self._raw.basic_reject(tag, requeue=True)
                 self._done.add(tag)
+        if failed:
+            # The originals stay unacknowledged: the broker returns them when this
+            # source's channel closes, and the consumer's restart declares the
+            # topology again. Requeueing them here instead would run them again at
+            # once, copy them again and fail again, as fast as the broker answers.
+            decision, error = next(iter(failed.values()))
+            self._fail(
+                f"the {decision.value} copy of a delivery of {self.queue!r} failed "
+                f"({error}); its original was not acknowledged and comes back"
+            )
 
     async def _ack(self, tags: set[int]) -> None:
         """Ack ``tags``: one ``multiple=True`` over the leading settled run, the rest singly."""
@@ -686,12 +782,10 @@ class RabbitMQSource(BrokerSource[_Held]):
                     "x-failed-at": datetime.datetime.now(datetime.UTC).isoformat(),
                 }
             )
-            target, delay = self._backend.topology.dlq(self.queue), 0.0
         else:
             headers[ATTEMPT_HEADER] = (
                 held.attempt if decision is Decision.RETRY else held.attempt - 1
             )
-            target = self.queue
         copy = aio_pika.Message(
             raw.body,
             headers=headers,
@@ -707,10 +801,9 @@ class RabbitMQSource(BrokerSource[_Held]):
             user_id=props.user_id,
             app_id=props.app_id,
         )
-        if decision is Decision.DEAD_LETTER:
-            await self._channel.default_exchange.publish(copy, routing_key=target, mandatory=True)
-        else:
-            await self._backend._send(self._channel, target, copy, delay)
+        await self._backend._send(
+            self._channel, self.queue, copy, delay, dead_letter=decision is Decision.DEAD_LETTER
+        )
 
     async def close(self) -> None:
         """Apply decided settlements, stop consuming, close: the broker returns the rest."""
