@@ -10,8 +10,13 @@ from typing import Any, Self
 
 import structlog
 
-from foxactors._errors import ActorError, ConfigurationError, require_int
-from foxactors._lifecycle import Exit
+from foxactors._errors import (
+    ActorError,
+    ConfigurationError,
+    RestartIntensityExceeded,
+    require_int,
+)
+from foxactors._lifecycle import ActorState, Exit
 from foxactors._policy import Backoff
 from foxactors._spec import ChildSpec, Restart, coerce_enum
 from foxactors._supervisor import Supervisor
@@ -22,6 +27,7 @@ from ._batch import BatchStage
 from ._breaker import Breaker, CircuitBreakerStage
 from ._consumer import STOP_INTAKE, Consumer
 from ._deadletters import DeadLetterActor, DeadLetterSink
+from ._intake import Intake
 from ._pool import RETURN_PENDING, MemoryLimit, Pool, PoolStrategy, resident_memory
 from ._ratelimit import RateLimitStage, TokenBucket
 from ._retry import RetryPolicy, RetryStage
@@ -63,6 +69,16 @@ class Pipeline(Supervisor):
         self._drain_timeout = drain_timeout
         self._consumer = consumer
 
+    async def _restart(self, child: Any, exit: Exit) -> None:
+        """Restart a child, unless it is the intake giving up (``give_up_after``).
+
+        Then the pipeline fails with it, so that its parent decides; restarting the
+        intake would only try the broker again at once.
+        """
+        if child.spec.id == "intake" and isinstance(exit.error, RestartIntensityExceeded):
+            raise exit.error
+        await super()._restart(child, exit)
+
     async def on_stop(self, exit: Exit) -> None:
         """Drain first (on a graceful stop), then stop the children."""
         if not exit.abnormal:
@@ -71,7 +87,11 @@ class Pipeline(Supervisor):
 
     async def _drain(self) -> None:
         try:
-            source: Source = await self.find(self._consumer).ask(STOP_INTAKE, timeout=5)
+            consumer = self.find(self._consumer)
+            if consumer.state is not ActorState.RUNNING:  # e.g. waiting for its broker
+                self.log.info("pipeline.drain_skipped", consumer=consumer.state.value)
+                return
+            source: Source = await consumer.ask(STOP_INTAKE, timeout=5)
             returned = await self.find("pool").ask(RETURN_PENDING, timeout=5)
         except ActorError as exc:
             self.log.warning("pipeline.drain_skipped", error=str(exc))
@@ -326,6 +346,9 @@ class WorkerApp:
         doubling to 10 s, +20%); for a fixed delay, set ``min_delay == max_delay``
         and ``random_factor=0``. For ever, unless ``give_up_after`` restarts happen
         within a minute: then the pipeline fails like any supervisor that gave up.
+        A broker that cannot be reached when the pipeline starts is tried again
+        the same way (the pipeline starts meanwhile); refused credentials fail the
+        start at once.
         """
         if give_up_after is not None:
             require_int("give_up_after", give_up_after, 1)
@@ -443,7 +466,7 @@ class WorkerApp:
             children.append(consumer)
         else:  # a lost connection takes down the consumers that use it, and only them
             children.append(
-                Supervisor.spec(
+                Intake.spec(
                     "intake",
                     [
                         ChildSpec("connection", connection_actor(), backoff=self._reconnect),
