@@ -6,8 +6,9 @@ import functools
 import math
 import os
 from collections.abc import Callable
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
+import attrs
 import structlog
 
 from foxactors._errors import (
@@ -40,6 +41,7 @@ from ._worker import (
     Worker,
     WorkerActor,
     WorkerFactory,
+    check_handler,
     check_timeout,
     worker_factory,
 )
@@ -157,6 +159,12 @@ class WorkerApp:
         receives the `Delivery` and settles ``delivery.handle`` itself; returning
         without settling dead-letters it with a reason saying so, and raising before
         settling is a failure as usual.
+
+        Raises:
+            ConfigurationError: ``worker`` cannot take a message: a function that is
+                not ``async def handler(message)`` (one positional parameter), a
+                `Worker` whose ``process`` is not ``async def process(self,
+                message)``, or a class that cannot be called without arguments.
         """
         self._default = _handler(worker, timeout, manual_ack)
         return self
@@ -178,6 +186,7 @@ class WorkerApp:
         message). The prefetch is raised to ``size`` if it is lower.
         """
         batch_stage = BatchStage(size, interval)  # validates size and interval
+        check_handler(handler, "messages")
         FunctionWorker(handler, timeout=timeout)  # validates the handler and timeout
         self._batch = ((handler, timeout), batch_stage.size, batch_stage.interval)
         self._prefetch = max(self._prefetch, size)
@@ -222,8 +231,13 @@ class WorkerApp:
         return self
 
     def with_retry(self, policy: RetryPolicy | None = None, **options: Any) -> Self:
-        """Retry failures by ``policy`` (or by `RetryPolicy` keyword options)."""
-        self._retry = policy if policy is not None else RetryPolicy(**options)
+        """Retry failures by ``policy`` (or by `RetryPolicy` keyword options).
+
+        Raises:
+            ConfigurationError: An unknown option (the message lists the accepted
+                ones), or a policy and options together.
+        """
+        self._retry = _policy("with_retry", RetryPolicy, policy, options)
         return self
 
     def without_retry(self) -> Self:
@@ -352,7 +366,7 @@ class WorkerApp:
         """
         if give_up_after is not None:
             require_int("give_up_after", give_up_after, 1)
-        self._reconnect = backoff if backoff is not None else Backoff(**options)
+        self._reconnect = _policy("with_reconnect", Backoff, backoff, options, "give_up_after")
         self._give_up_after = give_up_after
         return self
 
@@ -499,6 +513,33 @@ class WorkerApp:
 
 
 _Handler = Callable[..., WorkerFactory]  # takes default_timeout=
+
+_P = TypeVar("_P", RetryPolicy, Backoff)
+
+
+def _policy(call: str, cls: type[_P], given: _P | None, options: dict[str, Any], *also: str) -> _P:
+    """``given``, or a ``cls`` made of ``options``; an unknown option names the known ones.
+
+    ``also`` are the call's other keywords, listed first among the accepted ones.
+    """
+    if given is not None:
+        if not isinstance(given, cls):
+            raise ConfigurationError(f"{call}() takes a {cls.__name__}, got {given!r}")
+        if options:
+            raise ConfigurationError(
+                f"{call}() takes a {cls.__name__} or its options, not both; got "
+                f"{given!r} and {', '.join(sorted(options))}"
+            )
+        return given
+    accepted = [*also, *(field.alias for field in attrs.fields(cls) if field.init)]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        which = "an unknown option" if len(unknown) == 1 else "unknown options"
+        raise ConfigurationError(
+            f"{call}() got {which} {', '.join(map(repr, unknown))}; it accepts: "
+            f"{', '.join(accepted)}"
+        )
+    return cls(**options)
 
 
 def _handler(handler: Any, timeout: float | None, manual_ack: bool) -> _Handler:
