@@ -24,16 +24,17 @@ class Partition:
     closes a connection while partitioned: it noticed the silence and let it go.
     """
 
-    def __init__(self, upstream: int) -> None:
+    def __init__(self, upstream: int, port: int = 0) -> None:
         self.upstream = upstream
-        self.port = 0
+        self.port = port  # 0: a free one, known once serving
         self.gave_up = anyio.Event()
         self._flowing = anyio.Event()
         self._flowing.set()
 
     async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Accept connections on a free loopback port (`port`) until cancelled."""
-        async with await anyio.create_tcp_listener(local_host="127.0.0.1") as listener:
+        """Accept connections on a loopback port (`port`) until cancelled."""
+        listening = anyio.create_tcp_listener(local_host="127.0.0.1", local_port=self.port)
+        async with await listening as listener:
             self.port = listener.extra(SocketAttribute.local_port)
             task_status.started()
             await listener.serve(self._relay)

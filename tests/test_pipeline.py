@@ -633,9 +633,15 @@ def test_resident_memory_measures_this_process() -> None:
 
 
 async def test_a_worker_class_whose_instances_are_not_workers_fails_the_start() -> None:
-    class NotAWorker:
+    class NotAWorker:  # has process, but its instances no id or timeout
+        async def process(self, message: fa.Message) -> None:
+            pass
+
+    class NoProcess:
         pass
 
+    with pytest.raises(fa.ConfigurationError, match="NoProcess has no process method"):
+        fa.WorkerApp().add_worker(NoProcess)  # caught when added, not at start
     app = fa.WorkerApp().add_worker(NotAWorker)
     with pytest.raises(fa.StartError, match=r"NotAWorker\(\) is not a Worker"):
         async with fa.open_system(app.build(fa.MemoryBackend(), QUEUE)):

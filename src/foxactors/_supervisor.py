@@ -353,10 +353,18 @@ class Supervisor(Actor[Any]):
         assert tasks is not None
         error = await child.cell.start(tasks, notify)
         if error is not None:
-            child.cell.log.error(
-                "actor.start_failed", error=describe(error), exc_info=traceback_of(error)
-            )
+            log = child.cell.log.debug if self._logged_where_raised(error) else child.cell.log.error
+            log("actor.start_failed", error=describe(error), exc_info=traceback_of(error))
         return error
+
+    def _logged_where_raised(self, error: BaseException | None) -> bool:
+        """Whether ``error`` was logged where it arose, in one line that says it all.
+
+        Then the failed start and the restart it causes are logged at debug level,
+        so that a long outage shows one line per attempt. A subclass that knows such
+        errors says so (the pipeline's intake: a broker that cannot be reached).
+        """
+        return False
 
     def _notify(self, child: _Child, generation: int, _cell: Cell, exit: Exit) -> None:
         self._cell.mailbox.put_system(_ChildExit(child, generation, exit))
@@ -403,7 +411,9 @@ class Supervisor(Actor[Any]):
                 f"{self._intensity.within} s; last: {child.cell.path} {exit}"
             ) from exit.error
         backoff = child.spec.backoff
-        child.attempt = backoff.next_attempt(child.attempt, now - child.cell.started_at)
+        # A start that failed ran for no time: the delays go on growing.
+        uptime = now - child.cell.started_at if child.cell.started else 0.0
+        child.attempt = backoff.next_attempt(child.attempt, uptime)
         delay = backoff.delay(child.attempt, self._rand())
         group = self._group(child)
         ended: dict[str, Exit] = {}
@@ -414,7 +424,12 @@ class Supervisor(Actor[Any]):
             if other is not child and other.spec.restart is Restart.TEMPORARY:
                 self._remove(other, ended[other.spec.id])
         group = [c for c in group if self._children.get(c.spec.id) is c]
-        child.cell.log.warning(
+        log = (
+            child.cell.log.debug
+            if self._logged_where_raised(exit.error)
+            else child.cell.log.warning
+        )
+        log(
             "actor.restarting",
             attempt=child.attempt,
             delay=round(delay, 3),

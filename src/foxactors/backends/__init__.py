@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._base import Backend as Backend
+from ._base import BrokerUnreachable as BrokerUnreachable
 from ._base import ConnectionStatistics as ConnectionStatistics
 from ._base import DeadLetter as DeadLetter
 from ._base import Source as Source

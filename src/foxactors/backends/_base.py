@@ -30,6 +30,18 @@ SOURCE = "foxactors.consumer.source"
 """What a backend's helper actors ask the consumer for: its current source."""
 
 
+class BrokerUnreachable(BackendError):
+    """A connection to a broker failed in a way worth trying again.
+
+    Nothing listened, the network failed or the attempt timed out: the broker may be
+    starting, restarting or on the far side of a healed network. A `WorkerApp`'s
+    intake tries again with its reconnect backoff, at start as after a lost
+    connection. Refused credentials, an unknown vhost or database, or a server that
+    does not speak the protocol are plain `BackendError`: they fail at once, since
+    trying again would not help; fix the URL.
+    """
+
+
 def redact(url: str) -> str:
     """Return ``url`` with its password (in the authority or the query) as ``***``."""
     try:
@@ -108,11 +120,14 @@ class ConnectionCounts:
         self.last_error = error
 
     def refused(
-        self, broker: str, url: str, exc: BaseException, *, wrong_password: bool
+        self, broker: str, url: str, exc: BaseException, *, wrong_password: bool, retryable: bool
     ) -> BackendError:
         """Count and log a failed connection attempt; return the error to raise.
 
         The error names the broker and the host, says why, and never the password.
+        It is a `BrokerUnreachable` if ``retryable`` (the broker could not be
+        reached), else a plain `BackendError` (it answered, and said no). The log
+        line is the one line of a failed attempt: whoever retries adds none.
         """
         kind = type(exc).__name__
         detail = "wrong user or password?" if wrong_password else str(exc)
@@ -124,7 +139,8 @@ class ConnectionCounts:
             error=self.last_error,
             consecutive_failures=self.failures,
         )
-        return BackendError(f"cannot connect to {broker} at {redact(url)}: {kind}: {detail}")
+        error = BrokerUnreachable if retryable and not wrong_password else BackendError
+        return error(f"cannot connect to {broker} at {redact(url)}: {kind}: {detail}")
 
     def started(self) -> None:
         """A source started consuming (a reconnect if one was lost before)."""

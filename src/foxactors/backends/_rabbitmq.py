@@ -27,6 +27,7 @@ import datetime
 import functools
 import itertools
 import math
+import ssl
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -79,6 +80,23 @@ _CONNECTION_ERRORS = (
     aiormq.exceptions.AMQPConnectionError,
     aiormq.exceptions.ChannelInvalidStateError,
 )
+# The broker answered a connect, and said no: trying again would not help.
+_REFUSALS = (
+    aiormq.exceptions.AuthenticationError,
+    aiormq.exceptions.ProbableAuthenticationError,
+    aiormq.exceptions.ConnectionNotAllowed,  # no access to the vhost
+    aiormq.exceptions.IncompatibleProtocolError,  # not an AMQP 0-9-1 server
+    ssl.SSLCertVerificationError,
+)
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """Whether a failed connect is worth trying again (the broker was not reached).
+
+    Network errors and timeouts are; refusals are not, nor anything outside the
+    network (an unknown vhost shows as a protocol error, for instance).
+    """
+    return isinstance(exc, OSError | TimeoutError) and not isinstance(exc, _REFUSALS)
 
 
 def delay_bucket(delay: float) -> int:
@@ -262,7 +280,11 @@ class RabbitMQBackend:
         except Exception as exc:
             wrong_password = "Authentication" in type(exc).__name__
             raise self._counts.refused(
-                "RabbitMQ", self.url, exc, wrong_password=wrong_password
+                "RabbitMQ",
+                self.url,
+                exc,
+                wrong_password=wrong_password,
+                retryable=_unreachable(exc),
             ) from None
         self._counts.connected()
         return connection

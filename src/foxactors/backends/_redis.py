@@ -39,6 +39,7 @@ import itertools
 import math
 import os
 import socket
+import ssl
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -77,6 +78,8 @@ try:
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
     from redis.exceptions import AuthenticationError, RedisError, ResponseError
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError("the Redis backend needs redis-py: pip install 'foxactors[redis]'") from exc
 
@@ -112,6 +115,17 @@ _NUMERIC_FIELDS: dict[str, type[int] | type[float]] = {
 }
 _ERRORS = (RedisError, OSError)
 _TIMEOUT = 10.0  # seconds a command may take before its connection counts as dead
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """Whether a failed connect is worth trying again (the server was not reached).
+
+    Network errors, timeouts and a server still loading its data are; refused
+    credentials and error replies (an unknown database) are not.
+    """
+    if isinstance(exc, AuthenticationError | ssl.SSLCertVerificationError):
+        return False
+    return isinstance(exc, RedisConnectionError | RedisTimeoutError | OSError | TimeoutError)
 
 
 @attrs.frozen
@@ -421,7 +435,11 @@ class RedisBackend:
                 await client.aclose()
             wrong_password = isinstance(exc, AuthenticationError) or "WRONGPASS" in str(exc)
             raise self._counts.refused(
-                "Redis", self.url, exc, wrong_password=wrong_password
+                "Redis",
+                self.url,
+                exc,
+                wrong_password=wrong_password,
+                retryable=_unreachable(exc),
             ) from None
         self._counts.connected()
         return client

@@ -6,12 +6,18 @@ import functools
 import math
 import os
 from collections.abc import Callable
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
+import attrs
 import structlog
 
-from foxactors._errors import ActorError, ConfigurationError, require_int
-from foxactors._lifecycle import Exit
+from foxactors._errors import (
+    ActorError,
+    ConfigurationError,
+    RestartIntensityExceeded,
+    require_int,
+)
+from foxactors._lifecycle import ActorState, Exit
 from foxactors._policy import Backoff
 from foxactors._spec import ChildSpec, Restart, coerce_enum
 from foxactors._supervisor import Supervisor
@@ -22,6 +28,7 @@ from ._batch import BatchStage
 from ._breaker import Breaker, CircuitBreakerStage
 from ._consumer import STOP_INTAKE, Consumer
 from ._deadletters import DeadLetterActor, DeadLetterSink
+from ._intake import Intake
 from ._pool import RETURN_PENDING, MemoryLimit, Pool, PoolStrategy, resident_memory
 from ._ratelimit import RateLimitStage, TokenBucket
 from ._retry import RetryPolicy, RetryStage
@@ -34,6 +41,7 @@ from ._worker import (
     Worker,
     WorkerActor,
     WorkerFactory,
+    check_handler,
     check_timeout,
     worker_factory,
 )
@@ -63,6 +71,16 @@ class Pipeline(Supervisor):
         self._drain_timeout = drain_timeout
         self._consumer = consumer
 
+    async def _restart(self, child: Any, exit: Exit) -> None:
+        """Restart a child, unless it is the intake giving up (``give_up_after``).
+
+        Then the pipeline fails with it, so that its parent decides; restarting the
+        intake would only try the broker again at once.
+        """
+        if child.spec.id == "intake" and isinstance(exit.error, RestartIntensityExceeded):
+            raise exit.error
+        await super()._restart(child, exit)
+
     async def on_stop(self, exit: Exit) -> None:
         """Drain first (on a graceful stop), then stop the children."""
         if not exit.abnormal:
@@ -71,7 +89,11 @@ class Pipeline(Supervisor):
 
     async def _drain(self) -> None:
         try:
-            source: Source = await self.find(self._consumer).ask(STOP_INTAKE, timeout=5)
+            consumer = self.find(self._consumer)
+            if consumer.state is not ActorState.RUNNING:  # e.g. waiting for its broker
+                self.log.info("pipeline.drain_skipped", consumer=consumer.state.value)
+                return
+            source: Source = await consumer.ask(STOP_INTAKE, timeout=5)
             returned = await self.find("pool").ask(RETURN_PENDING, timeout=5)
         except ActorError as exc:
             self.log.warning("pipeline.drain_skipped", error=str(exc))
@@ -137,6 +159,12 @@ class WorkerApp:
         receives the `Delivery` and settles ``delivery.handle`` itself; returning
         without settling dead-letters it with a reason saying so, and raising before
         settling is a failure as usual.
+
+        Raises:
+            ConfigurationError: ``worker`` cannot take a message: a function that is
+                not ``async def handler(message)`` (one positional parameter), a
+                `Worker` whose ``process`` is not ``async def process(self,
+                message)``, or a class that cannot be called without arguments.
         """
         self._default = _handler(worker, timeout, manual_ack)
         return self
@@ -158,6 +186,7 @@ class WorkerApp:
         message). The prefetch is raised to ``size`` if it is lower.
         """
         batch_stage = BatchStage(size, interval)  # validates size and interval
+        check_handler(handler, "messages")
         FunctionWorker(handler, timeout=timeout)  # validates the handler and timeout
         self._batch = ((handler, timeout), batch_stage.size, batch_stage.interval)
         self._prefetch = max(self._prefetch, size)
@@ -202,8 +231,13 @@ class WorkerApp:
         return self
 
     def with_retry(self, policy: RetryPolicy | None = None, **options: Any) -> Self:
-        """Retry failures by ``policy`` (or by `RetryPolicy` keyword options)."""
-        self._retry = policy if policy is not None else RetryPolicy(**options)
+        """Retry failures by ``policy`` (or by `RetryPolicy` keyword options).
+
+        Raises:
+            ConfigurationError: An unknown option (the message lists the accepted
+                ones), or a policy and options together.
+        """
+        self._retry = _policy("with_retry", RetryPolicy, policy, options)
         return self
 
     def without_retry(self) -> Self:
@@ -326,10 +360,13 @@ class WorkerApp:
         doubling to 10 s, +20%); for a fixed delay, set ``min_delay == max_delay``
         and ``random_factor=0``. For ever, unless ``give_up_after`` restarts happen
         within a minute: then the pipeline fails like any supervisor that gave up.
+        A broker that cannot be reached when the pipeline starts is tried again
+        the same way (the pipeline starts meanwhile); refused credentials fail the
+        start at once.
         """
         if give_up_after is not None:
             require_int("give_up_after", give_up_after, 1)
-        self._reconnect = backoff if backoff is not None else Backoff(**options)
+        self._reconnect = _policy("with_reconnect", Backoff, backoff, options, "give_up_after")
         self._give_up_after = give_up_after
         return self
 
@@ -443,7 +480,7 @@ class WorkerApp:
             children.append(consumer)
         else:  # a lost connection takes down the consumers that use it, and only them
             children.append(
-                Supervisor.spec(
+                Intake.spec(
                     "intake",
                     [
                         ChildSpec("connection", connection_actor(), backoff=self._reconnect),
@@ -476,6 +513,33 @@ class WorkerApp:
 
 
 _Handler = Callable[..., WorkerFactory]  # takes default_timeout=
+
+_P = TypeVar("_P", RetryPolicy, Backoff)
+
+
+def _policy(call: str, cls: type[_P], given: _P | None, options: dict[str, Any], *also: str) -> _P:
+    """``given``, or a ``cls`` made of ``options``; an unknown option names the known ones.
+
+    ``also`` are the call's other keywords, listed first among the accepted ones.
+    """
+    if given is not None:
+        if not isinstance(given, cls):
+            raise ConfigurationError(f"{call}() takes a {cls.__name__}, got {given!r}")
+        if options:
+            raise ConfigurationError(
+                f"{call}() takes a {cls.__name__} or its options, not both; got "
+                f"{given!r} and {', '.join(sorted(options))}"
+            )
+        return given
+    accepted = [*also, *(field.alias for field in attrs.fields(cls) if field.init)]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        which = "an unknown option" if len(unknown) == 1 else "unknown options"
+        raise ConfigurationError(
+            f"{call}() got {which} {', '.join(map(repr, unknown))}; it accepts: "
+            f"{', '.join(accepted)}"
+        )
+    return cls(**options)
 
 
 def _handler(handler: Any, timeout: float | None, manual_ack: bool) -> _Handler:

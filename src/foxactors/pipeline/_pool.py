@@ -114,7 +114,10 @@ class Pool(Supervisor):
         self._limit = (self._capacity + LOOKAHEAD) * len(self._workers)
         self._hint: int | None = None  # the worker that last finished: room for one
         self._next_ahead = 0  # where the search for lookahead room starts, in turn
-        self._up = self.find(self._upstream_path)
+        # Found when the first outcomes go back, not now: the upstream may not exist
+        # yet (a consumer in a subtree started after the pool). Its reference then
+        # stays valid across restarts.
+        self._up: ActorRef[Any] | None = None
         if self._memory is not None:
             self.start_task(self._watch_memory, self._memory)
 
@@ -223,6 +226,8 @@ class Pool(Supervisor):
         if not outbox or (self._queued and len(outbox) < 64 and not force):
             return
         self._outbox = []
+        if self._up is None:
+            self._up = self.find(self._upstream_path)
         await self._up.tell(one_or_batch(outbox))
 
     async def _place(self, work: Delivery | Batch) -> bool:

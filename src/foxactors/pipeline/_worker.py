@@ -64,11 +64,84 @@ class FunctionWorker:
             raise ConfigurationError(
                 f"a handler must be an async function taking a Message, got {func!r}"
             )
+        check_handler(func, "delivery" if manual_ack else "message")
         check_timeout(timeout)
         self.id: str = id or str(getattr(func, "__qualname__", "handler"))
         self.timeout = timeout
         self.process = func
         self.manual_ack = manual_ack
+
+
+_ARGUMENTS = {"message": "a Message", "delivery": "a Delivery", "messages": "a list of messages"}
+
+
+def check_handler(func: Callable[..., Any], argument: str) -> None:
+    """Raise a clear error unless ``func`` can be called with one positional argument.
+
+    ``argument`` names what it will get: ``message``, ``delivery`` or ``messages``.
+    """
+    name = _name(func)
+    if _accepts(func, 1) is False:
+        raise ConfigurationError(
+            f"handler {name} cannot take {_ARGUMENTS[argument]}: it must be "
+            f"`async def {name}({argument})`, with one positional parameter, "
+            f"but its signature is {inspect.signature(func)}"
+        )
+
+
+def _name(func: Callable[..., Any]) -> str:
+    inner = getattr(func, "func", func)  # a functools.partial names its function
+    return str(getattr(inner, "__name__", None) or repr(func))
+
+
+def _accepts(func: Callable[..., Any], count: int) -> bool | None:
+    """Whether ``func`` can be called with ``count`` positional arguments (None: unknown)."""
+    try:
+        signature = inspect.signature(func)
+    except (TypeError, ValueError):  # some builtins and C callables have none
+        return None
+    try:
+        signature.bind(*([None] * count))
+    except TypeError:
+        return False
+    return True
+
+
+_PROCESS = "`async def process(self, message)`"
+
+
+def _check_worker_class(cls: type[Any]) -> None:
+    """Raise a clear error unless instances of ``cls`` can be made and take a message."""
+    name = cls.__qualname__
+    if _accepts(cls, 0) is False:
+        raise ConfigurationError(
+            f"{name}() is called with no arguments in each worker actor (a fresh "
+            f"instance for each), but its signature is {inspect.signature(cls)}: give "
+            "its parameters defaults, or pass an instance, shared by every worker"
+        )
+    defined = inspect.getattr_static(cls, "process", None)
+    if defined is None:
+        raise ConfigurationError(f"{name} has no process method: a Worker needs {_PROCESS}")
+    if isinstance(defined, staticmethod | classmethod):
+        _check_process(name, cls.process, arguments=1)
+    elif inspect.isfunction(defined):
+        _check_process(name, defined, arguments=2)  # self comes first
+
+
+def _check_worker(worker: Worker) -> None:
+    """Raise a clear error unless ``worker.process`` is async and takes a message."""
+    _check_process(type(worker).__qualname__, worker.process, arguments=1)
+
+
+def _check_process(owner: str, process: Callable[..., Any], *, arguments: int) -> None:
+    if not inspect.iscoroutinefunction(process):
+        raise ConfigurationError(f"{owner}.process is not async: a Worker needs {_PROCESS}")
+    if _accepts(process, arguments) is False:
+        defined = getattr(process, "__func__", process)  # with self, as written
+        raise ConfigurationError(
+            f"{owner}.process cannot take a message: a Worker needs {_PROCESS}, "
+            f"but its signature is {inspect.signature(defined)}"
+        )
 
 
 def check_timeout(timeout: float | None) -> None:
@@ -91,6 +164,7 @@ def as_worker(
     """Return ``handler`` as a `Worker` (functions are wrapped)."""
     if isinstance(handler, Worker):
         _only_for_functions(handler, timeout, manual_ack)
+        _check_worker(handler)
         return handler
     return FunctionWorker(handler, timeout=timeout, manual_ack=manual_ack)
 
@@ -125,6 +199,7 @@ def worker_factory(
     """
     if inspect.isclass(handler):
         _only_for_functions(handler, timeout, manual_ack)
+        _check_worker_class(handler)
         cls = handler
 
         def fresh() -> Worker:

@@ -1,0 +1,39 @@
+"""`Intake`: the supervisor of a broker connection and the consumer that uses it."""
+
+from __future__ import annotations
+
+from foxactors._errors import StartError
+from foxactors._lifecycle import Exit, ExitKind
+from foxactors._supervisor import Supervisor
+from foxactors.backends._base import BrokerUnreachable
+
+
+class Intake(Supervisor):
+    """Supervises a broker's connection actor, the consumer and its helpers, rest_for_one.
+
+    A lost connection crashes the connection actor; the actors after it are rebuilt
+    on the new connection, with the reconnect backoff. A broker that cannot be
+    reached when the pipeline starts (`BrokerUnreachable`: a worker that starts
+    before its broker, in docker-compose or Kubernetes) is handled the same way:
+    the start succeeds, the rest of the pipeline is up, and the connection is tried
+    again with the backoff until the broker answers, or until the restart intensity
+    (``give_up_after``) is exceeded: then the pipeline fails. Any other start
+    failure, refused credentials among them, still fails the start at once. Each
+    attempt logs one line, the backend's ``<broker>.connect_failed``; the
+    supervisor's own events for it are at debug level.
+    """
+
+    async def on_start(self) -> None:
+        """Start the children; if the broker cannot be reached, try again later."""
+        try:
+            await super().on_start()
+        except StartError as exc:
+            error = exc.__cause__
+            if not isinstance(error, BrokerUnreachable):
+                raise
+            first = next(iter(self._children.values()))  # rest_for_one: all of them
+            await self._restart(first, Exit(ExitKind.CRASHED, error))
+
+    def _logged_where_raised(self, error: BaseException | None) -> bool:
+        """A broker that cannot be reached was logged by the backend, in one line."""
+        return isinstance(error, BrokerUnreachable)
