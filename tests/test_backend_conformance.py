@@ -6,6 +6,7 @@ A new backend joins by adding a case to ``CASES`` and a branch to the ``backend`
 
 from __future__ import annotations
 
+import datetime
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -266,10 +267,29 @@ async def test_undecodable_and_oversized_bodies_go_to_the_dead_letter_queue(queu
     reasons = [d.reason for d in backend.dead_letters(queue)]
     assert reasons[0].startswith("undecodable: body is not valid JSON")
     assert reasons[1] == "undecodable: body is 42 bytes, over max_size 16"
-    with pytest.raises(fa.ConfigurationError, match="over the codec's max_size of 16"):
-        await backend.publish(queue, "y" * 40)
-    with pytest.raises(fa.ConfigurationError, match="not JSON-serialisable"):
-        await backend.publish(queue, object())
+    await source.close()
+
+
+async def test_a_payload_the_codec_cannot_encode_is_refused_and_not_published(
+    backend: Backend, queue: str
+) -> None:
+    assert isinstance(backend, fa.MemoryBackend | RabbitMQBackend | RedisBackend)
+    backend.codec = fa.JsonCodec(max_size=64)
+    when = datetime.datetime(2026, 1, 2, tzinfo=datetime.UTC)
+    with pytest.raises(fa.EncodeError, match=r"datetime .*\.isoformat\(\)") as info:
+        await backend.publish(queue, {"at": when})
+    assert isinstance(info.value, fa.CodecError)
+    assert not isinstance(info.value, fa.ConfigurationError)  # a run-time error, not a build one
+    with pytest.raises(fa.EncodeError, match=r"set .*list\(value\)"):
+        await backend.publish(queue, {"tags": {"a", "b"}})
+    too_large = r"100 bytes, over the codec's max_size of 64.*reference"
+    with pytest.raises(fa.EncodeError, match=too_large):
+        await backend.publish(queue, "x" * 98)
+    await backend.publish(queue, "fine")
+    source = await backend.open_source(queue, prefetch=5)
+    delivery = await receive_one(source)
+    assert delivery.message.payload == "fine"  # nothing of the refused ones went out before it
+    delivery.handle.ack()
     await source.close()
 
 

@@ -211,7 +211,8 @@ class MemoryBackend:
             delay: Seconds before it becomes deliverable.
 
         Raises:
-            ConfigurationError: The payload cannot be encoded, or a bad delay.
+            EncodeError: The codec cannot encode the payload; nothing was published.
+            ConfigurationError: A bad queue name or delay.
         """
         return self.publish_raw(
             queue, self.codec.encode(payload), properties=properties, delay=delay
