@@ -7,6 +7,7 @@ A new backend joins by adding a case to ``CASES`` and a branch to the ``backend`
 from __future__ import annotations
 
 import datetime
+import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -201,6 +202,36 @@ async def test_expired_messages_are_dead_lettered_not_delivered(
     delivery.handle.ack()
     (letter,) = backend.dead_letters(queue)
     assert letter.reason == "expired: not delivered within 5 s"
+    await source.close()
+
+
+async def test_published_at_is_wall_clock_time(backend: Backend, queue: str) -> None:
+    before = time.time()
+    await backend.publish(queue, "x")
+    source = await backend.open_source(queue, prefetch=1)
+    delivery = await receive_one(source)
+    # Unix seconds, as the brokers stamp them (AMQP timestamps are whole seconds)
+    assert before - 1 <= delivery.message.published_at <= time.time()
+    delivery.handle.ack()
+    await source.close()
+
+
+@pytest.mark.parametrize("case", MEMORY)
+async def test_memory_times_are_wall_clock_while_delays_run_on_the_loop_clock(
+    backend: Backend, queue: str
+) -> None:
+    assert isinstance(backend, fa.MemoryBackend)  # its own inspection API
+    before = time.time()
+    await backend.publish(queue, "x", delay=3600)
+    source = await backend.open_source(queue, prefetch=1)
+    started = anyio.current_time()
+    (delivery,) = await source.receive(1)
+    assert anyio.current_time() - started >= 3600  # an hour of virtual time, in no time
+    # (and expirations count on the loop clock too: see the test of expired messages)
+    assert before <= delivery.message.published_at <= time.time()
+    delivery.handle.dead_letter("no good")
+    (letter,) = backend.dead_letters(queue)
+    assert before <= letter.failed_at <= time.time()
     await source.close()
 
 

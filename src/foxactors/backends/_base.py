@@ -151,7 +151,7 @@ class DeadLetter:
         properties: The original properties and headers, untouched.
         reason: Why it was dead-lettered (one line).
         attempts: How many times it was delivered.
-        failed_at: When, in the backend's clock (seconds).
+        failed_at: When, in wall-clock Unix seconds (NaN if a broker's record lacks it).
     """
 
     id: str

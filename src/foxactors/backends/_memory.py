@@ -2,7 +2,9 @@
 
 Same contract as the brokers: redelivery on requeue and when a consumer goes away,
 delayed retry, dead letters, an attempt count that travels with the message, credit
-(prefetch). Time is the event loop's clock, so it runs in virtual time in tests.
+(prefetch). Delays and expirations run on the event loop's clock, so they pass in
+virtual time in tests; the times it reports (``published_at``, ``failed_at``) are
+wall-clock Unix seconds, as the brokers report them.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import bisect
 import heapq
 import itertools
+import time
 import uuid
 from collections import deque
 from typing import Any
@@ -42,7 +45,8 @@ class _Entry:
     id: str
     body: bytes
     properties: MessageProperties
-    published_at: float
+    published_at: float  # wall clock (Unix seconds), what the message reports
+    enqueued_at: float  # the event loop's clock: what expiration counts from
     deliveries: int = 0
 
 
@@ -229,7 +233,7 @@ class MemoryBackend:
         """Enqueue an already encoded ``body`` as it is (for tests of bad input)."""
         require_seconds("delay", delay)
         now = anyio.current_time()
-        entry = _Entry(uuid.uuid4().hex, body, properties or DEFAULT_PROPERTIES, now)
+        entry = _Entry(uuid.uuid4().hex, body, properties or DEFAULT_PROPERTIES, time.time(), now)
         target = self._queue(queue)
         if delay > 0:
             target.push_delayed(entry, now + delay)
@@ -266,7 +270,9 @@ class MemoryBackend:
         target = self._queue(queue)
         replayed, target.dead = target.dead, []
         for letter in replayed:
-            target.push(_Entry(letter.id, letter.body, letter.properties, anyio.current_time()))
+            target.push(
+                _Entry(letter.id, letter.body, letter.properties, time.time(), anyio.current_time())
+            )
         return len(replayed)
 
     def purge_dead_letters(self, queue: str) -> int:
@@ -333,7 +339,7 @@ class MemorySource:
         self._unsettled.add(tag)
         handle = AckHandle(self, tag, self.generation)
         ttl = entry.properties.expiration
-        if ttl is not None and anyio.current_time() - entry.published_at > ttl:
+        if ttl is not None and anyio.current_time() - entry.enqueued_at > ttl:
             handle.dead_letter(f"expired: not delivered within {ttl} s")  # as RabbitMQ's DLX
             return None
         try:
@@ -377,7 +383,6 @@ class MemorySource:
             entry.deliveries -= 1  # not an attempt: it was never tried
             queue.push_delayed(entry, anyio.current_time() + delay)
         elif decision is Decision.DEAD_LETTER:
-            now = anyio.current_time()
             queue.dead.append(
                 DeadLetter(
                     entry.id,
@@ -386,7 +391,7 @@ class MemorySource:
                     entry.properties,
                     reason,
                     entry.deliveries,
-                    now,
+                    time.time(),
                 )
             )
         if not queue.in_flight:
