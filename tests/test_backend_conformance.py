@@ -17,7 +17,15 @@ import pytest
 from anyio import wait_all_tasks_blocked
 
 import foxactors as fa
-from foxactors.backends import Backend, Leases, RabbitMQBackend, RedisBackend, Topology
+from foxactors.backends import (
+    Backend,
+    ConnectionStatistics,
+    Leases,
+    QueueStatistics,
+    RabbitMQBackend,
+    RedisBackend,
+    Topology,
+)
 from foxactors.testing import anyio_backend_options
 
 from .helpers import receive_one
@@ -333,6 +341,37 @@ async def test_a_dropped_handle_is_reported_and_returned(backend: Backend, queue
     again = await receive_one(source)
     assert (again.message.id, again.message.attempt) == (message_id, 2)
     again.handle.ack()
+    await source.close()
+
+
+async def test_statistics_take_no_queue_and_say_what_consumes(backend: Backend, queue: str) -> None:
+    before = backend.statistics()
+    assert isinstance(before, ConnectionStatistics)  # one shape on every backend
+    source = await backend.open_source(queue, prefetch=1)
+    during = backend.statistics()
+    assert during.consuming == before.consuming + 1
+    assert during.healthy
+    assert (during.consecutive_failures, during.lost, during.last_error) == (0, 0, None)
+    await source.close()
+    assert backend.statistics().consuming == before.consuming
+
+
+@pytest.mark.parametrize("case", MEMORY)
+async def test_queue_statistics_count_a_memory_queue(backend: Backend, queue: str) -> None:
+    assert isinstance(backend, fa.MemoryBackend)  # its own inspection API
+    await backend.publish(queue, 1)
+    await backend.publish(queue, 2)
+    await backend.publish(queue, 3, delay=60)
+    source = await backend.open_source(queue, prefetch=1)
+    (await receive_one(source)).handle.dead_letter("no good")
+    held = await receive_one(source)
+    assert backend.queue_statistics(queue) == QueueStatistics(
+        ready=0, delayed=1, in_flight=1, dead=1
+    )
+    with pytest.warns(DeprecationWarning, match=r"use queue_statistics\(queue\)"):
+        old = backend.statistics(queue)
+    assert old == backend.queue_statistics(queue)
+    held.handle.ack()
     await source.close()
 
 

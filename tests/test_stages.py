@@ -118,7 +118,7 @@ async def test_rate_limited_deliveries_go_back_on_shutdown() -> None:
     app = fa.WorkerApp().add_worker(handle).with_rate_limit(rate=0.01).with_drain_timeout(1)
     async with fa.open_system(app.build(backend, QUEUE)):
         await anyio.wait_all_tasks_blocked()
-    stats = backend.statistics(QUEUE)
+    stats = backend.queue_statistics(QUEUE)
     assert (stats.ready, stats.in_flight, stats.dead) == (4, 0, 0)  # one ran, four returned
 
 

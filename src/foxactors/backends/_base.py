@@ -207,3 +207,6 @@ class Backend(Protocol):
 
     async def open_source(self, queue: str, *, prefetch: int) -> Source:
         """Start consuming ``queue`` with at most ``prefetch`` unsettled deliveries."""
+
+    def statistics(self) -> ConnectionStatistics:
+        """Return what its connections and consumers are doing (one shape for all)."""

@@ -14,8 +14,9 @@ import heapq
 import itertools
 import time
 import uuid
+import warnings
 from collections import deque
-from typing import Any
+from typing import Any, overload
 
 import anyio
 import attrs
@@ -32,7 +33,7 @@ from foxactors._errors import (
 )
 from foxactors._message import DEFAULT_PROPERTIES, Delivery, Message, MessageProperties
 
-from ._base import DeadLetter
+from ._base import ConnectionCounts, ConnectionStatistics, DeadLetter
 
 _logger: structlog.typing.FilteringBoundLogger = structlog.get_logger("foxactors")
 
@@ -187,6 +188,7 @@ class MemoryBackend:
         self.codec: Codec = codec if codec is not None else JsonCodec()
         self._queues: dict[str, _Queue] = {}
         self._generations = itertools.count(1)
+        self._counts = ConnectionCounts()  # in process: never fails, never lost
 
     def _queue(self, name: str) -> _Queue:
         queue = self._queues.get(name)
@@ -246,7 +248,10 @@ class MemoryBackend:
     async def open_source(self, queue: str, *, prefetch: int) -> MemorySource:
         """Start consuming ``queue`` with at most ``prefetch`` unsettled deliveries."""
         require_int("prefetch", prefetch, 1)
-        return MemorySource(self, self._queue(queue), prefetch, next(self._generations))
+        source = MemorySource(self, self._queue(queue), prefetch, next(self._generations))
+        self._counts.connected()
+        self._counts.started()
+        return source
 
     # -- inspecting -----------------------------------------------------------------
 
@@ -254,8 +259,32 @@ class MemoryBackend:
         """Wait until ``queue`` has nothing ready, delayed or in flight."""
         await self._queue(queue).wait_idle()
 
-    def statistics(self, queue: str) -> QueueStatistics:
-        """Return the counts of ``queue``."""
+    @overload
+    def statistics(self) -> ConnectionStatistics: ...
+
+    @overload
+    def statistics(self, queue: str) -> QueueStatistics: ...
+
+    def statistics(self, queue: str | None = None) -> ConnectionStatistics | QueueStatistics:
+        """Return the consumer counts, in the shape every backend returns.
+
+        The memory backend is always connected: ``consuming`` counts its open sources
+        and ``connects`` the sources opened; nothing fails or is lost, so the other
+        counts stay zero. ``statistics(queue)``, the counts of one queue, is
+        deprecated: call `queue_statistics`.
+        """
+        if queue is None:
+            return self._counts.snapshot()
+        warnings.warn(
+            "MemoryBackend.statistics(queue) is deprecated: use queue_statistics(queue); "
+            "statistics() without a queue returns ConnectionStatistics, as on every backend",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.queue_statistics(queue)
+
+    def queue_statistics(self, queue: str) -> QueueStatistics:
+        """Return the counts of ``queue``: ready, delayed, in flight, dead."""
         target = self._queue(queue)
         return QueueStatistics(
             len(target.ready), len(target.delayed), len(target.in_flight), len(target.dead)
@@ -427,6 +456,7 @@ class MemorySource:
         if not self.live:
             return
         self.live = False
+        self._backend._counts.ended(lost=False)
         queue = self._q
         for tag in sorted(self._unsettled, reverse=True):  # keep their order at the front
             queue.push(queue.in_flight.pop(tag), front=True)
