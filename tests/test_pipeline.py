@@ -359,7 +359,7 @@ async def test_user_stages_see_deliveries_in_and_outcomes_out() -> None:
         assert ins[0] < outs[0]
     assert sorted(d.reason for d in backend.dead_letters(QUEUE)) == [
         "blocked",
-        "failed after 1 attempts: RuntimeError: bad",
+        "failed after 1 attempt: RuntimeError: bad",
     ]
 
 

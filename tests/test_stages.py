@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 from pathlib import Path
 
 import anyio
@@ -67,24 +68,29 @@ async def test_breaker_defers_untried_messages_while_open() -> None:
         .with_circuit_breaker(failure_threshold=2, open_timeout=10)
         .with_retry(max_retries=1, initial_backoff=1)
     )
-    async with fa.open_system(app.build(backend, QUEUE)) as system:
-        breaker = system.ref("breaker")
-        await backend.publish(QUEUE, 0)
-        await backend.publish(QUEUE, 1)
-        await anyio.wait_all_tasks_blocked()  # both failed: the circuit is open
-        state = await breaker.ask(fa.BREAKER_STATE)
-        assert state.state is fa.BreakerState.OPEN
-        assert [(n, a) for n, a, _ in seen] == [(0, 1), (1, 1)]
-        healthy = True
-        await backend.publish(QUEUE, 2)  # arrives while open: deferred, untried
-        await backend.publish(QUEUE, 3)
-        await backend.join(QUEUE)
-        assert (await breaker.ask(fa.BREAKER_STATE)).state is fa.BreakerState.CLOSED
+    with capture_logs() as logs:
+        async with fa.open_system(app.build(backend, QUEUE)) as system:
+            breaker = system.ref("breaker")
+            await backend.publish(QUEUE, 0)
+            await backend.publish(QUEUE, 1)
+            await anyio.wait_all_tasks_blocked()  # both failed: the circuit is open
+            state = await breaker.ask(fa.BREAKER_STATE)
+            assert state.state is fa.BreakerState.OPEN
+            assert [(n, a) for n, a, _ in seen] == [(0, 1), (1, 1)]
+            healthy = True
+            await backend.publish(QUEUE, 2)  # arrives while open: deferred, untried
+            await backend.publish(QUEUE, 3)
+            await backend.join(QUEUE)
+            assert (await breaker.ask(fa.BREAKER_STATE)).state is fa.BreakerState.CLOSED
     later = seen[2:]
     assert all(at >= state.opened_at + 10 for _, _, at in later)  # nothing ran while open
     # Deferrals are not attempts: the retried ones run on attempt 2, the others on 1.
     assert sorted((n, a) for n, a, _ in later) == [(0, 2), (1, 2), (2, 1), (3, 1)]
     assert backend.dead_letters(QUEUE) == []
+    events = [e["event"] for e in logs if e["event"].startswith("breaker.")]
+    assert events == ["breaker.open", "breaker.half_open", "breaker.closed"]
+    documented = re.findall(r"``(breaker\.\w+)``", fa.pipeline.CircuitBreakerStage.__doc__ or "")
+    assert sorted(documented) == sorted(events)  # the docstring names the events logged
 
 
 async def test_rate_limit_spaces_messages_out() -> None:
