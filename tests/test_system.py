@@ -96,6 +96,9 @@ def test_run_returns_how_the_root_ended(backend: str) -> None:
     assert fa.run(spec, backend=backend) == fa.Exit(fa.ExitKind.NORMAL)
 
 
+PACKAGE_DIR = str(Path(fa.__file__).resolve().parent.parent)  # the foxactors under test
+
+
 def foxactors(*args: str, **kwargs: Any) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "foxactors", *args],
@@ -103,7 +106,7 @@ def foxactors(*args: str, **kwargs: Any) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), PACKAGE_DIR])},
         **kwargs,
     )
 
@@ -137,6 +140,9 @@ def test_cli_turns_a_signal_into_an_ordered_shutdown(backend: str, sig: signal.S
         ("tests.nowhere:app", "cannot import module 'tests.nowhere'"),
         ("tests.apps:missing", "has no attribute 'missing'"),
         ("tests.apps:not_a_tree", "it must be a ChildSpec"),
+        ("tests/apps.py:forever", "names a file: use a module path, e.g. tests.apps:forever"),
+        ("./tests/apps.py", "names a file: use a module path, e.g. tests.apps:app"),
+        ("/srv/jobs/app.py:tree", "names a file: use a module path, e.g. app:tree (run from"),
     ],
 )
 def test_cli_explains_a_bad_target(target: str, message: str) -> None:
