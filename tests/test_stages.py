@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import inspect
 import itertools
+import os
 import re
+import threading
 from pathlib import Path
 
 import anyio
@@ -133,6 +136,9 @@ class BrokenSink:
         raise OSError("disk full")
 
 
+# Real time: the JSON-lines sink syncs in a worker thread, and virtual time does not
+# wait for threads (the dead-letter actor's shutdown timeout would pass at once).
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
 async def test_dead_letter_sinks_record_and_replay(tmp_path: Path) -> None:
     backend = fa.MemoryBackend()
     healthy = False
@@ -175,6 +181,33 @@ async def test_dead_letter_sinks_record_and_replay(tmp_path: Path) -> None:
     async with fa.open_system(app.build(backend, QUEUE)):
         await backend.join(QUEUE)
     assert sorted(handled) == [1, 2]
+
+
+async def test_the_json_lines_sink_syncs_off_the_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "dead.jsonl"
+    loop_thread = threading.get_ident()
+    synced: list[tuple[int, int]] = []  # (thread, letters on file when synced)
+    fsync = os.fsync
+
+    def watched_fsync(fd: int) -> None:
+        synced.append((threading.get_ident(), len(path.read_text().splitlines())))
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", watched_fsync)
+    sink = fa.JsonLinesSink(path)
+    props = fa.MessageProperties()
+    letters = [fa.DeadLetter(f"m-{n}", QUEUE, b"{}", props, "x", 1, 0.0) for n in range(3)]
+    for n, letter in enumerate(letters, 1):
+        written = sink.write(letter)
+        if inspect.isawaitable(written):
+            await written
+        assert fa.read_dead_letters(path) == letters[:n]  # on file when write returns
+        assert synced[-1][1] == n  # and synced after it was written
+    sink.close()
+    assert len(synced) == 3
+    assert all(thread != loop_thread for thread, _ in synced)  # in a worker thread
 
 
 async def test_batches_are_full_or_timed_and_settled_per_message() -> None:

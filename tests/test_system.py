@@ -223,8 +223,8 @@ def test_cli_lists_a_dead_letter_file(tmp_path: Path) -> None:
     path = tmp_path / "dead.jsonl"
     sink = fa.JsonLinesSink(path)
     props = fa.MessageProperties(message_type="send_email")
-    sink.write(fa.DeadLetter("m-1", "emails", b"{}", props, "failed after 4 attempts: X", 4, 0.0))
-    sink.close()
+    letter = fa.DeadLetter("m-1", "emails", b"{}", props, "failed after 4 attempts: X", 4, 0.0)
+    anyio.run(sink.write, letter)
     listed = subprocess.run(
         [sys.executable, "-m", "foxactors", "dead-letters", "list", str(path), "--json"],
         capture_output=True,
