@@ -41,7 +41,7 @@ async def foxactors_rate(n: int, workers: int) -> float:
     async with fa.open_system(app.build(backend, "bench")):
         await backend.join("bench")
         elapsed = time.perf_counter() - start
-    assert backend.statistics("bench").dead == 0
+    assert backend.queue_statistics("bench").dead == 0
     return n / elapsed
 
 

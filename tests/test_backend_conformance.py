@@ -6,6 +6,8 @@ A new backend joins by adding a case to ``CASES`` and a branch to the ``backend`
 
 from __future__ import annotations
 
+import datetime
+import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -15,7 +17,15 @@ import pytest
 from anyio import wait_all_tasks_blocked
 
 import foxactors as fa
-from foxactors.backends import Backend, Leases, RabbitMQBackend, RedisBackend, Topology
+from foxactors.backends import (
+    Backend,
+    ConnectionStatistics,
+    Leases,
+    QueueStatistics,
+    RabbitMQBackend,
+    RedisBackend,
+    Topology,
+)
 from foxactors.testing import anyio_backend_options
 
 from .helpers import receive_one
@@ -203,6 +213,36 @@ async def test_expired_messages_are_dead_lettered_not_delivered(
     await source.close()
 
 
+async def test_published_at_is_wall_clock_time(backend: Backend, queue: str) -> None:
+    before = time.time()
+    await backend.publish(queue, "x")
+    source = await backend.open_source(queue, prefetch=1)
+    delivery = await receive_one(source)
+    # Unix seconds, as the brokers stamp them (AMQP timestamps are whole seconds)
+    assert before - 1 <= delivery.message.published_at <= time.time()
+    delivery.handle.ack()
+    await source.close()
+
+
+@pytest.mark.parametrize("case", MEMORY)
+async def test_memory_times_are_wall_clock_while_delays_run_on_the_loop_clock(
+    backend: Backend, queue: str
+) -> None:
+    assert isinstance(backend, fa.MemoryBackend)  # its own inspection API
+    before = time.time()
+    await backend.publish(queue, "x", delay=3600)
+    source = await backend.open_source(queue, prefetch=1)
+    started = anyio.current_time()
+    (delivery,) = await source.receive(1)
+    assert anyio.current_time() - started >= 3600  # an hour of virtual time, in no time
+    # (and expirations count on the loop clock too: see the test of expired messages)
+    assert before <= delivery.message.published_at <= time.time()
+    delivery.handle.dead_letter("no good")
+    (letter,) = backend.dead_letters(queue)
+    assert before <= letter.failed_at <= time.time()
+    await source.close()
+
+
 async def test_a_delay_does_not_hold_up_others(backend: Backend, queue: str, scale: float) -> None:
     await backend.publish(queue, "slow", delay=60 * scale)
     await backend.publish(queue, "fast", delay=1 * scale)
@@ -266,10 +306,29 @@ async def test_undecodable_and_oversized_bodies_go_to_the_dead_letter_queue(queu
     reasons = [d.reason for d in backend.dead_letters(queue)]
     assert reasons[0].startswith("undecodable: body is not valid JSON")
     assert reasons[1] == "undecodable: body is 42 bytes, over max_size 16"
-    with pytest.raises(fa.ConfigurationError, match="over the codec's max_size of 16"):
-        await backend.publish(queue, "y" * 40)
-    with pytest.raises(fa.ConfigurationError, match="not JSON-serialisable"):
-        await backend.publish(queue, object())
+    await source.close()
+
+
+async def test_a_payload_the_codec_cannot_encode_is_refused_and_not_published(
+    backend: Backend, queue: str
+) -> None:
+    assert isinstance(backend, fa.MemoryBackend | RabbitMQBackend | RedisBackend)
+    backend.codec = fa.JsonCodec(max_size=64)
+    when = datetime.datetime(2026, 1, 2, tzinfo=datetime.UTC)
+    with pytest.raises(fa.EncodeError, match=r"datetime .*\.isoformat\(\)") as info:
+        await backend.publish(queue, {"at": when})
+    assert isinstance(info.value, fa.CodecError)
+    assert not isinstance(info.value, fa.ConfigurationError)  # a run-time error, not a build one
+    with pytest.raises(fa.EncodeError, match=r"set .*list\(value\)"):
+        await backend.publish(queue, {"tags": {"a", "b"}})
+    too_large = r"100 bytes, over the codec's max_size of 64.*reference"
+    with pytest.raises(fa.EncodeError, match=too_large):
+        await backend.publish(queue, "x" * 98)
+    await backend.publish(queue, "fine")
+    source = await backend.open_source(queue, prefetch=5)
+    delivery = await receive_one(source)
+    assert delivery.message.payload == "fine"  # nothing of the refused ones went out before it
+    delivery.handle.ack()
     await source.close()
 
 
@@ -282,6 +341,37 @@ async def test_a_dropped_handle_is_reported_and_returned(backend: Backend, queue
     again = await receive_one(source)
     assert (again.message.id, again.message.attempt) == (message_id, 2)
     again.handle.ack()
+    await source.close()
+
+
+async def test_statistics_take_no_queue_and_say_what_consumes(backend: Backend, queue: str) -> None:
+    before = backend.statistics()
+    assert isinstance(before, ConnectionStatistics)  # one shape on every backend
+    source = await backend.open_source(queue, prefetch=1)
+    during = backend.statistics()
+    assert during.consuming == before.consuming + 1
+    assert during.healthy
+    assert (during.consecutive_failures, during.lost, during.last_error) == (0, 0, None)
+    await source.close()
+    assert backend.statistics().consuming == before.consuming
+
+
+@pytest.mark.parametrize("case", MEMORY)
+async def test_queue_statistics_count_a_memory_queue(backend: Backend, queue: str) -> None:
+    assert isinstance(backend, fa.MemoryBackend)  # its own inspection API
+    await backend.publish(queue, 1)
+    await backend.publish(queue, 2)
+    await backend.publish(queue, 3, delay=60)
+    source = await backend.open_source(queue, prefetch=1)
+    (await receive_one(source)).handle.dead_letter("no good")
+    held = await receive_one(source)
+    assert backend.queue_statistics(queue) == QueueStatistics(
+        ready=0, delayed=1, in_flight=1, dead=1
+    )
+    with pytest.warns(DeprecationWarning, match=r"use queue_statistics\(queue\)"):
+        old = backend.statistics(queue)
+    assert old == backend.queue_statistics(queue)
+    held.handle.ack()
     await source.close()
 
 

@@ -7,8 +7,10 @@ PUBLIC = {
     "AckHandle",
     "BackendError",
     "Codec",
+    "CodecError",
     "DeadLetter",
     "DecodeError",
+    "EncodeError",
     "Decision",
     "Delivery",
     "JsonCodec",
@@ -97,7 +99,7 @@ def test_errors_share_one_root() -> None:
         for n in PUBLIC
         if n.endswith(("Error", "Exceeded", "Full", "Stopped", "Crashed", "Timeout", "NotFound"))
     ]
-    assert len(errors) == 14
+    assert len(errors) == 16
     assert all(issubclass(e, foxactors.FoxactorsError) for e in errors)
 
 

@@ -138,7 +138,7 @@ async def test_unsettled_deliveries_never_exceed_the_prefetch() -> None:
     in_flight: list[int] = []
 
     async def handle(message: fa.Message) -> None:
-        in_flight.append(backend.statistics(QUEUE).in_flight)
+        in_flight.append(backend.queue_statistics(QUEUE).in_flight)
         await anyio.sleep(0.01)
 
     await publish(backend, *range(50))
@@ -168,7 +168,7 @@ async def test_graceful_stop_finishes_in_flight_work_and_returns_the_rest() -> N
         system.stop()
         await system.wait_stopped()
     assert sorted(finished) == [0, 1]  # in-flight work was allowed to finish
-    stats = backend.statistics(QUEUE)
+    stats = backend.queue_statistics(QUEUE)
     assert (stats.ready, stats.in_flight, stats.dead) == (8, 0, 0)
 
 
@@ -186,7 +186,7 @@ async def test_work_that_misses_the_drain_deadline_is_requeued() -> None:
         await busy.wait()
         began = anyio.current_time()
     assert 5 <= anyio.current_time() - began < 100
-    assert backend.statistics(QUEUE).ready == 1
+    assert backend.queue_statistics(QUEUE).ready == 1
     assert system.root.state is fa.ActorState.STOPPED
 
 
@@ -287,7 +287,7 @@ async def test_a_stage_that_crashes_mid_run_returns_the_whole_run() -> None:
     # 0-2 had been handled by the stage but not passed on: they came back with the
     # rest of the run, so every message was delivered twice and handled once.
     assert attempts == dict.fromkeys(range(6), 2)
-    assert backend.statistics(QUEUE).dead == 0
+    assert backend.queue_statistics(QUEUE).dead == 0
 
 
 async def test_a_pool_that_crashes_returns_the_work_in_hand(
@@ -359,7 +359,7 @@ async def test_user_stages_see_deliveries_in_and_outcomes_out() -> None:
         assert ins[0] < outs[0]
     assert sorted(d.reason for d in backend.dead_letters(QUEUE)) == [
         "blocked",
-        "failed after 1 attempts: RuntimeError: bad",
+        "failed after 1 attempt: RuntimeError: bad",
     ]
 
 
@@ -382,7 +382,7 @@ async def test_every_strategy_spreads_unstarted_deliveries_and_bounds_them(
         # lookaheads (an idle worker would take them back), spread evenly.
         depths = sorted(system.ref(p).statistics().depth for p in workers)
         assert depths == [2, 2, 3]
-        assert backend.statistics(QUEUE).in_flight == 10
+        assert backend.queue_statistics(QUEUE).in_flight == 10
         gate.set()
         await backend.join(QUEUE)
 
@@ -402,7 +402,7 @@ async def test_lookaheads_are_bounded_and_the_rest_waits_in_the_pool() -> None:
         depths = [system.ref(p).statistics().depth for p in workers]
         assert depths == [LOOKAHEAD, LOOKAHEAD]
         # all were delivered; what no worker may hold yet waits in the pool
-        assert backend.statistics(QUEUE).in_flight == 2 + 2 * LOOKAHEAD + 3
+        assert backend.queue_statistics(QUEUE).in_flight == 2 + 2 * LOOKAHEAD + 3
         gate.set()
         await backend.join(QUEUE)
 
@@ -569,7 +569,7 @@ async def test_a_worker_class_gives_every_worker_life_a_fresh_instance() -> None
     restarts = [s.restarts for s in snapshot.walk() if "/worker-" in s.path]
     assert sum(restarts) >= 30 // 5 - 1  # each worker after every 5 it handled
     assert Counting.made == 2 + sum(restarts)  # one per worker, one per recycle
-    assert backend.statistics(QUEUE).dead == 0
+    assert backend.queue_statistics(QUEUE).dead == 0
 
 
 async def test_workers_are_recycled_one_at_a_time_while_memory_is_high() -> None:
@@ -608,7 +608,7 @@ async def test_workers_are_recycled_one_at_a_time_while_memory_is_high() -> None
     events = [e["event"] for e in logs]
     assert events.count("pool.memory_high") == 2
     assert events.count("worker.recycled") == 2
-    assert backend.statistics(QUEUE).dead == 0
+    assert backend.queue_statistics(QUEUE).dead == 0
 
 
 def test_worker_recycling_and_worker_classes_refuse_bad_input() -> None:
@@ -697,7 +697,7 @@ async def test_a_lost_connection_crashes_the_consumer_and_supervision_reconnects
     assert snapshot.find("/app/consumer").restarts == 1  # type: ignore[union-attr]
     assert sorted(handled) == list(range(40))  # nothing lost...
     assert sum(handled.values()) - 40 <= 4  # ...duplicates only for what was in flight
-    assert backend.statistics(QUEUE) == fa.backends.QueueStatistics(0, 0, 0, 0)
+    assert backend.queue_statistics(QUEUE) == fa.backends.QueueStatistics(0, 0, 0, 0)
     crashed = [e for e in logs if e["event"] == "actor.crashed"]
     assert [e["actor"] for e in crashed] == ["/app/consumer"]
     assert "connection reset by peer" in crashed[0]["error"]
@@ -720,7 +720,7 @@ async def test_deliveries_of_a_lost_consumer_are_not_started() -> None:
     events = [e["event"] for e in logs]
     assert events.count("delivery.skipped_stale") == 10
     assert "settlement.stale" not in events  # nothing was settled for them
-    assert backend.statistics(QUEUE) == fa.backends.QueueStatistics(0, 0, 0, 0)
+    assert backend.queue_statistics(QUEUE) == fa.backends.QueueStatistics(0, 0, 0, 0)
 
 
 async def test_batches_of_a_lost_consumer_are_not_started() -> None:

@@ -85,7 +85,7 @@ def test_no_message_is_lost_or_settled_twice(
     async def handle(message: fa.Message) -> None:
         kind, k, n = message.payload
         calls[n] += 1
-        in_flight_seen.append(backend.statistics(QUEUE).in_flight)
+        in_flight_seen.append(backend.queue_statistics(QUEUE).in_flight)
         if stop_after is not None and sum(calls.values()) >= stop_after and state["enough"]:
             state["enough"].set()
         if kind == "fail" and message.attempt <= k:
@@ -154,7 +154,7 @@ def test_no_message_is_lost_or_settled_twice(
     name, options = anyio_backend_options(backend_name)
     ids = anyio.run(scenario, backend=name, backend_options=options)
 
-    stats = backend.statistics(QUEUE)
+    stats = backend.queue_statistics(QUEUE)
     assert stats.in_flight == 0  # everything unsettled went back at shutdown
     acked = Counter(i for i, d in applied if d is fa.Decision.ACK)
     dead = Counter(i for i, d in applied if d is fa.Decision.DEAD_LETTER)

@@ -1,6 +1,10 @@
 from __future__ import annotations
 
+import inspect
 import itertools
+import os
+import re
+import threading
 from pathlib import Path
 
 import anyio
@@ -67,24 +71,29 @@ async def test_breaker_defers_untried_messages_while_open() -> None:
         .with_circuit_breaker(failure_threshold=2, open_timeout=10)
         .with_retry(max_retries=1, initial_backoff=1)
     )
-    async with fa.open_system(app.build(backend, QUEUE)) as system:
-        breaker = system.ref("breaker")
-        await backend.publish(QUEUE, 0)
-        await backend.publish(QUEUE, 1)
-        await anyio.wait_all_tasks_blocked()  # both failed: the circuit is open
-        state = await breaker.ask(fa.BREAKER_STATE)
-        assert state.state is fa.BreakerState.OPEN
-        assert [(n, a) for n, a, _ in seen] == [(0, 1), (1, 1)]
-        healthy = True
-        await backend.publish(QUEUE, 2)  # arrives while open: deferred, untried
-        await backend.publish(QUEUE, 3)
-        await backend.join(QUEUE)
-        assert (await breaker.ask(fa.BREAKER_STATE)).state is fa.BreakerState.CLOSED
+    with capture_logs() as logs:
+        async with fa.open_system(app.build(backend, QUEUE)) as system:
+            breaker = system.ref("breaker")
+            await backend.publish(QUEUE, 0)
+            await backend.publish(QUEUE, 1)
+            await anyio.wait_all_tasks_blocked()  # both failed: the circuit is open
+            state = await breaker.ask(fa.BREAKER_STATE)
+            assert state.state is fa.BreakerState.OPEN
+            assert [(n, a) for n, a, _ in seen] == [(0, 1), (1, 1)]
+            healthy = True
+            await backend.publish(QUEUE, 2)  # arrives while open: deferred, untried
+            await backend.publish(QUEUE, 3)
+            await backend.join(QUEUE)
+            assert (await breaker.ask(fa.BREAKER_STATE)).state is fa.BreakerState.CLOSED
     later = seen[2:]
     assert all(at >= state.opened_at + 10 for _, _, at in later)  # nothing ran while open
     # Deferrals are not attempts: the retried ones run on attempt 2, the others on 1.
     assert sorted((n, a) for n, a, _ in later) == [(0, 2), (1, 2), (2, 1), (3, 1)]
     assert backend.dead_letters(QUEUE) == []
+    events = [e["event"] for e in logs if e["event"].startswith("breaker.")]
+    assert events == ["breaker.open", "breaker.half_open", "breaker.closed"]
+    documented = re.findall(r"``(breaker\.\w+)``", fa.pipeline.CircuitBreakerStage.__doc__ or "")
+    assert sorted(documented) == sorted(events)  # the docstring names the events logged
 
 
 async def test_rate_limit_spaces_messages_out() -> None:
@@ -118,7 +127,7 @@ async def test_rate_limited_deliveries_go_back_on_shutdown() -> None:
     app = fa.WorkerApp().add_worker(handle).with_rate_limit(rate=0.01).with_drain_timeout(1)
     async with fa.open_system(app.build(backend, QUEUE)):
         await anyio.wait_all_tasks_blocked()
-    stats = backend.statistics(QUEUE)
+    stats = backend.queue_statistics(QUEUE)
     assert (stats.ready, stats.in_flight, stats.dead) == (4, 0, 0)  # one ran, four returned
 
 
@@ -127,6 +136,9 @@ class BrokenSink:
         raise OSError("disk full")
 
 
+# Real time: the JSON-lines sink syncs in a worker thread, and virtual time does not
+# wait for threads (the dead-letter actor's shutdown timeout would pass at once).
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
 async def test_dead_letter_sinks_record_and_replay(tmp_path: Path) -> None:
     backend = fa.MemoryBackend()
     healthy = False
@@ -169,6 +181,33 @@ async def test_dead_letter_sinks_record_and_replay(tmp_path: Path) -> None:
     async with fa.open_system(app.build(backend, QUEUE)):
         await backend.join(QUEUE)
     assert sorted(handled) == [1, 2]
+
+
+async def test_the_json_lines_sink_syncs_off_the_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "dead.jsonl"
+    loop_thread = threading.get_ident()
+    synced: list[tuple[int, int]] = []  # (thread, letters on file when synced)
+    fsync = os.fsync
+
+    def watched_fsync(fd: int) -> None:
+        synced.append((threading.get_ident(), len(path.read_text().splitlines())))
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", watched_fsync)
+    sink = fa.JsonLinesSink(path)
+    props = fa.MessageProperties()
+    letters = [fa.DeadLetter(f"m-{n}", QUEUE, b"{}", props, "x", 1, 0.0) for n in range(3)]
+    for n, letter in enumerate(letters, 1):
+        written = sink.write(letter)
+        if inspect.isawaitable(written):
+            await written
+        assert fa.read_dead_letters(path) == letters[:n]  # on file when write returns
+        assert synced[-1][1] == n  # and synced after it was written
+    sink.close()
+    assert len(synced) == 3
+    assert all(thread != loop_thread for thread, _ in synced)  # in a worker thread
 
 
 async def test_batches_are_full_or_timed_and_settled_per_message() -> None:

@@ -122,6 +122,9 @@ def test_run_returns_how_the_root_ended(backend: str) -> None:
     assert fa.run(spec, backend=backend) == fa.Exit(fa.ExitKind.NORMAL)
 
 
+PACKAGE_DIR = str(Path(fa.__file__).resolve().parent.parent)  # the foxactors under test
+
+
 def foxactors(*args: str, **kwargs: Any) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "foxactors", *args],
@@ -129,7 +132,7 @@ def foxactors(*args: str, **kwargs: Any) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), PACKAGE_DIR])},
         **kwargs,
     )
 
@@ -163,6 +166,9 @@ def test_cli_turns_a_signal_into_an_ordered_shutdown(backend: str, sig: signal.S
         ("tests.nowhere:app", "cannot import module 'tests.nowhere'"),
         ("tests.apps:missing", "has no attribute 'missing'"),
         ("tests.apps:not_a_tree", "it must be a ChildSpec"),
+        ("tests/apps.py:forever", "names a file: use a module path, e.g. tests.apps:forever"),
+        ("./tests/apps.py", "names a file: use a module path, e.g. tests.apps:app"),
+        ("/srv/jobs/app.py:tree", "names a file: use a module path, e.g. app:tree (run from"),
     ],
 )
 def test_cli_explains_a_bad_target(target: str, message: str) -> None:
@@ -243,8 +249,8 @@ def test_cli_lists_a_dead_letter_file(tmp_path: Path) -> None:
     path = tmp_path / "dead.jsonl"
     sink = fa.JsonLinesSink(path)
     props = fa.MessageProperties(message_type="send_email")
-    sink.write(fa.DeadLetter("m-1", "emails", b"{}", props, "failed after 4 attempts: X", 4, 0.0))
-    sink.close()
+    letter = fa.DeadLetter("m-1", "emails", b"{}", props, "failed after 4 attempts: X", 4, 0.0)
+    anyio.run(sink.write, letter)
     listed = subprocess.run(
         [sys.executable, "-m", "foxactors", "dead-letters", "list", str(path), "--json"],
         capture_output=True,

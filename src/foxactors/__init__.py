@@ -20,8 +20,10 @@ from ._errors import ActorNotFound as ActorNotFound
 from ._errors import ActorStopped as ActorStopped
 from ._errors import AskTimeout as AskTimeout
 from ._errors import BackendError as BackendError
+from ._errors import CodecError as CodecError
 from ._errors import ConfigurationError as ConfigurationError
 from ._errors import DecodeError as DecodeError
+from ._errors import EncodeError as EncodeError
 from ._errors import FoxactorsError as FoxactorsError
 from ._errors import MailboxFull as MailboxFull
 from ._errors import RestartIntensityExceeded as RestartIntensityExceeded

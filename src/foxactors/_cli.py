@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import PurePath
 from typing import TYPE_CHECKING
 
 import structlog
@@ -31,6 +32,8 @@ def load_app(target: str) -> ChildSpec:
         ConfigurationError: The target is malformed, missing, or not a tree.
     """
     module_name, _, attr = target.partition(":")
+    if module_name.endswith(".py") or "/" in module_name or os.sep in module_name:
+        raise ConfigurationError(_file_hint(target, module_name, attr))
     if not module_name or not attr:
         raise ConfigurationError(
             f"expected MODULE:ATTRIBUTE (for example examples.supervision_tree:app), got {target!r}"
@@ -57,6 +60,19 @@ def load_app(target: str) -> ChildSpec:
             "a WorkerApp bound with with_backend(), or a function returning one"
         )
     return app
+
+
+def _file_hint(target: str, module_name: str, attr: str) -> str:
+    """Say how to name the module of a file given as ``path/to/file.py:attr``."""
+    path = PurePath(module_name)
+    stem = path.with_suffix("") if path.suffix == ".py" else path
+    parts = [part for part in stem.parts if part != "."]
+    where = "run from the directory the module path starts in, or put it on PYTHONPATH"
+    if path.is_absolute() or ".." in parts:
+        parts = [stem.name]
+        where = f"run from {path.parent}, or put it on PYTHONPATH"
+    example = f"{'.'.join(parts)}:{attr or 'app'}"
+    return f"{target!r} names a file: use a module path, e.g. {example} ({where})"
 
 
 def _list_dead_letters(path: str, *, as_json: bool) -> int:

@@ -20,8 +20,10 @@ class FoxactorsError(Exception):
 class ConfigurationError(FoxactorsError, ValueError):
     """A specification or option is invalid.
 
-    Raised when a tree, a child spec or a policy is built, never later. The message
-    names the offending value and how to fix it; correct the call and build again.
+    Raised when a tree, a child spec, a policy or a backend is built, and by a call
+    given a bad argument (a delay, a queue name, a header); a payload the codec cannot
+    encode raises `EncodeError` instead. The message names the offending value and how
+    to fix it; correct the call and try again.
     """
 
 
@@ -101,7 +103,21 @@ class SettlementError(FoxactorsError):
     """
 
 
-class DecodeError(FoxactorsError):
+class CodecError(FoxactorsError):
+    """Branch for a codec that cannot turn a payload into a body, or a body back."""
+
+
+class EncodeError(CodecError, ValueError):
+    """A payload could not be encoded: not serialisable, or larger than the codec allows.
+
+    Raised by ``publish`` at run time, before anything is sent: nothing was published.
+    The message names the value and what would work (convert it to plain data, send a
+    reference to a large payload, or configure the codec); fix the payload or the codec
+    and publish again.
+    """
+
+
+class DecodeError(CodecError):
     """A message body could not be decoded, or is larger than the codec allows.
 
     Raised inside the pipeline, never to the caller: the message goes to the

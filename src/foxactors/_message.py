@@ -103,7 +103,7 @@ class Message:
         attempt: 1 on the first delivery, then 2, 3...: redeliveries after crashes
             and delayed retries both count.
         queue: The queue it was consumed from.
-        published_at: When it was published, in the backend's clock (seconds).
+        published_at: When it was published, in wall-clock Unix seconds.
     """
 
     id: str

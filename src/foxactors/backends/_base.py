@@ -167,7 +167,7 @@ class DeadLetter:
         properties: The original properties and headers, untouched.
         reason: Why it was dead-lettered (one line).
         attempts: How many times it was delivered.
-        failed_at: When, in the backend's clock (seconds).
+        failed_at: When, in wall-clock Unix seconds (NaN if a broker's record lacks it).
     """
 
     id: str
@@ -223,3 +223,6 @@ class Backend(Protocol):
 
     async def open_source(self, queue: str, *, prefetch: int) -> Source:
         """Start consuming ``queue`` with at most ``prefetch`` unsettled deliveries."""
+
+    def statistics(self) -> ConnectionStatistics:
+        """Return what its connections and consumers are doing (one shape for all)."""

@@ -2,7 +2,9 @@
 
 Same contract as the brokers: redelivery on requeue and when a consumer goes away,
 delayed retry, dead letters, an attempt count that travels with the message, credit
-(prefetch). Time is the event loop's clock, so it runs in virtual time in tests.
+(prefetch). Delays and expirations run on the event loop's clock, so they pass in
+virtual time in tests; the times it reports (``published_at``, ``failed_at``) are
+wall-clock Unix seconds, as the brokers report them.
 """
 
 from __future__ import annotations
@@ -10,9 +12,11 @@ from __future__ import annotations
 import bisect
 import heapq
 import itertools
+import time
 import uuid
+import warnings
 from collections import deque
-from typing import Any
+from typing import Any, overload
 
 import anyio
 import attrs
@@ -29,7 +33,7 @@ from foxactors._errors import (
 )
 from foxactors._message import DEFAULT_PROPERTIES, Delivery, Message, MessageProperties
 
-from ._base import DeadLetter
+from ._base import ConnectionCounts, ConnectionStatistics, DeadLetter
 
 _logger: structlog.typing.FilteringBoundLogger = structlog.get_logger("foxactors")
 
@@ -42,7 +46,8 @@ class _Entry:
     id: str
     body: bytes
     properties: MessageProperties
-    published_at: float
+    published_at: float  # wall clock (Unix seconds), what the message reports
+    enqueued_at: float  # the event loop's clock: what expiration counts from
     deliveries: int = 0
 
 
@@ -183,6 +188,7 @@ class MemoryBackend:
         self.codec: Codec = codec if codec is not None else JsonCodec()
         self._queues: dict[str, _Queue] = {}
         self._generations = itertools.count(1)
+        self._counts = ConnectionCounts()  # in process: never fails, never lost
 
     def _queue(self, name: str) -> _Queue:
         queue = self._queues.get(name)
@@ -211,7 +217,8 @@ class MemoryBackend:
             delay: Seconds before it becomes deliverable.
 
         Raises:
-            ConfigurationError: The payload cannot be encoded, or a bad delay.
+            EncodeError: The codec cannot encode the payload; nothing was published.
+            ConfigurationError: A bad queue name or delay.
         """
         return self.publish_raw(
             queue, self.codec.encode(payload), properties=properties, delay=delay
@@ -228,7 +235,7 @@ class MemoryBackend:
         """Enqueue an already encoded ``body`` as it is (for tests of bad input)."""
         require_seconds("delay", delay)
         now = anyio.current_time()
-        entry = _Entry(uuid.uuid4().hex, body, properties or DEFAULT_PROPERTIES, now)
+        entry = _Entry(uuid.uuid4().hex, body, properties or DEFAULT_PROPERTIES, time.time(), now)
         target = self._queue(queue)
         if delay > 0:
             target.push_delayed(entry, now + delay)
@@ -241,7 +248,10 @@ class MemoryBackend:
     async def open_source(self, queue: str, *, prefetch: int) -> MemorySource:
         """Start consuming ``queue`` with at most ``prefetch`` unsettled deliveries."""
         require_int("prefetch", prefetch, 1)
-        return MemorySource(self, self._queue(queue), prefetch, next(self._generations))
+        source = MemorySource(self, self._queue(queue), prefetch, next(self._generations))
+        self._counts.connected()
+        self._counts.started()
+        return source
 
     # -- inspecting -----------------------------------------------------------------
 
@@ -249,8 +259,32 @@ class MemoryBackend:
         """Wait until ``queue`` has nothing ready, delayed or in flight."""
         await self._queue(queue).wait_idle()
 
-    def statistics(self, queue: str) -> QueueStatistics:
-        """Return the counts of ``queue``."""
+    @overload
+    def statistics(self) -> ConnectionStatistics: ...
+
+    @overload
+    def statistics(self, queue: str) -> QueueStatistics: ...
+
+    def statistics(self, queue: str | None = None) -> ConnectionStatistics | QueueStatistics:
+        """Return the consumer counts, in the shape every backend returns.
+
+        The memory backend is always connected: ``consuming`` counts its open sources
+        and ``connects`` the sources opened; nothing fails or is lost, so the other
+        counts stay zero. ``statistics(queue)``, the counts of one queue, is
+        deprecated: call `queue_statistics`.
+        """
+        if queue is None:
+            return self._counts.snapshot()
+        warnings.warn(
+            "MemoryBackend.statistics(queue) is deprecated: use queue_statistics(queue); "
+            "statistics() without a queue returns ConnectionStatistics, as on every backend",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.queue_statistics(queue)
+
+    def queue_statistics(self, queue: str) -> QueueStatistics:
+        """Return the counts of ``queue``: ready, delayed, in flight, dead."""
         target = self._queue(queue)
         return QueueStatistics(
             len(target.ready), len(target.delayed), len(target.in_flight), len(target.dead)
@@ -265,7 +299,9 @@ class MemoryBackend:
         target = self._queue(queue)
         replayed, target.dead = target.dead, []
         for letter in replayed:
-            target.push(_Entry(letter.id, letter.body, letter.properties, anyio.current_time()))
+            target.push(
+                _Entry(letter.id, letter.body, letter.properties, time.time(), anyio.current_time())
+            )
         return len(replayed)
 
     def purge_dead_letters(self, queue: str) -> int:
@@ -332,7 +368,7 @@ class MemorySource:
         self._unsettled.add(tag)
         handle = AckHandle(self, tag, self.generation)
         ttl = entry.properties.expiration
-        if ttl is not None and anyio.current_time() - entry.published_at > ttl:
+        if ttl is not None and anyio.current_time() - entry.enqueued_at > ttl:
             handle.dead_letter(f"expired: not delivered within {ttl} s")  # as RabbitMQ's DLX
             return None
         try:
@@ -376,7 +412,6 @@ class MemorySource:
             entry.deliveries -= 1  # not an attempt: it was never tried
             queue.push_delayed(entry, anyio.current_time() + delay)
         elif decision is Decision.DEAD_LETTER:
-            now = anyio.current_time()
             queue.dead.append(
                 DeadLetter(
                     entry.id,
@@ -385,7 +420,7 @@ class MemorySource:
                     entry.properties,
                     reason,
                     entry.deliveries,
-                    now,
+                    time.time(),
                 )
             )
         if not queue.in_flight:
@@ -421,6 +456,7 @@ class MemorySource:
         if not self.live:
             return
         self.live = False
+        self._backend._counts.ended(lost=False)
         queue = self._q
         for tag in sorted(self._unsettled, reverse=True):  # keep their order at the front
             queue.push(queue.in_flight.pop(tag), front=True)

@@ -357,7 +357,8 @@ class RabbitMQBackend:
         """Encode and publish ``payload`` with confirms; return its message id.
 
         Raises:
-            ConfigurationError: The payload cannot be encoded, or a bad delay.
+            EncodeError: The codec cannot encode the payload; nothing was published.
+            ConfigurationError: A bad queue name or delay.
             BackendError: The broker refused or returned the message.
         """
         return await self.publish_raw(

@@ -510,7 +510,8 @@ class RedisBackend:
         With ``delay``, it goes to the delayed set and enters the stream when due.
 
         Raises:
-            ConfigurationError: The payload cannot be encoded, a bad header or delay.
+            EncodeError: The codec cannot encode the payload; nothing was published.
+            ConfigurationError: A bad stream name, header or delay.
             BackendError: Redis cannot be reached.
         """
         return await self.publish_raw(

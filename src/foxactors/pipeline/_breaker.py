@@ -85,7 +85,7 @@ class CircuitBreakerStage(Stage):
     circuit. Open: deliveries are deferred, untried (``defer``: no attempt counted),
     until ``open_timeout`` has passed. Half-open: one probe passes; success closes the
     circuit, failure opens it again. State changes are logged
-    (``breaker.opened``, ``breaker.half_open``, ``breaker.closed``); ``ask(BREAKER_STATE)``
+    (``breaker.open``, ``breaker.half_open``, ``breaker.closed``); ``ask(BREAKER_STATE)``
     returns the current `Breaker`. It sits inside the retry stage, so it sees raw
     failures. It admits deliveries on their way to the pool: those admitted before
     the circuit opened (waiting in the pool for a worker) still run.

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import base64
+import inspect
 import json
 import os
+import threading
+from collections.abc import Awaitable
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import Any, Protocol
 
+import anyio
 import attrs
 
 from foxactors._actor import Actor
@@ -19,8 +23,13 @@ from foxactors.backends._base import Backend, DeadLetter
 class DeadLetterSink(Protocol):
     """Receives a record of every dead letter of a pipeline."""
 
-    def write(self, letter: DeadLetter) -> None:
-        """Record ``letter``; raising is logged and does not lose the message."""
+    def write(self, letter: DeadLetter) -> Awaitable[None] | None:
+        """Record ``letter``; raising is logged and does not lose the message.
+
+        It may be a coroutine function (``async def write``): the dead-letter actor
+        awaits it. Blocking work (a disk sync, a network call) belongs in a worker
+        thread (``anyio.to_thread.run_sync``), never on the event loop.
+        """
 
 
 class MemorySink:
@@ -54,27 +63,29 @@ def _decode(line: str) -> DeadLetter:
 class JsonLinesSink:
     """Appends one JSON object per dead letter to a file (body base64-encoded).
 
-    Each line is flushed and synced as written. Read the file back with
-    `read_dead_letters`, replay it with `replay_dead_letters`.
+    Each line is synced as written: when ``await sink.write(letter)`` returns, the
+    letter is on disk. The writing and the sync run in a worker thread, so a slow
+    disk holds up only the dead-letter actor, never the event loop. The file is
+    opened for each letter, so it may be moved away (rotated) at any time. Read it
+    back with `read_dead_letters`, replay it with `replay_dead_letters`.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        self._file: IO[str] | None = None
+        self._lock = threading.Lock()  # one line at a time, whichever loop calls
 
-    def write(self, letter: DeadLetter) -> None:
-        """Append ``letter`` as one line."""
-        if self._file is None:
-            self._file = self.path.open("a", encoding="utf-8")
-        self._file.write(_encode(letter) + "\n")
-        self._file.flush()
-        os.fsync(self._file.fileno())
+    async def write(self, letter: DeadLetter) -> None:
+        """Append ``letter`` as one line; return once it is synced to disk."""
+        await anyio.to_thread.run_sync(self._append, _encode(letter) + "\n")
+
+    def _append(self, line: str) -> None:
+        with self._lock, self.path.open("a", encoding="utf-8") as file:
+            file.write(line)
+            file.flush()
+            os.fsync(file.fileno())
 
     def close(self) -> None:
-        """Close the file (it is reopened on the next write)."""
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        """Nothing to release: each write opens and closes the file."""
 
 
 def read_dead_letters(path: str | os.PathLike[str]) -> list[DeadLetter]:
@@ -117,7 +128,9 @@ class DeadLetterActor(Actor[DeadLetter]):
         """Write ``message`` to every sink."""
         for sink in self.sinks:
             try:
-                sink.write(message)
+                written = sink.write(message)
+                if inspect.isawaitable(written):
+                    await written
             except Exception as exc:
                 self.log.error("dead_letter_sink.failed", sink=type(sink).__name__, error=str(exc))
 

@@ -68,7 +68,8 @@ class RetryPolicy:
         """Return (RETRY, delay, "") or (DEAD_LETTER, 0, why) after failed ``attempt``."""
         if attempt <= self.max_retries:
             return OutcomeKind.RETRY, self.delay(attempt, rand), ""
-        return OutcomeKind.DEAD_LETTER, 0.0, f"failed after {attempt} attempts: {reason}"
+        attempts = "1 attempt" if attempt == 1 else f"{attempt} attempts"
+        return OutcomeKind.DEAD_LETTER, 0.0, f"failed after {attempts}: {reason}"
 
 
 class RetryStage(Stage):
