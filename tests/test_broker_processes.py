@@ -62,7 +62,8 @@ def worker_process(url: str, queue: str, log: Path, **env: str) -> subprocess.Po
         text=True,
         env={
             **os.environ,
-            "PYTHONPATH": str(ROOT),
+            # the foxactors under test first, then the examples package
+            "PYTHONPATH": os.pathsep.join([str(Path(backends.__file__).parents[2]), str(ROOT)]),
             "FOXACTORS_BROKER_URL": url,
             "FOXACTORS_QUEUE": queue,
             "FOXACTORS_PROCESSED_LOG": str(log),

@@ -136,9 +136,6 @@ class BrokenSink:
         raise OSError("disk full")
 
 
-# Real time: the JSON-lines sink syncs in a worker thread, and virtual time does not
-# wait for threads (the dead-letter actor's shutdown timeout would pass at once).
-@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
 async def test_dead_letter_sinks_record_and_replay(tmp_path: Path) -> None:
     backend = fa.MemoryBackend()
     healthy = False

@@ -49,7 +49,10 @@ class MailboxFull(ActorError, WouldBlock):
 
 
 class ActorCrashed(ActorError):
-    """The actor raised while handling an ``ask``; the original error is ``__cause__``.
+    """The actor crashed while handling an ``ask``; the original error is ``__cause__``.
+
+    Its handler raised, or one of its background tasks did while the handler was
+    awaiting.
 
     The actor itself goes to its supervisor's failure policy (usually a restart). Decide
     whether to retry the request once it is back.

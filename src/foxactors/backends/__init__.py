@@ -19,6 +19,7 @@ from ._memory import QueueStatistics as QueueStatistics
 if TYPE_CHECKING:
     from ._rabbitmq import RabbitMQBackend as RabbitMQBackend
     from ._rabbitmq import RabbitMQSource as RabbitMQSource
+    from ._rabbitmq import RabbitMQStatistics as RabbitMQStatistics
     from ._rabbitmq import Topology as Topology
     from ._redis import Leases as Leases
     from ._redis import RedisBackend as RedisBackend
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 _LAZY = {
     "RabbitMQBackend": "_rabbitmq",
     "RabbitMQSource": "_rabbitmq",
+    "RabbitMQStatistics": "_rabbitmq",
     "Topology": "_rabbitmq",
     "Leases": "_redis",
     "RedisBackend": "_redis",

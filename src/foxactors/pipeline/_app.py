@@ -432,8 +432,11 @@ class WorkerApp:
         if self._sinks:
             sinks = list(self._sinks)
             children.append(
-                ChildSpec(
-                    "dead-letters", functools.partial(DeadLetterActor, sinks), mailbox_size=mailbox
+                ChildSpec(  # stopped last, and given the time to record every letter
+                    "dead-letters",
+                    functools.partial(DeadLetterActor, sinks),
+                    mailbox_size=mailbox,
+                    shutdown=None,
                 )
             )
         children += [
