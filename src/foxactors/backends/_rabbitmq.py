@@ -65,7 +65,8 @@ try:
     from pamqp.commands import Basic
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError(
-        "the RabbitMQ backend needs aio-pika: pip install 'foxactors[rabbitmq]' (from a clone: pip install '.[rabbitmq]')"
+        "the RabbitMQ backend needs aio-pika: pip install 'foxactors[rabbitmq]' "
+        "(from a clone: pip install '.[rabbitmq]')"
     ) from exc
 
 _logger: structlog.typing.FilteringBoundLogger = structlog.get_logger("foxactors")

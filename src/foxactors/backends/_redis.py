@@ -81,7 +81,10 @@ try:
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import TimeoutError as RedisTimeoutError
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
-    raise ImportError("the Redis backend needs redis-py: pip install 'foxactors[redis]' (from a clone: pip install '.[redis]')") from exc
+    raise ImportError(
+        "the Redis backend needs redis-py: pip install 'foxactors[redis]' "
+        "(from a clone: pip install '.[redis]')"
+    ) from exc
 
 _logger: structlog.typing.FilteringBoundLogger = structlog.get_logger("foxactors")
 
