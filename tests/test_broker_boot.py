@@ -163,7 +163,7 @@ async def test_a_broker_down_at_boot_is_tried_again_with_the_reconnect_backoff()
     ]  # one line per attempt, nothing else
     assert all(e["url"] == "memory://worker:***@broker/" for e in shown)
     assert SECRET not in repr(logs.entries)
-    assert backend.statistics("jobs") == fa.backends.QueueStatistics(0, 0, 0, 0)
+    assert backend.queue_statistics("jobs") == fa.backends.QueueStatistics(0, 0, 0, 0)
 
 
 async def test_refused_credentials_at_boot_fail_the_start_at_once() -> None:

@@ -137,14 +137,14 @@ async def run_shape(shape: str, backend: Any, queue: str, *, timeout: float) -> 
 async def test_every_shape_runs_on_the_memory_backend(shape: str) -> None:
     backend = fa.MemoryBackend()
     await run_shape(shape, backend, "jobs", timeout=60)
-    assert backend.statistics("jobs") == fa.backends.QueueStatistics(0, 0, 0, 0)  # acked
+    assert backend.queue_statistics("jobs") == fa.backends.QueueStatistics(0, 0, 0, 0)  # acked
 
 
 @pytest.mark.parametrize("shape", SHAPES)
 async def test_every_shape_runs_with_an_intake_subtree(shape: str) -> None:
     backend = Connected()
     await run_shape(shape, backend, "jobs", timeout=60)
-    assert backend.statistics("jobs") == fa.backends.QueueStatistics(0, 0, 0, 0)  # acked
+    assert backend.queue_statistics("jobs") == fa.backends.QueueStatistics(0, 0, 0, 0)  # acked
 
 
 @pytest.fixture(params=BROKERS)

@@ -117,7 +117,7 @@ async def test_a_returned_dead_letter_copy_keeps_the_original_until_the_dlq_is_b
         # the graceful stop waited for the second copy's confirm
     assert attempts == [1]  # then delivered again, it is caught as poison, not run
     assert letters.reasons == [
-        "failed after 1 attempts: ValueError: bad address",
+        "failed after 1 attempt: ValueError: bad address",
         "poison message: delivered 2 times with max_retries=0",
     ]
     (failure,) = events(logs, "rabbitmq.copy_failed")

@@ -7,7 +7,8 @@ import enum
 from collections.abc import Hashable
 from typing import Protocol
 
-from ._errors import SettlementError, require_seconds
+from ._errors import SettlementError
+from ._validate import require_seconds
 
 
 class Decision(enum.Enum):

@@ -11,7 +11,8 @@ from typing import Any, NoReturn, Protocol
 
 import attrs
 
-from ._errors import DecodeError, EncodeError, require_int
+from ._errors import DecodeError, EncodeError
+from ._validate import require_int
 
 _decode = json.JSONDecoder().decode
 _raw_decode = json.JSONDecoder().raw_decode

@@ -5,8 +5,6 @@ Every exception says in its docstring when it is raised and what to do about it.
 
 from __future__ import annotations
 
-import math
-
 from anyio import WouldBlock
 
 
@@ -135,26 +133,3 @@ class BackendError(FoxactorsError):
     An unknown backend or a missing extra is a configuration problem: the message
     says what to install or name.
     """
-
-
-def require_seconds(name: str, value: object, *, positive: bool = False) -> float:
-    """Return ``value`` as float seconds, or raise `ConfigurationError` naming it.
-
-    It must be a finite number (not a bool), >= 0, or > 0 with ``positive``.
-    """
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value < 0
-        or (positive and value == 0)
-    ):
-        bound = "> 0" if positive else ">= 0"
-        raise ConfigurationError(f"{name} must be seconds {bound}, got {value!r}")
-    return float(value)
-
-
-def require_int(name: str, value: object, minimum: int, where: str = "") -> None:
-    """Raise `ConfigurationError` unless ``value`` is an int (not a bool) >= ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigurationError(f"{where}{name} must be an int >= {minimum}, got {value!r}")

@@ -5,17 +5,16 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from ._errors import ConfigurationError, require_int
+from ._errors import ConfigurationError
 from ._policy import Backoff
+from ._validate import coerce_enum, require_int
 
 if TYPE_CHECKING:
     from ._actor import Actor
-
-E = TypeVar("E", bound=enum.Enum)
 
 
 class Restart(enum.Enum):
@@ -49,19 +48,6 @@ class AutoShutdown(enum.Enum):
     """As soon as one significant child ends for good."""
     ALL_SIGNIFICANT = "all_significant"
     """Once every significant child has ended for good."""
-
-
-def coerce_enum(enum_cls: type[E], value: object, what: str) -> E:
-    """Accept an enum member or its string value; otherwise raise a clear error."""
-    if isinstance(value, enum_cls):
-        return value
-    for member in enum_cls:
-        if value == member.value:
-            return member
-    valid = ", ".join(repr(m.value) for m in enum_cls)
-    raise ConfigurationError(
-        f"{what} must be one of {valid} (or {enum_cls.__name__}.*), got {value!r}"
-    )
 
 
 def _valid_id(value: object) -> bool:

@@ -21,7 +21,8 @@ from ._errors import (
 )
 from ._lifecycle import SHUTDOWN_EXIT, ActorState, Exit, ExitKind
 from ._policy import Backoff, RestartIntensity
-from ._spec import AutoShutdown, ChildSpec, Restart, Strategy, coerce_enum
+from ._spec import AutoShutdown, ChildSpec, Restart, Strategy
+from ._validate import coerce_enum
 
 
 @attrs.frozen

@@ -24,14 +24,9 @@ import structlog
 
 from foxactors._ack import AckHandle, Decision
 from foxactors._codec import Codec, JsonCodec
-from foxactors._errors import (
-    BackendError,
-    ConfigurationError,
-    DecodeError,
-    require_int,
-    require_seconds,
-)
+from foxactors._errors import BackendError, ConfigurationError, DecodeError
 from foxactors._message import DEFAULT_PROPERTIES, Delivery, Message, MessageProperties
+from foxactors._validate import require_int, require_seconds
 
 from ._base import ConnectionCounts, ConnectionStatistics, DeadLetter
 

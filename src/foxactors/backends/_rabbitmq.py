@@ -40,15 +40,10 @@ import structlog
 from foxactors._ack import AckHandle, Decision
 from foxactors._actor import Actor
 from foxactors._codec import Codec, JsonCodec
-from foxactors._errors import (
-    BackendError,
-    ConfigurationError,
-    DecodeError,
-    require_int,
-    require_seconds,
-)
+from foxactors._errors import BackendError, ConfigurationError, DecodeError
 from foxactors._lifecycle import Exit
 from foxactors._message import Delivery, Message, MessageProperties
+from foxactors._validate import require_int, require_seconds
 
 from ._base import (
     CONNECTION,

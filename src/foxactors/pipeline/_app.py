@@ -11,17 +11,13 @@ from typing import Any, Self, TypeVar
 import attrs
 import structlog
 
-from foxactors._errors import (
-    ActorError,
-    ConfigurationError,
-    RestartIntensityExceeded,
-    require_int,
-)
+from foxactors._errors import ActorError, ConfigurationError, RestartIntensityExceeded
 from foxactors._lifecycle import ActorState, Exit
 from foxactors._policy import Backoff
-from foxactors._spec import ChildSpec, Restart, coerce_enum
+from foxactors._spec import ChildSpec, Restart
 from foxactors._supervisor import Supervisor
 from foxactors._system import run
+from foxactors._validate import coerce_enum, require_int, require_timeout
 from foxactors.backends._base import Backend, Source
 
 from ._batch import BatchStage
@@ -42,7 +38,6 @@ from ._worker import (
     WorkerActor,
     WorkerFactory,
     check_handler,
-    check_timeout,
     worker_factory,
 )
 
@@ -247,7 +242,7 @@ class WorkerApp:
 
     def with_timeout(self, seconds: float | None) -> Self:
         """Default processing timeout for handlers that set none."""
-        check_timeout(seconds)
+        require_timeout(seconds)
         self._timeout = seconds
         return self
 
@@ -341,7 +336,7 @@ class WorkerApp:
 
     def with_drain_timeout(self, seconds: float) -> Self:
         """How long a graceful stop waits for in-flight work (default 30 s)."""
-        check_timeout(seconds)
+        require_timeout(seconds)
         self._drain_timeout = seconds
         return self
 

@@ -7,9 +7,9 @@ from typing import Any
 import anyio
 import attrs
 
-from foxactors._errors import require_int, require_seconds
 from foxactors._lifecycle import Exit
 from foxactors._message import Delivery
+from foxactors._validate import require_int, require_seconds
 
 from ._stage import Stage
 from ._work import Batch

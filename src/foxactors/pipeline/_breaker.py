@@ -8,8 +8,8 @@ from typing import Any
 import anyio
 import attrs
 
-from foxactors._errors import require_int, require_seconds
 from foxactors._message import Delivery, Outcome, OutcomeKind
+from foxactors._validate import require_int, require_seconds
 
 from ._stage import Stage
 

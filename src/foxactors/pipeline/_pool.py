@@ -15,11 +15,12 @@ import attrs
 
 from foxactors._ack import AckHandle
 from foxactors._actor import ActorRef
-from foxactors._errors import ActorError, ActorStopped, require_int, require_seconds
+from foxactors._errors import ActorError, ActorStopped
 from foxactors._lifecycle import Exit, ExitKind
 from foxactors._message import Delivery, Outcome
-from foxactors._spec import ChildSpec, coerce_enum
+from foxactors._spec import ChildSpec
 from foxactors._supervisor import Supervisor
+from foxactors._validate import coerce_enum, require_int, require_seconds
 
 from ._work import Batch, BatchOutcomes, Deliveries, one_or_batch
 from ._worker import RETIRE, Handback, Recycle

@@ -9,9 +9,10 @@ from typing import Any
 import anyio
 import attrs
 
-from foxactors._errors import ConfigurationError, require_int
+from foxactors._errors import ConfigurationError
 from foxactors._lifecycle import Exit
 from foxactors._message import Delivery
+from foxactors._validate import require_int
 
 from ._stage import Stage
 

@@ -9,8 +9,9 @@ from typing import Any
 
 import attrs
 
-from foxactors._errors import ConfigurationError, require_int
+from foxactors._errors import ConfigurationError
 from foxactors._message import Delivery, Outcome, OutcomeKind
+from foxactors._validate import require_int
 
 from ._stage import Stage
 from ._work import BatchOutcomes, Deliveries

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import math
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
@@ -15,6 +14,7 @@ from foxactors._actor import Actor, ActorRef
 from foxactors._context import current_message
 from foxactors._errors import ActorStopped, ConfigurationError
 from foxactors._message import Delivery, Message, Outcome, OutcomeKind
+from foxactors._validate import require_timeout
 
 from ._work import Batch, BatchOutcomes
 
@@ -65,7 +65,7 @@ class FunctionWorker:
                 f"a handler must be an async function taking a Message, got {func!r}"
             )
         check_handler(func, "delivery" if manual_ack else "message")
-        check_timeout(timeout)
+        require_timeout(timeout)
         self.id: str = id or str(getattr(func, "__qualname__", "handler"))
         self.timeout = timeout
         self.process = func
@@ -142,17 +142,6 @@ def _check_process(owner: str, process: Callable[..., Any], *, arguments: int) -
             f"{owner}.process cannot take a message: a Worker needs {_PROCESS}, "
             f"but its signature is {inspect.signature(defined)}"
         )
-
-
-def check_timeout(timeout: float | None) -> None:
-    """Raise a clear error unless ``timeout`` is None or seconds > 0."""
-    if timeout is not None and (
-        isinstance(timeout, bool)
-        or not isinstance(timeout, int | float)
-        or not math.isfinite(timeout)
-        or timeout <= 0
-    ):
-        raise ConfigurationError(f"timeout must be seconds > 0 or None, got {timeout!r}")
 
 
 def as_worker(
