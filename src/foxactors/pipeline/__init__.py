@@ -15,6 +15,7 @@ from ._deadletters import JsonLinesSink as JsonLinesSink
 from ._deadletters import MemorySink as MemorySink
 from ._deadletters import read_dead_letters as read_dead_letters
 from ._deadletters import replay_dead_letters as replay_dead_letters
+from ._options import PipelineOptions as PipelineOptions
 from ._pool import Pool as Pool
 from ._pool import PoolStrategy as PoolStrategy
 from ._ratelimit import RateLimitStage as RateLimitStage

@@ -25,6 +25,7 @@ from ._breaker import Breaker, CircuitBreakerStage
 from ._consumer import STOP_INTAKE, Consumer
 from ._deadletters import DeadLetterActor, DeadLetterSink
 from ._intake import Intake
+from ._options import BatchOption, HandlerOption, MiddlewareOption, PipelineOptions, StageFactory
 from ._pool import RETURN_PENDING, MemoryLimit, Pool, PoolStrategy, resident_memory
 from ._ratelimit import RateLimitStage, TokenBucket
 from ._retry import RetryPolicy, RetryStage
@@ -36,14 +37,11 @@ from ._worker import (
     ManualHandler,
     Worker,
     WorkerActor,
-    WorkerFactory,
     check_handler,
     worker_factory,
 )
 
 _logger: structlog.typing.FilteringBoundLogger = structlog.get_logger("foxactors")
-
-StageFactory = Callable[[], Stage]
 
 
 class Pipeline(Supervisor):
@@ -118,25 +116,16 @@ class WorkerApp:
     """
 
     def __init__(self, name: str = "app") -> None:
-        self._name = name
-        self._default: _Handler | None = None  # made into worker factories by build()
-        self._routes: dict[str, _Handler] = {}
-        self._concurrency = 8  # as Dramatiq: outcomes then reach shared actors in batches
-        self._strategy = PoolStrategy.ROUND_ROBIN
-        self._prefetch = 100
-        self._retry: RetryPolicy | None = RetryPolicy()
-        self._stages: list[tuple[str, StageFactory]] = []
-        self._drain_timeout = 30.0
-        self._timeout: float | None = None
-        self._rate_limit: TokenBucket | None = None
-        self._sinks: list[DeadLetterSink] = []
-        self._max_messages: int | None = None
-        self._memory: MemoryLimit | None = None
-        self._batch: tuple[tuple[BatchHandler, float | None], int, float] | None = None
-        self._bound: tuple[Backend, str] | None = None
-        self._breaker: Breaker | None = None
-        self._reconnect: Backoff | None = None
-        self._give_up_after: int | None = None
+        self._options = PipelineOptions(name=name)
+
+    @property
+    def options(self) -> PipelineOptions:
+        """What this app was told so far, as a frozen `PipelineOptions`."""
+        return self._options
+
+    def _set(self, **changes: Any) -> Self:
+        self._options = attrs.evolve(self._options, **changes)
+        return self
 
     def add_worker(
         self,
@@ -161,8 +150,7 @@ class WorkerApp:
                 `Worker` whose ``process`` is not ``async def process(self,
                 message)``, or a class that cannot be called without arguments.
         """
-        self._default = _handler(worker, timeout, manual_ack)
-        return self
+        return self._set(handler=_handler(worker, timeout, manual_ack))
 
     def add_batch_worker(
         self,
@@ -183,9 +171,10 @@ class WorkerApp:
         batch_stage = BatchStage(size, interval)  # validates size and interval
         check_handler(handler, "messages")
         FunctionWorker(handler, timeout=timeout)  # validates the handler and timeout
-        self._batch = ((handler, timeout), batch_stage.size, batch_stage.interval)
-        self._prefetch = max(self._prefetch, size)
-        return self
+        return self._set(
+            batch=BatchOption(handler, timeout, batch_stage.size, batch_stage.interval),
+            prefetch=max(self._options.prefetch, size),
+        )
 
     def register(
         self,
@@ -205,25 +194,23 @@ class WorkerApp:
             raise ConfigurationError(
                 f"message_type must be a non-empty string, got {message_type!r}"
             )
-        self._routes[message_type] = _handler(handler, timeout, manual_ack)
-        return self
+        routes = dict(self._options.routes)
+        routes[message_type] = _handler(handler, timeout, manual_ack)
+        return self._set(routes=tuple(routes.items()))
 
     def with_concurrency_limit(self, workers: int) -> Self:
         """Run ``workers`` worker actors: at most that many messages at once."""
         require_int("concurrency limit", workers, 1)
-        self._concurrency = workers
-        return self
+        return self._set(concurrency=workers)
 
     def with_strategy(self, strategy: PoolStrategy | str) -> Self:
         """Pick free workers by ``round_robin`` (default), ``random`` or ``least_loaded``."""
-        self._strategy = coerce_enum(PoolStrategy, strategy, "strategy")
-        return self
+        return self._set(strategy=coerce_enum(PoolStrategy, strategy, "strategy"))
 
     def with_prefetch(self, prefetch: int) -> Self:
         """Allow at most ``prefetch`` unsettled deliveries (default 100)."""
         require_int("prefetch", prefetch, 1)
-        self._prefetch = prefetch
-        return self
+        return self._set(prefetch=prefetch)
 
     def with_retry(self, policy: RetryPolicy | None = None, **options: Any) -> Self:
         """Retry failures by ``policy`` (or by `RetryPolicy` keyword options).
@@ -232,19 +219,16 @@ class WorkerApp:
             ConfigurationError: An unknown option (the message lists the accepted
                 ones), or a policy and options together.
         """
-        self._retry = _policy("with_retry", RetryPolicy, policy, options)
-        return self
+        return self._set(retry=_policy("with_retry", RetryPolicy, policy, options))
 
     def without_retry(self) -> Self:
         """Do not retry: a failure goes straight to the dead-letter queue."""
-        self._retry = None
-        return self
+        return self._set(retry=None)
 
     def with_timeout(self, seconds: float | None) -> Self:
         """Default processing timeout for handlers that set none."""
         require_timeout(seconds)
-        self._timeout = seconds
-        return self
+        return self._set(timeout=seconds)
 
     def with_middleware(self, stage: StageFactory, *, name: str | None = None) -> Self:
         """Add a stage (a zero-argument callable returning a `Stage`), outermost first.
@@ -255,12 +239,12 @@ class WorkerApp:
             raise ConfigurationError(
                 f"a middleware must be a callable returning a Stage, got {stage!r}"
             )
-        stage_name = name or f"stage-{len(self._stages) + 1}"
+        middleware = self._options.middleware
+        stage_name = name or f"stage-{len(middleware) + 1}"
         reserved = {"retry", "rate-limit", "breaker", "batch", "pool", "consumer", "dead-letters"}
-        if stage_name in {n for n, _ in self._stages} | reserved:
+        if stage_name in {m.name for m in middleware} | reserved:
             raise ConfigurationError(f"a stage named {stage_name!r} already exists; pass name=")
-        self._stages.append((stage_name, stage))
-        return self
+        return self._set(middleware=(*middleware, MiddlewareOption(stage_name, stage)))
 
     def with_circuit_breaker(self, failure_threshold: int = 5, open_timeout: float = 30.0) -> Self:
         """Open the circuit after ``failure_threshold`` failures in a row.
@@ -268,13 +252,11 @@ class WorkerApp:
         While open, deliveries are deferred untried (no attempt counted) for
         ``open_timeout`` seconds; then one probe decides. See `CircuitBreakerStage`.
         """
-        self._breaker = Breaker(failure_threshold, open_timeout)
-        return self
+        return self._set(breaker=Breaker(failure_threshold, open_timeout))
 
     def with_rate_limit(self, rate: float, burst: int = 1) -> Self:
         """Start at most ``rate`` messages per second, in bursts of up to ``burst``."""
-        self._rate_limit = TokenBucket(rate, burst)
-        return self
+        return self._set(rate_limit=TokenBucket(rate, burst))
 
     def with_dead_letter_sink(self, sink: DeadLetterSink) -> Self:
         """Also record every dead letter in ``sink`` (e.g. `JsonLinesSink`, `MemorySink`).
@@ -285,8 +267,7 @@ class WorkerApp:
             raise ConfigurationError(
                 f"a dead-letter sink needs a write(letter) method, got {sink!r}"
             )
-        self._sinks.append(sink)
-        return self
+        return self._set(dead_letter_sinks=(*self._options.dead_letter_sinks, sink))
 
     def with_worker_recycling(
         self,
@@ -313,7 +294,7 @@ class WorkerApp:
             raise ConfigurationError("with_worker_recycling() needs max_messages or max_memory_mb")
         if max_messages is not None:
             require_int("max_messages", max_messages, 1)
-        self._memory = None
+        memory = None
         if max_memory_mb is not None:
             if (
                 isinstance(max_memory_mb, bool)
@@ -328,17 +309,15 @@ class WorkerApp:
                     "max_memory_mb measures /proc/self/statm (Linux); pass measure= "
                     "(a function returning bytes in use) on this system"
                 )
-            self._memory = MemoryLimit(
+            memory = MemoryLimit(
                 int(max_memory_mb * 2**20), check_interval, measure or resident_memory
             )
-        self._max_messages = max_messages
-        return self
+        return self._set(max_messages=max_messages, memory=memory)
 
     def with_drain_timeout(self, seconds: float) -> Self:
         """How long a graceful stop waits for in-flight work (default 30 s)."""
         require_timeout(seconds)
-        self._drain_timeout = seconds
-        return self
+        return self._set(drain_timeout=seconds)
 
     def with_reconnect(
         self,
@@ -361,41 +340,41 @@ class WorkerApp:
         """
         if give_up_after is not None:
             require_int("give_up_after", give_up_after, 1)
-        self._reconnect = _policy("with_reconnect", Backoff, backoff, options, "give_up_after")
-        self._give_up_after = give_up_after
-        return self
+        reconnect = _policy("with_reconnect", Backoff, backoff, options, "give_up_after")
+        return self._set(reconnect=reconnect, give_up_after=give_up_after)
 
     def with_backend(self, backend: Backend, queue: str) -> Self:
         """Remember where to consume from, so that `build()` needs no arguments.
 
         ``foxactors run module:app`` accepts such a bound app directly.
         """
-        self._bound = (backend, queue)
-        return self
+        return self._set(backend=backend, queue=queue)
 
     def build(self, backend: Backend | None = None, queue: str | None = None) -> ChildSpec:
         """Return the pipeline as a `ChildSpec`, ready for `run` or `open_system`.
 
         Without arguments, uses what `with_backend` bound.
         """
+        options = self._options
         if backend is None or queue is None:
-            if self._bound is None:
+            if options.backend is None or options.queue is None:
                 raise ConfigurationError(
                     "build() needs a backend and a queue, or call with_backend() first"
                 )
-            backend, queue = backend or self._bound[0], queue or self._bound[1]
-        if self._default is None and not self._routes and self._batch is None:
+            backend, queue = backend or options.backend, queue or options.queue
+        if options.handler is None and not options.routes and options.batch is None:
             raise ConfigurationError(
                 "no handler: call add_worker(), register() or add_batch_worker() first"
             )
-        if self._batch is not None and (self._default is not None or self._routes):
+        if options.batch is not None and (options.handler is not None or options.routes):
             raise ConfigurationError(
                 "add_batch_worker() handles every message; do not combine it with "
                 "add_worker() or register()"
             )
-        default = None if self._default is None else self._default(default_timeout=self._timeout)
-        routes = {name: h(default_timeout=self._timeout) for name, h in self._routes.items()}
-        mailbox = 2 * self._prefetch + 16  # deliveries and outcomes of a full prefetch
+        default = None if options.handler is None else options.handler.factory(options.timeout)
+        routes = {name: h.factory(options.timeout) for name, h in options.routes}
+        batch = options.batch
+        mailbox = 2 * options.prefetch + 16  # deliveries and outcomes of a full prefetch
         workers = [
             ChildSpec(
                 f"worker-{i}",
@@ -403,29 +382,28 @@ class WorkerApp:
                     WorkerActor,
                     default,
                     routes,
-                    max_messages=self._max_messages,
-                    batch=self._batch[0] if self._batch is not None else None,
+                    max_messages=options.max_messages,
+                    batch=None if batch is None else (batch.handler, batch.timeout),
                 ),
                 mailbox_size=mailbox,
             )
-            for i in range(1, self._concurrency + 1)
+            for i in range(1, options.concurrency + 1)
         ]
-        stages: list[tuple[str, StageFactory]] = list(self._stages)
-        if self._retry is not None:
-            stages.append(("retry", functools.partial(RetryStage, self._retry)))
-        if self._rate_limit is not None:
-            stages.append(("rate-limit", functools.partial(RateLimitStage, self._rate_limit)))
-        if self._breaker is not None:
-            stages.append(("breaker", functools.partial(CircuitBreakerStage, self._breaker)))
-        if self._batch is not None:
-            _, size, interval = self._batch
-            stages.append(("batch", functools.partial(BatchStage, size, interval)))
+        stages: list[tuple[str, StageFactory]] = [(m.name, m.factory) for m in options.middleware]
+        if options.retry is not None:
+            stages.append(("retry", functools.partial(RetryStage, options.retry)))
+        if options.rate_limit is not None:
+            stages.append(("rate-limit", functools.partial(RateLimitStage, options.rate_limit)))
+        if options.breaker is not None:
+            stages.append(("breaker", functools.partial(CircuitBreakerStage, options.breaker)))
+        if batch is not None:
+            stages.append(("batch", functools.partial(BatchStage, batch.size, batch.interval)))
         connection_actor = getattr(backend, "connection_actor", None)
         consumer_path = "intake/consumer" if connection_actor is not None else "consumer"
         names = [consumer_path, *(n for n, _ in stages), "pool"]
         children: list[ChildSpec] = []
-        if self._sinks:
-            sinks = list(self._sinks)
+        if options.dead_letter_sinks:
+            sinks = list(options.dead_letter_sinks)
             children.append(
                 ChildSpec(  # stopped last, and given the time to record every letter
                     "dead-letters",
@@ -441,8 +419,8 @@ class WorkerApp:
                     Pool,
                     workers,
                     upstream=f"../{names[-2]}",
-                    strategy=self._strategy,
-                    memory=self._memory,
+                    strategy=options.strategy,
+                    memory=options.memory,
                 ),
                 mailbox_size=mailbox,
                 shutdown=None,
@@ -466,13 +444,13 @@ class WorkerApp:
                 Consumer,
                 backend,
                 queue,
-                prefetch=self._prefetch,
+                prefetch=options.prefetch,
                 downstream=f"{up}{names[1]}",
-                dead_letters=f"{up}dead-letters" if self._sinks else None,
+                dead_letters=f"{up}dead-letters" if options.dead_letter_sinks else None,
                 connection="../connection" if connection_actor is not None else None,
             ),
             mailbox_size=mailbox,
-            backoff=self._reconnect,
+            backoff=options.reconnect,
         )
         if connection_actor is None:
             children.append(consumer)
@@ -481,23 +459,23 @@ class WorkerApp:
                 Intake.spec(
                     "intake",
                     [
-                        ChildSpec("connection", connection_actor(), backoff=self._reconnect),
+                        ChildSpec("connection", connection_actor(), backoff=options.reconnect),
                         consumer,
                         *(
-                            ChildSpec(name, factory, backoff=self._reconnect)
+                            ChildSpec(name, factory, backoff=options.reconnect)
                             for name, factory in _intake_actors(backend, queue)
                         ),
                     ],
                     strategy="rest_for_one",
-                    max_restarts=self._give_up_after or 2**31,  # for ever, paced by backoff
+                    max_restarts=options.give_up_after or 2**31,  # for ever, paced by backoff
                     within=60,
                     shutdown=None,
                 )
             )
         return ChildSpec(
-            self._name,
+            options.name,
             functools.partial(
-                Pipeline, children, drain_timeout=self._drain_timeout, consumer=consumer_path
+                Pipeline, children, drain_timeout=options.drain_timeout, consumer=consumer_path
             ),
             restart=Restart.PERMANENT,
             shutdown=None,
@@ -509,8 +487,6 @@ class WorkerApp:
         """Build and run until SIGINT/SIGTERM (see `foxactors.run`)."""
         return run(self.build(backend, queue), backend=anyio_backend)
 
-
-_Handler = Callable[..., WorkerFactory]  # takes default_timeout=
 
 _P = TypeVar("_P", RetryPolicy, Backoff)
 
@@ -540,10 +516,10 @@ def _policy(call: str, cls: type[_P], given: _P | None, options: dict[str, Any],
     return cls(**options)
 
 
-def _handler(handler: Any, timeout: float | None, manual_ack: bool) -> _Handler:
-    """``worker_factory`` for ``handler`` at `build` time; bad input is refused now."""
+def _handler(handler: Any, timeout: float | None, manual_ack: bool) -> HandlerOption:
+    """``handler`` as an option; bad input is refused now, not at `build` time."""
     worker_factory(handler, timeout, manual_ack=manual_ack)
-    return functools.partial(worker_factory, handler, timeout, manual_ack=manual_ack)
+    return HandlerOption(handler, timeout, manual_ack)
 
 
 def _intake_actors(backend: Backend, queue: str) -> list[tuple[str, Any]]:
