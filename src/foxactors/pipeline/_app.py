@@ -2,46 +2,38 @@
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 from collections.abc import Callable
 from typing import Any, Self, TypeVar
 
 import attrs
-import structlog
 
 from foxactors._errors import ConfigurationError
 from foxactors._lifecycle import Exit
 from foxactors._policy import Backoff
-from foxactors._spec import ChildSpec, Restart
+from foxactors._spec import ChildSpec
 from foxactors._system import run
 from foxactors._validate import coerce_enum, require_int, require_timeout
 from foxactors.backends._base import Backend
 
 from ._batch import BatchStage
-from ._breaker import Breaker, CircuitBreakerStage
-from ._consumer import Consumer
-from ._deadletters import DeadLetterActor, DeadLetterSink
-from ._intake import Intake
+from ._breaker import Breaker
+from ._deadletters import DeadLetterSink
 from ._options import BatchOption, HandlerOption, MiddlewareOption, PipelineOptions, StageFactory
-from ._pipeline import Pipeline
-from ._pool import MemoryLimit, Pool, PoolStrategy, resident_memory
-from ._ratelimit import RateLimitStage, TokenBucket
-from ._retry import RetryPolicy, RetryStage
-from ._stage import Stage
+from ._pool import MemoryLimit, PoolStrategy, resident_memory
+from ._ratelimit import TokenBucket
+from ._retry import RetryPolicy
+from ._topology import RESERVED, tree
 from ._worker import (
     BatchHandler,
     FunctionWorker,
     Handler,
     ManualHandler,
     Worker,
-    WorkerActor,
     check_handler,
     worker_factory,
 )
-
-_logger: structlog.typing.FilteringBoundLogger = structlog.get_logger("foxactors")
 
 
 class WorkerApp:
@@ -185,8 +177,7 @@ class WorkerApp:
             )
         middleware = self._options.middleware
         stage_name = name or f"stage-{len(middleware) + 1}"
-        reserved = {"retry", "rate-limit", "breaker", "batch", "pool", "consumer", "dead-letters"}
-        if stage_name in {m.name for m in middleware} | reserved:
+        if stage_name in {m.name for m in middleware} | RESERVED:
             raise ConfigurationError(f"a stage named {stage_name!r} already exists; pass name=")
         return self._set(middleware=(*middleware, MiddlewareOption(stage_name, stage)))
 
@@ -315,115 +306,7 @@ class WorkerApp:
                 "add_batch_worker() handles every message; do not combine it with "
                 "add_worker() or register()"
             )
-        default = None if options.handler is None else options.handler.factory(options.timeout)
-        routes = {name: h.factory(options.timeout) for name, h in options.routes}
-        batch = options.batch
-        mailbox = 2 * options.prefetch + 16  # deliveries and outcomes of a full prefetch
-        workers = [
-            ChildSpec(
-                f"worker-{i}",
-                functools.partial(
-                    WorkerActor,
-                    default,
-                    routes,
-                    max_messages=options.max_messages,
-                    batch=None if batch is None else (batch.handler, batch.timeout),
-                ),
-                mailbox_size=mailbox,
-            )
-            for i in range(1, options.concurrency + 1)
-        ]
-        stages: list[tuple[str, StageFactory]] = [(m.name, m.factory) for m in options.middleware]
-        if options.retry is not None:
-            stages.append(("retry", functools.partial(RetryStage, options.retry)))
-        if options.rate_limit is not None:
-            stages.append(("rate-limit", functools.partial(RateLimitStage, options.rate_limit)))
-        if options.breaker is not None:
-            stages.append(("breaker", functools.partial(CircuitBreakerStage, options.breaker)))
-        if batch is not None:
-            stages.append(("batch", functools.partial(BatchStage, batch.size, batch.interval)))
-        connection_actor = getattr(backend, "connection_actor", None)
-        consumer_path = "intake/consumer" if connection_actor is not None else "consumer"
-        names = [consumer_path, *(n for n, _ in stages), "pool"]
-        children: list[ChildSpec] = []
-        if options.dead_letter_sinks:
-            sinks = list(options.dead_letter_sinks)
-            children.append(
-                ChildSpec(  # stopped last, and given the time to record every letter
-                    "dead-letters",
-                    functools.partial(DeadLetterActor, sinks),
-                    mailbox_size=mailbox,
-                    shutdown=None,
-                )
-            )
-        children += [
-            ChildSpec(
-                "pool",
-                functools.partial(
-                    Pool,
-                    workers,
-                    upstream=f"../{names[-2]}",
-                    strategy=options.strategy,
-                    memory=options.memory,
-                ),
-                mailbox_size=mailbox,
-                shutdown=None,
-            )
-        ]
-        for position in range(len(stages) - 1, -1, -1):
-            name, factory = stages[position]
-            children.append(
-                ChildSpec(
-                    name,
-                    functools.partial(
-                        _linked, factory, f"../{names[position + 2]}", f"../{names[position]}"
-                    ),
-                    mailbox_size=mailbox,
-                )
-            )
-        up = "../../" if connection_actor is not None else "../"
-        consumer = ChildSpec(
-            "consumer",
-            functools.partial(
-                Consumer,
-                backend,
-                queue,
-                prefetch=options.prefetch,
-                downstream=f"{up}{names[1]}",
-                dead_letters=f"{up}dead-letters" if options.dead_letter_sinks else None,
-                connection="../connection" if connection_actor is not None else None,
-            ),
-            mailbox_size=mailbox,
-            backoff=options.reconnect,
-        )
-        if connection_actor is None:
-            children.append(consumer)
-        else:  # a lost connection takes down the consumers that use it, and only them
-            children.append(
-                Intake.spec(
-                    "intake",
-                    [
-                        ChildSpec("connection", connection_actor(), backoff=options.reconnect),
-                        consumer,
-                        *(
-                            ChildSpec(name, factory, backoff=options.reconnect)
-                            for name, factory in _intake_actors(backend, queue)
-                        ),
-                    ],
-                    strategy="rest_for_one",
-                    max_restarts=options.give_up_after or 2**31,  # for ever, paced by backoff
-                    within=60,
-                    shutdown=None,
-                )
-            )
-        return ChildSpec(
-            options.name,
-            functools.partial(
-                Pipeline, children, drain_timeout=options.drain_timeout, consumer=consumer_path
-            ),
-            restart=Restart.PERMANENT,
-            shutdown=None,
-        )
+        return tree(options, backend, queue)
 
     def run_with_backend(
         self, backend: Backend, queue: str, *, anyio_backend: str = "asyncio"
@@ -464,17 +347,3 @@ def _handler(handler: Any, timeout: float | None, manual_ack: bool) -> HandlerOp
     """``handler`` as an option; bad input is refused now, not at `build` time."""
     worker_factory(handler, timeout, manual_ack=manual_ack)
     return HandlerOption(handler, timeout, manual_ack)
-
-
-def _intake_actors(backend: Backend, queue: str) -> list[tuple[str, Any]]:
-    """A backend's helper actors for its consumer (e.g. Redis lease keepers), if any."""
-    helpers = getattr(backend, "intake_actors", None)
-    return list(helpers(queue)) if helpers is not None else []
-
-
-def _linked(factory: StageFactory, downstream: str, upstream: str) -> Stage:
-    stage = factory()
-    if not isinstance(stage, Stage):
-        raise ConfigurationError(f"middleware factory returned {stage!r}, which is not a Stage")
-    stage.link(downstream, upstream)
-    return stage
