@@ -2,7 +2,9 @@
 
 Every child's name, where it lives and who its neighbours are, for each shape: no
 stages, each stage alone, all of them; on the memory backend and on a broker whose
-consumer shares a connection owned by an actor (under ``intake``).
+consumer shares a connection owned by an actor (under ``intake``). Outcomes go back
+only through the stages that handle them: the others (the rate limiter, the batcher,
+a user stage that only looks at deliveries) are left out of the way back.
 """
 
 from __future__ import annotations
@@ -31,6 +33,31 @@ class Tagging(fa.Stage):
         await self.reply(outcome)
 
 
+class Passing(fa.Stage):
+    """Only looks at deliveries."""
+
+    async def on_delivery(self, delivery: fa.Delivery) -> None:
+        await self.forward(delivery)
+
+
+def make_passing() -> fa.Stage:
+    return Passing()
+
+
+class Intercepting(fa.Stage):
+    """Sees everything in `receive`, outcomes included, without overriding `on_outcome`."""
+
+    async def receive(self, message: object) -> object:
+        return await super().receive(message)
+
+
+class Replying(fa.Stage):
+    """Overrides `reply`, which outcomes passing through call."""
+
+    async def reply(self, outcome: fa.Outcome) -> None:
+        await super().reply(outcome)
+
+
 def app() -> fa.WorkerApp:
     return fa.WorkerApp("jobs").add_worker(handle).without_retry()
 
@@ -50,28 +77,68 @@ def test_no_stages_the_consumer_and_the_pool_are_neighbours() -> None:
     assert (topology.connection, topology.dead_letters) == (None, None)
 
 
+HANDLING = [
+    (lambda a: a.with_retry(), "retry"),
+    (lambda a: a.with_circuit_breaker(), "breaker"),
+    (lambda a: a.with_middleware(Tagging, name="tagging"), "tagging"),
+    (lambda a: a.with_middleware(functools.partial(Tagging), name="tagging"), "tagging"),
+    (lambda a: a.with_middleware(make_passing, name="function"), "function"),
+    (lambda a: a.with_middleware(Intercepting, name="intercepting"), "intercepting"),
+    (lambda a: a.with_middleware(Replying, name="replying"), "replying"),
+]
+PASSING = [
+    (lambda a: a.with_rate_limit(10), "rate-limit"),
+    (lambda a: a.with_middleware(Passing, name="passing"), "passing"),
+    (lambda a: a.with_middleware(functools.partial(Passing), name="passing"), "passing"),
+    (lambda a: a.with_middleware(functools.partial(functools.partial(Passing)), name="p"), "p"),
+]
+
+
 @pytest.mark.parametrize(
     ("configure", "name"),
-    [
-        (lambda a: a.with_retry(), "retry"),
-        (lambda a: a.with_rate_limit(10), "rate-limit"),
-        (lambda a: a.with_circuit_breaker(), "breaker"),
-        (lambda a: a.with_middleware(Tagging, name="tagging"), "tagging"),
+    HANDLING,
+    ids=[
+        "retry",
+        "breaker",
+        "class",
+        "partial",
+        "any callable: assumed to",
+        "overrides receive",
+        "overrides reply",
     ],
-    ids=["retry", "rate limit", "breaker", "middleware"],
 )
-def test_one_stage_sits_between_the_consumer_and_the_pool(configure: object, name: str) -> None:
+def test_a_stage_that_handles_outcomes_is_on_the_way_back(configure: object, name: str) -> None:
     options = configure(app()).options  # type: ignore[operator]
     topology = plan(options, shared_connection=False)
     assert topology.consumer_downstream == f"../{name}"
     assert stages(topology) == [(name, "../pool", "../consumer")]
+    assert topology.stages[0].handles_outcomes
     assert topology.pool_upstream == f"../{name}"
+    assert topology.route == ("pool", name, "consumer")
 
 
-def test_a_batch_worker_has_a_batch_stage_next_to_the_pool() -> None:
+@pytest.mark.parametrize(
+    ("configure", "name"),
+    PASSING,
+    ids=["rate limit", "class", "partial", "partial of a partial"],
+)
+def test_a_stage_that_only_looks_at_deliveries_is_left_off_the_way_back(
+    configure: object, name: str
+) -> None:
+    options = configure(app()).options  # type: ignore[operator]
+    topology = plan(options, shared_connection=False)
+    assert topology.consumer_downstream == f"../{name}"
+    assert stages(topology) == [(name, "../pool", "../consumer")]  # its own replies
+    assert not topology.stages[0].handles_outcomes
+    assert topology.pool_upstream == "../consumer"  # outcomes skip it
+    assert topology.route == ("pool", "consumer")
+
+
+def test_a_batch_worker_has_a_batch_stage_next_to_the_pool_that_outcomes_skip() -> None:
     options = fa.WorkerApp().add_batch_worker(handle_many).without_retry().options
     topology = plan(options, shared_connection=False)
     assert stages(topology) == [("batch", "../pool", "../consumer")]
+    assert topology.pool_upstream == "../consumer"
 
 
 def all_stages() -> PipelineOptions:
@@ -79,6 +146,7 @@ def all_stages() -> PipelineOptions:
         fa.WorkerApp("jobs")
         .add_batch_worker(handle_many)
         .with_middleware(Tagging, name="tagging")
+        .with_middleware(Passing, name="passing")
         .with_middleware(functools.partial(Tagging), name="second")
         .with_retry()
         .with_rate_limit(10)
@@ -91,22 +159,17 @@ def all_stages() -> PipelineOptions:
 def test_all_stages_in_order_user_stages_outermost_the_batch_innermost() -> None:
     topology = plan(all_stages(), shared_connection=False)
     assert topology.consumer_downstream == "../tagging"
-    assert [s.name for s in topology.stages] == [
-        "tagging",
-        "second",
-        "retry",
-        "rate-limit",
-        "breaker",
-        "batch",
+    assert stages(topology) == [
+        ("tagging", "../passing", "../consumer"),
+        ("passing", "../second", "../tagging"),
+        ("second", "../retry", "../tagging"),  # skips the passing stage
+        ("retry", "../rate-limit", "../second"),
+        ("rate-limit", "../breaker", "../retry"),
+        ("breaker", "../batch", "../retry"),  # skips the rate limiter
+        ("batch", "../pool", "../breaker"),
     ]
-    assert [s.downstream for s in topology.stages] == [
-        "../second",
-        "../retry",
-        "../rate-limit",
-        "../breaker",
-        "../batch",
-        "../pool",
-    ]
+    assert topology.pool_upstream == "../breaker"  # skips the batcher
+    assert topology.route == ("pool", "breaker", "retry", "second", "tagging", "consumer")
     assert topology.dead_letters == "../dead-letters"
 
 
@@ -121,7 +184,12 @@ def test_on_a_broker_with_a_shared_connection_the_consumer_lives_under_intake() 
     topology = plan(all_stages(), shared_connection=True)
     assert topology.consumer_downstream == "../../tagging"
     assert topology.stages[0].upstream == "../intake/consumer"
+    assert topology.stages[2].upstream == "../tagging"
+    assert topology.route[-1] == "intake/consumer"
     assert topology.dead_letters == "../../dead-letters"
+
+    passing = app().with_rate_limit(10).options
+    assert plan(passing, shared_connection=True).pool_upstream == "../intake/consumer"
 
 
 def test_the_topology_is_a_frozen_value() -> None:
