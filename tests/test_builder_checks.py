@@ -172,5 +172,5 @@ def test_a_policy_and_its_options_together_are_refused() -> None:
 
 def test_valid_options_still_build_the_policies() -> None:
     app = fa.WorkerApp().with_retry(max_retries=7).with_reconnect(min_delay=2, max_delay=3)
-    assert app._retry == fa.RetryPolicy(max_retries=7)
-    assert app._reconnect == fa.Backoff(min_delay=2, max_delay=3)
+    assert app.options.retry == fa.RetryPolicy(max_retries=7)
+    assert app.options.reconnect == fa.Backoff(min_delay=2, max_delay=3)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from ._app import Pipeline as Pipeline
 from ._app import WorkerApp as WorkerApp
 from ._breaker import BREAKER_STATE as BREAKER_STATE
 from ._breaker import Breaker as Breaker
@@ -15,6 +14,8 @@ from ._deadletters import JsonLinesSink as JsonLinesSink
 from ._deadletters import MemorySink as MemorySink
 from ._deadletters import read_dead_letters as read_dead_letters
 from ._deadletters import replay_dead_letters as replay_dead_letters
+from ._options import PipelineOptions as PipelineOptions
+from ._pipeline import Pipeline as Pipeline
 from ._pool import Pool as Pool
 from ._pool import PoolStrategy as PoolStrategy
 from ._ratelimit import RateLimitStage as RateLimitStage

@@ -2,104 +2,38 @@
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 from collections.abc import Callable
 from typing import Any, Self, TypeVar
 
 import attrs
-import structlog
 
-from foxactors._errors import ActorError, ConfigurationError, RestartIntensityExceeded
-from foxactors._lifecycle import ActorState, Exit
+from foxactors._errors import ConfigurationError
+from foxactors._lifecycle import Exit
 from foxactors._policy import Backoff
-from foxactors._spec import ChildSpec, Restart
-from foxactors._supervisor import Supervisor
+from foxactors._spec import ChildSpec
 from foxactors._system import run
 from foxactors._validate import coerce_enum, require_int, require_timeout
-from foxactors.backends._base import Backend, Source
+from foxactors.backends._base import Backend
 
 from ._batch import BatchStage
-from ._breaker import Breaker, CircuitBreakerStage
-from ._consumer import STOP_INTAKE, Consumer
-from ._deadletters import DeadLetterActor, DeadLetterSink
-from ._intake import Intake
-from ._pool import RETURN_PENDING, MemoryLimit, Pool, PoolStrategy, resident_memory
-from ._ratelimit import RateLimitStage, TokenBucket
-from ._retry import RetryPolicy, RetryStage
-from ._stage import Stage
+from ._breaker import Breaker
+from ._deadletters import DeadLetterSink
+from ._options import BatchOption, HandlerOption, MiddlewareOption, PipelineOptions, StageFactory
+from ._pool import MemoryLimit, PoolStrategy, resident_memory
+from ._ratelimit import TokenBucket
+from ._retry import RetryPolicy
+from ._topology import RESERVED, tree
 from ._worker import (
     BatchHandler,
     FunctionWorker,
     Handler,
     ManualHandler,
     Worker,
-    WorkerActor,
-    WorkerFactory,
     check_handler,
     worker_factory,
 )
-
-_logger: structlog.typing.FilteringBoundLogger = structlog.get_logger("foxactors")
-
-StageFactory = Callable[[], Stage]
-
-
-class Pipeline(Supervisor):
-    """The supervisor of one pipeline; stops it in a fixed, graceful sequence.
-
-    Children, in start order: the pool (with its workers), the stages from the
-    innermost out, the consumer. They are one_for_one: a crashed actor returns the
-    delivery in hand (a crashed pool, the deliveries it held), so nobody else needs
-    a restart; restarting the consumer would return every in-flight delivery and
-    cause needless duplicates. A graceful stop: stop intake; return deliveries that
-    no worker started; let in-flight work finish within ``drain_timeout`` and
-    settle it; then stop the children in reverse order. The consumer stops first
-    and returns whatever missed the deadline to the queue.
-    """
-
-    def __init__(
-        self, children: list[ChildSpec], *, drain_timeout: float, consumer: str = "consumer"
-    ) -> None:
-        super().__init__(children, strategy="one_for_one", max_restarts=10, within=30)
-        self._drain_timeout = drain_timeout
-        self._consumer = consumer
-
-    async def _restart(self, child: Any, exit: Exit) -> None:
-        """Restart a child, unless it is the intake giving up (``give_up_after``).
-
-        Then the pipeline fails with it, so that its parent decides; restarting the
-        intake would only try the broker again at once.
-        """
-        if child.spec.id == "intake" and isinstance(exit.error, RestartIntensityExceeded):
-            raise exit.error
-        await super()._restart(child, exit)
-
-    async def on_stop(self, exit: Exit) -> None:
-        """Drain first (on a graceful stop), then stop the children."""
-        if not exit.abnormal:
-            await self._drain()
-        await super().on_stop(exit)
-
-    async def _drain(self) -> None:
-        try:
-            consumer = self.find(self._consumer)
-            if consumer.state is not ActorState.RUNNING:  # e.g. waiting for its broker
-                self.log.info("pipeline.drain_skipped", consumer=consumer.state.value)
-                return
-            source: Source = await consumer.ask(STOP_INTAKE, timeout=5)
-            returned = await self.find("pool").ask(RETURN_PENDING, timeout=5)
-        except ActorError as exc:
-            self.log.warning("pipeline.drain_skipped", error=str(exc))
-            return
-        settled = await self.supervise_until(source.wait_settled, self._drain_timeout)
-        self.log.info(
-            "pipeline.drained",
-            returned=returned,
-            unsettled=source.unsettled,
-            deadline_missed=not settled,
-        )
 
 
 class WorkerApp:
@@ -118,25 +52,16 @@ class WorkerApp:
     """
 
     def __init__(self, name: str = "app") -> None:
-        self._name = name
-        self._default: _Handler | None = None  # made into worker factories by build()
-        self._routes: dict[str, _Handler] = {}
-        self._concurrency = 8  # as Dramatiq: outcomes then reach shared actors in batches
-        self._strategy = PoolStrategy.ROUND_ROBIN
-        self._prefetch = 100
-        self._retry: RetryPolicy | None = RetryPolicy()
-        self._stages: list[tuple[str, StageFactory]] = []
-        self._drain_timeout = 30.0
-        self._timeout: float | None = None
-        self._rate_limit: TokenBucket | None = None
-        self._sinks: list[DeadLetterSink] = []
-        self._max_messages: int | None = None
-        self._memory: MemoryLimit | None = None
-        self._batch: tuple[tuple[BatchHandler, float | None], int, float] | None = None
-        self._bound: tuple[Backend, str] | None = None
-        self._breaker: Breaker | None = None
-        self._reconnect: Backoff | None = None
-        self._give_up_after: int | None = None
+        self._options = PipelineOptions(name=name)
+
+    @property
+    def options(self) -> PipelineOptions:
+        """What this app was told so far, as a frozen `PipelineOptions`."""
+        return self._options
+
+    def _set(self, **changes: Any) -> Self:
+        self._options = attrs.evolve(self._options, **changes)
+        return self
 
     def add_worker(
         self,
@@ -161,8 +86,7 @@ class WorkerApp:
                 `Worker` whose ``process`` is not ``async def process(self,
                 message)``, or a class that cannot be called without arguments.
         """
-        self._default = _handler(worker, timeout, manual_ack)
-        return self
+        return self._set(handler=_handler(worker, timeout, manual_ack))
 
     def add_batch_worker(
         self,
@@ -183,9 +107,10 @@ class WorkerApp:
         batch_stage = BatchStage(size, interval)  # validates size and interval
         check_handler(handler, "messages")
         FunctionWorker(handler, timeout=timeout)  # validates the handler and timeout
-        self._batch = ((handler, timeout), batch_stage.size, batch_stage.interval)
-        self._prefetch = max(self._prefetch, size)
-        return self
+        return self._set(
+            batch=BatchOption(handler, timeout, batch_stage.size, batch_stage.interval),
+            prefetch=max(self._options.prefetch, size),
+        )
 
     def register(
         self,
@@ -205,25 +130,23 @@ class WorkerApp:
             raise ConfigurationError(
                 f"message_type must be a non-empty string, got {message_type!r}"
             )
-        self._routes[message_type] = _handler(handler, timeout, manual_ack)
-        return self
+        routes = dict(self._options.routes)
+        routes[message_type] = _handler(handler, timeout, manual_ack)
+        return self._set(routes=tuple(routes.items()))
 
     def with_concurrency_limit(self, workers: int) -> Self:
         """Run ``workers`` worker actors: at most that many messages at once."""
         require_int("concurrency limit", workers, 1)
-        self._concurrency = workers
-        return self
+        return self._set(concurrency=workers)
 
     def with_strategy(self, strategy: PoolStrategy | str) -> Self:
         """Pick free workers by ``round_robin`` (default), ``random`` or ``least_loaded``."""
-        self._strategy = coerce_enum(PoolStrategy, strategy, "strategy")
-        return self
+        return self._set(strategy=coerce_enum(PoolStrategy, strategy, "strategy"))
 
     def with_prefetch(self, prefetch: int) -> Self:
         """Allow at most ``prefetch`` unsettled deliveries (default 100)."""
         require_int("prefetch", prefetch, 1)
-        self._prefetch = prefetch
-        return self
+        return self._set(prefetch=prefetch)
 
     def with_retry(self, policy: RetryPolicy | None = None, **options: Any) -> Self:
         """Retry failures by ``policy`` (or by `RetryPolicy` keyword options).
@@ -232,19 +155,16 @@ class WorkerApp:
             ConfigurationError: An unknown option (the message lists the accepted
                 ones), or a policy and options together.
         """
-        self._retry = _policy("with_retry", RetryPolicy, policy, options)
-        return self
+        return self._set(retry=_policy("with_retry", RetryPolicy, policy, options))
 
     def without_retry(self) -> Self:
         """Do not retry: a failure goes straight to the dead-letter queue."""
-        self._retry = None
-        return self
+        return self._set(retry=None)
 
     def with_timeout(self, seconds: float | None) -> Self:
         """Default processing timeout for handlers that set none."""
         require_timeout(seconds)
-        self._timeout = seconds
-        return self
+        return self._set(timeout=seconds)
 
     def with_middleware(self, stage: StageFactory, *, name: str | None = None) -> Self:
         """Add a stage (a zero-argument callable returning a `Stage`), outermost first.
@@ -255,12 +175,11 @@ class WorkerApp:
             raise ConfigurationError(
                 f"a middleware must be a callable returning a Stage, got {stage!r}"
             )
-        stage_name = name or f"stage-{len(self._stages) + 1}"
-        reserved = {"retry", "rate-limit", "breaker", "batch", "pool", "consumer", "dead-letters"}
-        if stage_name in {n for n, _ in self._stages} | reserved:
+        middleware = self._options.middleware
+        stage_name = name or f"stage-{len(middleware) + 1}"
+        if stage_name in {m.name for m in middleware} | RESERVED:
             raise ConfigurationError(f"a stage named {stage_name!r} already exists; pass name=")
-        self._stages.append((stage_name, stage))
-        return self
+        return self._set(middleware=(*middleware, MiddlewareOption(stage_name, stage)))
 
     def with_circuit_breaker(self, failure_threshold: int = 5, open_timeout: float = 30.0) -> Self:
         """Open the circuit after ``failure_threshold`` failures in a row.
@@ -268,13 +187,11 @@ class WorkerApp:
         While open, deliveries are deferred untried (no attempt counted) for
         ``open_timeout`` seconds; then one probe decides. See `CircuitBreakerStage`.
         """
-        self._breaker = Breaker(failure_threshold, open_timeout)
-        return self
+        return self._set(breaker=Breaker(failure_threshold, open_timeout))
 
     def with_rate_limit(self, rate: float, burst: int = 1) -> Self:
         """Start at most ``rate`` messages per second, in bursts of up to ``burst``."""
-        self._rate_limit = TokenBucket(rate, burst)
-        return self
+        return self._set(rate_limit=TokenBucket(rate, burst))
 
     def with_dead_letter_sink(self, sink: DeadLetterSink) -> Self:
         """Also record every dead letter in ``sink`` (e.g. `JsonLinesSink`, `MemorySink`).
@@ -285,8 +202,7 @@ class WorkerApp:
             raise ConfigurationError(
                 f"a dead-letter sink needs a write(letter) method, got {sink!r}"
             )
-        self._sinks.append(sink)
-        return self
+        return self._set(dead_letter_sinks=(*self._options.dead_letter_sinks, sink))
 
     def with_worker_recycling(
         self,
@@ -313,7 +229,7 @@ class WorkerApp:
             raise ConfigurationError("with_worker_recycling() needs max_messages or max_memory_mb")
         if max_messages is not None:
             require_int("max_messages", max_messages, 1)
-        self._memory = None
+        memory = None
         if max_memory_mb is not None:
             if (
                 isinstance(max_memory_mb, bool)
@@ -328,17 +244,15 @@ class WorkerApp:
                     "max_memory_mb measures /proc/self/statm (Linux); pass measure= "
                     "(a function returning bytes in use) on this system"
                 )
-            self._memory = MemoryLimit(
+            memory = MemoryLimit(
                 int(max_memory_mb * 2**20), check_interval, measure or resident_memory
             )
-        self._max_messages = max_messages
-        return self
+        return self._set(max_messages=max_messages, memory=memory)
 
     def with_drain_timeout(self, seconds: float) -> Self:
         """How long a graceful stop waits for in-flight work (default 30 s)."""
         require_timeout(seconds)
-        self._drain_timeout = seconds
-        return self
+        return self._set(drain_timeout=seconds)
 
     def with_reconnect(
         self,
@@ -361,147 +275,38 @@ class WorkerApp:
         """
         if give_up_after is not None:
             require_int("give_up_after", give_up_after, 1)
-        self._reconnect = _policy("with_reconnect", Backoff, backoff, options, "give_up_after")
-        self._give_up_after = give_up_after
-        return self
+        reconnect = _policy("with_reconnect", Backoff, backoff, options, "give_up_after")
+        return self._set(reconnect=reconnect, give_up_after=give_up_after)
 
     def with_backend(self, backend: Backend, queue: str) -> Self:
         """Remember where to consume from, so that `build()` needs no arguments.
 
         ``foxactors run module:app`` accepts such a bound app directly.
         """
-        self._bound = (backend, queue)
-        return self
+        return self._set(backend=backend, queue=queue)
 
     def build(self, backend: Backend | None = None, queue: str | None = None) -> ChildSpec:
         """Return the pipeline as a `ChildSpec`, ready for `run` or `open_system`.
 
         Without arguments, uses what `with_backend` bound.
         """
+        options = self._options
         if backend is None or queue is None:
-            if self._bound is None:
+            if options.backend is None or options.queue is None:
                 raise ConfigurationError(
                     "build() needs a backend and a queue, or call with_backend() first"
                 )
-            backend, queue = backend or self._bound[0], queue or self._bound[1]
-        if self._default is None and not self._routes and self._batch is None:
+            backend, queue = backend or options.backend, queue or options.queue
+        if options.handler is None and not options.routes and options.batch is None:
             raise ConfigurationError(
                 "no handler: call add_worker(), register() or add_batch_worker() first"
             )
-        if self._batch is not None and (self._default is not None or self._routes):
+        if options.batch is not None and (options.handler is not None or options.routes):
             raise ConfigurationError(
                 "add_batch_worker() handles every message; do not combine it with "
                 "add_worker() or register()"
             )
-        default = None if self._default is None else self._default(default_timeout=self._timeout)
-        routes = {name: h(default_timeout=self._timeout) for name, h in self._routes.items()}
-        mailbox = 2 * self._prefetch + 16  # deliveries and outcomes of a full prefetch
-        workers = [
-            ChildSpec(
-                f"worker-{i}",
-                functools.partial(
-                    WorkerActor,
-                    default,
-                    routes,
-                    max_messages=self._max_messages,
-                    batch=self._batch[0] if self._batch is not None else None,
-                ),
-                mailbox_size=mailbox,
-            )
-            for i in range(1, self._concurrency + 1)
-        ]
-        stages: list[tuple[str, StageFactory]] = list(self._stages)
-        if self._retry is not None:
-            stages.append(("retry", functools.partial(RetryStage, self._retry)))
-        if self._rate_limit is not None:
-            stages.append(("rate-limit", functools.partial(RateLimitStage, self._rate_limit)))
-        if self._breaker is not None:
-            stages.append(("breaker", functools.partial(CircuitBreakerStage, self._breaker)))
-        if self._batch is not None:
-            _, size, interval = self._batch
-            stages.append(("batch", functools.partial(BatchStage, size, interval)))
-        connection_actor = getattr(backend, "connection_actor", None)
-        consumer_path = "intake/consumer" if connection_actor is not None else "consumer"
-        names = [consumer_path, *(n for n, _ in stages), "pool"]
-        children: list[ChildSpec] = []
-        if self._sinks:
-            sinks = list(self._sinks)
-            children.append(
-                ChildSpec(  # stopped last, and given the time to record every letter
-                    "dead-letters",
-                    functools.partial(DeadLetterActor, sinks),
-                    mailbox_size=mailbox,
-                    shutdown=None,
-                )
-            )
-        children += [
-            ChildSpec(
-                "pool",
-                functools.partial(
-                    Pool,
-                    workers,
-                    upstream=f"../{names[-2]}",
-                    strategy=self._strategy,
-                    memory=self._memory,
-                ),
-                mailbox_size=mailbox,
-                shutdown=None,
-            )
-        ]
-        for position in range(len(stages) - 1, -1, -1):
-            name, factory = stages[position]
-            children.append(
-                ChildSpec(
-                    name,
-                    functools.partial(
-                        _linked, factory, f"../{names[position + 2]}", f"../{names[position]}"
-                    ),
-                    mailbox_size=mailbox,
-                )
-            )
-        up = "../../" if connection_actor is not None else "../"
-        consumer = ChildSpec(
-            "consumer",
-            functools.partial(
-                Consumer,
-                backend,
-                queue,
-                prefetch=self._prefetch,
-                downstream=f"{up}{names[1]}",
-                dead_letters=f"{up}dead-letters" if self._sinks else None,
-                connection="../connection" if connection_actor is not None else None,
-            ),
-            mailbox_size=mailbox,
-            backoff=self._reconnect,
-        )
-        if connection_actor is None:
-            children.append(consumer)
-        else:  # a lost connection takes down the consumers that use it, and only them
-            children.append(
-                Intake.spec(
-                    "intake",
-                    [
-                        ChildSpec("connection", connection_actor(), backoff=self._reconnect),
-                        consumer,
-                        *(
-                            ChildSpec(name, factory, backoff=self._reconnect)
-                            for name, factory in _intake_actors(backend, queue)
-                        ),
-                    ],
-                    strategy="rest_for_one",
-                    max_restarts=self._give_up_after or 2**31,  # for ever, paced by backoff
-                    within=60,
-                    shutdown=None,
-                )
-            )
-        return ChildSpec(
-            self._name,
-            functools.partial(
-                Pipeline, children, drain_timeout=self._drain_timeout, consumer=consumer_path
-            ),
-            restart=Restart.PERMANENT,
-            shutdown=None,
-        )
+        return tree(options, backend, queue)
 
     def run_with_backend(
         self, backend: Backend, queue: str, *, anyio_backend: str = "asyncio"
@@ -509,8 +314,6 @@ class WorkerApp:
         """Build and run until SIGINT/SIGTERM (see `foxactors.run`)."""
         return run(self.build(backend, queue), backend=anyio_backend)
 
-
-_Handler = Callable[..., WorkerFactory]  # takes default_timeout=
 
 _P = TypeVar("_P", RetryPolicy, Backoff)
 
@@ -540,21 +343,7 @@ def _policy(call: str, cls: type[_P], given: _P | None, options: dict[str, Any],
     return cls(**options)
 
 
-def _handler(handler: Any, timeout: float | None, manual_ack: bool) -> _Handler:
-    """``worker_factory`` for ``handler`` at `build` time; bad input is refused now."""
+def _handler(handler: Any, timeout: float | None, manual_ack: bool) -> HandlerOption:
+    """``handler`` as an option; bad input is refused now, not at `build` time."""
     worker_factory(handler, timeout, manual_ack=manual_ack)
-    return functools.partial(worker_factory, handler, timeout, manual_ack=manual_ack)
-
-
-def _intake_actors(backend: Backend, queue: str) -> list[tuple[str, Any]]:
-    """A backend's helper actors for its consumer (e.g. Redis lease keepers), if any."""
-    helpers = getattr(backend, "intake_actors", None)
-    return list(helpers(queue)) if helpers is not None else []
-
-
-def _linked(factory: StageFactory, downstream: str, upstream: str) -> Stage:
-    stage = factory()
-    if not isinstance(stage, Stage):
-        raise ConfigurationError(f"middleware factory returned {stage!r}, which is not a Stage")
-    stage.link(downstream, upstream)
-    return stage
+    return HandlerOption(handler, timeout, manual_ack)

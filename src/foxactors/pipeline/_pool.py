@@ -81,7 +81,7 @@ class Pool(Supervisor):
         self,
         workers: Sequence[ChildSpec],
         *,
-        upstream: str,
+        upstream: str | Callable[[], str],
         strategy: PoolStrategy | str = PoolStrategy.ROUND_ROBIN,
         capacity: int = 1,
         max_restarts: int = 10,
@@ -227,8 +227,9 @@ class Pool(Supervisor):
         if not outbox or (self._queued and len(outbox) < 64 and not force):
             return
         self._outbox = []
-        if self._up is None:
-            self._up = self.find(self._upstream_path)
+        if self._up is None:  # a path, or a function giving it (the outcome route)
+            path = self._upstream_path
+            self._up = self.find(path if isinstance(path, str) else path())
         await self._up.tell(one_or_batch(outbox))
 
     async def _place(self, work: Delivery | Batch) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 from foxactors._actor import Actor, ActorRef
@@ -21,6 +22,11 @@ class Stage(Actor[Any]):
     outcome without forwarding it), e.g. to dead-letter it. State lives in the stage's
     attributes; the stage handles one message at a time, so it needs no locks.
 
+    A stage that does not override `on_outcome` only looks at deliveries: outcomes
+    skip it on their way back (they go straight to the nearest stage above that
+    handles outcomes, or to the consumer), so it costs no hop. The rate limiter and
+    the batcher are such stages.
+
     A crash never loses the message in hand: a delivery is returned to the queue, an
     outcome is passed on unchanged. Override the hooks, not `receive`: deliveries and
     outcomes may arrive several at a time (each still goes through `on_delivery` or
@@ -30,13 +36,18 @@ class Stage(Actor[Any]):
 
     _downstream_path = ""
     _upstream_path = ""
+    _route: Callable[[], str] | None = None  # the way back, known once the stages are made
     _down: ActorRef[Any] | None = None
     _up: ActorRef[Any] | None = None
     _replies: list[Outcome] | None = None  # collecting while handling a batch or run
     _forwards: list[Delivery] | None = None  # collecting while handling a run
 
     def link(self, downstream: str, upstream: str) -> None:
-        """Set the paths of the neighbours (done by the pipeline builder)."""
+        """Set the paths of the neighbours (done by the pipeline builder).
+
+        ``upstream`` is where this stage's outcomes go: the nearest stage towards
+        the consumer that handles outcomes, or the consumer.
+        """
         self._downstream_path = downstream
         self._upstream_path = upstream
 
@@ -49,9 +60,10 @@ class Stage(Actor[Any]):
 
     @property
     def upstream(self) -> ActorRef[Any]:
-        """The next actor towards the consumer."""
+        """Where outcomes go: the nearest stage above that handles them, or the consumer."""
         if self._up is None:
-            self._up = self.find(self._upstream_path)
+            route = self._route
+            self._up = self.find(self._upstream_path if route is None else route())
         return self._up
 
     async def receive(self, message: Any) -> Any:
@@ -150,3 +162,20 @@ class Stage(Actor[Any]):
         if type(message) is Outcome or type(message) is BatchOutcomes:
             with contextlib.suppress(ActorStopped):  # stopping: the consumer returned it
                 self.upstream.tell_nowait(message)
+
+
+_OUTCOME_HOOKS = ("receive", "on_outcome", "_on_outcomes", "reply")
+
+
+def handles_outcomes(stage: Stage | type[Stage]) -> bool:
+    """Whether a stage (or every instance of a stage class) does anything with outcomes.
+
+    A stage that overrides none of the methods outcomes go through (`Stage.receive`,
+    `Stage.on_outcome`, `Stage.reply`) only passes them on, so outcomes may skip it.
+    For an instance, methods set on the instance itself count too.
+    """
+    cls = stage if isinstance(stage, type) else type(stage)
+    if any(getattr(cls, hook) is not getattr(Stage, hook) for hook in _OUTCOME_HOOKS):
+        return True
+    own = getattr(stage, "__dict__", {}) if not isinstance(stage, type) else {}
+    return any(hook in own for hook in _OUTCOME_HOOKS)

@@ -1,0 +1,70 @@
+"""`Pipeline`: the supervisor of one pipeline, and its graceful drain."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from foxactors._errors import ActorError, RestartIntensityExceeded
+from foxactors._lifecycle import ActorState, Exit
+from foxactors._spec import ChildSpec
+from foxactors._supervisor import Supervisor
+from foxactors.backends._base import Source
+
+from ._consumer import STOP_INTAKE
+from ._pool import RETURN_PENDING
+
+
+class Pipeline(Supervisor):
+    """The supervisor of one pipeline; stops it in a fixed, graceful sequence.
+
+    Children, in start order: the pool (with its workers), the stages from the
+    innermost out, the consumer. They are one_for_one: a crashed actor returns the
+    delivery in hand (a crashed pool, the deliveries it held), so nobody else needs
+    a restart; restarting the consumer would return every in-flight delivery and
+    cause needless duplicates. A graceful stop: stop intake; return deliveries that
+    no worker started; let in-flight work finish within ``drain_timeout`` and
+    settle it; then stop the children in reverse order. The consumer stops first
+    and returns whatever missed the deadline to the queue.
+    """
+
+    def __init__(
+        self, children: list[ChildSpec], *, drain_timeout: float, consumer: str = "consumer"
+    ) -> None:
+        super().__init__(children, strategy="one_for_one", max_restarts=10, within=30)
+        self._drain_timeout = drain_timeout
+        self._consumer = consumer
+
+    async def _restart(self, child: Any, exit: Exit) -> None:
+        """Restart a child, unless it is the intake giving up (``give_up_after``).
+
+        Then the pipeline fails with it, so that its parent decides; restarting the
+        intake would only try the broker again at once.
+        """
+        if child.spec.id == "intake" and isinstance(exit.error, RestartIntensityExceeded):
+            raise exit.error
+        await super()._restart(child, exit)
+
+    async def on_stop(self, exit: Exit) -> None:
+        """Drain first (on a graceful stop), then stop the children."""
+        if not exit.abnormal:
+            await self._drain()
+        await super().on_stop(exit)
+
+    async def _drain(self) -> None:
+        try:
+            consumer = self.find(self._consumer)
+            if consumer.state is not ActorState.RUNNING:  # e.g. waiting for its broker
+                self.log.info("pipeline.drain_skipped", consumer=consumer.state.value)
+                return
+            source: Source = await consumer.ask(STOP_INTAKE, timeout=5)
+            returned = await self.find("pool").ask(RETURN_PENDING, timeout=5)
+        except ActorError as exc:
+            self.log.warning("pipeline.drain_skipped", error=str(exc))
+            return
+        settled = await self.supervise_until(source.wait_settled, self._drain_timeout)
+        self.log.info(
+            "pipeline.drained",
+            returned=returned,
+            unsettled=source.unsettled,
+            deadline_missed=not settled,
+        )
