@@ -57,6 +57,7 @@ PUBLIC = {
     "Restart",
     "RestartIntensity",
     "RestartIntensityExceeded",
+    "Request",
     "StartChild",
     "StartError",
     "StopChild",

@@ -10,6 +10,7 @@ from ._ack import AckHandle as AckHandle
 from ._ack import Decision as Decision
 from ._actor import Actor as Actor
 from ._actor import ActorRef as ActorRef
+from ._actor import Request as Request
 from ._actor import Terminated as Terminated
 from ._codec import Codec as Codec
 from ._codec import JsonCodec as JsonCodec

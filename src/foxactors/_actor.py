@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar, final
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar, final, overload
 
 import anyio
 import attrs
@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 
 M = TypeVar("M")
 M_contra = TypeVar("M_contra", contravariant=True)
+R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)
 
 
 class Host(Protocol):
@@ -193,6 +195,27 @@ class Terminated:
     exit: Exit
 
 
+class Request(Generic[R_co]):
+    """Base of a message whose reply has a known type: ``ask`` is then typed.
+
+    ``await ref.ask(message)`` returns ``R_co`` for a ``Request[R_co]`` (as type
+    checkers see it; the actor's `receive` still returns the reply at run time), and
+    ``Any`` for other messages. Subclass it with an attrs class.
+
+    Example:
+        ```python
+        @attrs.frozen
+        class Balance(fa.Request[int]):
+            pass  # the reply is an int
+
+
+        cents = await account.ask(Balance())  # an int, for mypy too
+        ```
+    """
+
+    __slots__ = ()
+
+
 class Ask:
     """A request waiting for its reply (internal envelope of `ActorRef.ask`)."""
 
@@ -272,11 +295,16 @@ class ActorRef(Generic[M]):
         """
         self._mailbox.put_nowait(message)
 
-    async def ask(self, message: M, *, timeout: float | None = 5.0) -> Any:
+    @overload
+    async def ask(self, message: Request[R], *, timeout: float | None = 5.0) -> R: ...
+    @overload
+    async def ask(self, message: M, *, timeout: float | None = 5.0) -> Any: ...
+
+    async def ask(self, message: M | Request[Any], *, timeout: float | None = 5.0) -> Any:
         """Send ``message`` and wait for the reply (the value `receive` returns).
 
         Args:
-            message: The request.
+            message: The request; a `Request` types the reply.
             timeout: Seconds to wait for room and for the reply; None waits for ever.
 
         Raises:

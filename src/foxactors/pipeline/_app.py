@@ -22,10 +22,11 @@ from foxactors.backends._base import Backend, Source
 
 from ._batch import BatchStage
 from ._breaker import Breaker, CircuitBreakerStage
-from ._consumer import STOP_INTAKE, Consumer
+from ._consumer import Consumer
 from ._deadletters import DeadLetterActor, DeadLetterSink
 from ._intake import Intake
-from ._pool import RETURN_PENDING, MemoryLimit, Pool, PoolStrategy, resident_memory
+from ._messages import RETURN_PENDING, STOP_INTAKE
+from ._pool import MemoryLimit, Pool, PoolStrategy, resident_memory
 from ._ratelimit import RateLimitStage, TokenBucket
 from ._retry import RetryPolicy, RetryStage
 from ._stage import Stage

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from typing import Any
+from typing import Any, Final
 
 import anyio
 import attrs
@@ -11,6 +11,7 @@ import attrs
 from foxactors._message import Delivery, Outcome, OutcomeKind
 from foxactors._validate import require_int, require_seconds
 
+from ._messages import CURRENT_BREAKER, CurrentBreaker
 from ._stage import Stage
 
 
@@ -75,7 +76,8 @@ class Breaker:
         return max(0.0, self.opened_at + self.open_timeout - now)
 
 
-BREAKER_STATE = "foxactors.breaker.state"
+BREAKER_STATE: Final = CURRENT_BREAKER
+"""Ask the circuit breaker stage this: the reply is its current `Breaker`."""
 
 
 class CircuitBreakerStage(Stage):
@@ -123,4 +125,4 @@ class CircuitBreakerStage(Stage):
 
     async def on_other(self, message: Any) -> Any:
         """Answer `BREAKER_STATE` with the current `Breaker`."""
-        return self.breaker if message == BREAKER_STATE else None
+        return self.breaker if type(message) is CurrentBreaker else None

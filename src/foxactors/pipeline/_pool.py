@@ -22,8 +22,8 @@ from foxactors._spec import ChildSpec
 from foxactors._supervisor import Supervisor
 from foxactors._validate import coerce_enum, require_int, require_seconds
 
+from ._messages import RETIRE, Handback, Recycle, ReturnPending
 from ._work import Batch, BatchOutcomes, Deliveries, one_or_batch
-from ._worker import RETIRE, Handback, Recycle
 
 
 class PoolStrategy(enum.Enum):
@@ -34,7 +34,6 @@ class PoolStrategy(enum.Enum):
     LEAST_LOADED = "least_loaded"
 
 
-RETURN_PENDING = "foxactors.pool.return_pending"
 LOOKAHEAD = 4  # unstarted deliveries a busy worker may hold
 
 
@@ -163,8 +162,8 @@ class Pool(Supervisor):
             await self._dispatch_pending()
         elif kind is Recycle:
             await self._recycle(message.worker)
-        elif message == RETURN_PENDING:
-            return self._return_pending()
+        elif kind is ReturnPending:
+            reply = self._return_pending()
         else:
             reply = await super().receive(message)
         await self._send_outcomes()  # whatever came last, collected outcomes go on

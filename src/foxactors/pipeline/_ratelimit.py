@@ -14,6 +14,7 @@ from foxactors._lifecycle import Exit
 from foxactors._message import Delivery
 from foxactors._validate import require_int
 
+from ._messages import RELEASE_DUE, ReleaseDue
 from ._stage import Stage
 
 
@@ -53,9 +54,6 @@ class TokenBucket:
         return (1.0 - tokens) / self.rate, attrs.evolve(self, tokens=tokens, updated=now)
 
 
-_RELEASE = "foxactors.rate_limit.release"
-
-
 class RateLimitStage(Stage):
     """Lets deliveries through at most ``rate`` per second, with bursts of ``burst``.
 
@@ -80,7 +78,7 @@ class RateLimitStage(Stage):
 
     async def on_other(self, message: Any) -> Any:
         """On the timer, release every delivery a token is available for."""
-        if message == _RELEASE:
+        if type(message) is ReleaseDue:
             self._timer = False
             while self._waiting:
                 wait = self._take()
@@ -104,7 +102,7 @@ class RateLimitStage(Stage):
 
     async def _release_after(self, delay: float) -> None:
         await anyio.sleep(delay)
-        await self.ref.tell(_RELEASE)
+        await self.ref.tell(RELEASE_DUE)
 
     async def on_stop(self, exit: Exit) -> None:
         """Return the deliveries still waiting to the queue."""
