@@ -138,6 +138,15 @@ class Actor(Generic[M]):
         """A structlog logger bound with this actor's path."""
         return self._cell.log
 
+    @property
+    def mailbox_depth(self) -> int:
+        """Messages waiting in this actor's mailbox, not counting the one in hand.
+
+        For actors that gather work while more messages wait and send it on once
+        their mailbox is empty (the pool sends outcomes back together this way).
+        """
+        return len(self._cell.mailbox.items)
+
     def find(self, path: str) -> ActorRef[Any]:
         """Return the reference of another actor by path.
 
@@ -326,6 +335,18 @@ class ActorRef(Generic[M]):
     async def wait_stopped(self) -> Exit:
         """Wait until the actor stops for good and return how its last life ended."""
         return await self._cell.wait_stopped()
+
+    def retract(self, message: M) -> bool:
+        """Take back ``message`` if it is still queued: the actor has not started it.
+
+        ``message`` is the very object that was sent (compared by identity, not by
+        equality), so only its sender can retract it. Returns True if it was taken
+        out of the mailbox (the actor will never see it), False if the actor has
+        already started it or it is not there. A sender blocked on the full mailbox
+        gets the freed room. The pool uses this to move a delivery waiting behind a
+        busy worker to one that went idle.
+        """
+        return self._mailbox.retract(message)
 
     def statistics(self) -> MailboxStatistics:
         """Return a snapshot of the mailbox (depth, capacity, waiting senders)."""

@@ -345,6 +345,42 @@ class Supervisor(Actor[Any]):
             raise SupervisionError(f"{self.path} has no child {id!r}")
         self._remove(child, await self._terminate(child, drain=True))
 
+    # -- for subclasses -------------------------------------------------------------
+
+    def child_refs(self) -> tuple[ActorRef[Any], ...]:
+        """The references of the current children, in start order.
+
+        For subclasses that send work to their children (a pool to its workers). A
+        reference stays valid across restarts of its child.
+        """
+        return tuple(child.cell.ref for child in self._children.values())
+
+    async def recycle_child(self, id: str) -> bool:
+        """Replace child ``id``'s instance with a fresh one now, as planned maintenance.
+
+        For subclasses, from their own handlers (a pool recycling a worker). The
+        child is stopped, draining what its mailbox holds, and started again from
+        its spec on the same reference and mailbox (messages sent meanwhile are
+        refused). Not a crash: it does not count against the restart intensity, but
+        it does count in the child's ``restarts``. Returns True if the fresh instance
+        started; if it failed to start, that is handled as a crash (logged, then
+        the strategy, the intensity and the backoff apply) and the result is False.
+
+        Raises:
+            SupervisionError: There is no such child.
+            RestartIntensityExceeded: The failed start was one restart too many.
+        """
+        child = self._children.get(id)
+        if child is None:
+            raise SupervisionError(f"{self.path} has no child {id!r}")
+        await self._terminate(child, drain=True)
+        child.cell.restarts += 1
+        error = await self._start(child)
+        if error is None:
+            return True
+        await self._restart(child, Exit(ExitKind.CRASHED, error))
+        return False
+
     # -- mechanics ------------------------------------------------------------------
 
     async def _start(self, child: _Child) -> Exception | None:

@@ -16,7 +16,7 @@ import attrs
 from foxactors._ack import AckHandle
 from foxactors._actor import ActorRef
 from foxactors._errors import ActorError, ActorStopped
-from foxactors._lifecycle import Exit, ExitKind
+from foxactors._lifecycle import Exit
 from foxactors._message import Delivery, Outcome
 from foxactors._spec import ChildSpec
 from foxactors._supervisor import Supervisor
@@ -99,16 +99,14 @@ class Pool(Supervisor):
     async def on_start(self) -> None:
         """Start the workers, then learn their references."""
         await super().on_start()
-        self._workers: list[ActorRef[Any]] = [c.cell.ref for c in self._children.values()]
-        self._boxes = [c.cell.mailbox for c in self._children.values()]
+        self._workers: list[ActorRef[Any]] = list(self.child_refs())
         self._load = [0] * len(self._workers)
         # A busy worker may hold up to LOOKAHEAD unstarted deliveries, so that it
         # starts the next without waiting to be woken; an idle worker takes the
-        # newest back. Oldest first; a hint: `_retract` checks the mailbox.
+        # newest back. Oldest first; a hint: `_retract` checks with the worker.
         self._ahead: list[deque[Delivery | Batch]] = [deque() for _ in self._workers]
         # Outcomes go upstream together while more messages wait in the mailbox.
         self._outbox: list[Outcome] = []
-        self._queued = self._cell.mailbox.items
         self._free = self._capacity * len(self._workers)  # spare slots, all workers
         self._given = 0  # pieces of work the workers hold (started or not)
         self._limit = (self._capacity + LOOKAHEAD) * len(self._workers)
@@ -195,7 +193,7 @@ class Pool(Supervisor):
         ahead = self._ahead[index]
         while ahead:
             held = ahead.pop()
-            if self._boxes[index].retract(held):
+            if self._workers[index].retract(held):
                 self._assigned.pop(_key(held), None)
                 self._release(index)
                 return held
@@ -223,7 +221,7 @@ class Pool(Supervisor):
     async def _send_outcomes(self, force: bool = False) -> None:
         """Send collected outcomes upstream once no more messages wait (or 64 wait)."""
         outbox = self._outbox
-        if not outbox or (self._queued and len(outbox) < 64 and not force):
+        if not outbox or (self.mailbox_depth and len(outbox) < 64 and not force):
             return
         self._outbox = []
         if self._up is None:
@@ -280,20 +278,16 @@ class Pool(Supervisor):
         restart intensity.
         """
         index = self._workers.index(worker)
-        child = next(c for c in self._children.values() if c.cell.ref is worker)
         while (held := self._retract(index)) is not None:  # not for the old instance
             self._pending.appendleft(held)
         self._load[index] += self._capacity  # no new work while it is replaced
         self._free -= self._capacity
-        await self._terminate(child, drain=True)
-        child.cell.restarts += 1
-        error = await self._start(child)
-        self._load[index] -= self._capacity
-        self._free += self._capacity
-        if error is not None:
-            await self._restart(child, Exit(ExitKind.CRASHED, error))
-        else:
-            child.cell.log.info("worker.recycled")
+        try:
+            if await self.recycle_child(worker.name):
+                self.log.info("worker.recycled", worker=worker.path)
+        finally:
+            self._load[index] -= self._capacity
+            self._free += self._capacity
         await self._dispatch_pending()
 
     async def _dispatch_pending(self) -> None:
