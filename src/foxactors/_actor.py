@@ -121,6 +121,18 @@ class Actor(Generic[M]):
         `ActorStopped` instead. The default does nothing; the runtime logs the count.
         """
 
+    def statistics(self) -> object | None:
+        """Return a snapshot of what this actor is doing, or None (the default).
+
+        Override it to return a frozen value (an attrs class): supervisors return a
+        `SupervisorStatistics`, the pipeline's pool, circuit breaker and rate limiter
+        their own. Others read it without an ask, as it is at that moment, through
+        ``system.statistics(path)`` and in `ActorSnapshot.statistics`; it is only
+        asked of a running instance. Keep it cheap and free of side effects; an
+        error raised here is logged and reads as None.
+        """
+        return None
+
     # -- services for subclasses ---------------------------------------------------
 
     @property

@@ -9,6 +9,7 @@ pykka's ``messages`` module.
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING, Any, Final
 
 import attrs
@@ -99,15 +100,27 @@ class FlushDue:
     generation: int
 
 
-# -- asked from outside -----------------------------------------------------------------
+# -- deprecated -------------------------------------------------------------------------
 
 
 @attrs.frozen
 class CurrentBreaker(Request["Breaker"]):
     """To the circuit breaker stage: the reply is its current `Breaker`.
 
-    What the public ``BREAKER_STATE`` is.
+    What the deprecated ``BREAKER_STATE`` is; it goes with it in the next release.
     """
 
 
 CURRENT_BREAKER: Final = CurrentBreaker()
+
+
+def deprecated_breaker_state(module: str) -> CurrentBreaker:
+    """``BREAKER_STATE`` looked up in ``module``: warn, and return it for one more release."""
+    warnings.warn(
+        f"{module}.BREAKER_STATE is deprecated: read the breaker stage's statistics "
+        "without an ask, system.statistics(path) (a BreakerStatistics with the state, "
+        "the failures and the next probe), or ActorSnapshot.statistics",
+        DeprecationWarning,
+        stacklevel=3,  # the code that looked it up, past __getattr__
+    )
+    return CURRENT_BREAKER

@@ -19,7 +19,7 @@ from foxactors._errors import ActorError, ActorStopped
 from foxactors._lifecycle import Exit
 from foxactors._message import Delivery, Outcome
 from foxactors._spec import ChildSpec
-from foxactors._supervisor import Supervisor
+from foxactors._supervisor import Supervisor, SupervisorStatistics
 from foxactors._validate import coerce_enum, require_int, require_seconds
 
 from ._messages import RETIRE, Handback, Recycle, ReturnPending
@@ -63,6 +63,33 @@ class MemoryLimit:
         require_seconds("memory check interval", self.interval, positive=True)
 
 
+@attrs.frozen
+class PoolStatistics(SupervisorStatistics):
+    """A snapshot of a worker pool: a supervisor's, plus where its work is.
+
+    Work is counted in pieces: a delivery, or a batch for a batch handler.
+
+    Attributes:
+        workers: Worker actors.
+        capacity: Pieces of work each worker runs at once.
+        busy: Workers holding work (started or queued behind what they run).
+        in_flight: Pieces the workers hold, started or not.
+        lookaheads: Of those, pieces queued behind a busy worker so that it starts
+            them without waiting to be woken; a worker that goes idle takes them over.
+        waiting: Pieces waiting in the pool for a worker with room.
+        recycled: Workers recycled (``with_worker_recycling``) since the pool
+            started; they count in ``restarts`` but not in ``recent_restarts``.
+    """
+
+    workers: int
+    capacity: int
+    busy: int
+    in_flight: int
+    lookaheads: int
+    waiting: int
+    recycled: int
+
+
 class Pool(Supervisor):
     """A supervisor of worker actors that dispatches by demand.
 
@@ -95,6 +122,7 @@ class Pool(Supervisor):
         self._pending: deque[Delivery | Batch] = deque()
         self._assigned: dict[AckHandle, int] = {}
         self._next = 0
+        self._recycled = 0
 
     async def on_start(self) -> None:
         """Start the workers, then learn their references."""
@@ -133,6 +161,20 @@ class Pool(Supervisor):
                 )
                 with contextlib.suppress(ActorStopped):  # the pool is stopping
                     await worker.tell(RETIRE)  # after what it holds; it asks to be recycled
+
+    def statistics(self) -> PoolStatistics:
+        """Return the supervisor's figures and where the pool's work is now."""
+        supervisor = super().statistics()
+        return PoolStatistics(
+            **attrs.asdict(supervisor, recurse=False),
+            workers=len(self._workers),
+            capacity=self._capacity,
+            busy=sum(1 for load in self._load if load),
+            in_flight=self._given,
+            lookaheads=sum(map(len, self._ahead)),
+            waiting=len(self._pending),
+            recycled=self._recycled,
+        )
 
     async def receive(self, message: Any) -> Any:
         """Dispatch work (deliveries, batches), pass outcomes back, and supervise."""
@@ -283,7 +325,9 @@ class Pool(Supervisor):
         self._load[index] += self._capacity  # no new work while it is replaced
         self._free -= self._capacity
         try:
-            if await self.recycle_child(worker.name):
+            recycled = await self.recycle_child(worker.name)
+            self._recycled += 1
+            if recycled:
                 self.log.info("worker.recycled", worker=worker.path)
         finally:
             self._load[index] -= self._capacity

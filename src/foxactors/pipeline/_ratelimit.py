@@ -54,6 +54,24 @@ class TokenBucket:
         return (1.0 - tokens) / self.rate, attrs.evolve(self, tokens=tokens, updated=now)
 
 
+@attrs.frozen
+class RateLimitStatistics:
+    """A snapshot of a rate limit stage.
+
+    Attributes:
+        rate: Deliveries let through per second.
+        burst: Most deliveries let through at once.
+        waiting: Deliveries held back now, waiting for a token.
+        delayed: Deliveries that had to wait for a token, in all (since the stage
+            started).
+    """
+
+    rate: float
+    burst: int
+    waiting: int
+    delayed: int
+
+
 class RateLimitStage(Stage):
     """Lets deliveries through at most ``rate`` per second, with bursts of ``burst``.
 
@@ -67,6 +85,7 @@ class RateLimitStage(Stage):
         self.bucket = bucket
         self._waiting: deque[Delivery] = deque()
         self._timer = False
+        self._delayed = 0
 
     async def on_delivery(self, delivery: Delivery) -> None:
         """Forward now if a token is free and nobody waits; otherwise queue it."""
@@ -74,7 +93,13 @@ class RateLimitStage(Stage):
             await self.forward(delivery)
             return
         self._waiting.append(delivery)
+        self._delayed += 1
         self._arm()
+
+    def statistics(self) -> RateLimitStatistics:
+        """Return the limit and the deliveries it holds back."""
+        bucket = self.bucket
+        return RateLimitStatistics(bucket.rate, bucket.burst, len(self._waiting), self._delayed)
 
     async def on_other(self, message: Any) -> Any:
         """On the timer, release every delivery a token is available for."""
