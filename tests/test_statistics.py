@@ -139,6 +139,9 @@ async def test_pool_statistics_show_busy_workers_lookaheads_and_waiting_work() -
         assert stats.recycled == 12 // 5
         assert sum(stats.restarts.values()) == stats.recycled  # recycling shows as restarts
         assert stats.recent_restarts == 0  # but not as restarts for the intensity
+        assert hash(snapshot)  # snapshots with statistics stay hashable values
+        with pytest.raises(TypeError):
+            stats.restarts["worker-1"] = 0  # type: ignore[index]
 
 
 async def test_rate_limit_statistics_show_deliveries_held_back() -> None:

@@ -45,7 +45,7 @@ class SupervisorStatistics:
     """
 
     children: tuple[str, ...]
-    restarts: Mapping[str, int] = attrs.field(converter=_frozen_counts)
+    restarts: Mapping[str, int] = attrs.field(converter=_frozen_counts, hash=False)
     restarting: tuple[str, ...]
     recent_restarts: int
     max_restarts: int
