@@ -20,7 +20,7 @@ from foxactors.backends._base import Source
 
 from ._work import Batch
 
-if TYPE_CHECKING:  # the breaker's stage answers CurrentBreaker: imported here, a cycle
+if TYPE_CHECKING:  # _breaker imports this module: at run time this would be a cycle
     from ._breaker import Breaker  # noqa: F401 - named in a base class, as a string
 
 
