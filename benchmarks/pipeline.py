@@ -99,11 +99,11 @@ def main() -> None:
     )
     print(
         f"vs raw {HOPS}-hop anyio fast-path chain: {raw:,.0f} msg/s ({1e6 / raw:.1f} us/msg) "
-        f"-> {ours / raw:.0%} (target >= 40%)"
+        f"-> {ours / raw:.0%}"
     )
     print(
         f"vs the same per-message work with no actors: {direct:,.0f} msg/s "
-        f"({1e6 / direct:.1f} us/msg) -> {ours / direct:.0%}; "
+        f"({1e6 / direct:.1f} us/msg) -> {ours / direct:.0%} (target >= 60%); "
         f"the actors add {1e6 / ours - 1e6 / direct:.1f} us/msg"
     )
 

@@ -437,3 +437,53 @@ async def test_a_task_crash_fails_the_ask_in_hand_as_a_crash() -> None:
         ("crash", "'hold'", "task"),
         ("got", "after"),
     ]
+
+
+class Depth(fa.Actor[Any]):
+    """Reports how many messages wait behind the one it handles."""
+
+    def __init__(self, gate: anyio.Event, depths: list[int]) -> None:
+        self.gate = gate
+        self.depths = depths
+
+    async def receive(self, message: Any) -> None:
+        await self.gate.wait()
+        self.depths.append(self.mailbox_depth)
+
+
+async def test_an_actor_sees_how_many_messages_wait_in_its_mailbox() -> None:
+    gate = anyio.Event()
+    depths: list[int] = []
+    async with fa.open_system(tree([fa.ChildSpec("d", lambda: Depth(gate, depths))])) as system:
+        ref = system.ref("d")
+        for n in range(3):
+            await ref.tell(n)
+        await wait_all_tasks_blocked()
+        gate.set()
+        await wait_all_tasks_blocked()
+    assert depths == [2, 1, 0]  # the one in hand is not counted
+
+
+async def test_a_sender_retracts_a_message_the_actor_has_not_started() -> None:
+    gate = anyio.Event()
+    seen: list[Any] = []
+    spec = fa.ChildSpec("g", lambda: Gate(lambda: gate, seen), mailbox_size=2)
+    async with fa.open_system(tree([spec])) as system:
+        ref = system.ref("g")
+        first, second, third, late = ["first"], ["second"], ["third"], ["late"]
+        await ref.tell(first)  # in hand: waits on the gate
+        await wait_all_tasks_blocked()
+        await ref.tell(second)
+        await ref.tell(third)  # the mailbox is full now
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(ref.tell, late)  # blocked: no room
+            await wait_all_tasks_blocked()
+            assert ref.retract(first) is False  # started: too late to take it back
+            assert ref.retract(["third"]) is False  # an equal message is not the one sent
+            assert ref.retract(third) is True
+            await wait_all_tasks_blocked()  # the freed slot went to the blocked sender
+            assert ref.statistics().blocked_senders == 0
+            assert ref.retract(third) is False  # once only
+            gate.set()
+        await wait_all_tasks_blocked()
+    assert seen == [first, second, late]

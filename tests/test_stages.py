@@ -73,18 +73,37 @@ async def test_breaker_defers_untried_messages_while_open() -> None:
     )
     with capture_logs() as logs:
         async with fa.open_system(app.build(backend, QUEUE)) as system:
-            breaker = system.ref("breaker")
+            closed = system.statistics("breaker")
+            assert isinstance(closed, fa.BreakerStatistics)
+            assert (closed.state, closed.opened_at, closed.probe_at) == (
+                fa.BreakerState.CLOSED,
+                None,
+                None,
+            )
             await backend.publish(QUEUE, 0)
             await backend.publish(QUEUE, 1)
             await anyio.wait_all_tasks_blocked()  # both failed: the circuit is open
-            state = await breaker.ask(fa.BREAKER_STATE)
+            state = system.statistics("breaker")  # read as it is, without an ask
+            assert isinstance(state, fa.BreakerStatistics)
             assert state.state is fa.BreakerState.OPEN
+            assert (state.consecutive_failures, state.failure_threshold) == (2, 2)
+            assert state.opened_at is not None
+            assert state.probe_at == state.opened_at + 10
             assert [(n, a) for n, a, _ in seen] == [(0, 1), (1, 1)]
             healthy = True
             await backend.publish(QUEUE, 2)  # arrives while open: deferred, untried
             await backend.publish(QUEUE, 3)
             await backend.join(QUEUE)
-            assert (await breaker.ask(fa.BREAKER_STATE)).state is fa.BreakerState.CLOSED
+            after = system.statistics("breaker")
+            assert isinstance(after, fa.BreakerStatistics)
+            assert (after.state, after.consecutive_failures, after.probe_at) == (
+                fa.BreakerState.CLOSED,
+                0,
+                None,
+            )
+            # Four deferred while open (two new, two retries), then three again while
+            # the probe was out: the circuit lets one through at a time.
+            assert (after.opened, after.deferred) == (1, 7)
     later = seen[2:]
     assert all(at >= state.opened_at + 10 for _, _, at in later)  # nothing ran while open
     # Deferrals are not attempts: the retried ones run on attempt 2, the others on 1.
@@ -94,6 +113,26 @@ async def test_breaker_defers_untried_messages_while_open() -> None:
     assert events == ["breaker.open", "breaker.half_open", "breaker.closed"]
     documented = re.findall(r"``(breaker\.\w+)``", fa.pipeline.CircuitBreakerStage.__doc__ or "")
     assert sorted(documented) == sorted(events)  # the docstring names the events logged
+
+
+async def test_breaker_state_is_a_deprecated_alias_that_still_answers() -> None:
+    backend = fa.MemoryBackend()
+
+    async def handle(message: fa.Message) -> None:
+        pass
+
+    app = fa.WorkerApp().add_worker(handle).with_circuit_breaker()
+    async with fa.open_system(app.build(backend, QUEUE)) as system:
+        with pytest.warns(DeprecationWarning, match=r"BREAKER_STATE is deprecated.*statistics"):
+            request = fa.BREAKER_STATE
+        assert await system.ref("breaker").ask(request) == fa.Breaker()
+        with pytest.warns(DeprecationWarning, match=r"foxactors\.pipeline\.BREAKER_STATE"):
+            assert fa.pipeline.BREAKER_STATE is request
+    with pytest.warns(DeprecationWarning, match="BREAKER_STATE"):
+        from foxactors import BREAKER_STATE  # noqa: PLC0415 - the import is what is tested
+    assert BREAKER_STATE is request
+    with pytest.raises(AttributeError, match="has no attribute 'NOTHING'"):
+        fa.NOTHING  # type: ignore[attr-defined]  # noqa: B018 - the lookup is the test
 
 
 async def test_rate_limit_spaces_messages_out() -> None:

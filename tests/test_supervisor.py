@@ -11,7 +11,7 @@ from structlog.testing import capture_logs
 
 import foxactors as fa
 
-from .helpers import Crash, Recorder, tree, worker
+from .helpers import Crash, Gate, Recorder, tree, worker
 
 pytestmark = pytest.mark.anyio
 
@@ -688,3 +688,87 @@ async def test_start_child_refusals_name_the_supervisor_and_the_fix() -> None:
             await fa.start_child(system.root, _worker_spec("a"))
         assert str(refused.value) == "/app already has a child 'a'; pick another id"
         assert system.root.state is fa.ActorState.RUNNING
+
+
+class Maintainer(fa.Supervisor):
+    """A supervisor subclass using the hooks for subclasses: child_refs, recycle_child."""
+
+    async def receive(self, message: Any) -> Any:
+        if message == "children":
+            return [ref.path for ref in self.child_refs()]
+        if isinstance(message, tuple):
+            try:
+                return await self.recycle_child(message[1])
+            except fa.SupervisionError as exc:
+                return str(exc)
+        return await super().receive(message)
+
+
+async def test_a_subclass_lists_its_children_and_recycles_one() -> None:
+    rec = Recorder()
+    gate = anyio.Event()
+    seen: list[Any] = []
+    children = [worker("a", rec), fa.ChildSpec("g", lambda: Gate(lambda: gate, seen))]
+    # No restart allowed at all: recycling is not a restart for the intensity.
+    spec = fa.ChildSpec("app", lambda: Maintainer(children, max_restarts=0))
+    async with fa.open_system(spec) as system:
+        a = system.ref("a")
+        assert await system.root.ask("children") == ["/app/a", "/app/g"]
+        await a.tell("queued")  # the old instance handles it before it goes
+        assert await system.root.ask(("recycle", "a")) is True
+        assert await system.root.ask(("recycle", "a")) is True
+        assert system.ref("a") is a
+        assert rec.events == [
+            ("start", "a"),
+            ("got", "a", "queued"),
+            ("stop", "a", "shutdown"),
+            ("start", "a"),
+            ("stop", "a", "shutdown"),
+            ("start", "a"),
+        ]
+        snapshot = system.snapshot()
+        assert [(s.path, s.restarts) for s in snapshot.children] == [("/app/a", 2), ("/app/g", 0)]
+        assert snapshot.state is fa.ActorState.RUNNING
+        assert await system.root.ask(("recycle", "nobody")) == "/app has no child 'nobody'"
+        await system.ref("g").tell("held")  # in hand until the gate opens
+        await wait_all_tasks_blocked()
+        recycling = anyio.Event()
+
+        async def recycle_g() -> None:
+            await system.root.ask(("recycle", "g"))
+            recycling.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(recycle_g)
+            await wait_all_tasks_blocked()
+            assert not recycling.is_set()  # waits for what the child holds
+            gate.set()
+        assert seen == ["held"]
+
+
+class StartsOnce(fa.Actor[Any]):
+    """Starts the first time, fails the second, starts again after."""
+
+    starts = 0
+
+    async def on_start(self) -> None:
+        StartsOnce.starts += 1
+        if StartsOnce.starts == 2:
+            raise Crash("second start")
+
+    async def receive(self, message: Any) -> Any:
+        return message
+
+
+async def test_a_recycled_child_that_fails_to_start_is_restarted_as_after_a_crash() -> None:
+    StartsOnce.starts = 0
+    child = fa.ChildSpec("w", StartsOnce, backoff=fa.Backoff.none())
+    spec = fa.ChildSpec("app", lambda: Maintainer([child], max_restarts=1))
+    with capture_logs() as logs:
+        async with fa.open_system(spec) as system:
+            assert await system.root.ask(("recycle", "w")) is False
+            assert await system.ref("w").ask("back") == "back"
+            assert StartsOnce.starts == 3
+    events = [e["event"] for e in logs]
+    assert events.count("actor.start_failed") == 1
+    assert events.count("actor.restarting") == 1

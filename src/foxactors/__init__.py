@@ -6,10 +6,13 @@ Everything public is re-exported here; the modules behind it are private.
 
 from __future__ import annotations
 
+import typing as _typing
+
 from ._ack import AckHandle as AckHandle
 from ._ack import Decision as Decision
 from ._actor import Actor as Actor
 from ._actor import ActorRef as ActorRef
+from ._actor import Request as Request
 from ._actor import Terminated as Terminated
 from ._codec import Codec as Codec
 from ._codec import JsonCodec as JsonCodec
@@ -50,6 +53,7 @@ from ._spec import Strategy as Strategy
 from ._supervisor import StartChild as StartChild
 from ._supervisor import StopChild as StopChild
 from ._supervisor import Supervisor as Supervisor
+from ._supervisor import SupervisorStatistics as SupervisorStatistics
 from ._supervisor import start_child as start_child
 from ._supervisor import stop_child as stop_child
 from ._system import ActorSystem as ActorSystem
@@ -57,13 +61,15 @@ from ._system import open_system as open_system
 from ._system import run as run
 from .backends import DeadLetter as DeadLetter
 from .backends import MemoryBackend as MemoryBackend
-from .pipeline import BREAKER_STATE as BREAKER_STATE
 from .pipeline import Breaker as Breaker
 from .pipeline import BreakerState as BreakerState
+from .pipeline import BreakerStatistics as BreakerStatistics
 from .pipeline import DeadLetterSink as DeadLetterSink
 from .pipeline import JsonLinesSink as JsonLinesSink
 from .pipeline import MemorySink as MemorySink
+from .pipeline import PoolStatistics as PoolStatistics
 from .pipeline import PoolStrategy as PoolStrategy
+from .pipeline import RateLimitStatistics as RateLimitStatistics
 from .pipeline import RetryPolicy as RetryPolicy
 from .pipeline import Stage as Stage
 from .pipeline import TokenBucket as TokenBucket
@@ -73,3 +79,16 @@ from .pipeline import read_dead_letters as read_dead_letters
 from .pipeline import replay_dead_letters as replay_dead_letters
 
 __version__ = "0.1.0"
+
+if _typing.TYPE_CHECKING:  # as a module attribute: type checkers see through it
+    from .pipeline._messages import CurrentBreaker
+
+    BREAKER_STATE: CurrentBreaker  # deprecated; looked up through __getattr__
+else:
+
+    def __getattr__(name: str) -> object:
+        if name == "BREAKER_STATE":
+            from .pipeline._messages import deprecated_breaker_state  # noqa: PLC0415
+
+            return deprecated_breaker_state(__name__)
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar, final
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar, final, overload
 
 import anyio
 import attrs
@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 
 M = TypeVar("M")
 M_contra = TypeVar("M_contra", contravariant=True)
+R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)
 
 
 class Host(Protocol):
@@ -119,6 +121,18 @@ class Actor(Generic[M]):
         `ActorStopped` instead. The default does nothing; the runtime logs the count.
         """
 
+    def statistics(self) -> object | None:
+        """Return a snapshot of what this actor is doing, or None (the default).
+
+        Override it to return a frozen value (an attrs class): supervisors return a
+        `SupervisorStatistics`, the pipeline's pool, circuit breaker and rate limiter
+        their own. Others read it without an ask, as it is at that moment, through
+        ``system.statistics(path)`` and in `ActorSnapshot.statistics`; it is only
+        asked of a running instance. Keep it cheap and free of side effects; an
+        error raised here is logged and reads as None.
+        """
+        return None
+
     # -- services for subclasses ---------------------------------------------------
 
     @property
@@ -135,6 +149,15 @@ class Actor(Generic[M]):
     def log(self) -> structlog.typing.FilteringBoundLogger:
         """A structlog logger bound with this actor's path."""
         return self._cell.log
+
+    @property
+    def mailbox_depth(self) -> int:
+        """Messages waiting in this actor's mailbox, not counting the one in hand.
+
+        For actors that gather work while more messages wait and send it on once
+        their mailbox is empty (the pool sends outcomes back together this way).
+        """
+        return len(self._cell.mailbox.items)
 
     def find(self, path: str) -> ActorRef[Any]:
         """Return the reference of another actor by path.
@@ -191,6 +214,27 @@ class Terminated:
 
     ref: ActorRef[Any]
     exit: Exit
+
+
+class Request(Generic[R_co]):
+    """Base of a message whose reply has a known type: ``ask`` is then typed.
+
+    ``await ref.ask(message)`` returns ``R_co`` for a ``Request[R_co]`` (as type
+    checkers see it; the actor's `receive` still returns the reply at run time), and
+    ``Any`` for other messages. Subclass it with an attrs class.
+
+    Example:
+        ```python
+        @attrs.frozen
+        class Balance(fa.Request[int]):
+            pass  # the reply is an int
+
+
+        cents = await account.ask(Balance())  # an int, for mypy too
+        ```
+    """
+
+    __slots__ = ()
 
 
 class Ask:
@@ -272,11 +316,16 @@ class ActorRef(Generic[M]):
         """
         self._mailbox.put_nowait(message)
 
-    async def ask(self, message: M, *, timeout: float | None = 5.0) -> Any:
+    @overload
+    async def ask(self, message: Request[R], *, timeout: float | None = 5.0) -> R: ...
+    @overload
+    async def ask(self, message: M, *, timeout: float | None = 5.0) -> Any: ...
+
+    async def ask(self, message: M | Request[Any], *, timeout: float | None = 5.0) -> Any:
         """Send ``message`` and wait for the reply (the value `receive` returns).
 
         Args:
-            message: The request.
+            message: The request; a `Request` types the reply.
             timeout: Seconds to wait for room and for the reply; None waits for ever.
 
         Raises:
@@ -298,6 +347,18 @@ class ActorRef(Generic[M]):
     async def wait_stopped(self) -> Exit:
         """Wait until the actor stops for good and return how its last life ended."""
         return await self._cell.wait_stopped()
+
+    def retract(self, message: M) -> bool:
+        """Take back ``message`` if it is still queued: the actor has not started it.
+
+        ``message`` is the very object that was sent (compared by identity, not by
+        equality), so only its sender can retract it. Returns True if it was taken
+        out of the mailbox (the actor will never see it), False if the actor has
+        already started it or it is not there. A sender blocked on the full mailbox
+        gets the freed room. The pool uses this to move a delivery waiting behind a
+        busy worker to one that went idle.
+        """
+        return self._mailbox.retract(message)
 
     def statistics(self) -> MailboxStatistics:
         """Return a snapshot of the mailbox (depth, capacity, waiting senders)."""

@@ -235,8 +235,8 @@ class Mailbox(Generic[T]):
     def retract(self, item: object) -> bool:
         """Remove ``item`` (by identity) if it is still queued; True if it was.
 
-        For a supervisor taking back work its child has not started (the pool's
-        reclaim of a lookahead delivery).
+        Behind `ActorRef.retract`: a sender taking back a message the actor has
+        not started (the pool moving a delivery from a busy worker to an idle one).
         """
         for position, queued in enumerate(self.items):
             if queued is item:

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import attrs
 
-from ._cell import Cell
+from ._cell import Cell, describe
 from ._lifecycle import ActorState
 
 
@@ -23,6 +23,10 @@ class ActorSnapshot:
         mailbox_depth: Messages waiting in its mailbox.
         mailbox_capacity: Capacity of its mailbox.
         children: Snapshots of its children, in start order.
+        statistics: What the actor reported of itself (`Actor.statistics`): for
+            supervisors a `SupervisorStatistics`, for the pipeline's pool, circuit
+            breaker and rate limiter their own; None for most actors, and while an
+            actor is not running.
     """
 
     path: str
@@ -33,6 +37,7 @@ class ActorSnapshot:
     mailbox_depth: int
     mailbox_capacity: int
     children: tuple[ActorSnapshot, ...] = ()
+    statistics: object | None = None
 
     def walk(self) -> Iterator[ActorSnapshot]:
         """Yield this snapshot and all below it, depth first, in start order."""
@@ -70,4 +75,17 @@ def take_snapshot(cell: Cell) -> ActorSnapshot:
         mailbox_depth=len(cell.mailbox.items),
         mailbox_capacity=cell.mailbox.capacity,
         children=tuple(take_snapshot(c.cell) for c in list(cell.children.values())),
+        statistics=statistics_of(cell),
     )
+
+
+def statistics_of(cell: Cell) -> object | None:
+    """What the running instance of ``cell`` reports of itself (None if none runs)."""
+    instance = cell.instance
+    if instance is None or not (cell.live and cell.started):
+        return None
+    try:
+        return instance.statistics()
+    except Exception as exc:
+        cell.log.error("actor.statistics_failed", error=describe(exc), exc_info=exc)
+        return None

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import functools
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 import anyio
@@ -23,6 +24,32 @@ from ._lifecycle import SHUTDOWN_EXIT, ActorState, Exit, ExitKind
 from ._policy import Backoff, RestartIntensity
 from ._spec import AutoShutdown, ChildSpec, Restart, Strategy
 from ._validate import coerce_enum
+
+
+def _frozen_counts(value: Mapping[str, int]) -> Mapping[str, int]:
+    return MappingProxyType(dict(value))
+
+
+@attrs.frozen
+class SupervisorStatistics:
+    """A snapshot of one supervisor: its children and how it restarted them.
+
+    Attributes:
+        children: The children's ids, in start order.
+        restarts: How many times each child was restarted (or recycled), by id.
+        restarting: The children waiting for their restart delay, in start order.
+        recent_restarts: Restarts counted in the intensity window now (the last
+            ``within`` seconds); one more than ``max_restarts`` and it gives up.
+        max_restarts: Restarts it tolerates within ``within`` seconds.
+        within: Length of the intensity window in seconds.
+    """
+
+    children: tuple[str, ...]
+    restarts: Mapping[str, int] = attrs.field(converter=_frozen_counts, hash=False)
+    restarting: tuple[str, ...]
+    recent_restarts: int
+    max_restarts: int
+    within: float
 
 
 @attrs.frozen
@@ -259,6 +286,19 @@ class Supervisor(Actor[Any]):
             self.log.warning("supervisor.unexpected_message", message_type=kind.__qualname__)
         return None
 
+    def statistics(self) -> SupervisorStatistics:
+        """Return its children, their restarts and the use of the intensity window."""
+        children = list(self._children.values())
+        threshold = anyio.current_time() - self._intensity.within
+        return SupervisorStatistics(
+            children=tuple(c.spec.id for c in children),
+            restarts={c.spec.id: c.cell.restarts for c in children},
+            restarting=tuple(c.spec.id for c in children if c.pending is not None),
+            recent_restarts=sum(1 for t in self._history if t >= threshold),
+            max_restarts=self._intensity.max_restarts,
+            within=self._intensity.within,
+        )
+
     async def supervise_until(
         self, condition: Callable[[], Awaitable[object]], timeout: float
     ) -> bool:
@@ -344,6 +384,42 @@ class Supervisor(Actor[Any]):
         if child is None:
             raise SupervisionError(f"{self.path} has no child {id!r}")
         self._remove(child, await self._terminate(child, drain=True))
+
+    # -- for subclasses -------------------------------------------------------------
+
+    def child_refs(self) -> tuple[ActorRef[Any], ...]:
+        """The references of the current children, in start order.
+
+        For subclasses that send work to their children (a pool to its workers). A
+        reference stays valid across restarts of its child.
+        """
+        return tuple(child.cell.ref for child in self._children.values())
+
+    async def recycle_child(self, id: str) -> bool:
+        """Replace child ``id``'s instance with a fresh one now, as planned maintenance.
+
+        For subclasses, from their own handlers (a pool recycling a worker). The
+        child is stopped, draining what its mailbox holds, and started again from
+        its spec on the same reference and mailbox (messages sent meanwhile are
+        refused). Not a crash: it does not count against the restart intensity, but
+        it does count in the child's ``restarts``. Returns True if the fresh instance
+        started; if it failed to start, that is handled as a crash (logged, then
+        the strategy, the intensity and the backoff apply) and the result is False.
+
+        Raises:
+            SupervisionError: There is no such child.
+            RestartIntensityExceeded: The failed start was one restart too many.
+        """
+        child = self._children.get(id)
+        if child is None:
+            raise SupervisionError(f"{self.path} has no child {id!r}")
+        await self._terminate(child, drain=True)
+        child.cell.restarts += 1
+        error = await self._start(child)
+        if error is None:
+            return True
+        await self._restart(child, Exit(ExitKind.CRASHED, error))
+        return False
 
     # -- mechanics ------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from ._actor import ActorRef
 from ._cell import Cell
 from ._errors import ConfigurationError, StartError
 from ._lifecycle import SHUTDOWN_EXIT, Exit, ExitKind
-from ._snapshot import ActorSnapshot, take_snapshot
+from ._snapshot import ActorSnapshot, statistics_of, take_snapshot
 from ._spec import ChildSpec
 
 _logger: structlog.typing.FilteringBoundLogger = structlog.get_logger("foxactors")
@@ -54,6 +54,20 @@ class ActorSystem:
     def snapshot(self) -> ActorSnapshot:
         """Return a snapshot of the whole tree (paths, states, restarts, mailboxes)."""
         return take_snapshot(self._root)
+
+    def statistics(self, path: str) -> object | None:
+        """Return what the actor at ``path`` reports of itself, now, without an ask.
+
+        That is its `Actor.statistics`: a `SupervisorStatistics` for a supervisor,
+        a `PoolStatistics`, `BreakerStatistics` or `RateLimitStatistics` for those
+        pipeline actors, None for actors that report nothing and while the actor
+        is not running (e.g. waiting for a restart). ``path`` is as for `ref`; its
+        mailbox is ``system.ref(path).statistics()``.
+
+        Raises:
+            ActorNotFound: No actor lives there now.
+        """
+        return statistics_of(self._root.resolve(path))
 
     def stop(self) -> None:
         """Begin a graceful shutdown: the root stops its children in reverse order."""

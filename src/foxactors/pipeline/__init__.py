@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import typing as _typing
+
 from ._app import WorkerApp as WorkerApp
-from ._breaker import BREAKER_STATE as BREAKER_STATE
 from ._breaker import Breaker as Breaker
 from ._breaker import BreakerState as BreakerState
+from ._breaker import BreakerStatistics as BreakerStatistics
 from ._breaker import CircuitBreakerStage as CircuitBreakerStage
 from ._consumer import Consumer as Consumer
 from ._deadletters import DeadLetterActor as DeadLetterActor
@@ -17,8 +19,10 @@ from ._deadletters import replay_dead_letters as replay_dead_letters
 from ._options import PipelineOptions as PipelineOptions
 from ._pipeline import Pipeline as Pipeline
 from ._pool import Pool as Pool
+from ._pool import PoolStatistics as PoolStatistics
 from ._pool import PoolStrategy as PoolStrategy
 from ._ratelimit import RateLimitStage as RateLimitStage
+from ._ratelimit import RateLimitStatistics as RateLimitStatistics
 from ._ratelimit import TokenBucket as TokenBucket
 from ._retry import RetryPolicy as RetryPolicy
 from ._retry import RetryStage as RetryStage
@@ -26,3 +30,16 @@ from ._stage import Stage as Stage
 from ._worker import FunctionWorker as FunctionWorker
 from ._worker import Worker as Worker
 from ._worker import WorkerActor as WorkerActor
+
+if _typing.TYPE_CHECKING:  # as a module attribute: type checkers see through it
+    from ._messages import CurrentBreaker
+
+    BREAKER_STATE: CurrentBreaker  # deprecated; looked up through __getattr__
+else:
+
+    def __getattr__(name: str) -> object:
+        if name == "BREAKER_STATE":
+            from ._messages import deprecated_breaker_state  # noqa: PLC0415 - only if used
+
+            return deprecated_breaker_state(__name__)
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -5,19 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import anyio
-import attrs
 
 from foxactors._lifecycle import Exit
 from foxactors._message import Delivery
 from foxactors._validate import require_int, require_seconds
 
+from ._messages import FlushDue
 from ._stage import Stage
 from ._work import Batch
-
-
-@attrs.frozen
-class _Flush:
-    generation: int
 
 
 class BatchStage(Stage):
@@ -47,11 +42,11 @@ class BatchStage(Stage):
 
     async def _flush_later(self, generation: int) -> None:
         await anyio.sleep(self.interval)
-        await self.ref.tell(_Flush(generation))
+        await self.ref.tell(FlushDue(generation))
 
     async def on_other(self, message: Any) -> Any:
         """Flush on the timer of the current batch (an old timer is ignored)."""
-        if type(message) is _Flush and message.generation == self._generation:
+        if type(message) is FlushDue and message.generation == self._generation:
             await self._flush()
         return None
 

@@ -11,6 +11,7 @@ import attrs
 from foxactors._message import Delivery, Outcome, OutcomeKind
 from foxactors._validate import require_int, require_seconds
 
+from ._messages import CurrentBreaker
 from ._stage import Stage
 
 
@@ -75,7 +76,32 @@ class Breaker:
         return max(0.0, self.opened_at + self.open_timeout - now)
 
 
-BREAKER_STATE = "foxactors.breaker.state"
+@attrs.frozen
+class BreakerStatistics:
+    """A snapshot of a circuit breaker stage.
+
+    Times are on the event loop's clock (``anyio.current_time()``).
+
+    Attributes:
+        state: Where the circuit is.
+        consecutive_failures: Failures in a row since the last success.
+        failure_threshold: Failures in a row that open the circuit.
+        open_timeout: Seconds the circuit stays open before a probe.
+        opened_at: When the circuit last opened; None if it never did.
+        probe_at: While open, when the next probe may go through; None otherwise.
+        opened: Times the circuit opened (since the stage started).
+        deferred: Deliveries deferred untried while it was open (since the stage
+            started; a delivery deferred twice counts twice).
+    """
+
+    state: BreakerState
+    consecutive_failures: int
+    failure_threshold: int
+    open_timeout: float
+    opened_at: float | None
+    probe_at: float | None
+    opened: int
+    deferred: int
 
 
 class CircuitBreakerStage(Stage):
@@ -85,14 +111,37 @@ class CircuitBreakerStage(Stage):
     circuit. Open: deliveries are deferred, untried (``defer``: no attempt counted),
     until ``open_timeout`` has passed. Half-open: one probe passes; success closes the
     circuit, failure opens it again. State changes are logged
-    (``breaker.open``, ``breaker.half_open``, ``breaker.closed``); ``ask(BREAKER_STATE)``
-    returns the current `Breaker`. It sits inside the retry stage, so it sees raw
-    failures. It admits deliveries on their way to the pool: those admitted before
-    the circuit opened (waiting in the pool for a worker) still run.
+    (``breaker.open``, ``breaker.half_open``, ``breaker.closed``), and `statistics`
+    (read with ``system.statistics(path)``) shows where the circuit is. It sits
+    inside the retry stage, so it sees raw failures. It admits deliveries on their
+    way to the pool: those admitted before the circuit opened (waiting in the pool
+    for a worker) still run.
     """
 
     def __init__(self, breaker: Breaker) -> None:
         self.breaker = breaker
+        self._opened = 0
+        self._deferred = 0
+
+    def statistics(self) -> BreakerStatistics:
+        """Return the state of the circuit and what it did."""
+        breaker = self.breaker
+        closed = breaker.state is BreakerState.CLOSED
+        opened_at = None if closed and not self._opened else breaker.opened_at
+        return BreakerStatistics(
+            state=breaker.state,
+            consecutive_failures=breaker.failures,
+            failure_threshold=breaker.failure_threshold,
+            open_timeout=breaker.open_timeout,
+            opened_at=opened_at,
+            probe_at=(
+                breaker.opened_at + breaker.open_timeout
+                if breaker.state is BreakerState.OPEN
+                else None
+            ),
+            opened=self._opened,
+            deferred=self._deferred,
+        )
 
     async def on_delivery(self, delivery: Delivery) -> None:
         """Forward while closed (or as the half-open probe); otherwise defer."""
@@ -105,6 +154,7 @@ class CircuitBreakerStage(Stage):
             await self.forward(delivery)
         else:
             delay = breaker.retry_in(now)
+            self._deferred += 1
             await self.reply(
                 Outcome(delivery, OutcomeKind.DEFER, delay=delay, reason="circuit open")
             )
@@ -118,9 +168,11 @@ class CircuitBreakerStage(Stage):
             )
             after = self.breaker.state
             if after is not before:
+                if after is BreakerState.OPEN:
+                    self._opened += 1
                 self.log.warning(f"breaker.{after.value}", failures=self.breaker.failures)
         await self.reply(outcome)
 
     async def on_other(self, message: Any) -> Any:
-        """Answer `BREAKER_STATE` with the current `Breaker`."""
-        return self.breaker if message == BREAKER_STATE else None
+        """Answer the deprecated ``BREAKER_STATE`` with the current `Breaker`."""
+        return self.breaker if type(message) is CurrentBreaker else None

@@ -13,9 +13,9 @@ from foxactors._lifecycle import Exit
 from foxactors._message import Message, Outcome, OutcomeKind
 from foxactors.backends._base import CONNECTION, SOURCE, Backend, DeadLetter, Source
 
+from ._messages import StopIntake
 from ._work import BatchOutcomes, one_or_run
 
-STOP_INTAKE = "foxactors.consumer.stop_intake"
 _SUCCEEDED = OutcomeKind.SUCCEEDED  # hot path: a global is cheaper than an enum lookup
 
 
@@ -74,7 +74,7 @@ class Consumer(Actor[Any]):
                 await downstream.tell(one_or_run(await receive(batch, min_demand)))
 
     async def receive(self, message: Any) -> Any:
-        """Settle outcomes; on `STOP_INTAKE`, stop pulling and return the source.
+        """Settle outcomes; on `StopIntake`, stop pulling and return the source.
 
         `SOURCE` is answered with the source, for a backend's helper actors.
         """
@@ -85,7 +85,7 @@ class Consumer(Actor[Any]):
             for outcome in message.outcomes:
                 self._settle(outcome)
             return None
-        if message == STOP_INTAKE:
+        if type(message) is StopIntake:
             self._intake.cancel()
             return self.source
         if message == SOURCE:  # a backend's helper actors (e.g. Redis leases) ask

@@ -8,10 +8,8 @@ from foxactors._errors import ActorError, RestartIntensityExceeded
 from foxactors._lifecycle import ActorState, Exit
 from foxactors._spec import ChildSpec
 from foxactors._supervisor import Supervisor
-from foxactors.backends._base import Source
 
-from ._consumer import STOP_INTAKE
-from ._pool import RETURN_PENDING
+from ._messages import RETURN_PENDING, STOP_INTAKE
 
 
 class Pipeline(Supervisor):
@@ -56,7 +54,7 @@ class Pipeline(Supervisor):
             if consumer.state is not ActorState.RUNNING:  # e.g. waiting for its broker
                 self.log.info("pipeline.drain_skipped", consumer=consumer.state.value)
                 return
-            source: Source = await consumer.ask(STOP_INTAKE, timeout=5)
+            source = await consumer.ask(STOP_INTAKE, timeout=5)
             returned = await self.find("pool").ask(RETURN_PENDING, timeout=5)
         except ActorError as exc:
             self.log.warning("pipeline.drain_skipped", error=str(exc))

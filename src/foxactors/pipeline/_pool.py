@@ -16,14 +16,14 @@ import attrs
 from foxactors._ack import AckHandle
 from foxactors._actor import ActorRef
 from foxactors._errors import ActorError, ActorStopped
-from foxactors._lifecycle import Exit, ExitKind
+from foxactors._lifecycle import Exit
 from foxactors._message import Delivery, Outcome
 from foxactors._spec import ChildSpec
-from foxactors._supervisor import Supervisor
+from foxactors._supervisor import Supervisor, SupervisorStatistics
 from foxactors._validate import coerce_enum, require_int, require_seconds
 
+from ._messages import RETIRE, Handback, Recycle, ReturnPending
 from ._work import Batch, BatchOutcomes, Deliveries, one_or_batch
-from ._worker import RETIRE, Handback, Recycle
 
 
 class PoolStrategy(enum.Enum):
@@ -34,7 +34,6 @@ class PoolStrategy(enum.Enum):
     LEAST_LOADED = "least_loaded"
 
 
-RETURN_PENDING = "foxactors.pool.return_pending"
 LOOKAHEAD = 4  # unstarted deliveries a busy worker may hold
 
 
@@ -62,6 +61,33 @@ class MemoryLimit:
     def __attrs_post_init__(self) -> None:
         require_int("memory limit (bytes)", self.bytes, 1)
         require_seconds("memory check interval", self.interval, positive=True)
+
+
+@attrs.frozen
+class PoolStatistics(SupervisorStatistics):
+    """A snapshot of a worker pool: a supervisor's, plus where its work is.
+
+    Work is counted in pieces: a delivery, or a batch for a batch handler.
+
+    Attributes:
+        workers: Worker actors.
+        capacity: Pieces of work each worker runs at once.
+        busy: Workers holding work (started or queued behind what they run).
+        in_flight: Pieces the workers hold, started or not.
+        lookaheads: Of those, pieces queued behind a busy worker so that it starts
+            them without waiting to be woken; a worker that goes idle takes them over.
+        waiting: Pieces waiting in the pool for a worker with room.
+        recycled: Workers recycled (``with_worker_recycling``) since the pool
+            started; they count in ``restarts`` but not in ``recent_restarts``.
+    """
+
+    workers: int
+    capacity: int
+    busy: int
+    in_flight: int
+    lookaheads: int
+    waiting: int
+    recycled: int
 
 
 class Pool(Supervisor):
@@ -96,20 +122,19 @@ class Pool(Supervisor):
         self._pending: deque[Delivery | Batch] = deque()
         self._assigned: dict[AckHandle, int] = {}
         self._next = 0
+        self._recycled = 0
 
     async def on_start(self) -> None:
         """Start the workers, then learn their references."""
         await super().on_start()
-        self._workers: list[ActorRef[Any]] = [c.cell.ref for c in self._children.values()]
-        self._boxes = [c.cell.mailbox for c in self._children.values()]
+        self._workers: list[ActorRef[Any]] = list(self.child_refs())
         self._load = [0] * len(self._workers)
         # A busy worker may hold up to LOOKAHEAD unstarted deliveries, so that it
         # starts the next without waiting to be woken; an idle worker takes the
-        # newest back. Oldest first; a hint: `_retract` checks the mailbox.
+        # newest back. Oldest first; a hint: `_retract` checks with the worker.
         self._ahead: list[deque[Delivery | Batch]] = [deque() for _ in self._workers]
         # Outcomes go upstream together while more messages wait in the mailbox.
         self._outbox: list[Outcome] = []
-        self._queued = self._cell.mailbox.items
         self._free = self._capacity * len(self._workers)  # spare slots, all workers
         self._given = 0  # pieces of work the workers hold (started or not)
         self._limit = (self._capacity + LOOKAHEAD) * len(self._workers)
@@ -137,6 +162,20 @@ class Pool(Supervisor):
                 with contextlib.suppress(ActorStopped):  # the pool is stopping
                     await worker.tell(RETIRE)  # after what it holds; it asks to be recycled
 
+    def statistics(self) -> PoolStatistics:
+        """Return the supervisor's figures and where the pool's work is now."""
+        supervisor = super().statistics()
+        return PoolStatistics(
+            **attrs.asdict(supervisor, recurse=False),
+            workers=len(self._workers),
+            capacity=self._capacity,
+            busy=sum(1 for load in self._load if load),
+            in_flight=self._given,
+            lookaheads=sum(map(len, self._ahead)),
+            waiting=len(self._pending),
+            recycled=self._recycled,
+        )
+
     async def receive(self, message: Any) -> Any:
         """Dispatch work (deliveries, batches), pass outcomes back, and supervise."""
         kind = type(message)
@@ -163,8 +202,8 @@ class Pool(Supervisor):
             await self._dispatch_pending()
         elif kind is Recycle:
             await self._recycle(message.worker)
-        elif message == RETURN_PENDING:
-            return self._return_pending()
+        elif kind is ReturnPending:
+            reply = self._return_pending()
         else:
             reply = await super().receive(message)
         await self._send_outcomes()  # whatever came last, collected outcomes go on
@@ -196,7 +235,7 @@ class Pool(Supervisor):
         ahead = self._ahead[index]
         while ahead:
             held = ahead.pop()
-            if self._boxes[index].retract(held):
+            if self._workers[index].retract(held):
                 self._assigned.pop(_key(held), None)
                 self._release(index)
                 return held
@@ -224,7 +263,7 @@ class Pool(Supervisor):
     async def _send_outcomes(self, force: bool = False) -> None:
         """Send collected outcomes upstream once no more messages wait (or 64 wait)."""
         outbox = self._outbox
-        if not outbox or (self._queued and len(outbox) < 64 and not force):
+        if not outbox or (self.mailbox_depth and len(outbox) < 64 and not force):
             return
         self._outbox = []
         if self._up is None:  # a path, or a function giving it (the outcome route)
@@ -282,20 +321,18 @@ class Pool(Supervisor):
         restart intensity.
         """
         index = self._workers.index(worker)
-        child = next(c for c in self._children.values() if c.cell.ref is worker)
         while (held := self._retract(index)) is not None:  # not for the old instance
             self._pending.appendleft(held)
         self._load[index] += self._capacity  # no new work while it is replaced
         self._free -= self._capacity
-        await self._terminate(child, drain=True)
-        child.cell.restarts += 1
-        error = await self._start(child)
-        self._load[index] -= self._capacity
-        self._free += self._capacity
-        if error is not None:
-            await self._restart(child, Exit(ExitKind.CRASHED, error))
-        else:
-            child.cell.log.info("worker.recycled")
+        try:
+            recycled = await self.recycle_child(worker.name)
+            self._recycled += 1
+            if recycled:
+                self.log.info("worker.recycled", worker=worker.path)
+        finally:
+            self._load[index] -= self._capacity
+            self._free += self._capacity
         await self._dispatch_pending()
 
     async def _dispatch_pending(self) -> None:

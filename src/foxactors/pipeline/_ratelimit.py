@@ -14,6 +14,7 @@ from foxactors._lifecycle import Exit
 from foxactors._message import Delivery
 from foxactors._validate import require_int
 
+from ._messages import RELEASE_DUE, ReleaseDue
 from ._stage import Stage
 
 
@@ -53,7 +54,22 @@ class TokenBucket:
         return (1.0 - tokens) / self.rate, attrs.evolve(self, tokens=tokens, updated=now)
 
 
-_RELEASE = "foxactors.rate_limit.release"
+@attrs.frozen
+class RateLimitStatistics:
+    """A snapshot of a rate limit stage.
+
+    Attributes:
+        rate: Deliveries let through per second.
+        burst: Most deliveries let through at once.
+        waiting: Deliveries held back now, waiting for a token.
+        delayed: Deliveries that had to wait for a token, in all (since the stage
+            started).
+    """
+
+    rate: float
+    burst: int
+    waiting: int
+    delayed: int
 
 
 class RateLimitStage(Stage):
@@ -69,6 +85,7 @@ class RateLimitStage(Stage):
         self.bucket = bucket
         self._waiting: deque[Delivery] = deque()
         self._timer = False
+        self._delayed = 0
 
     async def on_delivery(self, delivery: Delivery) -> None:
         """Forward now if a token is free and nobody waits; otherwise queue it."""
@@ -76,11 +93,17 @@ class RateLimitStage(Stage):
             await self.forward(delivery)
             return
         self._waiting.append(delivery)
+        self._delayed += 1
         self._arm()
+
+    def statistics(self) -> RateLimitStatistics:
+        """Return the limit and the deliveries it holds back."""
+        bucket = self.bucket
+        return RateLimitStatistics(bucket.rate, bucket.burst, len(self._waiting), self._delayed)
 
     async def on_other(self, message: Any) -> Any:
         """On the timer, release every delivery a token is available for."""
-        if message == _RELEASE:
+        if type(message) is ReleaseDue:
             self._timer = False
             while self._waiting:
                 wait = self._take()
@@ -104,7 +127,7 @@ class RateLimitStage(Stage):
 
     async def _release_after(self, delay: float) -> None:
         await anyio.sleep(delay)
-        await self.ref.tell(_RELEASE)
+        await self.ref.tell(RELEASE_DUE)
 
     async def on_stop(self, exit: Exit) -> None:
         """Return the deliveries still waiting to the queue."""

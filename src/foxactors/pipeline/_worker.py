@@ -8,7 +8,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 import anyio
-import attrs
 
 from foxactors._actor import Actor, ActorRef
 from foxactors._context import current_message
@@ -16,6 +15,7 @@ from foxactors._errors import ActorStopped, ConfigurationError
 from foxactors._message import Delivery, Message, Outcome, OutcomeKind
 from foxactors._validate import require_timeout
 
+from ._messages import Handback, Recycle, Retire
 from ._work import Batch, BatchOutcomes
 
 Handler = Callable[[Message], Awaitable[Any]]
@@ -217,27 +217,6 @@ def with_default_timeout(worker: Worker, timeout: float | None) -> Worker:
         timeout=timeout,
         manual_ack=getattr(worker, "manual_ack", False),
     )
-
-
-@attrs.frozen
-class Recycle:
-    """A worker asks its pool for a fresh instance (it reached ``max_messages``)."""
-
-    worker: ActorRef[Any]
-
-
-class Retire:
-    """The pool asks a worker to be recycled once it has finished what it holds."""
-
-
-RETIRE = Retire()
-
-
-@attrs.frozen
-class Handback:
-    """A retiring worker returns work it has not started, for another worker."""
-
-    work: Delivery | Batch
 
 
 _SUCCEEDED = OutcomeKind.SUCCEEDED  # hot path: a global is cheaper than an enum lookup
