@@ -16,7 +16,6 @@ from ._actor import Request as Request
 from ._actor import Terminated as Terminated
 from ._codec import Codec as Codec
 from ._codec import JsonCodec as JsonCodec
-from ._context import merge_message_context as merge_message_context
 from ._errors import ActorCrashed as ActorCrashed
 from ._errors import ActorError as ActorError
 from ._errors import ActorNotFound as ActorNotFound
@@ -37,6 +36,7 @@ from ._lifecycle import ActorState as ActorState
 from ._lifecycle import Exit as Exit
 from ._lifecycle import ExitKind as ExitKind
 from ._logging import configure_logging as configure_logging
+from ._logging import merge_message_context as merge_message_context
 from ._mailbox import MailboxStatistics as MailboxStatistics
 from ._message import Delivery as Delivery
 from ._message import Message as Message
@@ -81,14 +81,14 @@ from .pipeline import replay_dead_letters as replay_dead_letters
 __version__ = "0.1.0"
 
 if _typing.TYPE_CHECKING:  # as a module attribute: type checkers see through it
-    from .pipeline._messages import CurrentBreaker
+    from .pipeline import CurrentBreaker
 
     BREAKER_STATE: CurrentBreaker  # deprecated; looked up through __getattr__
 else:
 
     def __getattr__(name: str) -> object:
         if name == "BREAKER_STATE":
-            from .pipeline._messages import deprecated_breaker_state  # noqa: PLC0415
+            from .pipeline import deprecated_breaker_state  # noqa: PLC0415
 
             return deprecated_breaker_state(__name__)
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

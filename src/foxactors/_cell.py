@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.lowlevel
-import structlog
 
 from ._actor import Actor, ActorRef, Ask, Terminated
 from ._errors import (
@@ -22,10 +21,11 @@ from ._errors import (
     ActorError,
     ActorNotFound,
     ActorStopped,
-    BackendError,
     ConfigurationError,
 )
 from ._lifecycle import KILLED_EXIT, NORMAL_EXIT, ActorState, Exit, ExitKind
+from ._logging import describe, traceback_of
+from ._logging import logger as _logger
 from ._mailbox import Mailbox
 
 if TYPE_CHECKING:
@@ -33,7 +33,6 @@ if TYPE_CHECKING:
 
     from ._spec import ChildSpec
 
-_logger: structlog.typing.FilteringBoundLogger = structlog.get_logger("foxactors")
 
 #: Messages an actor handles in a row before it yields to the event loop, so that a
 #: busy actor never starves the others. Waiting on an empty mailbox yields anyway.
@@ -477,18 +476,3 @@ class Cell:
         """Undo `watch`."""
         if target._watchers is not None and self in target._watchers:
             target._watchers.remove(self)
-
-
-def describe(error: BaseException) -> str:
-    """One line for logs: the error's type and message (never the message payload)."""
-    return f"{type(error).__name__}: {error}"
-
-
-def traceback_of(error: BaseException) -> BaseException | None:
-    """What to log as ``exc_info`` with ``error``: nothing for a `BackendError`.
-
-    A backend error says what the outside world did (a connection refused or lost);
-    its one line is the whole story, and a broker outage would otherwise print a
-    traceback for every reconnect attempt. Anything else may be a bug: traceback.
-    """
-    return None if isinstance(error, BackendError) else error

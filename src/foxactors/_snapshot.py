@@ -6,8 +6,9 @@ from collections.abc import Iterator
 
 import attrs
 
-from ._cell import Cell, describe
+from ._cell import Cell
 from ._lifecycle import ActorState
+from ._logging import describe
 
 
 @attrs.frozen

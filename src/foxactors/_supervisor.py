@@ -12,7 +12,7 @@ import anyio
 import attrs
 
 from ._actor import Actor, ActorRef
-from ._cell import Cell, describe, traceback_of
+from ._cell import Cell
 from ._errors import (
     ConfigurationError,
     FoxactorsError,
@@ -21,6 +21,7 @@ from ._errors import (
     SupervisionError,
 )
 from ._lifecycle import SHUTDOWN_EXIT, ActorState, Exit, ExitKind
+from ._logging import describe, traceback_of
 from ._policy import Backoff, RestartIntensity
 from ._spec import AutoShutdown, ChildSpec, Restart, Strategy
 from ._validate import coerce_enum

@@ -8,16 +8,14 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
-import structlog
 
 from ._actor import ActorRef
 from ._cell import Cell
 from ._errors import ConfigurationError, StartError
 from ._lifecycle import SHUTDOWN_EXIT, Exit, ExitKind
+from ._logging import logger as _logger
 from ._snapshot import ActorSnapshot, statistics_of, take_snapshot
 from ._spec import ChildSpec
-
-_logger: structlog.typing.FilteringBoundLogger = structlog.get_logger("foxactors")
 
 
 class ActorSystem:

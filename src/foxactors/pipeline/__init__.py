@@ -16,6 +16,10 @@ from ._deadletters import JsonLinesSink as JsonLinesSink
 from ._deadletters import MemorySink as MemorySink
 from ._deadletters import read_dead_letters as read_dead_letters
 from ._deadletters import replay_dead_letters as replay_dead_letters
+
+# The deprecated BREAKER_STATE ask, for the package root's alias of it (one release).
+from ._messages import CurrentBreaker as CurrentBreaker
+from ._messages import deprecated_breaker_state as deprecated_breaker_state
 from ._options import PipelineOptions as PipelineOptions
 from ._pipeline import Pipeline as Pipeline
 from ._pool import Pool as Pool
@@ -32,8 +36,6 @@ from ._worker import Worker as Worker
 from ._worker import WorkerActor as WorkerActor
 
 if _typing.TYPE_CHECKING:  # as a module attribute: type checkers see through it
-    from ._messages import CurrentBreaker
-
     BREAKER_STATE: CurrentBreaker  # deprecated; looked up through __getattr__
 else:
 

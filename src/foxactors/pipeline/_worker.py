@@ -10,8 +10,8 @@ from typing import Any, Protocol, runtime_checkable
 import anyio
 
 from foxactors._actor import Actor, ActorRef
-from foxactors._context import current_message
 from foxactors._errors import ActorStopped, ConfigurationError
+from foxactors._logging import current_message
 from foxactors._message import Delivery, Message, Outcome, OutcomeKind
 from foxactors._validate import require_timeout
 
