@@ -239,9 +239,15 @@ class Supervisor(Actor[Any]):
         ordered.update(existing)  # dynamic children kept across a crash of this supervisor
         self._cell.children = ordered
         started: list[_Child] = []
-        for child in list(ordered.values()):
+        for child in ordered.values():
             child.pending = None
+        for child in list(ordered.values()):
+            if child.pending is not None:  # in the restart group of a failed start
+                continue
             error = await self._start(child)
+            if error is not None and self.start_failure_is_transient(error):
+                await self._restart(child, Exit(ExitKind.CRASHED, error))
+                continue
             if error is not None:
                 for other in reversed(started):
                     await self._terminate(other, drain=False)
@@ -435,6 +441,27 @@ class Supervisor(Actor[Any]):
             log("actor.start_failed", error=describe(error), exc_info=traceback_of(error))
         return error
 
+    def start_failure_is_transient(self, error: Exception) -> bool:
+        """Whether a child that fails its first start with ``error`` is only crashing.
+
+        By default a failed start fails the start of this supervisor (and of the
+        tree). A subclass returns True for errors that will pass by themselves (a
+        broker that is not up yet): the child is then restarted with its backoff like
+        any crashed child (its strategy's group with it), counting towards the restart
+        intensity, and this supervisor starts with the rest of its children.
+        """
+        return False
+
+    def escalates(self, id: str, exit: Exit) -> bool:
+        """Whether the exit of child ``id`` fails this supervisor at once.
+
+        By default a crashed child is restarted (within the intensity). A subclass
+        returns True for exits that a restart cannot help, e.g. a child supervisor
+        that gave up: this supervisor then fails with the child's error, so that its
+        own parent decides.
+        """
+        return False
+
     def _logged_where_raised(self, error: BaseException | None) -> bool:
         """Whether ``error`` was logged where it arose, in one line that says it all.
 
@@ -475,6 +502,8 @@ class Supervisor(Actor[Any]):
         await self._restart(child, exit)
 
     async def _restart(self, child: _Child, exit: Exit) -> None:
+        if exit.error is not None and self.escalates(child.spec.id, exit):
+            raise exit.error
         now = anyio.current_time()
         admitted, self._history = self._intensity.admit(self._history, now)
         if not admitted:

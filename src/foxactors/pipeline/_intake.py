@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from foxactors._errors import StartError
-from foxactors._lifecycle import Exit, ExitKind
 from foxactors._supervisor import Supervisor
 from foxactors.backends._base import BrokerUnreachable
 
@@ -23,16 +21,9 @@ class Intake(Supervisor):
     supervisor's own events for it are at debug level.
     """
 
-    async def on_start(self) -> None:
-        """Start the children; if the broker cannot be reached, try again later."""
-        try:
-            await super().on_start()
-        except StartError as exc:
-            error = exc.__cause__
-            if not isinstance(error, BrokerUnreachable):
-                raise
-            first = next(iter(self._children.values()))  # rest_for_one: all of them
-            await self._restart(first, Exit(ExitKind.CRASHED, error))
+    def start_failure_is_transient(self, error: Exception) -> bool:
+        """A broker that cannot be reached yet: try again with the reconnect backoff."""
+        return isinstance(error, BrokerUnreachable)
 
     def _logged_where_raised(self, error: BaseException | None) -> bool:
         """A broker that cannot be reached was logged by the backend, in one line."""

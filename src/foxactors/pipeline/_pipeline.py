@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from foxactors._errors import ActorError, RestartIntensityExceeded
 from foxactors._lifecycle import ActorState, Exit
 from foxactors._spec import ChildSpec
@@ -32,15 +30,13 @@ class Pipeline(Supervisor):
         self._drain_timeout = drain_timeout
         self._consumer = consumer
 
-    async def _restart(self, child: Any, exit: Exit) -> None:
-        """Restart a child, unless it is the intake giving up (``give_up_after``).
+    def escalates(self, id: str, exit: Exit) -> bool:
+        """The intake giving up (``give_up_after``) fails the pipeline at once.
 
-        Then the pipeline fails with it, so that its parent decides; restarting the
-        intake would only try the broker again at once.
+        Its parent decides then; restarting the intake would only try the broker
+        again at once.
         """
-        if child.spec.id == "intake" and isinstance(exit.error, RestartIntensityExceeded):
-            raise exit.error
-        await super()._restart(child, exit)
+        return id == "intake" and isinstance(exit.error, RestartIntensityExceeded)
 
     async def on_stop(self, exit: Exit) -> None:
         """Drain first (on a graceful stop), then stop the children."""
