@@ -17,24 +17,24 @@ from ._memory import MemoryBackend as MemoryBackend
 from ._memory import QueueStatistics as QueueStatistics
 
 if TYPE_CHECKING:
-    from ._rabbitmq import RabbitMQBackend as RabbitMQBackend
-    from ._rabbitmq import RabbitMQSource as RabbitMQSource
-    from ._rabbitmq import RabbitMQStatistics as RabbitMQStatistics
-    from ._rabbitmq import Topology as Topology
-    from ._redis import Leases as Leases
-    from ._redis import RedisBackend as RedisBackend
-    from ._redis import RedisSource as RedisSource
-    from ._redis import RedisStatistics as RedisStatistics
+    from .rabbitmq import RabbitMQBackend as RabbitMQBackend
+    from .rabbitmq import RabbitMQSource as RabbitMQSource
+    from .rabbitmq import RabbitMQStatistics as RabbitMQStatistics
+    from .rabbitmq import Topology as Topology
+    from .redis import Leases as Leases
+    from .redis import RedisBackend as RedisBackend
+    from .redis import RedisSource as RedisSource
+    from .redis import RedisStatistics as RedisStatistics
 
 _LAZY = {
-    "RabbitMQBackend": "_rabbitmq",
-    "RabbitMQSource": "_rabbitmq",
-    "RabbitMQStatistics": "_rabbitmq",
-    "Topology": "_rabbitmq",
-    "Leases": "_redis",
-    "RedisBackend": "_redis",
-    "RedisSource": "_redis",
-    "RedisStatistics": "_redis",
+    "RabbitMQBackend": "rabbitmq",
+    "RabbitMQSource": "rabbitmq",
+    "RabbitMQStatistics": "rabbitmq",
+    "Topology": "rabbitmq",
+    "Leases": "redis",
+    "RedisBackend": "redis",
+    "RedisSource": "redis",
+    "RedisStatistics": "redis",
 }
 
 
