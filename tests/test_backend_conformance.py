@@ -20,10 +20,13 @@ import foxactors as fa
 from foxactors.backends import (
     Backend,
     ConnectionStatistics,
+    DeadLetterQueue,
+    IntakeHelpers,
     Leases,
     QueueStatistics,
     RabbitMQBackend,
     RedisBackend,
+    SharedConnection,
     Topology,
 )
 from foxactors.testing import anyio_backend_options
@@ -291,6 +294,99 @@ async def test_dead_letters_keep_the_original_and_can_be_replayed(
     await backend.join(queue)
     assert backend.purge_dead_letters(queue) == 0
     await source.close()
+
+
+async def test_the_dead_letter_queue_has_one_shape_on_every_backend(
+    backend: Backend, queue: str
+) -> None:
+    dlq = backend.dead_letter_queue(queue)
+    assert isinstance(dlq, DeadLetterQueue)
+    assert dlq.queue == queue
+    props = fa.MessageProperties(correlation_id="c-1").with_header("k", "v")
+    message_id = await backend.publish(queue, {"x": 1}, properties=props)
+    await backend.publish(queue, 2)
+    source = await backend.open_source(queue, prefetch=1)
+    (await receive_one(source)).handle.dead_letter("no good")
+    (await receive_one(source)).handle.dead_letter("no good either")
+    await source.wait_settled()  # applied on the broker, not only decided
+    assert await dlq.count() == 2
+    first, _ = await dlq.list()
+    assert (first.id, first.queue, first.reason, first.attempts, first.body) == (
+        message_id,
+        queue,
+        "no good",
+        1,
+        b'{"x":1}',
+    )
+    assert (first.properties.correlation_id, first.properties.headers["k"]) == ("c-1", "v")
+    assert before_now(first.failed_at)
+    assert [letter.id for letter in await dlq.list(limit=1)] == [message_id]
+    assert await dlq.count() == 2  # listing leaves them
+    assert await dlq.replay(limit=1) == 1
+    replayed = await receive_one(source)
+    assert (replayed.message.id, replayed.message.payload) == (message_id, {"x": 1})
+    assert replayed.message.attempt == 1  # attempts start over
+    assert replayed.message.headers == {"k": "v"}
+    replayed.handle.ack()
+    assert await dlq.purge() == 1
+    assert (await dlq.count(), await dlq.list()) == (0, [])
+    await source.close()
+
+
+def before_now(when: float) -> bool:
+    """A wall-clock time of this run's (the last minute)."""
+    return time.time() - 60 <= when <= time.time()
+
+
+class TaggedJson:
+    """JSON under a content type of its own: what a user's codec looks like."""
+
+    content_type = "application/x-tagged+json"
+
+    def encode(self, payload: Any) -> bytes:
+        return fa.JsonCodec().encode(payload)
+
+    def decode(self, body: bytes) -> Any:
+        return fa.JsonCodec().decode(body)
+
+
+async def test_a_codec_reads_what_it_wrote_under_its_own_content_type(
+    backend: Backend, queue: str
+) -> None:
+    assert isinstance(backend, fa.MemoryBackend | RabbitMQBackend | RedisBackend)
+    backend.codec = TaggedJson()
+    await backend.publish(queue, {"a": 1})
+    source = await backend.open_source(queue, prefetch=1)
+    delivery = await receive_one(source)
+    assert delivery.message.payload == {"a": 1}
+    assert delivery.message.properties.content_type == "application/x-tagged+json"
+    delivery.handle.ack()
+    await source.close()
+
+
+async def test_a_content_type_the_codec_does_not_read_is_dead_lettered(
+    backend: Backend, queue: str
+) -> None:
+    await backend.publish(queue, "xml?", properties=fa.MessageProperties(content_type="text/xml"))
+    await backend.publish(queue, "fine")
+    source = await backend.open_source(queue, prefetch=5)
+    delivery = await receive_one(source)
+    assert delivery.message.payload == "fine"
+    delivery.handle.ack()
+    await source.wait_settled()
+    (letter,) = await backend.dead_letter_queue(queue).list()
+    assert letter.reason == (
+        "unknown content type 'text/xml': this consumer decodes 'application/json'"
+    )
+    await source.close()
+
+
+async def test_capabilities_are_declared_and_checked_by_protocol(
+    backend: Backend, case: tuple[str, str]
+) -> None:
+    assert isinstance(backend, Backend)
+    assert isinstance(backend, SharedConnection) is (case[0] != "memory")
+    assert isinstance(backend, IntakeHelpers) is (case[0] == "redis")
 
 
 @pytest.mark.parametrize("case", MEMORY)

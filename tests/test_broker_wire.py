@@ -10,6 +10,7 @@ import aio_pika
 import pytest
 
 import foxactors as fa
+from foxactors.backends._admission import Admission, Inadmissible
 from foxactors.backends.rabbitmq import _wire as amqp
 from foxactors.backends.redis import _wire as streams
 
@@ -33,12 +34,13 @@ WHEN = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
 
 
 def test_amqp_properties_round_trip_with_the_cluster_id_as_a_header() -> None:
-    message = amqp.to_amqp(PROPS, b"{}", "m-1")
+    message = amqp.to_amqp(PROPS, b"{}", "m-1", now=WHEN.timestamp())
+    assert message.timestamp == WHEN
     assert message.headers == {"tenant": "acme", "x-cluster-id": "eu-1"}  # RabbitMQ refuses it
     assert message.properties.expiration == "1500"  # milliseconds, as text
     assert message.delivery_mode is aio_pika.DeliveryMode.PERSISTENT
     assert amqp.from_amqp(message.properties) == PROPS
-    transient = amqp.to_amqp(PROPS, b"{}", "m-1", persistent=False)
+    transient = amqp.to_amqp(PROPS, b"{}", "m-1", now=0, persistent=False)
     assert transient.delivery_mode is aio_pika.DeliveryMode.NOT_PERSISTENT
 
 
@@ -63,7 +65,7 @@ def test_amqp_retry_copies_count_attempts(decision: fa.Decision, attempt_header:
         3,
         reason="",
         routing_key="jobs",
-        now=WHEN,
+        now=WHEN.timestamp(),
     )
     assert headers == {
         "tenant": "acme",
@@ -80,9 +82,11 @@ def test_amqp_dead_letters_say_why_when_and_after_how_many_attempts() -> None:
         3,
         reason="no good",
         routing_key="jobs",
-        now=WHEN,
+        now=WHEN.timestamp(),
     )
-    copy = amqp.copy_of(amqp.to_amqp(PROPS, b"{}", "m-1").properties, b"{}", headers)
+    copy = amqp.copy_of(
+        amqp.to_amqp(PROPS, b"{}", "m-1", now=WHEN.timestamp()).properties, b"{}", headers
+    )
     letter = amqp.dead_letter("jobs", b"{}", copy.properties)
     assert (letter.id, letter.queue, letter.reason, letter.attempts) == (
         "m-1",
@@ -174,15 +178,6 @@ def test_bad_stream_entries_say_why(fields: dict[bytes, bytes], reason: str) -> 
     assert str(caught.value).startswith(reason)
 
 
-def test_stream_entries_unfit_for_this_consumer_say_why() -> None:
-    json = "application/json"
-    assert streams.unfit(fa.MessageProperties(expiration=5), 100.0, json, now=104.0) is None
-    expired = streams.unfit(fa.MessageProperties(expiration=5), 100.0, json, now=106.0)
-    assert expired == "expired: not delivered within 5 s"
-    other = streams.unfit(fa.MessageProperties(content_type="text/plain"), 100.0, json, now=0)
-    assert other == "unknown content type 'text/plain': this consumer decodes 'application/json'"
-
-
 def test_stream_dead_letters_round_trip() -> None:
     fields = fields_of(PROPS)
     extra = streams.dead_letter_fields("no good", 3, b"1-0", WHEN.timestamp())
@@ -195,3 +190,37 @@ def test_stream_dead_letters_round_trip() -> None:
         PROPS,
     )
     assert (letter.reason, letter.attempts, letter.failed_at) == ("no good", 3, WHEN.timestamp())
+
+
+# -- the admission check, the same on every backend ----------------------------------------
+
+
+def test_admission_decodes_what_it_admits() -> None:
+    admit = Admission(fa.JsonCodec())
+    assert admit(b'{"a":1}', "application/json") == {"a": 1}
+    assert admit(b"[]", None) == []  # unspecified: the codec's
+    assert admit(b"[]", "", expiration=5, age=4.9) == []
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "expiration", "age", "reason"),
+    [
+        (b"<x/>", "text/xml", None, None, "unknown content type 'text/xml': this consumer "),
+        (b"1", None, 5, 6.0, "expired: not delivered within 5 s"),
+        (b"1", None, 0.5, 0.75, "expired: not delivered within 0.5 s"),
+        (b"{nope", None, None, None, "undecodable: body is not valid JSON"),
+        (b'"' + b"x" * 40 + b'"', None, None, None, "undecodable: body is 42 bytes, over max"),
+    ],
+)
+def test_admission_refuses_with_the_dead_letter_reason(
+    body: bytes, content_type: str | None, expiration: float | None, age: float | None, reason: str
+) -> None:
+    admit = Admission(fa.JsonCodec(max_size=16))
+    with pytest.raises(Inadmissible) as refused:
+        admit(body, content_type, expiration, age)
+    assert str(refused.value).startswith(reason)
+    assert refused.value.undecodable is reason.startswith("undecodable")
+
+
+def test_admission_leaves_expiry_to_brokers_that_expire_messages_themselves() -> None:
+    assert Admission(fa.JsonCodec())(b"1", None, expiration=5, age=None) == 1

@@ -14,7 +14,7 @@ import pytest
 
 import foxactors as fa
 from foxactors.backends import RabbitMQBackend, Topology
-from foxactors.backends._base import redact
+from foxactors.backends._connection import redact
 from foxactors.backends.rabbitmq import delay_bucket
 from foxactors.testing.servers import RabbitMQ
 

@@ -18,7 +18,7 @@ from foxactors._spec import ChildSpec, Restart
 from foxactors._supervisor import Supervisor
 from foxactors._system import run
 from foxactors._validate import coerce_enum, require_int, require_timeout
-from foxactors.backends._base import Backend, Source
+from foxactors.backends import Backend, Source
 
 from ._batch import BatchStage
 from ._breaker import Breaker, CircuitBreakerStage

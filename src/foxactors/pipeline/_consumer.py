@@ -11,7 +11,7 @@ from foxactors._actor import Actor
 from foxactors._errors import ActorError
 from foxactors._lifecycle import Exit
 from foxactors._message import Message, Outcome, OutcomeKind
-from foxactors.backends._base import CONNECTION, SOURCE, Backend, DeadLetter, Source
+from foxactors.backends import CONNECTION, SOURCE, Backend, DeadLetter, Source
 
 from ._work import BatchOutcomes, one_or_run
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from foxactors._errors import StartError
 from foxactors._lifecycle import Exit, ExitKind
 from foxactors._supervisor import Supervisor
-from foxactors.backends._base import BrokerUnreachable
+from foxactors.backends import BrokerUnreachable
 
 
 class Intake(Supervisor):

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import functools
 import itertools
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -21,10 +22,17 @@ from foxactors._codec import Codec, JsonCodec
 from foxactors._errors import BackendError, ConfigurationError
 from foxactors._message import MessageProperties
 from foxactors._validate import require_int, require_seconds
-from foxactors.backends._base import ConnectionCounts, ConnectionStatistics, DeadLetter, redact
+from foxactors.backends._admission import default_properties
+from foxactors.backends._connection import (
+    BrokerConnection,
+    ConnectionCounts,
+    ConnectionStatistics,
+    redact,
+)
+from foxactors.backends._deadletter import DeadLetter
 
 from ._client import CONNECTION_ERRORS, unreachable
-from ._connection import RabbitMQConnection
+from ._connection import RabbitMQLink
 from ._deadletters import RabbitMQDeadLetters
 from ._source import RabbitMQSource
 from ._topology import Topology, delay_bucket
@@ -205,7 +213,11 @@ class RabbitMQBackend:
         require_seconds("delay", delay)
         message_id = message_id or uuid.uuid4().hex
         message = to_amqp(
-            properties or MessageProperties(), body, message_id, persistent=self.persistent
+            properties or default_properties(self.codec),
+            body,
+            message_id,
+            now=time.time(),
+            persistent=self.persistent,
         )
         for attempt in (1, 2):  # a connection lost since the last publish: reconnect once
             channel = await self._channel()
@@ -287,7 +299,7 @@ class RabbitMQBackend:
         `WorkerApp` supervises it with the consumer, rest_for_one: when the connection
         is lost, the actor crashes and the consumer is rebuilt on a new connection.
         """
-        return functools.partial(RabbitMQConnection, self)
+        return functools.partial(BrokerConnection, RabbitMQLink(self))
 
     async def open_source(
         self, queue: str, *, prefetch: int, connection: Any = None
@@ -305,8 +317,13 @@ class RabbitMQBackend:
         _logger.info("rabbitmq.consuming", queue=queue, consumer_tag=source.consumer_tag)
         return source
 
-    def _source_ended(self, *, lost: bool) -> None:
+    def source_ended(self, *, lost: bool) -> None:
+        """One of its sources stopped consuming, closed or ``lost``."""
         self._counts.ended(lost=lost)
+
+    def copy_failed(self) -> None:
+        """A source's retry, defer or dead-letter copy was not taken (see statistics)."""
+        self._copies_failed += 1
 
     # -- dead letters -----------------------------------------------------------------
 

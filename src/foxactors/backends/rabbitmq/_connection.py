@@ -1,15 +1,9 @@
-"""`RabbitMQConnection`: the actor that owns the connection of a pipeline's consumers."""
+"""`RabbitMQLink`: what the shared connection actor needs to know of RabbitMQ."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import TYPE_CHECKING, Any
-
-from foxactors._actor import Actor
-from foxactors._errors import BackendError
-from foxactors._lifecycle import Exit
-from foxactors.backends._base import CONNECTION
 
 from ._client import why
 
@@ -17,45 +11,38 @@ if TYPE_CHECKING:
     from ._backend import RabbitMQBackend
 
 
-class RabbitMQConnection(Actor[Any]):
-    """Owns one connection for the consumers under the same supervisor.
+class RabbitMQLink:
+    """Connects with the backend's URL; a connection is lost when aio-pika closes it."""
 
-    Answers `CONNECTION` with it; when the broker closes it or the network drops,
-    this actor crashes, so its rest_for_one supervisor rebuilds it and then the
-    consumers that depended on it: never a connection back while consumers stay gone.
-    """
+    broker = "RabbitMQ"
 
     def __init__(self, backend: RabbitMQBackend) -> None:
         self._backend = backend
-        self._stopping = False
 
-    async def on_start(self) -> None:
-        """Connect (a wrong URL or password fails the start, with a clear error)."""
-        self.connection = await self._backend.connect()
-        self._lost = asyncio.Event()
-        self._error: BaseException | None = None
-        self.connection.close_callbacks.add(self._on_close)
-        self.start_task(self._watch)
+    async def connect(self) -> Any:
+        """Open a connection (see `RabbitMQBackend.connect`)."""
+        return await self._backend.connect()
 
-    def _on_close(self, _sender: Any, exc: BaseException | None) -> None:
-        if not self._stopping:
-            self._error = exc
-            self._lost.set()
+    async def wait_lost(self, connection: Any) -> str:
+        """Return once ``connection`` closes, with the broker's or the network's reason."""
+        # aio-pika tells why a connection closed only to its close callbacks: the one
+        # callback here hands the error over to this task and wakes it.
+        lost = asyncio.Event()
+        errors: list[BaseException | None] = []
 
-    async def _watch(self) -> None:
-        await self._lost.wait()
-        raise BackendError(f"lost the RabbitMQ connection: {why(self._error, 'closed')}")
+        def on_close(_sender: Any, exc: BaseException | None) -> None:
+            errors.append(exc)
+            lost.set()
 
-    async def receive(self, message: Any) -> Any:
-        """Answer `CONNECTION` with the live connection."""
-        if message == CONNECTION:
-            if self._lost.is_set():
-                raise BackendError("the RabbitMQ connection is lost; reconnecting")
-            return self.connection
-        return None
+        connection.close_callbacks.add(on_close)
+        try:
+            # (and if it closed before: aio-pika clears ``connected`` when it does)
+            if connection.connected.is_set() and not connection.is_closed:
+                await lost.wait()
+        finally:
+            connection.close_callbacks.discard(on_close)
+        return why(errors[0] if errors else None, "closed")
 
-    async def on_stop(self, exit: Exit) -> None:
-        """Close the connection."""
-        self._stopping = True
-        with contextlib.suppress(Exception):
-            await self.connection.close()
+    async def close(self, connection: Any) -> None:
+        """Close ``connection``."""
+        await connection.close()

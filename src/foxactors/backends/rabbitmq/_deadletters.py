@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from pamqp.commands import Basic
 
-from foxactors.backends._base import DeadLetter
+from foxactors.backends._deadletter import DeadLetter
 
 from . import _wire as wire
 
@@ -41,7 +42,7 @@ class RabbitMQDeadLetters:
         finally:
             await connection.close()
 
-    async def list(self, *, limit: int | None = 1000) -> list[DeadLetter]:
+    async def list(self, *, limit: int | None = 1000) -> builtins.list[DeadLetter]:
         """Return up to ``limit`` dead letters, oldest first, leaving them in place."""
         async with self._channel() as (raw, dlq):
             return [

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import datetime
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -15,8 +14,8 @@ import attrs
 import structlog
 
 from foxactors._ack import AckHandle, Decision
-from foxactors._errors import DecodeError
 from foxactors._message import Delivery, Message
+from foxactors.backends._admission import Admission, Inadmissible
 from foxactors.backends._source import BrokerSource, Settlement
 
 from . import _wire as wire
@@ -39,7 +38,7 @@ def _message_id(entry: Settlement) -> str | None:
     return message_id
 
 
-class RabbitMQSource(BrokerSource[_Held]):
+class RabbitMQSource(BrokerSource[int, _Held]):
     """One consumer of one RabbitMQ queue, on a channel of its own.
 
     Settlements are applied by a flusher task, in batches: retry, defer and
@@ -62,8 +61,9 @@ class RabbitMQSource(BrokerSource[_Held]):
         connection: Any = None,
     ) -> None:
         super().__init__(backend, queue, prefetch, generation)
+        self._backend = backend
         self.consumer_tag = f"foxactors-{queue}-{generation}-{uuid.uuid4().hex[:8]}"
-        self._codec = backend.codec
+        self._admit = Admission(backend.codec)
         self._outstanding: collections.deque[int] = collections.deque()
         self._done: set[int] = set()
         self._arrived = asyncio.Event()
@@ -124,18 +124,10 @@ class RabbitMQSource(BrokerSource[_Held]):
             # ack), so that max retries holds even if every attempt kills the worker.
             handle.defer(0)
             return None
-        content_type = props.content_type
-        if content_type and content_type != self._codec.content_type:
-            handle.dead_letter(
-                f"unknown content type {content_type!r}: this consumer decodes "
-                f"{self._codec.content_type!r}"
-            )
-            return None
-        try:
-            payload = self._codec.decode(raw.body)
-        except DecodeError as exc:
-            _logger.warning("message.undecodable", queue=self.queue, tag=tag, error=str(exc))
-            handle.dead_letter(f"undecodable: {exc}")
+        try:  # expired messages never come: RabbitMQ dead-letters them itself
+            payload = self._admit(raw.body, props.content_type)
+        except Inadmissible as exc:
+            exc.settle(handle, queue=self.queue, message_id=props.message_id or tag)
             return None
         try:
             properties = wire.from_amqp(props)
@@ -167,7 +159,7 @@ class RabbitMQSource(BrokerSource[_Held]):
                 if isinstance(result, BaseException):
                     failed[tag] = (decision, result)
         for decision, error in failed.values():
-            self._backend._copies_failed += 1
+            self._backend.copy_failed()
             _logger.error(
                 "rabbitmq.copy_failed", queue=self.queue, decision=decision.value, error=str(error)
             )
@@ -223,7 +215,7 @@ class RabbitMQSource(BrokerSource[_Held]):
             held.attempt,
             reason=reason,
             routing_key=raw.delivery.routing_key or self.queue,
-            now=datetime.datetime.now(datetime.UTC),
+            now=time.time(),
         )
         copy = wire.copy_of(props, raw.body, headers)
         await self._backend._send(

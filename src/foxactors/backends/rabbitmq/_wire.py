@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import collections
 import datetime
-import math
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
@@ -16,18 +15,29 @@ import attrs
 
 from foxactors._ack import Decision
 from foxactors._message import MessageProperties
-from foxactors.backends._base import DeadLetter
+from foxactors.backends import _deadletter as letters
+from foxactors.backends._deadletter import DeadLetter
 
 ATTEMPT_HEADER = "x-retry-attempt"
-DLQ_HEADERS = ("x-original-routing-key", "x-failure-reason", "x-final-attempt", "x-failed-at")
+DLQ_HEADERS = (
+    letters.ORIGINAL_ROUTING_KEY,
+    letters.FAILURE_REASON,
+    letters.FINAL_ATTEMPT,
+    letters.FAILED_AT,
+)
 REPLAY_DROPS = frozenset({*DLQ_HEADERS, ATTEMPT_HEADER, "x-death", "x-delivery-count"})
 CLUSTER_HEADER = "x-cluster-id"  # AMQP 0-9-1 reserves cluster-id; RabbitMQ refuses it
 
 
 def to_amqp(
-    properties: MessageProperties, body: bytes, message_id: str, *, persistent: bool = True
+    properties: MessageProperties,
+    body: bytes,
+    message_id: str,
+    *,
+    now: float,
+    persistent: bool = True,
 ) -> aio_pika.Message:
-    """Build an aio-pika message from broker-neutral properties."""
+    """Build an aio-pika message from broker-neutral properties, published ``now``."""
     headers = dict(properties.headers)
     if properties.cluster_id is not None:
         headers[CLUSTER_HEADER] = properties.cluster_id
@@ -44,7 +54,7 @@ def to_amqp(
         reply_to=properties.reply_to,
         expiration=properties.expiration,
         message_id=message_id,
-        timestamp=datetime.datetime.now(datetime.UTC),
+        timestamp=datetime.datetime.fromtimestamp(now, datetime.UTC),
         type=properties.message_type,
         user_id=properties.user_id,
         app_id=properties.app_id,
@@ -102,7 +112,7 @@ def copy_headers(
     *,
     reason: str,
     routing_key: str,
-    now: datetime.datetime,
+    now: float,
 ) -> dict[str, Any]:
     """The headers of the retry, defer or dead-letter copy of a delivery.
 
@@ -113,14 +123,8 @@ def copy_headers(
     if expiration:
         out["x-original-expiration"] = expiration
     if decision is Decision.DEAD_LETTER:
-        out.update(
-            {
-                "x-original-routing-key": routing_key,
-                "x-failure-reason": reason,
-                "x-final-attempt": attempt,
-                "x-failed-at": now.isoformat(),
-            }
-        )
+        out[letters.ORIGINAL_ROUTING_KEY] = routing_key
+        out.update(letters.letter_fields(reason, attempt, now))
     else:
         out[ATTEMPT_HEADER] = attempt if decision is Decision.RETRY else attempt - 1
     return out
@@ -148,24 +152,12 @@ def copy_of(props: Any, body: bytes, headers: dict[str, Any]) -> aio_pika.Messag
 def dead_letter(queue: str, body: bytes, props: Any) -> DeadLetter:
     """The `DeadLetter` of a message of ``queue``'s dead-letter queue."""
     headers = dict(props.headers or {})
-    reason = headers.get("x-failure-reason")
+    reason, attempts, failed_at = letters.read_letter_fields(headers)
     if reason is None:  # dead-lettered by the broker itself (e.g. expired)
         deaths = headers.get("x-death") or [{}]
         reason = f"{deaths[0].get('reason', 'unknown')} (by the broker)"
-    failed_at = headers.get("x-failed-at")
-    try:
-        failed = datetime.datetime.fromisoformat(str(failed_at)).timestamp()
-    except ValueError:
-        failed = math.nan
-    attempts = headers.get("x-final-attempt")
     return DeadLetter(
-        props.message_id or "",
-        queue,
-        body,
-        from_amqp(props),
-        str(reason),
-        attempts if isinstance(attempts, int) else 0,
-        failed,
+        props.message_id or "", queue, body, from_amqp(props), reason, attempts, failed_at
     )
 
 

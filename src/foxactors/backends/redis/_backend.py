@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import functools
 import itertools
@@ -24,18 +23,36 @@ from foxactors._codec import Codec, JsonCodec
 from foxactors._errors import BackendError, ConfigurationError
 from foxactors._message import DEFAULT_PROPERTIES, MessageProperties
 from foxactors._validate import require_int, require_seconds
-from foxactors.backends._base import ConnectionCounts, ConnectionStatistics, DeadLetter, redact
+from foxactors.backends._admission import default_properties
+from foxactors.backends._connection import (
+    BrokerConnection,
+    ConnectionCounts,
+    ConnectionStatistics,
+    redact,
+)
+from foxactors.backends._deadletter import DeadLetter
 
 from . import _scheduler as scheduler
 from . import _wire as wire
 from ._client import ERRORS, TIMEOUT, new_client, unreachable, wrong_password
-from ._connection import RedisConnection
+from ._connection import RedisLink
 from ._deadletters import RedisDeadLetters
 from ._keeper import StreamKeeper, keep_leases, move_due_forever, reclaim_forever
 from ._leases import Leases
 from ._source import RedisSource
 
 _logger: structlog.typing.FilteringBoundLogger = structlog.get_logger("foxactors")
+
+
+@attrs.define
+class StreamCounts:
+    """The counters behind `RedisStatistics`' own fields (see there)."""
+
+    reclaimed: int = 0
+    trimmed: int = 0
+    leases_lost: int = 0
+    forgotten: int = 0
+    moved_due: int = 0
 
 
 @attrs.frozen
@@ -134,11 +151,11 @@ class RedisBackend:
         self._dead_letter_stream = dead_letter_stream
         self._delayed_set = delayed_set
         self._publisher: aioredis.Redis | None = None
-        self._default_properties = wire.default_properties(self.codec)
+        self._default_properties = default_properties(self.codec)
         self._in_use: set[tuple[str, str]] = set()
         self._generations = itertools.count(1)
         self._counts = ConnectionCounts()
-        self._events: collections.Counter[str] = collections.Counter()
+        self.stream_counts = StreamCounts()
 
     # -- names, connections, statistics ------------------------------------------------
 
@@ -152,15 +169,8 @@ class RedisBackend:
 
     def statistics(self) -> RedisStatistics:
         """Return connection state and lease counts (see `RedisStatistics`)."""
-        counts = self._counts.snapshot()
-        events = self._events
         return RedisStatistics(
-            **attrs.asdict(counts),
-            reclaimed=events["reclaimed"],
-            trimmed=events["trimmed"],
-            leases_lost=events["leases_lost"],
-            forgotten=events["forgotten"],
-            moved_due=events["moved_due"],
+            **attrs.asdict(self._counts.snapshot()), **attrs.asdict(self.stream_counts)
         )
 
     def client(self, *, retries: int = 0) -> aioredis.Redis:
@@ -280,7 +290,7 @@ class RedisBackend:
     ) -> RedisSource:
         """Start consuming the stream ``queue`` with at most ``prefetch`` unsettled.
 
-        With ``connection`` (a client owned by a `RedisConnection` actor), the lease
+        With ``connection`` (a client owned by a `BrokerConnection` actor), the lease
         keeper, reclaimer and scheduler run as actors beside the consumer (see
         `intake_actors`); without, on a client of its own, the source runs them itself.
         """
@@ -309,18 +319,16 @@ class RedisBackend:
         _logger.info("redis.consuming", stream=queue, group=self.group, consumer=name)
         return source
 
-    def _source_ended(self, *, lost: bool) -> None:
+    def source_ended(self, *, lost: bool) -> None:
+        """One of its sources stopped consuming, closed or ``lost``."""
         self._counts.ended(lost=lost)
 
     def _release(self, queue: str, consumer: str) -> None:
         self._in_use.discard((queue, consumer))
 
-    def _count(self, event: str, n: int = 1) -> None:
-        self._events[event] += n
-
     def connection_actor(self) -> Callable[[], Actor[Any]]:
         """A factory of the actor that owns the client of this backend's consumers."""
-        return functools.partial(RedisConnection, self)
+        return functools.partial(BrokerConnection, RedisLink(self))
 
     def intake_actors(self, queue: str) -> list[tuple[str, Callable[[], Actor[Any]]]]:
         """The actors that keep a consumer's leases, reclaim and schedule, by name.
@@ -340,7 +348,7 @@ class RedisBackend:
             client, self.delayed_set(stream), stream, self.maxlen
         )
         if moved:
-            self._count("moved_due", moved)
+            self.stream_counts.moved_due += moved
         return moved, wait
 
     # -- dead letters --------------------------------------------------------------------

@@ -1,17 +1,10 @@
-"""`RedisConnection`: the actor that owns the client of a pipeline's consumers."""
+"""`RedisLink`: what the shared connection actor needs to know of Redis."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from typing import TYPE_CHECKING, Any
 
 import anyio
-
-from foxactors._actor import Actor
-from foxactors._errors import BackendError
-from foxactors._lifecycle import Exit
-from foxactors.backends._base import CONNECTION
 
 from ._client import ERRORS, TIMEOUT
 
@@ -19,35 +12,32 @@ if TYPE_CHECKING:
     from ._backend import RedisBackend
 
 
-class RedisConnection(Actor[Any]):
-    """Owns the client of the consumers under the same supervisor, and checks it.
+class RedisLink:
+    """Connects with the backend's URL; a client is lost when a health check (PING) fails.
 
-    Answers `CONNECTION` with the client. A failed health check (PING) crashes this
-    actor, so its rest_for_one supervisor rebuilds it and then everything after it.
+    redis-py pools connections and reconnects silently; the health check, every
+    ``health_interval``, is what notices a server gone or a network cut.
     """
+
+    broker = "Redis"
 
     def __init__(self, backend: RedisBackend) -> None:
         self._backend = backend
 
-    async def on_start(self) -> None:
-        """Connect (a wrong URL or password fails the start, with a clear error)."""
-        self.client = await self._backend.connect()
-        self.start_task(self._watch)
+    async def connect(self) -> Any:
+        """Open a client and check it (see `RedisBackend.connect`)."""
+        return await self._backend.connect()
 
-    async def _watch(self) -> None:
+    async def wait_lost(self, connection: Any) -> str:
+        """PING every ``health_interval``; return the error of the first that fails."""
         while True:
-            await asyncio.sleep(self._backend.health_interval)
+            await anyio.sleep(self._backend.health_interval)
             try:
                 with anyio.fail_after(TIMEOUT):
-                    await self.client.ping()
+                    await connection.ping()
             except (*ERRORS, TimeoutError) as exc:
-                raise BackendError(f"lost the Redis connection: {exc}") from None
+                return str(exc)
 
-    async def receive(self, message: Any) -> Any:
-        """Answer `CONNECTION` with the client."""
-        return self.client if message == CONNECTION else None
-
-    async def on_stop(self, exit: Exit) -> None:
+    async def close(self, connection: Any) -> None:
         """Close the client."""
-        with contextlib.suppress(Exception):
-            await self.client.aclose()
+        await connection.aclose()

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import builtins
 from typing import TYPE_CHECKING
 
-from foxactors.backends._base import DeadLetter
+from foxactors.backends._deadletter import DeadLetter
 
 from . import _scripts as scripts
 from . import _wire as wire
@@ -27,7 +28,7 @@ class RedisDeadLetters:
         self.queue = queue
         self._stream = backend.dead_letter_stream(queue)
 
-    async def list(self, *, limit: int | None = 1000) -> list[DeadLetter]:
+    async def list(self, *, limit: int | None = 1000) -> builtins.list[DeadLetter]:
         """Return up to ``limit`` dead letters, oldest first, leaving them in place."""
         backend = self._backend
         client = await backend._client()

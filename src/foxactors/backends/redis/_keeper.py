@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from foxactors._actor import Actor
 from foxactors._errors import BackendError
-from foxactors.backends._base import SOURCE
+from foxactors.backends._messages import GetSource
 
 if TYPE_CHECKING:
     from ._source import RedisSource
@@ -63,7 +63,7 @@ class StreamKeeper(Actor[Any]):
         """Find the consumer's source and run the job on it."""
         from ._source import RedisSource  # noqa: PLC0415 - the source runs these jobs too
 
-        source = await self.find("../consumer").ask(SOURCE, timeout=30)
+        source = await self.find("../consumer").ask(GetSource(), timeout=30)
         if not isinstance(source, RedisSource):
             raise BackendError(f"the consumer answered {source!r}, not a Redis source")
         self.start_task(functools.partial(self._job, source))

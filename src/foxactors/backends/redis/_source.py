@@ -15,8 +15,9 @@ import redis.asyncio as aioredis
 import structlog
 
 from foxactors._ack import AckHandle, Decision
-from foxactors._errors import BackendError, DecodeError
+from foxactors._errors import BackendError
 from foxactors._message import Delivery, Message
+from foxactors.backends._admission import Admission, Inadmissible, default_properties
 from foxactors.backends._source import BrokerSource, Settlement
 
 from . import _keeper as keeper
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 _logger: structlog.typing.FilteringBoundLogger = structlog.get_logger("foxactors")
 
 
-class RedisSource(BrokerSource[tuple[int, float]]):  # held: (attempt, leased at)
+class RedisSource(BrokerSource[bytes, tuple[int, float]]):  # held: (attempt, leased at)
     """One consumer (a name in the group) of one stream.
 
     Reads with XREADGROUP; hands out at most ``prefetch`` unsettled deliveries;
@@ -54,14 +55,16 @@ class RedisSource(BrokerSource[tuple[int, float]]):  # held: (attempt, leased at
         owns_client: bool,
     ) -> None:
         super().__init__(backend, queue, prefetch, generation)
+        self._backend = backend
+        self._counts = backend.stream_counts
         self.client: Any = client  # redis-py's reply types are too wide to narrow usefully
         self.consumer = consumer
         self.group = backend.group
         self.leases = backend.leases
         self._owns_client = owns_client
-        self._codec = backend.codec
+        self._admit = Admission(backend.codec)
         self._payload_key = backend.payload_field.encode()
-        self._default_properties = backend._default_properties
+        self._default_properties = default_properties(backend.codec)
         self._keys = (queue, backend.delayed_set(queue), backend.dead_letter_stream(queue))
         self._tasks: list[asyncio.Task[None]] = []
         self._cursor = b"0-0"
@@ -69,8 +72,7 @@ class RedisSource(BrokerSource[tuple[int, float]]):  # held: (attempt, leased at
     @property
     def backend(self) -> RedisBackend:
         """The backend this source consumes for."""
-        backend: RedisBackend = self._backend
-        return backend
+        return self._backend
 
     async def start(self) -> None:
         """Create the group if missing, take back this name's pending entries, consume."""
@@ -123,7 +125,7 @@ class RedisSource(BrokerSource[tuple[int, float]]):  # held: (attempt, leased at
             start = entries[-1][0]
 
     def _trimmed(self, ids: list[bytes]) -> None:
-        self.backend._count("trimmed", len(ids))
+        self._counts.trimmed += len(ids)
         _logger.warning("redis.trimmed_pending", stream=self.queue, ids=[i.decode() for i in ids])
 
     def _fail(self, reason: str) -> None:
@@ -167,18 +169,16 @@ class RedisSource(BrokerSource[tuple[int, float]]):  # held: (attempt, leased at
         body, message_id, properties, prior, published_at = parsed
         attempt = prior + count
         self._unsettled[entry_id] = (attempt, now)
-        if properties is not self._default_properties:
-            reason = wire.unfit(properties, published_at, self._codec.content_type, time.time())
-            if reason is not None:
-                handle.dead_letter(reason)
-                return None
+        ttl = properties.expiration  # counted on the wall clock: the stamp is Unix time
         try:
-            payload = self._codec.decode(body)
-        except DecodeError as exc:
-            _logger.warning(
-                "message.undecodable", stream=self.queue, id=entry_id.decode(), error=str(exc)
+            payload = self._admit(
+                body,
+                properties.content_type,
+                ttl,
+                None if ttl is None else time.time() - published_at,
             )
-            handle.dead_letter(f"undecodable: {exc}")
+        except Inadmissible as exc:
+            exc.settle(handle, queue=self.queue, message_id=message_id)
             return None
         message = Message(
             id=message_id,
@@ -234,7 +234,7 @@ class RedisSource(BrokerSource[tuple[int, float]]):  # held: (attempt, leased at
     def _copied(self, copies: list[wire.Copy], results: list[Any]) -> None:
         for (entry_id, _, decision, _, _), result in zip(copies, results, strict=True):
             if result == 0:
-                self.backend._count("leases_lost")
+                self._counts.leases_lost += 1
                 _logger.warning(
                     "redis.lease_lost",
                     stream=self.queue,
@@ -262,7 +262,7 @@ class RedisSource(BrokerSource[tuple[int, float]]):  # held: (attempt, leased at
                 if held is not None:
                     self._unsettled[entry_id] = (held[0], now)
             if lost:
-                self.backend._count("leases_lost", len(lost))
+                self._counts.leases_lost += len(lost)
                 _logger.warning(
                     "redis.lease_lost", stream=self.queue, ids=[i.decode() for i in lost]
                 )
@@ -287,7 +287,7 @@ class RedisSource(BrokerSource[tuple[int, float]]):  # held: (attempt, leased at
         if gone:
             self._trimmed(list(gone))
         if claimed:
-            self.backend._count("reclaimed", len(claimed))
+            self._counts.reclaimed += len(claimed)
             _logger.warning(
                 "redis.reclaimed",
                 stream=self.queue,
@@ -298,7 +298,6 @@ class RedisSource(BrokerSource[tuple[int, float]]):  # held: (attempt, leased at
                 (entry_id, dict(zip(flat[::2], flat[1::2], strict=True)), int(count))
                 for entry_id, count, flat in claimed
             )
-            self._credit.set()
         return cursor != b"0-0" and len(claimed) + len(gone) > 0
 
     async def forget_dead_consumers(self) -> None:
@@ -307,7 +306,7 @@ class RedisSource(BrokerSource[tuple[int, float]]):  # held: (attempt, leased at
             self.client, self.queue, self.group, self.leases, self.consumer
         )
         if removed:
-            self.backend._count("forgotten", len(removed))
+            self._counts.forgotten += len(removed)
             _logger.info(
                 "redis.consumers_forgotten",
                 stream=self.queue,

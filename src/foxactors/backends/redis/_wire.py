@@ -5,16 +5,16 @@ Pure functions of their arguments: no connection, no clock but the one passed in
 
 from __future__ import annotations
 
-import datetime
+import itertools
 import math
 from collections.abc import Mapping
 from typing import Any
 
 from foxactors._ack import Decision
-from foxactors._codec import Codec
 from foxactors._errors import ConfigurationError
 from foxactors._message import DEFAULT_PROPERTIES, MessageProperties
-from foxactors.backends._base import DeadLetter
+from foxactors.backends import _deadletter as letters
+from foxactors.backends._deadletter import DeadLetter
 
 ATTEMPT_FIELD = "x-attempt"
 """Attempts made before this entry was written (retries and requeues copy the entry)."""
@@ -31,7 +31,7 @@ PROPERTY_FIELDS = {
     "reply_to": "reply_to",
     "correlation_id": "correlation_id",
 }
-DLQ_FIELDS = ("x-failure-reason", "x-final-attempt", "x-failed-at", "x-original-id")
+DLQ_FIELDS = (letters.FAILURE_REASON, letters.FINAL_ATTEMPT, letters.FAILED_AT, letters.ORIGINAL_ID)
 DLQ_KEYS = frozenset(field.encode() for field in DLQ_FIELDS)
 RESERVED_FIELDS = frozenset(
     {"payload", "id", "timestamp", ATTEMPT_FIELD, *PROPERTY_FIELDS, *DLQ_FIELDS}
@@ -99,21 +99,6 @@ def plain(
     return (body, text_id, default, 0, published_at) if published_at >= 0 else None
 
 
-def unfit(
-    properties: MessageProperties, published_at: float, content_type: str, now: float
-) -> str | None:
-    """Why a parsed message cannot be handled here (content type, expiry), or None."""
-    if properties.content_type != content_type:
-        return (
-            f"unknown content type {properties.content_type!r}: this consumer decodes "
-            f"{content_type!r}"
-        )
-    expiration = properties.expiration
-    if expiration is not None and published_at + expiration < now:
-        return f"expired: not delivered within {expiration:g} s"
-    return None
-
-
 def parse(
     entry_id: bytes, fields: Mapping[bytes, bytes], payload_key: bytes, default: MessageProperties
 ) -> Parsed:
@@ -155,18 +140,6 @@ def parse(
         properties = default
     published = published_at if published_at is not None else _entry_time(entry_id)
     return body, _text("id", message_id), properties, prior, published
-
-
-def iso_time(unix: float) -> str:
-    """A wall-clock time as the dead-letter fields write it (ISO 8601, UTC)."""
-    return datetime.datetime.fromtimestamp(unix, datetime.UTC).isoformat()
-
-
-def default_properties(codec: Codec) -> MessageProperties:
-    """The properties of an entry that sets none: the codec's content type."""
-    if codec.content_type == DEFAULT_PROPERTIES.content_type:
-        return DEFAULT_PROPERTIES
-    return MessageProperties(content_type=codec.content_type)
 
 
 def check_stream(stream: str) -> None:
@@ -226,16 +199,8 @@ def dead_letter_fields(
     reason: str, attempt: int, entry_id: bytes, failed_at: float
 ) -> tuple[Any, ...]:
     """The fields a dead-letter copy adds to its entry's (flat, for the settle script)."""
-    return (
-        "x-failure-reason",
-        reason,
-        "x-final-attempt",
-        attempt,
-        "x-failed-at",
-        iso_time(failed_at),
-        "x-original-id",
-        entry_id,
-    )
+    fields = {**letters.letter_fields(reason, attempt, failed_at), letters.ORIGINAL_ID: entry_id}
+    return tuple(itertools.chain.from_iterable(fields.items()))
 
 
 def dead_letter(
@@ -246,25 +211,22 @@ def dead_letter(
     default: MessageProperties,
 ) -> DeadLetter:
     """The `DeadLetter` of an entry of ``queue``'s dead-letter stream."""
-    extra = {k.decode(): v.decode(errors="replace") for k, v in fields.items() if k in DLQ_KEYS}
+    extra = {k.decode(): v for k, v in fields.items() if k in DLQ_KEYS}
     rest = {k: v for k, v in fields.items() if k not in DLQ_KEYS}
     try:
         body, message_id, properties, _, _ = parse(entry_id, rest, payload_key, default)
     except BadEntry:  # a bad entry dead-lettered as it was
         body = rest.get(payload_key, b"")
-        message_id = extra.get("x-original-id", entry_id.decode())
+        original = extra.get(letters.ORIGINAL_ID)
+        message_id = original.decode(errors="replace") if original else entry_id.decode()
         properties = DEFAULT_PROPERTIES
-    try:
-        failed_at = datetime.datetime.fromisoformat(extra.get("x-failed-at", "")).timestamp()
-    except ValueError:
-        failed_at = math.nan
-    attempts = extra.get("x-final-attempt", "0")
+    reason, attempts, failed_at = letters.read_letter_fields(extra)
     return DeadLetter(
         message_id,
         queue,
         body,
         properties,
-        extra.get("x-failure-reason", "unknown"),
-        int(attempts) if attempts.isdigit() else 0,
+        "unknown" if reason is None else reason,
+        attempts,
         failed_at,
     )
