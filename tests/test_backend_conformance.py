@@ -6,6 +6,7 @@ A new backend joins by adding a case to ``CASES`` and a branch to the ``backend`
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import time
 import uuid
@@ -38,6 +39,7 @@ pytestmark = pytest.mark.anyio
 MEMORY = [("memory", "asyncio"), ("memory", "trio")]
 CASES = [*MEMORY, ("rabbitmq", "asyncio"), ("redis", "asyncio")]
 PRIORITIES = [*MEMORY, ("rabbitmq", "asyncio")]  # Redis streams keep insertion order
+BROKERS = [("rabbitmq", "asyncio"), ("redis", "asyncio")]
 
 
 @pytest.fixture(params=CASES, ids=["-".join(case) for case in CASES])
@@ -386,7 +388,7 @@ async def test_capabilities_are_declared_and_checked_by_protocol(
 ) -> None:
     assert isinstance(backend, Backend)
     assert isinstance(backend, SharedConnection) is (case[0] != "memory")
-    assert isinstance(backend, IntakeHelpers) is (case[0] == "redis")
+    assert isinstance(backend, IntakeHelpers) is (case[0] != "memory")
 
 
 @pytest.mark.parametrize("case", MEMORY)
@@ -426,6 +428,32 @@ async def test_a_payload_the_codec_cannot_encode_is_refused_and_not_published(
     assert delivery.message.payload == "fine"  # nothing of the refused ones went out before it
     delivery.handle.ack()
     await source.close()
+
+
+@pytest.mark.parametrize("case", BROKERS)
+async def test_a_source_of_its_own_ends_its_tasks_when_it_closes(
+    backend: Backend, queue: str
+) -> None:
+    before = ours()
+    await backend.publish(queue, 1)
+    source = await backend.open_source(queue, prefetch=1)
+    (await receive_one(source)).handle.retry(0.01)  # applied by the source's own task
+    again = await receive_one(source)
+    assert again.message.attempt == 2
+    again.handle.ack()
+    during = ours()
+    await source.close()
+    assert during - before  # it had a task of its own (it settles alone)
+    assert ours() == before
+
+
+def ours() -> set[asyncio.Task[Any]]:
+    """The tasks running foxactors' code (the clients' own are theirs to end)."""
+    return {
+        task
+        for task in asyncio.all_tasks()
+        if "foxactors" in getattr(task.get_coro(), "cr_code", compile("", "", "exec")).co_filename
+    }
 
 
 async def test_a_dropped_handle_is_reported_and_returned(backend: Backend, queue: str) -> None:

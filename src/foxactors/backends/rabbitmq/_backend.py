@@ -30,6 +30,7 @@ from foxactors.backends._connection import (
     redact,
 )
 from foxactors.backends._deadletter import DeadLetter
+from foxactors.backends._keeper import keeper
 
 from ._client import CONNECTION_ERRORS, unreachable
 from ._connection import RabbitMQLink
@@ -301,13 +302,23 @@ class RabbitMQBackend:
         """
         return functools.partial(BrokerConnection, RabbitMQLink(self))
 
+    def intake_actors(self, queue: str) -> list[tuple[str, Callable[[], Actor[Any]]]]:
+        """The actor that applies a consumer's settlements, by name (``settler``).
+
+        `WorkerApp` puts it after the consumer in its rest_for_one intake group: a
+        source opened on a shared connection leaves its settling to it.
+        """
+        del queue
+        return [("settler", keeper(RabbitMQSource.settle_forever, RabbitMQSource))]
+
     async def open_source(
         self, queue: str, *, prefetch: int, connection: Any = None
     ) -> RabbitMQSource:
         """Start consuming ``queue`` (declaring it) with at most ``prefetch`` unsettled.
 
-        On a channel of ``connection`` if given (it stays open when the source closes),
-        else on a connection of the source's own.
+        On a channel of ``connection`` if given (it stays open when the source closes;
+        the ``settler`` of `intake_actors` applies its settlements), else on a
+        connection of the source's own (it applies them itself).
         """
         require_int("prefetch", prefetch, 1)
         await self.declare(queue)

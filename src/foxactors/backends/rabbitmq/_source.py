@@ -87,6 +87,11 @@ class RabbitMQSource(BrokerSource[int, _Held]):
             self.queue, self._on_message, no_ack=False, consumer_tag=self.consumer_tag
         )
         self._started()
+        if self._owns_connection:  # no actor beside it to apply its settlements
+            self._run_alone()
+
+    # aiormq delivers messages and channel closes to callbacks: each does no more than
+    # hand over (buffer, fail) and wake the receiving task, which does the rest.
 
     def _on_message(self, raw: Any) -> Any:
         self._buffer.append(raw)

@@ -31,13 +31,14 @@ from foxactors.backends._connection import (
     redact,
 )
 from foxactors.backends._deadletter import DeadLetter
+from foxactors.backends._keeper import keeper
 
 from . import _scheduler as scheduler
 from . import _wire as wire
 from ._client import ERRORS, TIMEOUT, new_client, unreachable, wrong_password
 from ._connection import RedisLink
 from ._deadletters import RedisDeadLetters
-from ._keeper import StreamKeeper, keep_leases, move_due_forever, reclaim_forever
+from ._keeper import keep_leases, move_due_forever, reclaim_forever
 from ._leases import Leases
 from ._source import RedisSource
 
@@ -290,9 +291,10 @@ class RedisBackend:
     ) -> RedisSource:
         """Start consuming the stream ``queue`` with at most ``prefetch`` unsettled.
 
-        With ``connection`` (a client owned by a `BrokerConnection` actor), the lease
-        keeper, reclaimer and scheduler run as actors beside the consumer (see
-        `intake_actors`); without, on a client of its own, the source runs them itself.
+        With ``connection`` (a client owned by a `BrokerConnection` actor), the
+        settler, lease keeper, reclaimer and scheduler run as actors beside the
+        consumer (see `intake_actors`); without, on a client of its own, the source
+        runs them itself.
         """
         require_int("prefetch", prefetch, 1)
         client = connection if connection is not None else await self.connect()
@@ -331,15 +333,16 @@ class RedisBackend:
         return functools.partial(BrokerConnection, RedisLink(self))
 
     def intake_actors(self, queue: str) -> list[tuple[str, Callable[[], Actor[Any]]]]:
-        """The actors that keep a consumer's leases, reclaim and schedule, by name.
+        """The actors that settle, keep leases, reclaim and schedule for a consumer.
 
         `WorkerApp` puts them after the consumer in its rest_for_one intake group.
         """
         del queue
         return [
-            ("leases", functools.partial(StreamKeeper, keep_leases)),
-            ("reclaimer", functools.partial(StreamKeeper, reclaim_forever)),
-            ("scheduler", functools.partial(StreamKeeper, move_due_forever)),
+            ("settler", keeper(RedisSource.settle_forever, RedisSource)),
+            ("leases", keeper(keep_leases, RedisSource)),
+            ("reclaimer", keeper(reclaim_forever, RedisSource)),
+            ("scheduler", keeper(move_due_forever, RedisSource)),
         ]
 
     async def move_due(self, client: aioredis.Redis, stream: str) -> tuple[int, float | None]:

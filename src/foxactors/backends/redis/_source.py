@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import math
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -66,7 +64,6 @@ class RedisSource(BrokerSource[bytes, tuple[int, float]]):  # held: (attempt, le
         self._payload_key = backend.payload_field.encode()
         self._default_properties = default_properties(backend.codec)
         self._keys = (queue, backend.delayed_set(queue), backend.dead_letter_stream(queue))
-        self._tasks: list[asyncio.Task[None]] = []
         self._cursor = b"0-0"
 
     @property
@@ -82,15 +79,8 @@ class RedisSource(BrokerSource[bytes, tuple[int, float]]):  # held: (attempt, le
         except ERRORS as exc:
             raise BackendError(f"cannot consume {self.queue!r}: {exc}") from None
         self._started()
-        if self._owns_client:  # no actors beside it: keep leases, reclaim, schedule here
-            loop = asyncio.get_running_loop()
-            self._tasks = [loop.create_task(self._maintain(job)) for job in keeper.JOBS]
-
-    async def _maintain(self, job: Callable[[RedisSource], Awaitable[None]]) -> None:
-        try:
-            await job(self)
-        except ERRORS as exc:
-            self._fail(f"{job.__name__} on {self.queue!r} failed: {exc}")
+        if self._owns_client:  # no actors beside it: settle, keep leases... itself
+            self._run_alone(keeper.JOBS)
 
     async def _read_own_pending(self) -> None:
         """What a previous life of this consumer name read and never settled comes back."""
@@ -321,7 +311,6 @@ class RedisSource(BrokerSource[bytes, tuple[int, float]]):  # held: (attempt, le
             return
         healthy = self._failure is None
         try:
-            await _cancel(self._tasks)
             healthy = await self._stop()
         finally:
             with anyio.CancelScope(shield=True), anyio.move_on_after(10):
@@ -347,16 +336,3 @@ class RedisSource(BrokerSource[bytes, tuple[int, float]]):  # held: (attempt, le
             for p in pending:
                 self._queue_copy(pipe, (p["message_id"], 0, Decision.REQUEUE, 0.0, ""))
             await pipe.execute()
-
-
-async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
-    """Cancel ``tasks`` until they end.
-
-    redis-py can swallow a cancellation that lands in the middle of a command; like
-    anyio's cancel scopes, this delivers it again until the task is gone.
-    """
-    pending = set(tasks)
-    while pending:
-        for task in pending:
-            task.cancel()
-        _, pending = await asyncio.wait(pending, timeout=0.05)
