@@ -83,7 +83,7 @@ class Partition:
 class RabbitMQCase:
     """A RabbitMQ server of the suite's, with a backend on it."""
 
-    intake = ("connection", "consumer")
+    intake = ("connection", "consumer", "settler")
 
     def __init__(self, server: Any) -> None:
         self.server = server
@@ -112,7 +112,7 @@ class RabbitMQCase:
 class RedisCase:
     """A Redis server of the suite's, with a backend on it."""
 
-    intake = ("connection", "consumer", "leases", "reclaimer", "scheduler")
+    intake = ("connection", "consumer", "settler", "leases", "reclaimer", "scheduler")
 
     def __init__(self, server: Any) -> None:
         self.server = server

@@ -6,6 +6,7 @@ A new backend joins by adding a case to ``CASES`` and a branch to the ``backend`
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import time
 import uuid
@@ -20,10 +21,13 @@ import foxactors as fa
 from foxactors.backends import (
     Backend,
     ConnectionStatistics,
+    DeadLetterQueue,
+    IntakeHelpers,
     Leases,
     QueueStatistics,
     RabbitMQBackend,
     RedisBackend,
+    SharedConnection,
     Topology,
 )
 from foxactors.testing import anyio_backend_options
@@ -35,6 +39,7 @@ pytestmark = pytest.mark.anyio
 MEMORY = [("memory", "asyncio"), ("memory", "trio")]
 CASES = [*MEMORY, ("rabbitmq", "asyncio"), ("redis", "asyncio")]
 PRIORITIES = [*MEMORY, ("rabbitmq", "asyncio")]  # Redis streams keep insertion order
+BROKERS = [("rabbitmq", "asyncio"), ("redis", "asyncio")]
 
 
 @pytest.fixture(params=CASES, ids=["-".join(case) for case in CASES])
@@ -293,6 +298,99 @@ async def test_dead_letters_keep_the_original_and_can_be_replayed(
     await source.close()
 
 
+async def test_the_dead_letter_queue_has_one_shape_on_every_backend(
+    backend: Backend, queue: str
+) -> None:
+    dlq = backend.dead_letter_queue(queue)
+    assert isinstance(dlq, DeadLetterQueue)
+    assert dlq.queue == queue
+    props = fa.MessageProperties(correlation_id="c-1").with_header("k", "v")
+    message_id = await backend.publish(queue, {"x": 1}, properties=props)
+    await backend.publish(queue, 2)
+    source = await backend.open_source(queue, prefetch=1)
+    (await receive_one(source)).handle.dead_letter("no good")
+    (await receive_one(source)).handle.dead_letter("no good either")
+    await source.wait_settled()  # applied on the broker, not only decided
+    assert await dlq.count() == 2
+    first, _ = await dlq.list()
+    assert (first.id, first.queue, first.reason, first.attempts, first.body) == (
+        message_id,
+        queue,
+        "no good",
+        1,
+        b'{"x":1}',
+    )
+    assert (first.properties.correlation_id, first.properties.headers["k"]) == ("c-1", "v")
+    assert before_now(first.failed_at)
+    assert [letter.id for letter in await dlq.list(limit=1)] == [message_id]
+    assert await dlq.count() == 2  # listing leaves them
+    assert await dlq.replay(limit=1) == 1
+    replayed = await receive_one(source)
+    assert (replayed.message.id, replayed.message.payload) == (message_id, {"x": 1})
+    assert replayed.message.attempt == 1  # attempts start over
+    assert replayed.message.headers == {"k": "v"}
+    replayed.handle.ack()
+    assert await dlq.purge() == 1
+    assert (await dlq.count(), await dlq.list()) == (0, [])
+    await source.close()
+
+
+def before_now(when: float) -> bool:
+    """A wall-clock time of this run's (the last minute)."""
+    return time.time() - 60 <= when <= time.time()
+
+
+class TaggedJson:
+    """JSON under a content type of its own: what a user's codec looks like."""
+
+    content_type = "application/x-tagged+json"
+
+    def encode(self, payload: Any) -> bytes:
+        return fa.JsonCodec().encode(payload)
+
+    def decode(self, body: bytes) -> Any:
+        return fa.JsonCodec().decode(body)
+
+
+async def test_a_codec_reads_what_it_wrote_under_its_own_content_type(
+    backend: Backend, queue: str
+) -> None:
+    assert isinstance(backend, fa.MemoryBackend | RabbitMQBackend | RedisBackend)
+    backend.codec = TaggedJson()
+    await backend.publish(queue, {"a": 1})
+    source = await backend.open_source(queue, prefetch=1)
+    delivery = await receive_one(source)
+    assert delivery.message.payload == {"a": 1}
+    assert delivery.message.properties.content_type == "application/x-tagged+json"
+    delivery.handle.ack()
+    await source.close()
+
+
+async def test_a_content_type_the_codec_does_not_read_is_dead_lettered(
+    backend: Backend, queue: str
+) -> None:
+    await backend.publish(queue, "xml?", properties=fa.MessageProperties(content_type="text/xml"))
+    await backend.publish(queue, "fine")
+    source = await backend.open_source(queue, prefetch=5)
+    delivery = await receive_one(source)
+    assert delivery.message.payload == "fine"
+    delivery.handle.ack()
+    await source.wait_settled()
+    (letter,) = await backend.dead_letter_queue(queue).list()
+    assert letter.reason == (
+        "unknown content type 'text/xml': this consumer decodes 'application/json'"
+    )
+    await source.close()
+
+
+async def test_capabilities_are_declared_and_checked_by_protocol(
+    backend: Backend, case: tuple[str, str]
+) -> None:
+    assert isinstance(backend, Backend)
+    assert isinstance(backend, SharedConnection) is (case[0] != "memory")
+    assert isinstance(backend, IntakeHelpers) is (case[0] != "memory")
+
+
 @pytest.mark.parametrize("case", MEMORY)
 async def test_undecodable_and_oversized_bodies_go_to_the_dead_letter_queue(queue: str) -> None:
     backend = fa.MemoryBackend(codec=fa.JsonCodec(max_size=16))
@@ -330,6 +428,32 @@ async def test_a_payload_the_codec_cannot_encode_is_refused_and_not_published(
     assert delivery.message.payload == "fine"  # nothing of the refused ones went out before it
     delivery.handle.ack()
     await source.close()
+
+
+@pytest.mark.parametrize("case", BROKERS)
+async def test_a_source_of_its_own_ends_its_tasks_when_it_closes(
+    backend: Backend, queue: str
+) -> None:
+    before = ours()
+    await backend.publish(queue, 1)
+    source = await backend.open_source(queue, prefetch=1)
+    (await receive_one(source)).handle.retry(0.01)  # applied by the source's own task
+    again = await receive_one(source)
+    assert again.message.attempt == 2
+    again.handle.ack()
+    during = ours()
+    await source.close()
+    assert during - before  # it had a task of its own (it settles alone)
+    assert ours() == before
+
+
+def ours() -> set[asyncio.Task[Any]]:
+    """The tasks running foxactors' code (the clients' own are theirs to end)."""
+    return {
+        task
+        for task in asyncio.all_tasks()
+        if "foxactors" in getattr(task.get_coro(), "cr_code", compile("", "", "exec")).co_filename
+    }
 
 
 async def test_a_dropped_handle_is_reported_and_returned(backend: Backend, queue: str) -> None:

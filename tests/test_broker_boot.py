@@ -31,7 +31,7 @@ import structlog
 from structlog.testing import LogCapture
 
 import foxactors as fa
-from foxactors.backends._base import ConnectionCounts
+from foxactors.backends._connection import ConnectionCounts
 from foxactors.testing.servers import RabbitMQ, RedisServer, free_port, redis_server
 
 from .brokers import BROKERS, Partition

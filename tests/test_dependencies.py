@@ -13,10 +13,20 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
+
+import foxactors.backends
+
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = ROOT / "src" / "foxactors"
 # module name -> distribution name, where they differ
-DISTRIBUTIONS = {"attr": "attrs", "redis": "redis", "aio_pika": "aio-pika"}
+DISTRIBUTIONS = {
+    "attr": "attrs",
+    "redis": "redis",
+    "aio_pika": "aio-pika",
+    "aiormq": "aio-pika",  # aio-pika's own dependencies, which come with it
+    "pamqp": "aio-pika",
+}
 
 
 def declared(extra: str | None = None) -> set[str]:
@@ -36,14 +46,37 @@ def load_time_imports(path: Path) -> set[str]:
     return names - set(sys.stdlib_module_names) - {"foxactors", "__future__"}
 
 
+# A broker's folder may import its extra: its __init__ turns a missing one into a hint.
+BROKERS = {SOURCE / "backends" / "rabbitmq": "rabbitmq", SOURCE / "backends" / "redis": "redis"}
+
+
 def test_the_core_imports_only_declared_dependencies() -> None:
     base = declared()
     for path in sorted(SOURCE.rglob("*.py")):
+        allowed = base
+        for folder, extra in BROKERS.items():
+            if folder in path.parents and path.name != "__init__.py":
+                allowed = base | declared(extra)
         for name in load_time_imports(path):
-            assert DISTRIBUTIONS.get(name, name).lower() in base, (
+            assert DISTRIBUTIONS.get(name, name).lower() in allowed, (
                 f"{path.relative_to(ROOT)} imports {name!r} at load time, but it is not "
                 "a declared dependency: declare it, or import it where it is needed"
             )
+
+
+@pytest.mark.parametrize(
+    ("name", "client", "extra"),
+    [("RabbitMQBackend", "aio_pika", "rabbitmq"), ("RedisBackend", "redis", "redis")],
+)
+def test_a_broker_without_its_extra_says_what_to_install(
+    name: str, client: str, extra: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for module in list(sys.modules):  # as in a fresh process without the client
+        if module == client or module.startswith((f"{client}.", f"foxactors.backends.{extra}")):
+            monkeypatch.delitem(sys.modules, module)
+    monkeypatch.setitem(sys.modules, client, None)  # None: "import client" fails
+    with pytest.raises(ImportError, match=re.escape(f"pip install 'foxactors[{extra}]'")):
+        getattr(foxactors.backends, name)
 
 
 def test_the_broker_clients_are_declared_as_extras() -> None:

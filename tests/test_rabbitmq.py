@@ -14,8 +14,8 @@ import pytest
 
 import foxactors as fa
 from foxactors.backends import RabbitMQBackend, Topology
-from foxactors.backends._base import redact
-from foxactors.backends._rabbitmq import delay_bucket
+from foxactors.backends._connection import redact
+from foxactors.backends.rabbitmq import delay_bucket
 from foxactors.testing.servers import RabbitMQ
 
 from .helpers import receive_one

@@ -9,7 +9,7 @@ import json
 import math
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import PurePath
 from typing import TYPE_CHECKING
@@ -22,7 +22,7 @@ from ._spec import ChildSpec
 from ._system import run
 
 if TYPE_CHECKING:
-    from .backends import DeadLetter
+    from .backends import Backend, DeadLetter
 
 
 def load_app(target: str) -> ChildSpec:
@@ -114,21 +114,32 @@ def _print_letters(letters: Sequence[DeadLetter], *, as_json: bool) -> None:
     print(f"{len(letters)} dead letter(s)", file=sys.stderr)
 
 
+def _broker_backend(broker: str, url: str) -> Backend:
+    """The backend a ``--rabbitmq`` or ``--redis`` flag names, on ``url``."""
+    from . import backends  # noqa: PLC0415 - only these commands need them
+
+    brokers: dict[str, Callable[[str], Backend]] = {
+        # lambdas: import only the broker asked for (the other extra may be missing)
+        "rabbitmq": lambda url: backends.RabbitMQBackend(url),  # noqa: PLW0108
+        "redis": lambda url: backends.RedisBackend(url),  # noqa: PLW0108
+    }
+    return brokers[broker](url)
+
+
 def _broker_dead_letters(action: str, broker: str, url: str, queue: str, *, as_json: bool) -> int:
     import asyncio  # noqa: PLC0415 - the broker clients run on asyncio
 
-    from . import backends  # noqa: PLC0415 - only this command needs them
-
-    backend = backends.RabbitMQBackend(url) if broker == "rabbitmq" else backends.RedisBackend(url)
+    backend = _broker_backend(broker, url)
+    letters = backend.dead_letter_queue(queue)
 
     async def act() -> None:
         try:
             if action == "list":
-                _print_letters(await backend.dead_letters(queue), as_json=as_json)
+                _print_letters(await letters.list(), as_json=as_json)
             elif action == "replay":
-                print(f"replayed {await backend.replay_dead_letters(queue)} dead letter(s)")
+                print(f"replayed {await letters.replay()} dead letter(s)")
             else:
-                print(f"purged {await backend.purge_dead_letters(queue)} dead letter(s)")
+                print(f"purged {await letters.purge()} dead letter(s)")
         finally:
             await backend.close()
 

@@ -1,40 +1,50 @@
 """Message backends: the embedded memory backend, RabbitMQ and Redis Streams.
 
-Backends are imported lazily by name, so an application pays only for the one it
-uses, and a missing extra says what to install.
+The contract (`Backend`, `Source`, `DeadLetterQueue`, the capabilities
+`SharedConnection` and `IntakeHelpers`) and the control messages between a consumer
+and a backend's actors are declared here once. The brokers are imported lazily by
+name, so an application pays only for the one it uses, and a missing extra says what
+to install.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._base import Backend as Backend
-from ._base import BrokerUnreachable as BrokerUnreachable
-from ._base import ConnectionStatistics as ConnectionStatistics
-from ._base import DeadLetter as DeadLetter
-from ._base import Source as Source
+from ._connection import BrokerUnreachable as BrokerUnreachable
+from ._connection import ConnectionStatistics as ConnectionStatistics
+from ._contract import Backend as Backend
+from ._contract import DeadLetterQueue as DeadLetterQueue
+from ._contract import IntakeHelpers as IntakeHelpers
+from ._contract import SharedConnection as SharedConnection
+from ._contract import Source as Source
+from ._deadletter import DeadLetter as DeadLetter
 from ._memory import MemoryBackend as MemoryBackend
 from ._memory import QueueStatistics as QueueStatistics
+from ._messages import CONNECTION as CONNECTION
+from ._messages import SOURCE as SOURCE
+from ._messages import GetConnection as GetConnection
+from ._messages import GetSource as GetSource
 
 if TYPE_CHECKING:
-    from ._rabbitmq import RabbitMQBackend as RabbitMQBackend
-    from ._rabbitmq import RabbitMQSource as RabbitMQSource
-    from ._rabbitmq import RabbitMQStatistics as RabbitMQStatistics
-    from ._rabbitmq import Topology as Topology
-    from ._redis import Leases as Leases
-    from ._redis import RedisBackend as RedisBackend
-    from ._redis import RedisSource as RedisSource
-    from ._redis import RedisStatistics as RedisStatistics
+    from .rabbitmq import RabbitMQBackend as RabbitMQBackend
+    from .rabbitmq import RabbitMQSource as RabbitMQSource
+    from .rabbitmq import RabbitMQStatistics as RabbitMQStatistics
+    from .rabbitmq import Topology as Topology
+    from .redis import Leases as Leases
+    from .redis import RedisBackend as RedisBackend
+    from .redis import RedisSource as RedisSource
+    from .redis import RedisStatistics as RedisStatistics
 
 _LAZY = {
-    "RabbitMQBackend": "_rabbitmq",
-    "RabbitMQSource": "_rabbitmq",
-    "RabbitMQStatistics": "_rabbitmq",
-    "Topology": "_rabbitmq",
-    "Leases": "_redis",
-    "RedisBackend": "_redis",
-    "RedisSource": "_redis",
-    "RedisStatistics": "_redis",
+    "RabbitMQBackend": "rabbitmq",
+    "RabbitMQSource": "rabbitmq",
+    "RabbitMQStatistics": "rabbitmq",
+    "Topology": "rabbitmq",
+    "Leases": "redis",
+    "RedisBackend": "redis",
+    "RedisSource": "redis",
+    "RedisStatistics": "redis",
 }
 
 

@@ -9,41 +9,29 @@ wall-clock Unix seconds, as the brokers report them.
 
 from __future__ import annotations
 
-import bisect
-import heapq
+import builtins
 import itertools
 import time
 import uuid
 import warnings
-from collections import deque
 from typing import Any, overload
 
 import anyio
 import attrs
-import structlog
 
 from foxactors._ack import AckHandle, Decision
 from foxactors._codec import Codec, JsonCodec
-from foxactors._errors import BackendError, ConfigurationError, DecodeError
-from foxactors._message import DEFAULT_PROPERTIES, Delivery, Message, MessageProperties
+from foxactors._errors import ConfigurationError
+from foxactors._message import Delivery, Message, MessageProperties
 from foxactors._validate import require_int, require_seconds
 
-from ._base import ConnectionCounts, ConnectionStatistics, DeadLetter
+from ._admission import Admission, Inadmissible, default_properties
+from ._connection import ConnectionCounts, ConnectionStatistics
+from ._credit import CreditSource
+from ._deadletter import DeadLetter
+from ._memory_queue import Entry, Queue, Tag
 
-_logger: structlog.typing.FilteringBoundLogger = structlog.get_logger("foxactors")
-
-Tag = tuple[int, int]  # (consumer generation, delivery number)
 _ACK = Decision.ACK  # hot path: a global is cheaper than an enum lookup
-
-
-@attrs.define
-class _Entry:
-    id: str
-    body: bytes
-    properties: MessageProperties
-    published_at: float  # wall clock (Unix seconds), what the message reports
-    enqueued_at: float  # the event loop's clock: what expiration counts from
-    deliveries: int = 0
 
 
 @attrs.frozen
@@ -61,105 +49,6 @@ class QueueStatistics:
     delayed: int
     in_flight: int
     dead: int
-
-
-class _Ready:
-    """Ready entries: first in, first out within a priority, higher priorities first.
-
-    One deque per priority present, so that taking the next entry costs O(1) in
-    the common case of one priority (a heap paid O(log n) per entry).
-    """
-
-    __slots__ = ("_lanes", "_order", "count")
-
-    def __init__(self) -> None:
-        self._lanes: dict[int, deque[_Entry]] = {}
-        self._order: list[int] = []  # priorities present, ascending (the last is next)
-        self.count = 0
-
-    def __len__(self) -> int:
-        return self.count
-
-    def push(self, entry: _Entry, front: bool) -> None:
-        priority = entry.properties.priority or 0
-        lane = self._lanes.get(priority)
-        if lane is None:
-            lane = self._lanes[priority] = deque()
-            bisect.insort(self._order, priority)
-        if front:
-            lane.appendleft(entry)
-        else:
-            lane.append(entry)
-        self.count += 1
-
-    def pop(self) -> _Entry:
-        priority = self._order[-1]
-        lane = self._lanes[priority]
-        entry = lane.popleft()
-        if not lane:
-            del self._lanes[priority]
-            self._order.pop()
-        self.count -= 1
-        return entry
-
-
-class _Queue:
-    """One queue: ready entries by priority, a heap of delayed ones."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.ready = _Ready()
-        self.delayed: list[tuple[float, int, _Entry]] = []  # (due, seq, entry)
-        self.in_flight: dict[Tag, _Entry] = {}
-        self.dead: list[DeadLetter] = []
-        self._seq = itertools.count()
-        self._arrived: anyio.Event | None = None  # consumers waiting for entries
-        self._idle: anyio.Event | None = None  # join() waiting for nothing to be left
-
-    def push(self, entry: _Entry, *, front: bool = False) -> None:
-        self.ready.push(entry, front)
-        self.arrived()
-
-    def push_delayed(self, entry: _Entry, due: float) -> None:
-        heapq.heappush(self.delayed, (due, next(self._seq), entry))
-        self.arrived()  # a waiting consumer may need an earlier deadline
-
-    def promote_due(self, now: float) -> float | None:
-        """Move due entries to ready; return the next due time, if any."""
-        while self.delayed and self.delayed[0][0] <= now:
-            self.push(heapq.heappop(self.delayed)[2])
-        return self.delayed[0][0] if self.delayed else None
-
-    def arrived(self) -> None:
-        if self._arrived is not None:
-            self._arrived.set()
-            self._arrived = None
-
-    async def wait_arrival(self, deadline: float | None) -> None:
-        if self._arrived is None:
-            self._arrived = anyio.Event()
-        event = self._arrived
-        if deadline is None:
-            await event.wait()
-        else:
-            with anyio.move_on_after(max(0.0, deadline - anyio.current_time())):
-                await event.wait()
-
-    def settled(self) -> None:
-        """An entry left the in-flight set: wake join() if nothing is left."""
-        if self._idle is not None and self.idle:
-            self._idle.set()
-            self._idle = None
-
-    async def wait_idle(self) -> None:
-        while not self.idle:
-            if self._idle is None:
-                self._idle = anyio.Event()
-            await self._idle.wait()
-
-    @property
-    def idle(self) -> bool:
-        return not (self.ready.count or self.delayed or self.in_flight)
 
 
 class MemoryBackend:
@@ -181,16 +70,16 @@ class MemoryBackend:
 
     def __init__(self, codec: Codec | None = None) -> None:
         self.codec: Codec = codec if codec is not None else JsonCodec()
-        self._queues: dict[str, _Queue] = {}
+        self._queues: dict[str, Queue] = {}
         self._generations = itertools.count(1)
         self._counts = ConnectionCounts()  # in process: never fails, never lost
 
-    def _queue(self, name: str) -> _Queue:
+    def _queue(self, name: str) -> Queue:
         queue = self._queues.get(name)
         if queue is None:
             if not isinstance(name, str) or not name:
                 raise ConfigurationError(f"queue name must be a non-empty string, got {name!r}")
-            queue = self._queues[name] = _Queue(name)
+            queue = self._queues[name] = Queue(name)
         return queue
 
     # -- producing ----------------------------------------------------------------
@@ -230,7 +119,9 @@ class MemoryBackend:
         """Enqueue an already encoded ``body`` as it is (for tests of bad input)."""
         require_seconds("delay", delay)
         now = anyio.current_time()
-        entry = _Entry(uuid.uuid4().hex, body, properties or DEFAULT_PROPERTIES, time.time(), now)
+        if properties is None:
+            properties = default_properties(self.codec)
+        entry = Entry(uuid.uuid4().hex, body, properties, time.time(), now)
         target = self._queue(queue)
         if delay > 0:
             target.push_delayed(entry, now + delay)
@@ -285,19 +176,33 @@ class MemoryBackend:
             len(target.ready), len(target.delayed), len(target.in_flight), len(target.dead)
         )
 
+    def dead_letter_queue(self, queue: str) -> MemoryDeadLetters:
+        """The dead letters of ``queue``: list, count, replay, purge, async as everywhere.
+
+        `dead_letters`, `replay_dead_letters` and `purge_dead_letters` do the same at
+        once (the memory backend needs no I/O).
+        """
+        return MemoryDeadLetters(self, queue)
+
     def dead_letters(self, queue: str) -> list[DeadLetter]:
         """Return the dead letters of ``queue``, oldest first."""
         return list(self._queue(queue).dead)
 
-    def replay_dead_letters(self, queue: str) -> int:
-        """Move every dead letter of ``queue`` back to it (attempts start over)."""
+    def replay_dead_letters(self, queue: str, *, limit: int | None = None) -> int:
+        """Move dead letters of ``queue`` back to it (attempts start over), oldest first.
+
+        All of them, or the first ``limit``.
+        """
         target = self._queue(queue)
-        replayed, target.dead = target.dead, []
+        replayed, target.dead = target.dead[:limit], target.dead[len(target.dead[:limit]) :]
         for letter in replayed:
             target.push(
-                _Entry(letter.id, letter.body, letter.properties, time.time(), anyio.current_time())
+                Entry(letter.id, letter.body, letter.properties, time.time(), anyio.current_time())
             )
         return len(replayed)
+
+    async def close(self) -> None:
+        """Nothing to release: the memory backend holds no connection."""
 
     def purge_dead_letters(self, queue: str) -> int:
         """Delete the dead letters of ``queue``; return how many there were."""
@@ -306,79 +211,86 @@ class MemoryBackend:
         return count
 
 
-class MemorySource:
+class MemoryDeadLetters:
+    """The dead letters of a memory queue, in the shape of every backend's.
+
+    Attributes:
+        queue: The queue whose dead letters these are.
+    """
+
+    def __init__(self, backend: MemoryBackend, queue: str) -> None:
+        self._backend = backend
+        self.queue = queue
+
+    async def list(self, *, limit: int | None = 1000) -> builtins.list[DeadLetter]:
+        """Return up to ``limit`` dead letters, oldest first, leaving them in place."""
+        return self._backend.dead_letters(self.queue)[:limit]
+
+    async def count(self) -> int:
+        """Return how many dead letters the queue holds."""
+        return len(self._backend._queue(self.queue).dead)
+
+    async def replay(self, *, limit: int | None = None) -> int:
+        """Move dead letters back to the queue (attempts start over), oldest first."""
+        return self._backend.replay_dead_letters(self.queue, limit=limit)
+
+    async def purge(self) -> int:
+        """Delete the dead letters; return how many there were."""
+        return self._backend.purge_dead_letters(self.queue)
+
+
+class MemorySource(CreditSource[Tag, Entry]):
     """One consumer of a memory queue (see `Source`)."""
 
     def __init__(
-        self, backend: MemoryBackend, queue: _Queue, prefetch: int, generation: int
+        self, backend: MemoryBackend, queue: Queue, prefetch: int, generation: int
     ) -> None:
-        self._backend = backend
+        super().__init__(queue.name, prefetch, generation)
+        self._counts = backend._counts
+        self._admit = Admission(backend.codec)
         self._q = queue
-        self.queue = queue.name
-        self.prefetch = prefetch
-        self.generation = generation
-        self._unsettled: set[Tag] = set()
         self._tags = itertools.count(1)
-        self.live = True  # until closed (see `Settler`)
-        self._want = 0  # credit the waiting receiver needs (0: nobody waits)
-        self._credit: anyio.Event | None = None
-        self._all_settled: anyio.Event | None = None
+        self._next_due: float | None = None
 
-    @property
-    def unsettled(self) -> int:
-        """Deliveries handed out and not yet settled."""
-        return len(self._unsettled)
-
-    async def receive(self, max_count: int, min_credit: int = 1) -> list[Delivery]:
-        """Wait for a delivery and ``min_credit`` free credit; return at most ``max_count``."""
+    def _take(self, credit: int) -> list[Delivery] | None:
         queue = self._q
-        min_credit = max(1, min(min_credit, self.prefetch))
-        while True:
-            if not self.live:
-                raise BackendError(f"consumer of {self.queue!r} is closed")
-            next_due = queue.promote_due(anyio.current_time())
-            free = self.prefetch - len(self._unsettled)
-            if free < min_credit:  # wait until settlements free enough credit
-                self._want = min_credit
-                self._credit = anyio.Event()
-                await self._credit.wait()
-                continue
-            credit = min(max_count, free)
-            ready = queue.ready
-            if ready.count:
-                out: list[Delivery] = []
-                while ready.count and len(out) < credit:
-                    delivery = self._deliver(ready.pop())
-                    if delivery is not None:
-                        out.append(delivery)
-                if out:
-                    return out
-                continue
-            await queue.wait_arrival(next_due)
+        self._next_due = queue.promote_due(anyio.current_time())
+        ready = queue.ready
+        if not ready.count:
+            return None
+        out: list[Delivery] = []
+        while ready.count and len(out) < credit:
+            delivery = self._deliver(ready.pop())
+            if delivery is not None:
+                out.append(delivery)
+        return out
 
-    def _deliver(self, entry: _Entry) -> Delivery | None:
+    async def _fetch(self) -> None:
+        await self._q.wait_arrival(self._next_due)
+
+    def _deliver(self, entry: Entry) -> Delivery | None:
         entry.deliveries += 1
         tag = (self.generation, next(self._tags))
         self._q.in_flight[tag] = entry
-        self._unsettled.add(tag)
+        self._unsettled[tag] = entry
         handle = AckHandle(self, tag, self.generation)
-        ttl = entry.properties.expiration
-        if ttl is not None and anyio.current_time() - entry.enqueued_at > ttl:
-            handle.dead_letter(f"expired: not delivered within {ttl} s")  # as RabbitMQ's DLX
-            return None
+        properties = entry.properties
+        ttl = properties.expiration  # counted on the loop clock, as delays are
         try:
-            payload = self._backend.codec.decode(entry.body)
-        except DecodeError as exc:
-            _logger.warning(
-                "message.undecodable", queue=self.queue, message_id=entry.id, error=str(exc)
+            payload = self._admit(
+                entry.body,
+                properties.content_type,
+                ttl,
+                None if ttl is None else anyio.current_time() - entry.enqueued_at,
             )
-            handle.dead_letter(f"undecodable: {exc}")
+        except Inadmissible as exc:
+            exc.settle(handle, queue=self.queue, message_id=entry.id)
             return None
         message = Message(  # id, payload, body, properties, attempt, queue, published_at
             entry.id,
             payload,
             entry.body,
-            entry.properties,
+            properties,
             entry.deliveries,
             self.queue,
             entry.published_at,
@@ -387,16 +299,11 @@ class MemorySource:
 
     def settle(self, handle: AckHandle, decision: Decision, delay: float, reason: str) -> bool:
         """Apply a decision for one of this source's handles (see `Settler`)."""
-        tag = handle.tag
-        if not self.live or tag not in self._unsettled:
-            _logger.warning(
-                "settlement.stale", queue=self.queue, tag=str(tag), decision=decision.value
-            )
+        entry = self._held(handle, decision)
+        if entry is None:
             return False
-        assert isinstance(tag, tuple)
-        self._unsettled.discard(tag)
         queue = self._q
-        entry = queue.in_flight.pop(tag)
+        del queue.in_flight[handle.tag]  # type: ignore[arg-type] # a Tag: it was held
         if decision is _ACK:
             pass
         elif decision is Decision.REQUEUE:
@@ -420,40 +327,16 @@ class MemorySource:
             )
         if not queue.in_flight:
             queue.settled()
-        if self._credit is not None or self._all_settled is not None:
-            self._credit_freed()
         return True
-
-    def _credit_freed(self) -> None:
-        unsettled = len(self._unsettled)
-        if self._credit is not None and self.prefetch - unsettled >= self._want:
-            self._credit.set()
-            self._credit = None
-        if self._all_settled is not None and not unsettled:
-            self._all_settled.set()
-            self._all_settled = None
-
-    def dropped(self, handle: AckHandle) -> None:
-        """A handle was dropped unsettled: report it and requeue its delivery."""
-        if handle.tag in self._unsettled and self.live:
-            _logger.error("delivery.dropped", queue=self.queue, tag=str(handle.tag))
-            handle.requeue()
-
-    async def wait_settled(self) -> None:
-        """Wait until no delivery of this consumer is unsettled."""
-        while self._unsettled:
-            if self._all_settled is None:
-                self._all_settled = anyio.Event()
-            await self._all_settled.wait()
 
     async def close(self) -> None:
         """Stop consuming; every unsettled delivery goes back to the front of the queue."""
-        if not self.live:
+        if self._closed:
             return
-        self.live = False
-        self._backend._counts.ended(lost=False)
+        self._closed = True
+        self._counts.ended(lost=False)
         queue = self._q
-        for tag in sorted(self._unsettled, reverse=True):  # keep their order at the front
+        for tag in sorted(self._unsettled, reverse=True):
             queue.push(queue.in_flight.pop(tag), front=True)
         self._unsettled.clear()
-        self._credit_freed()
+        self._wake_all()

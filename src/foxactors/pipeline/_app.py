@@ -15,7 +15,7 @@ from foxactors._policy import Backoff
 from foxactors._spec import ChildSpec
 from foxactors._system import run
 from foxactors._validate import coerce_enum, require_int, require_timeout
-from foxactors.backends._base import Backend
+from foxactors.backends import Backend
 
 from ._batch import BatchStage
 from ._breaker import Breaker

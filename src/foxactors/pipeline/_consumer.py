@@ -11,7 +11,7 @@ from foxactors._actor import Actor
 from foxactors._errors import ActorError
 from foxactors._lifecycle import Exit
 from foxactors._message import Message, Outcome, OutcomeKind
-from foxactors.backends._base import CONNECTION, SOURCE, Backend, DeadLetter, Source
+from foxactors.backends import CONNECTION, Backend, DeadLetter, GetSource, Source
 
 from ._messages import StopIntake
 from ._work import BatchOutcomes, one_or_run
@@ -88,7 +88,7 @@ class Consumer(Actor[Any]):
         if type(message) is StopIntake:
             self._intake.cancel()
             return self.source
-        if message == SOURCE:  # a backend's helper actors (e.g. Redis leases) ask
+        if type(message) is GetSource:  # a backend's helper actors (e.g. Redis leases) ask
             return self.source
         return None
 

@@ -17,7 +17,7 @@ import attrs
 from foxactors._actor import Actor
 from foxactors._lifecycle import Exit
 from foxactors._message import MessageProperties
-from foxactors.backends._base import Backend, DeadLetter
+from foxactors.backends import Backend, DeadLetter
 
 
 class DeadLetterSink(Protocol):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from foxactors._supervisor import Supervisor
-from foxactors.backends._base import BrokerUnreachable
+from foxactors.backends import BrokerUnreachable
 
 
 class Intake(Supervisor):

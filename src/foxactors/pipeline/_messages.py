@@ -16,7 +16,7 @@ import attrs
 
 from foxactors._actor import ActorRef, Request
 from foxactors._message import Delivery
-from foxactors.backends._base import Source
+from foxactors.backends import Source
 
 from ._work import Batch
 

@@ -13,7 +13,7 @@ from typing import Any
 import attrs
 
 from foxactors._policy import Backoff
-from foxactors.backends._base import Backend
+from foxactors.backends import Backend
 
 from ._breaker import Breaker
 from ._deadletters import DeadLetterSink

@@ -21,7 +21,7 @@ import attrs
 
 from foxactors._errors import ConfigurationError
 from foxactors._spec import ChildSpec, Restart
-from foxactors.backends._base import Backend
+from foxactors.backends import Backend, IntakeHelpers, SharedConnection
 
 from ._batch import BatchStage
 from ._breaker import CircuitBreakerStage
@@ -226,8 +226,8 @@ def relative(origin: str, target: str) -> str:
 
 def tree(options: PipelineOptions, backend: Backend, queue: str) -> ChildSpec:
     """The supervision tree of a pipeline: the options' topology, made of child specs."""
-    connection_actor = getattr(backend, "connection_actor", None)
-    topology = plan(options, shared_connection=connection_actor is not None)
+    shared = isinstance(backend, SharedConnection)
+    topology = plan(options, shared_connection=shared)
     route = OutcomeRoute(topology)
     mailbox = 2 * options.prefetch + 16  # deliveries and outcomes of a full prefetch
     batch = options.batch
@@ -293,14 +293,14 @@ def tree(options: PipelineOptions, backend: Backend, queue: str) -> ChildSpec:
         mailbox_size=mailbox,
         backoff=options.reconnect,
     )
-    if connection_actor is None:
+    if not isinstance(backend, SharedConnection):
         children.append(consumer)
     else:  # a lost connection takes down the consumers that use it, and only them
         children.append(
             Intake.spec(
                 INTAKE,
                 [
-                    ChildSpec(CONNECTION, connection_actor(), backoff=options.reconnect),
+                    ChildSpec(CONNECTION, backend.connection_actor(), backoff=options.reconnect),
                     consumer,
                     *(
                         ChildSpec(name, factory, backoff=options.reconnect)
@@ -325,8 +325,7 @@ def tree(options: PipelineOptions, backend: Backend, queue: str) -> ChildSpec:
 
 def _intake_actors(backend: Backend, queue: str) -> list[tuple[str, Any]]:
     """A backend's helper actors for its consumer (e.g. Redis lease keepers), if any."""
-    helpers = getattr(backend, "intake_actors", None)
-    return list(helpers(queue)) if helpers is not None else []
+    return list(backend.intake_actors(queue)) if isinstance(backend, IntakeHelpers) else []
 
 
 def _linked(place: StagePlace, route: OutcomeRoute) -> Stage:

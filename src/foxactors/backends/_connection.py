@@ -1,33 +1,31 @@
-"""The contract between the pipeline and a message backend."""
+"""Broker connections: their errors, their counts, and the one actor that owns them.
+
+`BrokerConnection` is the connection actor of every broker: it connects in
+``on_start`` (a wrong URL or password fails the start with a clear error), answers
+`GetConnection` with the live connection, and crashes when a watch reports it lost,
+so its rest_for_one supervisor rebuilds it and then what depends on it. A broker
+supplies only a `Link`: how to connect, how to wait until the connection is lost,
+how to close it.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+import contextlib
+from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import attrs
 import structlog
 
-from foxactors._ack import Settler
+from foxactors._actor import Actor
 from foxactors._errors import BackendError
-from foxactors._message import Delivery, MessageProperties
+from foxactors._lifecycle import Exit
+
+from ._messages import GetConnection
 
 _logger: structlog.typing.FilteringBoundLogger = structlog.get_logger("foxactors")
 
-CONNECTION = "foxactors.connection.get"
-"""What a consumer asks a backend's connection actor for: the live connection.
-
-A backend whose consumers share a connection offers ``connection_actor()`` (a factory
-of an actor that owns the connection, answers this message with it, and crashes when
-it is lost) and ``open_source(queue, prefetch=..., connection=...)``. `WorkerApp`
-then puts the connection actor and the consumer under a rest_for_one supervisor,
-followed by the backend's ``intake_actors(queue)`` if it has any (named factories of
-helper actors that ask the consumer for its source with `SOURCE`).
-"""
-
-
-SOURCE = "foxactors.consumer.source"
-"""What a backend's helper actors ask the consumer for: its current source."""
+C = TypeVar("C")  # a broker's connection (or client)
 
 
 class BrokerUnreachable(BackendError):
@@ -156,73 +154,57 @@ class ConnectionCounts:
         self.awaiting += lost
 
 
-@attrs.frozen
-class DeadLetter:
-    """A message that was given up on, with why and when.
-
-    Attributes:
-        id: The original message id.
-        queue: The queue it came from.
-        body: The original body, untouched.
-        properties: The original properties and headers, untouched.
-        reason: Why it was dead-lettered (one line).
-        attempts: How many times it was delivered.
-        failed_at: When, in wall-clock Unix seconds (NaN if a broker's record lacks it).
-    """
-
-    id: str
-    queue: str
-    body: bytes
-    properties: MessageProperties
-    reason: str
-    attempts: int
-    failed_at: float
-
-
-class Source(Settler, Protocol):
-    """One consumer of one queue, with credit: never more than ``prefetch`` unsettled.
-
-    Handles of a closed source are stale: settling them is a logged no-op.
-    """
-
-    queue: str
-    prefetch: int
+class Link(Protocol[C]):
+    """The broker-specific part of a connection actor."""
 
     @property
-    def unsettled(self) -> int:
-        """Deliveries handed out and not yet settled."""
+    def broker(self) -> str:
+        """The broker's name, for errors and logs (``"RabbitMQ"``)."""
 
-    async def receive(self, max_count: int, min_credit: int = 1) -> list[Delivery]:
-        """Wait for a delivery and ``min_credit`` free credit; return at most ``max_count``.
+    async def connect(self) -> C:
+        """Open a connection, or raise `BackendError` (`BrokerUnreachable` to retry)."""
 
-        ``min_credit`` is GenStage's minimum demand: asking again only once that much
-        credit is free makes deliveries arrive in batches.
-        """
+    async def wait_lost(self, connection: C) -> str:
+        """Return once ``connection`` is lost, saying why (cancelled when it stops)."""
 
-    async def wait_settled(self) -> None:
-        """Wait until no delivery is unsettled."""
-
-    async def close(self) -> None:
-        """Stop consuming; every unsettled delivery goes back to its queue."""
+    async def close(self, connection: C) -> None:
+        """Close ``connection`` (errors are ignored: it may be gone already)."""
 
 
-class Backend(Protocol):
-    """A place messages are published to and consumed from."""
+class BrokerConnection(Actor[Any], Generic[C]):
+    """Owns one connection for the consumers under the same supervisor.
 
-    name: str
+    Answers `GetConnection` with it; when ``link.wait_lost`` returns, this actor
+    crashes, so its rest_for_one supervisor rebuilds it and then the consumers that
+    depended on it: never a connection back while consumers stay gone.
+    """
 
-    async def publish(
-        self,
-        queue: str,
-        payload: Any,
-        *,
-        properties: MessageProperties | None = None,
-        delay: float = 0.0,
-    ) -> str:
-        """Publish ``payload`` (encoded by the backend's codec); return the message id."""
+    def __init__(self, link: Link[C]) -> None:
+        self._link = link
+        self._lost = False
+        self._stopping = False
 
-    async def open_source(self, queue: str, *, prefetch: int) -> Source:
-        """Start consuming ``queue`` with at most ``prefetch`` unsettled deliveries."""
+    async def on_start(self) -> None:
+        """Connect (a wrong URL or password fails the start, with a clear error)."""
+        self.connection = await self._link.connect()
+        self.start_task(self._watch)
 
-    def statistics(self) -> ConnectionStatistics:
-        """Return what its connections and consumers are doing (one shape for all)."""
+    async def _watch(self) -> None:
+        why = await self._link.wait_lost(self.connection)
+        if not self._stopping:  # else closed on purpose, by on_stop
+            self._lost = True
+            raise BackendError(f"lost the {self._link.broker} connection: {why}")
+
+    async def receive(self, message: Any) -> Any:
+        """Answer `GetConnection` with the live connection."""
+        if isinstance(message, GetConnection):
+            if self._lost:
+                raise BackendError(f"the {self._link.broker} connection is lost; reconnecting")
+            return self.connection
+        return None
+
+    async def on_stop(self, exit: Exit) -> None:
+        """Close the connection."""
+        self._stopping = True
+        with contextlib.suppress(Exception):
+            await self._link.close(self.connection)

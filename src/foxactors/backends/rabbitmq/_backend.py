@@ -1,0 +1,363 @@
+"""`RabbitMQBackend`: connecting, declaring the topology, publishing, opening sources."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import itertools
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import aio_pika
+import aiormq
+import attrs
+import structlog
+from pamqp.commands import Basic
+
+from foxactors._actor import Actor
+from foxactors._codec import Codec, JsonCodec
+from foxactors._errors import BackendError, ConfigurationError
+from foxactors._message import MessageProperties
+from foxactors._validate import require_int, require_seconds
+from foxactors.backends._admission import default_properties
+from foxactors.backends._connection import (
+    BrokerConnection,
+    ConnectionCounts,
+    ConnectionStatistics,
+    redact,
+)
+from foxactors.backends._deadletter import DeadLetter
+from foxactors.backends._keeper import keeper
+
+from ._client import CONNECTION_ERRORS, unreachable
+from ._connection import RabbitMQLink
+from ._deadletters import RabbitMQDeadLetters
+from ._source import RabbitMQSource
+from ._topology import Topology, delay_bucket
+from ._wire import to_amqp
+
+_logger: structlog.typing.FilteringBoundLogger = structlog.get_logger("foxactors")
+
+
+@attrs.frozen
+class RabbitMQStatistics(ConnectionStatistics):
+    """`ConnectionStatistics` plus the copies the broker did not take.
+
+    Attributes:
+        copies_failed: Retry, defer and dead-letter copies that RabbitMQ returned
+            (unroutable), nacked, or that failed with their channel; their originals
+            were left unacknowledged and came back.
+    """
+
+    copies_failed: int = 0
+
+
+class RabbitMQBackend:
+    """Publish to and consume from RabbitMQ, with retry queues and a dead-letter queue.
+
+    Args:
+        url: ``amqp://user:password@host:port/vhost`` (or ``amqps://`` for TLS).
+        codec: Encodes payloads and decodes bodies (JSON, 1 MiB limit, by default).
+        topology: Queue type, priorities and the names of the retry and dead-letter
+            queues.
+        persistent: Publish persistent messages (the default).
+
+    Example:
+        ```python
+        backend = RabbitMQBackend("amqp://guest:guest@localhost/")
+        await backend.publish("emails", {"to": "ada@example.com"})
+        ```
+
+    Connections are opened on first use. In a `WorkerApp`, a connection actor owns the
+    consumer's connection (see `connection_actor`); when the connection or channel is
+    lost, the actors that depend on it crash and their supervisor rebuilds them with
+    backoff.
+    """
+
+    name = "rabbitmq"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        codec: Codec | None = None,
+        topology: Topology | None = None,
+        persistent: bool = True,
+    ) -> None:
+        if not isinstance(url, str) or not url.startswith(("amqp://", "amqps://")):
+            raise ConfigurationError(
+                f"RabbitMQ URL must start with amqp:// or amqps://, got {redact(str(url))!r}"
+            )
+        self.url = url
+        self.codec: Codec = codec if codec is not None else JsonCodec()
+        self.topology = topology if topology is not None else Topology()
+        self.persistent = persistent
+        self._publisher: Any = None  # (connection, channel)
+        self._declared: set[str] = set()
+        self._declared_buckets: set[tuple[str, int]] = set()
+        self._lock = asyncio.Lock()
+        self._generations = itertools.count(1)
+        self._counts = ConnectionCounts()
+        self._copies_failed = 0
+
+    def statistics(self) -> RabbitMQStatistics:
+        """Return connection state and counts (see `RabbitMQStatistics`)."""
+        return RabbitMQStatistics(
+            **attrs.asdict(self._counts.snapshot()), copies_failed=self._copies_failed
+        )
+
+    async def connect(self) -> aio_pika.abc.AbstractConnection:
+        """Open a new connection; a wrong URL or credentials fail with a clear error."""
+        try:
+            connection = await aio_pika.connect(self.url, timeout=10)
+        except Exception as exc:
+            wrong_password = "Authentication" in type(exc).__name__
+            raise self._counts.refused(
+                "RabbitMQ",
+                self.url,
+                exc,
+                wrong_password=wrong_password,
+                retryable=unreachable(exc),
+            ) from None
+        self._counts.connected()
+        return connection
+
+    async def _channel(self) -> Any:
+        async with self._lock:
+            if self._publisher is None or self._publisher[1].is_closed:
+                await self._drop_publisher()
+                connection = await self.connect()
+                channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+                self._publisher = (connection, channel)
+            return self._publisher[1]
+
+    async def declare(self, queue: str, channel: Any = None) -> None:
+        """Declare ``queue``, its retry exchange and its dead-letter queue (idempotent).
+
+        Raises:
+            BackendError: An existing queue was declared with other arguments.
+        """
+        if not isinstance(queue, str) or not queue:
+            raise ConfigurationError(f"queue name must be a non-empty string, got {queue!r}")
+        if queue in self._declared:
+            return
+        channel = channel or await self._channel()
+        topology = self.topology
+        try:
+            await channel.declare_queue(
+                topology.dlq(queue), durable=True, arguments={"x-queue-type": topology.queue_type}
+            )
+            await channel.declare_queue(queue, durable=True, arguments=topology.arguments(queue))
+            await channel.declare_exchange(
+                topology.retry_exchange_of(queue), aio_pika.ExchangeType.DIRECT, durable=True
+            )
+        except aio_pika.exceptions.ChannelPreconditionFailed as exc:
+            raise BackendError(
+                f"queue {queue!r} or its retry/dead-letter queues exist with other arguments "
+                f"({exc}); delete them or match the topology ({topology})"
+            ) from None
+        self._declared.add(queue)
+
+    async def _retry_target(self, channel: Any, queue: str, delay: float) -> str:
+        """Declare (once) the bucket queue for ``delay``; return its routing key."""
+        ms = delay_bucket(delay)
+        key = str(ms)
+        if (queue, ms) in self._declared_buckets:
+            return key
+        name = self.topology.retry_queue.format(q=queue, ms=ms)
+        bucket = await channel.declare_queue(
+            name,
+            durable=True,
+            arguments={
+                "x-queue-type": self.topology.queue_type,
+                "x-message-ttl": ms,
+                "x-dead-letter-exchange": "",
+                "x-dead-letter-routing-key": queue,
+            },
+        )
+        await bucket.bind(self.topology.retry_exchange_of(queue), key)  # declared with the queue
+        self._declared_buckets.add((queue, ms))
+        return key
+
+    async def publish(
+        self,
+        queue: str,
+        payload: Any,
+        *,
+        properties: MessageProperties | None = None,
+        delay: float = 0.0,
+    ) -> str:
+        """Encode and publish ``payload`` with confirms; return its message id.
+
+        Raises:
+            EncodeError: The codec cannot encode the payload; nothing was published.
+            ConfigurationError: A bad queue name or delay.
+            BackendError: The broker refused or returned the message.
+        """
+        return await self.publish_raw(
+            queue, self.codec.encode(payload), properties=properties, delay=delay
+        )
+
+    async def publish_raw(
+        self,
+        queue: str,
+        body: bytes,
+        *,
+        properties: MessageProperties | None = None,
+        delay: float = 0.0,
+        message_id: str | None = None,
+    ) -> str:
+        """Publish an already encoded ``body`` as it is, waiting for the confirm."""
+        require_seconds("delay", delay)
+        message_id = message_id or uuid.uuid4().hex
+        message = to_amqp(
+            properties or default_properties(self.codec),
+            body,
+            message_id,
+            now=time.time(),
+            persistent=self.persistent,
+        )
+        for attempt in (1, 2):  # a connection lost since the last publish: reconnect once
+            channel = await self._channel()
+            try:
+                await self.declare(queue, channel)
+                await self._send(channel, queue, message, delay)
+            except CONNECTION_ERRORS as exc:
+                await self._drop_publisher()
+                if attempt == 2:
+                    raise BackendError(f"publishing to {queue!r} failed: {exc}") from None
+            else:
+                break
+        return message_id
+
+    async def _drop_publisher(self) -> None:
+        if self._publisher is not None:
+            connection, self._publisher = self._publisher[0], None
+            self._declared.clear()
+            self._declared_buckets.clear()
+            with contextlib.suppress(Exception):
+                await connection.close()
+
+    async def _send(
+        self, channel: Any, queue: str, message: Any, delay: float, *, dead_letter: bool = False
+    ) -> None:
+        """Publish ``message`` for ``queue`` (mandatory, confirmed) and check the result.
+
+        Now, after ``delay`` (through its retry exchange), or to its dead-letter queue.
+
+        Raises:
+            BackendError: RabbitMQ returned the message (nothing bound: a queue or
+                binding deleted behind our back), nacked it, or the exchange is gone.
+                A return or a missing exchange also forgets that ``queue``'s topology
+                was declared, so that the next use declares it again.
+        """
+        topology = self.topology
+        if dead_letter:
+            target = topology.dlq(queue)
+        elif delay > 0:
+            target = topology.retry_queue.format(q=queue, ms=delay_bucket(delay))
+        else:
+            target = queue
+        try:
+            if delay > 0 and not dead_letter:
+                key = await self._retry_target(channel, queue, delay)
+                exchange = await channel.get_exchange(
+                    topology.retry_exchange_of(queue), ensure=False
+                )
+                await exchange.publish(message, routing_key=key, mandatory=True)
+            else:
+                await channel.default_exchange.publish(message, routing_key=target, mandatory=True)
+        except aiormq.exceptions.PublishError as exc:
+            self._forget(queue)
+            frame = exc.frame
+            why = frame.reply_text if isinstance(frame, Basic.Return) else str(exc)
+            raise BackendError(
+                f"RabbitMQ did not take the message for {target!r}: returned unroutable "
+                f"({why}); was the queue deleted? It is declared again on next use"
+            ) from None
+        except aiormq.exceptions.DeliveryError as exc:
+            raise BackendError(
+                f"RabbitMQ did not take the message for {target!r}: nacked ({exc})"
+            ) from None
+        except aiormq.exceptions.ChannelNotFoundEntity as exc:
+            self._forget(queue)
+            raise BackendError(
+                f"RabbitMQ did not take the message for {target!r}: {exc}; was the "
+                "exchange deleted? It is declared again on next use"
+            ) from None
+
+    def _forget(self, queue: str) -> None:
+        """Forget that ``queue``'s topology was declared: the next use declares it again."""
+        self._declared.discard(queue)
+        self._declared_buckets -= {b for b in self._declared_buckets if b[0] == queue}
+
+    def connection_actor(self) -> Callable[[], Actor[Any]]:
+        """A factory of the actor that owns a connection for this backend's consumers.
+
+        `WorkerApp` supervises it with the consumer, rest_for_one: when the connection
+        is lost, the actor crashes and the consumer is rebuilt on a new connection.
+        """
+        return functools.partial(BrokerConnection, RabbitMQLink(self))
+
+    def intake_actors(self, queue: str) -> list[tuple[str, Callable[[], Actor[Any]]]]:
+        """The actor that applies a consumer's settlements, by name (``settler``).
+
+        `WorkerApp` puts it after the consumer in its rest_for_one intake group: a
+        source opened on a shared connection leaves its settling to it.
+        """
+        del queue
+        return [("settler", keeper(RabbitMQSource.settle_forever, RabbitMQSource))]
+
+    async def open_source(
+        self, queue: str, *, prefetch: int, connection: Any = None
+    ) -> RabbitMQSource:
+        """Start consuming ``queue`` (declaring it) with at most ``prefetch`` unsettled.
+
+        On a channel of ``connection`` if given (it stays open when the source closes;
+        the ``settler`` of `intake_actors` applies its settlements), else on a
+        connection of the source's own (it applies them itself).
+        """
+        require_int("prefetch", prefetch, 1)
+        await self.declare(queue)
+        source = RabbitMQSource(self, queue, prefetch, next(self._generations), connection)
+        await source.start()
+        self._counts.started()
+        _logger.info("rabbitmq.consuming", queue=queue, consumer_tag=source.consumer_tag)
+        return source
+
+    def source_ended(self, *, lost: bool) -> None:
+        """One of its sources stopped consuming, closed or ``lost``."""
+        self._counts.ended(lost=lost)
+
+    def copy_failed(self) -> None:
+        """A source's retry, defer or dead-letter copy was not taken (see statistics)."""
+        self._copies_failed += 1
+
+    # -- dead letters -----------------------------------------------------------------
+
+    def dead_letter_queue(self, queue: str) -> RabbitMQDeadLetters:
+        """The dead-letter queue of ``queue``: list, count, replay, purge."""
+        return RabbitMQDeadLetters(self, queue)
+
+    async def dead_letters(self, queue: str, *, limit: int = 1000) -> list[DeadLetter]:
+        """Return up to ``limit`` dead letters of ``queue``, oldest first, leaving them."""
+        return await self.dead_letter_queue(queue).list(limit=limit)
+
+    async def count_dead_letters(self, queue: str) -> int:
+        """Return how many messages wait in ``queue``'s dead-letter queue."""
+        return await self.dead_letter_queue(queue).count()
+
+    async def replay_dead_letters(self, queue: str, *, limit: int | None = None) -> int:
+        """Move dead letters back to ``queue`` (see `RabbitMQDeadLetters.replay`)."""
+        return await self.dead_letter_queue(queue).replay(limit=limit)
+
+    async def purge_dead_letters(self, queue: str) -> int:
+        """Delete the dead letters of ``queue``; return how many there were."""
+        return await self.dead_letter_queue(queue).purge()
+
+    async def close(self) -> None:
+        """Close the publishing connection (sources close their own)."""
+        await self._drop_publisher()

@@ -1,0 +1,384 @@
+"""`RedisBackend`: clients, consumer groups, publishing, opening sources."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import itertools
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import attrs
+import redis.asyncio as aioredis
+import structlog
+from redis.exceptions import ResponseError
+
+from foxactors._actor import Actor
+from foxactors._codec import Codec, JsonCodec
+from foxactors._errors import BackendError, ConfigurationError
+from foxactors._message import DEFAULT_PROPERTIES, MessageProperties
+from foxactors._validate import require_int, require_seconds
+from foxactors.backends._admission import default_properties
+from foxactors.backends._connection import (
+    BrokerConnection,
+    ConnectionCounts,
+    ConnectionStatistics,
+    redact,
+)
+from foxactors.backends._deadletter import DeadLetter
+from foxactors.backends._keeper import keeper
+
+from . import _scheduler as scheduler
+from . import _wire as wire
+from ._client import ERRORS, TIMEOUT, new_client, unreachable, wrong_password
+from ._connection import RedisLink
+from ._deadletters import RedisDeadLetters
+from ._keeper import keep_leases, move_due_forever, reclaim_forever
+from ._leases import Leases
+from ._source import RedisSource
+
+_logger: structlog.typing.FilteringBoundLogger = structlog.get_logger("foxactors")
+
+
+@attrs.define
+class StreamCounts:
+    """The counters behind `RedisStatistics`' own fields (see there)."""
+
+    reclaimed: int = 0
+    trimmed: int = 0
+    leases_lost: int = 0
+    forgotten: int = 0
+    moved_due: int = 0
+
+
+@attrs.frozen
+class RedisStatistics(ConnectionStatistics):
+    """`ConnectionStatistics` plus what the leases and the scheduler did.
+
+    Attributes:
+        reclaimed: Entries taken over from consumers that stopped renewing.
+        trimmed: Pending entries whose stream data was trimmed or deleted, removed
+            from the pending list instead of retried.
+        leases_lost: Entries another consumer took while this process held them.
+        forgotten: Dead consumers removed from their group.
+        moved_due: Delayed entries moved back into their stream by this process.
+    """
+
+    reclaimed: int = 0
+    trimmed: int = 0
+    leases_lost: int = 0
+    forgotten: int = 0
+    moved_due: int = 0
+
+
+class RedisBackend:
+    """Publish to and consume from Redis Streams with consumer groups and leases.
+
+    Args:
+        url: ``redis://[:password@]host:port/db``, ``rediss://`` for TLS, or
+            ``unix://path``.
+        group: The consumer group (default ``"foxactors"``): processes in the same
+            group share the stream's entries; each group gets every entry.
+        consumer: This process's consumer name (default ``host-pid``, unique per
+            process; a second source of the same stream in the process gets a
+            suffix).
+        codec: Encodes payloads and decodes bodies (JSON, 1 MiB limit, by default).
+        leases: Lease and reclaim settings (see `Leases`).
+        maxlen: Trim streams to about this many entries when adding (None: never).
+            Trimming drops the oldest entries whether or not they were consumed or
+            acknowledged: see the docs.
+        block: Seconds a read waits for new entries before asking again.
+        poll_interval: Seconds between looks at the delayed set.
+        health_interval: Seconds between health checks of a supervised connection.
+        dead_letter_stream: Name of the dead-letter stream (``{stream}``: the stream).
+        delayed_set: Name of the delayed sorted set.
+        payload_field: The field that holds the body.
+
+    Example:
+        ```python
+        backend = RedisBackend("redis://localhost:6379/0")
+        await backend.publish("emails", {"to": "ada@example.com"})
+        ```
+    """
+
+    name = "redis"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        group: str = "foxactors",
+        consumer: str | None = None,
+        codec: Codec | None = None,
+        leases: Leases | None = None,
+        maxlen: int | None = None,
+        block: float = 1.0,
+        poll_interval: float = 0.25,
+        health_interval: float = 1.0,
+        dead_letter_stream: str = "{stream}:dlq",
+        delayed_set: str = "{stream}:delayed",
+        payload_field: str = "payload",
+    ) -> None:
+        if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigurationError(
+                "Redis URL must start with redis://, rediss:// or unix://, "
+                f"got {redact(str(url))!r}"
+            )
+        for name, value in (("group", group), ("payload_field", payload_field)):
+            if not isinstance(value, str) or not value:
+                raise ConfigurationError(f"{name} must be a non-empty string, got {value!r}")
+        if consumer is not None and (not isinstance(consumer, str) or not consumer):
+            raise ConfigurationError(f"consumer must be a non-empty string, got {consumer!r}")
+        if maxlen is not None:
+            require_int("maxlen", maxlen, 1)
+        require_seconds("block", block, positive=True)
+        require_seconds("poll_interval", poll_interval, positive=True)
+        require_seconds("health_interval", health_interval, positive=True)
+        self.url = url
+        self.group = group
+        self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
+        self.codec: Codec = codec if codec is not None else JsonCodec()
+        self.leases = leases if leases is not None else Leases()
+        self.maxlen = maxlen
+        self.block = block
+        self.poll_interval = poll_interval
+        self.health_interval = health_interval
+        self.payload_field = payload_field
+        self._dead_letter_stream = dead_letter_stream
+        self._delayed_set = delayed_set
+        self._publisher: aioredis.Redis | None = None
+        self._default_properties = default_properties(self.codec)
+        self._in_use: set[tuple[str, str]] = set()
+        self._generations = itertools.count(1)
+        self._counts = ConnectionCounts()
+        self.stream_counts = StreamCounts()
+
+    # -- names, connections, statistics ------------------------------------------------
+
+    def dead_letter_stream(self, stream: str) -> str:
+        """The dead-letter stream of ``stream``."""
+        return self._dead_letter_stream.format(stream=stream)
+
+    def delayed_set(self, stream: str) -> str:
+        """The sorted set of ``stream``'s entries due later."""
+        return self._delayed_set.format(stream=stream)
+
+    def statistics(self) -> RedisStatistics:
+        """Return connection state and lease counts (see `RedisStatistics`)."""
+        return RedisStatistics(
+            **attrs.asdict(self._counts.snapshot()), **attrs.asdict(self.stream_counts)
+        )
+
+    def client(self, *, retries: int = 0) -> aioredis.Redis:
+        """A new client (its own connection pool).
+
+        Consumers' clients do not retry by themselves (``retries=0``): a failure
+        surfaces at once, so that supervision, not a hidden loop, decides. The
+        publishing and admin client retries a command once on a fresh connection.
+        """
+        return new_client(self.url, retries=retries)
+
+    async def connect(self, *, retries: int = 0) -> aioredis.Redis:
+        """Open a client and check it (PING): a wrong URL or password fails clearly."""
+        client = self.client(retries=retries)
+        try:
+            with anyio.fail_after(TIMEOUT):
+                await client.ping()
+        except (*ERRORS, TimeoutError) as exc:
+            with contextlib.suppress(Exception):
+                await client.aclose()
+            raise self._counts.refused(
+                "Redis",
+                self.url,
+                exc,
+                wrong_password=wrong_password(exc),
+                retryable=unreachable(exc),
+            ) from None
+        self._counts.connected()
+        return client
+
+    async def _client(self) -> Any:  # redis-py's reply types are too wide to narrow
+        if self._publisher is None:
+            self._publisher = await self.connect(retries=1)
+        return self._publisher
+
+    async def ensure_group(self, client: aioredis.Redis, stream: str) -> None:
+        """Create the consumer group (and the stream) if missing, from its first entry."""
+        wire.check_stream(stream)
+        try:
+            await client.xgroup_create(stream, self.group, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" in str(exc):
+                return
+            if "WRONGTYPE" in str(exc):
+                raise BackendError(
+                    f"key {stream!r} exists and is not a stream; pick another stream name"
+                ) from None
+            raise
+
+    # -- publishing ----------------------------------------------------------------------
+
+    def fields(self, body: bytes, properties: MessageProperties, message_id: str) -> dict[str, Any]:
+        """The entry fields of a message: body, id, time, properties, headers.
+
+        Raises:
+            ConfigurationError: A header uses a reserved name or has a value that
+                Redis cannot hold (str, bytes, int and float can; they come back as str).
+        """
+        return wire.entry_fields(
+            body,
+            properties,
+            message_id,
+            payload_field=self.payload_field,
+            content_type=self.codec.content_type,
+            now=time.time(),
+        )
+
+    async def publish(
+        self,
+        queue: str,
+        payload: Any,
+        *,
+        properties: MessageProperties | None = None,
+        delay: float = 0.0,
+    ) -> str:
+        """Encode ``payload`` and add it to the stream ``queue``; return its message id.
+
+        With ``delay``, it goes to the delayed set and enters the stream when due.
+
+        Raises:
+            EncodeError: The codec cannot encode the payload; nothing was published.
+            ConfigurationError: A bad stream name, header or delay.
+            BackendError: Redis cannot be reached.
+        """
+        return await self.publish_raw(
+            queue, self.codec.encode(payload), properties=properties, delay=delay
+        )
+
+    async def publish_raw(
+        self,
+        queue: str,
+        body: bytes,
+        *,
+        properties: MessageProperties | None = None,
+        delay: float = 0.0,
+        message_id: str | None = None,
+    ) -> str:
+        """Add an already encoded ``body`` as it is (see `publish`)."""
+        wire.check_stream(queue)
+        require_seconds("delay", delay)
+        message_id = message_id or uuid.uuid4().hex
+        fields = self.fields(body, properties or DEFAULT_PROPERTIES, message_id)
+        client = await self._client()  # retries once on a fresh connection
+        try:
+            if delay > 0:
+                await scheduler.schedule(client, self.delayed_set(queue), delay, fields)
+            else:
+                await client.xadd(queue, fields, maxlen=self.maxlen, approximate=True)
+        except ERRORS as exc:
+            raise BackendError(f"publishing to {queue!r} failed: {exc}") from None
+        return message_id
+
+    # -- consuming -----------------------------------------------------------------------
+
+    async def open_source(
+        self, queue: str, *, prefetch: int, connection: aioredis.Redis | None = None
+    ) -> RedisSource:
+        """Start consuming the stream ``queue`` with at most ``prefetch`` unsettled.
+
+        With ``connection`` (a client owned by a `BrokerConnection` actor), the
+        settler, lease keeper, reclaimer and scheduler run as actors beside the
+        consumer (see `intake_actors`); without, on a client of its own, the source
+        runs them itself.
+        """
+        require_int("prefetch", prefetch, 1)
+        client = connection if connection is not None else await self.connect()
+        name, n = self.consumer, 1
+        while (queue, name) in self._in_use:
+            n += 1
+            name = f"{self.consumer}-{n}"
+        self._in_use.add((queue, name))
+        source = RedisSource(
+            self,
+            queue,
+            prefetch=prefetch,
+            generation=next(self._generations),
+            client=client,
+            consumer=name,
+            owns_client=connection is None,
+        )
+        try:
+            await source.start()
+        except BaseException:
+            await source.close()
+            raise
+        self._counts.started()
+        _logger.info("redis.consuming", stream=queue, group=self.group, consumer=name)
+        return source
+
+    def source_ended(self, *, lost: bool) -> None:
+        """One of its sources stopped consuming, closed or ``lost``."""
+        self._counts.ended(lost=lost)
+
+    def _release(self, queue: str, consumer: str) -> None:
+        self._in_use.discard((queue, consumer))
+
+    def connection_actor(self) -> Callable[[], Actor[Any]]:
+        """A factory of the actor that owns the client of this backend's consumers."""
+        return functools.partial(BrokerConnection, RedisLink(self))
+
+    def intake_actors(self, queue: str) -> list[tuple[str, Callable[[], Actor[Any]]]]:
+        """The actors that settle, keep leases, reclaim and schedule for a consumer.
+
+        `WorkerApp` puts them after the consumer in its rest_for_one intake group.
+        """
+        del queue
+        return [
+            ("settler", keeper(RedisSource.settle_forever, RedisSource)),
+            ("leases", keeper(keep_leases, RedisSource)),
+            ("reclaimer", keeper(reclaim_forever, RedisSource)),
+            ("scheduler", keeper(move_due_forever, RedisSource)),
+        ]
+
+    async def move_due(self, client: aioredis.Redis, stream: str) -> tuple[int, float | None]:
+        """Move due delayed entries into ``stream``: (how many, seconds to the next)."""
+        moved, wait = await scheduler.move_due(
+            client, self.delayed_set(stream), stream, self.maxlen
+        )
+        if moved:
+            self.stream_counts.moved_due += moved
+        return moved, wait
+
+    # -- dead letters --------------------------------------------------------------------
+
+    def dead_letter_queue(self, queue: str) -> RedisDeadLetters:
+        """The dead-letter stream of ``queue``: list, count, replay, purge."""
+        return RedisDeadLetters(self, queue)
+
+    async def dead_letters(self, queue: str, *, limit: int = 1000) -> list[DeadLetter]:
+        """Return up to ``limit`` dead letters of ``queue``, oldest first, leaving them."""
+        return await self.dead_letter_queue(queue).list(limit=limit)
+
+    async def count_dead_letters(self, queue: str) -> int:
+        """Return how many entries the dead-letter stream of ``queue`` holds."""
+        return await self.dead_letter_queue(queue).count()
+
+    async def replay_dead_letters(self, queue: str, *, limit: int | None = None) -> int:
+        """Move dead letters back to ``queue`` (see `RedisDeadLetters.replay`)."""
+        return await self.dead_letter_queue(queue).replay(limit=limit)
+
+    async def purge_dead_letters(self, queue: str) -> int:
+        """Delete the dead letters of ``queue``; return how many there were."""
+        return await self.dead_letter_queue(queue).purge()
+
+    async def close(self) -> None:
+        """Close the publishing client (sources close their own)."""
+        if self._publisher is not None:
+            client, self._publisher = self._publisher, None
+            with contextlib.suppress(Exception):
+                await client.aclose()
