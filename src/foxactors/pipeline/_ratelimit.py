@@ -78,7 +78,8 @@ class RateLimitStage(Stage):
     Deliveries over the limit wait in the stage, in order (they stay unsettled, so
     the prefetch holds the consumer back); outcomes are never held up. A timer
     releases the next one when a token is due. Deliveries still waiting when the
-    stage stops are returned to the queue.
+    pipeline stops gracefully go back to the queue at once (`on_drain`), as do any
+    left when the stage stops.
     """
 
     def __init__(self, bucket: TokenBucket) -> None:
@@ -129,8 +130,13 @@ class RateLimitStage(Stage):
         await anyio.sleep(delay)
         await self.ref.tell(RELEASE_DUE)
 
+    async def on_drain(self) -> list[Delivery]:
+        """Give up every delivery still waiting for a token (a graceful stop)."""
+        waiting, self._waiting = list(self._waiting), deque()
+        return waiting
+
     async def on_stop(self, exit: Exit) -> None:
-        """Return the deliveries still waiting to the queue."""
+        """Return the deliveries still waiting to the queue (if the drain did not)."""
         while self._waiting:
             handle = self._waiting.popleft().handle
             if not handle.settled:
