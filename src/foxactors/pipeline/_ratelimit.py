@@ -18,6 +18,9 @@ from ._messages import RELEASE_DUE, ReleaseDue
 from ._stage import Stage
 
 
+_ROUNDING = 1e-9  # of a token: a wait shorter than this is rounding, not a wait
+
+
 @attrs.frozen
 class TokenBucket:
     """A token bucket as a value: ``rate`` tokens per second, at most ``burst`` saved.
@@ -49,8 +52,8 @@ class TokenBucket:
             tokens = float(self.burst)
         else:
             tokens = min(float(self.burst), self.tokens + (now - self.updated) * self.rate)
-        if tokens >= 1.0:
-            return 0.0, attrs.evolve(self, tokens=tokens - 1.0, updated=now)
+        if tokens >= 1.0 - _ROUNDING:  # a token due now, give or take float rounding
+            return 0.0, attrs.evolve(self, tokens=max(0.0, tokens - 1.0), updated=now)
         return (1.0 - tokens) / self.rate, attrs.evolve(self, tokens=tokens, updated=now)
 
 
