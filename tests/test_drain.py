@@ -14,9 +14,13 @@ from typing import Any
 
 import anyio
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 import foxactors as fa
+from foxactors.pipeline import _messages
+from foxactors.testing import anyio_backend_options
 
 from .brokers import BROKERS, case
 
@@ -141,6 +145,80 @@ async def test_every_stage_returns_what_it_holds_in_order() -> None:
     stats = backend.queue_statistics(QUEUE)
     assert (stats.ready, stats.in_flight, stats.dead) == (17, 0, 0)
     assert stale(logs) == []
+
+
+@pytest.mark.parametrize("backend_name", ["asyncio", "trio"])
+@given(
+    count=st.integers(1, 30),
+    rate=st.sampled_from([0.5, 2.0, 10.0]),
+    burst=st.integers(1, 4),
+    batch=st.one_of(st.none(), st.integers(2, 5)),
+    concurrency=st.integers(1, 3),
+    stop_at=st.floats(0, 6),  # virtual seconds after the start: any moment
+)
+def test_a_stop_at_any_moment_waits_only_for_running_work(
+    backend_name: str,
+    count: int,
+    rate: float,
+    burst: int,
+    batch: int | None,
+    concurrency: int,
+    stop_at: float,
+) -> None:
+    """Stopped at any moment (a token due, a batch filling): none lost, none twice."""
+    backend = fa.MemoryBackend()
+    handled: Counter[int] = Counter()
+
+    async def one(message: fa.Message) -> None:
+        await anyio.sleep(WORK)
+        handled[message.payload] += 1
+
+    async def many(messages: list[fa.Message]) -> None:
+        await anyio.sleep(WORK)
+        handled.update(m.payload for m in messages)
+
+    async def scenario() -> float:
+        for n in range(count):
+            await backend.publish(QUEUE, n)
+        app = fa.WorkerApp().with_concurrency_limit(concurrency).with_drain_timeout(DRAIN)
+        if batch is None:
+            app = app.add_worker(one)
+        else:
+            app = app.add_batch_worker(many, size=batch, interval=0.7)
+        app = app.with_rate_limit(rate=rate, burst=burst)
+        async with fa.open_system(app.build(backend, QUEUE)):
+            await anyio.sleep(stop_at)
+            stopping = anyio.current_time()
+        return anyio.current_time() - stopping
+
+    name, options = anyio_backend_options(backend_name)
+    with capture_logs() as logs:
+        elapsed = anyio.run(scenario, backend=name, backend_options=options)
+    assert elapsed <= WORK + 0.1
+    assert all(times == 1 for times in handled.values())
+    stats = backend.queue_statistics(QUEUE)
+    assert (stats.in_flight, stats.dead, stats.delayed) == (0, 0, 0)
+    assert stats.ready + len(handled) == count
+    assert stale(logs) == []
+
+
+async def test_a_stage_that_holds_nothing_answers_the_drain_with_none() -> None:
+    """The retry stage has its own receive: the drain's request reaches the default
+    `on_other`, which answers it too."""
+    backend = fa.MemoryBackend()
+
+    async def handle(message: fa.Message) -> None:
+        pass
+
+    app = fa.WorkerApp().add_worker(handle).with_rate_limit(rate=0.01)
+    async with fa.open_system(app.build(backend, QUEUE)) as system:
+        for n in range(3):
+            await backend.publish(QUEUE, n)
+        await anyio.wait_all_tasks_blocked()
+        assert await system.ref("retry").ask(_messages.RETURN_HELD) == 0
+        assert await system.ref("rate-limit").ask(_messages.RETURN_HELD) == 2
+    stats = backend.queue_statistics(QUEUE)
+    assert (stats.ready, stats.in_flight) == (2, 0)
 
 
 class HeldStage(fa.Stage):

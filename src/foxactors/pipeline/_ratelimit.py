@@ -17,7 +17,6 @@ from foxactors._validate import require_int
 from ._messages import RELEASE_DUE, ReleaseDue
 from ._stage import Stage
 
-
 _ROUNDING = 1e-9  # of a token: a wait shorter than this is rounding, not a wait
 
 
