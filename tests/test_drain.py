@@ -263,9 +263,15 @@ async def test_a_stage_of_the_users_returns_what_it_parks_through_on_drain() -> 
 async def test_rate_limited_deliveries_go_back_to_a_broker_at_once(
     broker_name: str, request: pytest.FixtureRequest
 ) -> None:
-    broker = case(broker_name, request.getfixturevalue(broker_name))
-    backend = broker.backend
-    queue = f"jobs-{uuid.uuid4().hex[:8]}"
+    backend = case(broker_name, request.getfixturevalue(broker_name)).backend
+    try:
+        await returned_to_a_broker(backend, f"jobs-{uuid.uuid4().hex[:8]}")
+    finally:
+        await backend.close()
+
+
+async def returned_to_a_broker(backend: Any, queue: str) -> None:
+    """Stop a rate-limited pipeline on ``backend`` early; a second run handles the rest."""
     started = Started()
 
     async def handle(message: fa.Message) -> None:
