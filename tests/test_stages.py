@@ -54,6 +54,17 @@ def test_token_bucket_is_a_pure_function() -> None:
         fa.TokenBucket(rate=1, burst=0)
 
 
+def test_token_bucket_gives_a_token_due_now_despite_float_rounding() -> None:
+    # 0.7 - 0.6 is a hair under 0.1: without a tolerance the bucket asks for a wait
+    # of 2e-17 s, which 0.7 + wait cannot express, so a virtual clock never gets there
+    # and the stage's timer fires again and again at the same instant.
+    _, bucket = fa.TokenBucket(rate=10).take(0.6)
+    wait, bucket = bucket.take(0.7)
+    assert wait == 0
+    assert bucket.tokens == 0
+    assert bucket.take(0.7)[0] == pytest.approx(0.1)
+
+
 async def test_breaker_defers_untried_messages_while_open() -> None:
     backend = fa.MemoryBackend()
     healthy = False

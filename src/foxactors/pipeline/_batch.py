@@ -20,8 +20,9 @@ class BatchStage(Stage):
 
     A batch goes on as soon as it is full, or ``interval`` seconds after its first
     delivery. Outcomes come back one per delivery and pass on unchanged, so each
-    handle is settled by its own outcome. Deliveries still gathered when the stage
-    stops go back to the queue. Use a prefetch of at least ``size``.
+    handle is settled by its own outcome. Deliveries still gathered when the
+    pipeline stops gracefully go back to the queue at once (`on_drain`); a batch
+    already sent on is running work and finishes. Use a prefetch of at least ``size``.
     """
 
     def __init__(self, size: int, interval: float) -> None:
@@ -56,8 +57,14 @@ class BatchStage(Stage):
         if batch:
             await self.downstream.tell(Batch(batch))
 
+    async def on_drain(self) -> list[Delivery]:
+        """Give up the batch being gathered (a graceful stop); a batch sent on runs."""
+        gathered, self._gathered = self._gathered, []
+        self._generation += 1  # its flush timer finds nothing to send
+        return gathered
+
     async def on_stop(self, exit: Exit) -> None:
-        """Return what was gathered and not yet sent."""
+        """Return what was gathered and not yet sent (if the drain did not)."""
         for delivery in self._gathered:
             if not delivery.handle.settled:
                 delivery.handle.requeue()

@@ -41,8 +41,21 @@ class ReturnPending(Request[int]):
     """To the pool: requeue every delivery no worker has started; the reply is how many."""
 
 
+@attrs.frozen
+class ReturnHeld(Request[int]):
+    """To a stage: return the deliveries you hold that have not gone on; the reply is how many.
+
+    The stage hands them back as REQUEUE outcomes through the outcome route (see
+    `Stage.on_drain`), so the consumer settles them while its source is still open.
+    The drain asks every stage, outermost first, each after the one above it has
+    answered: what a stage forwarded before answering is already in the mailbox of
+    the next one when that one is asked.
+    """
+
+
 STOP_INTAKE: Final = StopIntake()
 RETURN_PENDING: Final = ReturnPending()
+RETURN_HELD: Final = ReturnHeld()
 
 
 # -- the pool and its workers -----------------------------------------------------------

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from foxactors._errors import ActorError, RestartIntensityExceeded
 from foxactors._lifecycle import ActorState, Exit
 from foxactors._spec import ChildSpec
 from foxactors._supervisor import Supervisor
 
-from ._messages import RETURN_PENDING, STOP_INTAKE
+from ._messages import RETURN_HELD, RETURN_PENDING, STOP_INTAKE
 
 
 class Pipeline(Supervisor):
@@ -17,18 +19,26 @@ class Pipeline(Supervisor):
     innermost out, the consumer. They are one_for_one: a crashed actor returns the
     delivery in hand (a crashed pool, the deliveries it held), so nobody else needs
     a restart; restarting the consumer would return every in-flight delivery and
-    cause needless duplicates. A graceful stop: stop intake; return deliveries that
-    no worker started; let in-flight work finish within ``drain_timeout`` and
-    settle it; then stop the children in reverse order. The consumer stops first
-    and returns whatever missed the deadline to the queue.
+    cause needless duplicates. A graceful stop: stop intake; return every delivery
+    no worker started, wherever it waits (each stage, outermost first, gives up
+    what it holds, `Stage.on_drain`; then the pool its unstarted work); let
+    in-flight work finish within ``drain_timeout`` and settle it; then stop the
+    children in reverse order. The consumer stops first and returns whatever
+    missed the deadline to the queue.
     """
 
     def __init__(
-        self, children: list[ChildSpec], *, drain_timeout: float, consumer: str = "consumer"
+        self,
+        children: list[ChildSpec],
+        *,
+        drain_timeout: float,
+        consumer: str = "consumer",
+        stages: Sequence[str] = (),
     ) -> None:
         super().__init__(children, strategy="one_for_one", max_restarts=10, within=30)
         self._drain_timeout = drain_timeout
         self._consumer = consumer
+        self._stages = tuple(stages)  # outermost (nearest the consumer) first
 
     def escalates(self, id: str, exit: Exit) -> bool:
         """The intake giving up (``give_up_after``) fails the pipeline at once.
@@ -51,10 +61,10 @@ class Pipeline(Supervisor):
                 self.log.info("pipeline.drain_skipped", consumer=consumer.state.value)
                 return
             source = await consumer.ask(STOP_INTAKE, timeout=5)
-            returned = await self.find("pool").ask(RETURN_PENDING, timeout=5)
         except ActorError as exc:
             self.log.warning("pipeline.drain_skipped", error=str(exc))
             return
+        returned = await self._return_unstarted()
         settled = await self.supervise_until(source.wait_settled, self._drain_timeout)
         self.log.info(
             "pipeline.drained",
@@ -62,3 +72,27 @@ class Pipeline(Supervisor):
             unsettled=source.unsettled,
             deadline_missed=not settled,
         )
+
+    async def _return_unstarted(self) -> int:
+        """Ask each stage, outermost first, then the pool, to return what it holds.
+
+        In that order, and each only once the one above it has answered: a stage
+        handles its mailbox in order, so whatever the consumer or a stage above sent
+        on before answering is in the next one's mailbox ahead of the request, and
+        nothing is sent on by an actor after it was drained. Returned deliveries go
+        back through the outcome route (the pool's are requeued by the pool) while
+        the source is open. Returns how many went back.
+        """
+        returned = 0
+        for name in self._stages:
+            try:
+                held = await self.find(name).ask(RETURN_HELD, timeout=5)
+            except ActorError as exc:  # it returns what it holds when it stops
+                self.log.warning("pipeline.drain_incomplete", stage=name, error=str(exc))
+                continue
+            returned += held if isinstance(held, int) else 0  # a stage's own receive
+        try:
+            returned += await self.find("pool").ask(RETURN_PENDING, timeout=5)
+        except ActorError as exc:
+            self.log.warning("pipeline.drain_incomplete", stage="pool", error=str(exc))
+        return returned

@@ -17,6 +17,8 @@ from foxactors._validate import require_int
 from ._messages import RELEASE_DUE, ReleaseDue
 from ._stage import Stage
 
+_ROUNDING = 1e-9  # of a token: a wait shorter than this is rounding, not a wait
+
 
 @attrs.frozen
 class TokenBucket:
@@ -49,8 +51,8 @@ class TokenBucket:
             tokens = float(self.burst)
         else:
             tokens = min(float(self.burst), self.tokens + (now - self.updated) * self.rate)
-        if tokens >= 1.0:
-            return 0.0, attrs.evolve(self, tokens=tokens - 1.0, updated=now)
+        if tokens >= 1.0 - _ROUNDING:  # a token due now, give or take float rounding
+            return 0.0, attrs.evolve(self, tokens=max(0.0, tokens - 1.0), updated=now)
         return (1.0 - tokens) / self.rate, attrs.evolve(self, tokens=tokens, updated=now)
 
 
@@ -78,7 +80,8 @@ class RateLimitStage(Stage):
     Deliveries over the limit wait in the stage, in order (they stay unsettled, so
     the prefetch holds the consumer back); outcomes are never held up. A timer
     releases the next one when a token is due. Deliveries still waiting when the
-    stage stops are returned to the queue.
+    pipeline stops gracefully go back to the queue at once (`on_drain`), as do any
+    left when the stage stops.
     """
 
     def __init__(self, bucket: TokenBucket) -> None:
@@ -129,8 +132,13 @@ class RateLimitStage(Stage):
         await anyio.sleep(delay)
         await self.ref.tell(RELEASE_DUE)
 
+    async def on_drain(self) -> list[Delivery]:
+        """Give up every delivery still waiting for a token (a graceful stop)."""
+        waiting, self._waiting = list(self._waiting), deque()
+        return waiting
+
     async def on_stop(self, exit: Exit) -> None:
-        """Return the deliveries still waiting to the queue."""
+        """Return the deliveries still waiting to the queue (if the drain did not)."""
         while self._waiting:
             handle = self._waiting.popleft().handle
             if not handle.settled:

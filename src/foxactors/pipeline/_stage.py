@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from foxactors._actor import Actor, ActorRef
 from foxactors._errors import ActorStopped
 from foxactors._message import Delivery, Outcome, OutcomeKind
 
+from ._messages import ReturnHeld
 from ._work import BatchOutcomes, Deliveries, one_or_batch, one_or_run
 
 
@@ -32,6 +33,10 @@ class Stage(Actor[Any]):
     outcomes may arrive several at a time (each still goes through `on_delivery` or
     `on_outcome`), and what a stage forwards or replies while handling them goes on
     together once it has handled the last.
+
+    A stage that holds deliveries back (waiting for a token, for a batch to fill...)
+    overrides `on_drain` to give them up on a graceful stop: they go back to the
+    queue at once instead of keeping the stop waiting.
     """
 
     _downstream_path = ""
@@ -77,9 +82,21 @@ class Stage(Actor[Any]):
             await self.on_outcome(message)
         elif kind is BatchOutcomes:
             await self._on_outcomes(message)
+        elif kind is ReturnHeld:
+            return await self._return_held()
         else:
             return await self.on_other(message)
         return None
+
+    async def _return_held(self) -> int:
+        """Reply a REQUEUE outcome for each delivery `on_drain` gives up; return how many."""
+        returned = [
+            Outcome(delivery, OutcomeKind.REQUEUE, reason="returned on shutdown")
+            for delivery in await self.on_drain()
+            if not delivery.handle.settled
+        ]
+        await self._send_up(returned)
+        return len(returned)
 
     async def _on_deliveries(self, run: Deliveries) -> None:
         """Deliveries that came together: each goes to `on_delivery`; they go on together."""
@@ -124,8 +141,27 @@ class Stage(Actor[Any]):
         await self.reply(outcome)
 
     async def on_other(self, message: Any) -> Any:
-        """Handle any other message (e.g. a statistics request); the default ignores it."""
+        """Handle any other message (e.g. a statistics request); the default ignores it.
+
+        A stage that overrides `receive` and passes what it does not know here still
+        answers the drain's request (`on_drain`) through this default.
+        """
+        if type(message) is ReturnHeld:
+            return await self._return_held()
         return None
+
+    async def on_drain(self) -> Iterable[Delivery]:
+        """Give up the deliveries this stage holds that have not gone on; default none.
+
+        Called once on a graceful stop of the pipeline, after the consumer stopped
+        pulling and after every stage nearer the consumer was drained, so no new
+        delivery reaches this stage afterwards. Return the deliveries held back
+        (and forget them): each goes back to the queue as a REQUEUE outcome, through
+        the stages above that handle outcomes, and the consumer settles it while its
+        source is still open. Work already sent on (a batch in a handler) is not held:
+        it finishes, and the stop waits for it within the drain timeout.
+        """
+        return ()
 
     async def forward(self, delivery: Delivery) -> None:
         """Send ``delivery`` on towards the workers."""

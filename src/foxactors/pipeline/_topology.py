@@ -316,7 +316,11 @@ def tree(options: PipelineOptions, backend: Backend, queue: str) -> ChildSpec:
     return ChildSpec(
         options.name,
         functools.partial(
-            Pipeline, children, drain_timeout=options.drain_timeout, consumer=topology.consumer
+            Pipeline,
+            children,
+            drain_timeout=options.drain_timeout,
+            consumer=topology.consumer,
+            stages=[place.name for place in topology.stages],
         ),
         restart=Restart.PERMANENT,
         shutdown=None,
