@@ -262,6 +262,13 @@ class WorkerActor(Actor[Delivery | Batch | Retire]):
     async def receive(self, message: Delivery | Batch | Retire) -> None:
         """Process one delivery (or a batch) and tell the pool the outcome."""
         assert self._pool is not None
+        if type(message) is Delivery and self._left is None:  # the hot path
+            done = await self._run(message)
+            try:
+                await self._pool.tell(done)
+            except ActorStopped:  # stopping: the consumer already returned the delivery
+                self.log.debug("outcome.after_shutdown")
+            return
         if isinstance(message, Retire):  # all it held before is done: recycle it now
             if self._left != 0:
                 self._left = 0
@@ -289,7 +296,7 @@ class WorkerActor(Actor[Delivery | Batch | Retire]):
             self.log.info("delivery.skipped_stale", message_id=delivery.message.id)
             return Outcome(delivery, OutcomeKind.SETTLED, reason="its consumer is gone")
         message = delivery.message
-        worker = self._worker_for(message)
+        worker = self._worker_for(message) if self._routes else self._default
         if worker is None:
             known = ", ".join(sorted(self._routes)) or "none"
             reason = f"no handler for message type {message.message_type!r} (registered: {known})"
