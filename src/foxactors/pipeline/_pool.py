@@ -176,12 +176,27 @@ class Pool(Supervisor):
             recycled=self._recycled,
         )
 
-    async def receive(self, message: Any) -> Any:
+    async def receive(self, message: Any) -> Any:  # noqa: PLR0912 - hot path, kept inline
         """Dispatch work (deliveries, batches), pass outcomes back, and supervise."""
         kind = type(message)
         reply = None
-        if kind is Outcome:  # the most frequent: one per message
-            await self._returned(message.delivery.handle, (message,))
+        if kind is Outcome:  # the most frequent: one per message, so kept inline
+            index = self._assigned.pop(message.delivery.handle, None)
+            self._outbox.append(message)
+            self._hint = index
+            if index is not None:
+                load = self._load
+                load[index] -= 1
+                self._given -= 1
+                if load[index] < self._capacity:
+                    self._free += 1
+                ahead = self._ahead[index]
+                if ahead:  # it has moved on to its oldest lookahead
+                    ahead.popleft()
+            if self._pending:
+                await self._dispatch_pending()
+            if index is not None and not self._load[index]:
+                await self._reclaim_for(index)
         elif kind is Deliveries:
             self._pending.extend(message.items)
             await self._dispatch_pending()
@@ -206,7 +221,9 @@ class Pool(Supervisor):
             reply = self._return_pending()
         else:
             reply = await super().receive(message)
-        await self._send_outcomes()  # whatever came last, collected outcomes go on
+        outbox = self._outbox  # whatever came last, collected outcomes go on (see below)
+        if outbox and (len(outbox) >= 64 or not self.mailbox_depth):
+            await self._send_outcomes()
         return reply
 
     async def _returned(self, key: AckHandle, outcomes: tuple[Outcome, ...]) -> None:
@@ -336,10 +353,13 @@ class Pool(Supervisor):
         await self._dispatch_pending()
 
     async def _dispatch_pending(self) -> None:
-        while self._pending:
-            if not await self._place(self._pending[0]):
+        pending = self._pending
+        while pending:
+            if not self._free and self._given >= self._limit:  # no room anywhere
                 return
-            self._pending.popleft()
+            if not await self._place(pending[0]):
+                return
+            pending.popleft()
 
     def _return_pending(self) -> int:
         """Requeue deliveries no worker has started (shutdown, or a crash of the pool)."""
