@@ -15,7 +15,7 @@ import attrs
 
 from foxactors._ack import AckHandle
 from foxactors._actor import ActorRef
-from foxactors._errors import ActorError, ActorStopped
+from foxactors._errors import ActorError, ActorStopped, MailboxFull
 from foxactors._lifecycle import Exit
 from foxactors._message import Delivery, Outcome
 from foxactors._spec import ChildSpec
@@ -290,18 +290,26 @@ class Pool(Supervisor):
 
     async def _place(self, work: Delivery | Batch) -> bool:
         """Give ``work`` to a free worker, or as a lookahead to a busy one, in turn."""
+        index = self._room(work)
+        if index is None:
+            return False
+        if not self._book(index, work):  # its mailbox is full: wait for room
+            await self._workers[index].tell(work)
+        return True
+
+    def _room(self, work: Delivery | Batch) -> int | None:
+        """The worker to take ``work``: a free one, or a busy one with lookahead room."""
         index = self._choose()
         if index is None:  # every worker is busy
             if self._given >= self._limit:  # and holds all the lookaheads it may
-                return False
+                return None
             index, self._hint = self._hint, None
             if index is None or self._load[index] >= self._capacity + LOOKAHEAD:
                 index = self._next_with_room()
                 if index is None:
-                    return False
+                    return None
             self._ahead[index].append(work)
-        await self._give(index, work)
-        return True
+        return index
 
     def _next_with_room(self) -> int | None:
         """The next worker, in turn, that may take one more lookahead."""
@@ -323,12 +331,26 @@ class Pool(Supervisor):
                 return
 
     async def _give(self, index: int, work: Delivery | Batch) -> None:
-        if self._load[index] < self._capacity:
+        if not self._book(index, work):
+            await self._workers[index].tell(work)
+
+    def _book(self, index: int, work: Delivery | Batch) -> bool:
+        """Count ``work`` as worker ``index``'s and send it if its mailbox has room.
+
+        Returns False if the mailbox is full: the caller then waits to tell it.
+        Sending without a coroutine matters here: this runs once per message.
+        """
+        load = self._load
+        if load[index] < self._capacity:
             self._free -= 1
-        self._load[index] += 1
+        load[index] += 1
         self._given += 1
         self._assigned[_key(work)] = index
-        await self._workers[index].tell(work)
+        try:
+            self._workers[index].tell_nowait(work)
+        except MailboxFull:
+            return False
+        return True
 
     async def _recycle(self, worker: ActorRef[Any]) -> None:
         """Replace a worker's instance with a fresh one, as planned maintenance.
@@ -357,8 +379,12 @@ class Pool(Supervisor):
         while pending:
             if not self._free and self._given >= self._limit:  # no room anywhere
                 return
-            if not await self._place(pending[0]):
+            work = pending[0]
+            index = self._room(work)
+            if index is None:
                 return
+            if not self._book(index, work):  # its mailbox is full: wait for room
+                await self._workers[index].tell(work)
             pending.popleft()
 
     def _return_pending(self) -> int:

@@ -11,7 +11,7 @@ import anyio
 
 from foxactors._actor import Actor, ActorRef
 from foxactors._context import current_message
-from foxactors._errors import ActorStopped, ConfigurationError
+from foxactors._errors import ActorStopped, ConfigurationError, MailboxFull
 from foxactors._message import Delivery, Message, Outcome, OutcomeKind
 from foxactors._validate import require_timeout
 
@@ -265,7 +265,10 @@ class WorkerActor(Actor[Delivery | Batch | Retire]):
         if type(message) is Delivery and self._left is None:  # the hot path
             done = await self._run(message)
             try:
-                await self._pool.tell(done)
+                try:
+                    self._pool.tell_nowait(done)  # no coroutine while there is room
+                except MailboxFull:
+                    await self._pool.tell(done)
             except ActorStopped:  # stopping: the consumer already returned the delivery
                 self.log.debug("outcome.after_shutdown")
             return
