@@ -314,7 +314,13 @@ class ActorRef(Generic[M]):
             MailboxFull: The mailbox is at capacity; nothing was sent.
             ActorStopped: The actor has stopped for good.
         """
-        self._mailbox.put_nowait(message)
+        mailbox = self._mailbox
+        if mailbox.open and len(mailbox.items) < mailbox.capacity:  # as put_nowait, inline
+            mailbox.items.append(message)
+            if mailbox.waiter is not None:
+                mailbox.wake()
+            return
+        mailbox.put_nowait(message)  # raises
 
     @overload
     async def ask(self, message: Request[R], *, timeout: float | None = 5.0) -> R: ...
