@@ -345,7 +345,7 @@ class Pool(Supervisor):
             self._free -= 1
         load[index] += 1
         self._given += 1
-        self._assigned[_key(work)] = index
+        self._assigned[work.handle if type(work) is Delivery else _key(work)] = index
         try:
             self._workers[index].tell_nowait(work)
         except MailboxFull:
