@@ -176,27 +176,12 @@ class Pool(Supervisor):
             recycled=self._recycled,
         )
 
-    async def receive(self, message: Any) -> Any:  # noqa: PLR0912 - hot path, kept inline
+    async def receive(self, message: Any) -> Any:
         """Dispatch work (deliveries, batches), pass outcomes back, and supervise."""
         kind = type(message)
         reply = None
-        if kind is Outcome:  # the most frequent: one per message, so kept inline
-            index = self._assigned.pop(message.delivery.handle, None)
-            self._outbox.append(message)
-            self._hint = index
-            if index is not None:
-                load = self._load
-                load[index] -= 1
-                self._given -= 1
-                if load[index] < self._capacity:
-                    self._free += 1
-                ahead = self._ahead[index]
-                if ahead:  # it has moved on to its oldest lookahead
-                    ahead.popleft()
-            if self._pending:
-                await self._dispatch_pending()
-            if index is not None and not self._load[index]:
-                await self._reclaim_for(index)
+        if kind is Outcome:  # the most frequent: one per message
+            await self._outcomes_back(message)
         elif kind is Deliveries:
             self._pending.extend(message.items)
             await self._dispatch_pending()
@@ -225,6 +210,38 @@ class Pool(Supervisor):
         if outbox and (len(outbox) >= 64 or not self.mailbox_depth):
             await self._send_outcomes()
         return reply
+
+    async def _outcomes_back(self, message: Outcome) -> None:
+        """Workers finished pieces of work: free their slots, collect the outcomes.
+
+        The outcomes queued right behind ``message`` are booked in the same turn.
+        """
+        more = self._take_queued(Outcome)
+        outbox = self._outbox
+        outbox.append(message)
+        if more:
+            outbox.extend(more)  # first: on_stop sends the outbox on, even after a crash
+        assigned, load, capacity = self._assigned, self._load, self._capacity
+        emptied: list[int] | None = None
+        index = None
+        for outcome in (message, *more) if more else (message,):
+            index = assigned.pop(outcome.delivery.handle, None)
+            if index is not None:
+                load[index] -= 1
+                self._given -= 1
+                if load[index] < capacity:
+                    self._free += 1
+                    if not load[index]:
+                        emptied = [index] if emptied is None else [*emptied, index]
+                ahead = self._ahead[index]
+                if ahead:  # it has moved on to its oldest lookahead
+                    ahead.popleft()
+        self._hint = index  # the worker that finished last
+        if self._pending:
+            await self._dispatch_pending()
+        for idle in emptied or ():
+            if not load[idle]:  # nothing given to it: it takes a lookahead back
+                await self._reclaim_for(idle)
 
     async def _returned(self, key: AckHandle, outcomes: tuple[Outcome, ...]) -> None:
         """A worker finished a piece of work: free its slot, pass the outcomes back."""
