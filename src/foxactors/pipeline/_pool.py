@@ -138,7 +138,8 @@ class Pool(Supervisor):
         self._free = self._capacity * len(self._workers)  # spare slots, all workers
         self._given = 0  # pieces of work the workers hold (started or not)
         self._limit = (self._capacity + LOOKAHEAD) * len(self._workers)
-        self._hint: int | None = None  # the worker that last finished: room for one
+        # The workers that just finished a piece, latest last: each has room for one.
+        self._hints: list[int] = []
         self._next_ahead = 0  # where the search for lookahead room starts, in turn
         # Found when the first outcomes go back, not now: the upstream may not exist
         # yet (a consumer in a subtree started after the pool). Its reference then
@@ -223,10 +224,11 @@ class Pool(Supervisor):
             outbox.extend(more)  # first: on_stop sends the outbox on, even after a crash
         assigned, load, capacity = self._assigned, self._load, self._capacity
         emptied: list[int] | None = None
-        index = None
+        self._hints = hints = []
         for outcome in (message, *more) if more else (message,):
             index = assigned.pop(outcome.delivery.handle, None)
             if index is not None:
+                hints.append(index)
                 load[index] -= 1
                 self._given -= 1
                 if load[index] < capacity:
@@ -236,7 +238,6 @@ class Pool(Supervisor):
                 ahead = self._ahead[index]
                 if ahead:  # it has moved on to its oldest lookahead
                     ahead.popleft()
-        self._hint = index  # the worker that finished last
         if self._pending:
             await self._dispatch_pending()
         for idle in emptied or ():
@@ -252,7 +253,7 @@ class Pool(Supervisor):
             if ahead:  # it has moved on to its oldest lookahead
                 ahead.popleft()
         self._outbox.extend(outcomes)
-        self._hint = index
+        self._hints = [] if index is None else [index]
         await self._dispatch_pending()
         if index is not None and self._load[index] == 0:
             await self._reclaim_for(index)
@@ -316,12 +317,16 @@ class Pool(Supervisor):
 
     def _room(self, work: Delivery | Batch) -> int | None:
         """The worker to take ``work``: a free one, or a busy one with lookahead room."""
-        index = self._choose()
+        index = self._choose() if self._free else None
         if index is None:  # every worker is busy
             if self._given >= self._limit:  # and holds all the lookaheads it may
                 return None
-            index, self._hint = self._hint, None
-            if index is None or self._load[index] >= self._capacity + LOOKAHEAD:
+            hints, load, top = self._hints, self._load, self._capacity + LOOKAHEAD
+            while hints:
+                index = hints.pop()
+                if load[index] < top:
+                    break
+            else:
                 index = self._next_with_room()
                 if index is None:
                     return None
