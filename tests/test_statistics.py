@@ -142,7 +142,7 @@ async def test_pool_statistics_show_busy_workers_lookaheads_and_waiting_work() -
         stats = snapshot.statistics
         assert isinstance(stats, fa.PoolStatistics)
         assert (stats.busy, stats.in_flight, stats.lookaheads, stats.waiting) == (0, 0, 0, 0)
-        # each worker is recycled after every 5 of its messages; how the 20 split
+        # each worker is recycled after every 5 of its messages; how the messages split
         # between the two decides whether a part of 5 is left over
         assert stats.recycled in (count // 5 - 1, count // 5)
         assert sum(stats.restarts.values()) == stats.recycled  # recycling shows as restarts

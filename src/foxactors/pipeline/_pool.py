@@ -34,7 +34,7 @@ class PoolStrategy(enum.Enum):
     LEAST_LOADED = "least_loaded"
 
 
-LOOKAHEAD = 8  # unstarted deliveries a busy worker may hold
+LOOKAHEAD = 16  # unstarted deliveries a busy worker may hold
 
 
 def resident_memory() -> int:
