@@ -86,3 +86,21 @@ async def test_receiver_waits_for_user_or_system_message() -> None:
         assert not woke.is_set()
         box.put_system("stop")
     assert woke.is_set()
+
+
+async def test_take_leading_takes_a_run_of_one_kind_in_order_and_admits_senders() -> None:
+    box: Mailbox[object] = Mailbox(3, "/t")
+    for item in (1, 2, "a"):
+        box.put_nowait(item)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(box.put, 3)  # blocked: the mailbox is full
+        await wait_all_tasks_blocked()
+        assert box.take_leading(int) == [1, 2]  # stops at the first of another kind
+        assert list(box.items) == ["a", 3]  # the blocked sender moved into the room
+        assert box.statistics().blocked_senders == 0
+        assert box.take_leading(int) == []  # "a" comes first
+        box.items.popleft()
+        box.put_system("stop")
+        assert box.take_leading(int) == []  # a control message waits: it goes first
+        box.system.clear()
+        assert box.take_leading(int) == [3]

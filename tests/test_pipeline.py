@@ -295,18 +295,18 @@ async def test_a_pool_that_crashes_returns_the_work_in_hand(
 ) -> None:
     backend = fa.MemoryBackend()
     handled: list[int] = []
-    place = Pool._place
+    room = Pool._room  # where the pool places every piece of work
     crashes = [RuntimeError("pool bug")]
 
-    async def place_once_crashing(self: Pool, work: Any) -> bool:
+    def room_once_crashing(self: Pool, work: Any) -> int | None:
         if crashes:
             raise crashes.pop()
-        return await place(self, work)
+        return room(self, work)
 
     async def handle(message: fa.Message) -> None:
         handled.append(message.payload)
 
-    monkeypatch.setattr(Pool, "_place", place_once_crashing)
+    monkeypatch.setattr(Pool, "_room", room_once_crashing)
     await publish(backend, 0)  # a single delivery: in hand, not yet waiting in the pool
     await run_until_drained(backend, fa.WorkerApp().add_worker(handle))
     assert not crashes

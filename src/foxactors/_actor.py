@@ -159,6 +159,16 @@ class Actor(Generic[M]):
         """
         return len(self._cell.mailbox.items)
 
+    def _take_queued(self, kind: type[Any]) -> list[Any]:
+        """Take the messages of type ``kind`` queued next in the mailbox, in order.
+
+        For actors that handle a run of messages of one kind in one call (the pool
+        books the outcomes its workers sent in one go): they are taken exactly as
+        the message loop would hand them over, only without a loop turn each, and
+        not while a control message waits.
+        """
+        return self._cell.mailbox.take_leading(kind)
+
     def find(self, path: str) -> ActorRef[Any]:
         """Return the reference of another actor by path.
 
@@ -314,7 +324,13 @@ class ActorRef(Generic[M]):
             MailboxFull: The mailbox is at capacity; nothing was sent.
             ActorStopped: The actor has stopped for good.
         """
-        self._mailbox.put_nowait(message)
+        mailbox = self._mailbox
+        if mailbox.open and len(mailbox.items) < mailbox.capacity:  # as put_nowait, inline
+            mailbox.items.append(message)
+            if mailbox.waiter is not None:
+                mailbox.wake()
+            return
+        mailbox.put_nowait(message)  # raises
 
     @overload
     async def ask(self, message: Request[R], *, timeout: float | None = 5.0) -> R: ...

@@ -15,7 +15,7 @@ import attrs
 
 from foxactors._ack import AckHandle
 from foxactors._actor import ActorRef
-from foxactors._errors import ActorError, ActorStopped
+from foxactors._errors import ActorError, ActorStopped, MailboxFull
 from foxactors._lifecycle import Exit
 from foxactors._message import Delivery, Outcome
 from foxactors._spec import ChildSpec
@@ -34,7 +34,7 @@ class PoolStrategy(enum.Enum):
     LEAST_LOADED = "least_loaded"
 
 
-LOOKAHEAD = 4  # unstarted deliveries a busy worker may hold
+LOOKAHEAD = 16  # unstarted deliveries a busy worker may hold
 
 
 def resident_memory() -> int:
@@ -138,7 +138,8 @@ class Pool(Supervisor):
         self._free = self._capacity * len(self._workers)  # spare slots, all workers
         self._given = 0  # pieces of work the workers hold (started or not)
         self._limit = (self._capacity + LOOKAHEAD) * len(self._workers)
-        self._hint: int | None = None  # the worker that last finished: room for one
+        # The workers that just finished a piece, latest last: each has room for one.
+        self._hints: list[int] = []
         self._next_ahead = 0  # where the search for lookahead room starts, in turn
         # Found when the first outcomes go back, not now: the upstream may not exist
         # yet (a consumer in a subtree started after the pool). Its reference then
@@ -181,7 +182,7 @@ class Pool(Supervisor):
         kind = type(message)
         reply = None
         if kind is Outcome:  # the most frequent: one per message
-            await self._returned(message.delivery.handle, (message,))
+            await self._outcomes_back(message)
         elif kind is Deliveries:
             self._pending.extend(message.items)
             await self._dispatch_pending()
@@ -206,8 +207,42 @@ class Pool(Supervisor):
             reply = self._return_pending()
         else:
             reply = await super().receive(message)
-        await self._send_outcomes()  # whatever came last, collected outcomes go on
+        outbox = self._outbox  # whatever came last, collected outcomes go on (see below)
+        if outbox and (len(outbox) >= 64 or not self.mailbox_depth):
+            await self._send_outcomes()
         return reply
+
+    async def _outcomes_back(self, message: Outcome) -> None:
+        """Workers finished pieces of work: free their slots, collect the outcomes.
+
+        The outcomes queued right behind ``message`` are booked in the same turn.
+        """
+        more = self._take_queued(Outcome)
+        outbox = self._outbox
+        outbox.append(message)
+        if more:
+            outbox.extend(more)  # first: on_stop sends the outbox on, even after a crash
+        assigned, load, capacity = self._assigned, self._load, self._capacity
+        emptied: list[int] | None = None
+        self._hints = hints = []
+        for outcome in (message, *more) if more else (message,):
+            index = assigned.pop(outcome.delivery.handle, None)
+            if index is not None:
+                hints.append(index)
+                load[index] -= 1
+                self._given -= 1
+                if load[index] < capacity:
+                    self._free += 1
+                    if not load[index]:
+                        emptied = [index] if emptied is None else [*emptied, index]
+                ahead = self._ahead[index]
+                if ahead:  # it has moved on to its oldest lookahead
+                    ahead.popleft()
+        if self._pending:
+            await self._dispatch_pending()
+        for idle in emptied or ():
+            if not load[idle]:  # nothing given to it: it takes a lookahead back
+                await self._reclaim_for(idle)
 
     async def _returned(self, key: AckHandle, outcomes: tuple[Outcome, ...]) -> None:
         """A worker finished a piece of work: free its slot, pass the outcomes back."""
@@ -218,7 +253,7 @@ class Pool(Supervisor):
             if ahead:  # it has moved on to its oldest lookahead
                 ahead.popleft()
         self._outbox.extend(outcomes)
-        self._hint = index
+        self._hints = [] if index is None else [index]
         await self._dispatch_pending()
         if index is not None and self._load[index] == 0:
             await self._reclaim_for(index)
@@ -273,18 +308,30 @@ class Pool(Supervisor):
 
     async def _place(self, work: Delivery | Batch) -> bool:
         """Give ``work`` to a free worker, or as a lookahead to a busy one, in turn."""
-        index = self._choose()
+        index = self._room(work)
+        if index is None:
+            return False
+        if not self._book(index, work):  # its mailbox is full: wait for room
+            await self._workers[index].tell(work)
+        return True
+
+    def _room(self, work: Delivery | Batch) -> int | None:
+        """The worker to take ``work``: a free one, or a busy one with lookahead room."""
+        index = self._choose() if self._free else None
         if index is None:  # every worker is busy
             if self._given >= self._limit:  # and holds all the lookaheads it may
-                return False
-            index, self._hint = self._hint, None
-            if index is None or self._load[index] >= self._capacity + LOOKAHEAD:
+                return None
+            hints, load, top = self._hints, self._load, self._capacity + LOOKAHEAD
+            while hints:
+                index = hints.pop()
+                if load[index] < top:
+                    break
+            else:
                 index = self._next_with_room()
                 if index is None:
-                    return False
+                    return None
             self._ahead[index].append(work)
-        await self._give(index, work)
-        return True
+        return index
 
     def _next_with_room(self) -> int | None:
         """The next worker, in turn, that may take one more lookahead."""
@@ -306,12 +353,26 @@ class Pool(Supervisor):
                 return
 
     async def _give(self, index: int, work: Delivery | Batch) -> None:
-        if self._load[index] < self._capacity:
+        if not self._book(index, work):
+            await self._workers[index].tell(work)
+
+    def _book(self, index: int, work: Delivery | Batch) -> bool:
+        """Count ``work`` as worker ``index``'s and send it if its mailbox has room.
+
+        Returns False if the mailbox is full: the caller then waits to tell it.
+        Sending without a coroutine matters here: this runs once per message.
+        """
+        load = self._load
+        if load[index] < self._capacity:
             self._free -= 1
-        self._load[index] += 1
+        load[index] += 1
         self._given += 1
-        self._assigned[_key(work)] = index
-        await self._workers[index].tell(work)
+        self._assigned[work.handle if type(work) is Delivery else _key(work)] = index
+        try:
+            self._workers[index].tell_nowait(work)
+        except MailboxFull:
+            return False
+        return True
 
     async def _recycle(self, worker: ActorRef[Any]) -> None:
         """Replace a worker's instance with a fresh one, as planned maintenance.
@@ -336,10 +397,17 @@ class Pool(Supervisor):
         await self._dispatch_pending()
 
     async def _dispatch_pending(self) -> None:
-        while self._pending:
-            if not await self._place(self._pending[0]):
+        pending = self._pending
+        while pending:
+            if not self._free and self._given >= self._limit:  # no room anywhere
                 return
-            self._pending.popleft()
+            work = pending[0]
+            index = self._room(work)
+            if index is None:
+                return
+            if not self._book(index, work):  # its mailbox is full: wait for room
+                await self._workers[index].tell(work)
+            pending.popleft()
 
     def _return_pending(self) -> int:
         """Requeue deliveries no worker has started (shutdown, or a crash of the pool)."""

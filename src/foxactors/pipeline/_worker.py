@@ -10,7 +10,7 @@ from typing import Any, Protocol, runtime_checkable
 import anyio
 
 from foxactors._actor import Actor, ActorRef
-from foxactors._errors import ActorStopped, ConfigurationError
+from foxactors._errors import ActorStopped, ConfigurationError, MailboxFull
 from foxactors._logging import current_message
 from foxactors._message import Delivery, Message, Outcome, OutcomeKind
 from foxactors._validate import require_timeout
@@ -262,6 +262,16 @@ class WorkerActor(Actor[Delivery | Batch | Retire]):
     async def receive(self, message: Delivery | Batch | Retire) -> None:
         """Process one delivery (or a batch) and tell the pool the outcome."""
         assert self._pool is not None
+        if type(message) is Delivery and self._left is None:  # the hot path
+            done = await self._run(message)
+            try:
+                try:
+                    self._pool.tell_nowait(done)  # no coroutine while there is room
+                except MailboxFull:
+                    await self._pool.tell(done)
+            except ActorStopped:  # stopping: the consumer already returned the delivery
+                self.log.debug("outcome.after_shutdown")
+            return
         if isinstance(message, Retire):  # all it held before is done: recycle it now
             if self._left != 0:
                 self._left = 0
@@ -289,7 +299,7 @@ class WorkerActor(Actor[Delivery | Batch | Retire]):
             self.log.info("delivery.skipped_stale", message_id=delivery.message.id)
             return Outcome(delivery, OutcomeKind.SETTLED, reason="its consumer is gone")
         message = delivery.message
-        worker = self._worker_for(message)
+        worker = self._worker_for(message) if self._routes else self._default
         if worker is None:
             known = ", ".join(sorted(self._routes)) or "none"
             reason = f"no handler for message type {message.message_type!r} (registered: {known})"
