@@ -134,3 +134,16 @@ async def test_an_escalating_exit_fails_the_supervisor_without_a_restart() -> No
     assert restarting == ["/root/strict/a", "/root/strict"]
     crashed = [e for e in logs if e["event"] == "actor.crashed" and e["actor"] == "/root/strict"]
     assert [e["error"] for e in crashed] == ["Crash: b"]
+
+
+async def test_a_transient_start_failure_that_escalates_stops_the_started_children() -> None:
+    rec, failures = Recorder(), [100]
+    patient = fa.ChildSpec(
+        "patient",
+        lambda: Patient(children(rec, failures), max_restarts=0),
+        restart=fa.Restart.TEMPORARY,
+    )
+    with pytest.raises(fa.StartError):
+        async with fa.open_system(fa.Supervisor.spec("root", [patient])):
+            pass
+    assert ("stop", "a", "shutdown") in rec.events  # a was started: it was stopped, not lost

@@ -246,7 +246,12 @@ class Supervisor(Actor[Any]):
                 continue
             error = await self._start(child)
             if error is not None and self.start_failure_is_transient(error):
-                await self._restart(child, Exit(ExitKind.CRASHED, error))
+                try:
+                    await self._restart(child, Exit(ExitKind.CRASHED, error))
+                except BaseException:  # escalated: the started ones stop, as below
+                    for other in reversed(started):
+                        await self._terminate(other, drain=False)
+                    raise
                 continue
             if error is not None:
                 for other in reversed(started):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 from typing import Any, Generic, Protocol, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 import attrs
 import structlog
@@ -55,6 +55,25 @@ def redact(url: str) -> str:
     if "password" in query:
         query = urlencode([(k, "***" if k == "password" else v) for k, v in parse_qsl(query, True)])
     return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+def redact_in(text: str, url: str) -> str:
+    """Return ``text`` (an error's message) without ``url``'s password, however quoted.
+
+    Clients print a URL their own way (normalised, percent-decoded, in a repr), so
+    the password itself is replaced wherever it stands, raw and decoded.
+    """
+    text = text.replace(url, redact(url))
+    try:
+        parts = urlsplit(url)
+        secrets = [parts.password, *(v for k, v in parse_qsl(parts.query) if k == "password")]
+    except (TypeError, ValueError):
+        return text
+    for secret in secrets:
+        if secret:
+            for form in {secret, unquote(secret), quote(unquote(secret), safe="")}:
+                text = text.replace(form, "***")
+    return text
 
 
 @attrs.frozen
@@ -129,7 +148,7 @@ class ConnectionCounts:
         """
         kind = type(exc).__name__
         detail = "wrong user or password?" if wrong_password else str(exc)
-        detail = detail.replace(url, redact(url))
+        detail = redact_in(detail, url)
         self.failed(f"{kind}: {detail}")
         _logger.warning(
             f"{broker.lower().replace(' ', '_')}.connect_failed",

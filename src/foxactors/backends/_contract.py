@@ -123,7 +123,12 @@ class SharedConnection(Protocol):
         """A factory of the actor that owns a connection (see `BrokerConnection`)."""
 
     async def open_source(self, queue: str, *, prefetch: int, connection: Any = None) -> Source:
-        """Start consuming ``queue`` on ``connection`` (it stays open on close)."""
+        """Start consuming ``queue`` on ``connection`` (it stays open on close).
+
+        Such a source applies no settlement by itself: its owner runs its
+        ``settle_forever`` (in a `WorkerApp`, the intake's ``settler`` actor from
+        `IntakeHelpers`). Without it, decisions wait and the credit runs out.
+        """
 
 
 @runtime_checkable

@@ -40,6 +40,9 @@ class CreditSource(Generic[T, H]):
         self.prefetch = prefetch
         self.generation = generation
         self._unsettled: dict[T, H] = {}
+        # Settled here, not yet applied at the broker: still unsettled there, so
+        # still counted against the credit (the prefetch bounds what the broker holds).
+        self._settling = 0
         self._failure: BackendError | None = None
         self._closed = False
         self._want = 0  # credit the waiting receiver needs (0: nobody waits)
@@ -88,7 +91,7 @@ class CreditSource(Generic[T, H]):
                 raise self._failure
             if self._closed:
                 raise BackendError(f"consumer of {self.queue!r} is closed")
-            free = self.prefetch - len(self._unsettled)
+            free = self.prefetch - len(self._unsettled) - self._settling
             if free < min_credit:  # wait until settlements free enough credit
                 self._want = min_credit
                 self._credit = anyio.Event()
@@ -114,7 +117,7 @@ class CreditSource(Generic[T, H]):
     def _credit_freed(self) -> None:
         """Wake the receiver if enough credit is free, and `wait_settled` if all is."""
         unsettled = len(self._unsettled)
-        if self._credit is not None and self.prefetch - unsettled >= self._want:
+        if self._credit is not None and self.prefetch - unsettled - self._settling >= self._want:
             self._credit.set()
             self._credit = None
         if self._all_settled is not None and not unsettled:

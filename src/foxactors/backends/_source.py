@@ -116,9 +116,14 @@ class BrokerSource(CreditSource[T, H]):
         return out
 
     def settle(self, handle: AckHandle, decision: Decision, delay: float, reason: str) -> bool:
-        """Queue a decision for the settling loop (see `Settler`); stale handles: no-ops."""
+        """Queue a decision for the settling loop (see `Settler`); stale handles: no-ops.
+
+        Its credit comes back once the decision is applied at the broker.
+        """
+        self._settling += 1  # before _held frees the delivery's place: no early wake-up
         held = self._held(handle, decision)
         if held is None:
+            self._settling -= 1
             return False
         self._pending.append((handle.tag, held, decision, delay, reason))
         self._wanted.set()
@@ -159,6 +164,9 @@ class BrokerSource(CreditSource[T, H]):
         finally:
             self._applying = False
             self._applied.set()
+            self._settling -= len(batch)
+            if self._credit is not None:
+                self._credit_freed()
 
     async def wait_settled(self) -> None:
         """Wait until every delivery is settled and its settlement applied."""
@@ -207,6 +215,7 @@ class BrokerSource(CreditSource[T, H]):
             self._unsettled.clear()
             self._buffer.clear()
             self._pending.clear()
+            self._settling = 0
             self._wake_all()
             self._wake()
             self._wanted.set()

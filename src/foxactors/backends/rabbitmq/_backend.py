@@ -323,7 +323,11 @@ class RabbitMQBackend:
         require_int("prefetch", prefetch, 1)
         await self.declare(queue)
         source = RabbitMQSource(self, queue, prefetch, next(self._generations), connection)
-        await source.start()
+        try:
+            await source.start()
+        except BaseException:  # no channel or connection left open behind a failed start
+            await source.close()
+            raise
         self._counts.started()
         _logger.info("rabbitmq.consuming", queue=queue, consumer_tag=source.consumer_tag)
         return source

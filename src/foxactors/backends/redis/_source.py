@@ -127,7 +127,7 @@ class RedisSource(BrokerSource[bytes, tuple[int, float]]):  # held: (attempt, le
         # Read no more than the free credit: all of it is handed out at once. An entry
         # read and kept back would count as delivered; after a cut it would come back
         # with one attempt more without having run.
-        await self._read(max(1, self.prefetch - len(self._unsettled)))
+        await self._read(max(1, self.prefetch - len(self._unsettled) - self._settling))
 
     async def _read(self, count: int) -> None:
         block = self.backend.block
