@@ -9,11 +9,14 @@ from __future__ import annotations
 import datetime
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from foxactors._message import MessageProperties
+
+if TYPE_CHECKING:
+    from ._contract import DeadLetterQueue
 
 FAILURE_REASON = "x-failure-reason"
 """Why it was dead-lettered (one line)."""
@@ -89,3 +92,31 @@ def read_letter_fields(fields: Mapping[str, Any]) -> tuple[str | None, int, floa
         decode_attempts(fields.get(FINAL_ATTEMPT)),
         decode_time(fields.get(FAILED_AT, "")),
     )
+
+
+class DeadLetterShortcuts:
+    """The dead-letter calls of a broker backend, each a shortcut to its queue object.
+
+    A backend defines `dead_letter_queue`; ``backend.dead_letters(q)`` and the rest
+    are the same as ``backend.dead_letter_queue(q).list()`` and its siblings.
+    """
+
+    def dead_letter_queue(self, queue: str) -> DeadLetterQueue:
+        """The dead-letter queue of ``queue``: list, count, replay, purge."""
+        raise NotImplementedError
+
+    async def dead_letters(self, queue: str, *, limit: int = 1000) -> list[DeadLetter]:
+        """Return up to ``limit`` dead letters of ``queue``, oldest first, leaving them."""
+        return await self.dead_letter_queue(queue).list(limit=limit)
+
+    async def count_dead_letters(self, queue: str) -> int:
+        """Return how many dead letters of ``queue`` wait."""
+        return await self.dead_letter_queue(queue).count()
+
+    async def replay_dead_letters(self, queue: str, *, limit: int | None = None) -> int:
+        """Move dead letters back to ``queue``, oldest first; return how many moved."""
+        return await self.dead_letter_queue(queue).replay(limit=limit)
+
+    async def purge_dead_letters(self, queue: str) -> int:
+        """Delete the dead letters of ``queue``; return how many there were."""
+        return await self.dead_letter_queue(queue).purge()

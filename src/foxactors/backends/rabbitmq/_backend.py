@@ -29,7 +29,7 @@ from foxactors.backends._connection import (
     ConnectionStatistics,
     redact,
 )
-from foxactors.backends._deadletter import DeadLetter
+from foxactors.backends._deadletter import DeadLetterShortcuts
 from foxactors.backends._keeper import keeper
 
 from ._client import CONNECTION_ERRORS, unreachable
@@ -55,7 +55,7 @@ class RabbitMQStatistics(ConnectionStatistics):
     copies_failed: int = 0
 
 
-class RabbitMQBackend:
+class RabbitMQBackend(DeadLetterShortcuts):
     """Publish to and consume from RabbitMQ, with retry queues and a dead-letter queue.
 
     Args:
@@ -345,22 +345,6 @@ class RabbitMQBackend:
     def dead_letter_queue(self, queue: str) -> RabbitMQDeadLetters:
         """The dead-letter queue of ``queue``: list, count, replay, purge."""
         return RabbitMQDeadLetters(self, queue)
-
-    async def dead_letters(self, queue: str, *, limit: int = 1000) -> list[DeadLetter]:
-        """Return up to ``limit`` dead letters of ``queue``, oldest first, leaving them."""
-        return await self.dead_letter_queue(queue).list(limit=limit)
-
-    async def count_dead_letters(self, queue: str) -> int:
-        """Return how many messages wait in ``queue``'s dead-letter queue."""
-        return await self.dead_letter_queue(queue).count()
-
-    async def replay_dead_letters(self, queue: str, *, limit: int | None = None) -> int:
-        """Move dead letters back to ``queue`` (see `RabbitMQDeadLetters.replay`)."""
-        return await self.dead_letter_queue(queue).replay(limit=limit)
-
-    async def purge_dead_letters(self, queue: str) -> int:
-        """Delete the dead letters of ``queue``; return how many there were."""
-        return await self.dead_letter_queue(queue).purge()
 
     async def close(self) -> None:
         """Close the publishing connection (sources close their own)."""

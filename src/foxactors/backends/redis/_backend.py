@@ -30,7 +30,7 @@ from foxactors.backends._connection import (
     ConnectionStatistics,
     redact,
 )
-from foxactors.backends._deadletter import DeadLetter
+from foxactors.backends._deadletter import DeadLetterShortcuts
 from foxactors.backends._keeper import keeper
 
 from . import _scheduler as scheduler
@@ -76,7 +76,7 @@ class RedisStatistics(ConnectionStatistics):
     moved_due: int = 0
 
 
-class RedisBackend:
+class RedisBackend(DeadLetterShortcuts):
     """Publish to and consume from Redis Streams with consumer groups and leases.
 
     Args:
@@ -359,22 +359,6 @@ class RedisBackend:
     def dead_letter_queue(self, queue: str) -> RedisDeadLetters:
         """The dead-letter stream of ``queue``: list, count, replay, purge."""
         return RedisDeadLetters(self, queue)
-
-    async def dead_letters(self, queue: str, *, limit: int = 1000) -> list[DeadLetter]:
-        """Return up to ``limit`` dead letters of ``queue``, oldest first, leaving them."""
-        return await self.dead_letter_queue(queue).list(limit=limit)
-
-    async def count_dead_letters(self, queue: str) -> int:
-        """Return how many entries the dead-letter stream of ``queue`` holds."""
-        return await self.dead_letter_queue(queue).count()
-
-    async def replay_dead_letters(self, queue: str, *, limit: int | None = None) -> int:
-        """Move dead letters back to ``queue`` (see `RedisDeadLetters.replay`)."""
-        return await self.dead_letter_queue(queue).replay(limit=limit)
-
-    async def purge_dead_letters(self, queue: str) -> int:
-        """Delete the dead letters of ``queue``; return how many there were."""
-        return await self.dead_letter_queue(queue).purge()
 
     async def close(self) -> None:
         """Close the publishing client (sources close their own)."""
