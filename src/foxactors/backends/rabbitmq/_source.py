@@ -41,7 +41,7 @@ def _message_id(entry: Settlement) -> str | None:
 class RabbitMQSource(BrokerSource[int, _Held]):
     """One consumer of one RabbitMQ queue, on a channel of its own.
 
-    Settlements are applied by a flusher task, in batches: retry, defer and
+    Settlements are applied in batches by the settling loop (`settle_forever`): retry, defer and
     dead-letter copies are published and confirmed first, then the originals are
     acknowledged, with ``multiple=True`` over every leading run of settled deliveries.
     Nothing is acknowledged before its outcome. A copy the broker returns (nothing

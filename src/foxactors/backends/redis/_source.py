@@ -34,7 +34,7 @@ class RedisSource(BrokerSource[bytes, tuple[int, float]]):  # held: (attempt, le
     """One consumer (a name in the group) of one stream.
 
     Reads with XREADGROUP; hands out at most ``prefetch`` unsettled deliveries;
-    applies settlements in batches from a flusher task (one XACK for the acks, one
+    applies settlements in batches from the settling loop (one XACK for the acks, one
     script per copy, pipelined). Closing returns everything this consumer still holds
     to the stream. Losing the connection makes `receive` raise `BackendError`; the
     entries stay pending and come back to this consumer name's next source, or to
