@@ -40,18 +40,19 @@ class Stage(Actor[Any]):
     """
 
     _downstream_path = ""
-    _upstream_path = ""
-    _route: Callable[[], str] | None = None  # the way back, known once the stages are made
+    _upstream_path: str | Callable[[], str] = ""  # or a function: the outcome route
     _down: ActorRef[Any] | None = None
     _up: ActorRef[Any] | None = None
     _replies: list[Outcome] | None = None  # collecting while handling a batch or run
     _forwards: list[Delivery] | None = None  # collecting while handling a run
 
-    def link(self, downstream: str, upstream: str) -> None:
+    def link(self, downstream: str, upstream: str | Callable[[], str]) -> None:
         """Set the paths of the neighbours (done by the pipeline builder).
 
         ``upstream`` is where this stage's outcomes go: the nearest stage towards
-        the consumer that handles outcomes, or the consumer.
+        the consumer that handles outcomes, or the consumer; or a function giving that
+        path when the first outcome goes back (the builder's outcome route, known once
+        every stage is made).
         """
         self._downstream_path = downstream
         self._upstream_path = upstream
@@ -67,8 +68,8 @@ class Stage(Actor[Any]):
     def upstream(self) -> ActorRef[Any]:
         """Where outcomes go: the nearest stage above that handles them, or the consumer."""
         if self._up is None:
-            route = self._route
-            self._up = self.find(self._upstream_path if route is None else route())
+            path = self._upstream_path
+            self._up = self.find(path if isinstance(path, str) else path())
         return self._up
 
     async def receive(self, message: Any) -> Any:

@@ -339,6 +339,5 @@ def _linked(place: StagePlace, route: OutcomeRoute) -> Stage:
         raise ConfigurationError(f"middleware factory returned {stage!r}, which is not a Stage")
     if not place.handles_outcomes and handles_outcomes(stage):
         route.found_handler(place.name)
-    stage.link(place.downstream, place.upstream)
-    stage._route = functools.partial(route.upstream, place.name)
+    stage.link(place.downstream, functools.partial(route.upstream, place.name))
     return stage
