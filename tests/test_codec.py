@@ -12,6 +12,7 @@ import attrs
 import pytest
 
 import foxactors as fa
+from foxactors._message import priority_value
 
 
 @attrs.frozen
@@ -62,3 +63,18 @@ def test_encode_and_decode_errors_share_a_branch() -> None:
     assert issubclass(fa.DecodeError, fa.CodecError)
     assert issubclass(fa.EncodeError, ValueError)  # as the ConfigurationError it replaced
     assert not issubclass(fa.EncodeError, fa.ConfigurationError)
+
+
+@pytest.mark.parametrize(
+    ("given", "value"),
+    [(fa.Priority.HIGH, 6), ("critical", 9), ("Low", 0), (0, 0), (7, 7), (9, 9)],
+)
+def test_priority_value_accepts_levels_names_and_ints(given: object, value: int) -> None:
+    assert priority_value(given) == value
+
+
+@pytest.mark.parametrize("given", [-1, 10, True, 2.0, "urgent", None])
+def test_priority_value_refuses_anything_else_naming_it(given: object) -> None:
+    with pytest.raises(fa.ConfigurationError, match="priority must be an int from 0 to 9") as err:
+        priority_value(given)
+    assert repr(given) in str(err.value)

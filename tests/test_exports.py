@@ -19,6 +19,7 @@ PUBLIC = {
     "MessageProperties",
     "Outcome",
     "OutcomeKind",
+    "Priority",
     "PoolStatistics",
     "PoolStrategy",
     "RateLimitStatistics",

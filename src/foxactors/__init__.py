@@ -43,6 +43,7 @@ from ._message import Message as Message
 from ._message import MessageProperties as MessageProperties
 from ._message import Outcome as Outcome
 from ._message import OutcomeKind as OutcomeKind
+from ._message import Priority as Priority
 from ._policy import Backoff as Backoff
 from ._policy import RestartIntensity as RestartIntensity
 from ._snapshot import ActorSnapshot as ActorSnapshot

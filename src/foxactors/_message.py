@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from ._errors import ConfigurationError
+
 if TYPE_CHECKING:
     from ._ack import AckHandle
 
@@ -89,6 +91,42 @@ class MessageProperties:
 
 
 DEFAULT_PROPERTIES = MessageProperties()
+
+
+class Priority(enum.IntEnum):
+    """Named priority levels; any int from 0 to 9 is a priority too (higher first).
+
+    A message with no priority counts as `NORMAL` on every backend, so plain
+    publishes and normal jobs share one level. Redis Streams keeps one stream per
+    named level: an int between two levels is delivered with the level below it.
+    """
+
+    LOW = 0
+    NORMAL = 3
+    HIGH = 6
+    CRITICAL = 9
+
+
+MAX_PRIORITY = 9
+"""The highest priority; RabbitMQ queues are declared with it as ``x-max-priority``."""
+
+
+def priority_value(value: object) -> int:
+    """Return ``value`` (a `Priority`, its name, or an int 0-9) as an int.
+
+    Raises:
+        ConfigurationError: Anything else, naming the value and the accepted ones.
+    """
+    if isinstance(value, str):
+        member = Priority.__members__.get(value.upper())
+        if member is not None:
+            return int(member)
+    elif isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_PRIORITY:
+        return int(value)
+    raise ConfigurationError(
+        f"priority must be an int from 0 to {MAX_PRIORITY} or one of "
+        f"{', '.join(m.name.lower() for m in Priority)} (Priority.*), got {value!r}"
+    )
 
 
 @attrs.frozen
