@@ -1,0 +1,30 @@
+"""Jobs: typed tasks enqueued from anywhere, with records, results, progress and cancel.
+
+Built on the pipeline and the backends (the pipeline knows nothing of jobs). Needs the
+``jobs`` extra (pydantic, which validates task arguments): ``pip install foxactors[jobs]``.
+"""
+
+from __future__ import annotations
+
+from ._errors import JobAlreadyExists as JobAlreadyExists
+from ._errors import JobArgumentsError as JobArgumentsError
+from ._errors import JobCancelled as JobCancelled
+from ._errors import JobError as JobError
+from ._errors import JobFailed as JobFailed
+from ._errors import JobNotFound as JobNotFound
+from ._errors import JobRecordError as JobRecordError
+from ._errors import JobStoreError as JobStoreError
+from ._errors import Reject as Reject
+from ._errors import Retry as Retry
+from ._errors import UnknownTask as UnknownTask
+from ._memory_store import MemoryJobStore as MemoryJobStore
+from ._record import ErrorInfo as ErrorInfo
+from ._record import JobRecord as JobRecord
+from ._record import JobState as JobState
+from ._store import CancelKind as CancelKind
+from ._store import Cancelled as Cancelled
+from ._store import JobPage as JobPage
+from ._store import JobStore as JobStore
+from ._store import Reaped as Reaped
+from ._store import Started as Started
+from ._store import StartKind as StartKind

@@ -1,0 +1,228 @@
+"""The job store contract: atomic transitions of job records, declared once.
+
+A store keeps one `JobRecord` per job and changes it only by the transitions below,
+each atomic: two workers, a worker and a cancel, or N producers with one key race
+safely. The pure functions in `_transitions` say what each transition does; the memory
+store applies them under the event loop, the Redis store runs the same table in Lua.
+The checklist is ``tests/test_job_store.py``, run over every store.
+
+``tenant`` arguments scope a read or a change: None reads every tenant's jobs (an
+operator); a tenant name sees only that tenant's jobs, and another tenant's job
+answers `JobNotFound`.
+"""
+
+from __future__ import annotations
+
+import builtins
+import enum
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol, runtime_checkable
+
+import attrs
+
+from ._record import ErrorInfo, JobRecord, JobState
+
+
+class StartKind(enum.Enum):
+    """What a worker should do with a delivery of a job (the answer of `JobStore.start`)."""
+
+    RUN = "run"
+    """Run it: the record now says running, this attempt, leased."""
+    CANCELLED = "cancelled"
+    """Do not run it: it was cancelled (the record says so now). Settle the delivery."""
+    FINISHED = "finished"
+    """Do not run it: it already reached a final state (a duplicate delivery)."""
+    MISSING = "missing"
+    """No record: it expired, was deleted, or its enqueue never finished."""
+
+
+@attrs.frozen
+class Started:
+    """The answer of `JobStore.start`: what to do, and the record as it now is."""
+
+    kind: StartKind
+    record: JobRecord | None = None
+
+
+class CancelKind(enum.Enum):
+    """What a cancel did."""
+
+    CANCELLED = "cancelled"
+    """The job had not started (or was between attempts): it is cancelled and never runs."""
+    REQUESTED = "requested"
+    """The job is running: its handler is cancelled, and the job ends cancelled."""
+    FINISHED = "finished"
+    """The job had already finished: nothing changed."""
+
+
+@attrs.frozen
+class Cancelled:
+    """The answer of `JobStore.cancel`: what it did, and the record as it now is."""
+
+    kind: CancelKind
+    record: JobRecord
+
+
+@attrs.frozen
+class JobPage:
+    """One page of a listing, newest first; pass ``cursor`` back for the next page.
+
+    Attributes:
+        jobs: The records on this page.
+        cursor: Where the next page starts, or None after the last page.
+    """
+
+    jobs: tuple[JobRecord, ...]
+    cursor: str | None = None
+
+
+@attrs.frozen
+class Reaped:
+    """What one pass of `JobStore.reap` did.
+
+    Attributes:
+        expired_leases: Running jobs whose worker stopped renewing: back to pending
+            (the broker delivers them again), or cancelled if a cancel was recorded.
+        expired_records: Finished records past their retention, deleted with their keys.
+        abandoned: Enqueues that never finished (their producer died before publishing),
+            deleted with their keys.
+    """
+
+    expired_leases: int = 0
+    expired_records: int = 0
+    abandoned: int = 0
+
+
+@runtime_checkable
+class JobStore(Protocol):
+    """Where job records live. Every method is one atomic transition or one read.
+
+    Attributes:
+        retention: Seconds a finished record (result, error, key) is kept.
+    """
+
+    retention: float
+
+    async def create(self, record: JobRecord) -> tuple[JobRecord, bool]:
+        """Insert ``record`` (uncommitted), unless its key is taken.
+
+        Returns ``(record, True)`` when inserted; ``(existing, False)`` when a job
+        of the same tenant holds the same key and has not expired.
+        """
+
+    async def create_many(
+        self, records: builtins.list[JobRecord]
+    ) -> builtins.list[tuple[JobRecord, bool]]:
+        """`create` for each record, in order (one round trip where the store allows)."""
+
+    async def commit(self, job_ids: builtins.list[str]) -> None:
+        """Mark enqueues finished: their deliveries are with the broker."""
+
+    async def discard(self, job_ids: builtins.list[str]) -> None:
+        """Delete uncommitted records and free their keys: their enqueue failed."""
+
+    async def start(self, job_id: str, attempt: int, now: float, lease_until: float) -> Started:
+        """A worker got a delivery of the job: lease it for ``attempt``, if it may run."""
+
+    async def heartbeat(self, job_id: str, attempt: int, lease_until: float) -> bool:
+        """Renew the lease of a running attempt; return True if a cancel was recorded."""
+
+    async def progress(
+        self, job_id: str, attempt: int, percent: float, message: str | None
+    ) -> bool:
+        """Record a running attempt's progress; return True if a cancel was recorded."""
+
+    async def complete(self, job_id: str, attempt: int, now: float, result: Any) -> JobState:
+        """The handler returned ``result``: succeeded, unless a cancel was recorded first.
+
+        Returns the final state: SUCCEEDED, or CANCELLED (no result kept), or the
+        state it had already reached (unchanged).
+        """
+
+    async def fail(
+        self,
+        job_id: str,
+        attempt: int,
+        now: float,
+        error: ErrorInfo | None,
+        *,
+        retry_at: float | None,
+        reason: str,
+    ) -> JobState:
+        """An attempt failed: retrying until ``retry_at``, or dead (``retry_at`` None).
+
+        A recorded cancel wins (CANCELLED). Returns the state the job is now in.
+        """
+
+    async def release(self, job_id: str, attempt: int, now: float) -> JobState:
+        """The attempt stopped unfinished (shutdown, crash): back to pending.
+
+        A recorded cancel wins (CANCELLED). Returns the state the job is now in.
+        """
+
+    async def cancel(self, job_id: str, now: float, *, tenant: str | None = None) -> Cancelled:
+        """Record a cancel: it wins over a completion not yet committed.
+
+        Raises:
+            JobNotFound: No such job (for this tenant).
+        """
+
+    async def retry(self, job_id: str, now: float, *, tenant: str | None = None) -> JobRecord:
+        """Set a dead or cancelled job back to pending (uncommitted), attempts from zero.
+
+        The caller publishes a new delivery, then commits it.
+
+        Raises:
+            JobNotFound: No such job (for this tenant).
+            JobError: The job is not dead or cancelled (the message says its state).
+        """
+
+    async def get(self, job_id: str, *, tenant: str | None = None) -> JobRecord:
+        """Return the job's record.
+
+        Raises:
+            JobNotFound: No such job (for this tenant).
+            JobRecordError: The stored record cannot be read.
+        """
+
+    async def list(
+        self,
+        *,
+        queue: str | None = None,
+        state: JobState | None = None,
+        tenant: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> JobPage:
+        """Return up to ``limit`` records, newest first, filtered by what is given."""
+
+    async def counts(
+        self, *, queue: str | None = None, tenant: str | None = None
+    ) -> Mapping[JobState, int]:
+        """Return how many jobs are in each state (every state present, zeros too)."""
+
+    async def wait(
+        self, job_id: str, *, timeout: float | None, tenant: str | None = None
+    ) -> JobRecord:
+        """Wait until the job is final (without polling the store hard); return its record.
+
+        Raises:
+            JobNotFound: No such job (for this tenant).
+            TimeoutError: Not final within ``timeout`` seconds.
+        """
+
+    async def watch(self, job_id: str, attempt: int, *, lease: float, clock: Clock) -> None:
+        """Keep a running attempt's lease renewed; return once a cancel is recorded.
+
+        Runs until its caller cancels it (the attempt ended) or a cancel is recorded.
+        """
+
+    async def reap(self, now: float, *, abandon_after: float) -> Reaped:
+        """Expire leases and old records; drop enqueues abandoned ``abandon_after`` ago."""
+
+    async def close(self) -> None:
+        """Release connections the store holds."""
+
+
+Clock = Callable[[], float]
+"""Wall-clock seconds (``time.time`` unless a test gives another)."""
