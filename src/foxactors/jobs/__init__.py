@@ -6,6 +6,13 @@ Built on the pipeline and the backends (the pipeline knows nothing of jobs). Nee
 
 from __future__ import annotations
 
+from ._backoff import Exponential as Exponential
+from ._backoff import Linear as Linear
+from ._client import JOB_ID_HEADER as JOB_ID_HEADER
+from ._client import TENANT_HEADER as TENANT_HEADER
+from ._client import JobQueue as JobQueue
+from ._context import JobContext as JobContext
+from ._context import SyncJobContext as SyncJobContext
 from ._errors import JobAlreadyExists as JobAlreadyExists
 from ._errors import JobArgumentsError as JobArgumentsError
 from ._errors import JobCancelled as JobCancelled
@@ -17,6 +24,7 @@ from ._errors import JobStoreError as JobStoreError
 from ._errors import Reject as Reject
 from ._errors import Retry as Retry
 from ._errors import UnknownTask as UnknownTask
+from ._handle import JobHandle as JobHandle
 from ._memory_store import MemoryJobStore as MemoryJobStore
 from ._record import ErrorInfo as ErrorInfo
 from ._record import JobRecord as JobRecord
@@ -28,3 +36,6 @@ from ._store import JobStore as JobStore
 from ._store import Reaped as Reaped
 from ._store import Started as Started
 from ._store import StartKind as StartKind
+from ._task import BoundTask as BoundTask
+from ._task import Task as Task
+from ._task import TaskOptions as TaskOptions

@@ -9,6 +9,7 @@ from typing import Any, Self, TypeVar
 
 import attrs
 
+from foxactors._actor import Actor
 from foxactors._errors import ConfigurationError
 from foxactors._lifecycle import Exit
 from foxactors._policy import Backoff
@@ -20,7 +21,14 @@ from foxactors.backends import Backend
 from ._batch import BatchStage
 from ._breaker import Breaker
 from ._deadletters import DeadLetterSink
-from ._options import BatchOption, HandlerOption, MiddlewareOption, PipelineOptions, StageFactory
+from ._options import (
+    ActorOption,
+    BatchOption,
+    HandlerOption,
+    MiddlewareOption,
+    PipelineOptions,
+    StageFactory,
+)
 from ._pool import MemoryLimit, PoolStrategy, resident_memory
 from ._ratelimit import TokenBucket
 from ._retry import RetryPolicy
@@ -180,6 +188,28 @@ class WorkerApp:
         if stage_name in {m.name for m in middleware} | RESERVED:
             raise ConfigurationError(f"a stage named {stage_name!r} already exists; pass name=")
         return self._set(middleware=(*middleware, MiddlewareOption(stage_name, stage)))
+
+    def with_actor(self, name: str, factory: Callable[[], Actor[Any]]) -> Self:
+        """Supervise one more actor beside the pipeline (e.g. a job reaper).
+
+        It starts before the pool and the consumer and stops after them; if it
+        crashes, it is restarted on its own (one_for_one), the pipeline untouched.
+
+        Raises:
+            ConfigurationError: A name already taken, or ``factory`` not callable.
+        """
+        if not callable(factory):
+            raise ConfigurationError(
+                f"with_actor() takes a callable that makes an Actor, got {factory!r}"
+            )
+        taken = {a.name for a in self._options.actors} | {m.name for m in self._options.middleware}
+        if not isinstance(name, str) or not name or "/" in name:
+            raise ConfigurationError(
+                f"an actor name must be a non-empty string without '/', got {name!r}"
+            )
+        if name in taken | RESERVED:
+            raise ConfigurationError(f"an actor named {name!r} already exists in the pipeline")
+        return self._set(actors=(*self._options.actors, ActorOption(name, factory)))
 
     def with_circuit_breaker(self, failure_threshold: int = 5, open_timeout: float = 30.0) -> Self:
         """Open the circuit after ``failure_threshold`` failures in a row.

@@ -12,6 +12,7 @@ from typing import Any
 
 import attrs
 
+from foxactors._actor import Actor
 from foxactors._policy import Backoff
 from foxactors.backends import Backend
 
@@ -80,6 +81,19 @@ class MiddlewareOption:
 
 
 @attrs.frozen
+class ActorOption:
+    """An actor added with `WorkerApp.with_actor`, supervised beside the pipeline.
+
+    Attributes:
+        name: The actor's name.
+        factory: Makes the actor (a zero-argument callable).
+    """
+
+    name: str
+    factory: Callable[[], Actor[Any]]
+
+
+@attrs.frozen
 class PipelineOptions:
     """Everything a `WorkerApp` was told, checked; read it as ``app.options``.
 
@@ -108,6 +122,7 @@ class PipelineOptions:
         give_up_after: Reconnects within a minute after which the pipeline fails.
         backend: The backend bound by `with_backend`, if any.
         queue: The queue bound by `with_backend`, if any.
+        actors: Actors supervised beside the pipeline (`with_actor`).
     """
 
     name: str = "app"
@@ -130,3 +145,4 @@ class PipelineOptions:
     give_up_after: int | None = None
     backend: Backend | None = None
     queue: str | None = None
+    actors: tuple[ActorOption, ...] = ()

@@ -257,6 +257,7 @@ def tree(options: PipelineOptions, backend: Backend, queue: str) -> ChildSpec:
                 shutdown=None,
             )
         )
+    children += [ChildSpec(actor.name, actor.factory) for actor in options.actors]
     children.append(
         ChildSpec(
             POOL,

@@ -1,0 +1,521 @@
+"""`JobQueue`: tasks registered on a backend and a job store; enqueue, read, cancel, retry."""
+
+from __future__ import annotations
+
+import datetime
+import inspect
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, overload
+
+import anyio
+import attrs
+
+from foxactors._codec import JsonCodec
+from foxactors._errors import ConfigurationError
+from foxactors._message import MessageProperties, priority_value
+from foxactors._validate import require_int, require_seconds
+from foxactors.backends import Backend
+
+from ._backoff import Backoff, Exponential
+from ._context import JobContext
+from ._errors import JobAlreadyExists, UnknownTask
+from ._handle import JobHandle
+from ._memory_store import MemoryJobStore
+from ._record import JobRecord, JobState
+from ._store import Cancelled, JobPage, JobStore
+from ._task import Task, task_options
+
+if TYPE_CHECKING:
+    from foxactors.pipeline import WorkerApp
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+JOB_ID_HEADER = "x-job-id"
+"""The header that carries a job's id on its delivery."""
+TENANT_HEADER = "x-tenant"
+"""The header that carries a job's tenant, when it has one."""
+
+
+@attrs.frozen
+class EnqueueOptions:
+    """Options of one enqueue, checked (see `Task.options`)."""
+
+    due: datetime.datetime | float | None = None  # a datetime, or seconds from now
+    priority: int | None = None
+    key: str | None = None
+    unique: bool = False
+    tenant: str | None = None
+    max_attempts: int | None = None
+    queue: str | None = None
+
+
+def enqueue_options(
+    *,
+    delay: float | None = None,
+    run_at: Any = None,
+    priority: object = None,
+    key: str | None = None,
+    unique: bool = False,
+    tenant: str | None = None,
+    max_attempts: int | None = None,
+    queue: str | None = None,
+) -> EnqueueOptions:
+    """Check per-enqueue options; each bad value is named in its error."""
+    due: datetime.datetime | float | None = None
+    if delay is not None and run_at is not None:
+        raise ConfigurationError("give delay or run_at, not both")
+    if delay is not None:
+        due = require_seconds("delay", delay)
+    if run_at is not None:
+        if not isinstance(run_at, datetime.datetime) or run_at.utcoffset() is None:
+            raise ConfigurationError(
+                f"run_at must be an aware datetime (with a time zone, e.g. "
+                f"datetime.now(UTC) + timedelta(hours=1)), got {run_at!r}"
+            )
+        due = run_at
+    if key is not None and (not isinstance(key, str) or not key or len(key) > 256):
+        raise ConfigurationError(f"key must be a string of 1 to 256 characters, got {key!r}")
+    if unique and key is None:
+        raise ConfigurationError("unique=True needs a key")
+    if tenant is not None and (not isinstance(tenant, str) or not tenant or len(tenant) > 128):
+        raise ConfigurationError(f"tenant must be a string of 1 to 128 characters, got {tenant!r}")
+    if max_attempts is not None:
+        require_int("max_attempts", max_attempts, 1)
+    if queue is not None and (not isinstance(queue, str) or not queue):
+        raise ConfigurationError(f"queue must be a non-empty string, got {queue!r}")
+    return EnqueueOptions(
+        due,
+        None if priority is None else priority_value(priority),
+        key,
+        unique,
+        tenant,
+        max_attempts,
+        queue,
+    )
+
+
+_NO_OPTIONS = EnqueueOptions()
+
+
+class JobQueue:
+    """Tasks on a backend, with their records in a job store.
+
+    Example:
+        ```python
+        jobs = JobQueue(MemoryBackend())              # records in a MemoryJobStore
+
+        @jobs.task(queue="emails", max_attempts=5)
+        async def send_email(ctx: JobContext, to: str) -> str: ...
+
+        handle = await send_email.enqueue("ada@example.com")
+        app = jobs.worker("emails")                   # a WorkerApp running its tasks
+        ```
+
+    Args:
+        backend: Where deliveries go (memory, RabbitMQ, Redis).
+        store: Where records go (default: a `MemoryJobStore`, for one process).
+        queue: The default queue of tasks that name none (default ``"jobs"``).
+        lease: Seconds a worker holds a running job without renewing (renewed every
+            third of it); a job whose worker died is pending again after at most
+            ``lease`` plus one ``reap_interval``.
+        reap_interval: Seconds between reaper passes in each worker.
+        abandon_after: An enqueue that did not finish (its producer died between the
+            record and the publish) is deleted after this long, with its key.
+        max_result_size: Largest result in bytes of JSON; a larger one fails the job.
+        clock: Wall-clock seconds for the records (default ``time.time``).
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        store: JobStore | None = None,
+        queue: str = "jobs",
+        lease: float = 30.0,
+        reap_interval: float = 10.0,
+        abandon_after: float = 300.0,
+        max_result_size: int = 1024 * 1024,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not isinstance(backend, Backend):
+            raise ConfigurationError(f"backend must be a foxactors backend, got {backend!r}")
+        self.backend = backend
+        self.store: JobStore = store if store is not None else MemoryJobStore()
+        if not isinstance(self.store, JobStore):
+            raise ConfigurationError(f"store must be a job store, got {store!r}")
+        self.default_queue = queue
+        self.lease = require_seconds("lease", lease, positive=True)
+        self.reap_interval = require_seconds("reap_interval", reap_interval, positive=True)
+        self.abandon_after = require_seconds("abandon_after", abandon_after, positive=True)
+        self.results = JsonCodec(max_size=max_result_size)
+        self.clock = clock
+        self._tasks: dict[str, Task[Any, Any]] = {}
+
+    # -- declaring ------------------------------------------------------------------
+
+    @overload
+    def task(self, func: Callable[Concatenate[JobContext, P], Awaitable[R]], /) -> Task[P, R]: ...
+    @overload
+    def task(self, func: Callable[P, Awaitable[R]], /) -> Task[P, R]: ...
+    @overload
+    def task(self, func: Callable[Concatenate[JobContext, P], R], /) -> Task[P, R]: ...
+    @overload
+    def task(self, func: Callable[P, R], /) -> Task[P, R]: ...
+    @overload
+    def task(
+        self,
+        func: None = None,
+        /,
+        *,
+        name: str | None = None,
+        queue: str | None = None,
+        priority: object = None,
+        max_attempts: int | None = None,
+        timeout: float | None = None,
+        retry_on: object = None,
+        backoff: Backoff | None = None,
+    ) -> Callable[[Callable[..., Any]], Task[Any, Any]]: ...
+
+    def task(
+        self,
+        func: Any = None,
+        /,
+        *,
+        name: str | None = None,
+        queue: str | None = None,
+        priority: object = None,
+        max_attempts: int | None = None,
+        timeout: float | None = None,
+        retry_on: object = None,
+        backoff: Backoff | None = None,
+    ) -> Any:
+        """Declare a task: ``@jobs.task`` or ``@jobs.task(queue=..., ...)`` over a function.
+
+        The function is ``async def`` or plain ``def`` (run on a worker thread, with
+        a `SyncJobContext`); its first parameter, if named ``ctx`` or annotated
+        `JobContext`, gets the job's context; the others are its arguments, typed by
+        their annotations. A class works too: its attributes ``name``, ``queue``,
+        ``priority``, ``max_attempts``, ``timeout``, ``retry_on``, ``backoff`` are
+        its defaults and its ``run`` method is the function (one instance, made now).
+
+        Args:
+            func: The function (or class) when used as ``@jobs.task`` without options.
+            name: The job type (default: the function's or class's name).
+            queue: Its queue (default: the queue given to `JobQueue`).
+            priority: 0-9 or a level name (default normal).
+            max_attempts: Attempts before a job goes dead (default 3).
+            timeout: Seconds per attempt (default none).
+            retry_on: Exception classes that are retried (default: any `Exception`);
+                others go dead at once, with their error as the reason.
+            backoff: Seconds before the next attempt after attempt ``n`` failed
+                (default `Exponential`: 1 s doubling to 300 s, +10% jitter).
+
+        Raises:
+            ConfigurationError: A bad option, a name already taken, or a function
+                whose parameters cannot be typed.
+        """
+        given = {
+            "name": name,
+            "queue": queue,
+            "priority": priority,
+            "max_attempts": max_attempts,
+            "timeout": timeout,
+            "retry_on": retry_on,
+            "backoff": backoff,
+        }
+
+        def declare(target: Any) -> Task[Any, Any]:
+            return self._declare(target, given)
+
+        return declare if func is None else declare(func)
+
+    def _declare(self, target: Any, given: Mapping[str, Any]) -> Task[Any, Any]:
+        defaults: dict[str, Any] = {
+            "name": getattr(target, "__name__", None),
+            "queue": self.default_queue,
+            "priority": 3,
+            "max_attempts": 3,
+            "timeout": None,
+            "retry_on": (Exception,),
+            "backoff": Exponential(),
+        }
+        func = target
+        if inspect.isclass(target):
+            for option in defaults:
+                if option in vars(target) or hasattr(target, option):
+                    defaults[option] = getattr(target, option)
+            try:
+                func = target().run  # type: ignore[attr-defined]
+            except Exception as exc:
+                raise ConfigurationError(
+                    f"task class {target.__name__} must be made with no arguments and define "
+                    f"run(self, ctx, ...): {exc}"
+                ) from None
+        elif not callable(target):
+            raise ConfigurationError(f"a task must be a function or a class, got {target!r}")
+        chosen = {k: v for k, v in given.items() if v is not None}
+        options = task_options(**{**defaults, **chosen})
+        if options.name in self._tasks:
+            raise ConfigurationError(
+                f"a task named {options.name!r} is already registered; pass name="
+            )
+        task: Task[Any, Any] = Task(func, options, self)
+        self._tasks[options.name] = task
+        return task
+
+    @property
+    def tasks(self) -> Mapping[str, Task[Any, Any]]:
+        """The registered tasks, by name."""
+        return dict(self._tasks)
+
+    def _task(self, name: str | Task[Any, Any]) -> Task[Any, Any]:
+        if isinstance(name, Task):
+            return name
+        task = self._tasks.get(name)
+        if task is None:
+            known = ", ".join(sorted(self._tasks)) or "none"
+            raise UnknownTask(f"no task named {name!r} is registered (registered: {known})")
+        return task
+
+    # -- enqueueing -----------------------------------------------------------------
+
+    async def enqueue(
+        self,
+        task: str | Task[Any, Any],
+        arguments: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> JobHandle[Any]:
+        """Enqueue a job of the task named ``task`` with keyword ``arguments``.
+
+        ``options`` are those of `Task.options` (delay, run_at, priority, key,
+        unique, tenant, max_attempts, queue).
+
+        Raises:
+            UnknownTask: No task has that name; the message lists the registered ones.
+            JobArgumentsError: The arguments do not fit; nothing was enqueued.
+        """
+        found = self._task(task)
+        payload = found.signature.encode((), dict(arguments or {}))
+        return await self.enqueue_encoded(found, payload, enqueue_options(**options))
+
+    def _record(
+        self, task: Task[Any, Any], payload: dict[str, Any], options: EnqueueOptions, now: float
+    ) -> tuple[JobRecord, float]:
+        defaults = task.options_
+        due = options.due
+        if isinstance(due, datetime.datetime):
+            delay = max(0.0, due.timestamp() - now)
+        else:
+            delay = due or 0.0
+        record = JobRecord(
+            id=uuid.uuid4().hex,
+            task=task.name,
+            queue=options.queue or defaults.queue,
+            args=payload,
+            state=JobState.SCHEDULED if delay > 0 else JobState.PENDING,
+            tenant=options.tenant,
+            priority=defaults.priority if options.priority is None else options.priority,
+            max_attempts=options.max_attempts or defaults.max_attempts,
+            key=options.key,
+            enqueued_at=now,
+            scheduled_at=now + delay if delay > 0 else None,
+        )
+        return record, delay
+
+    async def _publish(self, record: JobRecord, delay: float) -> None:
+        headers = {JOB_ID_HEADER: record.id}
+        if record.tenant is not None:
+            headers[TENANT_HEADER] = record.tenant
+        properties = MessageProperties(
+            message_type=record.task,
+            priority=record.priority,
+            correlation_id=record.id,
+            headers=headers,
+        )
+        await self.backend.publish(
+            record.queue, dict(record.args), properties=properties, delay=delay
+        )
+
+    async def enqueue_encoded(
+        self, task: Task[Any, R], payload: dict[str, Any], options: EnqueueOptions | None
+    ) -> JobHandle[R]:
+        """Enqueue validated arguments: record (with its key), publish, commit.
+
+        A failed publish deletes the record and frees its key before the error goes on.
+        """
+        options = options or _NO_OPTIONS
+        record, delay = self._record(task, payload, options, self.clock())
+        stored, created = await self.store.create(record)
+        if not created:
+            return self._existing(task, stored, options)
+        await self._publish_or_discard([(record, delay)])
+        await self.store.commit([record.id])
+        return JobHandle(self, record.id, tenant=None, decode=task.signature.decode_result)
+
+    async def enqueue_many_encoded(
+        self,
+        task: Task[Any, R],
+        payloads: list[dict[str, Any]],
+        options: EnqueueOptions | None,
+    ) -> list[JobHandle[R]]:
+        """Enqueue many: one store round trip to create, publishes, one to commit."""
+        options = options or _NO_OPTIONS
+        if options.key is not None and len(payloads) > 1:
+            raise ConfigurationError("an idempotency key names one job: enqueue them one by one")
+        now = self.clock()
+        planned = [self._record(task, payload, options, now) for payload in payloads]
+        results = await self.store.create_many([record for record, _ in planned])
+        handles: list[JobHandle[R]] = []
+        fresh: list[tuple[JobRecord, float]] = []
+        for (record, delay), (stored, created) in zip(planned, results, strict=True):
+            if created:
+                fresh.append((record, delay))
+                handles.append(JobHandle(self, record.id, decode=task.signature.decode_result))
+            else:
+                handles.append(self._existing(task, stored, options))
+        await self._publish_or_discard(fresh)
+        await self.store.commit([record.id for record, _ in fresh])
+        return handles
+
+    def _existing(
+        self, task: Task[Any, R], stored: JobRecord, options: EnqueueOptions
+    ) -> JobHandle[R]:
+        if options.unique:
+            raise JobAlreadyExists(
+                f"job {stored.id!r} ({stored.state.value}) already holds key {stored.key!r}",
+                stored.id,
+            )
+        return JobHandle(self, stored.id, created=False, decode=task.signature.decode_result)
+
+    async def _publish_or_discard(self, planned: list[tuple[JobRecord, float]]) -> None:
+        done = 0
+        try:
+            for record, delay in planned:
+                await self._publish(record, delay)
+                done += 1
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self.store.commit([record.id for record, _ in planned[:done]])
+                await self.store.discard([record.id for record, _ in planned[done:]])
+            raise
+
+    # -- reading and changing -------------------------------------------------------
+
+    def handle(self, job_id: str, *, tenant: str | None = None) -> JobHandle[Any]:
+        """A handle for a job by id (its result is the stored JSON form)."""
+        return JobHandle(self, job_id, tenant=tenant)
+
+    async def get(self, job_id: str, *, tenant: str | None = None) -> JobRecord:
+        """The job's record; a due scheduled job reads as pending.
+
+        Raises:
+            JobNotFound: No such job (for this tenant).
+        """
+        record = await self.store.get(job_id, tenant=tenant)
+        shown = record.shown_state(self.clock())
+        return record if shown is record.state else attrs.evolve(record, state=shown)
+
+    async def list(
+        self,
+        *,
+        queue: str | None = None,
+        state: JobState | str | None = None,
+        tenant: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> JobPage:
+        """One page of records, newest first (pass ``page.cursor`` for the next)."""
+        require_int("limit", limit, 1)
+        if isinstance(state, str):
+            try:
+                state = JobState(state)
+            except ValueError:
+                known = ", ".join(s.value for s in JobState)
+                raise ConfigurationError(f"state must be one of {known}, got {state!r}") from None
+        return await self.store.list(
+            queue=queue, state=state, tenant=tenant, limit=limit, cursor=cursor
+        )
+
+    async def counts(
+        self, *, queue: str | None = None, tenant: str | None = None
+    ) -> Mapping[JobState, int]:
+        """How many jobs are in each state."""
+        return await self.store.counts(queue=queue, tenant=tenant)
+
+    async def cancel(self, job_id: str, *, tenant: str | None = None) -> Cancelled:
+        """Cancel a job; see `JobHandle.cancel`."""
+        return await self.store.cancel(job_id, self.clock(), tenant=tenant)
+
+    async def retry(self, job_id: str, *, tenant: str | None = None) -> JobHandle[Any]:
+        """Run a dead or cancelled job again, from its first attempt.
+
+        Raises:
+            JobNotFound: No such job (for this tenant).
+            JobError: It is not dead or cancelled.
+        """
+        now = self.clock()
+        record = await self.store.retry(job_id, now, tenant=tenant)
+        try:
+            await self._publish(record, 0.0)
+        except BaseException as exc:
+            with anyio.CancelScope(shield=True):
+                reason = f"retry could not be enqueued: {type(exc).__name__}: {exc}"
+                await self.store.fail(job_id, 0, now, None, retry_at=None, reason=reason)
+            raise
+        await self.store.commit([job_id])
+        task = self._tasks.get(record.task)
+        decode = task.signature.decode_result if task else None
+        return JobHandle(self, job_id, tenant=tenant, decode=decode)
+
+    # -- running --------------------------------------------------------------------
+
+    def worker(
+        self,
+        queue: str | None = None,
+        *,
+        name: str | None = None,
+        concurrency: int = 8,
+        prefetch: int | None = None,
+    ) -> WorkerApp:
+        """A `WorkerApp` that runs this queue's tasks (and reaps expired leases).
+
+        Chain more options on it as on any `WorkerApp`, then `build()` or
+        ``foxactors run`` it. Retries are the tasks' own (the app has no retry
+        stage); ``prefetch`` defaults to twice the concurrency, so a job of a
+        higher priority waits behind few others already fetched.
+
+        Raises:
+            ConfigurationError: No task runs from ``queue``.
+        """
+        from foxactors.pipeline import WorkerApp  # noqa: PLC0415 - keep import cost low
+
+        from ._reaper import JobReaper  # noqa: PLC0415
+        from ._runner import JobRunner, ThreadLimit  # noqa: PLC0415
+
+        queue = queue or self.default_queue
+        tasks = [task for task in self._tasks.values() if task.queue == queue]
+        if not tasks:
+            queues = ", ".join(sorted({t.queue for t in self._tasks.values()})) or "none"
+            raise ConfigurationError(
+                f"no task runs from queue {queue!r} (queues with tasks: {queues})"
+            )
+        require_int("concurrency", concurrency, 1)
+        threads = ThreadLimit(concurrency)  # plain `def` tasks: one thread per worker at most
+        app = (
+            WorkerApp(name or f"jobs-{queue}")
+            .without_retry()
+            .with_concurrency_limit(concurrency)
+            .with_prefetch(prefetch or 2 * concurrency)
+            .with_backend(self.backend, queue)
+            .with_actor("reaper", lambda: JobReaper(self))
+        )
+        for task in tasks:
+            app = app.register(task.name, JobRunner(self, task, threads).run, manual_ack=True)
+        return app
+
+    async def close(self) -> None:
+        """Close the store (the backend is the caller's to close)."""
+        await self.store.close()

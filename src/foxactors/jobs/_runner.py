@@ -1,0 +1,270 @@
+"""`JobRunner`: runs one delivery of a job: checks the record, runs the task, settles.
+
+It is the handler the job worker app registers for each task (manual ack): the
+record decides whether the task runs at all (cancel wins), the task's rules decide
+retry or dead, and the delivery is settled to match the record.
+"""
+
+from __future__ import annotations
+
+import traceback
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import structlog
+
+from foxactors._errors import EncodeError
+from foxactors._message import Delivery
+
+from ._errors import JobArgumentsError, JobRecordError, Reject, Retry
+from ._record import ErrorInfo, JobRecord, JobState
+from ._store import StartKind
+
+if TYPE_CHECKING:
+    from ._client import JobQueue
+    from ._task import Task
+
+log = structlog.get_logger("foxactors.jobs")
+
+STORE_DOWN_DELAY = 1.0
+"""Seconds a delivery waits (not counted as an attempt) when the store cannot be reached."""
+
+
+class ThreadLimit:
+    """One capacity limiter for the plain ``def`` tasks of one worker app, made on first use."""
+
+    def __init__(self, tokens: int) -> None:
+        self.tokens = tokens
+        self._limiter: anyio.CapacityLimiter | None = None
+
+    def get(self) -> anyio.CapacityLimiter:
+        """The limiter (made inside the event loop, where anyio needs it)."""
+        if self._limiter is None:
+            self._limiter = anyio.CapacityLimiter(self.tokens)
+        return self._limiter
+
+
+def error_info(exc: BaseException) -> ErrorInfo:
+    """What an attempt raised, short enough to store."""
+    kind = type(exc)
+    name = (
+        kind.__qualname__
+        if kind.__module__ == "builtins"
+        else f"{kind.__module__}.{kind.__qualname__}"
+    )
+    frames = traceback.format_exception(exc, limit=-8)
+    return ErrorInfo(name, str(exc)[:1000], "".join(frames)[-4000:])
+
+
+class JobRunner:
+    """Runs deliveries of one task; settles each to agree with the job's record."""
+
+    def __init__(self, jobs: JobQueue, task: Task[Any, Any], threads: ThreadLimit) -> None:
+        self.jobs = jobs
+        self.task = task
+        self.threads = threads
+
+    async def run(self, delivery: Delivery) -> None:
+        """Run one delivery: the manual-ack handler of the task's message type."""
+        from ._client import JOB_ID_HEADER  # noqa: PLC0415 - the client imports this module
+
+        message, handle = delivery.message, delivery.handle
+        job_id = message.headers.get(JOB_ID_HEADER)
+        if not isinstance(job_id, str):
+            handle.dead_letter(f"not a job: no {JOB_ID_HEADER} header")
+            return
+        jobs, store = self.jobs, self.jobs.store
+        attempt = message.attempt
+        now = jobs.clock()
+        try:
+            started = await store.start(job_id, attempt, now, now + jobs.lease)
+        except JobRecordError as exc:
+            handle.dead_letter(f"job record unreadable: {exc}")
+            return
+        except Exception as exc:  # the store is down: the job waits, no attempt counted
+            log.warning(
+                "job.store_unreachable", job_id=job_id, error=f"{type(exc).__name__}: {exc}"
+            )
+            handle.defer(STORE_DOWN_DELAY)
+            return
+        if started.kind is not StartKind.RUN:
+            if started.kind is StartKind.MISSING:
+                log.warning("job.record_missing", job_id=job_id, task=self.task.name)
+            else:
+                log.debug("job.not_run", job_id=job_id, why=started.kind.value)
+            handle.ack()
+            return
+        record = started.record
+        assert record is not None
+        if attempt > record.max_attempts:  # its workers kept dying before an outcome
+            reason = (
+                f"delivered {attempt} times, over max_attempts={record.max_attempts}: its "
+                "worker kept crashing or stopping"
+            )
+            await self._end(delivery, record, None, reason, dead=True)
+            return
+        try:
+            arguments = self.task.signature.decode(record.args)
+        except JobArgumentsError as exc:
+            await self._end(delivery, record, error_info(exc), str(exc), dead=True)
+            return
+        await self._attempt(delivery, record, arguments)
+
+    async def _attempt(self, delivery: Delivery, record: JobRecord, arguments: Any) -> None:
+        jobs, task = self.jobs, self.task
+        ctx = task.context_class()(record, jobs.store)
+        scope = anyio.CancelScope()
+        result: Any = None
+        failure: BaseException | None = None
+
+        async def watch() -> None:
+            try:
+                await jobs.store.watch(
+                    record.id, record.attempt, lease=jobs.lease, clock=jobs.clock
+                )
+            except Exception as exc:  # the store is down: the attempt runs on, unwatched
+                log.warning(
+                    "job.watch_failed", job_id=record.id, error=f"{type(exc).__name__}: {exc}"
+                )
+                await anyio.sleep_forever()
+            ctx._cancelled()
+            if task.is_async:
+                scope.cancel()
+
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(watch)
+                with scope:
+                    try:
+                        if task.options_.timeout is None:
+                            result = await task.call(ctx, arguments, self.threads.get())
+                        else:
+                            with anyio.fail_after(task.options_.timeout):
+                                result = await task.call(ctx, arguments, self.threads.get())
+                    except Exception as exc:
+                        failure = exc
+                tg.cancel_scope.cancel()
+        except anyio.get_cancelled_exc_class():  # stopping: the delivery goes back
+            with anyio.CancelScope(shield=True):
+                await jobs.store.release(record.id, record.attempt, jobs.clock())
+            raise
+        if ctx.cancel_requested or scope.cancelled_caught:
+            await self._cancelled(delivery, record)
+        elif failure is not None:
+            await self._failed(delivery, record, failure)
+        else:
+            await self._succeeded(delivery, record, result)
+
+    async def _succeeded(self, delivery: Delivery, record: JobRecord, result: Any) -> None:
+        jobs = self.jobs
+        try:
+            value = self.task.signature.encode_result(result)
+            jobs.results.encode(value)  # JSON and within max_result_size, or refused
+        except (EncodeError, ValueError, TypeError) as exc:
+            reason = f"its result cannot be stored: {exc}"
+            await self._end(delivery, record, error_info(exc), reason, dead=True)
+            return
+        try:
+            state = await jobs.store.complete(record.id, record.attempt, jobs.clock(), value)
+        except Exception as exc:
+            self._store_failed(delivery, record, exc)
+            return
+        if state is JobState.CANCELLED:
+            log.info("job.cancelled", job_id=record.id, task=record.task, after="completion")
+        delivery.handle.ack()
+
+    async def _cancelled(self, delivery: Delivery, record: JobRecord) -> None:
+        jobs = self.jobs
+        try:
+            await jobs.store.release(record.id, record.attempt, jobs.clock())
+        except Exception as exc:
+            self._store_failed(delivery, record, exc)
+            return
+        log.info("job.cancelled", job_id=record.id, task=record.task)
+        delivery.handle.ack()
+
+    async def _failed(self, delivery: Delivery, record: JobRecord, exc: BaseException) -> None:
+        options = self.task.options_
+        attempt, most = record.attempt, record.max_attempts
+        if isinstance(exc, Reject):
+            await self._end(delivery, record, None, exc.reason, dead=True)
+            return
+        if isinstance(exc, Retry):
+            if attempt >= most:
+                reason = f"retry asked after the last attempt ({attempt} of {most}): {exc.reason}"
+                await self._end(delivery, record, None, reason, dead=True)
+                return
+            delay = options.backoff(attempt) if exc.delay is None else exc.delay
+            await self._end(delivery, record, None, exc.reason, dead=False, delay=delay)
+            return
+        if isinstance(exc, TimeoutError) and options.timeout is not None:
+            what = f"timed out after {options.timeout} s"
+        else:
+            what = f"{type(exc).__name__}: {exc}"
+        info = error_info(exc)
+        if not isinstance(exc, options.retry_on):
+            await self._end(delivery, record, info, f"not retried: {what}", dead=True)
+        elif attempt >= most:
+            reason = f"failed after {attempt} attempt{'s' if attempt > 1 else ''}: {what}"
+            await self._end(delivery, record, info, reason, dead=True)
+        else:
+            delay = options.backoff(attempt)
+            await self._end(delivery, record, info, what, dead=False, delay=delay)
+
+    async def _end(
+        self,
+        delivery: Delivery,
+        record: JobRecord,
+        error: ErrorInfo | None,
+        reason: str,
+        *,
+        dead: bool,
+        delay: float = 0.0,
+    ) -> None:
+        """Record a failed attempt (retrying or dead), then settle to agree."""
+        jobs = self.jobs
+        now = jobs.clock()
+        try:
+            state = await jobs.store.fail(
+                record.id,
+                record.attempt,
+                now,
+                error,
+                retry_at=None if dead else now + delay,
+                reason=reason,
+            )
+        except Exception as exc:
+            self._store_failed(delivery, record, exc)
+            return
+        handle = delivery.handle
+        if state is JobState.RETRYING:
+            log.info(
+                "job.retrying",
+                job_id=record.id,
+                task=record.task,
+                attempt=record.attempt,
+                delay=delay,
+                reason=reason,
+            )
+            handle.retry(delay)
+        elif state is JobState.DEAD:
+            log.warning(
+                "job.dead",
+                job_id=record.id,
+                task=record.task,
+                attempt=record.attempt,
+                reason=reason,
+            )
+            handle.dead_letter(reason)
+        else:  # cancelled meanwhile (a cancel wins), or already final
+            handle.ack()
+
+    def _store_failed(self, delivery: Delivery, record: JobRecord, exc: Exception) -> None:
+        """The store could not record the end: run the job again later (at least once)."""
+        log.error(
+            "job.store_unreachable",
+            job_id=record.id,
+            task=record.task,
+            error=f"{type(exc).__name__}: {exc}",
+        )
+        delivery.handle.defer(STORE_DOWN_DELAY)
