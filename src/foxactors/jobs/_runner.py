@@ -87,11 +87,16 @@ class JobRunner:
             )
             handle.defer(STORE_DOWN_DELAY)
             return
+        if started.kind is StartKind.MISSING:  # kept, not dropped: an operator can look
+            reason = (
+                f"no record of job {job_id!r} in the job store: it expired, was deleted, or "
+                "was enqueued with another store (a MemoryJobStore is one process's own)"
+            )
+            log.warning("job.record_missing", job_id=job_id, task=self.task.name)
+            handle.dead_letter(reason)
+            return
         if started.kind is not StartKind.RUN:
-            if started.kind is StartKind.MISSING:
-                log.warning("job.record_missing", job_id=job_id, task=self.task.name)
-            else:
-                log.debug("job.not_run", job_id=job_id, why=started.kind.value)
+            log.debug("job.not_run", job_id=job_id, why=started.kind.value)
             handle.ack()
             return
         record = started.record
