@@ -120,6 +120,7 @@ def test_testing_exports() -> None:
 JOBS_PUBLIC = {
     "BoundTask",
     "CancelKind",
+    "CancelSignals",
     "Cancelled",
     "ErrorInfo",
     "Exponential",

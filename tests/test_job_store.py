@@ -18,6 +18,7 @@ from anyio import wait_all_tasks_blocked
 
 from foxactors.jobs import (
     CancelKind,
+    CancelSignals,
     ErrorInfo,
     JobError,
     JobNotFound,
@@ -331,28 +332,34 @@ async def test_wait_times_out(store: JobStore) -> None:
         await store.wait(record.id, timeout=0.05)
 
 
-async def test_watch_returns_when_a_cancel_is_recorded(store: JobStore) -> None:
+async def test_renew_extends_running_leases_and_reports_cancels(store: JobStore) -> None:
+    first = await running(store)
+    second = await running(store)
+    await store.cancel(second.id, NOW + 2)
+    cancelled = await store.renew([(first.id, 1), (second.id, 1), ("gone", 1)], NOW + 100)
+    assert cancelled == [second.id]
+    assert (await store.get(first.id)).lease_until == NOW + 100
+    assert await store.renew([], NOW + 100) == []
+
+
+async def test_renew_of_a_stale_attempt_renews_nothing(store: JobStore) -> None:
+    record = await running(store, attempt=2)
+    assert await store.renew([(record.id, 1)], NOW + 500) == []
+    assert (await store.get(record.id)).lease_until == NOW + 31
+
+
+async def test_a_store_that_signals_cancels_calls_back_at_once(store: JobStore) -> None:
+    if not isinstance(store, CancelSignals):
+        pytest.skip("this store has no cancel signals: running jobs learn at renew")
     record = await running(store)
-    watched = anyio.Event()
-
-    async def watch() -> None:
-        await store.watch(record.id, 1, lease=0.3, clock=lambda: NOW + 5)
-        watched.set()
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(watch)
-        await wait_all_tasks_blocked()
-        assert not watched.is_set()
-        await store.cancel(record.id, NOW + 2)
-        with anyio.fail_after(5):
-            await watched.wait()
-
-
-async def test_watch_keeps_the_lease_renewed(store: JobStore) -> None:
-    record = await running(store)
-    with anyio.move_on_after(0.25):
-        await store.watch(record.id, 1, lease=0.3, clock=lambda: NOW + 1000)
-    assert (await store.get(record.id)).lease_until == NOW + 1000.3
+    other = await running(store)
+    seen: list[str] = []
+    stop = store.on_cancel(seen.append)
+    await store.cancel(record.id, NOW + 2)
+    assert seen == [record.id]
+    stop()
+    await store.cancel(other.id, NOW + 3)
+    assert seen == [record.id]
 
 
 async def test_reap_releases_expired_leases(store: JobStore) -> None:

@@ -31,6 +31,7 @@ from ._record import JobRecord as JobRecord
 from ._record import JobState as JobState
 from ._store import CancelKind as CancelKind
 from ._store import Cancelled as Cancelled
+from ._store import CancelSignals as CancelSignals
 from ._store import JobPage as JobPage
 from ._store import JobStore as JobStore
 from ._store import Reaped as Reaped

@@ -122,6 +122,8 @@ class JobQueue:
             third of it); a job whose worker died is pending again after at most
             ``lease`` plus one ``reap_interval``.
         reap_interval: Seconds between reaper passes in each worker.
+        cancel_poll: Seconds at most before a running job learns of its cancel, with
+            a store that does not signal cancels (the memory store does, at once).
         abandon_after: An enqueue that did not finish (its producer died between the
             record and the publish) is deleted after this long, with its key.
         max_result_size: Largest result in bytes of JSON; a larger one fails the job.
@@ -136,6 +138,7 @@ class JobQueue:
         queue: str = "jobs",
         lease: float = 30.0,
         reap_interval: float = 10.0,
+        cancel_poll: float = 1.0,
         abandon_after: float = 300.0,
         max_result_size: int = 1024 * 1024,
         clock: Callable[[], float] = time.time,
@@ -149,6 +152,7 @@ class JobQueue:
         self.default_queue = queue
         self.lease = require_seconds("lease", lease, positive=True)
         self.reap_interval = require_seconds("reap_interval", reap_interval, positive=True)
+        self.cancel_poll = require_seconds("cancel_poll", cancel_poll, positive=True)
         self.abandon_after = require_seconds("abandon_after", abandon_after, positive=True)
         self.results = JsonCodec(max_size=max_result_size)
         self.clock = clock
@@ -480,7 +484,7 @@ class JobQueue:
         concurrency: int = 8,
         prefetch: int | None = None,
     ) -> WorkerApp:
-        """A `WorkerApp` that runs this queue's tasks (and reaps expired leases).
+        """A `WorkerApp` that runs this queue's tasks, with a `JobKeeper` beside it.
 
         Chain more options on it as on any `WorkerApp`, then `build()` or
         ``foxactors run`` it. Retries are the tasks' own (the app has no retry
@@ -492,7 +496,7 @@ class JobQueue:
         """
         from foxactors.pipeline import WorkerApp  # noqa: PLC0415 - keep import cost low
 
-        from ._reaper import JobReaper  # noqa: PLC0415
+        from ._keeper import JobKeeper, RunningAttempts  # noqa: PLC0415
         from ._runner import JobRunner, ThreadLimit  # noqa: PLC0415
 
         queue = queue or self.default_queue
@@ -504,16 +508,19 @@ class JobQueue:
             )
         require_int("concurrency", concurrency, 1)
         threads = ThreadLimit(concurrency)  # plain `def` tasks: one thread per worker at most
+        running = RunningAttempts()
         app = (
             WorkerApp(name or f"jobs-{queue}")
             .without_retry()
             .with_concurrency_limit(concurrency)
             .with_prefetch(prefetch or 2 * concurrency)
             .with_backend(self.backend, queue)
-            .with_actor("reaper", lambda: JobReaper(self))
+            .with_actor("jobs-keeper", lambda: JobKeeper(self, running))
         )
         for task in tasks:
-            app = app.register(task.name, JobRunner(self, task, threads).run, manual_ack=True)
+            app = app.register(
+                task.name, JobRunner(self, task, threads, running).run, manual_ack=True
+            )
         return app
 
     async def close(self) -> None:

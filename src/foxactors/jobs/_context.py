@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import TYPE_CHECKING
 
@@ -25,7 +26,6 @@ class JobContext:
         attempt: This attempt, 1-based.
         max_attempts: Attempts allowed before the job goes dead.
         tenant: Whose job it is, or None.
-        log: A structlog logger bound to the job (id, task, attempt, tenant).
     """
 
     def __init__(self, record: JobRecord, store: JobStore) -> None:
@@ -35,11 +35,16 @@ class JobContext:
         self.attempt = record.attempt
         self.max_attempts = record.max_attempts
         self.tenant = record.tenant
-        self.log: structlog.typing.FilteringBoundLogger = structlog.get_logger(
-            "foxactors.jobs"
-        ).bind(job_id=record.id, task=record.task, attempt=record.attempt, tenant=record.tenant)
         self._store = store
         self._cancel_requested = False
+
+    @functools.cached_property
+    def log(self) -> structlog.typing.FilteringBoundLogger:
+        """A structlog logger bound to the job (id, task, attempt, tenant)."""
+        bound: structlog.typing.FilteringBoundLogger = structlog.get_logger("foxactors.jobs").bind(
+            job_id=self.job_id, task=self.task, attempt=self.attempt, tenant=self.tenant
+        )
+        return bound
 
     @property
     def cancel_requested(self) -> bool:

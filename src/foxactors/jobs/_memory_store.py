@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import builtins
 import itertools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import anyio
@@ -15,7 +15,7 @@ from foxactors._validate import require_seconds
 from . import _transitions as t
 from ._errors import JobNotFound
 from ._record import FINAL, ErrorInfo, JobRecord, JobState
-from ._store import CancelKind, Cancelled, Clock, JobPage, Reaped, Started, StartKind
+from ._store import CancelKind, Cancelled, JobPage, Reaped, Started, StartKind
 
 DEFAULT_RETENTION = 24 * 3600.0
 """Finished records are kept a day unless told otherwise."""
@@ -37,7 +37,7 @@ class MemoryJobStore:
         self._order: dict[str, int] = {}  # id -> insertion number, for newest-first pages
         self._keys: dict[tuple[str, str], str] = {}  # (tenant or "", key) -> job id
         self._finished: dict[str, anyio.Event] = {}  # waiters of result()
-        self._cancels: dict[str, anyio.Event] = {}  # watchers of running attempts
+        self._cancel_callbacks: builtins.list[Callable[[str], None]] = []
         self._numbers = itertools.count()
 
     # -- reads ----------------------------------------------------------------------
@@ -105,29 +105,14 @@ class MemoryJobStore:
             await event.wait()
         return self._find(job_id, tenant)
 
-    async def watch(self, job_id: str, attempt: int, *, lease: float, clock: Clock) -> None:
-        """Renew the attempt's lease every third of it; return once a cancel is recorded."""
-        while True:
-            record = self._records.get(job_id)
-            if record is None or record.cancel_requested:
-                return
-            event = self._cancels.get(job_id)
-            if event is None:
-                event = self._cancels[job_id] = anyio.Event()
-            with anyio.move_on_after(lease / 3):
-                await event.wait()
-                return
-            self._put(t.heartbeat(record, attempt, clock() + lease))
-
     # -- changes (each one synchronous between awaits: atomic on the loop) ----------
 
     def _put(self, record: JobRecord) -> JobRecord:
         old = self._records.get(record.id)
         self._records[record.id] = record
         if record.cancel_requested and not (old is not None and old.cancel_requested):
-            event = self._cancels.pop(record.id, None)
-            if event is not None:
-                event.set()
+            for callback in self._cancel_callbacks:
+                callback(record.id)
         if record.state in FINAL and not (old is not None and old.state in FINAL):
             event = self._finished.pop(record.id, None)
             if event is not None:
@@ -183,6 +168,25 @@ class MemoryJobStore:
             return Started(StartKind.MISSING)
         record, kind = t.start(record, attempt, now, lease_until, self.retention)
         return Started(kind, self._put(record))
+
+    async def renew(
+        self, attempts: builtins.list[tuple[str, int]], lease_until: float
+    ) -> builtins.list[str]:
+        """Renew the leases of running attempts; return the ids with a cancel recorded."""
+        cancelled = []
+        for job_id, attempt in attempts:
+            record = self._records.get(job_id)
+            if (
+                record is not None
+                and self._put(t.heartbeat(record, attempt, lease_until)).cancel_requested
+            ):
+                cancelled.append(job_id)
+        return cancelled
+
+    def on_cancel(self, callback: Callable[[str], None]) -> Callable[[], None]:
+        """Call ``callback(job_id)`` as soon as a cancel of a running job is recorded."""
+        self._cancel_callbacks.append(callback)
+        return lambda: self._cancel_callbacks.remove(callback)
 
     async def heartbeat(self, job_id: str, attempt: int, lease_until: float) -> bool:
         """Renew the lease; return True if a cancel was recorded."""

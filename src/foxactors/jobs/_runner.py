@@ -17,6 +17,7 @@ from foxactors._errors import EncodeError
 from foxactors._message import Delivery
 
 from ._errors import JobArgumentsError, JobRecordError, Reject, Retry
+from ._keeper import Attempt, RunningAttempts
 from ._record import ErrorInfo, JobRecord, JobState
 from ._store import StartKind
 
@@ -59,12 +60,19 @@ def error_info(exc: BaseException) -> ErrorInfo:
 class JobRunner:
     """Runs deliveries of one task; settles each to agree with the job's record."""
 
-    def __init__(self, jobs: JobQueue, task: Task[Any, Any], threads: ThreadLimit) -> None:
+    def __init__(
+        self,
+        jobs: JobQueue,
+        task: Task[Any, Any],
+        threads: ThreadLimit,
+        running: RunningAttempts,
+    ) -> None:
         self.jobs = jobs
         self.task = task
         self.threads = threads
+        self.running = running
 
-    async def run(self, delivery: Delivery) -> None:
+    async def run(self, delivery: Delivery) -> None:  # noqa: PLR0911 - one return per fate
         """Run one delivery: the manual-ack handler of the task's message type."""
         from ._client import JOB_ID_HEADER  # noqa: PLC0415 - the client imports this module
 
@@ -121,38 +129,24 @@ class JobRunner:
         scope = anyio.CancelScope()
         result: Any = None
         failure: BaseException | None = None
-
-        async def watch() -> None:
-            try:
-                await jobs.store.watch(
-                    record.id, record.attempt, lease=jobs.lease, clock=jobs.clock
-                )
-            except Exception as exc:  # the store is down: the attempt runs on, unwatched
-                log.warning(
-                    "job.watch_failed", job_id=record.id, error=f"{type(exc).__name__}: {exc}"
-                )
-                await anyio.sleep_forever()
-            ctx._cancelled()
-            if task.is_async:
-                scope.cancel()
-
+        running = self.running.by_id
+        running[record.id] = Attempt(record.id, record.attempt, scope, ctx, task.is_async)
         try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(watch)
-                with scope:
-                    try:
-                        if task.options_.timeout is None:
+            with scope:
+                try:
+                    if task.options_.timeout is None:
+                        result = await task.call(ctx, arguments, self.threads.get())
+                    else:
+                        with anyio.fail_after(task.options_.timeout):
                             result = await task.call(ctx, arguments, self.threads.get())
-                        else:
-                            with anyio.fail_after(task.options_.timeout):
-                                result = await task.call(ctx, arguments, self.threads.get())
-                    except Exception as exc:
-                        failure = exc
-                tg.cancel_scope.cancel()
+                except Exception as exc:
+                    failure = exc
         except anyio.get_cancelled_exc_class():  # stopping: the delivery goes back
             with anyio.CancelScope(shield=True):
                 await jobs.store.release(record.id, record.attempt, jobs.clock())
             raise
+        finally:
+            del running[record.id]
         if ctx.cancel_requested or scope.cancelled_caught:
             await self._cancelled(delivery, record)
         elif failure is not None:
@@ -164,7 +158,8 @@ class JobRunner:
         jobs = self.jobs
         try:
             value = self.task.signature.encode_result(result)
-            jobs.results.encode(value)  # JSON and within max_result_size, or refused
+            if value is not None:
+                jobs.results.encode(value)  # JSON and within max_result_size, or refused
         except (EncodeError, ValueError, TypeError) as exc:
             reason = f"its result cannot be stored: {exc}"
             await self._end(delivery, record, error_info(exc), reason, dead=True)

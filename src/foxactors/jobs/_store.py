@@ -211,10 +211,13 @@ class JobStore(Protocol):
             TimeoutError: Not final within ``timeout`` seconds.
         """
 
-    async def watch(self, job_id: str, attempt: int, *, lease: float, clock: Clock) -> None:
-        """Keep a running attempt's lease renewed; return once a cancel is recorded.
+    async def renew(
+        self, attempts: builtins.list[tuple[str, int]], lease_until: float
+    ) -> builtins.list[str]:
+        """Renew the leases of running attempts ``(job_id, attempt)`` in one step.
 
-        Runs until its caller cancels it (the attempt ended) or a cancel is recorded.
+        Returns the ids among them whose job has a cancel recorded (their runners
+        cancel them). An attempt that is no longer running renews nothing.
         """
 
     async def reap(self, now: float, *, abandon_after: float) -> Reaped:
@@ -224,5 +227,17 @@ class JobStore(Protocol):
         """Release connections the store holds."""
 
 
-Clock = Callable[[], float]
-"""Wall-clock seconds (``time.time`` unless a test gives another)."""
+@runtime_checkable
+class CancelSignals(Protocol):
+    """A capability: the store calls back as soon as a cancel is recorded.
+
+    Without it, running attempts learn of a cancel when their leases are renewed
+    (`JobStore.renew`, every ``cancel_poll`` seconds).
+    """
+
+    def on_cancel(self, callback: Callable[[str], None]) -> Callable[[], None]:
+        """Call ``callback(job_id)`` when a cancel of a running job is recorded.
+
+        Returns a function that stops the calls. The callback runs on the store's
+        event loop and must not block.
+        """

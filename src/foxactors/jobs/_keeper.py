@@ -1,0 +1,110 @@
+"""`JobKeeper`: the actor that renews running jobs' leases, delivers cancels, and reaps.
+
+One per job worker app. It knows the attempts running in its app (`RunningAttempts`,
+filled by the runners); every ``min(lease / 3, cancel_poll)`` seconds it renews all of
+their leases in one store call, which also says which of them have a cancel recorded;
+with a store that signals cancels (`CancelSignals`), those arrive at once instead.
+Every ``reap_interval`` it runs one `JobStore.reap` pass (atomic in the store, so
+several keepers at once are safe).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import attrs
+
+from foxactors._actor import Actor
+
+from ._store import CancelSignals
+
+if TYPE_CHECKING:
+    from ._client import JobQueue
+    from ._context import JobContext
+
+
+@attrs.define
+class Attempt:
+    """One attempt running in this app: how to reach it when its job is cancelled."""
+
+    job_id: str
+    attempt: int
+    scope: anyio.CancelScope
+    context: JobContext
+    is_async: bool
+
+
+class RunningAttempts:
+    """The attempts running in one worker app, by job id."""
+
+    def __init__(self) -> None:
+        self.by_id: dict[str, Attempt] = {}
+
+    def cancel(self, job_id: str) -> None:
+        """A cancel was recorded: tell the attempt (an async one is cancelled at its await)."""
+        attempt = self.by_id.get(job_id)
+        if attempt is not None:
+            attempt.context._cancelled()
+            if attempt.is_async:
+                attempt.scope.cancel()
+
+
+class JobKeeper(Actor[Any]):
+    """Renews leases, delivers cancels and reaps, for one job worker app."""
+
+    def __init__(self, jobs: JobQueue, running: RunningAttempts) -> None:
+        self._jobs = jobs
+        self._running = running
+        self._unsubscribe: Callable[[], None] | None = None
+
+    async def on_start(self) -> None:
+        """Listen for cancels if the store signals them; start renewing and reaping."""
+        store = self._jobs.store
+        if isinstance(store, CancelSignals):
+            self._unsubscribe = store.on_cancel(self._running.cancel)
+        self.start_task(self._renewals)
+        self.start_task(self._reaps)
+
+    async def on_stop(self, exit: Any) -> None:
+        """Stop listening for cancels."""
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+
+    async def _renewals(self) -> None:
+        jobs, running = self._jobs, self._running
+        every = min(jobs.lease / 3, jobs.cancel_poll)
+        while True:
+            await anyio.sleep(every)
+            attempts = [(a.job_id, a.attempt) for a in running.by_id.values()]
+            if not attempts:
+                continue
+            try:
+                cancelled = await jobs.store.renew(attempts, jobs.clock() + jobs.lease)
+            except Exception as exc:  # the store is down: the leases may run out; try again
+                self.log.warning("jobs.renew_failed", error=f"{type(exc).__name__}: {exc}")
+                continue
+            for job_id in cancelled:
+                running.cancel(job_id)
+
+    async def _reaps(self) -> None:
+        jobs = self._jobs
+        while True:
+            await anyio.sleep(jobs.reap_interval)
+            try:
+                reaped = await jobs.store.reap(jobs.clock(), abandon_after=jobs.abandon_after)
+            except Exception as exc:  # the store is down: try again next time
+                self.log.warning("jobs.reap_failed", error=f"{type(exc).__name__}: {exc}")
+                continue
+            if reaped.expired_leases or reaped.abandoned:
+                self.log.info(
+                    "jobs.reaped",
+                    expired_leases=reaped.expired_leases,
+                    abandoned=reaped.abandoned,
+                    expired_records=reaped.expired_records,
+                )
+
+    async def receive(self, message: Any) -> None:
+        """It takes no messages."""
