@@ -5,9 +5,10 @@
       reporter                publishes the work, waits for the queue, reports
 
 The mail gateway is flaky: some sends fail on their first attempts and are retried
-with backoff. One address is permanently bad, one message has a type nobody
-handles, one body is not even JSON: those end in the dead-letter queue, each with
-its reason. Every other message is sent exactly once.
+with backoff. One address is permanently bad (no such domain: not retried, as
+trying again cannot fix it), one message has a type nobody handles, one body is not
+even JSON: those end in the dead-letter queue, each with its reason. Every other
+message is sent exactly once.
 
 Run it with ``foxactors run examples.email_pipeline:app`` or
 ``python examples/email_pipeline.py``.
@@ -89,7 +90,7 @@ def app() -> fa.ChildSpec:
         .register("send_email", send_email)
         .register("send_sms", send_sms)
         .with_concurrency_limit(3)
-        .with_retry(max_retries=3, initial_backoff=0.05, max_backoff=1.0)
+        .with_retry(max_retries=3, initial_backoff=0.05, max_backoff=1.0, dead_on=[BadAddress])
         .with_timeout(5)
     )
     return fa.Supervisor.spec(

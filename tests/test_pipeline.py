@@ -67,6 +67,38 @@ async def test_without_retry_a_failure_is_dead_lettered_at_once() -> None:
     assert letter.reason == "failed (no retry stage): KeyError: 'missing'"
 
 
+class NoSuchDomain(Exception):
+    pass
+
+
+async def test_errors_in_dead_on_are_dead_lettered_at_once_others_retried() -> None:
+    backend = fa.MemoryBackend()
+    attempts: Counter[str] = Counter()
+
+    async def handle(message: fa.Message) -> None:
+        attempts[message.payload] += 1
+        if message.payload == "ghost@invalid":
+            raise NoSuchDomain("no such domain: invalid")
+        if message.attempt < 2:
+            raise RuntimeError("gateway timed out")
+
+    await publish(backend, "ghost@invalid", "ada@example.com")
+    app = fa.WorkerApp().add_worker(handle)
+    app = app.with_retry(max_retries=3, initial_backoff=1, dead_on=(NoSuchDomain,))
+    await run_until_drained(backend, app)
+    assert attempts == {"ghost@invalid": 1, "ada@example.com": 2}
+    (letter,) = backend.dead_letters(QUEUE)
+    assert letter.reason == (
+        "not retried (NoSuchDomain is in dead_on): NoSuchDomain: no such domain: invalid"
+    )
+    assert letter.attempts == 1
+
+
+def test_dead_on_refuses_what_is_not_an_exception_class() -> None:
+    with pytest.raises(fa.ConfigurationError, match="dead_on must be a tuple of exception"):
+        fa.RetryPolicy(dead_on=("NoSuchDomain",))  # type: ignore[arg-type]
+
+
 async def test_routing_by_message_type_and_unknown_types() -> None:
     backend = fa.MemoryBackend()
     seen: list[tuple[str, Any]] = []

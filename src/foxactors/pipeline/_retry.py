@@ -40,6 +40,9 @@ class RetryPolicy:
         max_backoff: Cap on any delay, seconds (default 300).
         multiplier: Growth per retry (default 2).
         jitter: Random extra as a fraction of the delay (default 0.1).
+        dead_on: Exception classes never retried: a failure raising one goes to the
+            dead-letter queue at once, its error as the reason ("no such domain"
+            will not be fixed by trying again).
     """
 
     max_retries: int = 3
@@ -47,6 +50,7 @@ class RetryPolicy:
     max_backoff: float = 300.0
     multiplier: float = 2.0
     jitter: float = 0.1
+    dead_on: tuple[type[BaseException], ...] = attrs.field(default=(), converter=tuple)
 
     def __attrs_post_init__(self) -> None:
         require_int("max_retries", self.max_retries, 0)
@@ -54,6 +58,10 @@ class RetryPolicy:
         _number("max_backoff", self.max_backoff, 0)
         _number("multiplier", self.multiplier, 1)
         _number("jitter", self.jitter, 0)
+        if not all(isinstance(k, type) and issubclass(k, BaseException) for k in self.dead_on):
+            raise ConfigurationError(
+                f"dead_on must be a tuple of exception classes, got {self.dead_on!r}"
+            )
         if self.max_backoff < self.initial_backoff:
             raise ConfigurationError(
                 f"max_backoff ({self.max_backoff!r}) must be >= initial_backoff "
@@ -140,6 +148,15 @@ class RetryStage(Stage):
     async def on_outcome(self, outcome: Outcome) -> None:
         """Decide retry or dead letter for a failure; pass other outcomes on."""
         if outcome.kind is OutcomeKind.FAILED:
+            dead_on = self.policy.dead_on
+            if dead_on and isinstance(outcome.error, dead_on):
+                why = (
+                    f"not retried ({type(outcome.error).__name__} is in dead_on): {outcome.reason}"
+                )
+                await self.reply(
+                    Outcome(outcome.delivery, OutcomeKind.DEAD_LETTER, outcome.error, 0.0, why)
+                )
+                return
             attempt = outcome.delivery.message.attempt
             kind, delay, why = self.policy.decide(attempt, outcome.reason, self._rand())
             outcome = Outcome(outcome.delivery, kind, outcome.error, delay, why or outcome.reason)
