@@ -203,7 +203,7 @@ async def story() -> None:
         )
         await wait_until(cleanup, lambda r: r.state is JobState.RETRYING)
         record = await cleanup.status()
-        delay = cleanup_inbox.options_.backoff(record.attempt)  # the task's rule: Linear
+        delay = cleanup_inbox.defaults.backoff(record.attempt)  # the task's rule: Linear
         print(f"cleanup, attempt {record.attempt}: {record.reason}; retrying in {delay} s")
     print("the worker stops (a deploy) while the cleanup waits for its retry")
     print(f"  the retry is held by the broker: {backend.queue_statistics(QUEUE).delayed} delayed")

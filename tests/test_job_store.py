@@ -264,6 +264,22 @@ async def test_fail_without_retry_is_dead_with_its_reason(store: JobStore) -> No
     assert (seen.state, seen.reason, seen.finished_at) == (JobState.DEAD, "no such domain", NOW + 2)
 
 
+@pytest.mark.parametrize("how", ["complete", "fail", "release"])
+async def test_a_stale_attempt_cannot_end_a_later_one(store: JobStore, how: str) -> None:
+    record = await running(store)
+    assert (await store.start(record.id, 2, NOW + 5, NOW + 35)).kind is StartKind.RUN
+    if how == "complete":
+        state = await store.complete(record.id, 1, NOW + 6, "old")
+    elif how == "fail":
+        state = await store.fail(record.id, 1, NOW + 6, None, retry_at=None, reason="old")
+    else:
+        state = await store.release(record.id, 1, NOW + 6)
+    assert state is JobState.RUNNING
+    seen = await store.get(record.id)
+    assert (seen.state, seen.attempt, seen.result) == (JobState.RUNNING, 2, None)
+    assert await store.complete(record.id, 2, NOW + 7, "new") is JobState.SUCCEEDED
+
+
 async def test_release_puts_a_running_job_back_to_pending(store: JobStore) -> None:
     record = await running(store)
     assert await store.release(record.id, 1, NOW + 2) is JobState.PENDING

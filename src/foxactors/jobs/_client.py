@@ -7,7 +7,7 @@ import inspect
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
 
 import anyio
 import attrs
@@ -19,7 +19,7 @@ from foxactors._validate import require_int, require_seconds
 from foxactors.backends import Backend
 
 from ._backoff import Backoff, Exponential
-from ._context import JobContext
+from ._context import JobContext, SyncJobContext
 from ._errors import JobAlreadyExists, UnknownTask
 from ._handle import JobHandle
 from ._memory_store import MemoryJobStore
@@ -100,6 +100,25 @@ def enqueue_options(
 _NO_OPTIONS = EnqueueOptions()
 
 
+class TaskDecorator(Protocol):
+    """What ``@jobs.task(...)`` with options returns: it types the task by its function."""
+
+    @overload
+    def __call__(
+        self, func: Callable[Concatenate[JobContext, P], Awaitable[R]], /
+    ) -> Task[P, R]: ...
+    @overload
+    def __call__(self, func: Callable[P, Awaitable[R]], /) -> Task[P, R]: ...
+    @overload
+    def __call__(self, func: Callable[Concatenate[JobContext, P], R], /) -> Task[P, R]: ...
+    @overload
+    def __call__(self, func: Callable[Concatenate[SyncJobContext, P], R], /) -> Task[P, R]: ...
+    @overload
+    def __call__(self, func: Callable[P, R], /) -> Task[P, R]: ...
+    def __call__(self, func: Any, /) -> Task[Any, Any]:
+        """Declare ``func`` as a task with the options given."""
+
+
 class JobQueue:
     """Tasks on a backend, with their records in a job store.
 
@@ -167,6 +186,8 @@ class JobQueue:
     @overload
     def task(self, func: Callable[Concatenate[JobContext, P], R], /) -> Task[P, R]: ...
     @overload
+    def task(self, func: Callable[Concatenate[SyncJobContext, P], R], /) -> Task[P, R]: ...
+    @overload
     def task(self, func: Callable[P, R], /) -> Task[P, R]: ...
     @overload
     def task(
@@ -181,7 +202,7 @@ class JobQueue:
         timeout: float | None = None,
         retry_on: object = None,
         backoff: Backoff | None = None,
-    ) -> Callable[[Callable[..., Any]], Task[Any, Any]]: ...
+    ) -> TaskDecorator: ...
 
     def task(
         self,
@@ -308,7 +329,7 @@ class JobQueue:
     def _record(
         self, task: Task[Any, Any], payload: dict[str, Any], options: EnqueueOptions, now: float
     ) -> tuple[JobRecord, float]:
-        defaults = task.options_
+        defaults = task.defaults
         due = options.due
         if isinstance(due, datetime.datetime):
             delay = max(0.0, due.timestamp() - now)
@@ -357,7 +378,7 @@ class JobQueue:
             return self._existing(task, stored, options)
         await self._publish_or_discard([(record, delay)])
         await self.store.commit([record.id])
-        return JobHandle(self, record.id, tenant=None, decode=task.signature.decode_result)
+        return JobHandle(self, record.id, tenant=record.tenant, decode=task.signature.decode_result)
 
     async def enqueue_many_encoded(
         self,
@@ -377,7 +398,11 @@ class JobQueue:
         for (record, delay), (stored, created) in zip(planned, results, strict=True):
             if created:
                 fresh.append((record, delay))
-                handles.append(JobHandle(self, record.id, decode=task.signature.decode_result))
+                handles.append(
+                    JobHandle(
+                        self, record.id, tenant=record.tenant, decode=task.signature.decode_result
+                    )
+                )
             else:
                 handles.append(self._existing(task, stored, options))
         await self._publish_or_discard(fresh)
@@ -392,7 +417,13 @@ class JobQueue:
                 f"job {stored.id!r} ({stored.state.value}) already holds key {stored.key!r}",
                 stored.id,
             )
-        return JobHandle(self, stored.id, created=False, decode=task.signature.decode_result)
+        return JobHandle(
+            self,
+            stored.id,
+            created=False,
+            tenant=stored.tenant,
+            decode=task.signature.decode_result,
+        )
 
     async def _publish_or_discard(self, planned: list[tuple[JobRecord, float]]) -> None:
         done = 0
@@ -409,8 +440,13 @@ class JobQueue:
     # -- reading and changing -------------------------------------------------------
 
     def handle(self, job_id: str, *, tenant: str | None = None) -> JobHandle[Any]:
-        """A handle for a job by id (its result is the stored JSON form)."""
+        """A handle for a job by id; its result is converted by the job's task if known."""
         return JobHandle(self, job_id, tenant=tenant)
+
+    def decoder(self, task_name: str) -> Callable[[Any], Any] | None:
+        """How results of the task named ``task_name`` are read back (None: as stored)."""
+        task = self._tasks.get(task_name)
+        return task.signature.decode_result if task is not None else None
 
     async def get(self, job_id: str, *, tenant: str | None = None) -> JobRecord:
         """The job's record; a due scheduled job reads as pending.
@@ -484,7 +520,10 @@ class JobQueue:
         concurrency: int = 8,
         prefetch: int | None = None,
     ) -> WorkerApp:
-        """A `WorkerApp` that runs this queue's tasks, with a `JobKeeper` beside it.
+        """A `WorkerApp` that runs jobs from ``queue``, with a `JobKeeper` beside it.
+
+        It runs every registered task (a job goes to its task's queue unless an
+        enqueue chose another one).
 
         Chain more options on it as on any `WorkerApp`, then `build()` or
         ``foxactors run`` it. Retries are the tasks' own (the app has no retry
@@ -492,7 +531,7 @@ class JobQueue:
         higher priority waits behind few others already fetched.
 
         Raises:
-            ConfigurationError: No task runs from ``queue``.
+            ConfigurationError: No task is registered, or a bad option.
         """
         from foxactors.pipeline import WorkerApp  # noqa: PLC0415 - keep import cost low
 
@@ -500,12 +539,10 @@ class JobQueue:
         from ._runner import JobRunner, ThreadLimit  # noqa: PLC0415
 
         queue = queue or self.default_queue
-        tasks = [task for task in self._tasks.values() if task.queue == queue]
-        if not tasks:
-            queues = ", ".join(sorted({t.queue for t in self._tasks.values()})) or "none"
-            raise ConfigurationError(
-                f"no task runs from queue {queue!r} (queues with tasks: {queues})"
-            )
+        if not isinstance(queue, str) or not queue:
+            raise ConfigurationError(f"queue must be a non-empty string, got {queue!r}")
+        if not self._tasks:
+            raise ConfigurationError("no task is registered: declare tasks with @jobs.task first")
         require_int("concurrency", concurrency, 1)
         threads = ThreadLimit(concurrency)  # plain `def` tasks: one thread per worker at most
         running = RunningAttempts()
@@ -517,7 +554,7 @@ class JobQueue:
             .with_backend(self.backend, queue)
             .with_actor("jobs-keeper", lambda: JobKeeper(self, running))
         )
-        for task in tasks:
+        for task in self._tasks.values():  # any task's job may be sent to any queue
             app = app.register(
                 task.name, JobRunner(self, task, threads, running).run, manual_ack=True
             )

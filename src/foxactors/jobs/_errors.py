@@ -25,7 +25,7 @@ class JobAlreadyExists(JobError):
     """An enqueue with ``unique=True`` found a live job with the same idempotency key.
 
     Attributes:
-        job_id: The id of the job that holds the key; its handle is `existing`.
+        job_id: The id of the job that holds the key (``jobs.handle(job_id)`` reads it).
     """
 
     def __init__(self, message: str, job_id: str) -> None:
@@ -36,8 +36,8 @@ class JobAlreadyExists(JobError):
 class JobCancelled(JobError):
     """The job was cancelled: it has no result (raised by ``result()`` and by completion).
 
-    A cancel recorded before a completion is committed wins: the worker that finished
-    the job after the cancel gets this error, and the job stays ``cancelled``.
+    A cancel recorded before a completion is committed wins: the job stays
+    ``cancelled`` and whatever its handler returned is dropped.
     """
 
 

@@ -59,7 +59,8 @@ class JobHandle(Generic[R]):
         """
         record = await self.jobs.store.wait(self.id, timeout=timeout, tenant=self.tenant)
         if record.state is JobState.SUCCEEDED:
-            return self._decode(record.result) if self._decode else record.result  # type: ignore[no-any-return]
+            decode = self._decode or self.jobs.decoder(record.task)
+            return decode(record.result) if decode else record.result  # type: ignore[no-any-return]
         if record.state is JobState.CANCELLED:
             raise JobCancelled(f"job {self.id!r} was cancelled; it has no result")
         raise JobFailed(f"job {self.id!r} is dead: {record.reason}", record)

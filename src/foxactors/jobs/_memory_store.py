@@ -25,7 +25,7 @@ class MemoryJobStore:
     """Job records in a dict, changed only by the pure transitions (atomic: no awaits).
 
     For one process: the memory backend, embedded use and tests. It lives on one event
-    loop; from other threads, enqueue through `SyncJobQueue`.
+    loop; from other threads, call into that loop (see the jobs guide).
 
     Attributes:
         retention: Seconds a finished record (result, error, key) is kept.
@@ -212,7 +212,9 @@ class MemoryJobStore:
     async def complete(self, job_id: str, attempt: int, now: float, result: Any) -> JobState:
         """Succeeded, unless a cancel was recorded first; return the final state."""
         record = self._records.get(job_id)
-        return self._change(job_id, record and t.complete(record, now, result, self.retention))
+        return self._change(
+            job_id, record and t.complete(record, attempt, now, result, self.retention)
+        )
 
     async def fail(
         self,
@@ -227,14 +229,20 @@ class MemoryJobStore:
         """Retrying or dead; a recorded cancel wins."""
         record = self._records.get(job_id)
         changed = record and t.fail(
-            record, now, error=error, retry_at=retry_at, reason=reason, retention=self.retention
+            record,
+            attempt,
+            now,
+            error=error,
+            retry_at=retry_at,
+            reason=reason,
+            retention=self.retention,
         )
         return self._change(job_id, changed)
 
     async def release(self, job_id: str, attempt: int, now: float) -> JobState:
         """Back to pending (or cancelled, if asked)."""
         record = self._records.get(job_id)
-        return self._change(job_id, record and t.release(record, now, self.retention))
+        return self._change(job_id, record and t.release(record, attempt, now, self.retention))
 
     async def cancel(self, job_id: str, now: float, *, tenant: str | None = None) -> Cancelled:
         """Record a cancel."""

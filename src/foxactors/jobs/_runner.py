@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("foxactors.jobs")
 
+_STOPS = (KeyboardInterrupt, SystemExit)
+
 STORE_DOWN_DELAY = 1.0
 """Seconds a delivery waits (not counted as an attempt) when the store cannot be reached."""
 
@@ -134,20 +136,26 @@ class JobRunner:
         try:
             with scope:
                 try:
-                    if task.options_.timeout is None:
+                    if task.defaults.timeout is None:
                         result = await task.call(ctx, arguments, self.threads.get())
                     else:
-                        with anyio.fail_after(task.options_.timeout):
+                        with anyio.fail_after(task.defaults.timeout):
                             result = await task.call(ctx, arguments, self.threads.get())
                 except Exception as exc:
                     failure = exc
-        except anyio.get_cancelled_exc_class():  # stopping: the delivery goes back
+                except BaseException as exc:  # as the pipeline's workers: a failure, unless
+                    if isinstance(exc, _STOPS):  # it stops the worker or the program
+                        raise
+                    failure = exc
+        except (anyio.get_cancelled_exc_class(), *_STOPS):  # the delivery goes back
             with anyio.CancelScope(shield=True):
                 await jobs.store.release(record.id, record.attempt, jobs.clock())
             raise
         finally:
             del running[record.id]
-        if ctx.cancel_requested or scope.cancelled_caught:
+        if (ctx.cancel_requested and not isinstance(failure, TimeoutError)) or (
+            scope.cancelled_caught
+        ):
             await self._cancelled(delivery, record)
         elif failure is not None:
             await self._failed(delivery, record, failure)
@@ -161,7 +169,15 @@ class JobRunner:
             if value is not None:
                 jobs.results.encode(value)  # JSON and within max_result_size, or refused
         except (EncodeError, ValueError, TypeError) as exc:
-            reason = f"its result cannot be stored: {exc}"
+            limit = jobs.results.max_size
+            if isinstance(exc, EncodeError) and str(exc).startswith("payload is"):
+                reason = (
+                    f"its result is over max_result_size ({limit} bytes of JSON): return a "
+                    "reference to large data (a key, a URL), or raise "
+                    "JobQueue(max_result_size=...)"
+                )
+            else:
+                reason = f"its result cannot be stored: {exc}"
             await self._end(delivery, record, error_info(exc), reason, dead=True)
             return
         try:
@@ -184,7 +200,7 @@ class JobRunner:
         delivery.handle.ack()
 
     async def _failed(self, delivery: Delivery, record: JobRecord, exc: BaseException) -> None:
-        options = self.task.options_
+        options = self.task.defaults
         attempt, most = record.attempt, record.max_attempts
         if isinstance(exc, Reject):
             await self._end(delivery, record, None, exc.reason, dead=True)

@@ -136,7 +136,8 @@ class JobStore(Protocol):
         """The handler returned ``result``: succeeded, unless a cancel was recorded first.
 
         Returns the final state: SUCCEEDED, or CANCELLED (no result kept), or the
-        state it had already reached (unchanged).
+        state it is in, unchanged, if it was final already or a later attempt started
+        (this one is stale: its end must not overwrite the later one's).
         """
 
     async def fail(
@@ -151,13 +152,15 @@ class JobStore(Protocol):
     ) -> JobState:
         """An attempt failed: retrying until ``retry_at``, or dead (``retry_at`` None).
 
-        A recorded cancel wins (CANCELLED). Returns the state the job is now in.
+        A recorded cancel wins (CANCELLED); a stale attempt changes nothing. Returns
+        the state the job is now in.
         """
 
     async def release(self, job_id: str, attempt: int, now: float) -> JobState:
         """The attempt stopped unfinished (shutdown, crash): back to pending.
 
-        A recorded cancel wins (CANCELLED). Returns the state the job is now in.
+        A recorded cancel wins (CANCELLED); a stale attempt changes nothing. Returns
+        the state the job is now in.
         """
 
     async def cancel(self, job_id: str, now: float, *, tenant: str | None = None) -> Cancelled:

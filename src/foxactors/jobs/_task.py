@@ -208,7 +208,8 @@ class Task(Generic[P, R]):
 
     def __init__(self, func: Callable[..., Any], options: TaskOptions, jobs: JobQueue) -> None:
         self.func = func
-        self.options_ = options
+        self.defaults = options
+        """The task's defaults (`TaskOptions`); `options` chooses per enqueue."""
         self.jobs = jobs
         self.signature = Signature(func, options.name)
         self.is_async = inspect.iscoroutinefunction(func)
@@ -217,12 +218,12 @@ class Task(Generic[P, R]):
     @property
     def name(self) -> str:
         """The job type."""
-        return self.options_.name
+        return self.defaults.name
 
     @property
     def queue(self) -> str:
         """The queue its jobs go to by default."""
-        return self.options_.queue
+        return self.defaults.queue
 
     async def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle[R]:
         """Validate the arguments and enqueue a job with the task's defaults.
@@ -289,7 +290,13 @@ class Task(Generic[P, R]):
         run = functools.partial(self.func, ctx, **arguments)
         if not self.signature.takes_context:
             run = functools.partial(self.func, **arguments)
-        return await anyio.to_thread.run_sync(run, limiter=limiter)
+        try:  # a timeout abandons the thread (threads cannot be stopped): its result is lost
+            return await anyio.to_thread.run_sync(
+                run, limiter=limiter, abandon_on_cancel=self.defaults.timeout is not None
+            )
+        except anyio.get_cancelled_exc_class():
+            ctx._cancelled()
+            raise
 
     def context_class(self) -> type[JobContext]:
         """The context class its function gets: `SyncJobContext` for a plain ``def``."""

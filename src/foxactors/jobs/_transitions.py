@@ -74,9 +74,16 @@ def progress(record: JobRecord, attempt: int, percent: float, message: str | Non
     return record
 
 
-def complete(record: JobRecord, now: float, result: Any, retention: float) -> JobRecord:
-    """The handler returned: succeeded, unless cancelled first or already final."""
-    if record.state in FINAL:
+def _stale(record: JobRecord, attempt: int) -> bool:
+    """True if ``attempt`` may not end the job: it is final, or a later attempt started."""
+    return record.state in FINAL or record.attempt != attempt
+
+
+def complete(
+    record: JobRecord, attempt: int, now: float, result: Any, retention: float
+) -> JobRecord:
+    """The handler returned: succeeded, unless cancelled first, final, or stale."""
+    if _stale(record, attempt):
         return record
     if record.cancel_requested:
         return cancelled(record, now, retention)
@@ -87,6 +94,7 @@ def complete(record: JobRecord, now: float, result: Any, retention: float) -> Jo
 
 def fail(
     record: JobRecord,
+    attempt: int,
     now: float,
     *,
     error: ErrorInfo | None,
@@ -94,8 +102,8 @@ def fail(
     reason: str,
     retention: float,
 ) -> JobRecord:
-    """An attempt failed: retrying, or dead; a recorded cancel wins."""
-    if record.state in FINAL:
+    """An attempt failed: retrying, or dead; a recorded cancel wins; a stale one is ignored."""
+    if _stale(record, attempt):
         return record
     if record.cancel_requested:
         return cancelled(record, now, retention)
@@ -111,9 +119,9 @@ def fail(
     return _final(record, JobState.DEAD, now, retention, error=error, reason=reason)
 
 
-def release(record: JobRecord, now: float, retention: float) -> JobRecord:
+def release(record: JobRecord, attempt: int, now: float, retention: float) -> JobRecord:
     """A running attempt stopped unfinished: pending again (cancelled, if asked)."""
-    if record.state in FINAL:
+    if _stale(record, attempt):
         return record
     if record.cancel_requested:
         return cancelled(record, now, retention)
@@ -166,5 +174,5 @@ def retry(record: JobRecord, now: float) -> JobRecord:
 def lease_expired(record: JobRecord, now: float, retention: float) -> JobRecord | None:
     """The record after its lease ran out at ``now``, or None if it has not."""
     if record.state is JobState.RUNNING and (record.lease_until or 0.0) < now:
-        return release(record, now, retention)
+        return release(record, record.attempt, now, retention)
     return None
