@@ -9,6 +9,7 @@ expired" is a number of HMGETs.
 from __future__ import annotations
 
 import contextlib
+import json
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -19,6 +20,7 @@ import redis.asyncio as aioredis
 
 from foxactors import ConfigurationError
 from foxactors.jobs import (
+    ErrorInfo,
     JobNotFound,
     JobRecord,
     JobRecordError,
@@ -26,6 +28,7 @@ from foxactors.jobs import (
     JobStoreError,
     RedisJobStore,
 )
+from foxactors.jobs._redis_store import _encode, _fields
 from foxactors.testing.servers import RedisServer, free_port, redis_server
 
 pytestmark = pytest.mark.anyio
@@ -263,6 +266,41 @@ async def test_a_spoilt_record_is_refused_clearly_and_the_rest_works(
     other, created = await store.create(job())
     assert created
     assert (await store.start(other.id, 1, NOW, NOW + 30)).record == await store.get(other.id)
+
+
+# -- the stored form ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        job(),
+        job(
+            state=JobState.DEAD,
+            tenant="Zoë \u2028 \x00",
+            priority=9,
+            attempt=2,
+            key='k "1"',
+            enqueued_at=5,  # an int stays an int
+            scheduled_at=NOW + 0.1,
+            progress=float("inf"),
+            progress_message="",
+            result={"nested": [1, 2.5, None, True, "\U0001f600"]},
+            error=ErrorInfo("ValueError", "bad", "Traceback ..."),
+            reason="no such domain",
+            cancel_requested=True,
+            expires_at=NOW + 1e-7,
+            committed=True,
+        ),
+    ],
+    ids=["plain", "every-field"],
+)
+def test_the_hash_holds_to_dict_as_json_exactly(record: JobRecord) -> None:
+    flat = _fields(record)
+    stored = dict(zip(flat[::2], flat[1::2], strict=True))
+    expected = {k: v for k, v in record.to_dict().items() if v is not None}
+    assert stored == {k: _encode(v) for k, v in expected.items()}
+    assert JobRecord.from_dict({k: json.loads(v) for k, v in stored.items()}) == record
 
 
 # -- waiting ----------------------------------------------------------------------------

