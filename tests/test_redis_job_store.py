@@ -384,11 +384,15 @@ async def test_a_waiter_whose_message_was_lost_reads_the_record_anyway(
     assert seen[0].state is JobState.DEAD
 
 
-async def test_watch_returns_once_the_job_is_gone(store: RedisJobStore) -> None:
-    record, _ = await store.create(job())
-    await store.discard([record.id])
-    with anyio.fail_after(5):
-        await store.watch(record.id, 1, lease=0.3, clock=lambda: NOW)
+async def test_renew_of_many_is_one_script_call(store: RedisJobStore) -> None:
+    started = []
+    for _ in range(3):
+        record, _ = await store.create(job())
+        await store.start(record.id, 1, NOW, NOW + 30)
+        started.append(record.id)
+    await store.cancel(started[1], NOW + 1)
+    assert await store.renew([(i, 1) for i in started], NOW + 90) == [started[1]]
+    assert [(await store.get(i)).lease_until for i in started] == [NOW + 90] * 3
 
 
 async def test_wait_on_an_unknown_job_is_not_found(store: RedisJobStore) -> None:

@@ -44,6 +44,8 @@ START = _load("start")
 """A worker got a delivery: lease the attempt, if the job may run."""
 HEARTBEAT = _load("heartbeat")
 """Renew a running attempt's lease; tell whether a cancel was recorded."""
+RENEW = _load("renew")
+"""Renew many running attempts' leases; tell which have a cancel recorded."""
 PROGRESS = _load("progress")
 """Record a running attempt's progress; tell whether a cancel was recorded."""
 COMPLETE = _load("complete")

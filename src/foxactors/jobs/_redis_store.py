@@ -23,7 +23,7 @@ from ._errors import JobError, JobNotFound, JobRecordError, JobStoreError
 from ._memory_store import DEFAULT_RETENTION
 from ._record import FINAL, FORMAT, ErrorInfo, JobRecord, JobState
 from ._redis_form import encode, fields_of, record_of, slot_of, text
-from ._store import CancelKind, Cancelled, Clock, JobPage, Reaped, Started, StartKind
+from ._store import CancelKind, Cancelled, JobPage, Reaped, Started, StartKind
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -34,8 +34,6 @@ REAP_BATCH = 500
 """Records one reap script changes at most; a reap runs as many as it needs."""
 WAKE_CHECK = 5.0
 """Seconds a waiter listens before it reads the record anyway (a missed message)."""
-WATCH_POLL = 0.5
-"""Most seconds between two heartbeats of `watch` (and so its cancel latency)."""
 
 
 def _not_found(job_id: str, tenant: str | None) -> JobNotFound:
@@ -205,19 +203,15 @@ class RedisJobStore:
                     record = await self.get(job_id, tenant=tenant)
                 return record
 
-    async def watch(self, job_id: str, attempt: int, *, lease: float, clock: Clock) -> None:
-        """Renew the attempt's lease; return once a cancel is recorded (or the job is gone).
-
-        Polls with a heartbeat every ``min(lease / 3, 0.5)`` seconds: each renews the
-        lease and answers whether a cancel was recorded, so a cancel is seen within
-        that time plus one round trip.
-        """
-        interval = min(lease / 3, WATCH_POLL)
-        while True:
-            await anyio.sleep(interval)
-            status = await self._beat(job_id, attempt, clock() + lease)
-            if status != "ok":
-                return
+    async def renew(
+        self, attempts: builtins.list[tuple[str, int]], lease_until: float
+    ) -> builtins.list[str]:
+        """Renew the leases of running attempts in one script; return the cancelled ids."""
+        if not attempts:
+            return []
+        flat = [part for job_id, attempt in attempts for part in (job_id, encode(attempt))]
+        reply = await self._call(scripts.RENEW, encode(lease_until), *flat)
+        return [text(job_id) for job_id in reply]
 
     # -- changes ----------------------------------------------------------------------
 
@@ -301,8 +295,12 @@ class RedisJobStore:
         )
         return self._status(reply, job_id) == "cancel"
 
-    async def _end(self, script: scripts.Script, job_id: str, now: float, *more: str) -> JobState:
-        reply = await self._call(script, job_id, encode(now), encode(now + self.retention), *more)
+    async def _end(
+        self, script: scripts.Script, job_id: str, attempt: int, now: float, *more: str
+    ) -> JobState:
+        reply = await self._call(
+            script, job_id, encode(now), encode(now + self.retention), *more, encode(attempt)
+        )
         if self._status(reply, job_id) == "missing":
             raise _not_found(job_id, None)
         return JobState(text(reply[1]))
@@ -317,7 +315,7 @@ class RedisJobStore:
             encoded = encode(result) if result is not None else ""
         except (TypeError, ValueError) as exc:
             raise JobStoreError(f"the result of job {job_id!r} is not JSON: {exc}") from None
-        return await self._end(scripts.COMPLETE, job_id, now, encoded)
+        return await self._end(scripts.COMPLETE, job_id, attempt, now, encoded)
 
     async def fail(
         self,
@@ -333,6 +331,7 @@ class RedisJobStore:
         return await self._end(
             scripts.FAIL,
             job_id,
+            attempt,
             now,
             encode(attrs.asdict(error)) if error is not None else "",
             encode(retry_at) if retry_at is not None else "",
@@ -341,7 +340,7 @@ class RedisJobStore:
 
     async def release(self, job_id: str, attempt: int, now: float) -> JobState:
         """Back to pending (or cancelled, if asked)."""
-        return await self._end(scripts.RELEASE, job_id, now)
+        return await self._end(scripts.RELEASE, job_id, attempt, now)
 
     async def cancel(self, job_id: str, now: float, *, tenant: str | None = None) -> Cancelled:
         """Record a cancel.
