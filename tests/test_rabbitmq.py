@@ -13,8 +13,8 @@ import anyio
 import pytest
 
 import foxactors as fa
+from foxactors._redact import redact
 from foxactors.backends import RabbitMQBackend, Topology
-from foxactors.backends._connection import redact
 from foxactors.backends.rabbitmq import delay_bucket
 from foxactors.testing.servers import RabbitMQ
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from foxactors.backends._connection import redact, redact_in
+from foxactors._redact import redact, redact_in
 
 URL = "amqp://worker:s%40cret%2Fpw@broker:5672/vhost"
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 from typing import Any, Generic, Protocol, TypeVar
-from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 import attrs
 import structlog
@@ -20,6 +19,7 @@ import structlog
 from foxactors._actor import Actor
 from foxactors._errors import BackendError
 from foxactors._lifecycle import Exit
+from foxactors._redact import redact, redact_in
 
 from ._messages import GetConnection
 
@@ -38,42 +38,6 @@ class BrokerUnreachable(BackendError):
     does not speak the protocol are plain `BackendError`: they fail at once, since
     trying again would not help; fix the URL.
     """
-
-
-def redact(url: str) -> str:
-    """Return ``url`` with its password (in the authority or the query) as ``***``."""
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except (TypeError, ValueError):
-        return "<unparseable URL>"
-    netloc = parts.netloc
-    if password is not None:
-        host = netloc.rpartition("@")[2]
-        netloc = f"{parts.username or ''}:***@{host}"
-    query = parts.query
-    if "password" in query:
-        query = urlencode([(k, "***" if k == "password" else v) for k, v in parse_qsl(query, True)])
-    return urlunsplit(parts._replace(netloc=netloc, query=query))
-
-
-def redact_in(text: str, url: str) -> str:
-    """Return ``text`` (an error's message) without ``url``'s password, however quoted.
-
-    Clients print a URL their own way (normalised, percent-decoded, in a repr), so
-    the password itself is replaced wherever it stands, raw and decoded.
-    """
-    text = text.replace(url, redact(url))
-    try:
-        parts = urlsplit(url)
-        secrets = [parts.password, *(v for k, v in parse_qsl(parts.query) if k == "password")]
-    except (TypeError, ValueError):
-        return text
-    for secret in secrets:
-        if secret:
-            for form in {secret, unquote(secret), quote(unquote(secret), safe="")}:
-                text = text.replace(form, "***")
-    return text
 
 
 @attrs.frozen

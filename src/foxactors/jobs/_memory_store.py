@@ -10,6 +10,7 @@ from typing import Any
 import anyio
 import attrs
 
+from foxactors._errors import ConfigurationError
 from foxactors._validate import require_seconds
 
 from . import _transitions as t
@@ -62,6 +63,8 @@ class MemoryJobStore:
         cursor: str | None = None,
     ) -> JobPage:
         """Return up to ``limit`` records, newest first, filtered by what is given."""
+        if limit < 1:
+            raise ConfigurationError(f"limit must be an int >= 1, got {limit!r}")
         below = int(cursor) if cursor is not None else None
         found: builtins.list[JobRecord] = []
         for job_id in reversed(self._records):
@@ -128,6 +131,9 @@ class MemoryJobStore:
                 del self._keys[slot]
 
     def _create(self, record: JobRecord) -> tuple[JobRecord, bool]:
+        known = self._records.get(record.id)
+        if known is not None:  # a retried call: it answers as the first one did
+            return known, True
         if record.key is not None:
             slot = (record.tenant or "", record.key)
             holder = self._keys.get(slot)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import anyio
 import redis.asyncio as aioredis
@@ -20,6 +19,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from foxactors._errors import ConfigurationError
+from foxactors._redact import redact, secrets_of
 
 from ._errors import JobRecordError, JobStoreError
 from ._redis_scripts import Script
@@ -27,32 +27,6 @@ from ._redis_scripts import Script
 ERRORS = (RedisError, OSError)
 """What a command may raise when the server or the network fails."""
 SCHEMES = ("redis://", "rediss://", "unix://")
-
-
-def redact(url: str) -> str:
-    """``url`` with its password (in the authority or the query) as ``***``."""
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except (TypeError, ValueError):
-        return "<unparseable URL>"
-    netloc = parts.netloc
-    if password is not None:
-        netloc = f"{parts.username or ''}:***@{netloc.rpartition('@')[2]}"
-    query = parts.query
-    if "password" in query:
-        query = urlencode([(k, "***" if k == "password" else v) for k, v in parse_qsl(query, True)])
-    return urlunsplit(parts._replace(netloc=netloc, query=query))
-
-
-def _secrets(url: str) -> list[str]:
-    """The password of ``url`` in each form a client may print it."""
-    try:
-        parts = urlsplit(url)
-        found = [parts.password, *(v for k, v in parse_qsl(parts.query) if k == "password")]
-    except (TypeError, ValueError):
-        return []
-    return [form for secret in found if secret for form in {secret, unquote(secret)}]
 
 
 def _describe(client: Any) -> str:
@@ -82,7 +56,7 @@ class RedisLink:
                     f"a Redis job store URL must start with redis://, rediss:// or unix://, "
                     f"got {self.where!r}"
                 )
-            self._secrets = _secrets(url)
+            self._secrets = secrets_of(url)
             try:
                 # Retry a command once on a fresh connection (a pooled one the server
                 # closed). No socket_timeout: with one, redis-py can swallow a

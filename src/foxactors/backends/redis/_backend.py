@@ -22,13 +22,13 @@ from foxactors._actor import Actor
 from foxactors._codec import Codec, JsonCodec
 from foxactors._errors import BackendError, ConfigurationError
 from foxactors._message import DEFAULT_PROPERTIES, MessageProperties
+from foxactors._redact import redact
 from foxactors._validate import require_int, require_seconds
 from foxactors.backends._admission import default_properties
 from foxactors.backends._connection import (
     BrokerConnection,
     ConnectionCounts,
     ConnectionStatistics,
-    redact,
 )
 from foxactors.backends._deadletter import DeadLetterShortcuts
 from foxactors.backends._keeper import keeper
