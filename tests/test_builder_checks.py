@@ -150,7 +150,7 @@ def test_a_misspelt_retry_option_names_the_accepted_ones() -> None:
         fa.WorkerApp().with_retry(max_retry=3)
     assert str(caught.value) == (
         "with_retry() got an unknown option 'max_retry'; it accepts: max_retries, "
-        "initial_backoff, max_backoff, multiplier, jitter"
+        "initial_backoff, max_backoff, multiplier, jitter, dead_on"
     )
 
 

@@ -221,8 +221,8 @@ def test_the_email_pipeline_example_retries_and_dead_letters() -> None:
     ] == 3  # retried twice, then sent
     reasons = sorted(e["reason"] for e in events if e["event"] == "report.dead_letter")
     assert len(reasons) == 3
-    assert reasons[0].startswith("failed after 4 attempts: BadAddress")
-    assert reasons[1].startswith("no handler for message type 'send_fax'")
+    assert reasons[0].startswith("no handler for message type 'send_fax'")
+    assert reasons[1].startswith("not retried (BadAddress is in dead_on): BadAddress")
     assert reasons[2].startswith("undecodable: body is not valid JSON")
     assert events[-1]["event"] == "system.stopped"
     assert events[-1]["exit"] == "normal"
