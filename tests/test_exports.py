@@ -148,6 +148,8 @@ JOBS_PUBLIC = {
     "StartKind",
     "Started",
     "SyncJobContext",
+    "SyncJobHandle",
+    "SyncJobQueue",
     "TENANT_HEADER",
     "Task",
     "TaskOptions",

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from ._cli_jobs import add_jobs_commands, run_jobs
 from ._errors import ConfigurationError, FoxactorsError
 from ._logging import LEVELS, configure_logging
 from ._spec import ChildSpec
@@ -180,7 +181,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "the password off the command line)",
             )
         sub.add_argument("--json", action="store_true", help="one JSON object per line")
+    add_jobs_commands(commands)
     args = parser.parse_args(argv)
+    if args.command == "jobs":
+        return run_jobs(args)
     if args.command == "dead-letters":
         choices = [(b, getattr(args, b)) for b in ("rabbitmq", "redis")]  # flags first
         choices += [

@@ -38,6 +38,8 @@ from ._store import JobStore as JobStore
 from ._store import Reaped as Reaped
 from ._store import Started as Started
 from ._store import StartKind as StartKind
+from ._sync import SyncJobHandle as SyncJobHandle
+from ._sync import SyncJobQueue as SyncJobQueue
 from ._task import BoundTask as BoundTask
 from ._task import Task as Task
 from ._task import TaskOptions as TaskOptions

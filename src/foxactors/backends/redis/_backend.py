@@ -152,6 +152,7 @@ class RedisBackend(DeadLetterShortcuts):
         self._dead_letter_stream = dead_letter_stream
         self._delayed_set = delayed_set
         self._publisher: aioredis.Redis | None = None
+        self._connecting = anyio.Lock()  # concurrent first publishes open one client
         self._default_properties = default_properties(self.codec)
         self._in_use: set[tuple[str, str]] = set()
         self._generations = itertools.count(1)
@@ -204,7 +205,9 @@ class RedisBackend(DeadLetterShortcuts):
 
     async def _client(self) -> Any:  # redis-py's reply types are too wide to narrow
         if self._publisher is None:
-            self._publisher = await self.connect(retries=1)
+            async with self._connecting:
+                if self._publisher is None:
+                    self._publisher = await self.connect(retries=1)
         return self._publisher
 
     async def ensure_group(self, client: aioredis.Redis, stream: str) -> None:
