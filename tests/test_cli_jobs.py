@@ -2,9 +2,8 @@
 
 Most tests call ``main([...])`` in this process, on a `MemoryJobStore` handed to the
 command through its one seam, ``_cli_jobs.open_store``; retry publishes to the suite's
-real brokers. Tests marked ``needs_redis_store`` run the real thing, a `RedisJobStore`
-on the suite's Redis, in this process and in subprocesses; they skip until the Redis
-store is part of ``foxactors.jobs``.
+real brokers. The last tests run the real thing, a `RedisJobStore` on the suite's
+Redis, in this process and in subprocesses.
 """
 
 from __future__ import annotations
@@ -35,11 +34,6 @@ from .brokers import BROKERS
 
 ROOT = Path(__file__).resolve().parent.parent
 STORE = "redis://:s3cret-pw@127.0.0.1:6399/0"  # the seam's store: never reached
-
-needs_redis_store = pytest.mark.skipif(
-    not hasattr(foxactors.jobs, "RedisJobStore"),
-    reason="needs RedisJobStore (the redis-job-store branch)",
-)
 
 
 @pytest.fixture(autouse=True)
@@ -475,10 +469,9 @@ def redis_store(redis: RedisServer) -> tuple[str, str]:
     return redis.url, f"fx:test:{uuid.uuid4().hex[:8]}"
 
 
-@needs_redis_store
 def test_the_commands_on_a_redis_store_in_a_subprocess(redis_store: tuple[str, str]) -> None:
     url, prefix = redis_store
-    store = foxactors.jobs.RedisJobStore(url, prefix=prefix)  # type: ignore[attr-defined, unused-ignore]
+    store = foxactors.jobs.RedisJobStore(url, prefix=prefix)
     ids = story(store, close=True)
     env = {"FOXACTORS_JOBS_STORE_URL": url}
     done = foxactors_command("jobs", "status", ids["running"], "--prefix", prefix, env=env)
@@ -495,12 +488,11 @@ def test_the_commands_on_a_redis_store_in_a_subprocess(redis_store: tuple[str, s
     assert (done.returncode, done.stderr) == (1, "foxactors: no job 'nope'\n")
 
 
-@needs_redis_store
 def test_retry_on_a_redis_store_and_a_redis_broker(
     redis_store: tuple[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     url, prefix = redis_store
-    store = foxactors.jobs.RedisJobStore(url, prefix=prefix)  # type: ignore[attr-defined, unused-ignore]
+    store = foxactors.jobs.RedisJobStore(url, prefix=prefix)
     queue = f"reports-{uuid.uuid4().hex[:8]}"
 
     async def fill() -> str:

@@ -2,8 +2,7 @@
 
 Memory runs on asyncio and trio, in real time (threads do the calling: a virtual clock
 would jump while they work). The brokers run on asyncio against the suite's servers.
-Tests marked ``needs_redis_store`` need `RedisJobStore` (records shared between the
-client's loop and a worker's); they skip until it is part of ``foxactors.jobs``.
+Records shared between the client's loop and a worker's live in a `RedisJobStore`.
 """
 
 from __future__ import annotations
@@ -49,11 +48,6 @@ T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
 THREADS = 24
 WAIT = 30.0  # real seconds a thread waits for a result before the test fails
-
-needs_redis_store = pytest.mark.skipif(
-    not hasattr(foxactors.jobs, "RedisJobStore"),
-    reason="needs RedisJobStore (the redis-job-store branch): records shared between loops",
-)
 
 
 @pytest.fixture(params=["asyncio", "trio"])
@@ -606,14 +600,13 @@ print(sync.enqueue(send, "ada").status().state.value)
 # -- with the Redis job store: a client's loop and a worker's share the records ----------
 
 
-@needs_redis_store
 @ON_ASYNCIO
 @pytest.mark.parametrize("broker", BROKERS)
 async def test_jobs_from_the_clients_own_loop_run_on_a_worker_and_read_back(
     broker: str, queue: str, request: pytest.FixtureRequest, redis: RedisServer
 ) -> None:
     server = broker_server(broker, request)
-    store_class = foxactors.jobs.RedisJobStore  # type: ignore[attr-defined, unused-ignore]
+    store_class = foxactors.jobs.RedisJobStore
     prefix = f"fx:test:{uuid.uuid4().hex[:8]}"
     jobs = JobQueue(
         case(broker, server).backend, store=store_class(redis.url, prefix=prefix), queue=queue
@@ -642,12 +635,11 @@ async def test_jobs_from_the_clients_own_loop_run_on_a_worker_and_read_back(
     await jobs.backend.close()
 
 
-@needs_redis_store
 @ON_ASYNCIO
 async def test_a_broker_down_leaves_no_record_and_no_key_in_the_redis_store(
     redis: RedisServer,
 ) -> None:
-    store_class = foxactors.jobs.RedisJobStore  # type: ignore[attr-defined, unused-ignore]
+    store_class = foxactors.jobs.RedisJobStore
     prefix = f"fx:test:{uuid.uuid4().hex[:8]}"
     down = JobQueue(RabbitMQBackend(f"amqp://guest:guest@127.0.0.1:{free_port()}/"), queue="q")
     up = JobQueue(RedisBackend(redis.url), queue=f"q-{uuid.uuid4().hex[:8]}")

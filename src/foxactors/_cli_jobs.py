@@ -12,7 +12,6 @@ import argparse
 import asyncio
 import contextlib
 import datetime
-import importlib
 import json
 import logging
 import os
@@ -158,7 +157,7 @@ def open_store(url: str, prefix: str) -> JobStore:
     """The job store at ``url``: a `RedisJobStore` (the one processes share).
 
     Raises:
-        ConfigurationError: Not a Redis URL, or no Redis job store in this foxactors.
+        ConfigurationError: Not a Redis URL.
         ImportError: The ``jobs`` or ``redis`` extra is missing (the message says which).
     """
     if not url.startswith(STORE_SCHEMES):
@@ -166,11 +165,9 @@ def open_store(url: str, prefix: str) -> JobStore:
             f"the job store URL must be a Redis one (redis://, rediss:// or unix://), got "
             f"{redact(url)!r}; the memory store lives inside one process, out of reach"
         )
-    jobs = importlib.import_module("foxactors.jobs")  # the jobs extra: an install hint
-    store_class: Callable[..., JobStore] | None = getattr(jobs, "RedisJobStore", None)
-    if store_class is None:
-        raise ConfigurationError("this foxactors has no Redis job store (RedisJobStore)")
-    return store_class(url, prefix=prefix)
+    from .jobs import RedisJobStore  # noqa: PLC0415 - the jobs extra, loaded when asked
+
+    return RedisJobStore(url, prefix=prefix)
 
 
 def open_backend(broker: str, url: str) -> Backend:
