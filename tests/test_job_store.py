@@ -1,5 +1,7 @@
 """The job store contract, run against every store: memory (asyncio and trio) and Redis.
 
+Memory cases run in virtual time, Redis in real time against the suite's own server.
+
 Each transition of `foxactors.jobs._transitions` is checked through the store's own
 methods, so a store that keeps the table elsewhere (Redis, in Lua) is held to it too.
 A new store joins by adding a case to ``STORES`` and a branch to the ``store`` fixture.
@@ -25,13 +27,15 @@ from foxactors.jobs import (
     JobState,
     JobStore,
     MemoryJobStore,
+    RedisJobStore,
     StartKind,
 )
 from foxactors.testing import anyio_backend_options
+from foxactors.testing.servers import RedisServer
 
 pytestmark = pytest.mark.anyio
 
-STORES = [("memory", "asyncio"), ("memory", "trio")]
+STORES = [("memory", "asyncio"), ("memory", "trio"), ("redis", "asyncio")]
 RETENTION = 100.0
 NOW = 1_000_000.0
 
@@ -50,6 +54,14 @@ def anyio_backend(case: tuple[str, str]) -> tuple[str, dict[str, Any]]:
 async def store(case: tuple[str, str], request: pytest.FixtureRequest) -> AsyncIterator[JobStore]:
     if case[0] == "memory":
         yield MemoryJobStore(retention=RETENTION)
+        return
+    if case[0] == "redis":  # real time, a server of the suite's own, a prefix per test
+        server: RedisServer = request.getfixturevalue("redis")
+        redis_store = RedisJobStore(
+            server.url, prefix=f"test:{uuid.uuid4().hex}", retention=RETENTION
+        )
+        yield redis_store
+        await redis_store.close()
         return
     raise AssertionError(f"no store {case[0]!r}")  # pragma: no cover
 

@@ -29,6 +29,7 @@ from ._memory_store import MemoryJobStore as MemoryJobStore
 from ._record import ErrorInfo as ErrorInfo
 from ._record import JobRecord as JobRecord
 from ._record import JobState as JobState
+from ._redis_store import RedisJobStore as RedisJobStore
 from ._store import CancelKind as CancelKind
 from ._store import Cancelled as Cancelled
 from ._store import JobPage as JobPage

@@ -1,0 +1,194 @@
+"""`RedisLink`: the Redis job store's client, its scripts, and which errors mean what.
+
+The only module of the job layer that imports redis-py: `RedisJobStore` loads it when
+it is built, so ``foxactors.jobs`` imports without the ``redis`` extra. Every failure
+comes out as a job error (`JobStoreError`, or `JobRecordError` for a key that holds
+something else), with the URL's password never in its text.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+
+import anyio
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import NoScriptError, RedisError, ResponseError
+
+from foxactors._errors import ConfigurationError
+
+from ._errors import JobRecordError, JobStoreError
+from ._redis_scripts import Script
+
+ERRORS = (RedisError, OSError)
+"""What a command may raise when the server or the network fails."""
+SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def redact(url: str) -> str:
+    """``url`` with its password (in the authority or the query) as ``***``."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except (TypeError, ValueError):
+        return "<unparseable URL>"
+    netloc = parts.netloc
+    if password is not None:
+        netloc = f"{parts.username or ''}:***@{netloc.rpartition('@')[2]}"
+    query = parts.query
+    if "password" in query:
+        query = urlencode([(k, "***" if k == "password" else v) for k, v in parse_qsl(query, True)])
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+def _secrets(url: str) -> list[str]:
+    """The password of ``url`` in each form a client may print it."""
+    try:
+        parts = urlsplit(url)
+        found = [parts.password, *(v for k, v in parse_qsl(parts.query) if k == "password")]
+    except (TypeError, ValueError):
+        return []
+    return [form for secret in found if secret for form in {secret, unquote(secret)}]
+
+
+def _describe(client: Any) -> str:
+    """Where a client given by the caller points, without its credentials."""
+    kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
+    if "path" in kwargs:
+        return f"unix://{kwargs['path']}"
+    return f"redis://{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
+
+
+class RedisLink:
+    """A redis-py asyncio client (made from a URL, or the caller's) and how to use it.
+
+    Args:
+        url_or_client: ``redis://``, ``rediss://`` or ``unix://`` URL (a client of
+            its own, closed by `close`), or a ``redis.asyncio.Redis`` (the caller's,
+            left open).
+    """
+
+    def __init__(self, url_or_client: str | aioredis.Redis) -> None:
+        self._secrets: list[str] = []
+        if isinstance(url_or_client, str):
+            url = url_or_client
+            self.where = redact(url)
+            if not url.startswith(SCHEMES):
+                raise ConfigurationError(
+                    f"a Redis job store URL must start with redis://, rediss:// or unix://, "
+                    f"got {self.where!r}"
+                )
+            self._secrets = _secrets(url)
+            try:
+                # Retry a command once on a fresh connection (a pooled one the server
+                # closed). No socket_timeout: with one, redis-py can swallow a
+                # cancellation; reads that wait carry timeouts of their own.
+                client = aioredis.Redis.from_url(
+                    url,
+                    socket_connect_timeout=5,
+                    socket_keepalive=True,
+                    retry=Retry(NoBackoff(), 1),
+                )
+            except ValueError as exc:
+                raise ConfigurationError(
+                    f"bad Redis job store URL {self.where!r}: {self._scrub(str(exc))}"
+                ) from None
+            self.client: Any = client  # redis-py's reply types are too wide to narrow
+            self.owns = True
+        elif isinstance(url_or_client, aioredis.Redis):
+            self.client = url_or_client
+            self.where = _describe(url_or_client)
+            self.owns = False
+        else:
+            raise ConfigurationError(
+                "RedisJobStore takes a redis:// URL or a redis.asyncio.Redis client, "
+                f"got {type(url_or_client).__name__}"
+            )
+
+    def _scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    @contextlib.contextmanager
+    def translate(self, doing: str) -> Iterator[None]:
+        """Turn redis-py's errors inside the block into job errors."""
+        try:
+            yield
+        except ERRORS as exc:
+            detail = self._scrub(str(exc))
+            cause = exc if detail == str(exc) else None
+            if isinstance(exc, ResponseError) and (
+                "WRONGTYPE" in detail or "cannot be written" in detail
+            ):
+                raise JobRecordError(
+                    f"job store at {self.where}: {doing}: a record or index key is unusable "
+                    f"({detail}); fix or delete it"
+                ) from cause
+            if isinstance(exc, ResponseError):
+                raise JobStoreError(
+                    f"job store at {self.where}: Redis refused {doing}: {detail}"
+                ) from cause
+            raise JobStoreError(
+                f"cannot reach the job store at {self.where} ({doing}): "
+                f"{type(exc).__name__}: {detail}"
+            ) from cause
+
+    async def call(self, script: Script, *args: Any) -> Any:
+        """Run ``script`` by its SHA1 (loading it if Redis does not know it yet)."""
+        with self.translate(script.name):
+            try:
+                return await self.client.evalsha(script.sha, 0, *args)
+            except NoScriptError:
+                return await self.client.eval(script.source, 0, *args)
+
+    async def hgetall(self, key: str, doing: str) -> Any:
+        """The fields of the hash ``key`` (empty if none)."""
+        with self.translate(doing):
+            return await self.client.hgetall(key)
+
+    async def zcards(self, keys: list[str]) -> list[int]:
+        """The sizes of the sorted sets ``keys``, in one round trip."""
+        with self.translate("counting jobs"):
+            async with self.client.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.zcard(key)
+                return [int(n) for n in await pipe.execute()]
+
+    @contextlib.asynccontextmanager
+    async def subscription(self, channel: str) -> AsyncIterator[Subscription]:
+        """Subscribed to ``channel`` (confirmed by the server) for the block."""
+        pubsub = self.client.pubsub()
+        try:
+            with self.translate("subscribing"):
+                await pubsub.subscribe(channel)
+                # Read the confirmation: from here on nothing published is missed.
+                await pubsub.get_message(timeout=None)
+            yield Subscription(self, pubsub)
+        finally:
+            with anyio.CancelScope(shield=True), contextlib.suppress(*ERRORS):
+                await pubsub.aclose()
+
+    async def close(self) -> None:
+        """Close the client, if this link made it."""
+        if self.owns:
+            with contextlib.suppress(*ERRORS):
+                await self.client.aclose()
+
+
+class Subscription:
+    """Messages of one subscribed channel."""
+
+    def __init__(self, link: RedisLink, pubsub: Any) -> None:
+        self._link = link
+        self._pubsub = pubsub
+
+    async def message(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for a message; True if one came."""
+        with self._link.translate("waiting for a job"):
+            got = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=timeout)
+        return got is not None

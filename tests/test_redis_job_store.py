@@ -1,0 +1,421 @@
+"""What only the Redis job store has to prove: real concurrency, round trips, costs, bad data.
+
+The contract itself is tests/test_job_store.py (every store); these run on asyncio in
+real time against the suite's own redis-server. Costs are counted, never timed: Redis
+counts the commands scripts run (INFO commandstats), so "reap reads only what
+expired" is a number of HMGETs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import anyio
+import pytest
+import redis.asyncio as aioredis
+
+from foxactors import ConfigurationError
+from foxactors.jobs import (
+    ErrorInfo,
+    JobNotFound,
+    JobRecord,
+    JobRecordError,
+    JobState,
+    JobStoreError,
+    RedisJobStore,
+)
+from foxactors.jobs._redis_store import _encode, _fields
+from foxactors.testing.servers import RedisServer, free_port, redis_server
+
+pytestmark = pytest.mark.anyio
+
+NOW = 1_000_000.0
+RETENTION = 100.0
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"  # redis-py
+
+
+@pytest.fixture
+async def raw(redis: RedisServer) -> AsyncIterator[aioredis.Redis]:
+    """A plain client: what an operator (or a bug) would do to the keys."""
+    client = aioredis.Redis.from_url(redis.url)
+    yield client
+    await client.aclose()
+
+
+class Counting(aioredis.Redis):
+    """A client that notes the name of every command it sends (one per round trip)."""
+
+    sent: list[str]
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        self.sent.append(str(args[0]))
+        return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+
+
+@pytest.fixture
+async def counting(redis: RedisServer) -> AsyncIterator[Counting]:
+    client = Counting(host="127.0.0.1", port=redis.port)
+    client.sent = []
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def store(redis: RedisServer) -> AsyncIterator[RedisJobStore]:
+    jobs = RedisJobStore(redis.url, prefix=f"t:{uuid.uuid4().hex}", retention=RETENTION)
+    yield jobs
+    await jobs.close()
+
+
+def job(**changes: Any) -> JobRecord:
+    fields: dict[str, Any] = {
+        "id": uuid.uuid4().hex,
+        "task": "send_email",
+        "queue": "emails",
+        "args": {"to": "ada@example.com"},
+        "enqueued_at": NOW,
+    }
+    fields.update(changes)
+    return JobRecord(**fields)
+
+
+def done(**changes: Any) -> JobRecord:
+    """A record already succeeded (at NOW, kept until NOW + RETENTION, unless changed)."""
+    fields: dict[str, Any] = {
+        "state": JobState.SUCCEEDED,
+        "committed": True,
+        "finished_at": NOW,
+        "expires_at": NOW + RETENTION,
+        "result": "ok",
+    }
+    return job(**{**fields, **changes})
+
+
+async def calls(raw: aioredis.Redis, command: str) -> int:
+    """How many times Redis has run ``command`` (scripts' calls included)."""
+    stats = await raw.info("commandstats")
+    return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
+
+
+# -- one key, one job -------------------------------------------------------------------
+
+
+async def test_fifty_producers_on_their_own_connections_make_one_job(redis: RedisServer) -> None:
+    prefix = f"t:{uuid.uuid4().hex}"
+    producers = [RedisJobStore(redis.url, prefix=prefix) for _ in range(50)]
+    answers: list[tuple[JobRecord, bool]] = []
+
+    async def enqueue(producer: RedisJobStore, n: int) -> None:
+        record = job(key="daily-report", tenant="acme")
+        if n % 2:
+            answers.append(await producer.create(record))
+        else:
+            answers.extend(await producer.create_many([job(), record]))
+
+    try:
+        async with anyio.create_task_group() as tg:
+            for n, producer in enumerate(producers):
+                tg.start_soon(enqueue, producer, n)
+        keyed = [(r, created) for r, created in answers if r.key == "daily-report"]
+        assert sum(created for _, created in keyed) == 1
+        assert len({r.id for r, _ in keyed}) == 1
+        counts = await producers[0].counts(queue="emails", tenant="acme")
+        assert counts[JobState.PENDING] == 1  # the other tenant-less jobs are not acme's
+    finally:
+        for producer in producers:
+            await producer.close()
+
+
+# -- round trips and costs --------------------------------------------------------------
+
+
+async def test_each_transition_is_one_round_trip(counting: Counting) -> None:
+    store = RedisJobStore(counting, prefix=f"t:{uuid.uuid4().hex}")
+
+    async def life() -> None:
+        record, _ = await store.create(job(key=uuid.uuid4().hex))
+        await store.commit([record.id])
+        await store.start(record.id, 1, NOW, NOW + 30)
+        await store.heartbeat(record.id, 1, NOW + 60)
+        await store.complete(record.id, 1, NOW + 1, {"ok": True})
+        await store.get(record.id)
+
+    await life()  # a script Redis does not know yet costs one EVAL, once
+    counting.sent.clear()
+    await life()
+    assert counting.sent == ["EVALSHA"] * 5 + ["HGETALL"]
+    counting.sent.clear()
+    await store.create_many([job() for _ in range(200)])
+    assert counting.sent == ["EVALSHA"]
+
+
+async def test_reap_reads_only_what_expired(store: RedisJobStore, raw: aioredis.Redis) -> None:
+    kept = [done(finished_at=NOW + 50, expires_at=NOW + 50 + RETENTION) for _ in range(3000)]
+    gone = [done() for _ in range(3)]
+    for n in range(0, len(kept), 500):
+        await store.create_many(kept[n : n + 500])
+    await store.create_many(gone)
+    before = await calls(raw, "hmget")
+    reaped = await store.reap(NOW + RETENTION, abandon_after=60)
+    assert (reaped.expired_records, reaped.expired_leases, reaped.abandoned) == (3, 0, 0)
+    assert await calls(raw, "hmget") - before == 3  # one read per expired record, no more
+    for record in gone:
+        with pytest.raises(JobNotFound):
+            await store.get(record.id)
+    assert (await store.counts())[JobState.SUCCEEDED] == 3000
+    assert await store.get(kept[0].id) == kept[0]
+
+
+async def test_reap_works_through_more_than_a_batch(store: RedisJobStore) -> None:
+    await store.create_many([done() for _ in range(1200)])  # REAP_BATCH is 500
+    assert (await store.reap(NOW + RETENTION, abandon_after=60)).expired_records == 1200
+    assert (await store.counts())[JobState.SUCCEEDED] == 0
+
+
+async def test_a_list_with_two_filters_reads_the_smaller_index(
+    store: RedisJobStore, raw: aioredis.Redis
+) -> None:
+    wanted = [job(queue="reports", tenant="acme") for _ in range(3)]
+    await store.create_many(wanted)
+    await store.create_many([job(queue="reports", tenant="globex") for _ in range(500)])
+    before = await calls(raw, "hmget")
+    page = await store.list(queue="reports", tenant="acme")
+    assert {r.id for r in page.jobs} == {r.id for r in wanted}
+    assert await calls(raw, "hmget") - before == 3  # acme's index, not the queue's 503
+
+
+async def test_a_sparse_listing_comes_in_pages_cut_by_the_scan_budget(
+    store: RedisJobStore,
+) -> None:
+    # Two matches at the old end of two large indexes: a page reads at most
+    # 10 * limit + 1000 index entries, then hands back a cursor to go on from.
+    wanted = [job(queue="reports", tenant="acme") for _ in range(2)]
+    await store.create_many(wanted)
+    for _ in range(3):
+        await store.create_many([job(queue="reports", tenant="globex") for _ in range(500)])
+        await store.create_many([job(queue="emails", tenant="acme") for _ in range(500)])
+    first = await store.list(queue="reports", tenant="acme", limit=5)
+    assert first.jobs == ()
+    assert first.cursor is not None
+    found: list[JobRecord] = []
+    cursor: str | None = first.cursor
+    while cursor is not None:
+        page = await store.list(queue="reports", tenant="acme", limit=5, cursor=cursor)
+        found += page.jobs
+        cursor = page.cursor
+    assert [r.id for r in found] == [r.id for r in reversed(wanted)]
+
+
+# -- bad data ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("spoil", "message"),
+    [
+        (lambda raw, key: raw.hset(key, "state", "{not json"), "not JSON"),
+        (lambda raw, key: raw.hset(key, "v", "2"), "format version 2"),
+        (lambda raw, key: raw.hset(key, "state", '"lost"'), "lost"),
+        (lambda raw, key: raw.delete(key), None),  # gone from under its indexes
+        (lambda raw, key: raw.set(key, "garbage"), "WRONGTYPE"),
+    ],
+    ids=["garbage-json", "other-version", "unknown-state", "deleted", "not-a-hash"],
+)
+async def test_a_spoilt_record_is_refused_clearly_and_the_rest_works(
+    store: RedisJobStore,
+    raw: aioredis.Redis,
+    spoil: Callable[[aioredis.Redis, str], Any],
+    message: str | None,
+) -> None:
+    spoilt = job(key="k")
+    await store.create(spoilt)
+    await store.commit([spoilt.id])
+    await store.start(spoilt.id, 1, NOW, NOW + 1)  # in the leases index, soon expired
+    finished = await store.create(done())
+    await spoil(raw, f"{store.prefix}:job:{spoilt.id}")
+
+    if message is None:
+        with pytest.raises(JobNotFound):
+            await store.get(spoilt.id)
+        assert [r.id for r in (await store.list()).jobs] == [finished[0].id]
+    else:
+        with pytest.raises(JobRecordError, match=message):
+            await store.get(spoilt.id)
+        with pytest.raises(JobRecordError):
+            await store.list()
+        with pytest.raises(JobRecordError):
+            await store.start(spoilt.id, 2, NOW, NOW + 30)
+        with pytest.raises(JobRecordError):
+            await store.cancel(spoilt.id, NOW)
+
+    # Reaping goes on around it: the finished record expires, the spoilt one is left.
+    reaped = await store.reap(NOW + RETENTION + 10, abandon_after=60)
+    assert (reaped.expired_records, reaped.expired_leases) == (1, 0)
+    with pytest.raises(JobNotFound):
+        await store.get(finished[0].id)
+    assert await raw.exists(f"{store.prefix}:job:{spoilt.id}") == (message is not None)
+    assert (await store.reap(NOW + RETENTION + 20, abandon_after=60)).expired_leases == 0
+    # Other jobs come and go as usual.
+    other, created = await store.create(job())
+    assert created
+    assert (await store.start(other.id, 1, NOW, NOW + 30)).record == await store.get(other.id)
+
+
+# -- the stored form ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        job(),
+        job(
+            state=JobState.DEAD,
+            tenant="Zoë \u2028 \x00",
+            priority=9,
+            attempt=2,
+            key='k "1"',
+            enqueued_at=5,  # an int stays an int
+            scheduled_at=NOW + 0.1,
+            progress=float("inf"),
+            progress_message="",
+            result={"nested": [1, 2.5, None, True, "\U0001f600"]},
+            error=ErrorInfo("ValueError", "bad", "Traceback ..."),
+            reason="no such domain",
+            cancel_requested=True,
+            expires_at=NOW + 1e-7,
+            committed=True,
+        ),
+    ],
+    ids=["plain", "every-field"],
+)
+def test_the_hash_holds_to_dict_as_json_exactly(record: JobRecord) -> None:
+    flat = _fields(record)
+    stored = dict(zip(flat[::2], flat[1::2], strict=True))
+    expected = {k: v for k, v in record.to_dict().items() if v is not None}
+    assert stored == {k: _encode(v) for k, v in expected.items()}
+    assert JobRecord.from_dict({k: json.loads(v) for k, v in stored.items()}) == record
+
+
+# -- waiting ----------------------------------------------------------------------------
+
+
+async def test_every_waiter_wakes_by_its_message(store: RedisJobStore) -> None:
+    record, _ = await store.create(job())
+    await store.start(record.id, 1, NOW, NOW + 30)
+    subscribed = 0
+    all_subscribed = anyio.Event()
+    subscription = store._link.subscription
+
+    @contextlib.asynccontextmanager
+    async def noted(channel: str) -> AsyncIterator[Any]:
+        nonlocal subscribed
+        async with subscription(channel) as sub:
+            subscribed += 1
+            if subscribed == 3:
+                all_subscribed.set()
+            yield sub
+
+    store._link.subscription = noted  # type: ignore[method-assign]
+    seen: list[JobRecord] = []
+    all_woke = anyio.Event()
+
+    async def waiter() -> None:
+        seen.append(await store.wait(record.id, timeout=30))
+        if len(seen) == 3:
+            all_woke.set()
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(3):
+            tg.start_soon(waiter)
+        with anyio.fail_after(5):
+            await all_subscribed.wait()
+        await anyio.wait_all_tasks_blocked()
+        assert seen == []
+        await store.complete(record.id, 1, NOW + 1, "done")
+        # Well before the waiters' own look every 5 s: the message woke them.
+        with anyio.fail_after(2):
+            await all_woke.wait()
+    assert [r.result for r in seen] == ["done"] * 3
+
+
+async def test_wait_on_an_unknown_job_is_not_found(store: RedisJobStore) -> None:
+    with pytest.raises(JobNotFound):
+        await store.wait("nope", timeout=5)
+
+
+# -- connections, names, configuration ----------------------------------------------------
+
+
+async def test_an_unreachable_server_is_a_store_error_without_the_password() -> None:
+    url = f"redis://:hunter2-secret@127.0.0.1:{free_port()}/0"
+    store = RedisJobStore(url)
+    assert "hunter2" not in repr(store)
+    with pytest.raises(JobStoreError) as caught:
+        await store.get("x")
+    text = str(caught.value)
+    assert "cannot reach the job store at redis://:***@127.0.0.1" in text
+    assert "hunter2" not in text
+    assert caught.value.__cause__ is None or "hunter2" not in str(caught.value.__cause__)
+    await store.close()
+
+
+async def test_a_wrong_password_is_a_store_error_without_it() -> None:
+    with redis_server(password="right-one") as locked:
+        store = RedisJobStore(f"redis://:wrong-one@127.0.0.1:{locked.port}/0")
+        with pytest.raises(JobStoreError) as caught:
+            await store.create(job())
+        assert "wrong-one" not in str(caught.value)
+        await store.close()
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (("http://:pw@host/0",), "must start with redis://"),
+        ((42,), "takes a redis:// URL or a redis.asyncio.Redis"),
+    ],
+)
+def test_bad_arguments_are_refused_clearly(args: tuple[Any, ...], match: str) -> None:
+    with pytest.raises(ConfigurationError, match=match) as caught:
+        RedisJobStore(*args)
+    assert "pw@" not in str(caught.value)
+
+
+def test_bad_options_are_refused_clearly() -> None:
+    with pytest.raises(ConfigurationError, match="prefix"):
+        RedisJobStore("redis://localhost/0", prefix="")
+    with pytest.raises(ConfigurationError, match="retention"):
+        RedisJobStore("redis://localhost/0", retention=-1)
+
+
+async def test_a_callers_client_with_decoded_replies_works_and_stays_open(
+    redis: RedisServer,
+) -> None:
+    client = aioredis.Redis.from_url(redis.url, decode_responses=True)
+    store = RedisJobStore(client, prefix=f"t:{uuid.uuid4().hex}")
+    record, _ = await store.create(job(key="k", tenant="acme", args={"name": "Zoë"}))
+    again, created = await store.create(job(key="k", tenant="acme"))
+    assert (again, created) == (record, False)
+    assert await store.get(record.id) == record
+    assert (await store.list(tenant="acme")).jobs == (record,)
+    assert "127.0.0.1" in repr(store)
+    await store.close()
+    assert await client.ping()  # the caller's client, left open
+    await client.aclose()
+
+
+async def test_every_key_is_under_the_prefix(store: RedisJobStore, raw: aioredis.Redis) -> None:
+    before = {key async for key in raw.scan_iter()}
+    record, _ = await store.create(job(key="k", tenant="acme"))
+    await store.start(record.id, 1, NOW, NOW + 30)
+    await store.fail(record.id, 1, NOW + 1, None, retry_at=None, reason="no")
+    made = {key async for key in raw.scan_iter()} - before
+    assert made
+    assert all(key.startswith(f"{store.prefix}:".encode()) for key in made)
