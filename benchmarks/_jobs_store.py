@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import importlib
 import json
+import random
+import statistics
 import time
 import uuid
 from typing import Any
@@ -77,71 +79,103 @@ async def raw_xadd_rate(url: str, stream: str, n: int, batch: int) -> float:
     return rate
 
 
-async def measure_store(url: str, records: list[int], reads: int) -> list[str]:
-    """(e): enqueue and status-read cost with ``records[0]`` vs ``records[1]`` records."""
+async def measure_store(url: str, records: list[int], reads: int, rounds: int) -> list[str]:
+    """(e): enqueue and status-read cost with ``records[0]`` vs ``records[1]`` records.
+
+    Both stores are filled first and live side by side on the server; then each
+    round times ``reads`` enqueues and ``reads`` status reads on each, after an
+    untimed warm-up (connections, scripts), the first of the two alternating (at
+    least two rounds).
+    """
     small, large = records
     title = f"(e) Redis job store, {small:,} vs {large:,} records"
     if not available():
         return [title, "    skipped: RedisJobStore not available"]
-    costs: dict[int, tuple[float, float]] = {}
-    for count in (small, large):
-        costs[count] = await store_costs(url, count, reads)
+    sized = [Sized(url) for _ in records]
     lines = [title]
-    for index, what in enumerate(("enqueue (one at a time)", "status read")):
-        a, b = costs[small][index], costs[large][index]
+    try:
+        for store, count in zip(sized, records, strict=True):
+            rate = await store.fill(count)
+            lines.append(
+                f"    filled {count:>9,} records: create_many + commit, 1,000 a call, "
+                f"{rate:,.0f} records/s"
+            )
+        for store in sized:
+            await store.costs(min(reads, 200))  # warm-up
+        costs: list[list[tuple[float, float]]] = [[], []]
+        for turn in range(max(2, rounds)):  # each size first in turn
+            for index in (0, 1) if turn % 2 == 0 else (1, 0):
+                costs[index].append(await sized[index].costs(reads))
+    finally:
+        for store in sized:
+            await store.close()
+    for index, what in enumerate(("enqueue, one at a time", "status read")):
+        a = statistics.median(cost[index] for cost in costs[0])
+        b = statistics.median(cost[index] for cost in costs[1])
+        ratios = [y[index] / x[index] for x, y in zip(costs[0], costs[1], strict=True)]
+        spread = f" [{min(ratios):.0%}-{max(ratios):.0%}]" if len(ratios) > 1 else ""
         lines.append(
-            f"    {what:<24} {a * 1e6:8.0f} us vs {b * 1e6:8.0f} us -> {b / a:.0%}"
-            " (target within 80-120%)"
+            f"    {what:<24} {a * 1e6:6.0f} us vs {b * 1e6:6.0f} us "
+            f"-> {statistics.median(ratios):.0%}{spread} (target within 80-120%)"
         )
     return lines
 
 
-async def fill(store: JobStore, count: int) -> list[str]:
-    """Put ``count`` committed pending records in ``store``, 1,000 per round trip."""
-    ids: list[str] = []
-    now = time.time()
-    for first in range(0, count, 1000):
-        records = [
-            JobRecord(
-                id=uuid.uuid4().hex,
-                task="noop",
-                queue="fill",
-                args=payload(i),
-                max_attempts=3,
-                enqueued_at=now,
-            )
-            for i in range(first, min(count, first + 1000))
-        ]
-        await store.create_many(records)
-        await store.commit([record.id for record in records])
-        ids += [record.id for record in records]
-    return ids
+class Sized:
+    """A Redis job store of its own (fresh prefix) with a task to enqueue into it."""
 
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.prefix = f"bench-store-{uuid.uuid4().hex[:8]}"
+        store = redis_store(url, prefix=self.prefix)
+        assert store is not None
+        self.store = store
+        self.jobs = JobQueue(fa.MemoryBackend(), store=store, queue="fill")
+        self.ids: list[str] = []
 
-async def store_costs(url: str, count: int, reads: int) -> tuple[float, float]:
-    """Seconds per enqueue and per status read with ``count`` records in a fresh store."""
-    prefix = f"bench-store-{uuid.uuid4().hex[:8]}"
-    store = redis_store(url, prefix=prefix)
-    assert store is not None
-    jobs = JobQueue(fa.MemoryBackend(), store=store, queue="fill")
+        @self.jobs.task
+        async def noop(to: str, template: str, n: int) -> int:
+            return n
 
-    @jobs.task
-    async def noop(to: str, template: str, n: int) -> int:
-        return n
+        self.noop = noop
 
-    ids = await fill(store, count)
-    sample = ids[:: max(1, count // reads)][:reads]
-    start = time.perf_counter()
-    for i in range(reads):
-        await noop.enqueue(**payload(i))
-    enqueue = (time.perf_counter() - start) / reads
-    start = time.perf_counter()
-    for job_id in sample:
-        await jobs.handle(job_id).status()
-    status = (time.perf_counter() - start) / len(sample)
-    await jobs.close()
-    client = redis_client(url)
-    async for key in client.scan_iter(match=f"{prefix}*", count=10_000):
-        await client.unlink(key)
-    await client.aclose()
-    return enqueue, status
+    async def fill(self, count: int) -> float:
+        """Put ``count`` committed pending records in the store; records per second."""
+        now = time.time()
+        start = time.perf_counter()
+        for first in range(0, count, 1000):
+            records = [
+                JobRecord(
+                    id=uuid.uuid4().hex,
+                    task="noop",
+                    queue="fill",
+                    args=payload(i),
+                    max_attempts=3,
+                    enqueued_at=now,
+                )
+                for i in range(first, min(count, first + 1000))
+            ]
+            await self.store.create_many(records)
+            await self.store.commit([record.id for record in records])
+            self.ids += [record.id for record in records]
+        return count / (time.perf_counter() - start)
+
+    async def costs(self, reads: int) -> tuple[float, float]:
+        """Seconds per enqueue and per status read of a random job, ``reads`` of each."""
+        start = time.perf_counter()
+        for i in range(reads):
+            await self.noop.enqueue(**payload(i))
+        enqueue = (time.perf_counter() - start) / reads
+        sample = random.sample(self.ids, min(reads, len(self.ids)))
+        start = time.perf_counter()
+        for job_id in sample:
+            await self.jobs.handle(job_id).status()
+        return enqueue, (time.perf_counter() - start) / len(sample)
+
+    async def close(self) -> None:
+        """Close the store and delete its keys."""
+        await self.jobs.close()
+        client = redis_client(self.url)
+        async for key in client.scan_iter(match=f"{self.prefix}*", count=10_000):
+            await client.unlink(key)
+        await client.aclose()

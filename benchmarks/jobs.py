@@ -440,16 +440,20 @@ def servers(backends: list[str], redis_url: str | None, amqp_url: str | None) ->
         yield redis_url, amqp_url
 
 
-async def measure(args: argparse.Namespace, redis_url: str, amqp_url: str | None) -> list[str]:
-    lines: list[str] = []
+def show(lines: list[str]) -> None:
+    """Print a section as soon as it is measured (a full run takes minutes)."""
+    for line in lines:
+        print(line, flush=True)
+
+
+async def measure(args: argparse.Namespace, redis_url: str, amqp_url: str | None) -> None:
     for name in args.backends:
         url = {"memory": None, "redis": redis_url, "rabbitmq": amqp_url}[name]
         broker = Broker(name, url, redis_url)
-        lines += await measure_broker(broker, args.jobs, args.samples, args.rounds)
+        show(await measure_broker(broker, args.jobs, args.samples, args.rounds))
     if "redis" in args.backends and not args.no_peers:
-        lines += await measure_peers(redis_url, args.jobs, args.samples, args.rounds)
-    lines += await _jobs_store.measure_store(redis_url, args.records, args.reads)
-    return lines
+        show(await measure_peers(redis_url, args.jobs, args.samples, args.rounds))
+    show(await _jobs_store.measure_store(redis_url, args.records, args.reads, args.rounds))
 
 
 def main() -> None:
@@ -473,14 +477,15 @@ def main() -> None:
         args.records = "1000,10000"
     args.records = [int(part) for part in args.records.split(",")]
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
-    with servers(args.backends, args.redis_url, args.amqp_url) as (redis_url, amqp_url):
-        lines = asyncio.run(measure(args, redis_url, amqp_url))
-    print(
-        f"foxactors jobs benchmark: {args.jobs:,} jobs per figure, concurrency {CONCURRENCY}, "
-        f"prefetch {2 * CONCURRENCY}, medians of {args.rounds} rounds [range]"
+    show(
+        [
+            f"foxactors jobs benchmark, {time.strftime('%Y-%m-%d')}: {args.jobs:,} jobs per "
+            f"figure, concurrency {CONCURRENCY}, prefetch {2 * CONCURRENCY}, medians of "
+            f"{args.rounds} rounds [range]"
+        ]
     )
-    for line in lines:
-        print(line)
+    with servers(args.backends, args.redis_url, args.amqp_url) as (redis_url, amqp_url):
+        asyncio.run(measure(args, redis_url, amqp_url))
 
 
 if __name__ == "__main__":
