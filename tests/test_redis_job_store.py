@@ -28,7 +28,8 @@ from foxactors.jobs import (
     JobStoreError,
     RedisJobStore,
 )
-from foxactors.jobs._redis_store import _encode, _fields
+from foxactors.jobs import _redis_store as redis_store
+from foxactors.jobs._redis_form import encode, fields_of
 from foxactors.testing.servers import RedisServer, free_port, redis_server
 
 pytestmark = pytest.mark.anyio
@@ -296,10 +297,10 @@ async def test_a_spoilt_record_is_refused_clearly_and_the_rest_works(
     ids=["plain", "every-field"],
 )
 def test_the_hash_holds_to_dict_as_json_exactly(record: JobRecord) -> None:
-    flat = _fields(record)
+    flat = fields_of(record)
     stored = dict(zip(flat[::2], flat[1::2], strict=True))
     expected = {k: v for k, v in record.to_dict().items() if v is not None}
-    assert stored == {k: _encode(v) for k, v in expected.items()}
+    assert stored == {k: encode(v) for k, v in expected.items()}
     assert JobRecord.from_dict({k: json.loads(v) for k, v in stored.items()}) == record
 
 
@@ -343,6 +344,51 @@ async def test_every_waiter_wakes_by_its_message(store: RedisJobStore) -> None:
         with anyio.fail_after(2):
             await all_woke.wait()
     assert [r.result for r in seen] == ["done"] * 3
+
+
+async def test_a_waiter_whose_message_was_lost_reads_the_record_anyway(
+    store: RedisJobStore, raw: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(redis_store, "WAKE_CHECK", 0.05)
+    record, _ = await store.create(job())
+    listening, woke = anyio.Event(), anyio.Event()
+    subscription = store._link.subscription
+
+    @contextlib.asynccontextmanager
+    async def noted(channel: str) -> AsyncIterator[Any]:
+        async with subscription(channel) as sub:
+            message = sub.message
+
+            async def listen(timeout: float) -> bool:
+                listening.set()  # read the record once, found it unfinished
+                return await message(timeout)
+
+            sub.message = listen  # type: ignore[method-assign]
+            yield sub
+
+    store._link.subscription = noted  # type: ignore[method-assign]
+    seen: list[JobRecord] = []
+
+    async def waiter() -> None:
+        seen.append(await store.wait(record.id, timeout=30))
+        woke.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(waiter)
+        with anyio.fail_after(5):
+            await listening.wait()
+        # Finished behind the store's back: nothing is published.
+        await raw.hset(f"{store.prefix}:job:{record.id}", "state", '"dead"')
+        with anyio.fail_after(5):
+            await woke.wait()
+    assert seen[0].state is JobState.DEAD
+
+
+async def test_watch_returns_once_the_job_is_gone(store: RedisJobStore) -> None:
+    record, _ = await store.create(job())
+    await store.discard([record.id])
+    with anyio.fail_after(5):
+        await store.watch(record.id, 1, lease=0.3, clock=lambda: NOW)
 
 
 async def test_wait_on_an_unknown_job_is_not_found(store: RedisJobStore) -> None:

@@ -1,0 +1,97 @@
+"""The form of a job record in Redis: a hash, one field per record field, each JSON.
+
+Python writes each value's JSON text and reads it back with `json.loads`, so results,
+times and errors round-trip exactly; the Lua scripts never decode a value, they move
+the text and compare a few control fields. See docs/jobs-redis-store.md.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from json.encoder import encode_basestring
+from typing import Any
+
+import attrs
+
+from ._errors import JobRecordError
+from ._record import FORMAT, JobRecord
+
+encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+"""A value's JSON text, as `JobRecord.to_json` writes it."""
+
+_NAMES = tuple(field.name for field in attrs.fields(JobRecord))
+
+
+def text(value: bytes | str) -> str:
+    """A reply's string (bytes unless the client decodes replies)."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _json(value: Any) -> str:
+    """``encode(value)``, the same text, with a fast way for the usual scalars."""
+    kind = type(value)
+    if kind is str:
+        return encode_basestring(value)  # what JSONEncoder.encode does with a str
+    if kind is bool:
+        return "true" if value else "false"
+    if kind is int:
+        return int.__repr__(value)
+    if kind is float and math.isfinite(value):
+        return float.__repr__(value)
+    return encode(value)
+
+
+def fields_of(record: JobRecord) -> list[str]:
+    """The record's hash: each field of `JobRecord.to_dict` that is not None, as JSON.
+
+    Written out here rather than through ``to_dict`` (2.5x faster); the suite holds
+    the two to the same fields and values.
+    """
+    flat: list[str] = []
+    for name in _NAMES:
+        value = getattr(record, name)
+        if value is None:
+            continue
+        if name == "state":
+            value_json = encode_basestring(value.value)
+        elif name == "error":
+            value_json = encode(attrs.asdict(value))
+        elif name == "args":
+            value_json = encode(dict(value))
+        else:
+            value_json = _json(value)
+        flat += (name, value_json)
+    flat += ("v", _json(FORMAT))
+    return flat
+
+
+def record_of(fields: Mapping[Any, Any] | list[Any]) -> JobRecord:
+    """Read a record's hash (a mapping, or a flat field/value list).
+
+    Raises:
+        JobRecordError: A field that is not JSON, or not a record this version reads.
+    """
+    items = (
+        fields.items()
+        if isinstance(fields, Mapping)
+        else zip(fields[::2], fields[1::2], strict=True)
+    )
+    pairs = {text(name): raw for name, raw in items}
+    data: dict[str, Any] = {}
+    for name, raw in pairs.items():
+        try:
+            data[name] = json.loads(raw)
+        except ValueError:
+            ident = text(pairs.get("id", b'"?"'))
+            raise JobRecordError(
+                f"job record {ident} cannot be read: its field {name!r} is not JSON"
+            ) from None
+    return JobRecord.from_dict(data)
+
+
+def slot_of(tenant: str | None, key: str) -> str:
+    """The name of a key's slot in the keys hash (as ``lua/common.lua`` names it)."""
+    tenant = tenant or ""
+    return f"{len(tenant.encode())}:{tenant}{key}"
