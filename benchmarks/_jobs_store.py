@@ -53,6 +53,14 @@ def redis_client(url: str) -> Any:
     return aioredis.Redis.from_url(url)
 
 
+async def delete_keys(url: str, match: str) -> None:
+    """Delete every key matching ``match`` (the benchmark's own, by their prefixes)."""
+    client = redis_client(url)
+    async for key in client.scan_iter(match=match, count=10_000):
+        await client.unlink(key)
+    await client.aclose()
+
+
 async def raw_xadd_rate(url: str, stream: str, n: int, batch: int) -> float:
     """Raw redis-py: XADD the entry fields a job's delivery has, ``batch`` per pipeline."""
     client = redis_client(url)
@@ -175,7 +183,4 @@ class Sized:
     async def close(self) -> None:
         """Close the store and delete its keys."""
         await self.jobs.close()
-        client = redis_client(self.url)
-        async for key in client.scan_iter(match=f"{self.prefix}*", count=10_000):
-            await client.unlink(key)
-        await client.aclose()
+        await delete_keys(self.url, f"{self.prefix}:*")

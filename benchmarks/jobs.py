@@ -73,6 +73,7 @@ class Broker:
         self.name = name
         self.url = url
         self.redis_url = redis_url  # the job store's server (for the brokers' Redis store)
+        self.prefixes: list[str] = []  # of the Redis stores made, deleted by `delete_stores`
 
     def backend(self) -> Any:
         if self.name == "memory":
@@ -84,10 +85,18 @@ class Broker:
     def store(self, kind: str) -> JobStore:
         if kind == "memory":
             return MemoryJobStore()
-        made = _jobs_store.redis_store(self.redis_url or "", prefix=f"bench-{uuid.uuid4().hex[:8]}")
+        prefix = f"bench-store-{uuid.uuid4().hex[:8]}"
+        made = _jobs_store.redis_store(self.redis_url or "", prefix=prefix)
         if made is None:
             raise RuntimeError(NO_REDIS_STORE)
+        self.prefixes.append(prefix)
         return made
+
+    async def delete_stores(self) -> None:
+        """Delete the records of the Redis stores this broker made."""
+        for prefix in self.prefixes:
+            await _jobs_store.delete_keys(self.redis_url or "", f"{prefix}:*")
+        self.prefixes.clear()
 
     @contextlib.asynccontextmanager
     async def queue(self) -> Any:
@@ -102,11 +111,7 @@ class Broker:
 
     async def delete(self, queue: str) -> None:
         if self.name == "redis":
-            redis = _jobs_store.redis_client(self.url or "")
-            keys = [key async for key in redis.scan_iter(match=f"{queue}*")]
-            if keys:
-                await redis.delete(*keys)
-            await redis.aclose()
+            await _jobs_store.delete_keys(self.url or "", f"{queue}*")
         elif self.name == "rabbitmq":
             import aio_pika  # noqa: PLC0415 - only with RabbitMQ
 
@@ -260,10 +265,13 @@ async def worker_process_tasks(url: str, queue: str) -> AsyncIterator[tuple[Any,
     store = _jobs_store.redis_store(url, prefix=peers.store_prefix(queue))
     assert store is not None
     jobs = JobQueue(RedisBackend(url, group="bench"), store=store, queue=queue)
-    with peers.worker_process("foxactors", url, queue, CONCURRENCY):
-        yield peers.declare(jobs)
-    await jobs.backend.close()
-    await jobs.close()
+    try:
+        with peers.worker_process("foxactors", url, queue, CONCURRENCY):
+            yield peers.declare(jobs)
+    finally:
+        await jobs.backend.close()
+        await jobs.close()
+        await _jobs_store.delete_keys(url, f"{queue}*")  # the stream and the store
 
 
 # -- the figures -------------------------------------------------------------------------
@@ -329,6 +337,7 @@ async def measure_broker(broker: Broker, n: int, samples: int, rounds: int) -> l
         for _ in range(rounds):
             found += warm(await jobs_latencies(broker, store, samples, half))
         latencies[store] = found
+    await broker.delete_stores()
     raw = {
         "memory": f"MemoryBackend.publish, {IN_FLIGHT} in flight",
         "redis": f"raw redis-py XADD, {IN_FLIGHT} per pipeline",
