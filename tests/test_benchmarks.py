@@ -61,3 +61,23 @@ def test_redis_benchmark_prints_each_figure_beside_its_baselines(redis: RedisSer
         assert figure in out
     assert "foxactors / (a):" in out
     assert "foxactors / (b):" in out
+
+
+def test_jobs_benchmark_prints_each_figure_beside_its_baseline(redis: RedisServer) -> None:
+    out = quick_run("jobs", "--redis-url", redis.url, "--backends", "memory,redis")
+    for figure in (
+        "(a) baseline: MemoryBackend.publish",
+        "(a) baseline: raw redis-py XADD",
+        "enqueue with records",
+        "enqueue_many with records",
+        "(b) baseline: same pipeline, no records",
+        "jobs end to end, results read back",
+        "(d) enqueue -> handler start",
+        "(c) end to end on Redis",
+        "(e) Redis job store",
+    ):
+        assert figure in out
+    # (a) 2 + 2 per store, (b) 1 per store: memory 3, redis 7; (e) 2; peers: 1 each if installed
+    assert out.count("->") >= 12
+    for peer in ("arq", "celery"):  # a peer that is not installed says how to get it
+        assert peer in out
