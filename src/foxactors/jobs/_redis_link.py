@@ -27,6 +27,9 @@ from ._redis_scripts import Script
 ERRORS = (RedisError, OSError)
 """What a command may raise when the server or the network fails."""
 SCHEMES = ("redis://", "rediss://", "unix://")
+MAX_CONNECTIONS = 10_000
+"""Pooled connections at most: each waiting `result()` holds one (newer redis-py caps
+its pools at 100 and then raises, which many waiters beside a worker would reach)."""
 
 
 def _describe(client: Any) -> str:
@@ -63,6 +66,7 @@ class RedisLink:
                 # cancellation; reads that wait carry timeouts of their own.
                 client = aioredis.Redis.from_url(
                     url,
+                    max_connections=MAX_CONNECTIONS,  # a URL's own ?max_connections= wins
                     socket_connect_timeout=5,
                     socket_keepalive=True,
                     retry=Retry(NoBackoff(), 1),

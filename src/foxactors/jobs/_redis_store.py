@@ -186,15 +186,18 @@ class RedisJobStore:
     ) -> JobRecord:
         """Wait until the job is final; return its record.
 
-        Subscribes to the job's channel (``prefix:done:<id>``, published by the
-        change to a final state), then reads the record: a change between the two is
-        not missed. Every `WAKE_CHECK` seconds it reads the record anyway, in case a
-        message was lost with a connection.
+        Reads the record; if it is not final, subscribes to the job's channel
+        (``prefix:done:<id>``, published by the change to a final state), then reads
+        it again: a change between the two is not missed. Every `WAKE_CHECK` seconds
+        it reads the record anyway, in case a message was lost with a connection.
 
         Raises:
             JobNotFound: No such job (for this tenant).
             TimeoutError: Not final within ``timeout`` seconds.
         """
+        record = await self.get(job_id, tenant=tenant)
+        if record.state in FINAL:  # the common case of a late reader: no subscription
+            return record
         with anyio.fail_after(timeout):
             async with self._link.subscription(self._key("done", job_id)) as subscription:
                 record = await self.get(job_id, tenant=tenant)
