@@ -47,7 +47,12 @@ def load_time_imports(path: Path) -> set[str]:
 
 
 # A broker's folder may import its extra: its __init__ turns a missing one into a hint.
-BROKERS = {SOURCE / "backends" / "rabbitmq": "rabbitmq", SOURCE / "backends" / "redis": "redis"}
+# So may the Redis job store's link, which `RedisJobStore()` imports when it is built.
+BROKERS = {
+    SOURCE / "backends" / "rabbitmq": "rabbitmq",
+    SOURCE / "backends" / "redis": "redis",
+    SOURCE / "jobs" / "_redis_link.py": "redis",
+}
 
 
 def test_the_core_imports_only_declared_dependencies() -> None:
@@ -55,7 +60,7 @@ def test_the_core_imports_only_declared_dependencies() -> None:
     for path in sorted(SOURCE.rglob("*.py")):
         allowed = base
         for folder, extra in BROKERS.items():
-            if folder in path.parents and path.name != "__init__.py":
+            if (folder == path or folder in path.parents) and path.name != "__init__.py":
                 allowed = base | declared(extra)
         for name in load_time_imports(path):
             assert DISTRIBUTIONS.get(name, name).lower() in allowed, (
@@ -104,3 +109,16 @@ def test_users_can_install_what_the_docs_use() -> None:
     assert 'pip install ".[testing]"' in testing
     assert {"trio", "hypothesis"} <= declared("testing")  # the snippets run on trio
     assert {"trio"} <= declared("trio")
+
+
+def test_the_redis_job_store_without_its_extra_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for module in list(sys.modules):  # as in a fresh process without redis-py
+        if module == "redis" or module.startswith(("redis.", "foxactors.jobs._redis_link")):
+            monkeypatch.delitem(sys.modules, module)
+    monkeypatch.setitem(sys.modules, "redis", None)
+    from foxactors.jobs import RedisJobStore  # noqa: PLC0415 - the package loads without it
+
+    with pytest.raises(ImportError, match=re.escape("pip install 'foxactors[redis]'")):
+        RedisJobStore("redis://127.0.0.1:1")

@@ -80,7 +80,7 @@ class RedisJobStore:
         self.prefix = prefix
         try:
             from ._redis_link import RedisLink  # noqa: PLC0415 - only with the redis extra
-        except ImportError as exc:  # pragma: no cover - depends on the installed extras
+        except ImportError as exc:
             raise ImportError(
                 "RedisJobStore needs redis-py: pip install 'foxactors[redis]'"
             ) from exc
