@@ -889,6 +889,68 @@ async def test_reject_makes_the_job_dead_at_once_with_its_reason() -> None:
     assert dead_letter_reasons(broker(jobs)) == ["no such domain: example.invalid"]
 
 
+async def test_a_retry_with_a_bad_delay_fails_its_attempt_like_any_error() -> None:
+    jobs = queue_of()
+    attempts: list[int] = []
+
+    @jobs.task(max_attempts=2, backoff=Linear(step=1))
+    async def poll(ctx: JobContext, delay: Any) -> int:
+        attempts.append(ctx.attempt)
+        if ctx.attempt == 1:
+            raise Retry(delay=delay)
+        return ctx.attempt
+
+    handles = [await poll.enqueue(delay) for delay in (-5, "soon")]
+    async with working(jobs, concurrency=1):
+        assert [await h.result(timeout=WAIT) for h in handles] == [2, 2]
+    assert sorted(attempts) == [1, 1, 2, 2]
+    with pytest.raises(fa.ConfigurationError, match=r"Retry\(delay=...\) must be seconds >= 0"):
+        Retry(delay=float("inf"))
+    assert broker(jobs).dead_letters(QUEUE) == []
+
+
+def broken_backoff(attempt: int) -> float:
+    raise ZeroDivisionError("no rate configured")
+
+
+@pytest.mark.parametrize(
+    ("backoff", "why"),
+    [
+        (
+            lambda attempt: -3.0,
+            "ConfigurationError: a backoff's delay must be seconds >= 0, got -3.0",
+        ),
+        (broken_backoff, "ZeroDivisionError: no rate configured"),
+    ],
+    ids=["negative", "raises"],
+)
+async def test_a_backoff_that_gives_no_delay_makes_the_job_dead_saying_why(
+    backoff: Callable[[int], float], why: str
+) -> None:
+    jobs = queue_of()
+
+    @jobs.task(max_attempts=3, backoff=backoff)
+    async def flaky() -> None:
+        raise GatewayTimeout("again")
+
+    @jobs.task(max_attempts=3, backoff=backoff)
+    async def polled() -> None:
+        raise Retry(reason="not ready")
+
+    handles = [await flaky.enqueue(), await polled.enqueue()]
+    async with working(jobs):
+        for handle in handles:
+            with pytest.raises(JobFailed) as failed:
+                await handle.result(timeout=WAIT)
+            record = failed.value.record
+            assert (record.state, record.attempt) == (JobState.DEAD, 1)
+            assert record.reason is not None
+            assert record.reason.startswith("its backoff ")
+            assert record.reason.endswith(f"gave no delay after attempt 1: {why}")
+        await broker(jobs).join(QUEUE)  # nothing left waiting: record and broker agree
+    assert len(broker(jobs).dead_letters(QUEUE)) == 2
+
+
 @pytest.mark.parametrize(
     ("backoff", "delays"),
     [
