@@ -27,11 +27,13 @@ import foxactors as fa
 from foxactors.jobs import (
     JOB_ID_HEADER,
     CancelKind,
+    CancelSignals,
     Exponential,
     JobAlreadyExists,
     JobArgumentsError,
     JobCancelled,
     JobContext,
+    JobError,
     JobFailed,
     JobHandle,
     JobNotFound,
@@ -387,6 +389,108 @@ async def test_a_result_that_cannot_be_encoded_fails_the_job_and_the_worker_goes
     assert record.error is not None
 
 
+async def test_records_are_listed_by_queue_state_and_tenant_and_counted() -> None:
+    jobs = queue_of()
+
+    @jobs.task(max_attempts=1)
+    async def send(to: str) -> str:
+        if to == "bad":
+            raise ValueError(to)
+        return to
+
+    handles = [await send.options(tenant="acme").enqueue(f"user{n}") for n in range(5)]
+    bad = await send.enqueue("bad")
+    other = await send.options(queue="other", tenant="acme").enqueue("elsewhere")
+    async with working(jobs):
+        for handle in handles:
+            await handle.result(timeout=WAIT)
+        with pytest.raises(JobFailed):
+            await bad.result(timeout=WAIT)
+    first = await jobs.list(queue=QUEUE, state="succeeded", tenant="acme", limit=3)
+    assert [r.id for r in first.jobs] == [h.id for h in reversed(handles)][:3]  # newest first
+    assert first.cursor is not None
+    rest = await jobs.list(queue=QUEUE, state=JobState.SUCCEEDED, limit=3, cursor=first.cursor)
+    assert [r.id for r in rest.jobs] == [handles[1].id, handles[0].id]
+    assert rest.cursor is None
+    assert [r.id for r in (await jobs.list(state="dead")).jobs] == [bad.id]
+    assert [r.id for r in (await jobs.list(queue="other")).jobs] == [other.id]
+    counts = await jobs.counts(tenant="acme")
+    assert {s: n for s, n in counts.items() if n} == {JobState.SUCCEEDED: 5, JobState.PENDING: 1}
+    with pytest.raises(fa.ConfigurationError, match="state must be one of"):
+        await jobs.list(state="done")
+
+
+async def test_finished_records_and_their_keys_expire_after_the_retention() -> None:
+    jobs = queue_of(store=MemoryJobStore(retention=60), reap_interval=10)
+
+    @jobs.task
+    async def snapshot(day: str) -> str:
+        return day
+
+    handle = await snapshot.options(key="snap").enqueue("monday")
+    async with working(jobs):
+        assert await handle.result(timeout=WAIT) == "monday"
+        finished = (await handle.status()).finished_at
+        assert (await handle.status()).expires_at == finished + 60  # type: ignore[operator]
+        await anyio.sleep(50)
+        assert (await handle.status()).state is JobState.SUCCEEDED  # kept for 60 s
+        await anyio.sleep(25)  # past the retention, and one reap later
+        with pytest.raises(JobNotFound):
+            await handle.status()
+        again = await snapshot.options(key="snap", unique=True).enqueue("tuesday")  # key free
+        assert again.created
+        assert await again.result(timeout=WAIT) == "tuesday"
+
+
+async def test_an_enqueue_whose_producer_died_before_publishing_is_dropped_with_its_key() -> None:
+    jobs = queue_of(abandon_after=30, reap_interval=5)
+
+    @jobs.task
+    async def send(to: str) -> None: ...
+
+    half = JobRecord(  # created, never published: its producer died in between
+        id="half", task="send", queue=QUEUE, args={"to": "ada"}, key="welcome", enqueued_at=now()
+    )
+    assert (await jobs.store.create(half))[1]
+    async with working(jobs):
+        with pytest.raises(JobAlreadyExists):  # it holds its key meanwhile
+            await send.options(key="welcome", unique=True).enqueue("ada")
+        await anyio.sleep(40)
+        with pytest.raises(JobNotFound):
+            await jobs.get("half")
+        handle = await send.options(key="welcome", unique=True).enqueue("ada")
+        await handle.result(timeout=WAIT)
+
+
+async def test_a_dead_or_cancelled_job_retried_runs_again_from_its_first_attempt() -> None:
+    jobs = queue_of()
+    runs: list[tuple[str, int]] = []
+
+    @jobs.task(max_attempts=1)
+    async def sync_account(ctx: JobContext, user: str) -> str:
+        runs.append((user, ctx.attempt))
+        if len(runs) == 1:
+            raise ConnectionError("mail server down")
+        return user
+
+    dead = await sync_account.enqueue("alice")
+    cancelled = await sync_account.enqueue("bob")
+    await cancelled.cancel()
+    async with working(jobs, concurrency=1):
+        with pytest.raises(JobFailed):
+            await dead.result(timeout=WAIT)
+        retried = await jobs.retry(dead.id)
+        assert (await retried.status()).attempt == 0
+        with pytest.raises(JobError, match="only dead or cancelled jobs can be retried"):
+            await jobs.retry(dead.id)  # live again: once is enough
+        assert await retried.result(timeout=WAIT) == "alice"
+        again = await jobs.retry(cancelled.id)
+        assert await again.result(timeout=WAIT) == "bob"
+    assert runs == [("alice", 1), ("alice", 1), ("bob", 1)]
+    record = await dead.status()
+    assert (record.state, record.attempt, record.result) == (JobState.SUCCEEDED, 1, "alice")
+
+
 # -- 4. cancel wins --------------------------------------------------------------------
 
 
@@ -518,6 +622,34 @@ async def test_a_running_sync_task_learns_of_its_cancel_through_its_context() ->
     assert saw == [False, True]
     record = await handle.status()
     assert (record.state, record.result) == (JobState.CANCELLED, None)
+
+
+class PollingStore(MemoryJobStore):
+    """A store that does not signal cancels: running jobs learn of them on lease renewal."""
+
+    on_cancel = None  # type: ignore[assignment]
+
+
+async def test_without_cancel_signals_a_running_job_hears_of_its_cancel_within_the_poll() -> None:
+    jobs = queue_of(store=PollingStore(), cancel_poll=2)
+    assert not isinstance(jobs.store, CancelSignals)
+    started = anyio.Event()
+
+    @jobs.task
+    async def summarise() -> str:
+        started.set()
+        await anyio.sleep(3600)
+        return "never returned"
+
+    handle = await summarise.enqueue()
+    async with working(jobs):
+        await started.wait()
+        asked = anyio.current_time()
+        assert (await handle.cancel()).kind is CancelKind.REQUESTED
+        with pytest.raises(JobCancelled):
+            await handle.result(timeout=WAIT)
+        assert anyio.current_time() - asked < jobs.cancel_poll + 1  # one renewal, not the hour
+    assert (await handle.status()).state is JobState.CANCELLED
 
 
 class CancelBeforeCompletion(MemoryJobStore):
