@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 P = ParamSpec("P")
 R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)
 
 JOB_ID_HEADER = "x-job-id"
 """The header that carries a job's id on its delivery."""
@@ -100,9 +101,29 @@ def enqueue_options(
 _NO_OPTIONS = EnqueueOptions()
 
 
+class TaskClass(Protocol[P, R_co]):
+    """A class declaring a task: ``async def run(self, ctx, ...)`` types it, not ``__init__``."""
+
+    @property
+    def run(self) -> Callable[Concatenate[JobContext, P], Awaitable[R_co]]:
+        """The task's work."""
+
+
+class SyncTaskClass(Protocol[P, R_co]):
+    """A class declaring a plain ``def`` task: ``def run(self, ctx, ...)``."""
+
+    @property
+    def run(self) -> Callable[Concatenate[SyncJobContext, P], R_co]:
+        """The task's work."""
+
+
 class TaskDecorator(Protocol):
     """What ``@jobs.task(...)`` with options returns: it types the task by its function."""
 
+    @overload
+    def __call__(self, func: type[TaskClass[P, R]], /) -> Task[P, R]: ...
+    @overload
+    def __call__(self, func: type[SyncTaskClass[P, R]], /) -> Task[P, R]: ...
     @overload
     def __call__(
         self, func: Callable[Concatenate[JobContext, P], Awaitable[R]], /
@@ -179,6 +200,10 @@ class JobQueue:
 
     # -- declaring ------------------------------------------------------------------
 
+    @overload
+    def task(self, func: type[TaskClass[P, R]], /) -> Task[P, R]: ...
+    @overload
+    def task(self, func: type[SyncTaskClass[P, R]], /) -> Task[P, R]: ...
     @overload
     def task(self, func: Callable[Concatenate[JobContext, P], Awaitable[R]], /) -> Task[P, R]: ...
     @overload

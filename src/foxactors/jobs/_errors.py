@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from foxactors._errors import ConfigurationError, FoxactorsError
+from foxactors._validate import require_seconds
 
 if TYPE_CHECKING:
     from ._record import JobRecord
@@ -89,11 +90,15 @@ class Retry(Exception):
     Attributes:
         delay: Seconds before the next attempt (None: the task's backoff decides).
         reason: Why, recorded on the job.
+
+    Raises:
+        ConfigurationError: ``delay`` is not seconds >= 0 (raised where the task
+            makes it, so the attempt fails with that error, as any other).
     """
 
     def __init__(self, delay: float | None = None, reason: str = "retry requested") -> None:
         super().__init__(reason)
-        self.delay = delay
+        self.delay = None if delay is None else require_seconds("Retry(delay=...)", delay)
         self.reason = reason
 
 

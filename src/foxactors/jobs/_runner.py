@@ -15,6 +15,7 @@ import structlog
 
 from foxactors._errors import EncodeError
 from foxactors._message import Delivery
+from foxactors._validate import require_seconds
 
 from ._errors import JobArgumentsError, JobRecordError, Reject, Retry
 from ._keeper import Attempt, RunningAttempts
@@ -144,7 +145,10 @@ class JobRunner:
                 except Exception as exc:
                     failure = exc
                 except BaseException as exc:  # as the pipeline's workers: a failure, unless
-                    if isinstance(exc, _STOPS):  # it stops the worker or the program
+                    # it stops the worker or the program, or is a cancel: ours (a recorded
+                    # cancel) ends at `scope`; any other (the worker stopping or dying)
+                    # must reach the release below, not become the attempt's failure
+                    if isinstance(exc, (anyio.get_cancelled_exc_class(), *_STOPS)):
                         raise
                     failure = exc
         except (anyio.get_cancelled_exc_class(), *_STOPS):  # the delivery goes back
@@ -210,7 +214,10 @@ class JobRunner:
                 reason = f"retry asked after the last attempt ({attempt} of {most}): {exc.reason}"
                 await self._end(delivery, record, None, reason, dead=True)
                 return
-            delay = options.backoff(attempt) if exc.delay is None else exc.delay
+            delay = self._backoff(attempt) if exc.delay is None else exc.delay
+            if isinstance(delay, str):
+                await self._end(delivery, record, None, delay, dead=True)
+                return
             await self._end(delivery, record, None, exc.reason, dead=False, delay=delay)
             return
         if isinstance(exc, TimeoutError) and options.timeout is not None:
@@ -224,8 +231,26 @@ class JobRunner:
             reason = f"failed after {attempt} attempt{'s' if attempt > 1 else ''}: {what}"
             await self._end(delivery, record, info, reason, dead=True)
         else:
-            delay = options.backoff(attempt)
+            delay = self._backoff(attempt)
+            if isinstance(delay, str):
+                await self._end(delivery, record, info, delay, dead=True)
+                return
             await self._end(delivery, record, info, what, dead=False, delay=delay)
+
+    def _backoff(self, attempt: int) -> float | str:
+        """Seconds before the attempt after ``attempt``, or why the task's backoff gave none.
+
+        A custom backoff that raises or returns no delay would leave the record
+        retrying with no delivery behind it: the job is dead instead, saying why.
+        """
+        backoff = self.task.defaults.backoff
+        try:
+            return require_seconds("a backoff's delay", backoff(attempt))
+        except Exception as exc:
+            return (
+                f"its backoff {backoff!r} gave no delay after attempt {attempt}: "
+                f"{type(exc).__name__}: {exc}"
+            )
 
     async def _end(
         self,
