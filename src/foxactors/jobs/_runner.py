@@ -144,7 +144,9 @@ class JobRunner:
                 except Exception as exc:
                     failure = exc
                 except BaseException as exc:  # as the pipeline's workers: a failure, unless
-                    if isinstance(exc, _STOPS):  # it stops the worker or the program
+                    # it stops the worker or the program, or is a cancel: this job's own
+                    # (its scope catches it) or the worker's, stopping (released below)
+                    if isinstance(exc, (anyio.get_cancelled_exc_class(), *_STOPS)):
                         raise
                     failure = exc
         except (anyio.get_cancelled_exc_class(), *_STOPS):  # the delivery goes back
