@@ -94,8 +94,8 @@ class World:
         self._opened.append(backend)
         return backend
 
-    def store(self) -> RedisJobStore:
-        store = RedisJobStore(self.redis.url, prefix=self.prefix)
+    def store(self, kind: type[RedisJobStore] = RedisJobStore) -> RedisJobStore:
+        store = kind(self.redis.url, prefix=self.prefix)
         self._opened.append(store)
         return store
 
@@ -514,3 +514,62 @@ async def test_a_worker_app_cancelled_from_outside_releases_its_job_to_the_next(
     async with working(jobs):  # Redis: after the lease of the entry, claimed again
         assert await handle.result(timeout=6 * CLAIM_MIN_IDLE) == 42
     assert probe.starts == [(handle.id, 1), (handle.id, 2)]
+
+
+class Completions(RedisJobStore):
+    """The Redis job store, noting each `complete` it answered."""
+
+    def __init__(self, url: str, *, prefix: str) -> None:
+        super().__init__(url, prefix=prefix)
+        self.answered: list[tuple[int, JobState]] = []  # (attempt, the state it answered)
+        self.completed = anyio.Event()
+
+    async def complete(self, job_id: str, attempt: int, now: float, result: Any) -> JobState:
+        state = await super().complete(job_id, attempt, now, result)
+        self.answered.append((attempt, state))
+        self.completed.set()  # the runner goes on to settle and forget the attempt first
+        return state
+
+
+@pytest.mark.parametrize("broker", ["rabbitmq"])
+async def test_a_job_delivered_again_after_a_lost_connection_can_still_be_cancelled(
+    world: World,
+) -> None:
+    store = world.store(Completions)
+    assert isinstance(store, Completions)
+    jobs = world.jobs(store)
+    probe = Probe()
+    first_may_end, second_started = anyio.Event(), anyio.Event()
+
+    @jobs.task
+    async def summary(ctx: JobContext, inbox: str) -> str:
+        probe.start(ctx)
+        if ctx.attempt == 1:  # its delivery's channel is lost while it runs; it goes on
+            await first_may_end.wait()
+            return "stale"
+        second_started.set()
+        try:
+            await anyio.sleep_forever()
+        finally:
+            probe.stopped.append(ctx.job_id)
+        return "never"
+
+    handle = await summary.enqueue("expensive")
+    async with working(jobs):
+        with anyio.fail_after(WAIT):
+            await probe.started.wait()
+        server: Any = world.server
+        await anyio.to_thread.run_sync(server.ctl, "close_all_connections", "test")
+        with anyio.fail_after(WAIT):
+            await second_started.wait()  # RabbitMQ delivered it again, to the new channel
+        first_may_end.set()  # the first attempt ends: stale, its end changes nothing
+        with anyio.fail_after(WAIT):
+            await store.completed.wait()
+        assert store.answered == [(1, JobState.RUNNING)]
+        record = await handle.status()
+        assert (record.state, record.attempt, record.result) == (JobState.RUNNING, 2, None)
+        assert (await handle.cancel()).kind is CancelKind.REQUESTED
+        with pytest.raises(JobCancelled):
+            await handle.result(timeout=5)
+    assert probe.starts == [(handle.id, 1), (handle.id, 2)]
+    assert probe.stopped == [handle.id]
