@@ -23,7 +23,6 @@ Runs on asyncio and trio, in virtual time: a slow job or a lease costs no real t
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections import Counter
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
@@ -72,6 +71,7 @@ job_specs = st.tuples(
     st.integers(1, 3),  # max_attempts
     st.sampled_from([None, None, "k1", "k2"]),  # idempotency key
     st.sampled_from([0.0, 0.0, 3.0]),  # delay
+    st.sampled_from([None, "acme"]),  # tenant: keys are per tenant
 )
 actions = st.one_of(
     st.just(("start", 0)),
@@ -267,8 +267,10 @@ async def enqueue_all(scenario: Scenario, specs: list[Any]) -> list[JobHandle[in
     go = anyio.Event()
 
     async def produce(n: int) -> None:
-        (kind, k), max_attempts, key, delay = specs[n]
-        chosen = scenario.work.options(max_attempts=max_attempts, key=key, delay=delay)
+        (kind, k), max_attempts, key, delay, tenant = specs[n]
+        chosen = scenario.work.options(
+            max_attempts=max_attempts, key=key, delay=delay, tenant=tenant
+        )
         await go.wait()
         handles[n] = await chosen.enqueue(n=n, kind=kind, k=k)
 
@@ -358,11 +360,13 @@ def run_on(backend: str, specs: list[Any], schedule: list[Any], concurrency: int
 
 def check_keys(run: Run) -> None:
     """One key, one job: every producer of a key has its job, and exactly one made it."""
-    for key in {key for _, _, key, _ in run.specs if key is not None}:
-        keyed = [h for h, (_, _, k, _) in zip(run.handles, run.specs, strict=True) if k == key]
+    slots = [(tenant, key) for _, _, key, _, tenant in run.specs]
+    for slot in {slot for slot in slots if slot[1] is not None}:
+        keyed = [h for h, held in zip(run.handles, slots, strict=True) if held == slot]
         assert len({h.id for h in keyed}) == 1
         assert sum(h.created for h in keyed) == 1
-        assert [r.id for r in run.records.values() if r.key == key] == [keyed[0].id]
+        holders = [r.id for r in run.records.values() if (r.tenant, r.key) == slot]
+        assert holders == [keyed[0].id]
     assert set(run.records) == {h.id for h in run.handles}
 
 
@@ -426,7 +430,7 @@ def check_outcomes(run: Run) -> None:
     """A job ends as its handler was asked to: its own result, or dead for a reason it gave."""
     made = {h.id: n for n, h in enumerate(run.handles) if h.created}
     for job_id, (end, value) in run.ends.items():
-        (kind, k), max_attempts, _, _ = run.specs[made[job_id]]
+        (kind, k), max_attempts, _, _, _ = run.specs[made[job_id]]
         if end == "succeeded":
             assert kind in ("ok", "raise", "retry", "slow")
             assert value == made[job_id]
@@ -447,7 +451,7 @@ def check_outcomes(run: Run) -> None:
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
-@settings(max_examples=int(os.environ.get("JOBS_EXAMPLES", "40")), deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(
     specs=st.lists(job_specs, min_size=1, max_size=8),
     schedule=schedules,
@@ -457,7 +461,7 @@ def test_jobs_end_once_cancels_win_keys_hold_and_records_follow_the_broker(
     backend: str, specs: list[Any], schedule: list[Any], concurrency: int
 ) -> None:
     run = run_on(backend, specs, schedule, concurrency)
-    event(f"kills={sum(a == 'kill' for _, (a, _) in schedule)}")
+    event(f"kills and aborts={sum(a in ('kill', 'abort') for _, (a, _) in schedule)}")
     event(f"final states={sorted({r.state.value for r in run.records.values()})}")
     check_keys(run)
     check_records_follow_the_broker(run)
