@@ -550,3 +550,24 @@ async def test_a_job_worker_cancelled_from_outside_gives_its_delivery_back() -> 
             await anyio.sleep_forever()
     stats = world.backend.queue_statistics(QUEUE)
     assert (stats.ready, stats.in_flight) == (1, 0)
+
+
+@pytest.mark.anyio
+async def test_a_dead_workers_job_reads_running_no_longer_than_lease_and_a_reap() -> None:
+    world = Scenario()
+    handle = await world.work.enqueue(n=0, kind="slow", k=1000)
+    doomed = Worker(world, concurrency=1)
+    other = world.jobs(world.store)  # a live worker of another queue: its keeper reaps
+    world.declare(other)
+    async with anyio.create_task_group() as running:
+        await running.start(doomed.run)
+        async with fa.open_system(other.worker("elsewhere").build()):
+            await world.started.wait()
+            doomed.kill()
+            killed_at = anyio.current_time()
+            await anyio.sleep(LEASE - 1.5)  # the lease was renewed at most 1 s ago
+            assert (await handle.status()).state is JobState.RUNNING
+            await anyio.sleep(killed_at + LEASE + REAP_INTERVAL - anyio.current_time())
+            record = await handle.status()
+    assert (record.state, record.attempt) == (JobState.PENDING, 1)
+    assert world.backend.queue_statistics(QUEUE).ready == 1  # its delivery went back too
