@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -41,6 +42,7 @@ from foxactors.jobs import (
     JobStore,
     MemoryJobStore,
     RedisJobStore,
+    SyncJobContext,
 )
 from foxactors.testing.servers import RabbitMQ, RedisServer, free_port
 
@@ -291,6 +293,33 @@ async def test_a_running_job_cancelled_ends_cancelled_without_a_result(world: Wo
     assert (record.state, record.result, record.attempt) == (JobState.CANCELLED, None, 1)
     assert record.cancel_requested
     assert probe.starts == [(handle.id, 1)]
+
+
+async def test_a_running_sync_job_hears_its_cancel_and_what_it_returns_is_dropped(
+    world: World,
+) -> None:
+    jobs = world.jobs()
+    began, heard = threading.Event(), threading.Event()
+
+    @jobs.task
+    def thumbnails(ctx: SyncJobContext, album: str) -> str:  # on a worker thread
+        began.set()
+        deadline = time.monotonic() + WAIT
+        while not ctx.cancel_requested and time.monotonic() < deadline:
+            time.sleep(0.01)  # a unit of blocking work, then a look at the flag
+        if ctx.cancel_requested:
+            heard.set()
+        return "done anyway"
+
+    handle = await thumbnails.enqueue("holiday")
+    async with working(jobs):
+        assert await anyio.to_thread.run_sync(began.wait, WAIT)
+        assert (await handle.cancel()).kind is CancelKind.REQUESTED
+        with pytest.raises(JobCancelled):
+            await handle.result(timeout=WAIT)
+    assert heard.is_set()
+    record = await handle.status()
+    assert (record.state, record.result) == (JobState.CANCELLED, None)
 
 
 # -- schedules and priorities -----------------------------------------------------------
