@@ -148,12 +148,15 @@ async def working(jobs: JobQueue, concurrency: int = 4) -> AsyncIterator[None]:
 
 async def eventually(probe: Callable[[], Awaitable[T | None]], what: str) -> T:
     """Poll ``probe`` until it answers (for what another process or the broker changes)."""
-    with anyio.fail_after(WAIT):
-        while True:
-            found = await probe()
-            if found is not None:
-                return found
-            await anyio.sleep(0.02)
+    try:
+        with anyio.fail_after(WAIT):
+            while True:
+                found = await probe()
+                if found is not None:
+                    return found
+                await anyio.sleep(0.02)
+    except TimeoutError:
+        pytest.fail(f"not within {WAIT} s: {what}")
 
 
 class Probe:
@@ -162,7 +165,6 @@ class Probe:
     def __init__(self) -> None:
         self.starts: list[tuple[str, int]] = []  # (job id, attempt), in order
         self.started = anyio.Event()
-        self.release = anyio.Event()
         self.stopped: list[str] = []  # job ids whose handler saw its cancel
 
     def start(self, ctx: JobContext) -> None:
