@@ -42,6 +42,20 @@ class RunningAttempts:
     def __init__(self) -> None:
         self.by_id: dict[str, Attempt] = {}
 
+    def add(self, attempt: Attempt) -> None:
+        """An attempt started; it replaces an earlier attempt of its job still running here.
+
+        An earlier one can still run after its delivery's connection was lost (the
+        broker delivered the job again, to this app); it is stale: its end changes
+        nothing, so the keeper renews and cancels the later one.
+        """
+        self.by_id[attempt.job_id] = attempt
+
+    def remove(self, attempt: Attempt) -> None:
+        """An attempt ended; a later attempt of its job, running here, stays."""
+        if self.by_id.get(attempt.job_id) is attempt:
+            del self.by_id[attempt.job_id]
+
     def cancel(self, job_id: str) -> None:
         """A cancel was recorded: tell the attempt (an async one is cancelled at its await)."""
         attempt = self.by_id.get(job_id)

@@ -132,8 +132,8 @@ class JobRunner:
         scope = anyio.CancelScope()
         result: Any = None
         failure: BaseException | None = None
-        running = self.running.by_id
-        running[record.id] = Attempt(record.id, record.attempt, scope, ctx, task.is_async)
+        running = Attempt(record.id, record.attempt, scope, ctx, task.is_async)
+        self.running.add(running)
         try:
             with scope:
                 try:
@@ -156,7 +156,7 @@ class JobRunner:
                 await jobs.store.release(record.id, record.attempt, jobs.clock())
             raise
         finally:
-            del running[record.id]
+            self.running.remove(running)
         if (ctx.cancel_requested and not isinstance(failure, TimeoutError)) or (
             scope.cancelled_caught
         ):
