@@ -107,14 +107,15 @@ async def jobs_of_every_kind(store: Any, queue: str) -> dict[str, str]:
         await send.options(tenant="acme", key="receipt-1", priority="high").enqueue("bob")
     ).id  # T0+1
     ids["running"] = (await report.options(max_attempts=5).enqueue("2026-11")).id  # +2
-    await store.start(ids["running"], 2, T0 + 10, T0 + 40)
+    await store.start(ids["running"], T0 + 9, T0 + 39)  # its first worker died:
+    await store.start(ids["running"], T0 + 10, T0 + 40)  # this is attempt 2
     await store.progress(ids["running"], 2, 50, "step 2 of 4")
     ids["dead"] = (await send.enqueue("grace@example.invalid")).id  # +3
-    await store.start(ids["dead"], 1, T0 + 11, T0 + 41)
+    await store.start(ids["dead"], T0 + 11, T0 + 41)
     error = ErrorInfo("ValueError", "no such domain: example.invalid", "Traceback ...")
     await store.fail(ids["dead"], 1, T0 + 12, error, retry_at=None, reason="no such domain")
     ids["done"] = (await send.enqueue("linus@example.com")).id  # +4
-    await store.start(ids["done"], 1, T0 + 13, T0 + 43)
+    await store.start(ids["done"], T0 + 13, T0 + 43)
     await store.complete(ids["done"], 1, T0 + 14, {"sent": True, "to": "linus"})
     ids["later"] = (await report.options(delay=3600, tenant="acme").enqueue("2026-12")).id
     return ids

@@ -88,9 +88,11 @@ async def enqueued(store: JobStore, **changes: Any) -> JobRecord:
 
 
 async def running(store: JobStore, attempt: int = 1, **changes: Any) -> JobRecord:
+    """A job started ``attempt`` times (each start after the first: a redelivery)."""
     record = await enqueued(store, **changes)
-    started = await store.start(record.id, attempt, NOW + 1, NOW + 31)
-    assert started.kind is StartKind.RUN
+    for _ in range(attempt):
+        started = await store.start(record.id, NOW + 1, NOW + 31)
+        assert started.kind is StartKind.RUN
     assert started.record is not None
     return started.record
 
@@ -111,7 +113,7 @@ async def test_an_unknown_id_is_not_found(store: JobStore) -> None:
         await store.get("nope")
     with pytest.raises(JobNotFound):
         await store.cancel("nope", NOW)
-    assert (await store.start("nope", 1, NOW, NOW + 30)).kind is StartKind.MISSING
+    assert (await store.start("nope", NOW, NOW + 30)).kind is StartKind.MISSING
 
 
 async def test_another_tenants_job_is_not_found_and_unchanged(store: JobStore) -> None:
@@ -170,6 +172,20 @@ async def test_discard_leaves_a_committed_job(store: JobStore) -> None:
     assert (await store.get(record.id)).state is JobState.PENDING
 
 
+async def test_each_start_is_the_records_next_attempt_whatever_the_broker_counted(
+    store: JobStore,
+) -> None:
+    record = await enqueued(store)
+    assert record.attempt == 0  # a delivery given back unrun never reached start
+    first = await store.start(record.id, NOW + 1, NOW + 31)
+    assert first.record is not None
+    assert first.record.attempt == 1
+    await store.release(record.id, 1, NOW + 2)  # a run that began counts
+    again = await store.start(record.id, NOW + 3, NOW + 33)
+    assert again.record is not None
+    assert again.record.attempt == 2
+
+
 async def test_start_leases_the_attempt(store: JobStore) -> None:
     record = await running(store, attempt=2)
     assert record.state is JobState.RUNNING
@@ -182,7 +198,7 @@ async def test_start_leases_the_attempt(store: JobStore) -> None:
 async def test_a_finished_job_is_not_run_again(store: JobStore) -> None:
     record = await running(store)
     assert await store.complete(record.id, 1, NOW + 2, {"sent": True}) is JobState.SUCCEEDED
-    again = await store.start(record.id, 2, NOW + 3, NOW + 33)
+    again = await store.start(record.id, NOW + 3, NOW + 33)
     assert again.kind is StartKind.FINISHED
     assert (await store.get(record.id)).result == {"sent": True}
 
@@ -203,7 +219,7 @@ async def test_cancel_before_start_means_it_never_runs(store: JobStore) -> None:
     cancelled = await store.cancel(record.id, NOW + 1)
     assert cancelled.kind is CancelKind.CANCELLED
     assert cancelled.record.state is JobState.CANCELLED
-    assert (await store.start(record.id, 1, NOW + 2, NOW + 32)).kind is StartKind.CANCELLED
+    assert (await store.start(record.id, NOW + 2, NOW + 32)).kind is StartKind.CANCELLED
     assert (await store.get(record.id)).state is JobState.CANCELLED
 
 
@@ -262,7 +278,7 @@ async def test_fail_with_retry_at_is_retrying(store: JobStore) -> None:
     assert state is JobState.RETRYING
     seen = await store.get(record.id)
     assert (seen.state, seen.next_run_at, seen.error) == (JobState.RETRYING, NOW + 12, error)
-    again = await store.start(record.id, 2, NOW + 12, NOW + 42)
+    again = await store.start(record.id, NOW + 12, NOW + 42)
     assert again.kind is StartKind.RUN
     assert again.record is not None
     assert (again.record.attempt, again.record.next_run_at) == (2, None)
@@ -279,7 +295,7 @@ async def test_fail_without_retry_is_dead_with_its_reason(store: JobStore) -> No
 @pytest.mark.parametrize("how", ["complete", "fail", "release"])
 async def test_a_stale_attempt_cannot_end_a_later_one(store: JobStore, how: str) -> None:
     record = await running(store)
-    assert (await store.start(record.id, 2, NOW + 5, NOW + 35)).kind is StartKind.RUN
+    assert (await store.start(record.id, NOW + 5, NOW + 35)).kind is StartKind.RUN
     if how == "complete":
         state = await store.complete(record.id, 1, NOW + 6, "old")
     elif how == "fail":

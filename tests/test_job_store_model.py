@@ -141,9 +141,8 @@ class SideBySide(RuleBasedStateMachine):
             ready = [r for r in records if r.state in STARTABLE]
             if ready and data.draw(st.integers(0, 4), label="start one") > 0:
                 record = data.draw(st.sampled_from(ready), label="job to start")
-                attempt = record.attempt + 1
                 now = self.now
-                self.both(lambda s: s.start(record.id, attempt, now, now + 30))
+                self.both(lambda s: s.start(record.id, now, now + 30))
         return self.pick(data, JobState.RUNNING)
 
     # -- time -----------------------------------------------------------------------
@@ -184,9 +183,8 @@ class SideBySide(RuleBasedStateMachine):
     @rule(data=st.data(), lease=st.sampled_from([1.0, 30.0]))
     def start(self, data: st.DataObject, lease: float) -> None:
         job_id, _ = self.pick(data, *STARTABLE, JobState.RUNNING)  # running: a redelivery
-        attempt = data.draw(attempts, label="attempt")
         now = self.now
-        self.both(lambda s: s.start(job_id, attempt, now, now + lease))
+        self.both(lambda s: s.start(job_id, now, now + lease))
 
     @rule(data=st.data(), lease=st.sampled_from([1.0, 30.0]))
     def heartbeat(self, data: st.DataObject, lease: float) -> None:
@@ -318,7 +316,7 @@ def test_the_redis_store_answers_as_the_memory_store(
 
 async def lease_runs_out_exactly(store: JobStore) -> Any:
     await store.create(JobRecord(id="a", task="t", queue="q", enqueued_at=NOW))
-    await store.start("a", 1, NOW, NOW + 30.0)
+    await store.start("a", NOW, NOW + 30.0)
     at_the_end = await store.reap(NOW + 30.0, abandon_after=1000)
     after = await store.reap(NOW + 30.0 + 1e-9, abandon_after=1000)
     return at_the_end, after, await store.get("a")
@@ -327,7 +325,7 @@ async def lease_runs_out_exactly(store: JobStore) -> Any:
 async def retention_ends_exactly(store: JobStore) -> Any:
     await store.create(JobRecord(id="a", task="t", queue="q", enqueued_at=NOW, key="k"))
     await store.commit(["a"])
-    await store.start("a", 1, NOW + 0.1, NOW + 30.0)
+    await store.start("a", NOW + 0.1, NOW + 30.0)
     await store.complete("a", 1, NOW + 0.3, "r")
     before = await store.reap(NOW + 0.3 + RETENTION - 1e-9, abandon_after=0)
     at_the_end = await store.reap(NOW + 0.3 + RETENTION, abandon_after=0)
@@ -343,15 +341,15 @@ async def enqueue_abandoned_exactly(store: JobStore) -> Any:
 
 async def redelivered_after_a_cancel(store: JobStore) -> Any:
     await store.create(JobRecord(id="a", task="t", queue="q", enqueued_at=NOW))
-    await store.start("a", 1, NOW, NOW + 30.0)
+    await store.start("a", NOW, NOW + 30.0)
     cancelled = await store.cancel("a", NOW + 1)
-    return cancelled, await store.start("a", 2, NOW + 2, NOW + 32), await store.get("a")
+    return cancelled, await store.start("a", NOW + 2, NOW + 32), await store.get("a")
 
 
 async def released_by_reap_with_retention_zero(store: JobStore) -> Any:
     store.retention = 0.0
     await store.create(JobRecord(id="a", task="t", queue="q", enqueued_at=NOW))
-    await store.start("a", 1, NOW, NOW + 1.0)
+    await store.start("a", NOW, NOW + 1.0)
     await store.cancel("a", NOW + 0.5)
     return await store.reap(NOW + 2, abandon_after=60), await store.get("a")
 

@@ -1254,8 +1254,8 @@ async def test_deliveries_past_max_attempts_make_the_job_dead_not_a_crash_loop()
         with pytest.raises(JobFailed) as failed:
             await handle.result(timeout=WAIT)
     assert attempts == [1]  # the second delivery is over max_attempts: never run
-    assert failed.value.record.attempt == 2  # the delivery the record saw, not a run
-    assert "delivered 2 times, over max_attempts=1" in str(failed.value.record.reason)
+    assert failed.value.record.attempt == 2  # the start the record saw, not a run
+    assert "started 2 times, over max_attempts=1" in str(failed.value.record.reason)
     assert dead_letter_reasons(broker(jobs)) == [failed.value.record.reason]
 
 
@@ -1268,9 +1268,9 @@ async def test_the_reaper_sets_a_dead_workers_job_back_within_lease_and_one_inte
 
     handle = await cleanup.enqueue()
     source = await broker(jobs).open_source(QUEUE, prefetch=1)
-    delivery = await receive_one(source)  # a worker took it, started it, and died:
+    await receive_one(source)  # a worker took it, started it, and died:
     began = now()
-    await jobs.store.start(handle.id, delivery.message.attempt, began, began + jobs.lease)
+    await jobs.store.start(handle.id, began, began + jobs.lease)
     async with working(jobs, "elsewhere"):  # a live worker (of any queue) reaps
         await anyio.sleep(jobs.lease - 0.25)
         assert (await handle.status()).state is JobState.RUNNING  # its lease holds
@@ -1442,10 +1442,10 @@ class UnreadableStore(MemoryJobStore):
 
     unreadable = ""
 
-    async def start(self, job_id: str, attempt: int, now: float, lease_until: float) -> Started:
+    async def start(self, job_id: str, now: float, lease_until: float) -> Started:
         if job_id == self.unreadable:
             raise JobRecordError(f"job record {job_id!r} has format version 99; this reads 1")
-        return await super().start(job_id, attempt, now, lease_until)
+        return await super().start(job_id, now, lease_until)
 
 
 async def test_a_record_the_store_cannot_read_dead_letters_its_delivery_once() -> None:

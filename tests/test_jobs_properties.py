@@ -475,12 +475,6 @@ def test_jobs_end_once_cancels_win_keys_hold_and_records_follow_the_broker(
 
 
 @pytest.mark.anyio
-@pytest.mark.xfail(
-    strict=True,
-    reason="a delivery the worker only prefetched is requeued on a graceful stop and its "
-    "redelivery counts as an attempt (the runner takes the broker's count, not the record's): "
-    "a job with max_attempts=1 goes dead without ever running",
-)
 async def test_a_job_only_prefetched_by_a_worker_that_stops_keeps_its_attempts() -> None:
     world = Scenario()
     slow = await world.work.enqueue(n=0, kind="slow", k=10)

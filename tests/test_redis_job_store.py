@@ -144,7 +144,7 @@ async def test_each_transition_is_one_round_trip(counting: Counting) -> None:
     async def life() -> None:
         record, _ = await store.create(job(key=uuid.uuid4().hex))
         await store.commit([record.id])
-        await store.start(record.id, 1, NOW, NOW + 30)
+        await store.start(record.id, NOW, NOW + 30)
         await store.heartbeat(record.id, 1, NOW + 60)
         await store.complete(record.id, 1, NOW + 1, {"ok": True})
         await store.get(record.id)
@@ -238,7 +238,7 @@ async def test_a_spoilt_record_is_refused_clearly_and_the_rest_works(
     spoilt = job(key="k")
     await store.create(spoilt)
     await store.commit([spoilt.id])
-    await store.start(spoilt.id, 1, NOW, NOW + 1)  # in the leases index, soon expired
+    await store.start(spoilt.id, NOW, NOW + 1)  # in the leases index, soon expired
     finished = await store.create(done())
     await spoil(raw, f"{store.prefix}:job:{spoilt.id}")
 
@@ -252,7 +252,7 @@ async def test_a_spoilt_record_is_refused_clearly_and_the_rest_works(
         with pytest.raises(JobRecordError):
             await store.list()
         with pytest.raises(JobRecordError):
-            await store.start(spoilt.id, 2, NOW, NOW + 30)
+            await store.start(spoilt.id, NOW, NOW + 30)
         with pytest.raises(JobRecordError):
             await store.cancel(spoilt.id, NOW)
 
@@ -266,7 +266,7 @@ async def test_a_spoilt_record_is_refused_clearly_and_the_rest_works(
     # Other jobs come and go as usual.
     other, created = await store.create(job())
     assert created
-    assert (await store.start(other.id, 1, NOW, NOW + 30)).record == await store.get(other.id)
+    assert (await store.start(other.id, NOW, NOW + 30)).record == await store.get(other.id)
 
 
 # -- the stored form ----------------------------------------------------------------------
@@ -309,7 +309,7 @@ def test_the_hash_holds_to_dict_as_json_exactly(record: JobRecord) -> None:
 
 async def test_every_waiter_wakes_by_its_message(store: RedisJobStore) -> None:
     record, _ = await store.create(job())
-    await store.start(record.id, 1, NOW, NOW + 30)
+    await store.start(record.id, NOW, NOW + 30)
     subscribed = 0
     all_subscribed = anyio.Event()
     subscription = store._link.subscription
@@ -388,7 +388,7 @@ async def test_renew_of_many_is_one_script_call(store: RedisJobStore) -> None:
     started = []
     for _ in range(3):
         record, _ = await store.create(job())
-        await store.start(record.id, 1, NOW, NOW + 30)
+        await store.start(record.id, NOW, NOW + 30)
         started.append(record.id)
     await store.cancel(started[1], NOW + 1)
     assert await store.renew([(i, 1) for i in started], NOW + 90) == [started[1]]
@@ -464,7 +464,7 @@ async def test_a_callers_client_with_decoded_replies_works_and_stays_open(
 async def test_every_key_is_under_the_prefix(store: RedisJobStore, raw: aioredis.Redis) -> None:
     before = {key async for key in raw.scan_iter()}
     record, _ = await store.create(job(key="k", tenant="acme"))
-    await store.start(record.id, 1, NOW, NOW + 30)
+    await store.start(record.id, NOW, NOW + 30)
     await store.fail(record.id, 1, NOW + 1, None, retry_at=None, reason="no")
     made = {key async for key in raw.scan_iter()} - before
     assert made

@@ -167,12 +167,12 @@ class MemoryJobStore:
             if record is not None and not record.committed:
                 self._delete(record)
 
-    async def start(self, job_id: str, attempt: int, now: float, lease_until: float) -> Started:
-        """Lease the job for ``attempt`` if it may run."""
+    async def start(self, job_id: str, now: float, lease_until: float) -> Started:
+        """Lease the job's next attempt if it may run."""
         record = self._records.get(job_id)
         if record is None:
             return Started(StartKind.MISSING)
-        record, kind = t.start(record, attempt, now, lease_until, self.retention)
+        record, kind = t.start(record, now, lease_until, self.retention)
         return Started(kind, self._put(record))
 
     async def renew(

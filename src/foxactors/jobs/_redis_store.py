@@ -262,12 +262,11 @@ class RedisJobStore:
         if job_ids:
             await self._call(scripts.DISCARD, *job_ids)
 
-    async def start(self, job_id: str, attempt: int, now: float, lease_until: float) -> Started:
-        """Lease the job for ``attempt`` if it may run."""
+    async def start(self, job_id: str, now: float, lease_until: float) -> Started:
+        """Lease the job's next attempt if it may run."""
         reply = await self._call(
             scripts.START,
             job_id,
-            encode(attempt),
             encode(now),
             encode(lease_until),
             encode(now + self.retention),

@@ -85,10 +85,9 @@ class JobRunner:
             handle.dead_letter(f"not a job: no {JOB_ID_HEADER} header")
             return
         jobs, store = self.jobs, self.jobs.store
-        attempt = message.attempt
         now = jobs.clock()
         try:
-            started = await store.start(job_id, attempt, now, now + jobs.lease)
+            started = await store.start(job_id, now, now + jobs.lease)
         except JobRecordError as exc:
             handle.dead_letter(f"job record unreadable: {exc}")
             return
@@ -112,9 +111,9 @@ class JobRunner:
             return
         record = started.record
         assert record is not None
-        if attempt > record.max_attempts:  # its workers kept dying before an outcome
+        if record.attempt > record.max_attempts:  # its workers kept dying before an outcome
             reason = (
-                f"delivered {attempt} times, over max_attempts={record.max_attempts}: its "
+                f"started {record.attempt} times, over max_attempts={record.max_attempts}: its "
                 "worker kept crashing or stopping"
             )
             await self._end(delivery, record, None, reason, dead=True)

@@ -121,8 +121,12 @@ class JobStore(Protocol):
     async def discard(self, job_ids: builtins.list[str]) -> None:
         """Delete uncommitted records and free their keys: their enqueue failed."""
 
-    async def start(self, job_id: str, attempt: int, now: float, lease_until: float) -> Started:
-        """A worker got a delivery of the job: lease it for ``attempt``, if it may run."""
+    async def start(self, job_id: str, now: float, lease_until: float) -> Started:
+        """A worker got a delivery of the job: lease its next attempt, if it may run.
+
+        The attempt is the record's last one plus one (a run that began counts; a
+        delivery given back unrun does not, whatever the broker counted).
+        """
 
     async def heartbeat(self, job_id: str, attempt: int, lease_until: float) -> bool:
         """Renew the lease of a running attempt; return True if a cancel was recorded."""

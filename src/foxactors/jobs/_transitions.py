@@ -35,9 +35,13 @@ def cancelled(record: JobRecord, now: float, retention: float) -> JobRecord:
 
 
 def start(
-    record: JobRecord, attempt: int, now: float, lease_until: float, retention: float
+    record: JobRecord, now: float, lease_until: float, retention: float
 ) -> tuple[JobRecord, StartKind]:
-    """A delivery of the job reached a worker."""
+    """A delivery of the job reached a worker: its next attempt, counted by the record.
+
+    Not by the broker: a broker counts every redelivery, also of a delivery that a
+    stopping worker had only prefetched and gives back unrun, which is no attempt.
+    """
     if record.state is JobState.CANCELLED:
         return record, StartKind.CANCELLED
     if record.state in FINAL:
@@ -47,7 +51,7 @@ def start(
     running = attrs.evolve(
         record,
         state=JobState.RUNNING,
-        attempt=attempt,
+        attempt=record.attempt + 1,
         started_at=now,
         lease_until=lease_until,
         next_run_at=None,

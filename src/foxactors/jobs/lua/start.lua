@@ -1,7 +1,8 @@
--- start (_transitions.start): a delivery of the job reached a worker.
--- ARGV[3..7]: id, attempt, now, lease_until, expires (now + retention).
+-- start (_transitions.start): a delivery of the job reached a worker; its attempt is
+-- the record's last plus one.
+-- ARGV[3..6]: id, now, lease_until, expires (now + retention).
 -- Returns {'missing'}, {'corrupt', why}, or {'run' | 'cancelled' | 'finished', fields...}.
-local id, attempt, now, lease_until, expires = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+local id, now, lease_until, expires = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local r, why = read(id)
 if not r then return why and {'corrupt', why} or {'missing'} end
 if r.state == CANCELLED then return reply('cancelled', id) end
@@ -11,7 +12,7 @@ if r.cancel_requested == 'true' then  -- a running attempt's worker died after t
   return reply('cancelled', id)
 end
 change(id, r, {
-  state = RUNNING, attempt = attempt, started_at = now, lease_until = lease_until,
+  state = RUNNING, attempt = tostring(tonumber(r.attempt) + 1), started_at = now, lease_until = lease_until,
   next_run_at = false, committed = 'true',
 })
 return reply('run', id)
