@@ -510,15 +510,9 @@ async def test_a_broker_down_at_enqueue_fails_clearly_and_leaves_no_record_or_ke
     assert await world.waiting() == 1
 
 
-OUTSIDE_LEAK = (
-    "a worker app cancelled from outside stops its actors without their on_stop hooks: its "
-    "AMQP connection is never closed, so RabbitMQ keeps the delivery unacked on it"
-)
-
-
 @pytest.mark.parametrize(
     "broker",
-    ["redis", pytest.param("rabbitmq", marks=pytest.mark.xfail(strict=True, reason=OUTSIDE_LEAK))],
+    ["redis", "rabbitmq"],
 )
 async def test_a_worker_app_cancelled_from_outside_releases_its_job_to_the_next(
     world: World,

@@ -14,6 +14,7 @@ from anyio import wait_all_tasks_blocked
 from structlog.testing import capture_logs
 
 import foxactors as fa
+from foxactors._system import CANCEL_GRACE
 
 from .helpers import Crash, Recorder, tree, worker
 
@@ -92,6 +93,62 @@ async def test_a_root_cancelled_after_its_shutdown_timeout_ends_killed_not_faile
     events = [(e["event"], e.get("actor"), e["log_level"]) for e in logs]
     assert ("actor.killed", "/app", "warning") in events
     assert [e for e in events if e[0] == "system.failed"] == []  # a kill, not a failure
+
+
+@pytest.mark.anyio
+async def test_a_system_cancelled_from_outside_stops_as_killed_with_its_hooks() -> None:
+    rec = Recorder()
+    spec = tree([worker("a", rec), tree([worker("b", rec)], name="inner")])
+    with anyio.CancelScope() as outside:
+        async with fa.open_system(spec) as system:
+            outside.cancel()
+            await anyio.sleep_forever()
+    assert outside.cancelled_caught
+    # reverse order, every hook told KILLED (a kill reaches the subtree), nothing drained
+    assert [e for e in rec.events if e[0] == "stop"] == [
+        ("stop", "b", "killed"),
+        ("stop", "a", "killed"),
+    ]
+    assert (await system.wait_stopped()).kind is fa.ExitKind.KILLED
+
+
+class HangsInReceive(fa.Actor[Any]):
+    """Never finishes a message; notes whether its stop hook ran."""
+
+    def __init__(self, rec: Recorder) -> None:
+        self.rec = rec
+
+    async def receive(self, message: Any) -> Any:
+        await anyio.sleep_forever()
+
+    async def on_stop(self, exit: fa.Exit) -> None:
+        self.rec.add("stop", "hangs", exit.kind.value)  # pragma: no cover - never reached
+
+
+@pytest.mark.anyio
+async def test_a_cancelled_system_is_killed_after_the_grace_if_it_hangs() -> None:
+    rec = Recorder()
+    hangs = fa.ChildSpec("hangs", lambda: HangsInReceive(rec), shutdown=None)
+    with anyio.CancelScope() as outside:
+        async with fa.open_system(tree([worker("a", rec), hangs])) as system:
+            system.ref("hangs").tell_nowait("x")
+            await wait_all_tasks_blocked()
+            began = anyio.current_time()
+            outside.cancel()
+            await anyio.sleep_forever()
+    waited = anyio.current_time() - began
+    assert CANCEL_GRACE <= waited < CANCEL_GRACE + 1  # bounded, then cancelled
+    assert rec.of("stop") == []  # "hangs" never stopped, so "a" never got its turn
+    assert (await system.wait_stopped()).kind is fa.ExitKind.KILLED
+
+
+@pytest.mark.anyio
+async def test_kill_cancels_the_tree_at_once_without_hooks() -> None:
+    rec = Recorder()
+    async with fa.open_system(tree([worker("a", rec), worker("b", rec)])) as system:
+        system.kill()
+        assert (await system.wait_stopped()).kind is fa.ExitKind.KILLED
+    assert rec.of("stop") == []
 
 
 @pytest.mark.anyio

@@ -369,11 +369,15 @@ class Cell:
         with anyio.move_on_after(timeout):
             await self.wait_done()
         if self.live:
-            if self.scope is not None:
-                self._timed_out = True
-                self.scope.cancel()
+            self.kill()
             await self.wait_done()
         return KILLED_EXIT if self._timed_out else exit
+
+    def kill(self) -> None:
+        """Cancel the current life (no ``on_stop``), as after a shutdown timeout."""
+        if self.live and self.scope is not None:
+            self._timed_out = True
+            self.scope.cancel()
 
     async def wait_done(self) -> None:
         """Wait until the current life (if any) has ended."""

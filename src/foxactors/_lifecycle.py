@@ -32,7 +32,8 @@ class ExitKind(enum.Enum):
     CRASHED = "crashed"
     """It raised: in its start hook, a handler or a background task."""
     KILLED = "killed"
-    """It did not stop within its shutdown timeout and was cancelled."""
+    """It did not stop within its shutdown timeout and was cancelled, or the block
+    around its system was cancelled from outside (then its ``on_stop`` runs)."""
 
 
 @attrs.frozen

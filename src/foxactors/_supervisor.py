@@ -20,7 +20,7 @@ from ._errors import (
     StartError,
     SupervisionError,
 )
-from ._lifecycle import SHUTDOWN_EXIT, ActorState, Exit, ExitKind
+from ._lifecycle import KILLED_EXIT, SHUTDOWN_EXIT, ActorState, Exit, ExitKind
 from ._logging import describe, traceback_of
 from ._policy import Backoff, RestartIntensity
 from ._spec import AutoShutdown, ChildSpec, Restart, Strategy
@@ -266,11 +266,14 @@ class Supervisor(Actor[Any]):
 
         After a normal stop the children are stopped for good (draining their
         mailboxes). After a crash they are only stopped, so that a restart of this
-        supervisor restarts them on the same cells and references.
+        supervisor restarts them on the same cells and references. Stopped as killed
+        (the system cancelled from outside), it stops them as killed too: their hooks
+        run, but nothing drains.
         """
         final = not exit.abnormal
+        told = KILLED_EXIT if exit.kind is ExitKind.KILLED else SHUTDOWN_EXIT
         for child in reversed(list(self._children.values())):
-            ended = await self._terminate(child, drain=final)
+            ended = await self._terminate(child, drain=final, exit=told)
             if final or child.spec.restart is Restart.TEMPORARY:
                 self._remove(child, ended)
             else:
@@ -479,15 +482,13 @@ class Supervisor(Actor[Any]):
     def _notify(self, child: _Child, generation: int, _cell: Cell, exit: Exit) -> None:
         self._cell.mailbox.put_system(_ChildExit(child, generation, exit))
 
-    async def _terminate(self, child: _Child, *, drain: bool) -> Exit:
-        """Stop the child's current life; return SHUTDOWN, or KILLED if it was cancelled."""
+    async def _terminate(self, child: _Child, *, drain: bool, exit: Exit = SHUTDOWN_EXIT) -> Exit:
+        """Stop the child's current life; return ``exit``, or KILLED if it was cancelled."""
         child.pending = None
         # Any exit notice of this life, sent or still to come, is now expected and
         # ignored (OTP flushes it too), even if the child had already crashed.
         child.generation += 1
-        return await child.cell.stop_life(
-            drain=drain, exit=SHUTDOWN_EXIT, timeout=child.spec.shutdown
-        )
+        return await child.cell.stop_life(drain=drain, exit=exit, timeout=child.spec.shutdown)
 
     def _remove(self, child: _Child, exit: Exit) -> None:
         if self._children.get(child.spec.id) is child:

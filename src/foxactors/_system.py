@@ -8,14 +8,19 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
+import anyio.abc
 
 from ._actor import ActorRef
 from ._cell import Cell
 from ._errors import ConfigurationError, StartError
-from ._lifecycle import SHUTDOWN_EXIT, Exit, ExitKind
+from ._lifecycle import KILLED_EXIT, SHUTDOWN_EXIT, Exit, ExitKind
 from ._logging import logger as _logger
 from ._snapshot import ActorSnapshot, statistics_of, take_snapshot
 from ._spec import ChildSpec
+
+CANCEL_GRACE = 5.0
+"""Seconds the ordered shutdown may take when the block around a system is cancelled
+(or the root's own ``shutdown``, if shorter); then the tree is killed."""
 
 
 class ActorSystem:
@@ -76,9 +81,38 @@ class ActorSystem:
         """Wait until the root has stopped for good; return how it ended."""
         return await self._root.wait_stopped()
 
+    async def _stop(self, *, cancelled: bool) -> None:
+        """Leave the block: shut down gracefully, or as killed if cancelled (even then)."""
+        if not cancelled:
+            try:
+                await self._shutdown()
+                return
+            except BaseException:  # cancelled from outside while it stopped gracefully
+                with anyio.CancelScope(shield=True):
+                    await self._stop_cancelled()
+                raise
+        with anyio.CancelScope(shield=True):
+            await self._stop_cancelled()
+
     async def _shutdown(self) -> None:
         root = self._root
         await root.stop_life(drain=True, exit=SHUTDOWN_EXIT, timeout=root.spec.shutdown)
+
+    async def _stop_cancelled(self) -> None:
+        """Stop the tree as killed: hooks run, nothing drains, `CANCEL_GRACE` at most."""
+        root = self._root
+        timeout = (
+            CANCEL_GRACE if root.spec.shutdown is None else min(root.spec.shutdown, CANCEL_GRACE)
+        )
+        await root.stop_life(drain=False, exit=KILLED_EXIT, timeout=timeout)
+
+    def kill(self) -> None:
+        """Cancel the whole tree now, as a process that dies: no drain, no ``on_stop``.
+
+        What the tree held is left as a crash leaves it (unsettled deliveries go
+        back when their broker notices); leave the block or cancel it afterwards.
+        """
+        self._root.kill()
 
     def _root_exited(self, cell: Cell, exit: Exit) -> None:
         # Only a crash is a failure. A kill means the root was cancelled: after its
@@ -100,6 +134,13 @@ async def open_system(root: ChildSpec) -> AsyncIterator[ActorSystem]:
     the root fails (e.g. its supervisor gave up), the block is cancelled and the
     root's error is raised.
 
+    Cancelling the block from outside (a timeout, a cancelled task group) stops the
+    tree as killed, in the same order but without draining: each actor's ``on_stop``
+    still runs (given ``KILLED``), so sources give their deliveries back and
+    connections close. The actors do not see that cancel itself; the stop may take
+    `CANCEL_GRACE` seconds (or the root's ``shutdown``, if shorter), then what is
+    left is cancelled. Then the cancel goes on.
+
     Raises:
         StartError: The tree failed to start (the message names the child).
         RestartIntensityExceeded: The root supervisor gave up while running.
@@ -107,17 +148,21 @@ async def open_system(root: ChildSpec) -> AsyncIterator[ActorSystem]:
     system = ActorSystem(root)
     body_error: Exception | None = None
     start_error: Exception | None = None
+    cancelled = False
     try:
         async with anyio.create_task_group() as tasks:
             system._cancel = tasks.cancel_scope
-            start_error = await system._root.start(tasks, system._root_exited)
+            start_error = await tasks.start(_host, system)
             if start_error is None:
                 try:
                     yield system
                 except Exception as exc:  # re-raised below, outside the task group
                     body_error = exc
+                except BaseException:  # cancelled from outside (or the root failed)
+                    cancelled = True
+                    raise
                 finally:
-                    await system._shutdown()
+                    await system._stop(cancelled=cancelled)
     finally:
         cause = start_error or system.failure
         system._root.finalize(Exit(ExitKind.CRASHED, cause) if cause else SHUTDOWN_EXIT)
@@ -131,6 +176,15 @@ async def open_system(root: ChildSpec) -> AsyncIterator[ActorSystem]:
         raise body_error
     if system.failure is not None:
         raise system.failure
+
+
+async def _host(
+    system: ActorSystem, *, task_status: anyio.abc.TaskStatus[Exception | None]
+) -> None:
+    """Run the tree where a cancel from outside does not reach it (see `open_system`)."""
+    with anyio.CancelScope(shield=True):
+        async with anyio.create_task_group() as actors:
+            task_status.started(await system._root.start(actors, system._root_exited))
 
 
 def run(
@@ -167,6 +221,7 @@ async def _serve(root: ChildSpec) -> Exit:
                         name = signal.Signals(signum).name
                         if stopping:
                             _logger.warning("system.signal", signal=name, action="cancel")
+                            system.kill()
                             force.cancel()
                         else:
                             _logger.info("system.signal", signal=name, action="shutdown")
