@@ -18,10 +18,10 @@ def _load(name: str) -> str:
     return _LUA.joinpath(f"{name}.lua").read_text(encoding="utf-8")
 
 
-READ = _load("read")
-"""Read new entries within a count, highest priority level first."""
-READ_SHA = hashlib.sha1(READ.encode(), usedforsecurity=False).hexdigest()
-"""What EVALSHA runs `READ` by: the consumer's read is the one script on the hot path."""
+LEVELS = _load("levels")
+"""Say how many entries wait for the group in each priority level's stream."""
+LEVELS_SHA = hashlib.sha1(LEVELS.encode(), usedforsecurity=False).hexdigest()
+"""What EVALSHA runs `LEVELS` by: a consumer runs it with every read."""
 SETTLE = _load("settle")
 """Copy an entry (retry, requeue, defer, dead letter) and acknowledge it, if still ours."""
 SCHEDULE = _load("schedule")

@@ -46,6 +46,23 @@ def _pairs(flat: list[bytes]) -> dict[bytes, bytes]:
     return dict(zip(items, items, strict=False))
 
 
+def _plan(lags: list[tuple[int, bytes]], count: int) -> list[tuple[int, int]]:
+    """What to read of each level, highest first: (level, count).
+
+    No more than ``count`` in all; a level whose lag is unknown (-1) may take all
+    that is left.
+    """
+    plan = []
+    for level, (lag, _) in enumerate(lags):
+        if count <= 0:
+            break
+        if lag:
+            take = count if lag < 0 else min(lag, count)
+            plan.append((level, take))
+            count -= take
+    return plan
+
+
 def _missing_group(exc: ResponseError) -> bool:
     """Whether ``exc`` says a stream or its group does not exist (a level not used yet)."""
     text = str(exc)
@@ -56,7 +73,7 @@ class RedisSource(BrokerSource[bytes, Held]):
     """One consumer (a name in the group) of one stream and its priority levels.
 
     Reads the levels' streams highest first, never more than its free credit in
-    all (one script, see `_levels`); hands out at most ``prefetch`` unsettled
+    all (see `_read_levels`); hands out at most ``prefetch`` unsettled
     deliveries; applies settlements in batches from the settling loop (one XACK per
     level for the acks, one script per copy, pipelined). Closing returns everything
     this consumer still holds to the stream of its level. Losing the connection makes
@@ -91,7 +108,7 @@ class RedisSource(BrokerSource[bytes, Held]):
         self._delayed = backend.delayed_set(queue)
         self._dead = backend.dead_letter_stream(queue)
         self._cursors = [b"0-0"] * len(self._streams)
-        self._read_args = (len(self._streams), *self._streams, self.group, consumer)
+        self._levels_args = (len(self._streams), *self._streams, self.group)
 
     @property
     def backend(self) -> RedisBackend:
@@ -102,6 +119,7 @@ class RedisSource(BrokerSource[bytes, Held]):
         """Create the group if missing, take back this name's pending entries, consume."""
         try:
             await self.backend.ensure_group(self.client, self.queue)
+            await self.client.script_load(scripts.LEVELS)  # run by EVALSHA with each read
             await self._read_own_pending()
         except ERRORS as exc:
             raise BackendError(f"cannot consume {self.queue!r}: {exc}") from None
@@ -166,37 +184,75 @@ class RedisSource(BrokerSource[bytes, Held]):
         await self._read(max(1, self.prefetch - len(self._unsettled) - self._settling))
 
     async def _read(self, count: int) -> None:
-        """Read up to ``count`` new entries, highest level first; or wait for some.
-
-        One script reads the levels in order, within ``count`` in all. When nothing
-        is new, a blocking XREAD (which takes nothing) waits for an entry after the
-        last ids the script saw, up to ``block`` seconds; the next read takes it.
-        """
+        """Read up to ``count`` new entries, highest level first; or wait for some."""
         block = self.backend.block
         try:
             with anyio.fail_after(block + TIMEOUT):
-                try:
-                    found, got = await self.client.execute_command(
-                        "EVALSHA", scripts.READ_SHA, *self._read_args, count
-                    )
-                except NoScriptError:  # a server restarted or flushed its scripts
-                    found, got = await self.client.execute_command(
-                        "EVAL", scripts.READ, *self._read_args, count
-                    )
-                if not found:
-                    await self.client.execute_command(
-                        *("XREAD", "COUNT", 1, "BLOCK", int(block * 1000)),
-                        *("STREAMS", *self._streams, *got),
-                    )
-                    return
+                await self._read_levels(count, block)
         except (*ERRORS, TimeoutError) as exc:
             self._fail(f"reading {self.queue!r} failed: {exc}")
-            return
-        if not self._closed:
-            buffer = self._buffer
-            for place, entries in got:
-                level = place - 1  # Lua counts from 1
-                buffer.extend((entry_id, _pairs(flat), 1, level) for entry_id, flat in entries)
+
+    async def _read_levels(self, count: int, block: float) -> None:
+        """Read by priority, never more than ``count`` in all (see `_levels`).
+
+        The levels script says how many entries wait for the group in each level's
+        stream; then one round trip reads the levels that have some, highest first,
+        no more than ``count`` in all. (One XREADGROUP of several streams would take
+        ``count`` from each, past the credit; a script that read them itself would
+        pass every entry through Lua, which costs more than the round trip.) When no
+        level has anything, a blocking XREAD, which takes nothing, waits for an entry
+        after the last ones the group read; then the levels are read as above.
+        """
+        lags = await self._lags()
+        plan = _plan(lags, count)
+        if not plan:
+            woken = await self.client.execute_command(
+                *("XREAD", "COUNT", 1, "BLOCK", int(block * 1000), "STREAMS", *self._streams),
+                *(last for _, last in lags),
+            )
+            if not woken:
+                return
+            plan = _plan(await self._lags(), count)  # a new level's stream gets the group
+            if not plan:  # what XREAD saw is there, whatever a lag says: read it
+                names = {name.decode() for name, _ in woken}
+                plan = [(next(i for i, s in enumerate(self._streams) if s in names), count)]
+        if len(plan) == 1:  # the common case: one level (normal) has entries
+            level, take = plan[0]
+            self._buffer_read(
+                await self.client.execute_command(*self._read_command(level, take)), level
+            )
+        else:
+            pipe = self.client.pipeline(transaction=False)
+            for level, take in plan:
+                pipe.execute_command(*self._read_command(level, take))
+            for (level, _), reply in zip(plan, await pipe.execute(), strict=True):
+                self._buffer_read(reply, level)
+
+    async def _lags(self) -> list[tuple[int, bytes]]:
+        """Each level's lag and last delivered id, from the levels script."""
+        try:
+            lags: list[tuple[int, bytes]] = await self.client.execute_command(
+                "EVALSHA", scripts.LEVELS_SHA, *self._levels_args
+            )
+        except NoScriptError:  # the server restarted or flushed its scripts
+            lags = await self.client.execute_command("EVAL", scripts.LEVELS, *self._levels_args)
+        return lags
+
+    def _read_command(self, level: int, count: int) -> tuple[Any, ...]:
+        # the command itself: redis-py's xreadgroup() also walks every reply to
+        # record streaming lag, a cost per message we do not want
+        return (
+            *("XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", count),
+            *("STREAMS", self._streams[level], ">"),
+        )
+
+    def _buffer_read(self, reply: Any, level: int) -> int:
+        """Buffer what an XREADGROUP of ``level``'s stream read; return how many."""
+        if not reply or self._closed:
+            return 0
+        entries = reply[0][1]
+        self._buffer.extend((entry_id, fields, 1, level) for entry_id, fields in entries)
+        return len(entries)
 
     def _deliver(self, item: Item, now: float) -> Delivery | None:
         entry_id, fields, count, level = item
