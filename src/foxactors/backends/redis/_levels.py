@@ -6,6 +6,12 @@ messages without a priority go, so streams written before priorities keep workin
 ``s:critical``, ``s:high`` and ``s:low`` for the others (the name is configurable).
 A priority between two levels goes to the level below it (5 to normal, 8 to high).
 
+A consumer reads the levels highest first, never more than its credit in all
+(`RedisSource._read_levels`): first in, first out within a level, strict between
+levels (a lower level waits while a higher one has entries ready; nothing ages).
+Every script that writes an entry (requeue, the scheduler, a replay) puts it in the
+stream of its ``priority`` field's level.
+
 Pure functions and constants: no connection.
 """
 
