@@ -28,7 +28,6 @@ from foxactors.backends import (
     RabbitMQBackend,
     RedisBackend,
     SharedConnection,
-    Topology,
 )
 from foxactors.testing import anyio_backend_options
 
@@ -38,7 +37,6 @@ pytestmark = pytest.mark.anyio
 
 MEMORY = [("memory", "asyncio"), ("memory", "trio")]
 CASES = [*MEMORY, ("rabbitmq", "asyncio"), ("redis", "asyncio")]
-PRIORITIES = [*MEMORY, ("rabbitmq", "asyncio")]  # Redis streams keep insertion order
 BROKERS = [("rabbitmq", "asyncio"), ("redis", "asyncio")]
 
 
@@ -76,7 +74,7 @@ async def backend(case: tuple[str, str], request: pytest.FixtureRequest) -> Asyn
         await streams.close()
         return
     broker = request.getfixturevalue("rabbitmq")
-    rabbit = RabbitMQBackend(broker.url, topology=Topology(max_priority=10))
+    rabbit = RabbitMQBackend(broker.url)  # the default topology: classic, with priorities
     yield rabbit
     await rabbit.close()
 
@@ -259,15 +257,65 @@ async def test_a_delay_does_not_hold_up_others(backend: Backend, queue: str, sca
     await source.close()
 
 
-@pytest.mark.parametrize("case", PRIORITIES)
-async def test_priority_orders_delivery(backend: Backend, queue: str) -> None:
-    for n, priority in [(1, 0), (2, 5), (3, 9), (4, 5)]:
-        await backend.publish(queue, n, properties=fa.MessageProperties(priority=priority))
+LEVELS = fa.Priority
+
+
+async def test_priority_orders_delivery_first_in_first_out_within_a_level(
+    backend: Backend, queue: str
+) -> None:
+    """Higher levels first; one level in publish order; no priority is normal."""
+    plan = [
+        ("a", LEVELS.NORMAL),
+        ("b", None),
+        ("c", LEVELS.LOW),
+        ("d", LEVELS.CRITICAL),
+        ("e", LEVELS.HIGH),
+        ("f", None),
+        ("g", LEVELS.HIGH),
+        ("h", LEVELS.NORMAL),
+        ("i", LEVELS.LOW),
+        ("j", LEVELS.CRITICAL),
+    ]
+    for payload, priority in plan:
+        await backend.publish(queue, payload, properties=fa.MessageProperties(priority=priority))
+    source = await backend.open_source(queue, prefetch=4)
+    got: list[str] = []
+    with anyio.fail_after(60):
+        while len(got) < len(plan):  # a few at a time: each read takes the highest left
+            for delivery in await source.receive(4):
+                got.append(delivery.message.payload)
+                delivery.handle.ack()
+            await source.wait_settled()
+    assert got == ["d", "j", "e", "g", "a", "b", "f", "h", "c", "i"]
+    await source.close()
+
+
+async def test_a_later_higher_priority_overtakes_what_waits(backend: Backend, queue: str) -> None:
+    for n in range(3):
+        await backend.publish(queue, n, properties=fa.MessageProperties(priority=LEVELS.LOW))
+    source = await backend.open_source(queue, prefetch=1)
+    first = await receive_one(source)
+    await backend.publish(queue, "urgent", properties=fa.MessageProperties(priority=9))
+    await backend.publish(queue, "plain")
+    first.handle.ack()
+    got = [first.message.payload]
+    for _ in range(4):
+        delivery = await receive_one(source)
+        got.append(delivery.message.payload)
+        delivery.handle.ack()
+    assert got == [0, "urgent", "plain", 1, 2]
+    await source.close()
+
+
+@pytest.mark.parametrize("priority", [-1, 10, True, "high", 2.5])
+async def test_a_priority_out_of_range_is_refused_before_anything_is_sent(
+    backend: Backend, queue: str, priority: Any
+) -> None:
+    with pytest.raises(fa.ConfigurationError, match="priority must be None or an int from 0 to 9"):
+        await backend.publish(queue, 1, properties=fa.MessageProperties(priority=priority))
+    await backend.publish(queue, "after")
     source = await backend.open_source(queue, prefetch=10)
-    got = await receive_all(source, 4)
-    assert [d.message.payload for d in got] == [3, 2, 4, 1]
-    for d in got:
-        d.handle.ack()
+    assert (await receive_one(source)).message.payload == "after"  # nothing before it
     await source.close()
 
 

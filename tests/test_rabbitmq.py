@@ -145,7 +145,9 @@ async def test_bad_input_goes_to_the_dead_letter_queue_with_its_reason(
     await publish_plain(rabbitmq.url, queue, b"{not json", content_type="application/json")
     await publish_plain(rabbitmq.url, queue, b"<x/>", content_type="text/xml")
     await publish_plain(rabbitmq.url, queue, b"1", headers={"x-retry-attempt": "three"})
-    await backend.publish(queue, "fine")
+    # other clients' messages carry no priority: RabbitMQ delivers them at 0, so this
+    # one goes at 0 too, behind them
+    await backend.publish(queue, "fine", properties=fa.MessageProperties(priority=fa.Priority.LOW))
     source = await backend.open_source(queue, prefetch=10)
     delivery = await receive_one(source)
     assert delivery.message.payload == "fine"

@@ -50,7 +50,10 @@ class MessageProperties:
         return attrs.evolve(self, content_encoding=value)
 
     def with_priority(self, value: int | None) -> MessageProperties:
-        """Return a copy with ``priority`` set (higher is delivered first)."""
+        """Return a copy with ``priority`` set: 0-9 or a `Priority`, higher first.
+
+        None (the default) counts as `Priority.NORMAL` on every backend.
+        """
         return attrs.evolve(self, priority=value)
 
     def with_expiration(self, seconds: float | None) -> MessageProperties:
@@ -109,6 +112,32 @@ class Priority(enum.IntEnum):
 
 MAX_PRIORITY = 9
 """The highest priority; RabbitMQ queues are declared with it as ``x-max-priority``."""
+
+
+def effective_priority(priority: int | None) -> int:
+    """The level a message of ``priority`` is delivered at: None counts as `NORMAL`."""
+    return Priority.NORMAL.value if priority is None else priority
+
+
+def check_priority(properties: MessageProperties) -> None:
+    """Refuse to publish a message whose priority is not None or an int from 0 to 9.
+
+    Every backend's ``publish`` calls it, so a priority that one broker would clip
+    (RabbitMQ caps it at the queue's ``x-max-priority``) or another would file under
+    a level nobody expects fails the same way everywhere, before anything is sent.
+
+    Raises:
+        ConfigurationError: Naming the priority and the accepted values.
+    """
+    value = properties.priority
+    if value is None or (
+        isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_PRIORITY
+    ):
+        return
+    raise ConfigurationError(
+        f"message priority must be None or an int from 0 to {MAX_PRIORITY} "
+        f"(foxactors.Priority.LOW .. CRITICAL), got {value!r}"
+    )
 
 
 def priority_value(value: object) -> int:

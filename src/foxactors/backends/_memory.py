@@ -22,7 +22,7 @@ import attrs
 from foxactors._ack import AckHandle, Decision
 from foxactors._codec import Codec, JsonCodec
 from foxactors._errors import ConfigurationError
-from foxactors._message import Delivery, Message, MessageProperties
+from foxactors._message import Delivery, Message, MessageProperties, check_priority
 from foxactors._validate import require_int, require_seconds
 
 from ._admission import Admission, Inadmissible, default_properties
@@ -97,13 +97,16 @@ class MemoryBackend:
         Args:
             queue: Queue name (created on first use).
             payload: Data for the codec (JSON by default).
-            properties: Message properties; ``priority`` orders delivery (higher first).
+            properties: Message properties; ``priority`` orders delivery (higher
+                first, first in first out within one; None counts as normal).
             delay: Seconds before it becomes deliverable.
 
         Raises:
             EncodeError: The codec cannot encode the payload; nothing was published.
-            ConfigurationError: A bad queue name or delay.
+            ConfigurationError: A bad queue name, delay or priority.
         """
+        if properties is not None:
+            check_priority(properties)
         return self.publish_raw(
             queue, self.codec.encode(payload), properties=properties, delay=delay
         )

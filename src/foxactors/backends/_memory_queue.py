@@ -10,11 +10,12 @@ from collections import deque
 import anyio
 import attrs
 
-from foxactors._message import MessageProperties
+from foxactors._message import MessageProperties, Priority
 
 from ._deadletter import DeadLetter
 
 Tag = tuple[int, int]  # (consumer generation, delivery number)
+_NORMAL = Priority.NORMAL.value  # a message without a priority is delivered at it
 
 
 @attrs.define
@@ -30,8 +31,9 @@ class Entry:
 class Ready:
     """Ready entries: first in, first out within a priority, higher priorities first.
 
-    One deque per priority present, so that taking the next entry costs O(1) in
-    the common case of one priority (a heap paid O(log n) per entry).
+    A message without a priority is at `Priority.NORMAL`, as on every backend. One
+    deque per priority present, so that taking the next entry costs O(1) in the
+    common case of one priority (a heap paid O(log n) per entry).
     """
 
     __slots__ = ("_lanes", "_order", "count")
@@ -45,7 +47,9 @@ class Ready:
         return self.count
 
     def push(self, entry: Entry, front: bool) -> None:
-        priority = entry.properties.priority or 0
+        priority = entry.properties.priority
+        if priority is None:
+            priority = _NORMAL
         lane = self._lanes.get(priority)
         if lane is None:
             lane = self._lanes[priority] = deque()

@@ -20,7 +20,7 @@ from pamqp.commands import Basic
 from foxactors._actor import Actor
 from foxactors._codec import Codec, JsonCodec
 from foxactors._errors import BackendError, ConfigurationError
-from foxactors._message import MessageProperties
+from foxactors._message import MessageProperties, check_priority
 from foxactors._redact import redact
 from foxactors._validate import require_int, require_seconds
 from foxactors.backends._admission import default_properties
@@ -137,20 +137,47 @@ class RabbitMQBackend(DeadLetterShortcuts):
     async def declare(self, queue: str, channel: Any = None) -> None:
         """Declare ``queue``, its retry exchange and its dead-letter queue (idempotent).
 
+        A classic work queue that already exists without ``x-max-priority`` (declared
+        before priorities, or by another client) is used as it is, without
+        priorities, and a warning says so once (``rabbitmq.no_priorities``).
+
         Raises:
             BackendError: An existing queue was declared with other arguments.
         """
+        await self._declare(queue, channel)
+
+    async def _declare(self, queue: str, channel: Any = None) -> Any:
+        """Declare ``queue``'s topology once; return a channel that is still open."""
         if not isinstance(queue, str) or not queue:
             raise ConfigurationError(f"queue name must be a non-empty string, got {queue!r}")
         if queue in self._declared:
-            return
+            return channel
         channel = channel or await self._channel()
         topology = self.topology
         try:
             await channel.declare_queue(
                 topology.dlq(queue), durable=True, arguments={"x-queue-type": topology.queue_type}
             )
-            await channel.declare_queue(queue, durable=True, arguments=topology.arguments(queue))
+            try:
+                await channel.declare_queue(
+                    queue, durable=True, arguments=topology.arguments(queue)
+                )
+            except aio_pika.exceptions.ChannelPreconditionFailed as exc:
+                if topology.max_priority is None or "x-max-priority" not in str(exc):
+                    raise
+                # The broker closed the channel: declare again, as the queue is, on a
+                # new one. Priorities need a new queue; nothing is lost meanwhile.
+                channel = await self._channel()
+                await channel.declare_queue(
+                    queue, durable=True, arguments=topology.without_priorities().arguments(queue)
+                )
+                _logger.warning(
+                    "rabbitmq.no_priorities",
+                    queue=queue,
+                    hint="the queue exists without x-max-priority: priorities are not "
+                    "honoured on it; to have them, move its messages to a queue declared "
+                    "anew, or pass Topology(max_priority=None) to silence this",
+                )
             await channel.declare_exchange(
                 topology.retry_exchange_of(queue), aio_pika.ExchangeType.DIRECT, durable=True
             )
@@ -160,6 +187,7 @@ class RabbitMQBackend(DeadLetterShortcuts):
                 f"({exc}); delete them or match the topology ({topology})"
             ) from None
         self._declared.add(queue)
+        return channel
 
     async def _retry_target(self, channel: Any, queue: str, delay: float) -> str:
         """Declare (once) the bucket queue for ``delay``; return its routing key."""
@@ -194,9 +222,11 @@ class RabbitMQBackend(DeadLetterShortcuts):
 
         Raises:
             EncodeError: The codec cannot encode the payload; nothing was published.
-            ConfigurationError: A bad queue name or delay.
+            ConfigurationError: A bad queue name, delay or priority.
             BackendError: The broker refused or returned the message.
         """
+        if properties is not None:
+            check_priority(properties)
         return await self.publish_raw(
             queue, self.codec.encode(payload), properties=properties, delay=delay
         )
@@ -223,7 +253,7 @@ class RabbitMQBackend(DeadLetterShortcuts):
         for attempt in (1, 2):  # a connection lost since the last publish: reconnect once
             channel = await self._channel()
             try:
-                await self.declare(queue, channel)
+                channel = await self._declare(queue, channel)
                 await self._send(channel, queue, message, delay)
             except CONNECTION_ERRORS as exc:
                 await self._drop_publisher()

@@ -34,10 +34,10 @@ class RabbitMQDeadLetters:
     async def _channel(self) -> AsyncIterator[tuple[Any, str]]:
         """A channel of its own (aiormq) and the name of the dead-letter queue."""
         backend = self._backend
+        await backend.declare(self.queue)  # on the publishing channel, which may be replaced
         connection = await backend.connect()
         try:
             channel = await connection.channel()
-            await backend.declare(self.queue, channel)
             yield await channel.get_underlay_channel(), backend.topology.dlq(self.queue)
         finally:
             await connection.close()

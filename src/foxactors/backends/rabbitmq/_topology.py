@@ -8,6 +8,7 @@ from typing import Any
 import attrs
 
 from foxactors._errors import ConfigurationError
+from foxactors._message import MAX_PRIORITY
 from foxactors._validate import require_int
 
 
@@ -22,20 +23,30 @@ def delay_bucket(delay: float) -> int:
     return int(math.ceil(ms / scale) * scale)
 
 
+def _default_max_priority(topology: Topology) -> int | None:
+    return MAX_PRIORITY if topology.queue_type == "classic" else None
+
+
 @attrs.frozen
 class Topology:
     """Names and shape of the queues of one work queue.
 
     Attributes:
         queue_type: ``"classic"`` or ``"quorum"``.
-        max_priority: For classic queues, the highest priority honoured (None: none).
+        max_priority: The work queue's ``x-max-priority``: by default `MAX_PRIORITY`
+            (9) for classic queues, so that every `Priority` level is honoured, and
+            None for quorum queues, which take no such argument (RabbitMQ 4 orders
+            their messages in two levels by itself: see the docs). None on a classic
+            queue: no priorities (a queue declared before priorities existed).
         retry_exchange: Format of the retry exchange's name (``{q}``: the queue).
         retry_queue: Format of a retry bucket queue's name (``{ms}``: its delay).
         dead_letter_queue: Format of the dead-letter queue's name.
     """
 
     queue_type: str = attrs.field(default="classic")
-    max_priority: int | None = None
+    max_priority: int | None = attrs.field(
+        default=attrs.Factory(_default_max_priority, takes_self=True)
+    )
     retry_exchange: str = "{q}-retry_exchange"
     retry_queue: str = "{q}-retry-{ms}"
     dead_letter_queue: str = "{q}-dlq"
@@ -48,8 +59,20 @@ class Topology:
     def __attrs_post_init__(self) -> None:
         if self.max_priority is not None:
             require_int("max_priority", self.max_priority, 1)
+            if self.max_priority > 255:  # AMQP carries a priority in one octet
+                raise ConfigurationError(
+                    f"max_priority must be at most 255 (RabbitMQ's limit), got "
+                    f"{self.max_priority}; {MAX_PRIORITY} covers every level"
+                )
             if self.queue_type == "quorum":
-                raise ConfigurationError("quorum queues have no priorities: drop max_priority")
+                raise ConfigurationError(
+                    "quorum queues take no x-max-priority (RabbitMQ 4 gives them two "
+                    "priority levels by itself): drop max_priority"
+                )
+
+    def without_priorities(self) -> Topology:
+        """This topology for a work queue declared without ``x-max-priority``."""
+        return attrs.evolve(self, max_priority=None)
 
     def dlq(self, queue: str) -> str:
         """The dead-letter queue of ``queue``."""

@@ -14,7 +14,7 @@ import aio_pika
 import attrs
 
 from foxactors._ack import Decision
-from foxactors._message import MessageProperties
+from foxactors._message import MessageProperties, effective_priority
 from foxactors.backends import _deadletter as letters
 from foxactors.backends._deadletter import DeadLetter
 
@@ -37,7 +37,11 @@ def to_amqp(
     now: float,
     persistent: bool = True,
 ) -> aio_pika.Message:
-    """Build an aio-pika message from broker-neutral properties, published ``now``."""
+    """Build an aio-pika message from broker-neutral properties, published ``now``.
+
+    A message without a priority gets `Priority.NORMAL`'s: a priority queue takes a
+    missing priority for 0, the lowest, where every backend counts it as normal.
+    """
     headers = dict(properties.headers)
     if properties.cluster_id is not None:
         headers[CLUSTER_HEADER] = properties.cluster_id
@@ -49,7 +53,7 @@ def to_amqp(
         delivery_mode=(
             aio_pika.DeliveryMode.PERSISTENT if persistent else aio_pika.DeliveryMode.NOT_PERSISTENT
         ),
-        priority=properties.priority,
+        priority=effective_priority(properties.priority),
         correlation_id=properties.correlation_id,
         reply_to=properties.reply_to,
         expiration=properties.expiration,

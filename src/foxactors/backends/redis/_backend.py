@@ -9,7 +9,8 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 import anyio
@@ -21,7 +22,7 @@ from redis.exceptions import ResponseError
 from foxactors._actor import Actor
 from foxactors._codec import Codec, JsonCodec
 from foxactors._errors import BackendError, ConfigurationError
-from foxactors._message import DEFAULT_PROPERTIES, MessageProperties
+from foxactors._message import DEFAULT_PROPERTIES, MessageProperties, Priority, check_priority
 from foxactors._redact import redact
 from foxactors._validate import require_int, require_seconds
 from foxactors.backends._admission import default_properties
@@ -33,6 +34,7 @@ from foxactors.backends._connection import (
 from foxactors.backends._deadletter import DeadLetterShortcuts
 from foxactors.backends._keeper import keeper
 
+from . import _levels as levels
 from . import _scheduler as scheduler
 from . import _wire as wire
 from ._client import ERRORS, TIMEOUT, new_client, unreachable, wrong_password
@@ -76,6 +78,25 @@ class RedisStatistics(ConnectionStatistics):
     moved_due: int = 0
 
 
+@attrs.frozen
+class RedisQueueStatistics:
+    """What waits in one queue's streams, every priority level counted.
+
+    Attributes:
+        ready: Entries not yet read by the group, in every level's stream.
+        delayed: Entries in the delayed set (retries, deferrals, delayed publishes).
+        in_flight: Entries read and not yet settled (the group's pending lists).
+        dead: Entries in the dead-letter stream.
+        ready_by_priority: ``ready`` per level (`Priority`), highest first.
+    """
+
+    ready: int
+    delayed: int
+    in_flight: int
+    dead: int
+    ready_by_priority: Mapping[Priority, int]
+
+
 class RedisBackend(DeadLetterShortcuts):
     """Publish to and consume from Redis Streams with consumer groups and leases.
 
@@ -97,6 +118,9 @@ class RedisBackend(DeadLetterShortcuts):
         health_interval: Seconds between health checks of a supervised connection.
         dead_letter_stream: Name of the dead-letter stream (``{stream}``: the stream).
         delayed_set: Name of the delayed sorted set.
+        priority_stream: Name of the stream of a priority level other than normal
+            (``{level}``: ``critical``, ``high`` or ``low``); normal's is the
+            stream's own name.
         payload_field: The field that holds the body.
 
     Example:
@@ -122,6 +146,7 @@ class RedisBackend(DeadLetterShortcuts):
         health_interval: float = 1.0,
         dead_letter_stream: str = "{stream}:dlq",
         delayed_set: str = "{stream}:delayed",
+        priority_stream: str = "{stream}:{level}",
         payload_field: str = "payload",
     ) -> None:
         if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
@@ -136,6 +161,11 @@ class RedisBackend(DeadLetterShortcuts):
             raise ConfigurationError(f"consumer must be a non-empty string, got {consumer!r}")
         if maxlen is not None:
             require_int("maxlen", maxlen, 1)
+        if not isinstance(priority_stream, str) or "{level}" not in priority_stream:
+            raise ConfigurationError(
+                "priority_stream must name each level's stream with {level} (and "
+                f"usually {{stream}}), got {priority_stream!r}"
+            )
         require_seconds("block", block, positive=True)
         require_seconds("poll_interval", poll_interval, positive=True)
         require_seconds("health_interval", health_interval, positive=True)
@@ -151,6 +181,8 @@ class RedisBackend(DeadLetterShortcuts):
         self.payload_field = payload_field
         self._dead_letter_stream = dead_letter_stream
         self._delayed_set = delayed_set
+        self._priority_stream = priority_stream
+        self._levels: dict[str, tuple[str, ...]] = {}
         self._publisher: aioredis.Redis | None = None
         self._connecting = anyio.Lock()  # concurrent first publishes open one client
         self._default_properties = default_properties(self.codec)
@@ -168,6 +200,22 @@ class RedisBackend(DeadLetterShortcuts):
     def delayed_set(self, stream: str) -> str:
         """The sorted set of ``stream``'s entries due later."""
         return self._delayed_set.format(stream=stream)
+
+    def level_streams(self, stream: str) -> tuple[str, ...]:
+        """The streams of ``stream``'s priority levels, highest first.
+
+        Critical, high, normal (``stream`` itself), low: see `priority_stream`.
+        """
+        names = self._levels.get(stream)
+        if names is None:
+            names = self._levels[stream] = levels.level_streams(self._priority_stream, stream)
+        return names
+
+    def stream_of(self, stream: str, priority: int | None) -> str:
+        """The stream a message of ``priority`` is added to (None: normal's, ``stream``)."""
+        if priority is None:
+            return stream
+        return self.level_streams(stream)[levels.level_of(priority)]
 
     def statistics(self) -> RedisStatistics:
         """Return connection state and lease counts (see `RedisStatistics`)."""
@@ -252,13 +300,17 @@ class RedisBackend(DeadLetterShortcuts):
     ) -> str:
         """Encode ``payload`` and add it to the stream ``queue``; return its message id.
 
-        With ``delay``, it goes to the delayed set and enters the stream when due.
+        It goes to the stream of its priority's level (see `level_streams`): a
+        message without a priority, or of priority 3 to 5, to ``queue`` itself. With
+        ``delay``, it goes to the delayed set and enters that stream when due.
 
         Raises:
             EncodeError: The codec cannot encode the payload; nothing was published.
-            ConfigurationError: A bad stream name, header or delay.
+            ConfigurationError: A bad stream name, header, delay or priority.
             BackendError: Redis cannot be reached.
         """
+        if properties is not None:
+            check_priority(properties)
         return await self.publish_raw(
             queue, self.codec.encode(payload), properties=properties, delay=delay
         )
@@ -276,13 +328,15 @@ class RedisBackend(DeadLetterShortcuts):
         wire.check_stream(queue)
         require_seconds("delay", delay)
         message_id = message_id or uuid.uuid4().hex
-        fields = self.fields(body, properties or DEFAULT_PROPERTIES, message_id)
+        properties = properties or DEFAULT_PROPERTIES
+        fields = self.fields(body, properties, message_id)
         client = await self._client()  # retries once on a fresh connection
         try:
             if delay > 0:
                 await scheduler.schedule(client, self.delayed_set(queue), delay, fields)
             else:
-                await client.xadd(queue, fields, maxlen=self.maxlen, approximate=True)
+                target = self.stream_of(queue, properties.priority)
+                await client.xadd(target, fields, maxlen=self.maxlen, approximate=True)
         except ERRORS as exc:
             raise BackendError(f"publishing to {queue!r} failed: {exc}") from None
         return message_id
@@ -349,13 +403,59 @@ class RedisBackend(DeadLetterShortcuts):
         ]
 
     async def move_due(self, client: aioredis.Redis, stream: str) -> tuple[int, float | None]:
-        """Move due delayed entries into ``stream``: (how many, seconds to the next)."""
+        """Move due delayed entries into ``stream``'s levels: (how many, seconds to the next)."""
         moved, wait = await scheduler.move_due(
-            client, self.delayed_set(stream), stream, self.maxlen
+            client, self.delayed_set(stream), self.level_streams(stream), self.maxlen
         )
         if moved:
             self.stream_counts.moved_due += moved
         return moved, wait
+
+    # -- lengths -------------------------------------------------------------------------
+
+    async def queue_statistics(self, queue: str) -> RedisQueueStatistics:
+        """Count what waits in ``queue``, every priority level's stream included.
+
+        Ready and in flight per level, delayed, dead: see `RedisQueueStatistics`.
+
+        Raises:
+            BackendError: Redis cannot be reached.
+        """
+        wire.check_stream(queue)
+        client = await self._client()
+        try:
+            by_level: dict[Priority, int] = {}
+            in_flight = 0
+            for level, stream in zip(levels.LEVELS, self.level_streams(queue), strict=True):
+                ready, pending = await self._lengths(client, stream)
+                by_level[level] = ready
+                in_flight += pending
+            delayed = int(await client.zcard(self.delayed_set(queue)))
+            dead = int(await client.xlen(self.dead_letter_stream(queue)))
+        except ERRORS as exc:
+            raise BackendError(f"counting {queue!r} failed: {exc}") from None
+        return RedisQueueStatistics(
+            sum(by_level.values()), delayed, in_flight, dead, MappingProxyType(by_level)
+        )
+
+    async def _lengths(self, client: Any, stream: str) -> tuple[int, int]:
+        """(entries not yet read by the group, entries pending) of one stream."""
+        try:
+            groups = await client.xinfo_groups(stream)
+        except ResponseError as exc:
+            if "no such key" in str(exc):
+                return 0, 0
+            raise
+        group = next((g for g in groups if g["name"] == self.group.encode()), None)
+        if group is None:  # a level's stream no consumer read yet: all of it is ready
+            return int(await client.xlen(stream)), 0
+        lag = group.get("lag")
+        if lag is None:  # Redis cannot tell (entries deleted mid-stream): count them
+            lag, start = 0, "(" + group["last-delivered-id"].decode()
+            while page := await client.xrange(stream, min=start, count=1000):
+                lag += len(page)
+                start = "(" + page[-1][0].decode()
+        return int(lag), int(group["pending"])
 
     # -- dead letters --------------------------------------------------------------------
 

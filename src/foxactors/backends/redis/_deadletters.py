@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from foxactors.backends._deadletter import DeadLetter
 
+from . import _levels as levels
 from . import _scripts as scripts
 from . import _wire as wire
 
@@ -48,11 +49,13 @@ class RedisDeadLetters:
     async def replay(self, *, limit: int | None = None) -> int:
         """Move dead letters back to the stream (attempts start over), oldest first.
 
+        Each goes to the stream of its priority's level, as when it was published.
         Each move is one Lua script (add to the stream, delete the dead letter): a
         dead letter is never lost nor replayed twice.
         """
         client = await self._backend._client()
         maxlen = self._backend.maxlen or ""
+        streams = self._backend.level_streams(self.queue)
         moved = 0
         start = "-"
         while limit is None or moved < limit:
@@ -61,13 +64,14 @@ class RedisDeadLetters:
             )
             if not page:
                 break
-            for entry_id, _ in page:
+            for entry_id, fields in page:
+                target = streams[levels.level_of_field(fields.get(b"priority"))]
                 moved += int(
                     await client.eval(
                         scripts.REPLAY,
                         2,
                         self._stream,
-                        self.queue,
+                        target,
                         entry_id,
                         maxlen,
                         *wire.DLQ_FIELDS,

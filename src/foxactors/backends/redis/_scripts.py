@@ -8,6 +8,7 @@ many consumers and schedulers at work. Each file says its keys, arguments and re
 
 from __future__ import annotations
 
+import hashlib
 from importlib.resources import files
 
 _LUA = files(__package__).joinpath("lua")
@@ -17,12 +18,16 @@ def _load(name: str) -> str:
     return _LUA.joinpath(f"{name}.lua").read_text(encoding="utf-8")
 
 
+LEVELS = _load("levels")
+"""Say how many entries wait for the group in each priority level's stream."""
+LEVELS_SHA = hashlib.sha1(LEVELS.encode(), usedforsecurity=False).hexdigest()
+"""What EVALSHA runs `LEVELS` by: a consumer runs it with every read."""
 SETTLE = _load("settle")
 """Copy an entry (retry, requeue, defer, dead letter) and acknowledge it, if still ours."""
 SCHEDULE = _load("schedule")
 """Add an entry to the delayed set, due after a delay on the Redis clock."""
 MOVE_DUE = _load("move_due")
-"""Move due entries from the delayed set into the stream."""
+"""Move due entries from the delayed set into the streams of their levels."""
 RECLAIM = _load("reclaim")
 """Claim entries whose consumers stopped renewing, with their delivery counts."""
 RENEW = _load("renew")

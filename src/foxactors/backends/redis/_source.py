@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import redis.asyncio as aioredis
 import structlog
+from redis.exceptions import NoScriptError, ResponseError
 
 from foxactors._ack import AckHandle, Decision
 from foxactors._errors import BackendError
@@ -20,6 +21,7 @@ from foxactors.backends._source import BrokerSource, Settlement
 
 from . import _keeper as keeper
 from . import _leases as leases
+from . import _levels as levels
 from . import _scripts as scripts
 from . import _wire as wire
 from ._client import ERRORS, TIMEOUT
@@ -29,15 +31,54 @@ if TYPE_CHECKING:
 
 _logger: structlog.typing.FilteringBoundLogger = structlog.get_logger("foxactors")
 
+_NORMAL = levels.NORMAL
+_PREFIX = levels.TAG_PREFIX
+_ACK = Decision.ACK
 
-class RedisSource(BrokerSource[bytes, tuple[int, float]]):  # held: (attempt, leased at)
-    """One consumer (a name in the group) of one stream.
+Held = tuple[int, float, int]
+"""What a source keeps of an unsettled delivery: attempt, when leased, level."""
+Item = tuple[bytes, dict[bytes, bytes], int, int]
+"""A buffered entry: id, fields, delivery count, level (its index in `LEVELS`)."""
 
-    Reads with XREADGROUP; hands out at most ``prefetch`` unsettled deliveries;
-    applies settlements in batches from the settling loop (one XACK for the acks, one
-    script per copy, pipelined). Closing returns everything this consumer still holds
-    to the stream. Losing the connection makes `receive` raise `BackendError`; the
-    entries stay pending and come back to this consumer name's next source, or to
+
+def _pairs(flat: list[bytes]) -> dict[bytes, bytes]:
+    items = iter(flat)
+    return dict(zip(items, items, strict=False))
+
+
+def _plan(lags: list[tuple[int, bytes]], count: int) -> list[tuple[int, int]]:
+    """What to read of each level, highest first: (level, count).
+
+    No more than ``count`` in all; a level whose lag is unknown (-1) may take all
+    that is left.
+    """
+    plan = []
+    for level, (lag, _) in enumerate(lags):
+        if count <= 0:
+            break
+        if lag:
+            take = count if lag < 0 else min(lag, count)
+            plan.append((level, take))
+            count -= take
+    return plan
+
+
+def _missing_group(exc: ResponseError) -> bool:
+    """Whether ``exc`` says a stream or its group does not exist (a level not used yet)."""
+    text = str(exc)
+    return "NOGROUP" in text or "no such key" in text
+
+
+class RedisSource(BrokerSource[bytes, Held]):
+    """One consumer (a name in the group) of one stream and its priority levels.
+
+    Reads the levels' streams highest first, never more than its free credit in
+    all (see `_read_levels`); hands out at most ``prefetch`` unsettled
+    deliveries; applies settlements in batches from the settling loop (one XACK per
+    level for the acks, one script per copy, pipelined). Closing returns everything
+    this consumer still holds to the stream of its level. Losing the connection makes
+    `receive` raise `BackendError`; the entries stay pending and come back to this
+    consumer name's next source, or to
     another consumer once their lease runs out.
     """
 
@@ -63,8 +104,11 @@ class RedisSource(BrokerSource[bytes, tuple[int, float]]):  # held: (attempt, le
         self._admit = Admission(backend.codec)
         self._payload_key = backend.payload_field.encode()
         self._default_properties = default_properties(backend.codec)
-        self._keys = (queue, backend.delayed_set(queue), backend.dead_letter_stream(queue))
-        self._cursor = b"0-0"
+        self._streams = backend.level_streams(queue)
+        self._delayed = backend.delayed_set(queue)
+        self._dead = backend.dead_letter_stream(queue)
+        self._cursors = [b"0-0"] * len(self._streams)
+        self._levels_args = (len(self._streams), *self._streams, self.group)
 
     @property
     def backend(self) -> RedisBackend:
@@ -75,6 +119,7 @@ class RedisSource(BrokerSource[bytes, tuple[int, float]]):  # held: (attempt, le
         """Create the group if missing, take back this name's pending entries, consume."""
         try:
             await self.backend.ensure_group(self.client, self.queue)
+            await self.client.script_load(scripts.LEVELS)  # run by EVALSHA with each read
             await self._read_own_pending()
         except ERRORS as exc:
             raise BackendError(f"cannot consume {self.queue!r}: {exc}") from None
@@ -83,40 +128,49 @@ class RedisSource(BrokerSource[bytes, tuple[int, float]]):  # held: (attempt, le
             self._run_alone(keeper.JOBS)
 
     async def _read_own_pending(self) -> None:
-        """What a previous life of this consumer name read and never settled comes back."""
-        start = b"0"
-        while True:
-            reply = await self.client.xreadgroup(
-                self.group, self.consumer, {self.queue: start}, count=self.prefetch
-            )
-            entries = reply[0][1] if reply else []
-            if not entries:
-                return
-            counts = {
-                p["message_id"]: p["times_delivered"]
-                for p in await self.client.xpending_range(
-                    self.queue,
-                    self.group,
-                    entries[0][0],
-                    entries[-1][0],
-                    len(entries),
-                    self.consumer,
-                )
-            }
-            gone = [entry_id for entry_id, fields in entries if not fields]
-            if gone:  # trimmed or deleted while pending: nothing left to deliver
-                await self.client.xack(self.queue, self.group, *gone)
-                self._trimmed(gone)
-            self._buffer.extend(
-                (entry_id, fields, counts.get(entry_id, 1))
-                for entry_id, fields in entries
-                if fields
-            )
-            start = entries[-1][0]
+        """What a previous life of this consumer name read and never settled comes back.
 
-    def _trimmed(self, ids: list[bytes]) -> None:
+        Every level's, highest first.
+        """
+        for level, stream in enumerate(self._streams):
+            start = b"0"
+            while True:
+                try:
+                    reply = await self.client.xreadgroup(
+                        self.group, self.consumer, {stream: start}, count=self.prefetch
+                    )
+                except ResponseError as exc:
+                    if _missing_group(exc):  # a level no consumer of the group read yet
+                        break
+                    raise
+                entries = reply[0][1] if reply else []
+                if not entries:
+                    break
+                counts = {
+                    p["message_id"]: p["times_delivered"]
+                    for p in await self.client.xpending_range(
+                        stream,
+                        self.group,
+                        entries[0][0],
+                        entries[-1][0],
+                        len(entries),
+                        self.consumer,
+                    )
+                }
+                gone = [entry_id for entry_id, fields in entries if not fields]
+                if gone:  # trimmed or deleted while pending: nothing left to deliver
+                    await self.client.xack(stream, self.group, *gone)
+                    self._trimmed(gone, stream)
+                self._buffer.extend(
+                    (entry_id, fields, counts.get(entry_id, 1), level)
+                    for entry_id, fields in entries
+                    if fields
+                )
+                start = entries[-1][0]
+
+    def _trimmed(self, ids: list[bytes], stream: str) -> None:
         self._counts.trimmed += len(ids)
-        _logger.warning("redis.trimmed_pending", stream=self.queue, ids=[i.decode() for i in ids])
+        _logger.warning("redis.trimmed_pending", stream=stream, ids=[i.decode() for i in ids])
 
     def _fail(self, reason: str) -> None:
         if self._failure is None and not self._closed:
@@ -130,35 +184,91 @@ class RedisSource(BrokerSource[bytes, tuple[int, float]]):  # held: (attempt, le
         await self._read(max(1, self.prefetch - len(self._unsettled) - self._settling))
 
     async def _read(self, count: int) -> None:
+        """Read up to ``count`` new entries, highest level first; or wait for some."""
         block = self.backend.block
         try:
             with anyio.fail_after(block + TIMEOUT):
-                # the command itself: redis-py's xreadgroup() also walks every reply
-                # to record streaming lag, a cost per message we do not want
-                reply = await self.client.execute_command(
-                    *("XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", count),
-                    *("BLOCK", int(block * 1000), "STREAMS", self.queue, ">"),
-                )
+                await self._read_levels(count, block)
         except (*ERRORS, TimeoutError) as exc:
             self._fail(f"reading {self.queue!r} failed: {exc}")
-            return
-        if reply and not self._closed:
-            self._buffer.extend((entry_id, fields, 1) for entry_id, fields in reply[0][1])
 
-    def _deliver(self, item: tuple[bytes, dict[bytes, bytes], int], now: float) -> Delivery | None:
-        entry_id, fields, count = item
-        handle = AckHandle(self, entry_id, self.generation)
+    async def _read_levels(self, count: int, block: float) -> None:
+        """Read by priority, never more than ``count`` in all (see `_levels`).
+
+        The levels script says how many entries wait for the group in each level's
+        stream; then one round trip reads the levels that have some, highest first,
+        no more than ``count`` in all. (One XREADGROUP of several streams would take
+        ``count`` from each, past the credit; a script that read them itself would
+        pass every entry through Lua, which costs more than the round trip.) When no
+        level has anything, a blocking XREAD, which takes nothing, waits for an entry
+        after the last ones the group read; then the levels are read as above.
+        """
+        lags = await self._lags()
+        plan = _plan(lags, count)
+        if not plan:
+            woken = await self.client.execute_command(
+                *("XREAD", "COUNT", 1, "BLOCK", int(block * 1000), "STREAMS", *self._streams),
+                *(last for _, last in lags),
+            )
+            if not woken:
+                return
+            plan = _plan(await self._lags(), count)  # a new level's stream gets the group
+            if not plan:  # what XREAD saw is there, whatever a lag says: read it
+                names = {name.decode() for name, _ in woken}
+                plan = [(next(i for i, s in enumerate(self._streams) if s in names), count)]
+        if len(plan) == 1:  # the common case: one level (normal) has entries
+            level, take = plan[0]
+            self._buffer_read(
+                await self.client.execute_command(*self._read_command(level, take)), level
+            )
+        else:
+            pipe = self.client.pipeline(transaction=False)
+            for level, take in plan:
+                pipe.execute_command(*self._read_command(level, take))
+            for (level, _), reply in zip(plan, await pipe.execute(), strict=True):
+                self._buffer_read(reply, level)
+
+    async def _lags(self) -> list[tuple[int, bytes]]:
+        """Each level's lag and last delivered id, from the levels script."""
+        try:
+            lags: list[tuple[int, bytes]] = await self.client.execute_command(
+                "EVALSHA", scripts.LEVELS_SHA, *self._levels_args
+            )
+        except NoScriptError:  # the server restarted or flushed its scripts
+            lags = await self.client.execute_command("EVAL", scripts.LEVELS, *self._levels_args)
+        return lags
+
+    def _read_command(self, level: int, count: int) -> tuple[Any, ...]:
+        # the command itself: redis-py's xreadgroup() also walks every reply to
+        # record streaming lag, a cost per message we do not want
+        return (
+            *("XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", count),
+            *("STREAMS", self._streams[level], ">"),
+        )
+
+    def _buffer_read(self, reply: Any, level: int) -> int:
+        """Buffer what an XREADGROUP of ``level``'s stream read; return how many."""
+        if not reply or self._closed:
+            return 0
+        entries = reply[0][1]
+        self._buffer.extend((entry_id, fields, 1, level) for entry_id, fields in entries)
+        return len(entries)
+
+    def _deliver(self, item: Item, now: float) -> Delivery | None:
+        entry_id, fields, count, level = item
+        tag = entry_id if level == _NORMAL else _PREFIX[level] + entry_id
+        handle = AckHandle(self, tag, self.generation)
         parsed = wire.plain(entry_id, fields, self._payload_key, self._default_properties)
         if parsed is None:  # properties, headers, or something wrong: the full parse
             try:
                 parsed = wire.parse(entry_id, fields, self._payload_key, self._default_properties)
             except wire.BadEntry as exc:
-                self._unsettled[entry_id] = (count, now)
+                self._unsettled[tag] = (count, now, level)
                 handle.dead_letter(str(exc))
                 return None
         body, message_id, properties, prior, published_at = parsed
         attempt = prior + count
-        self._unsettled[entry_id] = (attempt, now)
+        self._unsettled[tag] = (attempt, now, level)
         ttl = properties.expiration  # counted on the wall clock: the stamp is Unix time
         try:
             payload = self._admit(
@@ -184,24 +294,33 @@ class RedisSource(BrokerSource[bytes, tuple[int, float]]):  # held: (attempt, le
     # -- settling -------------------------------------------------------------------------
 
     async def _apply(self, batch: list[Settlement]) -> None:
-        acks = [tag for tag, _, decision, _, _ in batch if decision is Decision.ACK]
-        copies: list[wire.Copy] = [
-            (tag, held[0], decision, delay, reason)
-            for tag, held, decision, delay, reason in batch
-            if decision is not Decision.ACK
-        ]
-        if not copies:
+        acks: list[bytes] = []  # normal's: the tags are the entry ids
+        other_acks: dict[int, list[bytes]] = {}
+        copies: list[tuple[int, wire.Copy]] = []
+        for tag, held, decision, delay, reason in batch:
+            level = held[2]
+            if decision is _ACK:
+                if level == _NORMAL:
+                    acks.append(tag)
+                else:
+                    other_acks.setdefault(level, []).append(tag[1:])
+            else:
+                entry_id = tag if level == _NORMAL else tag[1:]
+                copies.append((level, (entry_id, held[0], decision, delay, reason)))
+        if not copies and not other_acks:
             await self.client.xack(self.queue, self.group, *acks)
             return
         pipe = self.client.pipeline(transaction=False)
         if acks:
             pipe.xack(self.queue, self.group, *acks)
-        for entry in copies:
-            self._queue_copy(pipe, entry)
+        for level, ids in other_acks.items():
+            pipe.xack(self._streams[level], self.group, *ids)
+        for level, entry in copies:
+            self._queue_copy(pipe, level, entry)
         results = await pipe.execute()
-        self._copied(copies, results[1:] if acks else results)
+        self._copied(copies, results[len(results) - len(copies) :])
 
-    def _queue_copy(self, pipe: Any, copy: wire.Copy) -> None:
+    def _queue_copy(self, pipe: Any, level: int, copy: wire.Copy) -> None:
         entry_id, attempt, decision, delay, reason = copy
         extra: tuple[Any, ...] = ()
         if decision is Decision.DEAD_LETTER:
@@ -209,7 +328,9 @@ class RedisSource(BrokerSource[bytes, tuple[int, float]]):  # held: (attempt, le
         pipe.eval(
             scripts.SETTLE,
             3,
-            *self._keys,
+            self._streams[level],  # a requeue goes back to the entry's own level
+            self._delayed,  # retries and deferrals: moved to their level when due
+            self._dead,
             self.group,
             self.consumer,
             entry_id,
@@ -221,18 +342,18 @@ class RedisSource(BrokerSource[bytes, tuple[int, float]]):  # held: (attempt, le
             *extra,
         )
 
-    def _copied(self, copies: list[wire.Copy], results: list[Any]) -> None:
-        for (entry_id, _, decision, _, _), result in zip(copies, results, strict=True):
+    def _copied(self, copies: list[tuple[int, wire.Copy]], results: list[Any]) -> None:
+        for (level, (entry_id, _, decision, _, _)), result in zip(copies, results, strict=True):
             if result == 0:
                 self._counts.leases_lost += 1
                 _logger.warning(
                     "redis.lease_lost",
-                    stream=self.queue,
+                    stream=self._streams[level],
                     id=entry_id.decode(),
                     decision=decision.value,
                 )
             elif result == -1:
-                self._trimmed([entry_id])
+                self._trimmed([entry_id], self._streams[level])
 
     # -- leases ---------------------------------------------------------------------------
 
@@ -242,66 +363,87 @@ class RedisSource(BrokerSource[bytes, tuple[int, float]]):  # held: (attempt, le
             return
         now = time.monotonic()
         due = now - self.leases.renew_every
-        ids = [entry_id for entry_id, (_, at) in self._unsettled.items() if at <= due]
-        ids += [entry[0] for entry in self._buffer]
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            lost = await leases.renew(self.client, self.queue, self.group, self.consumer, chunk)
-            for entry_id in chunk:
-                held = self._unsettled.get(entry_id)
-                if held is not None:
-                    self._unsettled[entry_id] = (held[0], now)
-            if lost:
-                self._counts.leases_lost += len(lost)
-                _logger.warning(
-                    "redis.lease_lost", stream=self.queue, ids=[i.decode() for i in lost]
+        held_by_level: dict[int, list[tuple[bytes, bytes]]] = {}  # level: (tag, entry id)
+        for tag, (_, at, level) in self._unsettled.items():
+            if at <= due:
+                entry_id = tag if level == _NORMAL else tag[1:]
+                held_by_level.setdefault(level, []).append((tag, entry_id))
+        for entry_id, _, _, level in self._buffer:
+            held_by_level.setdefault(level, []).append((b"", entry_id))  # not handed out
+        for level, held in sorted(held_by_level.items()):
+            stream = self._streams[level]
+            for start in range(0, len(held), 500):
+                chunk = held[start : start + 500]
+                lost = await leases.renew(
+                    self.client, stream, self.group, self.consumer, [i for _, i in chunk]
                 )
+                for tag, _ in chunk:
+                    kept = self._unsettled.get(tag)
+                    if kept is not None:
+                        self._unsettled[tag] = (kept[0], now, kept[2])
+                if lost:
+                    self._counts.leases_lost += len(lost)
+                    _logger.warning(
+                        "redis.lease_lost", stream=stream, ids=[i.decode() for i in lost]
+                    )
 
     async def reclaim(self) -> bool:
-        """Claim a batch of entries whose consumers stopped renewing; True if more wait."""
+        """Claim a batch of entries whose consumers stopped renewing; True if more wait.
+
+        Every level's, highest first, ``claim_batch`` at most in all.
+        """
         if self._closed or self._failure is not None:
             return False
-        room = self.prefetch - len(self._unsettled) - len(self._buffer)
-        if room <= 0:
-            return False
-        cursor, claimed, gone = await leases.reclaim(
-            self.client,
-            self.queue,
-            self.group,
-            self.consumer,
-            leases=self.leases,
-            cursor=self._cursor,
-            count=min(room, self.leases.claim_batch),
+        room = min(
+            self.prefetch - len(self._unsettled) - len(self._buffer), self.leases.claim_batch
         )
-        self._cursor = cursor
-        if gone:
-            self._trimmed(list(gone))
-        if claimed:
-            self._counts.reclaimed += len(claimed)
-            _logger.warning(
-                "redis.reclaimed",
-                stream=self.queue,
-                consumer=self.consumer,
-                ids=[entry[0].decode() for entry in claimed],
+        more = False
+        for level, stream in enumerate(self._streams):
+            if room <= 0:
+                return True
+            cursor, claimed, gone = await leases.reclaim(
+                self.client,
+                stream,
+                self.group,
+                self.consumer,
+                leases=self.leases,
+                cursor=self._cursors[level],
+                count=room,
             )
-            self._buffer.extend(
-                (entry_id, dict(zip(flat[::2], flat[1::2], strict=True)), int(count))
-                for entry_id, count, flat in claimed
-            )
-        return cursor != b"0-0" and len(claimed) + len(gone) > 0
+            self._cursors[level] = cursor
+            if gone:
+                self._trimmed(list(gone), stream)
+            if claimed:
+                room -= len(claimed)
+                self._counts.reclaimed += len(claimed)
+                _logger.warning(
+                    "redis.reclaimed",
+                    stream=stream,
+                    consumer=self.consumer,
+                    ids=[entry[0].decode() for entry in claimed],
+                )
+                self._buffer.extend(
+                    (entry_id, _pairs(flat), int(count), level) for entry_id, count, flat in claimed
+                )
+            more = more or (cursor != b"0-0" and len(claimed) + len(gone) > 0)
+        return more
 
     async def forget_dead_consumers(self) -> None:
-        """Remove consumers idle past ``forget_after`` that hold no pending entries."""
-        removed = await leases.forget(
-            self.client, self.queue, self.group, self.leases, self.consumer
-        )
-        if removed:
-            self._counts.forgotten += len(removed)
-            _logger.info(
-                "redis.consumers_forgotten",
-                stream=self.queue,
-                consumers=[n.decode() for n in removed],
+        """Remove consumers idle past ``forget_after`` that hold no pending entries.
+
+        From every level's stream: a consumer is a member of each one's group apart.
+        """
+        for stream in self._streams:
+            removed = await leases.forget(
+                self.client, stream, self.group, self.leases, self.consumer
             )
+            if removed:
+                self._counts.forgotten += len(removed)
+                _logger.info(
+                    "redis.consumers_forgotten",
+                    stream=stream,
+                    consumers=[n.decode() for n in removed],
+                )
 
     # -- closing --------------------------------------------------------------------------
 
@@ -325,14 +467,20 @@ class RedisSource(BrokerSource[bytes, tuple[int, float]]):  # held: (attempt, le
             self.backend._release(self.queue, self.consumer)
 
     async def _return_pending(self) -> None:
-        """Copy every entry still pending for this consumer back into the stream."""
-        while True:
-            pending = await self.client.xpending_range(
-                self.queue, self.group, "-", "+", 100, self.consumer
-            )
-            if not pending:
-                return
-            pipe = self.client.pipeline(transaction=False)
-            for p in pending:
-                self._queue_copy(pipe, (p["message_id"], 0, Decision.REQUEUE, 0.0, ""))
-            await pipe.execute()
+        """Copy every entry still pending for this consumer back into its level's stream."""
+        for level, stream in enumerate(self._streams):
+            while True:
+                try:
+                    pending = await self.client.xpending_range(
+                        stream, self.group, "-", "+", 100, self.consumer
+                    )
+                except ResponseError as exc:
+                    if _missing_group(exc):
+                        break
+                    raise
+                if not pending:
+                    break
+                pipe = self.client.pipeline(transaction=False)
+                for p in pending:
+                    self._queue_copy(pipe, level, (p["message_id"], 0, Decision.REQUEUE, 0.0, ""))
+                await pipe.execute()
