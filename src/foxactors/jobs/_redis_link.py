@@ -4,10 +4,15 @@ The only module of the job layer that imports redis-py: `RedisJobStore` loads it
 it is built, so ``foxactors.jobs`` imports without the ``redis`` extra. Every failure
 comes out as a job error (`JobStoreError`, or `JobRecordError` for a key that holds
 something else), with the URL's password never in its text.
+
+Commands issued in one event-loop turn (100 enqueues in flight, a worker's starts and
+completions) go out together, as one pipeline on one connection: one write and one
+pooled connection for the lot instead of one each (see `RedisLink.command`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -38,6 +43,26 @@ def _describe(client: Any) -> str:
     if "path" in kwargs:
         return f"unix://{kwargs['path']}"
     return f"redis://{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
+
+
+class _Call:
+    """One command waiting in a batch, and the future its caller waits on."""
+
+    __slots__ = ("command", "future")
+
+    def __init__(self, command: tuple[Any, ...], future: asyncio.Future[Any]) -> None:
+        self.command = command
+        self.future = future
+
+
+class _Batch:
+    """The commands of one event-loop turn, and the task that sends them."""
+
+    __slots__ = ("calls", "task")
+
+    def __init__(self) -> None:
+        self.calls: list[_Call] = []
+        self.task: asyncio.Task[None] | None = None
 
 
 class RedisLink:
@@ -86,6 +111,8 @@ class RedisLink:
                 "RedisJobStore takes a redis:// URL or a redis.asyncio.Redis client, "
                 f"got {type(url_or_client).__name__}"
             )
+        self._open: _Batch | None = None  # the batch this loop turn's commands join
+        self._flights: set[asyncio.Task[None]] = set()  # batches being sent, ended by close
 
     def _scrub(self, text: str) -> str:
         for secret in self._secrets:
@@ -116,18 +143,88 @@ class RedisLink:
                 f"{type(exc).__name__}: {detail}"
             ) from cause
 
+    async def command(self, *command: Any) -> Any:
+        """Send one command with the others of this event-loop turn; its reply.
+
+        The first command of a turn opens a batch and starts the task that sends it;
+        that task runs after every coroutine ready in this turn has had its go, so
+        the commands they issue join it. A batch of one is sent as it is; more go as
+        one pipeline (not a transaction: each command stands alone, as if sent on its
+        own, and gets its own reply or error). A caller cancelled before its batch
+        is sent sends nothing; one cancelled later stops waiting, and the batch is
+        stopped once none of its callers waits any more.
+        """
+        loop = asyncio.get_running_loop()
+        batch = self._open
+        if batch is None:
+            batch = self._open = _Batch()
+            batch.task = loop.create_task(self._send(batch))
+            self._flights.add(batch.task)
+            batch.task.add_done_callback(self._flights.discard)
+        future: asyncio.Future[Any] = loop.create_future()
+        batch.calls.append(_Call(command, future))
+        try:
+            return await future
+        except asyncio.CancelledError:
+            if batch.task is not None and all(call.future.done() for call in batch.calls):
+                batch.task.cancel()  # nobody waits: do not hold a connection for it
+            raise
+
+    async def _send(self, batch: _Batch) -> None:
+        if self._open is batch:
+            self._open = None  # later commands open the next batch
+        calls = [call for call in batch.calls if not call.future.done()]
+        if not calls:
+            return
+        try:
+            replies = await self._replies(calls)
+        except BaseException as exc:  # the connection failed, or all callers left
+            for call in calls:
+                if call.future.done():
+                    continue
+                if isinstance(exc, Exception):
+                    call.future.set_exception(exc)
+                else:
+                    call.future.cancel()
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for call, reply in zip(calls, replies, strict=True):
+            if call.future.done():
+                continue
+            if isinstance(reply, Exception):
+                call.future.set_exception(reply)
+            else:
+                call.future.set_result(reply)
+
+    async def _replies(self, calls: list[_Call]) -> list[Any]:
+        """Each command's reply, or its error (a failed connection raises)."""
+        if len(calls) == 1:
+            return [await self._alone(calls[0].command)]
+        async with self.client.pipeline(transaction=False) as pipe:
+            for call in calls:
+                pipe.execute_command(*call.command)
+            return list(await pipe.execute(raise_on_error=False))
+
+    async def _alone(self, command: tuple[Any, ...]) -> Any:
+        """One command on its own; its error as the reply (as a pipeline gives it)."""
+        try:
+            return await self.client.execute_command(*command)
+        except ResponseError as exc:
+            return exc
+
     async def call(self, script: Script, *args: Any) -> Any:
         """Run ``script`` by its SHA1 (loading it if Redis does not know it yet)."""
         with self.translate(script.name):
             try:
-                return await self.client.evalsha(script.sha, 0, *args)
+                return await self.command("EVALSHA", script.sha, 0, *args)
             except NoScriptError:
                 return await self.client.eval(script.source, 0, *args)
 
     async def hgetall(self, key: str, doing: str) -> Any:
         """The fields of the hash ``key`` (empty if none)."""
         with self.translate(doing):
-            return await self.client.hgetall(key)
+            return await self.command("HGETALL", key)
 
     async def zcards(self, keys: list[str]) -> list[int]:
         """The sizes of the sorted sets ``keys``, in one round trip."""
@@ -152,7 +249,11 @@ class RedisLink:
                 await pubsub.aclose()
 
     async def close(self) -> None:
-        """Close the client, if this link made it."""
+        """Stop batches still being sent; close the client, if this link made it."""
+        for task in list(self._flights):
+            task.cancel()
+        if self._flights:
+            await asyncio.wait(list(self._flights))
         if self.owns:
             with contextlib.suppress(*ERRORS):
                 await self.client.aclose()
