@@ -7,7 +7,9 @@ something else), with the URL's password never in its text.
 
 Commands issued in one event-loop turn (100 enqueues in flight, a worker's starts and
 completions) go out together, as one pipeline on one connection: one write and one
-pooled connection for the lot instead of one each (see `RedisLink.command`).
+pooled connection for the lot instead of one each (see `RedisLink.command`); the
+turn's creates, and its commits, are each joined into one script call
+(`RedisLink.call_joined`).
 """
 
 from __future__ import annotations
@@ -46,13 +48,45 @@ def _describe(client: Any) -> str:
 
 
 class _Call:
-    """One command waiting in a batch, and the future its caller waits on."""
+    """One command waiting in a batch, and the future its caller waits on.
 
-    __slots__ = ("command", "future")
+    A call with ``parts`` may be joined with the batch's other calls of the same
+    command: ``rows``: the parts are JSON texts, sent as one JSON array, one reply
+    item each; else they are trailing arguments, and the reply is the same for all.
+    """
 
-    def __init__(self, command: tuple[Any, ...], future: asyncio.Future[Any]) -> None:
+    __slots__ = ("command", "future", "parts", "rows")
+
+    def __init__(
+        self,
+        command: tuple[Any, ...],
+        future: asyncio.Future[Any],
+        parts: list[str] | None = None,
+        *,
+        rows: bool = False,
+    ) -> None:
         self.command = command
         self.future = future
+        self.parts = parts
+        self.rows = rows
+
+    @staticmethod
+    def joined(calls: list[_Call]) -> tuple[Any, ...]:
+        """The command of ``calls`` (one, or several of one command) with their parts."""
+        first = calls[0]
+        if first.parts is None:
+            return first.command
+        parts = [part for call in calls for part in call.parts or ()]
+        return (*first.command, *_arguments(parts, rows=first.rows))
+
+
+def _arguments(parts: list[str], *, rows: bool) -> list[str]:
+    """Parts as arguments: one JSON array of them (rows), or each one."""
+    return ["[" + ",".join(parts) + "]"] if rows else parts
+
+
+_UNJOINED = object()
+"""The reply to each call of a joined command that failed: each is sent again alone."""
 
 
 class _Batch:
@@ -154,6 +188,9 @@ class RedisLink:
         is sent sends nothing; one cancelled later stops waiting, and the batch is
         stopped once none of its callers waits any more.
         """
+        return await self._queue(command, None, rows=False)
+
+    async def _queue(self, command: tuple[Any, ...], parts: list[str] | None, *, rows: bool) -> Any:
         loop = asyncio.get_running_loop()
         batch = self._open
         if batch is None:
@@ -162,7 +199,7 @@ class RedisLink:
             self._flights.add(batch.task)
             batch.task.add_done_callback(self._flights.discard)
         future: asyncio.Future[Any] = loop.create_future()
-        batch.calls.append(_Call(command, future))
+        batch.calls.append(_Call(command, future, parts, rows=rows))
         try:
             return await future
         except asyncio.CancelledError:
@@ -173,37 +210,72 @@ class RedisLink:
     async def _send(self, batch: _Batch) -> None:
         if self._open is batch:
             self._open = None  # later commands open the next batch
-        calls = [call for call in batch.calls if not call.future.done()]
-        if not calls:
+        units = self._units(batch)
+        if not units:
             return
         try:
-            replies = await self._replies(calls)
+            replies = await self._replies([_Call.joined(unit) for unit in units])
         except BaseException as exc:  # the connection failed, or all callers left
-            for call in calls:
-                if call.future.done():
-                    continue
-                if isinstance(exc, Exception):
-                    call.future.set_exception(exc)
-                else:
-                    call.future.cancel()
+            for unit in units:
+                for call in unit:
+                    if call.future.done():
+                        continue
+                    if isinstance(exc, Exception):
+                        call.future.set_exception(exc)
+                    else:
+                        call.future.cancel()
             if not isinstance(exc, Exception):
                 raise
             return
-        for call, reply in zip(calls, replies, strict=True):
+        for unit, reply in zip(units, replies, strict=True):
+            self._settle(unit, reply)
+
+    @staticmethod
+    def _units(batch: _Batch) -> list[list[_Call]]:
+        """The batch's calls as the commands to send: alone, or joined."""
+        units: list[list[_Call]] = []
+        joined: dict[tuple[Any, ...], list[_Call]] = {}
+        for call in batch.calls:
+            if call.future.done():  # its caller left before the send: nothing to send
+                continue
+            if call.parts is None:
+                units.append([call])
+                continue
+            unit = joined.get(call.command)
+            if unit is None:
+                unit = joined[call.command] = []
+                units.append(unit)
+            unit.append(call)
+        return units
+
+    @staticmethod
+    def _settle(unit: list[_Call], reply: Any) -> None:
+        """Give each call of ``unit`` its reply (its part of a joined one)."""
+        if len(unit) > 1 and isinstance(reply, Exception):
+            for call in unit:  # whose error? each call finds out alone
+                if not call.future.done():
+                    call.future.set_result(_UNJOINED)
+            return
+        at = 0
+        for call in unit:
+            mine = reply
+            if len(unit) > 1 and call.rows:
+                count = len(call.parts or ())
+                mine, at = reply[at : at + count], at + count
             if call.future.done():
                 continue
-            if isinstance(reply, Exception):
-                call.future.set_exception(reply)
+            if isinstance(mine, Exception):
+                call.future.set_exception(mine)
             else:
-                call.future.set_result(reply)
+                call.future.set_result(mine)
 
-    async def _replies(self, calls: list[_Call]) -> list[Any]:
+    async def _replies(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         """Each command's reply, or its error (a failed connection raises)."""
-        if len(calls) == 1:
-            return [await self._alone(calls[0].command)]
+        if len(commands) == 1:
+            return [await self._alone(commands[0])]
         async with self.client.pipeline(transaction=False) as pipe:
-            for call in calls:
-                pipe.execute_command(*call.command)
+            for command in commands:
+                pipe.execute_command(*command)
             return list(await pipe.execute(raise_on_error=False))
 
     async def _alone(self, command: tuple[Any, ...]) -> Any:
@@ -220,6 +292,29 @@ class RedisLink:
                 return await self.command("EVALSHA", script.sha, 0, *args)
             except NoScriptError:
                 return await self.client.eval(script.source, 0, *args)
+
+    async def call_joined(
+        self, script: Script, args: tuple[Any, ...], parts: list[str], *, rows: bool
+    ) -> Any:
+        """`call` ``script`` with ``args`` and ``parts``, joined with this turn's like calls.
+
+        Calls of ``script`` with the same ``args`` in one event-loop turn become one
+        call with all their parts, in order. ``rows``: the parts are JSON texts
+        passed as one JSON array, and the reply has one item per part (each caller
+        gets its own items); else they are trailing arguments, and each caller gets
+        the one reply. A joined call that fails is sent again for each caller alone,
+        so each gets the error its own call gives (the scripts joined this way leave
+        a record as it is when it is done already: a second run changes nothing).
+        """
+        own = _arguments(parts, rows=rows)
+        with self.translate(script.name):
+            try:
+                reply = await self._queue(("EVALSHA", script.sha, 0, *args), parts, rows=rows)
+            except NoScriptError:
+                return await self.client.eval(script.source, 0, *args, *own)
+        if reply is _UNJOINED:
+            return await self.call(script, *args, *own)
+        return reply
 
     async def hgetall(self, key: str, doing: str) -> Any:
         """The fields of the hash ``key`` (empty if none)."""
