@@ -23,6 +23,7 @@ import anyio
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from foxactors._errors import ConfigurationError
@@ -34,6 +35,13 @@ from ._redis_scripts import Script
 ERRORS = (RedisError, OSError)
 """What a command may raise when the server or the network fails."""
 SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def _closed() -> RedisConnectionError:
+    """What a command still being sent when its store was closed fails with."""
+    return RedisConnectionError("the job store was closed while the command was sent")
+
+
 MAX_CONNECTIONS = 10_000
 """Pooled connections at most: each waiting `result()` holds one (newer redis-py caps
 its pools at 100 and then raises, which many waiters beside a worker would reach)."""
@@ -92,11 +100,12 @@ _UNJOINED = object()
 class _Batch:
     """The commands of one event-loop turn, and the task that sends them."""
 
-    __slots__ = ("calls", "task")
+    __slots__ = ("calls", "sending", "task")
 
     def __init__(self) -> None:
         self.calls: list[_Call] = []
         self.task: asyncio.Task[None] | None = None
+        self.sending = False  # its task took it: no call joins it any more
 
 
 class RedisLink:
@@ -146,7 +155,7 @@ class RedisLink:
                 f"got {type(url_or_client).__name__}"
             )
         self._open: _Batch | None = None  # the batch this loop turn's commands join
-        self._flights: set[asyncio.Task[None]] = set()  # batches being sent, ended by close
+        self._batches: set[_Batch] = set()  # opened and not yet answered, ended by close
 
     def _scrub(self, text: str) -> str:
         for secret in self._secrets:
@@ -196,18 +205,23 @@ class RedisLink:
         if batch is None:
             batch = self._open = _Batch()
             batch.task = loop.create_task(self._send(batch))
-            self._flights.add(batch.task)
-            batch.task.add_done_callback(self._flights.discard)
+            self._batches.add(batch)
+            batch.task.add_done_callback(lambda _: self._batches.discard(batch))
         future: asyncio.Future[Any] = loop.create_future()
         batch.calls.append(_Call(command, future, parts, rows=rows))
         try:
             return await future
         except asyncio.CancelledError:
-            if batch.task is not None and all(call.future.done() for call in batch.calls):
+            if (
+                batch.sending  # (before that, its task sends nothing for callers that left)
+                and batch.task is not None
+                and all(call.future.done() for call in batch.calls)
+            ):
                 batch.task.cancel()  # nobody waits: do not hold a connection for it
             raise
 
     async def _send(self, batch: _Batch) -> None:
+        batch.sending = True
         if self._open is batch:
             self._open = None  # later commands open the next batch
         units = self._units(batch)
@@ -215,15 +229,12 @@ class RedisLink:
             return
         try:
             replies = await self._replies([_Call.joined(unit) for unit in units])
-        except BaseException as exc:  # the connection failed, or all callers left
+        except BaseException as exc:  # the connection failed, all callers left, or close()
+            failure = exc if isinstance(exc, Exception) else _closed()
             for unit in units:
                 for call in unit:
-                    if call.future.done():
-                        continue
-                    if isinstance(exc, Exception):
-                        call.future.set_exception(exc)
-                    else:
-                        call.future.cancel()
+                    if not call.future.done():  # (a caller that left is done)
+                        call.future.set_exception(failure)
             if not isinstance(exc, Exception):
                 raise
             return
@@ -345,10 +356,17 @@ class RedisLink:
 
     async def close(self) -> None:
         """Stop batches still being sent; close the client, if this link made it."""
-        for task in list(self._flights):
-            task.cancel()
-        if self._flights:
-            await asyncio.wait(list(self._flights))
+        self._open = None
+        batches = list(self._batches)
+        for batch in batches:  # a batch not sent yet, or being sent: its callers fail
+            for call in batch.calls:
+                if not call.future.done():
+                    call.future.set_exception(_closed())
+            if batch.task is not None:
+                batch.task.cancel()
+        tasks = [batch.task for batch in batches if batch.task is not None]
+        if tasks:
+            await asyncio.wait(tasks)
         if self.owns:
             with contextlib.suppress(*ERRORS):
                 await self.client.aclose()
