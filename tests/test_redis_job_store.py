@@ -196,6 +196,18 @@ async def test_a_joined_call_that_fails_answers_each_caller_as_its_own_call(
         await store.get(keyed.id)
 
 
+async def test_closing_the_store_fails_the_commands_it_has_not_answered(
+    redis: RedisServer,
+) -> None:
+    store = RedisJobStore(redis.url, prefix=f"t:{uuid.uuid4().hex}")
+    with anyio.fail_after(5):  # none of them waits for an answer that will not come
+        answers = await asyncio.gather(  # the reads queue their commands, then close runs
+            store.get("a"), store.get("b"), store.close(), return_exceptions=True
+        )
+    assert [type(answer) for answer in answers] == [JobStoreError, JobStoreError, type(None)]
+    assert "closed" in str(answers[0])
+
+
 async def test_reap_reads_only_what_expired(store: RedisJobStore, raw: aioredis.Redis) -> None:
     kept = [done(finished_at=NOW + 50, expires_at=NOW + 50 + RETENTION) for _ in range(3000)]
     gone = [done() for _ in range(3)]
