@@ -14,7 +14,8 @@ task that takes a small JSON payload and returns a number:
     and prefetch, over the same N messages published the same way;
 (c) the same end-to-end workload on arq (``enqueue_job`` + ``job.result``) and on
     Celery (Redis broker and result backend, ``apply_async`` + ``AsyncResult.get``),
-    each as one worker process with the same concurrency (see `_jobs_peers`);
+    each as one worker process with the same concurrency (see `_jobs_peers`); each
+    round measures every system in turn, and a ratio is the median of the rounds';
 (d) latency from enqueue to handler start, p50 and p99, with jobs sent at half of
     the rate measured in (b) (or (c), for a peer), open loop;
 (e) enqueue and status-read cost with 10,000 vs 1,000,000 records in the Redis job
@@ -379,59 +380,79 @@ def row(label: str, store: str, figure: str) -> str:
     return f"  {label:<46} {kind:<14} {figure}"
 
 
-async def peer_figures(
-    peer: str, url: str, queue: str, *, n: int, samples: int, rounds: int
-) -> tuple[float, list[float]]:
-    """One system's (c) rate (median of rounds) and (d) latencies, its worker running."""
-    rates: list[float] = []
+async def peer_rate(system: str, url: str, *, n: int) -> float:
+    """One round of one system's (c): a worker process of its own, n jobs, jobs per second."""
+    queue = f"bench-{system}-{uuid.uuid4().hex[:8]}"
+    if system == "foxactors":
+        async with worker_process_tasks(url, queue) as (noop, _):
+            return await produce(noop, n)
+    with peers.worker_process(system, url, queue, CONCURRENCY):
+        if system == "arq":
+            return await peers.arq_rate(url, queue, n, IN_FLIGHT)
+        return await asyncio.to_thread(peers.celery_rate, url, queue, n)
+
+
+async def peer_latencies(
+    system: str, url: str, *, samples: int, rounds: int, rate: float
+) -> list[float]:
+    """One system's (d): ``rounds`` rounds of ``samples`` jobs at ``rate``, its worker running."""
     found: list[float] = []
-    if peer == "foxactors":
-        async with worker_process_tasks(url, queue) as (noop, stamp):
-            rates = [await produce(noop, n) for _ in range(rounds)]
+    queue = f"bench-{system}-{uuid.uuid4().hex[:8]}"
+    if system == "foxactors":
+        async with worker_process_tasks(url, queue) as (_, stamp):
             for _ in range(rounds):
-                found += warm(await paced_jobs(stamp, samples, statistics.median(rates) / 2))
-        return statistics.median(rates), found
-    with peers.worker_process(peer, url, queue, CONCURRENCY):
+                found += warm(await paced_jobs(stamp, samples, rate))
+        return found
+    with peers.worker_process(system, url, queue, CONCURRENCY):
         for _ in range(rounds):
-            if peer == "arq":
-                rates.append(await peers.arq_rate(url, queue, n, IN_FLIGHT))
-            else:
-                rates.append(await asyncio.to_thread(peers.celery_rate, url, queue, n))
-        half = statistics.median(rates) / 2
-        for _ in range(rounds):
-            if peer == "arq":
-                found += warm(await peers.arq_latencies(url, queue, samples, half))
+            if system == "arq":
+                found += warm(await peers.arq_latencies(url, queue, samples, rate))
             else:
                 found += warm(
-                    await asyncio.to_thread(peers.celery_latencies, url, queue, samples, half)
+                    await asyncio.to_thread(peers.celery_latencies, url, queue, samples, rate)
                 )
-    return statistics.median(rates), found
+    return found
 
 
 async def measure_peers(url: str, n: int, samples: int, rounds: int) -> list[str]:
-    """(c) and (d): foxactors, arq and Celery on Redis, each one worker process."""
+    """(c) and (d): foxactors, arq and Celery on Redis, each one worker process.
+
+    Each round measures every system, one after the other, so that a ratio compares
+    rates measured within a minute of each other (the machine's load moves more than
+    that between the rounds); a ratio is the median of the rounds' ratios.
+    """
     lines = [
         f"(c) end to end on Redis, {n:,} jobs, one worker process each (concurrency "
-        f"{CONCURRENCY}), the producer in this process; (d) at half of each one's (c)"
+        f"{CONCURRENCY}), the producer in this process, every system in each round; "
+        "(d) at half of each one's (c)"
     ]
     if not _jobs_store.available():
         lines.append(f"    foxactors {NO_REDIS_STORE}")
         return lines
-    queue = f"bench-fx-{uuid.uuid4().hex[:8]}"
-    ours, found = await peer_figures("foxactors", url, queue, n=n, samples=samples, rounds=rounds)
+    systems = ["foxactors", *(peer for peer in peers.PEERS if peers.available(peer))]
+    figures = Figures()
+    for _ in range(rounds):
+        for system in systems:
+            figures.add(system, await peer_rate(system, url, n=n))
+    ours = figures.median("foxactors")
+    found = await peer_latencies("foxactors", url, samples=samples, rounds=rounds, rate=ours / 2)
     lines += [
-        f"    foxactors (RedisJobStore)     {ours:>9,.0f}/s",
+        f"    foxactors (RedisJobStore)     {figures.rate('foxactors')}",
         f"    (d) foxactors at {ours / 2:>7,.0f}/s: {latency_line(found)} (target p99 < 10 ms)",
     ]
     for peer in peers.PEERS:
-        if not peers.available(peer):
+        if peer not in systems:
             lines.append(f"    {peer:<9} {peers.INSTALL_HINT}")
             continue
-        queue = f"bench-{peer}-{uuid.uuid4().hex[:8]}"
-        rate, found = await peer_figures(peer, url, queue, n=n, samples=samples, rounds=rounds)
+        rate = figures.median(peer)
+        found = await peer_latencies(peer, url, samples=samples, rounds=rounds, rate=rate / 2)
+        times = [
+            a / b for a, b in zip(figures.values["foxactors"], figures.values[peer], strict=True)
+        ]
+        spread = f" [{min(times):.1f}x-{max(times):.1f}x]" if len(times) > 1 else ""
         lines += [
-            f"    {peer:<9}                     {rate:>9,.0f}/s -> foxactors {ours / rate:.1f}x"
-            " (target >= 3x)",
+            f"    {peer:<9}                     {figures.rate(peer)} -> foxactors "
+            f"{statistics.median(times):.1f}x{spread} (target >= 3x)",
             f"    (d) {peer:<9} at {rate / 2:>7,.0f}/s: {latency_line(found)}",
         ]
     return lines

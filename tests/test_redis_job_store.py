@@ -8,6 +8,7 @@ expired" is a number of HMGETs.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import uuid
@@ -156,6 +157,55 @@ async def test_each_transition_is_one_round_trip(counting: Counting) -> None:
     counting.sent.clear()
     await store.create_many([job() for _ in range(200)])
     assert counting.sent == ["EVALSHA"]
+
+
+async def test_concurrent_creates_and_commits_are_joined_and_answer_each_caller(
+    store: RedisJobStore, raw: aioredis.Redis
+) -> None:
+    await store.commit([(await store.create(job()))[0].id])  # Redis knows the scripts now
+    first = job(key="one")
+    records = [first, job(), job(key="one"), job(key="one", tenant="acme")]
+    before = await calls(raw, "evalsha")
+    answers = await asyncio.gather(*(store.create(record) for record in records))
+    await asyncio.gather(*(store.commit([record.id]) for record in records))
+    assert await calls(raw, "evalsha") - before == 2  # one script call each, for all four
+    assert [(stored.id, created) for stored, created in answers] == [
+        (first.id, True),
+        (records[1].id, True),
+        (first.id, False),  # the key's holder, created earlier in the same call
+        (records[3].id, True),  # another tenant's key
+    ]
+    assert [(await store.get(r.id)).committed for r in (first, records[1], records[3])] == [
+        True
+    ] * 3
+
+
+async def test_a_joined_call_that_fails_answers_each_caller_as_its_own_call(
+    store: RedisJobStore, raw: aioredis.Redis
+) -> None:
+    await raw.set(f"{store.prefix}:keys", "garbage")  # only a create with a key reads it
+    plain, keyed, other = job(), job(key="k"), job()
+    answers = await asyncio.gather(
+        *(store.create(record) for record in (plain, keyed, other)), return_exceptions=True
+    )
+    assert answers[0] == (plain, True)
+    assert isinstance(answers[1], JobRecordError)
+    assert answers[2] == (other, True)
+    assert (await store.get(other.id)).id == other.id
+    with pytest.raises(JobNotFound):
+        await store.get(keyed.id)
+
+
+async def test_closing_the_store_fails_the_commands_it_has_not_answered(
+    redis: RedisServer,
+) -> None:
+    store = RedisJobStore(redis.url, prefix=f"t:{uuid.uuid4().hex}")
+    with anyio.fail_after(5):  # none of them waits for an answer that will not come
+        answers = await asyncio.gather(  # the reads queue their commands, then close runs
+            store.get("a"), store.get("b"), store.close(), return_exceptions=True
+        )
+    assert [type(answer) for answer in answers] == [JobStoreError, JobStoreError, type(None)]
+    assert "closed" in str(answers[0])
 
 
 async def test_reap_reads_only_what_expired(store: RedisJobStore, raw: aioredis.Redis) -> None:

@@ -4,10 +4,17 @@ The only module of the job layer that imports redis-py: `RedisJobStore` loads it
 it is built, so ``foxactors.jobs`` imports without the ``redis`` extra. Every failure
 comes out as a job error (`JobStoreError`, or `JobRecordError` for a key that holds
 something else), with the URL's password never in its text.
+
+Commands issued in one event-loop turn (100 enqueues in flight, a worker's starts and
+completions) go out together, as one pipeline on one connection: one write and one
+pooled connection for the lot instead of one each (see `RedisLink.command`); the
+turn's creates, and its commits, are each joined into one script call
+(`RedisLink.call_joined`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -16,6 +23,7 @@ import anyio
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from foxactors._errors import ConfigurationError
@@ -27,6 +35,13 @@ from ._redis_scripts import Script
 ERRORS = (RedisError, OSError)
 """What a command may raise when the server or the network fails."""
 SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def _closed() -> RedisConnectionError:
+    """What a command still being sent when its store was closed fails with."""
+    return RedisConnectionError("the job store was closed while the command was sent")
+
+
 MAX_CONNECTIONS = 10_000
 """Pooled connections at most: each waiting `result()` holds one (newer redis-py caps
 its pools at 100 and then raises, which many waiters beside a worker would reach)."""
@@ -38,6 +53,59 @@ def _describe(client: Any) -> str:
     if "path" in kwargs:
         return f"unix://{kwargs['path']}"
     return f"redis://{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
+
+
+class _Call:
+    """One command waiting in a batch, and the future its caller waits on.
+
+    A call with ``parts`` may be joined with the batch's other calls of the same
+    command: ``rows``: the parts are JSON texts, sent as one JSON array, one reply
+    item each; else they are trailing arguments, and the reply is the same for all.
+    """
+
+    __slots__ = ("command", "future", "parts", "rows")
+
+    def __init__(
+        self,
+        command: tuple[Any, ...],
+        future: asyncio.Future[Any],
+        parts: list[str] | None = None,
+        *,
+        rows: bool = False,
+    ) -> None:
+        self.command = command
+        self.future = future
+        self.parts = parts
+        self.rows = rows
+
+    @staticmethod
+    def joined(calls: list[_Call]) -> tuple[Any, ...]:
+        """The command of ``calls`` (one, or several of one command) with their parts."""
+        first = calls[0]
+        if first.parts is None:
+            return first.command
+        parts = [part for call in calls for part in call.parts or ()]
+        return (*first.command, *_arguments(parts, rows=first.rows))
+
+
+def _arguments(parts: list[str], *, rows: bool) -> list[str]:
+    """Parts as arguments: one JSON array of them (rows), or each one."""
+    return ["[" + ",".join(parts) + "]"] if rows else parts
+
+
+_UNJOINED = object()
+"""The reply to each call of a joined command that failed: each is sent again alone."""
+
+
+class _Batch:
+    """The commands of one event-loop turn, and the task that sends them."""
+
+    __slots__ = ("calls", "sending", "task")
+
+    def __init__(self) -> None:
+        self.calls: list[_Call] = []
+        self.task: asyncio.Task[None] | None = None
+        self.sending = False  # its task took it: no call joins it any more
 
 
 class RedisLink:
@@ -86,6 +154,8 @@ class RedisLink:
                 "RedisJobStore takes a redis:// URL or a redis.asyncio.Redis client, "
                 f"got {type(url_or_client).__name__}"
             )
+        self._open: _Batch | None = None  # the batch this loop turn's commands join
+        self._batches: set[_Batch] = set()  # opened and not yet answered, ended by close
 
     def _scrub(self, text: str) -> str:
         for secret in self._secrets:
@@ -116,18 +186,151 @@ class RedisLink:
                 f"{type(exc).__name__}: {detail}"
             ) from cause
 
+    async def command(self, *command: Any) -> Any:
+        """Send one command with the others of this event-loop turn; its reply.
+
+        The first command of a turn opens a batch and starts the task that sends it;
+        that task runs after every coroutine ready in this turn has had its go, so
+        the commands they issue join it. A batch of one is sent as it is; more go as
+        one pipeline (not a transaction: each command stands alone, as if sent on its
+        own, and gets its own reply or error). A caller cancelled before its batch
+        is sent sends nothing; one cancelled later stops waiting, and the batch is
+        stopped once none of its callers waits any more.
+        """
+        return await self._queue(command, None, rows=False)
+
+    async def _queue(self, command: tuple[Any, ...], parts: list[str] | None, *, rows: bool) -> Any:
+        loop = asyncio.get_running_loop()
+        batch = self._open
+        if batch is None:
+            batch = self._open = _Batch()
+            batch.task = loop.create_task(self._send(batch))
+            self._batches.add(batch)
+            batch.task.add_done_callback(lambda _: self._batches.discard(batch))
+        future: asyncio.Future[Any] = loop.create_future()
+        batch.calls.append(_Call(command, future, parts, rows=rows))
+        try:
+            return await future
+        except asyncio.CancelledError:
+            if (
+                batch.sending  # (before that, its task sends nothing for callers that left)
+                and batch.task is not None
+                and all(call.future.done() for call in batch.calls)
+            ):
+                batch.task.cancel()  # nobody waits: do not hold a connection for it
+            raise
+
+    async def _send(self, batch: _Batch) -> None:
+        batch.sending = True
+        if self._open is batch:
+            self._open = None  # later commands open the next batch
+        units = self._units(batch)
+        if not units:
+            return
+        try:
+            replies = await self._replies([_Call.joined(unit) for unit in units])
+        except BaseException as exc:  # the connection failed, all callers left, or close()
+            failure = exc if isinstance(exc, Exception) else _closed()
+            for unit in units:
+                for call in unit:
+                    if not call.future.done():  # (a caller that left is done)
+                        call.future.set_exception(failure)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for unit, reply in zip(units, replies, strict=True):
+            self._settle(unit, reply)
+
+    @staticmethod
+    def _units(batch: _Batch) -> list[list[_Call]]:
+        """The batch's calls as the commands to send: alone, or joined."""
+        units: list[list[_Call]] = []
+        joined: dict[tuple[Any, ...], list[_Call]] = {}
+        for call in batch.calls:
+            if call.future.done():  # its caller left before the send: nothing to send
+                continue
+            if call.parts is None:
+                units.append([call])
+                continue
+            unit = joined.get(call.command)
+            if unit is None:
+                unit = joined[call.command] = []
+                units.append(unit)
+            unit.append(call)
+        return units
+
+    @staticmethod
+    def _settle(unit: list[_Call], reply: Any) -> None:
+        """Give each call of ``unit`` its reply (its part of a joined one)."""
+        if len(unit) > 1 and isinstance(reply, Exception):
+            for call in unit:  # whose error? each call finds out alone
+                if not call.future.done():
+                    call.future.set_result(_UNJOINED)
+            return
+        at = 0
+        for call in unit:
+            mine = reply
+            if len(unit) > 1 and call.rows:
+                count = len(call.parts or ())
+                mine, at = reply[at : at + count], at + count
+            if call.future.done():
+                continue
+            if isinstance(mine, Exception):
+                call.future.set_exception(mine)
+            else:
+                call.future.set_result(mine)
+
+    async def _replies(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Each command's reply, or its error (a failed connection raises)."""
+        if len(commands) == 1:
+            return [await self._alone(commands[0])]
+        async with self.client.pipeline(transaction=False) as pipe:
+            for command in commands:
+                pipe.execute_command(*command)
+            return list(await pipe.execute(raise_on_error=False))
+
+    async def _alone(self, command: tuple[Any, ...]) -> Any:
+        """One command on its own; its error as the reply (as a pipeline gives it)."""
+        try:
+            return await self.client.execute_command(*command)
+        except ResponseError as exc:
+            return exc
+
     async def call(self, script: Script, *args: Any) -> Any:
         """Run ``script`` by its SHA1 (loading it if Redis does not know it yet)."""
         with self.translate(script.name):
             try:
-                return await self.client.evalsha(script.sha, 0, *args)
+                return await self.command("EVALSHA", script.sha, 0, *args)
             except NoScriptError:
                 return await self.client.eval(script.source, 0, *args)
+
+    async def call_joined(
+        self, script: Script, args: tuple[Any, ...], parts: list[str], *, rows: bool
+    ) -> Any:
+        """`call` ``script`` with ``args`` and ``parts``, joined with this turn's like calls.
+
+        Calls of ``script`` with the same ``args`` in one event-loop turn become one
+        call with all their parts, in order. ``rows``: the parts are JSON texts
+        passed as one JSON array, and the reply has one item per part (each caller
+        gets its own items); else they are trailing arguments, and each caller gets
+        the one reply. A joined call that fails is sent again for each caller alone,
+        so each gets the error its own call gives (the scripts joined this way leave
+        a record as it is when it is done already: a second run changes nothing).
+        """
+        own = _arguments(parts, rows=rows)
+        with self.translate(script.name):
+            try:
+                reply = await self._queue(("EVALSHA", script.sha, 0, *args), parts, rows=rows)
+            except NoScriptError:
+                return await self.client.eval(script.source, 0, *args, *own)
+        if reply is _UNJOINED:
+            return await self.call(script, *args, *own)
+        return reply
 
     async def hgetall(self, key: str, doing: str) -> Any:
         """The fields of the hash ``key`` (empty if none)."""
         with self.translate(doing):
-            return await self.client.hgetall(key)
+            return await self.command("HGETALL", key)
 
     async def zcards(self, keys: list[str]) -> list[int]:
         """The sizes of the sorted sets ``keys``, in one round trip."""
@@ -152,7 +355,18 @@ class RedisLink:
                 await pubsub.aclose()
 
     async def close(self) -> None:
-        """Close the client, if this link made it."""
+        """Stop batches still being sent; close the client, if this link made it."""
+        self._open = None
+        batches = list(self._batches)
+        for batch in batches:  # a batch not sent yet, or being sent: its callers fail
+            for call in batch.calls:
+                if not call.future.done():
+                    call.future.set_exception(_closed())
+            if batch.task is not None:
+                batch.task.cancel()
+        tasks = [batch.task for batch in batches if batch.task is not None]
+        if tasks:
+            await asyncio.wait(tasks)
         if self.owns:
             with contextlib.suppress(*ERRORS):
                 await self.client.aclose()

@@ -249,13 +249,14 @@ class RedisJobStore:
         """`create` for each record, in order, in one script call."""
         if not records:
             return []
-        rows = encode([self._row(record) for record in records])
-        return self._created(records, await self._call(scripts.CREATE, rows))
+        rows = [encode(self._row(record)) for record in records]
+        reply = await self._link.call_joined(scripts.CREATE, self._head, rows, rows=True)
+        return self._created(records, reply)
 
     async def commit(self, job_ids: builtins.list[str]) -> None:
         """Mark enqueues finished."""
         if job_ids:
-            await self._call(scripts.COMMIT, *job_ids)
+            await self._link.call_joined(scripts.COMMIT, self._head, job_ids, rows=False)
 
     async def discard(self, job_ids: builtins.list[str]) -> None:
         """Delete uncommitted records and free their keys."""
