@@ -553,13 +553,14 @@ async def test_cancelling_a_running_async_task_stops_it_at_its_next_await() -> N
         return "never returned"
 
     handle = await summarise.enqueue(5)
+    began = anyio.current_time()
     async with working(jobs):
         await started.wait()
         cancelled = await handle.cancel()
         assert (cancelled.kind, cancelled.record.state) == (CancelKind.REQUESTED, JobState.RUNNING)
         with pytest.raises(JobCancelled):
             await handle.result(timeout=WAIT)
-        assert anyio.current_time() < 3600  # it did not sleep its hour out
+        assert anyio.current_time() - began < 3600  # it did not sleep its hour out
     assert reached == ["cancelled at its await"]
     record = await handle.status()
     assert (record.state, record.result, record.attempt, record.lease_until) == (

@@ -30,7 +30,6 @@ import redis.asyncio as aioredis
 
 import foxactors as fa
 from foxactors.backends import BrokerUnreachable, RabbitMQBackend, RedisBackend
-from foxactors.backends.rabbitmq import Topology
 from foxactors.backends.redis import Leases
 from foxactors.jobs import (
     CancelKind,
@@ -75,7 +74,6 @@ class World:
         self.redis = redis
         self.queue = f"jobs-{uuid.uuid4().hex[:8]}"
         self.prefix = f"fx:test:{uuid.uuid4().hex[:8]}"
-        self.max_priority: int | None = None
         self._opened: list[Any] = []
 
     def backend(self) -> Any:
@@ -90,9 +88,7 @@ class World:
                 block=0.1,
             )
         else:
-            backend = RabbitMQBackend(
-                self.server.url, topology=Topology(max_priority=self.max_priority)
-            )
+            backend = RabbitMQBackend(self.server.url)  # work queues with x-max-priority
         self._opened.append(backend)
         return backend
 
@@ -360,9 +356,9 @@ async def test_a_delayed_job_waits_in_the_broker_across_a_worker_restart(world: 
     assert done.started_at >= done.scheduled_at
 
 
-async def check_priorities(world: World) -> None:
-    world.max_priority = 9  # RabbitMQ: the topology declares x-max-priority
-    jobs = world.jobs()
+@pytest.mark.parametrize("broker", ["redis", "rabbitmq"])
+async def test_critical_jobs_run_before_low_ones_queued_earlier(world: World) -> None:
+    jobs = world.jobs()  # default topology: RabbitMQ work queues have x-max-priority
     order: list[str] = []
 
     @jobs.task
@@ -375,17 +371,6 @@ async def check_priorities(world: World) -> None:
         for handle in low + critical:
             await handle.result(timeout=WAIT)
     assert order == [f"critical {n}" for n in range(3)] + [f"low {n}" for n in range(3)]
-
-
-@pytest.mark.parametrize("broker", ["rabbitmq"])
-async def test_critical_jobs_run_before_low_ones_queued_earlier_on_rabbitmq(world: World) -> None:
-    await check_priorities(world)
-
-
-@pytest.mark.parametrize("broker", ["redis"])
-@pytest.mark.xfail(strict=True, reason="Redis Streams priorities land with the prio branch")
-async def test_critical_jobs_run_before_low_ones_queued_earlier_on_redis(world: World) -> None:
-    await check_priorities(world)
 
 
 # -- a worker that dies -----------------------------------------------------------------
