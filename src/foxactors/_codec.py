@@ -17,6 +17,9 @@ from ._validate import require_int
 _decode = json.JSONDecoder().decode
 _raw_decode = json.JSONDecoder().raw_decode
 
+compact_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+"""Compact JSON text; one encoder made once (`json.dumps` with options makes one a call)."""
+
 
 class Codec(Protocol):
     """Encodes payloads for publishing and decodes received bodies."""
@@ -54,7 +57,7 @@ class JsonCodec:
                 message says what would work.
         """
         try:
-            body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+            body = compact_json(payload).encode()
         except (TypeError, ValueError) as exc:
             raise EncodeError(_unserialisable(payload, exc)) from exc
         if len(body) > self.max_size:

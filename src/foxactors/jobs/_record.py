@@ -9,6 +9,8 @@ from typing import Any
 
 import attrs
 
+from foxactors._codec import compact_json
+
 from ._errors import JobRecordError
 
 FORMAT = 1
@@ -165,7 +167,7 @@ class JobRecord:
 
     def to_json(self) -> bytes:
         """The stored form: compact UTF-8 JSON."""
-        return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False).encode()
+        return compact_json(self.to_dict()).encode()
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> JobRecord:

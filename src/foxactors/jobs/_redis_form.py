@@ -15,10 +15,12 @@ from typing import Any
 
 import attrs
 
+from foxactors._codec import compact_json
+
 from ._errors import JobRecordError
 from ._record import FORMAT, JobRecord
 
-encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+encode = compact_json
 """A value's JSON text, as `JobRecord.to_json` writes it."""
 
 _NAMES = tuple(field.name for field in attrs.fields(JobRecord))
