@@ -10,11 +10,12 @@ A sender cancelled before it sends hands the batch to the first caller still
 waiting. Once sending, it finishes the send for the others (shielded, within
 ``timeout``) before its own cancellation goes on. Nobody waits for ever: a failed
 send fails every caller of the batch with that error, and `close` fails every
-caller not yet answered.
+caller not yet answered and stops the sends under way.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
@@ -65,11 +66,12 @@ class _Slot(Generic[T]):
 
 
 class _Batch(Generic[T]):
-    __slots__ = ("sending", "slots")
+    __slots__ = ("scope", "sending", "slots")
 
     def __init__(self) -> None:
         self.slots: list[_Slot[T]] = []
         self.sending = False  # taken by its sender: nobody joins it any more
+        self.scope = anyio.CancelScope()  # around its send: `close` stops it
 
 
 class TurnBatcher(Generic[T, R]):
@@ -154,12 +156,14 @@ class TurnBatcher(Generic[T, R]):
             self._open = None  # later callers open the next batch
         batch.sending = True
         slots = [s for s in batch.slots if s.waiting]
+        replies: Sequence[R | Exception] | None = None
         try:
             self.sent += 1
-            if len(slots) == 1:
-                replies = await self._send([slot.item])
-            else:
-                with anyio.CancelScope(shield=True), anyio.fail_after(self._timeout):
+            with contextlib.ExitStack() as stack:
+                if len(slots) > 1:  # others wait on it: a cancelled sender still sends
+                    stack.enter_context(anyio.CancelScope(shield=True))
+                    stack.enter_context(anyio.fail_after(self._timeout))
+                with batch.scope:
                     replies = await self._send([s.item for s in slots])
         except BaseException as exc:
             failure = exc if isinstance(exc, Exception) else self._lost(_INTERRUPTED)
@@ -168,13 +172,16 @@ class TurnBatcher(Generic[T, R]):
             raise
         finally:
             self._unanswered.discard(batch)
+        if replies is None:
+            return  # `close` stopped the send, and answered everyone
         for each, reply in zip(slots, replies, strict=True):
             each.answer(reply)
 
     def close(self) -> None:
         """Fail every caller not answered yet with the ``lost`` error.
 
-        A send already under way goes on; its replies come too late for them.
+        A send under way is stopped (cancelled where it waits): a server that went
+        silent keeps nobody waiting.
         """
         self._open = None
         batches, self._unanswered = self._unanswered, set()
@@ -182,3 +189,4 @@ class TurnBatcher(Generic[T, R]):
             for slot in batch.slots:
                 if slot.waiting:
                     slot.answer(self._lost(_CLOSED))
+            batch.scope.cancel()
