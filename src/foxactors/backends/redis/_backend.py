@@ -37,6 +37,7 @@ from foxactors.backends._keeper import keeper
 from . import _levels as levels
 from . import _scheduler as scheduler
 from . import _wire as wire
+from ._batch import TurnBatcher
 from ._client import ERRORS, TIMEOUT, new_client, unreachable, wrong_password
 from ._connection import RedisLink
 from ._deadletters import RedisDeadLetters
@@ -95,6 +96,11 @@ class RedisQueueStatistics:
     in_flight: int
     dead: int
     ready_by_priority: Mapping[Priority, int]
+
+
+def _lost(why: str) -> BackendError:
+    """The error of a publish whose answer was lost (``why``)."""
+    return BackendError(f"publish not answered ({why}): its entry may or may not have been added")
 
 
 class RedisBackend(DeadLetterShortcuts):
@@ -185,6 +191,10 @@ class RedisBackend(DeadLetterShortcuts):
         self._levels: dict[str, tuple[str, ...]] = {}
         self._publisher: aioredis.Redis | None = None
         self._connecting = anyio.Lock()  # concurrent first publishes open one client
+        # A turn's publishes (100 enqueues in flight) go out as one pipeline.
+        self._adds: TurnBatcher[tuple[str, dict[str, Any]], Any] = TurnBatcher(
+            self._add_entries, lost=_lost, timeout=TIMEOUT
+        )
         self._default_properties = default_properties(self.codec)
         self._in_use: set[tuple[str, str]] = set()
         self._generations = itertools.count(1)
@@ -335,11 +345,32 @@ class RedisBackend(DeadLetterShortcuts):
             if delay > 0:
                 await scheduler.schedule(client, self.delayed_set(queue), delay, fields)
             else:
-                target = self.stream_of(queue, properties.priority)
-                await client.xadd(target, fields, maxlen=self.maxlen, approximate=True)
-        except ERRORS as exc:
-            raise BackendError(f"publishing to {queue!r} failed: {exc}") from None
+                await self._adds.submit((self.stream_of(queue, properties.priority), fields))
+        except (*ERRORS, TimeoutError) as exc:
+            detail = f"{type(exc).__name__}: {exc}" if isinstance(exc, TimeoutError) else exc
+            raise BackendError(f"publishing to {queue!r} failed: {detail}") from None
+        except BackendError as exc:  # shared by the batch: each caller raises its own
+            raise type(exc)(f"publishing to {queue!r} failed: {exc}") from None
         return message_id
+
+    async def _add_entries(self, entries: list[tuple[str, dict[str, Any]]]) -> list[Any]:
+        """XADD each (stream, fields), in order: one pipeline; each reply or error.
+
+        Not a transaction: each entry is added or refused on its own (a refusal,
+        say a key that is not a stream, is that caller's error). A connection that
+        fails raises for all: none of them reports an entry added.
+        """
+        client = await self._client()
+        if len(entries) == 1:
+            stream, fields = entries[0]
+            try:
+                return [await client.xadd(stream, fields, maxlen=self.maxlen, approximate=True)]
+            except ResponseError as exc:
+                return [exc]
+        async with client.pipeline(transaction=False) as pipe:
+            for stream, fields in entries:
+                pipe.xadd(stream, fields, maxlen=self.maxlen, approximate=True)
+            return list(await pipe.execute(raise_on_error=False))
 
     # -- consuming -----------------------------------------------------------------------
 
@@ -464,7 +495,12 @@ class RedisBackend(DeadLetterShortcuts):
         return RedisDeadLetters(self, queue)
 
     async def close(self) -> None:
-        """Close the publishing client (sources close their own)."""
+        """Close the publishing client (sources close their own).
+
+        Publishes not answered yet fail with `BackendError` (their entries may or
+        may not have been added).
+        """
+        self._adds.close()
         if self._publisher is not None:
             client, self._publisher = self._publisher, None
             with contextlib.suppress(Exception):
