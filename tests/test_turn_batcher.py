@@ -1,4 +1,4 @@
-"""`TurnBatcher` (the Redis backend's publish batching, anyio only) with a fake send.
+"""`TurnBatcher` (Redis publishes and job store commands, anyio only) with a fake send.
 
 Runs on asyncio and trio. Which caller comes first in a turn is up to the scheduler
 (trio may run a turn's tasks in either order), so the tests record the order in which
@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from foxactors.backends.redis._batch import TurnBatcher
+from foxactors._batch import TurnBatcher
 from foxactors.testing import anyio_backend_options
 
 pytestmark = pytest.mark.anyio

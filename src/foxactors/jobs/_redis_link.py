@@ -14,7 +14,6 @@ turn's creates, and its commits, are each joined into one script call
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -26,6 +25,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
+from foxactors._batch import TurnBatcher
 from foxactors._errors import ConfigurationError
 from foxactors._redact import redact, secrets_of
 
@@ -37,9 +37,9 @@ ERRORS = (RedisError, OSError)
 SCHEMES = ("redis://", "rediss://", "unix://")
 
 
-def _closed() -> RedisConnectionError:
-    """What a command still being sent when its store was closed fails with."""
-    return RedisConnectionError("the job store was closed while the command was sent")
+def _lost(why: str) -> RedisConnectionError:
+    """What a command whose answer is lost fails with: a connection error (`JobStoreError`)."""
+    return RedisConnectionError(f"the job store command was not answered: {why}")
 
 
 MAX_CONNECTIONS = 10_000
@@ -56,25 +56,19 @@ def _describe(client: Any) -> str:
 
 
 class _Call:
-    """One command waiting in a batch, and the future its caller waits on.
+    """One command in a turn's batch.
 
     A call with ``parts`` may be joined with the batch's other calls of the same
     command: ``rows``: the parts are JSON texts, sent as one JSON array, one reply
     item each; else they are trailing arguments, and the reply is the same for all.
     """
 
-    __slots__ = ("command", "future", "parts", "rows")
+    __slots__ = ("command", "parts", "rows")
 
     def __init__(
-        self,
-        command: tuple[Any, ...],
-        future: asyncio.Future[Any],
-        parts: list[str] | None = None,
-        *,
-        rows: bool = False,
+        self, command: tuple[Any, ...], parts: list[str] | None = None, *, rows: bool = False
     ) -> None:
         self.command = command
-        self.future = future
         self.parts = parts
         self.rows = rows
 
@@ -95,17 +89,6 @@ def _arguments(parts: list[str], *, rows: bool) -> list[str]:
 
 _UNJOINED = object()
 """The reply to each call of a joined command that failed: each is sent again alone."""
-
-
-class _Batch:
-    """The commands of one event-loop turn, and the task that sends them."""
-
-    __slots__ = ("calls", "sending", "task")
-
-    def __init__(self) -> None:
-        self.calls: list[_Call] = []
-        self.task: asyncio.Task[None] | None = None
-        self.sending = False  # its task took it: no call joins it any more
 
 
 class RedisLink:
@@ -154,8 +137,7 @@ class RedisLink:
                 "RedisJobStore takes a redis:// URL or a redis.asyncio.Redis client, "
                 f"got {type(url_or_client).__name__}"
             )
-        self._open: _Batch | None = None  # the batch this loop turn's commands join
-        self._batches: set[_Batch] = set()  # opened and not yet answered, ended by close
+        self._turns: TurnBatcher[_Call, Any] = TurnBatcher(self._send, lost=_lost, timeout=30)
 
     def _scrub(self, text: str) -> str:
         for secret in self._secrets:
@@ -189,96 +171,41 @@ class RedisLink:
     async def command(self, *command: Any) -> Any:
         """Send one command with the others of this event-loop turn; its reply.
 
-        The first command of a turn opens a batch and starts the task that sends it;
-        that task runs after every coroutine ready in this turn has had its go, so
-        the commands they issue join it. A batch of one is sent as it is; more go as
-        one pipeline (not a transaction: each command stands alone, as if sent on its
-        own, and gets its own reply or error). A caller cancelled before its batch
-        is sent sends nothing; one cancelled later stops waiting, and the batch is
-        stopped once none of its callers waits any more.
+        The commands of one turn go out together (`TurnBatcher`: the turn's first
+        caller sends them, no task of its own): a batch of one as it is, more as one
+        pipeline (not a transaction: each command stands alone, as if sent on its
+        own, and gets its own reply or error).
         """
-        return await self._queue(command, None, rows=False)
+        return await self._turns.submit(_Call(command))
 
-    async def _queue(self, command: tuple[Any, ...], parts: list[str] | None, *, rows: bool) -> Any:
-        loop = asyncio.get_running_loop()
-        batch = self._open
-        if batch is None:
-            batch = self._open = _Batch()
-            batch.task = loop.create_task(self._send(batch))
-            self._batches.add(batch)
-            batch.task.add_done_callback(lambda _: self._batches.discard(batch))
-        future: asyncio.Future[Any] = loop.create_future()
-        batch.calls.append(_Call(command, future, parts, rows=rows))
-        try:
-            return await future
-        except asyncio.CancelledError:
-            if (
-                batch.sending  # (before that, its task sends nothing for callers that left)
-                and batch.task is not None
-                and all(call.future.done() for call in batch.calls)
-            ):
-                batch.task.cancel()  # nobody waits: do not hold a connection for it
-            raise
-
-    async def _send(self, batch: _Batch) -> None:
-        batch.sending = True
-        if self._open is batch:
-            self._open = None  # later commands open the next batch
-        units = self._units(batch)
-        if not units:
-            return
-        try:
-            replies = await self._replies([_Call.joined(unit) for unit in units])
-        except BaseException as exc:  # the connection failed, all callers left, or close()
-            failure = exc if isinstance(exc, Exception) else _closed()
-            for unit in units:
-                for call in unit:
-                    if not call.future.done():  # (a caller that left is done)
-                        call.future.set_exception(failure)
-            if not isinstance(exc, Exception):
-                raise
-            return
-        for unit, reply in zip(units, replies, strict=True):
-            self._settle(unit, reply)
-
-    @staticmethod
-    def _units(batch: _Batch) -> list[list[_Call]]:
-        """The batch's calls as the commands to send: alone, or joined."""
-        units: list[list[_Call]] = []
-        joined: dict[tuple[Any, ...], list[_Call]] = {}
-        for call in batch.calls:
-            if call.future.done():  # its caller left before the send: nothing to send
-                continue
+    async def _send(self, calls: list[_Call]) -> list[Any]:
+        """Send a turn's calls (like joinable ones joined); one reply for each call."""
+        units: list[list[int]] = []  # indexes of the calls each command sends
+        joined: dict[tuple[Any, ...], list[int]] = {}
+        for index, call in enumerate(calls):
             if call.parts is None:
-                units.append([call])
+                units.append([index])
                 continue
             unit = joined.get(call.command)
             if unit is None:
                 unit = joined[call.command] = []
                 units.append(unit)
-            unit.append(call)
-        return units
-
-    @staticmethod
-    def _settle(unit: list[_Call], reply: Any) -> None:
-        """Give each call of ``unit`` its reply (its part of a joined one)."""
-        if len(unit) > 1 and isinstance(reply, Exception):
-            for call in unit:  # whose error? each call finds out alone
-                if not call.future.done():
-                    call.future.set_result(_UNJOINED)
-            return
-        at = 0
-        for call in unit:
-            mine = reply
-            if len(unit) > 1 and call.rows:
-                count = len(call.parts or ())
-                mine, at = reply[at : at + count], at + count
-            if call.future.done():
+            unit.append(index)
+        replies = await self._replies([_Call.joined([calls[i] for i in unit]) for unit in units])
+        answers: list[Any] = [None] * len(calls)
+        for unit, reply in zip(units, replies, strict=True):
+            if len(unit) > 1 and isinstance(reply, Exception):
+                for index in unit:  # whose error? each call finds out alone
+                    answers[index] = _UNJOINED
                 continue
-            if isinstance(mine, Exception):
-                call.future.set_exception(mine)
-            else:
-                call.future.set_result(mine)
+            at = 0
+            for index in unit:
+                mine = reply
+                if len(unit) > 1 and calls[index].rows:
+                    count = len(calls[index].parts or ())
+                    mine, at = reply[at : at + count], at + count
+                answers[index] = mine
+        return answers
 
     async def _replies(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         """Each command's reply, or its error (a failed connection raises)."""
@@ -320,7 +247,9 @@ class RedisLink:
         own = _arguments(parts, rows=rows)
         with self.translate(script.name):
             try:
-                reply = await self._queue(("EVALSHA", script.sha, 0, *args), parts, rows=rows)
+                reply = await self._turns.submit(
+                    _Call(("EVALSHA", script.sha, 0, *args), parts, rows=rows)
+                )
             except NoScriptError:
                 return await self.client.eval(script.source, 0, *args, *own)
         if reply is _UNJOINED:
@@ -355,18 +284,8 @@ class RedisLink:
                 await pubsub.aclose()
 
     async def close(self) -> None:
-        """Stop batches still being sent; close the client, if this link made it."""
-        self._open = None
-        batches = list(self._batches)
-        for batch in batches:  # a batch not sent yet, or being sent: its callers fail
-            for call in batch.calls:
-                if not call.future.done():
-                    call.future.set_exception(_closed())
-            if batch.task is not None:
-                batch.task.cancel()
-        tasks = [batch.task for batch in batches if batch.task is not None]
-        if tasks:
-            await asyncio.wait(tasks)
+        """Fail the commands not answered yet; close the client, if this link made it."""
+        self._turns.close()
         if self.owns:
             with contextlib.suppress(*ERRORS):
                 await self.client.aclose()

@@ -20,6 +20,7 @@ import structlog
 from redis.exceptions import ResponseError
 
 from foxactors._actor import Actor
+from foxactors._batch import TurnBatcher
 from foxactors._codec import Codec, JsonCodec
 from foxactors._errors import BackendError, ConfigurationError
 from foxactors._message import DEFAULT_PROPERTIES, MessageProperties, Priority, check_priority
@@ -37,7 +38,6 @@ from foxactors.backends._keeper import keeper
 from . import _levels as levels
 from . import _scheduler as scheduler
 from . import _wire as wire
-from ._batch import TurnBatcher
 from ._client import ERRORS, TIMEOUT, new_client, unreachable, wrong_password
 from ._connection import RedisLink
 from ._deadletters import RedisDeadLetters
