@@ -104,8 +104,11 @@ async def test_a_sender_cancelled_before_sending_hands_the_batch_on() -> None:
     async with anyio.create_task_group() as tg:
         tg.start_soon(callers.submit, 0)  # first (on asyncio): the sender, cancelled
         tg.start_soon(second)  # in its one yield; 1 sends instead
-    assert callers.outcomes == {1: 10}
-    assert send.batches == [[1]]
+    assert callers.outcomes == {1: 10}  # 0's caller was cancelled: no answer for it
+    # 1 sent the batch. On trio, which shuffles the tasks it runs, 0 may start
+    # second and join the batch before its cancel lands: then it goes out too (the
+    # send had begun), though its caller never learns of it.
+    assert send.batches in ([[1]], [[1, 0]])
 
 
 async def test_a_sender_cancelled_mid_send_still_answers_the_others() -> None:
