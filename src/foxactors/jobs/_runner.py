@@ -213,11 +213,7 @@ class JobRunner:
                 reason = f"retry asked after the last attempt ({attempt} of {most}): {exc.reason}"
                 await self._end(delivery, record, None, reason, dead=True)
                 return
-            delay = self._backoff(attempt) if exc.delay is None else exc.delay
-            if isinstance(delay, str):
-                await self._end(delivery, record, None, delay, dead=True)
-                return
-            await self._end(delivery, record, None, exc.reason, dead=False, delay=delay)
+            await self._retry(delivery, record, None, exc.reason, exc.delay)
             return
         if isinstance(exc, TimeoutError) and options.timeout is not None:
             what = f"timed out after {options.timeout} s"
@@ -230,26 +226,33 @@ class JobRunner:
             reason = f"failed after {attempt} attempt{'s' if attempt > 1 else ''}: {what}"
             await self._end(delivery, record, info, reason, dead=True)
         else:
-            delay = self._backoff(attempt)
-            if isinstance(delay, str):
-                await self._end(delivery, record, info, delay, dead=True)
-                return
-            await self._end(delivery, record, info, what, dead=False, delay=delay)
+            await self._retry(delivery, record, info, what, None)
 
-    def _backoff(self, attempt: int) -> float | str:
-        """Seconds before the attempt after ``attempt``, or why the task's backoff gave none.
+    async def _retry(
+        self,
+        delivery: Delivery,
+        record: JobRecord,
+        error: ErrorInfo | None,
+        reason: str,
+        delay: float | None,
+    ) -> None:
+        """Run the job again after ``delay`` seconds (None: the task's backoff decides).
 
         A custom backoff that raises or returns no delay would leave the record
         retrying with no delivery behind it: the job is dead instead, saying why.
         """
-        backoff = self.task.defaults.backoff
-        try:
-            return require_seconds("a backoff's delay", backoff(attempt))
-        except Exception as exc:
-            return (
-                f"its backoff {backoff!r} gave no delay after attempt {attempt}: "
-                f"{type(exc).__name__}: {exc}"
-            )
+        if delay is None:
+            backoff = self.task.defaults.backoff
+            try:
+                delay = require_seconds("a backoff's delay", backoff(record.attempt))
+            except Exception as exc:
+                reason = (
+                    f"its backoff {backoff!r} gave no delay after attempt {record.attempt}: "
+                    f"{type(exc).__name__}: {exc}"
+                )
+                await self._end(delivery, record, error, reason, dead=True)
+                return
+        await self._end(delivery, record, error, reason, dead=False, delay=delay)
 
     async def _end(
         self,
