@@ -10,12 +10,11 @@ from collections import deque
 import anyio
 import attrs
 
-from foxactors._message import MessageProperties, Priority
+from foxactors._message import MessageProperties, effective_priority
 
 from ._deadletter import DeadLetter
 
 Tag = tuple[int, int]  # (consumer generation, delivery number)
-_NORMAL = Priority.NORMAL.value  # a message without a priority is delivered at it
 
 
 @attrs.define
@@ -47,9 +46,7 @@ class Ready:
         return self.count
 
     def push(self, entry: Entry, front: bool) -> None:
-        priority = entry.properties.priority
-        if priority is None:
-            priority = _NORMAL
+        priority = effective_priority(entry.properties.priority)
         lane = self._lanes.get(priority)
         if lane is None:
             lane = self._lanes[priority] = deque()
