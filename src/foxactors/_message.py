@@ -235,6 +235,7 @@ class Outcome:
         error: The handler's exception, for failures.
         delay: Seconds to wait, for retries.
         reason: Why, for dead letters and failures (one line, no payload).
+        duration: Seconds the handler ran, for attempts that ran one (else None).
     """
 
     delivery: Delivery
@@ -242,3 +243,4 @@ class Outcome:
     error: BaseException | None = attrs.field(default=None, eq=False)
     delay: float = 0.0
     reason: str = ""
+    duration: float | None = None

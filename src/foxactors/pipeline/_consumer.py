@@ -14,6 +14,7 @@ from foxactors._message import Message, Outcome, OutcomeKind
 from foxactors.backends import CONNECTION, Backend, DeadLetter, GetSource, Source
 
 from ._messages import StopIntake
+from ._tally import ConsumerStatistics, Tally
 from ._work import BatchOutcomes, one_or_run
 
 _SUCCEEDED = OutcomeKind.SUCCEEDED  # hot path: a global is cheaper than an enum lookup
@@ -41,7 +42,9 @@ class Consumer(Actor[Any]):
         downstream: str,
         dead_letters: str | None = None,
         connection: str | None = None,
+        tally: Tally | None = None,
     ) -> None:
+        self._tally = tally if tally is not None else Tally()  # the spec's: kept on restarts
         self._backend = backend
         self._connection = connection
         self._dead_letters = dead_letters
@@ -64,14 +67,27 @@ class Consumer(Actor[Any]):
         self._intake = anyio.CancelScope()
         self.start_task(self._pull)
 
+    @property
+    def backend(self) -> Backend:
+        """The backend it consumes from (for metrics and health: queue depth)."""
+        return self._backend
+
+    def statistics(self) -> ConsumerStatistics:
+        """Messages received and settled so far, and whether it is pulling now."""
+        consuming = not self._intake.cancel_called
+        return self._tally.statistics(self._queue, consuming=consuming)
+
     async def _pull(self) -> None:
         downstream = self.find(self._downstream)
         receive = self.source.receive
         batch = self._prefetch
         min_demand = max(1, batch // 2)
+        pulled = self._tally.pulled
         with self._intake:
             while True:
-                await downstream.tell(one_or_run(await receive(batch, min_demand)))
+                deliveries = await receive(batch, min_demand)
+                pulled(deliveries)
+                await downstream.tell(one_or_run(deliveries))
 
     async def receive(self, message: Any) -> Any:
         """Settle outcomes; on `StopIntake`, stop pulling and return the source.
@@ -93,6 +109,7 @@ class Consumer(Actor[Any]):
         return None
 
     def _settle(self, outcome: Outcome) -> None:
+        self._tally.outcome(outcome)
         handle = outcome.delivery.handle
         if handle.decision is not None:  # settled by hand, or requeued on a crash
             return

@@ -154,10 +154,24 @@ class RetryStage(Stage):
                     f"not retried ({type(outcome.error).__name__} is in dead_on): {outcome.reason}"
                 )
                 await self.reply(
-                    Outcome(outcome.delivery, OutcomeKind.DEAD_LETTER, outcome.error, 0.0, why)
+                    Outcome(
+                        outcome.delivery,
+                        OutcomeKind.DEAD_LETTER,
+                        outcome.error,
+                        0.0,
+                        why,
+                        duration=outcome.duration,
+                    )
                 )
                 return
             attempt = outcome.delivery.message.attempt
             kind, delay, why = self.policy.decide(attempt, outcome.reason, self._rand())
-            outcome = Outcome(outcome.delivery, kind, outcome.error, delay, why or outcome.reason)
+            outcome = Outcome(
+                outcome.delivery,
+                kind,
+                outcome.error,
+                delay,
+                why or outcome.reason,
+                duration=outcome.duration,
+            )
         await self.reply(outcome)

@@ -34,6 +34,7 @@ from ._pool import Pool
 from ._ratelimit import RateLimitStage
 from ._retry import RetryStage
 from ._stage import Stage, handles_outcomes
+from ._tally import Tally
 from ._worker import WorkerActor
 
 CONSUMER = "consumer"
@@ -290,6 +291,7 @@ def tree(options: PipelineOptions, backend: Backend, queue: str) -> ChildSpec:
             downstream=topology.consumer_downstream,
             dead_letters=topology.dead_letters,
             connection=topology.connection,
+            tally=Tally(),  # one per spec: the counts outlive restarts of the consumer
         ),
         mailbox_size=mailbox,
         backoff=options.reconnect,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 from collections.abc import Awaitable, Callable, Mapping
+from time import perf_counter
 from typing import Any, Protocol, runtime_checkable
 
 import anyio
@@ -308,6 +309,7 @@ class WorkerActor(Actor[Delivery | Batch | Retire]):
         manual = getattr(worker, "manual_ack", False)
         argument: Any = delivery if manual else message
         token = current_message.set(message)
+        started = perf_counter()
         try:
             if timeout is None:
                 await worker.process(argument)
@@ -318,16 +320,18 @@ class WorkerActor(Actor[Delivery | Batch | Retire]):
             reason = (
                 f"timed out after {timeout} s" if timeout is not None else f"TimeoutError: {exc}"
             )
-            return Outcome(delivery, OutcomeKind.FAILED, exc, reason=reason)
+            return _failed(delivery, exc, reason, started)
         except Exception as exc:
-            return Outcome(delivery, OutcomeKind.FAILED, exc, reason=f"{type(exc).__name__}: {exc}")
+            return _failed(delivery, exc, f"{type(exc).__name__}: {exc}", started)
         except BaseException as exc:
             if isinstance(exc, self._cancelled | KeyboardInterrupt | SystemExit):
                 raise
-            return Outcome(delivery, OutcomeKind.FAILED, exc, reason=f"{type(exc).__name__}: {exc}")
+            return _failed(delivery, exc, f"{type(exc).__name__}: {exc}", started)
         finally:
             current_message.reset(token)
-        return _manual_outcome(delivery) if manual else Outcome(delivery, _SUCCEEDED)
+        duration = perf_counter() - started
+        manual_outcome = _manual_outcome(delivery, duration) if manual else None
+        return manual_outcome or Outcome(delivery, _SUCCEEDED, duration=duration)
 
     async def _run_batch(self, batch: Batch) -> BatchOutcomes:
         """Run the batch handler; each delivery gets its own outcome.
@@ -389,9 +393,16 @@ class WorkerActor(Actor[Delivery | Batch | Retire]):
                 self._pool.tell_nowait(returned)
 
 
-def _manual_outcome(delivery: Delivery) -> Outcome:
+def _failed(delivery: Delivery, error: BaseException, reason: str, started: float) -> Outcome:
+    """A FAILED outcome for an attempt that began at ``started`` (`perf_counter`)."""
+    return Outcome(
+        delivery, OutcomeKind.FAILED, error, reason=reason, duration=perf_counter() - started
+    )
+
+
+def _manual_outcome(delivery: Delivery, duration: float) -> Outcome:
     """In manual mode the handler settles; returning without settling is a bug."""
     if delivery.handle.settled:
-        return Outcome(delivery, OutcomeKind.SETTLED)
+        return Outcome(delivery, OutcomeKind.SETTLED, duration=duration)
     reason = "manual ack: the handler returned without settling its delivery"
-    return Outcome(delivery, OutcomeKind.DEAD_LETTER, reason=reason)
+    return Outcome(delivery, OutcomeKind.DEAD_LETTER, reason=reason, duration=duration)
