@@ -48,7 +48,16 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("backends", ["foxactors.backends"]),
     ("pipeline", ["foxactors.pipeline"]),
     ("jobs", ["foxactors.jobs"]),
-    ("ops", ["foxactors._cli", "foxactors._cli_jobs", "foxactors.__main__", "foxactors.ops"]),
+    (
+        "ops",
+        [
+            "foxactors._cli",
+            "foxactors._cli_jobs",
+            "foxactors.__main__",
+            "foxactors.ops",
+            "foxactors.observe",
+        ],
+    ),
     ("testing", ["foxactors.testing"]),
     ("api", ["foxactors"]),  # the package root re-exports everything
 ]

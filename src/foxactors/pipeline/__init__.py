@@ -31,6 +31,9 @@ from ._ratelimit import TokenBucket as TokenBucket
 from ._retry import RetryPolicy as RetryPolicy
 from ._retry import RetryStage as RetryStage
 from ._stage import Stage as Stage
+from ._tally import DURATION_BUCKETS as DURATION_BUCKETS
+from ._tally import ConsumerStatistics as ConsumerStatistics
+from ._tally import Durations as Durations
 from ._worker import FunctionWorker as FunctionWorker
 from ._worker import Worker as Worker
 from ._worker import WorkerActor as WorkerActor

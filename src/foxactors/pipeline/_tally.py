@@ -12,6 +12,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
+from typing import TypeVar
 
 import attrs
 
@@ -36,10 +37,14 @@ DURATION_BUCKETS: tuple[float, ...] = (
 )
 """Upper bounds (seconds) of the duration histogram's buckets; +Inf comes after."""
 
+K = TypeVar("K")
+V = TypeVar("V")
+
 _FAILED_KINDS = frozenset({OutcomeKind.FAILED, OutcomeKind.RETRY, OutcomeKind.DEAD_LETTER})
 
 
-def _frozen(value: Mapping[object, object]) -> Mapping[object, object]:
+def _frozen(value: Mapping[K, V]) -> Mapping[K, V]:
+    """A read-only copy of ``value``."""
     return MappingProxyType(dict(value))
 
 
@@ -81,10 +86,10 @@ class ConsumerStatistics:
 
     queue: str
     consuming: bool
-    received: Mapping[str | None, int] = attrs.field(converter=_frozen, hash=False)
-    settled: Mapping[tuple[str, str | None], int] = attrs.field(converter=_frozen, hash=False)
-    failed: Mapping[str | None, int] = attrs.field(converter=_frozen, hash=False)
-    durations: Mapping[str | None, Durations] = attrs.field(converter=_frozen, hash=False)
+    received: Mapping[str | None, int] = attrs.field(hash=False)
+    settled: Mapping[tuple[str, str | None], int] = attrs.field(hash=False)
+    failed: Mapping[str | None, int] = attrs.field(hash=False)
+    durations: Mapping[str | None, Durations] = attrs.field(hash=False)
 
 
 class Tally:
@@ -127,11 +132,13 @@ class Tally:
         return ConsumerStatistics(
             queue=queue,
             consuming=consuming,
-            received=self.received,
-            settled={(kind.value, t): n for (kind, t), n in self.settled.items()},
-            failed=self.failed,
-            durations={
-                t: Durations(tuple(int(n) for n in b[:-1]), b[-1])
-                for t, b in self._durations.items()
-            },
+            received=_frozen(self.received),
+            settled=_frozen({(kind.value, t): n for (kind, t), n in self.settled.items()}),
+            failed=_frozen(self.failed),
+            durations=_frozen(
+                {
+                    t: Durations(tuple(int(n) for n in b[:-1]), b[-1])
+                    for t, b in self._durations.items()
+                }
+            ),
         )

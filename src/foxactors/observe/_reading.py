@@ -1,0 +1,159 @@
+"""`Reading`: one look at a running tree, everything metrics and health need.
+
+A reading is taken when asked (a scrape, a health check), never on the hot path: the
+tree's snapshot (states, restarts, mailboxes, each actor's `statistics()`), each
+consumer's broker connection counts, and, where the backend can tell, how many
+messages wait in its queue; the job counts of the stores given. Figures that need a
+round trip to a broker or a store get a deadline, and are left out when it passes.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import anyio
+import attrs
+
+from foxactors._cell import Cell
+from foxactors._logging import describe, logger
+from foxactors._redact import secrets_of
+from foxactors._snapshot import ActorSnapshot, take_snapshot
+from foxactors.backends import ConnectionStatistics
+from foxactors.pipeline import Consumer, Pipeline
+
+#: Seconds a broker or store may take to answer a reading (queue depth, job counts).
+READ_TIMEOUT = 2.0
+
+
+@attrs.frozen
+class Intake:
+    """One consumer of the tree, with its broker's figures.
+
+    Attributes:
+        pipeline: Path of the pipeline it belongs to (its consumer's path if none).
+        path: The consumer's path.
+        queue: The queue it consumes.
+        broker: The backend's name (``memory``, ``rabbitmq``, ``redis``).
+        connection: The backend's connection counts, or None while the consumer
+            does not run.
+        queue_depth: Messages in the queue by state (``ready``, ``delayed``,
+            ``in_flight``, ``dead``) where the backend can tell; empty otherwise.
+    """
+
+    pipeline: str
+    path: str
+    queue: str
+    broker: str
+    connection: ConnectionStatistics | None
+    queue_depth: Mapping[str, int]
+
+
+@attrs.frozen
+class Reading:
+    """What a running tree looked like at one moment, for metrics and health.
+
+    Attributes:
+        snapshot: The tree's snapshot.
+        intakes: Its consumers, in tree order.
+        jobs: Jobs per state in the configured job stores (summed), if any.
+        secrets: Passwords of the brokers' URLs, to scrub from anything shown.
+    """
+
+    snapshot: ActorSnapshot
+    intakes: tuple[Intake, ...]
+    jobs: Mapping[str, int]
+    secrets: frozenset[str] = frozenset()
+
+
+def root_of(cell: Cell) -> Cell:
+    """The root cell of the tree ``cell`` lives in."""
+    while cell.parent is not None:
+        cell = cell.parent
+    return cell
+
+
+def _cells(cell: Cell) -> Iterator[Cell]:
+    yield cell
+    for record in list(cell.children.values()):
+        yield from _cells(record.cell)
+
+
+def _pipeline_of(cell: Cell) -> str:
+    above = cell.parent
+    while above is not None:
+        if isinstance(above.instance, Pipeline):
+            return above.path
+        above = above.parent
+    return cell.path
+
+
+async def read(root: Cell, *, stores: Sequence[Any] = (), timeout: float = READ_TIMEOUT) -> Reading:
+    """Take a `Reading` of the tree under ``root``.
+
+    ``stores`` are job stores (anything with ``async counts()``) whose job counts
+    per state are added up.
+    """
+    snapshot = take_snapshot(root)
+    intakes: list[Intake] = []
+    secrets: set[str] = set()
+    for cell in _cells(root):
+        consumer = cell.instance
+        if not isinstance(consumer, Consumer):
+            continue
+        backend = consumer.backend
+        secrets.update(secrets_of(str(getattr(backend, "url", ""))))
+        snap = snapshot.find(cell.path)
+        running = snap is not None and snap.statistics is not None
+        stats = getattr(snap, "statistics", None)
+        queue = str(getattr(stats, "queue", ""))
+        intakes.append(
+            Intake(
+                pipeline=_pipeline_of(cell),
+                path=cell.path,
+                queue=queue,
+                broker=str(getattr(backend, "name", type(backend).__name__)),
+                connection=backend.statistics() if running else None,
+                queue_depth=await _queue_depth(backend, queue, timeout) if running else {},
+            )
+        )
+    jobs = await _job_counts(stores, timeout)
+    return Reading(snapshot, tuple(intakes), jobs, frozenset(secrets))
+
+
+async def _queue_depth(backend: Any, queue: str, timeout: float) -> Mapping[str, int]:
+    """``backend.queue_statistics(queue)`` as ``{state: count}``; empty if it has none."""
+    method = getattr(backend, "queue_statistics", None)
+    if method is None or not queue:
+        return {}
+    try:
+        with anyio.move_on_after(timeout):
+            answer = method(queue)
+            if inspect.isawaitable(answer):
+                answer = await answer
+            return {
+                key: value
+                for key, value in attrs.asdict(answer, recurse=False).items()
+                if isinstance(value, int) and not isinstance(value, bool)
+            }
+    except Exception as exc:  # a reading goes on without what cannot be read
+        _log_skipped("queue_depth", exc)
+    return {}
+
+
+async def _job_counts(stores: Sequence[Any], timeout: float) -> Mapping[str, int]:
+    totals: dict[str, int] = {}
+    for store in stores:
+        try:
+            with anyio.move_on_after(timeout):
+                for state, count in (await store.counts()).items():
+                    name = str(getattr(state, "value", state))
+                    totals[name] = totals.get(name, 0) + int(count)
+        except Exception as exc:
+            _log_skipped("job_counts", exc)
+    return totals
+
+
+def _log_skipped(what: str, exc: BaseException) -> None:
+    logger.debug("observe.reading_skipped", figure=what, error=describe(exc))
