@@ -55,7 +55,7 @@ class HttpStatistics:
 
 
 def bind(host: str, port: int) -> socket.socket:
-    """A TCP socket bound to ``host:port``.
+    """A TCP socket bound to ``host:port`` and listening.
 
     Raises:
         ConfigurationError: The port is taken, or the address cannot be bound; the
@@ -66,6 +66,7 @@ def bind(host: str, port: int) -> socket.socket:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT only
         sock.bind((host, port))
+        sock.listen(128)  # connections wait in the backlog until hypercorn accepts them
     except OSError as exc:
         sock.close()
         if exc.errno == errno.EADDRINUSE:
