@@ -10,7 +10,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import foxactors as fa
-from foxactors.observe import HttpServer, http_server, with_http
+from foxactors.observe import HttpServer, HttpStatistics, http_server, with_http
 
 pytestmark = pytest.mark.anyio
 
@@ -29,6 +29,12 @@ def samples(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
             if sample.name == name:
                 found[tuple(sorted(sample.labels.items()))] = sample.value
     return found
+
+
+def served(system: fa.ActorSystem, path: str) -> HttpStatistics:
+    where = system.statistics(path)
+    assert isinstance(where, HttpStatistics)
+    return where
 
 
 async def get(url: str) -> httpx.Response:
@@ -50,7 +56,7 @@ async def test_metrics_count_what_was_processed() -> None:
         await backend.publish("q", n, properties=fa.MessageProperties(message_type="order"))
     async with fa.open_system(app.build(backend, "q")) as system:
         await backend.join("q")
-        url = system.statistics("/app/http").url
+        url = served(system, "/app/http").url
         text = (await get(f"{url}/metrics")).text
         labels = (("message_type", "order"), ("pipeline", "/app"), ("queue", "q"))
         assert samples(text, "foxactors_messages_received_total") == {labels: 12}
@@ -73,7 +79,7 @@ async def test_health_ready_and_tree_describe_the_running_tree() -> None:
 
     app = with_http(fa.WorkerApp("app").add_worker(handle).with_concurrency_limit(3), port=0)
     async with fa.open_system(app.build(backend, "q")) as system:
-        url = system.statistics("/app/http").url
+        url = served(system, "/app/http").url
         health = await get(f"{url}/health")
         assert health.status_code == 200
         body = health.json()
@@ -98,7 +104,7 @@ async def test_ready_is_503_while_an_intake_does_not_consume() -> None:
 
     app = with_http(fa.WorkerApp("app").add_worker(handle), port=0)
     async with fa.open_system(app.build(backend, "q")) as system:
-        url = system.statistics("/app/http").url
+        url = served(system, "/app/http").url
         assert (await get(f"{url}/ready")).status_code == 200
         await system.ref("/app/consumer").ask(fa.pipeline._messages.STOP_INTAKE)
         ready = await get(f"{url}/ready")
@@ -128,7 +134,7 @@ async def test_a_port_in_use_fails_the_start_naming_the_port_and_the_option() ->
 async def test_it_binds_loopback_unless_told_otherwise() -> None:
     spec = fa.ChildSpec("http", http_server(port=0))
     async with fa.open_system(fa.Supervisor.spec("root", [spec])) as system:
-        where = system.statistics("/root/http")
+        where = served(system, "/root/http")
         assert where.host == "127.0.0.1"
         response = await get(f"{where.url}/health")
         assert response.status_code == 200
@@ -155,7 +161,7 @@ async def test_a_broker_password_never_leaves_the_endpoints(redis: Any) -> None:
 
     app = with_http(fa.WorkerApp("app").add_worker(handle), port=0)
     async with fa.open_system(app.build(backend, "creds")) as system:
-        base = system.statistics("/app/http").url
+        base = served(system, "/app/http").url
         for path in ("/metrics", "/health", "/ready", "/tree"):
             response = await get(f"{base}{path}")
             assert response.status_code == 200
