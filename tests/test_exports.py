@@ -84,6 +84,7 @@ def public_names(module: object) -> set[str]:
         "backends",
         "pipeline",
         "jobs",  # a subpackage (with its extra), imported as foxactors.jobs
+        "observe",  # likewise: foxactors.observe, with the metrics extra
     }
 
 
