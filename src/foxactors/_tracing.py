@@ -78,7 +78,6 @@ class _Tracing:
             system, message.queue, "process", "process", message.properties.correlation_id
         )
         attributes["messaging.message.id"] = message.id
-        attributes["messaging.message.body.size"] = len(message.body)
         attributes["foxactors.message.attempt"] = message.attempt
         if message.properties.message_type is not None:
             attributes["foxactors.message.type"] = message.properties.message_type
