@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import logging
 import time
+from typing import Any
 
 import _baselines
 import anyio
@@ -58,8 +59,8 @@ async def foxactors_rates(n: int, workers: int) -> tuple[float, float]:
     return published, n / elapsed
 
 
-def tracing_ratios(n: int, workers: int, backend: str, runs: int, sample: float) -> None:
-    """Print the rates with tracing off and on, measured in turns, and their ratios."""
+def dropping_provider(sample: float, queue_size: int) -> Any:
+    """An SDK tracer provider keeping ``sample`` of the traces, exporting to nowhere."""
     from opentelemetry.sdk.trace import TracerProvider  # noqa: PLC0415 - only here
     from opentelemetry.sdk.trace.export import (  # noqa: PLC0415
         BatchSpanProcessor,
@@ -73,7 +74,13 @@ def tracing_ratios(n: int, workers: int, backend: str, runs: int, sample: float)
             return SpanExportResult.SUCCESS
 
     provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(sample)))
-    provider.add_span_processor(BatchSpanProcessor(Drop(), max_queue_size=4 * n))
+    provider.add_span_processor(BatchSpanProcessor(Drop(), max_queue_size=queue_size))
+    return provider
+
+
+def tracing_ratios(n: int, workers: int, backend: str, runs: int, sample: float) -> None:
+    """Print the rates with tracing off and on, measured in turns, and their ratios."""
+    provider = dropping_provider(sample, 4 * n)
     off: list[tuple[float, float]] = []
     on: list[tuple[float, float]] = []
     for _ in range(runs):
