@@ -8,7 +8,13 @@ Baseline: N items through a raw 6-hop chain of anyio memory streams using the
 (deliveries from the memory source, the handler call, an outcome, the ack) in
 one loop with no actors, to show what the actors themselves cost.
 
+With ``--tracing``, the foxactors run is repeated with OpenTelemetry tracing on (the
+SDK's tracer provider, spans batched to an exporter that drops them), interleaved with
+runs with it off, and the on/off ratio printed; the publishes are timed too.
+``--sample R`` keeps that share of the traces (the SDK's parent-based ratio sampler).
+
 Run: python benchmarks/pipeline.py [--backend asyncio|trio] [--messages N] [--quick]
+    [--tracing [--sample R]]
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import argparse
 import logging
 import time
+from typing import Any
 
 import _baselines
 import anyio
@@ -32,9 +39,16 @@ async def noop(message: fa.Message) -> None:
 
 
 async def foxactors_rate(n: int, workers: int) -> float:
+    return (await foxactors_rates(n, workers))[1]
+
+
+async def foxactors_rates(n: int, workers: int) -> tuple[float, float]:
+    """Publishes per second, then messages processed per second."""
     backend = fa.MemoryBackend()
+    start = time.perf_counter()
     for i in range(n):
         await backend.publish("bench", {"n": i, "to": "user@example.com"})
+    published = n / (time.perf_counter() - start)
     app = fa.WorkerApp("bench").add_worker(noop).with_concurrency_limit(workers)
     app = app.with_prefetch(PREFETCH)
     start = time.perf_counter()
@@ -42,7 +56,50 @@ async def foxactors_rate(n: int, workers: int) -> float:
         await backend.join("bench")
         elapsed = time.perf_counter() - start
     assert backend.queue_statistics("bench").dead == 0
-    return n / elapsed
+    return published, n / elapsed
+
+
+def dropping_provider(sample: float, queue_size: int) -> Any:
+    """An SDK tracer provider keeping ``sample`` of the traces, exporting to nowhere."""
+    from opentelemetry.sdk.trace import TracerProvider  # noqa: PLC0415 - only here
+    from opentelemetry.sdk.trace.export import (  # noqa: PLC0415
+        BatchSpanProcessor,
+        SpanExporter,
+        SpanExportResult,
+    )
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased  # noqa: PLC0415
+
+    class Drop(SpanExporter):
+        def export(self, spans: object) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(sample)))
+    provider.add_span_processor(BatchSpanProcessor(Drop(), max_queue_size=queue_size))
+    return provider
+
+
+def tracing_ratios(n: int, workers: int, backend: str, runs: int, sample: float) -> None:
+    """Print the rates with tracing off and on, measured in turns, and their ratios."""
+    provider = dropping_provider(sample, 4 * n)
+    off: list[tuple[float, float]] = []
+    on: list[tuple[float, float]] = []
+    for _ in range(runs):
+        off.append(anyio.run(foxactors_rates, n, workers, backend=backend))
+        fa.enable_tracing(provider)
+        try:
+            on.append(anyio.run(foxactors_rates, n, workers, backend=backend))
+        finally:
+            fa.disable_tracing()
+            provider.force_flush()
+    provider.shutdown()
+    for what, index in (("publish", 0), ("process", 1)):
+        best_off = max(rates[index] for rates in off)
+        best_on = max(rates[index] for rates in on)
+        print(
+            f"tracing {what} (sampled {sample:.0%}): off {best_off:,.0f}/s, "
+            f"on {best_on:,.0f}/s -> on/off {best_on / best_off:.0%} "
+            f"({1e6 / best_on - 1e6 / best_off:+.1f} us/msg)"
+        )
 
 
 async def raw_rate(n: int) -> float:
@@ -80,6 +137,10 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=20_000, help="as in the design")
     parser.add_argument("--workers", type=int, default=8, help="the default concurrency")
     parser.add_argument("--quick", action="store_true", help="small counts (smoke test)")
+    parser.add_argument(
+        "--tracing", action="store_true", help="also on/off with OpenTelemetry tracing"
+    )
+    parser.add_argument("--sample", type=float, default=1.0, help="share of traces kept")
     args = parser.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     n, runs = (2_000, 1) if args.quick else (args.messages, 3)
@@ -106,6 +167,8 @@ def main() -> None:
         f"({1e6 / direct:.1f} us/msg) -> {ours / direct:.0%} (target >= 60%); "
         f"the actors add {1e6 / ours - 1e6 / direct:.1f} us/msg"
     )
+    if args.tracing:
+        tracing_ratios(n, args.workers, args.backend, runs, args.sample)
 
 
 if __name__ == "__main__":

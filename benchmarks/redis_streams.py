@@ -14,6 +14,7 @@ Also reported: foxactors' `publish` rate (100 in flight). Starts its own redis-s
 on loopback unless given ``--url``.
 
 Run: python benchmarks/redis_streams.py [--messages N] [--url redis://...] [--quick]
+    [--tracing]  (also the foxactors rows with OpenTelemetry tracing on, in the same run)
 """
 
 from __future__ import annotations
@@ -25,12 +26,13 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import redis.asyncio as aioredis
 import structlog
 from _baselines import broker_pipeline_rate
+from pipeline import dropping_provider
 
 import foxactors as fa
 from foxactors.backends import RedisBackend
@@ -97,7 +99,9 @@ def server(url: str | None) -> Iterator[str]:
         yield ours.url
 
 
-async def measure(url: str, small: int, large: int, runs: int) -> dict[str, float]:
+async def measure(
+    url: str, small: int, large: int, runs: int, tracing: bool = False
+) -> dict[str, float]:
     backend = RedisBackend(url)
     client = aioredis.Redis.from_url(url)
     best: dict[str, float] = {}
@@ -117,9 +121,32 @@ async def measure(url: str, small: int, large: int, runs: int) -> dict[str, floa
         stream = f"bench-{uuid.uuid4().hex[:8]}"
         keep("publish", await publish_rate(backend, stream, min(small, 20_000)))
         await client.delete(stream)
+        if tracing:  # the same two, traced, in the same turn
+            await traced(url, client, keep, small, large)
     await backend.close()
     await client.aclose()
     return best
+
+
+async def traced(
+    url: str, client: Any, keep: Callable[[str, float], None], small: int, large: int
+) -> None:
+    """The foxactors stack and publish with tracing on (every trace kept)."""
+    provider = dropping_provider(1.0, 4 * large)
+    fa.enable_tracing(provider)
+    backend = RedisBackend(url)
+    try:
+        stream = f"bench-{uuid.uuid4().hex[:8]}"
+        await fill(backend, client, stream, large)
+        keep("foxactors traced", await foxactors_rate(url, stream, large))
+        await client.delete(stream)
+        stream = f"bench-{uuid.uuid4().hex[:8]}"
+        keep("publish traced", await publish_rate(backend, stream, min(small, 20_000)))
+        await client.delete(stream)
+    finally:
+        await backend.close()
+        fa.disable_tracing()
+        provider.shutdown()
 
 
 def main() -> None:
@@ -127,11 +154,12 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=200_000, help="for (b) and (c)")
     parser.add_argument("--url", help="an existing Redis (default: start our own)")
     parser.add_argument("--quick", action="store_true", help="small counts (smoke test)")
+    parser.add_argument("--tracing", action="store_true", help="also with tracing on")
     args = parser.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     small, large, runs = (1_000, 2_000, 1) if args.quick else (20_000, args.messages, 3)
     with server(args.url) as url:
-        best = asyncio.run(measure(url, small, large, runs))
+        best = asyncio.run(measure(url, small, large, runs, args.tracing))
     ours = best["foxactors"]
     print(f"Redis Streams, read batch {BATCH}, best of {runs}")
     print(f"  publish (foxactors, 100 in flight)    {best['publish']:>9,.0f} msg/s")
@@ -140,6 +168,10 @@ def main() -> None:
     print(f"  foxactors default stack ({large:,})   {ours:>9,.0f} msg/s")
     print(f"  foxactors / (a): {ours / best['xack each']:.0%}")
     print(f"  foxactors / (b): {ours / best['xack per batch']:.0%} (target >= 40%)")
+    if args.tracing:
+        for name, off in (("foxactors traced", ours), ("publish traced", best["publish"])):
+            on = best[name]
+            print(f"  {name}: {on:,.0f} msg/s -> on/off {on / off:.0%}")
 
 
 if __name__ == "__main__":

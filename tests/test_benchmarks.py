@@ -81,3 +81,9 @@ def test_jobs_benchmark_prints_each_figure_beside_its_baseline(redis: RedisServe
     assert out.count("->") >= 12
     for peer in ("arq", "celery"):  # a peer that is not installed says how to get it
         assert peer in out
+
+
+def test_pipeline_benchmark_prints_tracing_on_beside_off() -> None:
+    out = quick_run("pipeline", "--tracing")
+    for what in ("publish", "process"):
+        assert f"tracing {what} (sampled 100%): off " in out

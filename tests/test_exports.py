@@ -74,6 +74,9 @@ PUBLIC = {
     "run",
     "start_child",
     "stop_child",
+    "disable_tracing",
+    "enable_tracing",
+    "tracing_enabled",
 }
 
 

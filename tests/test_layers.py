@@ -44,7 +44,10 @@ LAYERS: list[tuple[str, list[str]]] = [
         ],
     ),
     ("supervision", ["foxactors._supervisor"]),
-    ("messages", ["foxactors._message", "foxactors._ack", "foxactors._codec"]),
+    (
+        "messages",
+        ["foxactors._message", "foxactors._ack", "foxactors._codec", "foxactors._tracing"],
+    ),
     ("backends", ["foxactors.backends"]),
     ("pipeline", ["foxactors.pipeline"]),
     ("jobs", ["foxactors.jobs"]),

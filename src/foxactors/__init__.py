@@ -60,6 +60,9 @@ from ._supervisor import stop_child as stop_child
 from ._system import ActorSystem as ActorSystem
 from ._system import open_system as open_system
 from ._system import run as run
+from ._tracing import disable_tracing as disable_tracing
+from ._tracing import enable_tracing as enable_tracing
+from ._tracing import tracing_enabled as tracing_enabled
 from .backends import DeadLetter as DeadLetter
 from .backends import MemoryBackend as MemoryBackend
 from .pipeline import Breaker as Breaker

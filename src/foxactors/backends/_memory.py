@@ -23,6 +23,7 @@ from foxactors._ack import AckHandle, Decision
 from foxactors._codec import Codec, JsonCodec
 from foxactors._errors import ConfigurationError
 from foxactors._message import Delivery, Message, MessageProperties, check_priority
+from foxactors._tracing import outgoing
 from foxactors._validate import require_int, require_seconds
 
 from ._admission import Admission, Inadmissible, default_properties
@@ -107,9 +108,12 @@ class MemoryBackend:
         """
         if properties is not None:
             check_priority(properties)
-        return self.publish_raw(
-            queue, self.codec.encode(payload), properties=properties, delay=delay
-        )
+        body = self.codec.encode(payload)
+        properties, span = outgoing(properties, self.codec.content_type, queue, self.name)
+        if span is None:
+            return self.publish_raw(queue, body, properties=properties, delay=delay)
+        with span:
+            return self.publish_raw(queue, body, properties=properties, delay=delay)
 
     def publish_raw(
         self,

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import structlog
 
+from foxactors import _tracing
 from foxactors._errors import EncodeError
 from foxactors._message import Delivery
 from foxactors._validate import require_seconds
@@ -127,6 +128,10 @@ class JobRunner:
 
     async def _attempt(self, delivery: Delivery, record: JobRecord, arguments: Any) -> None:
         jobs, task = self.jobs, self.task
+        if _tracing.ACTIVE is not None:  # the worker's span is this attempt's
+            _tracing.ACTIVE.annotate(
+                {"foxactors.job.id": record.id, "foxactors.job.attempt": record.attempt}
+            )
         ctx = task.context_class()(record, jobs.store)
         scope = anyio.CancelScope()
         result: Any = None
@@ -203,6 +208,8 @@ class JobRunner:
         delivery.handle.ack()
 
     async def _failed(self, delivery: Delivery, record: JobRecord, exc: BaseException) -> None:
+        if _tracing.ACTIVE is not None:  # settled here, so the worker sees no failure
+            _tracing.ACTIVE.fail(exc)
         options = self.task.defaults
         attempt, most = record.attempt, record.max_attempts
         if isinstance(exc, Reject):

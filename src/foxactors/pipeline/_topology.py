@@ -243,6 +243,7 @@ def tree(options: PipelineOptions, backend: Backend, queue: str) -> ChildSpec:
                 routes,
                 max_messages=options.max_messages,
                 batch=None if batch is None else (batch.handler, batch.timeout),
+                system=backend.name,
             ),
             mailbox_size=mailbox,
         )

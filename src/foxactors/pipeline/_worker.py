@@ -10,6 +10,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import anyio
 
+from foxactors import _tracing
 from foxactors._actor import Actor, ActorRef
 from foxactors._errors import ActorStopped, ConfigurationError, MailboxFull
 from foxactors._logging import current_message
@@ -239,8 +240,10 @@ class WorkerActor(Actor[Delivery | Batch | Retire]):
         *,
         max_messages: int | None = None,
         batch: tuple[BatchHandler, float | None] | None = None,
+        system: str | None = None,
     ) -> None:
         self._batch = batch
+        self._system = system  # the backend's name, for trace spans
         self._factories = (default, routes)
         self._left = max_messages  # messages before asking to be recycled
         self._pool: ActorRef[Any] | None = None
@@ -264,7 +267,12 @@ class WorkerActor(Actor[Delivery | Batch | Retire]):
         """Process one delivery (or a batch) and tell the pool the outcome."""
         assert self._pool is not None
         if type(message) is Delivery and self._left is None:  # the hot path
-            done = await self._run(message)
+            tracing = _tracing.ACTIVE  # None: off, and nothing more to pay
+            done = await (
+                self._run(message)
+                if tracing is None
+                else tracing.process(self._run, message, self._system)
+            )
             try:
                 try:
                     self._pool.tell_nowait(done)  # no coroutine while there is room
@@ -285,7 +293,12 @@ class WorkerActor(Actor[Delivery | Batch | Retire]):
         if isinstance(message, Batch):
             outcome = await self._run_batch(message)
         else:
-            outcome = await self._run(message)
+            tracing = _tracing.ACTIVE
+            outcome = await (
+                self._run(message)
+                if tracing is None
+                else tracing.process(self._run, message, self._system)
+            )
         try:
             if self._left is not None:
                 self._left -= 1

@@ -25,6 +25,7 @@ from foxactors._codec import Codec, JsonCodec
 from foxactors._errors import BackendError, ConfigurationError
 from foxactors._message import DEFAULT_PROPERTIES, MessageProperties, Priority, check_priority
 from foxactors._redact import redact
+from foxactors._tracing import outgoing
 from foxactors._validate import require_int, require_seconds
 from foxactors.backends._admission import default_properties
 from foxactors.backends._connection import (
@@ -321,9 +322,12 @@ class RedisBackend(DeadLetterShortcuts):
         """
         if properties is not None:
             check_priority(properties)
-        return await self.publish_raw(
-            queue, self.codec.encode(payload), properties=properties, delay=delay
-        )
+        body = self.codec.encode(payload)
+        properties, span = outgoing(properties, self.codec.content_type, queue, self.name)
+        if span is None:
+            return await self.publish_raw(queue, body, properties=properties, delay=delay)
+        with span:
+            return await self.publish_raw(queue, body, properties=properties, delay=delay)
 
     async def publish_raw(
         self,
