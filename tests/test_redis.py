@@ -664,3 +664,47 @@ async def test_queue_statistics_count_every_level(backend: RedisBackend, stream:
     assert after.ready_by_priority[fa.Priority.HIGH] == 0
     assert after.ready_by_priority[fa.Priority.NORMAL] == 3
     await source.close()
+
+
+@pytest.mark.parametrize("scripts_flushed", [False, True], ids=["cached", "flushed"])
+async def test_the_acks_that_free_a_waiting_read_bring_the_levels_lags(
+    backend: RedisBackend, stream: str, raw: Any, scripts_flushed: bool
+) -> None:
+    """The read after a wait for credit asks no lags of its own, and keeps the priorities.
+
+    With the server's scripts flushed, the lags do not come with the acks; the read
+    asks for them itself, and nothing fails.
+    """
+    for n in range(2):
+        await backend.publish(stream, f"normal-{n}")
+    source = await backend.open_source(stream, prefetch=2)
+    asked = 0
+    lags = source._lags
+
+    async def counted() -> list[tuple[int, bytes]]:
+        nonlocal asked
+        asked += 1
+        return await lags()
+
+    try:
+        held = await source.receive(2, 2)
+        source._lags = counted  # type: ignore[method-assign]
+        await backend.publish(stream, "later")
+        await backend.publish(stream, "urgent", properties=CRITICAL)
+        if scripts_flushed:
+            await raw.script_flush()
+        got: list[list[Any]] = []
+
+        async def read() -> None:
+            got.append([d.message.payload for d in await source.receive(2, 2)])
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(read)
+            await anyio.wait_all_tasks_blocked()  # the reader waits for credit
+            for delivery in held:
+                delivery.handle.ack()
+        assert got == [["urgent", "later"]]
+        assert asked == (1 if scripts_flushed else 0)
+        assert source.live
+    finally:
+        await source.close()

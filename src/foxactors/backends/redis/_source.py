@@ -109,6 +109,9 @@ class RedisSource(BrokerSource[bytes, Held]):
         self._dead = backend.dead_letter_stream(queue)
         self._cursors = [b"0-0"] * len(self._streams)
         self._levels_args = (len(self._streams), *self._streams, self.group)
+        # The levels' lags, asked for with the acks that free the waiting reader's
+        # credit (see `_apply`): its next read needs no round trip of its own for them.
+        self._fresh_lags: list[tuple[int, bytes]] | None = None
 
     @property
     def backend(self) -> RedisBackend:
@@ -196,14 +199,16 @@ class RedisSource(BrokerSource[bytes, Held]):
         """Read by priority, never more than ``count`` in all (see `_levels`).
 
         The levels script says how many entries wait for the group in each level's
-        stream; then one round trip reads the levels that have some, highest first,
-        no more than ``count`` in all. (One XREADGROUP of several streams would take
+        stream (asked with the acks that freed this read's credit, when the reader
+        waited for them: a round trip of their own less); then one round trip reads
+        the levels that have some, highest first, no more than ``count`` in all.
+        (One XREADGROUP of several streams would take
         ``count`` from each, past the credit; a script that read them itself would
         pass every entry through Lua, which costs more than the round trip.) When no
         level has anything, a blocking XREAD, which takes nothing, waits for an entry
         after the last ones the group read; then the levels are read as above.
         """
-        lags = await self._lags()
+        lags, self._fresh_lags = self._fresh_lags or await self._lags(), None
         plan = _plan(lags, count)
         if not plan:
             woken = await self.client.execute_command(
@@ -294,6 +299,37 @@ class RedisSource(BrokerSource[bytes, Held]):
     # -- settling -------------------------------------------------------------------------
 
     async def _apply(self, batch: list[Settlement]) -> None:
+        acks, other_acks, copies = self._sort(batch)
+        # The reader waits for the credit this batch frees, and will read next: ask for
+        # the levels' lags in the same round trip (see `_read_levels`).
+        lags = self._credit is not None and not self._buffer
+        if not copies and not other_acks and not lags:
+            await self.client.xack(self.queue, self.group, *acks)
+            return
+        pipe = self.client.pipeline(transaction=False)
+        if acks:
+            pipe.xack(self.queue, self.group, *acks)
+        for level, ids in other_acks.items():
+            pipe.xack(self._streams[level], self.group, *ids)
+        for level, entry in copies:
+            self._queue_copy(pipe, level, entry)
+        if lags:
+            pipe.execute_command("EVALSHA", scripts.LEVELS_SHA, *self._levels_args)
+        results = await pipe.execute(raise_on_error=False)
+        if lags:
+            fresh = results.pop()
+            # NoScriptError (the server lost its scripts): the reader asks itself
+            self._fresh_lags = None if isinstance(fresh, Exception) else fresh
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
+        self._copied(copies, results[len(results) - len(copies) :])
+
+    @staticmethod
+    def _sort(
+        batch: list[Settlement],
+    ) -> tuple[list[bytes], dict[int, list[bytes]], list[tuple[int, wire.Copy]]]:
+        """Normal's acks (by entry id), other levels' acks, and copies to make."""
         acks: list[bytes] = []  # normal's: the tags are the entry ids
         other_acks: dict[int, list[bytes]] = {}
         copies: list[tuple[int, wire.Copy]] = []
@@ -307,18 +343,7 @@ class RedisSource(BrokerSource[bytes, Held]):
             else:
                 entry_id = tag if level == _NORMAL else tag[1:]
                 copies.append((level, (entry_id, held[0], decision, delay, reason)))
-        if not copies and not other_acks:
-            await self.client.xack(self.queue, self.group, *acks)
-            return
-        pipe = self.client.pipeline(transaction=False)
-        if acks:
-            pipe.xack(self.queue, self.group, *acks)
-        for level, ids in other_acks.items():
-            pipe.xack(self._streams[level], self.group, *ids)
-        for level, entry in copies:
-            self._queue_copy(pipe, level, entry)
-        results = await pipe.execute()
-        self._copied(copies, results[len(results) - len(copies) :])
+        return acks, other_acks, copies
 
     def _queue_copy(self, pipe: Any, level: int, copy: wire.Copy) -> None:
         entry_id, attempt, decision, delay, reason = copy
