@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from foxactors._errors import EncodeError
-from foxactors._logging import attempt_of, describe, get_logger, retry_in, traceback_of
+from foxactors._logging import describe, get_logger, retry_in, traceback_of
 from foxactors._message import Delivery
 from foxactors._validate import require_seconds
 
@@ -201,7 +201,8 @@ class JobRunner:
                 "job.succeeded",
                 job_id=record.id,
                 task=record.task,
-                attempt=attempt_of(record.attempt, record.max_attempts),
+                attempt=record.attempt,
+                max_attempts=record.max_attempts,
                 duration=round(duration, 6),
             )
         delivery.handle.ack()
