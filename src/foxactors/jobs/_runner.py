@@ -303,12 +303,14 @@ class JobRunner:
             self._store_failed(delivery, record, exc)
             return
         handle = delivery.handle
+        # settled first: the retry's delay runs from now, not from after the line
+        # (a traceback takes a while to render)
         if state is JobState.RETRYING:
-            self._log_end(record, reason, retry_in(delay), raised)
             handle.retry(delay)
+            self._log_end(record, reason, retry_in(delay), raised)
         elif state is JobState.DEAD:
-            self._log_end(record, reason, "dead-lettered", raised)
             handle.dead_letter(reason)
+            self._log_end(record, reason, "dead-lettered", raised)
         else:  # cancelled meanwhile (a cancel wins), or already final
             handle.ack()
 

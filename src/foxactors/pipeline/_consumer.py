@@ -120,13 +120,13 @@ class Consumer(Actor[Any]):
             handle.ack()
             if _debug_on(_DEBUG):
                 self._succeeded(outcome)
-        elif kind is OutcomeKind.RETRY:
-            self._failed(outcome, retry_in(outcome.delay))
+        elif kind is OutcomeKind.RETRY:  # settled, then logged: the delay runs from now
             handle.retry(outcome.delay)
+            self._failed(outcome, retry_in(outcome.delay))
         elif kind is OutcomeKind.REQUEUE:
+            handle.requeue()
             if outcome.error is not None:  # its stage or worker crashed (not a shutdown)
                 self._failed(outcome, "requeued")
-            handle.requeue()
         elif kind is OutcomeKind.DEFER:
             handle.defer(outcome.delay)
         elif kind is OutcomeKind.SETTLED:  # not run: its consumer was lost
@@ -139,11 +139,11 @@ class Consumer(Actor[Any]):
         if outcome.kind is OutcomeKind.FAILED:
             reason = f"failed (no retry stage): {reason}"
         message = outcome.delivery.message
+        outcome.delivery.handle.dead_letter(reason)
         if outcome.error is None:  # no attempt failed: poison, no handler, unsettled
             self.log.warning("message.dead_lettered", **message_fields(message), reason=reason)
         else:
             self._failed(outcome, "dead-lettered", reason)
-        outcome.delivery.handle.dead_letter(reason)
         if self._dead_letters is not None:
             self._record(message, reason)
 
