@@ -15,16 +15,18 @@ from datetime import UTC, datetime
 from pathlib import PurePath
 from typing import TYPE_CHECKING
 
-import structlog
-
 from ._cli_jobs import add_jobs_commands, run_jobs
 from ._errors import ConfigurationError, FoxactorsError
-from ._logging import LEVELS, configure_logging
+from ._logging import LEVELS, configure_logging, get_logger
+from ._redact import redact
 from ._spec import ChildSpec
 from ._system import run
 
 if TYPE_CHECKING:
     from .backends import Backend, DeadLetter
+    from .pipeline import WorkerApp
+
+log = get_logger("foxactors")
 
 
 def load_app(target: str) -> ChildSpec:
@@ -55,13 +57,43 @@ def load_app(target: str) -> ChildSpec:
     from .pipeline import WorkerApp  # noqa: PLC0415 - the pipeline sits above the CLI's core
 
     if isinstance(app, WorkerApp):
-        app = app.build()
+        spec = app.build()
+        log.info("app.starting", **banner(app))
+        app = spec
     if not isinstance(app, ChildSpec):
         raise ConfigurationError(
             f"{target} is {app!r}; it must be a ChildSpec (e.g. Supervisor.spec(...)), "
             "a WorkerApp bound with with_backend(), or a function returning one"
         )
     return app
+
+
+def banner(app: WorkerApp) -> dict[str, object]:
+    """What the start line of a worker app says: no credentials (URLs are redacted)."""
+    options = app.options
+    backend = options.backend
+    shown = type(backend).__name__ if backend is not None else None
+    url = getattr(backend, "url", None)
+    if isinstance(url, str):
+        shown = f"{shown} {redact(url)}"
+    handlers = [f"{kind}: {_handler_name(h.handler)}" for kind, h in options.routes]
+    if options.handler is not None:
+        handlers.append(_handler_name(options.handler.handler))
+    if options.batch is not None:
+        handlers.append(f"batch {_handler_name(options.batch.handler)}")
+    return {
+        "app": options.name,
+        "queue": options.queue,
+        "backend": shown,
+        "concurrency": options.concurrency,
+        "prefetch": options.prefetch,
+        "handlers": handlers,
+    }
+
+
+def _handler_name(handler: object) -> str:
+    name = getattr(handler, "__qualname__", None) or getattr(handler, "id", None)
+    return str(name or type(handler).__qualname__)
 
 
 def _file_hint(target: str, module_name: str, attr: str) -> str:
@@ -203,7 +235,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
 
     configure_logging(args.log_format, args.log_level)
-    log = structlog.get_logger("foxactors")
     try:
         app = load_app(args.app)
         # What the imports made lives as long as the process: kept out of the

@@ -235,7 +235,9 @@ class Outcome:
         error: The handler's exception, for failures.
         delay: Seconds to wait, for retries.
         reason: Why, for dead letters and failures (one line, no payload).
-        duration: Seconds the handler ran, for attempts that ran one (else None).
+        max_attempts: How many attempts the retry policy allows, when one decided
+            (for logs: "attempt 2 of 4").
+        duration: Seconds the handler ran, when it ran (for logs).
     """
 
     delivery: Delivery
@@ -243,4 +245,5 @@ class Outcome:
     error: BaseException | None = attrs.field(default=None, eq=False)
     delay: float = 0.0
     reason: str = ""
-    duration: float | None = None
+    max_attempts: int | None = None
+    duration: float | None = attrs.field(default=None, eq=False)

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import structlog
-
 from foxactors._ack import AckHandle
 from foxactors._codec import Codec
 from foxactors._errors import DecodeError
+from foxactors._logging import get_logger
 from foxactors._message import DEFAULT_PROPERTIES, MessageProperties
 
-_logger: structlog.typing.FilteringBoundLogger = structlog.get_logger("foxactors")
+_logger = get_logger("foxactors")  # stdlib logging unless structlog is configured
 
 
 class Inadmissible(Exception):

@@ -14,16 +14,16 @@ import contextlib
 from typing import Any, Generic, Protocol, TypeVar
 
 import attrs
-import structlog
 
 from foxactors._actor import Actor
 from foxactors._errors import BackendError
 from foxactors._lifecycle import Exit
+from foxactors._logging import get_logger
 from foxactors._redact import redact, redact_in
 
 from ._messages import GetConnection
 
-_logger: structlog.typing.FilteringBoundLogger = structlog.get_logger("foxactors")
+_logger = get_logger("foxactors")  # stdlib logging unless structlog is configured
 
 C = TypeVar("C")  # a broker's connection (or client)
 

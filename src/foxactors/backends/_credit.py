@@ -14,13 +14,13 @@ from collections.abc import Hashable
 from typing import Generic, TypeVar, cast
 
 import anyio
-import structlog
 
 from foxactors._ack import AckHandle, Decision
 from foxactors._errors import BackendError
+from foxactors._logging import get_logger
 from foxactors._message import Delivery
 
-_logger: structlog.typing.FilteringBoundLogger = structlog.get_logger("foxactors")
+_logger = get_logger("foxactors")  # stdlib logging unless structlog is configured
 
 T = TypeVar("T", bound=Hashable)  # a delivery's tag
 H = TypeVar("H")  # what a source keeps of an unsettled delivery

@@ -20,15 +20,15 @@ from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Any, Protocol, TypeVar
 
 import anyio
-import structlog
 
 from foxactors._ack import AckHandle, Decision
 from foxactors._errors import BackendError
+from foxactors._logging import get_logger
 from foxactors._message import Delivery
 
 from ._credit import CreditSource
 
-_logger: structlog.typing.FilteringBoundLogger = structlog.get_logger("foxactors")
+_logger = get_logger("foxactors")  # stdlib logging unless structlog is configured
 
 FLUSH_TICKS = 16
 """Event-loop turns a settlement may wait to join a batch: fewer, larger acks."""

@@ -10,6 +10,7 @@ import anyio.from_thread
 import structlog
 
 from foxactors._errors import ConfigurationError
+from foxactors._logging import get_logger
 
 if TYPE_CHECKING:
     from ._record import JobRecord
@@ -41,7 +42,7 @@ class JobContext:
     @functools.cached_property
     def log(self) -> structlog.typing.FilteringBoundLogger:
         """A structlog logger bound to the job (id, task, attempt, tenant)."""
-        bound: structlog.typing.FilteringBoundLogger = structlog.get_logger("foxactors.jobs").bind(
+        bound: structlog.typing.FilteringBoundLogger = get_logger("foxactors.jobs").bind(
             job_id=self.job_id, task=self.task, attempt=self.attempt, tenant=self.tenant
         )
         return bound

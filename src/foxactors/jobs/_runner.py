@@ -7,14 +7,16 @@ retry or dead, and the delivery is settled to match the record.
 
 from __future__ import annotations
 
+import logging
+import time
 import traceback
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import structlog
 
 from foxactors import _tracing
 from foxactors._errors import EncodeError
+from foxactors._logging import describe, get_logger, retry_in, traceback_of
 from foxactors._message import Delivery
 from foxactors._validate import require_seconds
 
@@ -27,7 +29,8 @@ if TYPE_CHECKING:
     from ._client import JobQueue
     from ._task import Task
 
-log = structlog.get_logger("foxactors.jobs")
+log = get_logger("foxactors.jobs")
+_debug_on = logging.getLogger("foxactors.jobs").isEnabledFor  # one cached check per job
 
 _STOPS = (KeyboardInterrupt, SystemExit)
 
@@ -122,7 +125,7 @@ class JobRunner:
         try:
             arguments = self.task.signature.decode(record.args)
         except JobArgumentsError as exc:
-            await self._end(delivery, record, error_info(exc), str(exc), dead=True)
+            await self._end(delivery, record, error_info(exc), str(exc), dead=True, raised=exc)
             return
         await self._attempt(delivery, record, arguments)
 
@@ -138,6 +141,7 @@ class JobRunner:
         failure: BaseException | None = None
         running = Attempt(record.id, record.attempt, scope, ctx, task.is_async)
         self.running.add(running)
+        start = time.perf_counter()
         try:
             with scope:
                 try:
@@ -168,9 +172,11 @@ class JobRunner:
         elif failure is not None:
             await self._failed(delivery, record, failure)
         else:
-            await self._succeeded(delivery, record, result)
+            await self._succeeded(delivery, record, result, time.perf_counter() - start)
 
-    async def _succeeded(self, delivery: Delivery, record: JobRecord, result: Any) -> None:
+    async def _succeeded(
+        self, delivery: Delivery, record: JobRecord, result: Any, duration: float
+    ) -> None:
         jobs = self.jobs
         try:
             value = self.task.signature.encode_result(result)
@@ -186,7 +192,7 @@ class JobRunner:
                 )
             else:
                 reason = f"its result cannot be stored: {exc}"
-            await self._end(delivery, record, error_info(exc), reason, dead=True)
+            await self._end(delivery, record, error_info(exc), reason, dead=True, raised=exc)
             return
         try:
             state = await jobs.store.complete(record.id, record.attempt, jobs.clock(), value)
@@ -195,6 +201,15 @@ class JobRunner:
             return
         if state is JobState.CANCELLED:
             log.info("job.cancelled", job_id=record.id, task=record.task, after="completion")
+        elif _debug_on(logging.DEBUG):
+            log.debug(
+                "job.succeeded",
+                job_id=record.id,
+                task=record.task,
+                attempt=record.attempt,
+                max_attempts=record.max_attempts,
+                duration=round(duration, 6),
+            )
         delivery.handle.ack()
 
     async def _cancelled(self, delivery: Delivery, record: JobRecord) -> None:
@@ -228,12 +243,12 @@ class JobRunner:
             what = f"{type(exc).__name__}: {exc}"
         info = error_info(exc)
         if not isinstance(exc, options.retry_on):
-            await self._end(delivery, record, info, f"not retried: {what}", dead=True)
+            await self._end(delivery, record, info, f"not retried: {what}", dead=True, raised=exc)
         elif attempt >= most:
             reason = f"failed after {attempt} attempt{'s' if attempt > 1 else ''}: {what}"
-            await self._end(delivery, record, info, reason, dead=True)
+            await self._end(delivery, record, info, reason, dead=True, raised=exc)
         else:
-            await self._retry(delivery, record, info, what, None)
+            await self._retry(delivery, record, info, what, None, raised=exc)
 
     async def _retry(
         self,
@@ -242,6 +257,8 @@ class JobRunner:
         error: ErrorInfo | None,
         reason: str,
         delay: float | None,
+        *,
+        raised: BaseException | None = None,
     ) -> None:
         """Run the job again after ``delay`` seconds (None: the task's backoff decides).
 
@@ -257,9 +274,9 @@ class JobRunner:
                     f"its backoff {backoff!r} gave no delay after attempt {record.attempt}: "
                     f"{type(exc).__name__}: {exc}"
                 )
-                await self._end(delivery, record, error, reason, dead=True)
+                await self._end(delivery, record, error, reason, dead=True, raised=raised)
                 return
-        await self._end(delivery, record, error, reason, dead=False, delay=delay)
+        await self._end(delivery, record, error, reason, dead=False, delay=delay, raised=raised)
 
     async def _end(
         self,
@@ -270,8 +287,14 @@ class JobRunner:
         *,
         dead: bool,
         delay: float = 0.0,
+        raised: BaseException | None = None,
     ) -> None:
-        """Record a failed attempt (retrying or dead), then settle to agree."""
+        """Record a failed attempt (retrying or dead), log it, then settle to agree.
+
+        ``raised`` is what the attempt raised, if it raised an error (not `Retry` or
+        `Reject`, which say what to do): its line is ``job.failed`` at warning, with
+        the traceback. A retry the task asked for is ``job.retrying`` at info.
+        """
         jobs = self.jobs
         now = jobs.clock()
         try:
@@ -287,27 +310,38 @@ class JobRunner:
             self._store_failed(delivery, record, exc)
             return
         handle = delivery.handle
+        # settled first: the retry's delay runs from now, not from after the line
+        # (a traceback takes a while to render)
         if state is JobState.RETRYING:
-            log.info(
-                "job.retrying",
-                job_id=record.id,
-                task=record.task,
-                attempt=record.attempt,
-                delay=delay,
-                reason=reason,
-            )
             handle.retry(delay)
+            self._log_end(record, reason, retry_in(delay), raised)
         elif state is JobState.DEAD:
-            log.warning(
-                "job.dead",
-                job_id=record.id,
-                task=record.task,
-                attempt=record.attempt,
-                reason=reason,
-            )
             handle.dead_letter(reason)
+            self._log_end(record, reason, "dead-lettered", raised)
         else:  # cancelled meanwhile (a cancel wins), or already final
             handle.ack()
+
+    def _log_end(
+        self, record: JobRecord, reason: str, next: str, exc: BaseException | None
+    ) -> None:
+        """The one line of a failed (or retried) attempt: n of m, what comes next, why."""
+        fields: dict[str, Any] = {
+            "job_id": record.id,
+            "task": record.task,
+            "attempt": record.attempt,
+            "max_attempts": record.max_attempts,
+        }
+        if exc is not None:
+            fields["error"] = describe(exc)
+            traceback = traceback_of(exc)
+            if traceback is not None:
+                fields["exc_info"] = traceback
+        if reason != fields.get("error"):
+            fields["reason"] = reason
+        if exc is None and next != "dead-lettered":  # the task asked for it: no failure
+            log.info("job.retrying", **fields, next=next)
+        else:
+            log.warning("job.failed", **fields, next=next)
 
     def _store_failed(self, delivery: Delivery, record: JobRecord, exc: Exception) -> None:
         """The store could not record the end: run the job again later (at least once)."""

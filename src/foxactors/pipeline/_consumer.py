@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -10,6 +11,7 @@ import anyio
 from foxactors._actor import Actor
 from foxactors._errors import ActorError
 from foxactors._lifecycle import Exit
+from foxactors._logging import describe, message_fields, retry_in, traceback_of
 from foxactors._message import Message, Outcome, OutcomeKind
 from foxactors.backends import CONNECTION, Backend, DeadLetter, GetSource, Source
 
@@ -18,6 +20,10 @@ from ._tally import ConsumerStatistics, Tally
 from ._work import BatchOutcomes, one_or_run
 
 _SUCCEEDED = OutcomeKind.SUCCEEDED  # hot path: a global is cheaper than an enum lookup
+_DEBUG = logging.DEBUG
+# Whether the per-message success line is wanted: one cached stdlib check per message
+# (the stdlib logger's own cache, cleared when levels change), no event built otherwise.
+_debug_on = logging.getLogger("foxactors").isEnabledFor
 
 
 class Consumer(Actor[Any]):
@@ -31,6 +37,13 @@ class Consumer(Actor[Any]):
     later, requeue -> requeue, dead letter -> dead letter, and a failure nobody
     turned into a decision -> dead letter. When the consumer stops, every unsettled
     delivery goes back to the queue; later settlements of its handles are no-ops.
+
+    Settling is where each failure is logged, exactly once: ``message.failed`` at
+    warning with the error, its traceback, the attempt ("2 of 4") and what happens
+    next ("retry in 2.0s", "dead-lettered", "requeued"); a dead letter with no failed
+    attempt behind it (a poison message, no handler) is ``message.dead_lettered``.
+    A success is ``message.succeeded`` at debug, with the handler's duration, when
+    the ``foxactors`` stdlib logger is enabled for debug.
     """
 
     def __init__(
@@ -66,6 +79,12 @@ class Consumer(Actor[Any]):
             )
         self._intake = anyio.CancelScope()
         self.start_task(self._pull)
+        self.log.info(
+            "intake.consuming",
+            queue=self._queue,
+            prefetch=self._prefetch,
+            backend=type(self._backend).__name__,
+        )
 
     @property
     def backend(self) -> Backend:
@@ -116,28 +135,63 @@ class Consumer(Actor[Any]):
         kind = outcome.kind
         if kind is _SUCCEEDED:
             handle.ack()
-        elif kind is OutcomeKind.RETRY:
+            if _debug_on(_DEBUG):
+                self._succeeded(outcome)
+        elif kind is OutcomeKind.RETRY:  # settled, then logged: the delay runs from now
             handle.retry(outcome.delay)
+            self._failed(outcome, retry_in(outcome.delay))
         elif kind is OutcomeKind.REQUEUE:
             handle.requeue()
+            if outcome.error is not None:  # its stage or worker crashed (not a shutdown)
+                self._failed(outcome, "requeued")
         elif kind is OutcomeKind.DEFER:
             handle.defer(outcome.delay)
         elif kind is OutcomeKind.SETTLED:  # not run: its consumer was lost
             return
         else:
-            reason = outcome.reason or kind.value
-            if kind is OutcomeKind.FAILED:
-                reason = f"failed (no retry stage): {reason}"
-            message = outcome.delivery.message
-            self.log.warning(
-                "message.dead_lettered",
-                message_id=message.id,
-                attempt=message.attempt,
-                reason=reason,
-            )
-            handle.dead_letter(reason)
-            if self._dead_letters is not None:
-                self._record(message, reason)
+            self._dead_letter(outcome)
+
+    def _dead_letter(self, outcome: Outcome) -> None:
+        reason = outcome.reason or outcome.kind.value
+        if outcome.kind is OutcomeKind.FAILED:
+            reason = f"failed (no retry stage): {reason}"
+        message = outcome.delivery.message
+        outcome.delivery.handle.dead_letter(reason)
+        if outcome.error is None:  # no attempt failed: poison, no handler, unsettled
+            self.log.warning("message.dead_lettered", **message_fields(message), reason=reason)
+        else:
+            self._failed(outcome, "dead-lettered", reason)
+        if self._dead_letters is not None:
+            self._record(message, reason)
+
+    def _succeeded(self, outcome: Outcome) -> None:
+        self.log.debug(
+            "message.succeeded",
+            **message_fields(outcome.delivery.message),
+            duration=_seconds(outcome.duration),
+        )
+
+    def _failed(self, outcome: Outcome, next: str, reason: str | None = None) -> None:
+        """The one line of a failed attempt: error, traceback, "n of m", what comes next."""
+        error = outcome.error
+        fields = message_fields(outcome.delivery.message)
+        if outcome.max_attempts is not None:
+            fields["max_attempts"] = outcome.max_attempts
+        if error is not None:
+            fields["error"] = describe(error)
+            if reason is None and outcome.reason != fields["error"]:
+                reason = outcome.reason  # e.g. "timed out after 2 s"
+        if reason:
+            fields["reason"] = reason
+        if outcome.duration is not None:
+            fields["duration"] = _seconds(outcome.duration)
+        fields["next"] = next
+        # a crashed worker or stage logged its traceback as it crashed
+        if error is not None and outcome.kind is not OutcomeKind.REQUEUE:
+            traceback = traceback_of(error)
+            if traceback is not None:
+                fields["exc_info"] = traceback
+        self.log.warning("message.failed", **fields)
 
     def _record(self, message: Message, reason: str) -> None:
         letter = DeadLetter(
@@ -158,3 +212,8 @@ class Consumer(Actor[Any]):
         """Stop intake, then close the source: unsettled deliveries go back."""
         self._intake.cancel()
         await self.source.close()
+
+
+def _seconds(duration: float | None) -> float | None:
+    """A handler's duration for logs: seconds, to the microsecond."""
+    return None if duration is None else round(duration, 6)

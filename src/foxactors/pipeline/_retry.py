@@ -141,7 +141,9 @@ class RetryStage(Stage):
                 f"poison message: delivered {attempt} times with max_retries="
                 f"{self.policy.max_retries}"
             )
-            await self.reply(Outcome(delivery, OutcomeKind.DEAD_LETTER, reason=reason))
+            await self.reply(
+                Outcome(delivery, OutcomeKind.DEAD_LETTER, reason=reason, max_attempts=self._limit)
+            )
             return
         await self.forward(delivery)
 
@@ -153,16 +155,9 @@ class RetryStage(Stage):
                 why = (
                     f"not retried ({type(outcome.error).__name__} is in dead_on): {outcome.reason}"
                 )
-                await self.reply(
-                    Outcome(
-                        outcome.delivery,
-                        OutcomeKind.DEAD_LETTER,
-                        outcome.error,
-                        0.0,
-                        why,
-                        duration=outcome.duration,
-                    )
-                )
+                dead, delivery = OutcomeKind.DEAD_LETTER, outcome.delivery
+                limit, duration = self._limit, outcome.duration
+                await self.reply(Outcome(delivery, dead, outcome.error, 0.0, why, limit, duration))
                 return
             attempt = outcome.delivery.message.attempt
             kind, delay, why = self.policy.decide(attempt, outcome.reason, self._rand())
@@ -172,6 +167,7 @@ class RetryStage(Stage):
                 outcome.error,
                 delay,
                 why or outcome.reason,
-                duration=outcome.duration,
+                self._limit,  # for the failure's log line: "attempt 2 of 4"
+                outcome.duration,
             )
         await self.reply(outcome)

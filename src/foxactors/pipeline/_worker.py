@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import time
 from collections.abc import Awaitable, Callable, Mapping
-from time import perf_counter
 from typing import Any, Protocol, runtime_checkable
 
 import anyio
@@ -222,6 +222,8 @@ def with_default_timeout(worker: Worker, timeout: float | None) -> Worker:
 
 
 _SUCCEEDED = OutcomeKind.SUCCEEDED  # hot path: a global is cheaper than an enum lookup
+_FAILED = OutcomeKind.FAILED
+_clock = time.perf_counter  # handler durations, for logs: real time, even on a mock clock
 
 
 class WorkerActor(Actor[Delivery | Batch | Retire]):
@@ -230,7 +232,8 @@ class WorkerActor(Actor[Delivery | Batch | Retire]):
     Every failure of user code becomes a FAILED outcome (never a dead pipeline):
     exceptions, non-Exception errors other than cancellation, KeyboardInterrupt
     and SystemExit, and running past the timeout. Log lines emitted while a message
-    is handled carry ``message_id``, ``attempt`` and ``correlation_id``.
+    is handled carry the message's fields (see `merge_message_context`); the outcome
+    carries how long the handler ran, for the consumer's log line.
     """
 
     def __init__(
@@ -322,7 +325,7 @@ class WorkerActor(Actor[Delivery | Batch | Retire]):
         manual = getattr(worker, "manual_ack", False)
         argument: Any = delivery if manual else message
         token = current_message.set(message)
-        started = perf_counter()
+        start = _clock()
         try:
             if timeout is None:
                 await worker.process(argument)
@@ -333,18 +336,23 @@ class WorkerActor(Actor[Delivery | Batch | Retire]):
             reason = (
                 f"timed out after {timeout} s" if timeout is not None else f"TimeoutError: {exc}"
             )
-            return _failed(delivery, exc, reason, started)
+            return Outcome(delivery, _FAILED, exc, 0.0, reason, None, _clock() - start)
         except Exception as exc:
-            return _failed(delivery, exc, f"{type(exc).__name__}: {exc}", started)
+            reason = f"{type(exc).__name__}: {exc}"
+            return Outcome(delivery, _FAILED, exc, 0.0, reason, None, _clock() - start)
         except BaseException as exc:
             if isinstance(exc, self._cancelled | KeyboardInterrupt | SystemExit):
                 raise
-            return _failed(delivery, exc, f"{type(exc).__name__}: {exc}", started)
+            reason = f"{type(exc).__name__}: {exc}"
+            return Outcome(delivery, _FAILED, exc, 0.0, reason, None, _clock() - start)
         finally:
             current_message.reset(token)
-        duration = perf_counter() - started
-        manual_outcome = _manual_outcome(delivery, duration) if manual else None
-        return manual_outcome or Outcome(delivery, _SUCCEEDED, duration=duration)
+        took = _clock() - start
+        return (
+            _manual_outcome(delivery, took)
+            if manual
+            else Outcome(delivery, _SUCCEEDED, None, 0.0, "", None, took)
+        )
 
     async def _run_batch(self, batch: Batch) -> BatchOutcomes:
         """Run the batch handler; each delivery gets its own outcome.
@@ -359,6 +367,7 @@ class WorkerActor(Actor[Delivery | Batch | Retire]):
         messages = [d.message for d in deliveries if d.handle not in gone]
         failed: Mapping[str, BaseException] = {}
         error: BaseException | None = None
+        start = _clock()
         if messages:
             try:
                 if timeout is None:
@@ -370,17 +379,19 @@ class WorkerActor(Actor[Delivery | Batch | Retire]):
                 if isinstance(exc, self._cancelled | KeyboardInterrupt | SystemExit):
                     raise
                 error = exc
+        took = _clock() - start  # the whole batch's, for each of its messages
 
         def outcome(d: Delivery) -> Outcome:
             if d.handle in gone:
                 return Outcome(d, OutcomeKind.SETTLED, reason="its consumer is gone")
             if error is not None:
                 reason = f"batch failed: {type(error).__name__}: {error}"
-                return Outcome(d, OutcomeKind.FAILED, error, reason=reason)
+                return Outcome(d, _FAILED, error, 0.0, reason, None, took)
             exc = failed.get(d.message.id)
             if exc is not None:
-                return Outcome(d, OutcomeKind.FAILED, exc, reason=f"{type(exc).__name__}: {exc}")
-            return Outcome(d, OutcomeKind.SUCCEEDED)
+                reason = f"{type(exc).__name__}: {exc}"
+                return Outcome(d, _FAILED, exc, 0.0, reason, None, took)
+            return Outcome(d, _SUCCEEDED, None, 0.0, "", None, took)
 
         return BatchOutcomes(tuple(map(outcome, deliveries)))  # in the batch's order
 
@@ -404,13 +415,6 @@ class WorkerActor(Actor[Delivery | Batch | Retire]):
                 returned = Outcome(message, OutcomeKind.REQUEUE, error, reason=reason)
             with contextlib.suppress(ActorStopped):  # stopping: the consumer returned it
                 self._pool.tell_nowait(returned)
-
-
-def _failed(delivery: Delivery, error: BaseException, reason: str, started: float) -> Outcome:
-    """A FAILED outcome for an attempt that began at ``started`` (`perf_counter`)."""
-    return Outcome(
-        delivery, OutcomeKind.FAILED, error, reason=reason, duration=perf_counter() - started
-    )
 
 
 def _manual_outcome(delivery: Delivery, duration: float) -> Outcome:

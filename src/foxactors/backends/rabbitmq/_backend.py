@@ -14,12 +14,12 @@ from typing import Any
 import aio_pika
 import aiormq
 import attrs
-import structlog
 from pamqp.commands import Basic
 
 from foxactors._actor import Actor
 from foxactors._codec import Codec, JsonCodec
 from foxactors._errors import BackendError, ConfigurationError
+from foxactors._logging import get_logger
 from foxactors._message import MessageProperties, check_priority
 from foxactors._redact import redact
 from foxactors._tracing import outgoing
@@ -40,7 +40,7 @@ from ._source import RabbitMQSource
 from ._topology import Topology, delay_bucket
 from ._wire import to_amqp
 
-_logger: structlog.typing.FilteringBoundLogger = structlog.get_logger("foxactors")
+_logger = get_logger("foxactors")  # stdlib logging unless structlog is configured
 
 
 @attrs.frozen

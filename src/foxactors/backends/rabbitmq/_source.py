@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import attrs
-import structlog
 
 from foxactors._ack import AckHandle, Decision
+from foxactors._logging import get_logger
 from foxactors._message import Delivery, Message
 from foxactors.backends._admission import Admission, Inadmissible
 from foxactors.backends._source import BrokerSource, Settlement
@@ -24,7 +24,7 @@ from ._client import why
 if TYPE_CHECKING:
     from ._backend import RabbitMQBackend
 
-_logger: structlog.typing.FilteringBoundLogger = structlog.get_logger("foxactors")
+_logger = get_logger("foxactors")  # stdlib logging unless structlog is configured
 
 
 @attrs.define(slots=True)

@@ -16,13 +16,13 @@ from typing import Any
 import anyio
 import attrs
 import redis.asyncio as aioredis
-import structlog
 from redis.exceptions import ResponseError
 
 from foxactors._actor import Actor
 from foxactors._batch import TurnBatcher
 from foxactors._codec import Codec, JsonCodec
 from foxactors._errors import BackendError, ConfigurationError
+from foxactors._logging import get_logger
 from foxactors._message import DEFAULT_PROPERTIES, MessageProperties, Priority, check_priority
 from foxactors._redact import redact
 from foxactors._tracing import outgoing
@@ -46,7 +46,7 @@ from ._keeper import keep_leases, move_due_forever, reclaim_forever
 from ._leases import Leases
 from ._source import RedisSource
 
-_logger: structlog.typing.FilteringBoundLogger = structlog.get_logger("foxactors")
+_logger = get_logger("foxactors")  # stdlib logging unless structlog is configured
 
 
 @attrs.define

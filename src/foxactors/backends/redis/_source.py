@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import redis.asyncio as aioredis
-import structlog
 from redis.exceptions import NoScriptError, ResponseError
 
 from foxactors._ack import AckHandle, Decision
 from foxactors._errors import BackendError
+from foxactors._logging import get_logger
 from foxactors._message import Delivery, Message
 from foxactors.backends._admission import Admission, Inadmissible, default_properties
 from foxactors.backends._source import BrokerSource, Settlement
@@ -29,7 +29,7 @@ from ._client import ERRORS, TIMEOUT
 if TYPE_CHECKING:
     from ._backend import RedisBackend
 
-_logger: structlog.typing.FilteringBoundLogger = structlog.get_logger("foxactors")
+_logger = get_logger("foxactors")  # stdlib logging unless structlog is configured
 
 _NORMAL = levels.NORMAL
 _PREFIX = levels.TAG_PREFIX
