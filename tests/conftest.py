@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -21,9 +20,20 @@ from foxactors.testing.servers import (
     redis_server,
 )
 
-# Keep test output readable: lifecycle events at info and above only. Tests that
-# assert on events use structlog.testing.capture_logs, which bypasses this.
-structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.INFO))
+
+@pytest.fixture(autouse=True)
+def _library_logs_go_to_stdlib() -> Iterator[None]:
+    """Every test starts with structlog unconfigured: the library logs through stdlib.
+
+    pytest's logging capture then keeps warnings and above for the report, cheaply.
+    `structlog.testing.capture_logs` configures structlog for its block and leaves it
+    "configured" with the defaults afterwards (a console renderer drawing every failed
+    attempt's traceback); the reset keeps that from leaking into later tests.
+    """
+    yield
+    if structlog.is_configured():
+        structlog.reset_defaults()
+
 
 settings.register_profile(
     "default", deadline=None, max_examples=60, suppress_health_check=[HealthCheck.too_slow]
