@@ -136,7 +136,7 @@ def scrape(at: float, received: float, failed: float) -> Scrape:
 def test_rates_are_counter_deltas_over_the_time_between_scrapes() -> None:
     found = rates(scrape(10.0, 100, 4), scrape(12.0, 160, 10))
     assert found[("/app", "q")] is not None
-    assert (found[("/app", "q")].received, found[("/app", "q")].failed) == (30.0, 3.0)  # type: ignore[union-attr]
+    assert (found[("/app", "q")].received, found[("/app", "q")].failed) == (30.0, 3.0)
     assert rates(scrape(10.0, 100, 4), scrape(12.0, 5, 0)) == {("/app", "q"): None}  # restarted
     assert rates(scrape(10.0, 100, 4), scrape(10.0, 100, 4)) == {("/app", "q"): None}
 
