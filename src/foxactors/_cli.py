@@ -58,9 +58,9 @@ def load_app(target: str, *, http: tuple[str, int] | None = None) -> ChildSpec:
     from .pipeline import WorkerApp  # noqa: PLC0415 - the pipeline sits above the CLI's core
 
     if http is not None and isinstance(app, WorkerApp | ChildSpec):
-        from .observe._attach import attach  # noqa: PLC0415 - the metrics extra, if asked
+        from .observe import attach_http  # noqa: PLC0415 - the metrics extra, if asked
 
-        return attach(app, host=http[0], port=http[1])
+        return attach_http(app, host=http[0], port=http[1])
     if isinstance(app, WorkerApp):
         app = app.build()
     if not isinstance(app, ChildSpec):
@@ -159,9 +159,9 @@ def _broker_dead_letters(action: str, broker: str, url: str, queue: str, *, as_j
 def _http_error(host: str, port: int) -> str | None:
     """Why ``--http-port``/``--http-host`` cannot be served (the extra, the port), if so."""
     try:
-        from .observe._attach import check_port  # noqa: PLC0415 - the metrics extra
+        from .observe import check_http_port  # noqa: PLC0415 - the metrics extra
 
-        check_port(host, port)
+        check_http_port(host, port)
     except (ImportError, ConfigurationError) as exc:
         return str(exc)
     return None
@@ -169,11 +169,12 @@ def _http_error(host: str, port: int) -> str | None:
 
 def _top(url: str, *, interval: float, once: bool) -> int:
     try:
-        from .observe._top import top  # noqa: PLC0415 - the top extra
+        from .observe import top  # noqa: PLC0415 - the metrics and top extras
+
+        return top(url, interval=interval, once=once)
     except ImportError as exc:
         print(f"foxactors: {exc}", file=sys.stderr)
         return 1
-    return top(url, interval=interval, once=once)
 
 
 def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 - a return per command, per end

@@ -27,7 +27,7 @@ from ._server import _check, http_server, with_http
 NAME = "http"
 
 
-def check_port(host: str, port: int) -> None:
+def check_http_port(host: str, port: int) -> None:
     """Fail now, naming ``--http-port``, if ``host:port`` cannot be bound.
 
     Raises:
@@ -51,7 +51,7 @@ def check_port(host: str, port: int) -> None:
             ) from None
 
 
-def attach(app: ChildSpec | WorkerApp, *, port: int, host: str) -> ChildSpec:
+def attach_http(app: ChildSpec | WorkerApp, *, port: int, host: str) -> ChildSpec:
     """``app``'s tree with an `HttpServer` named ``http`` in it (see module).
 
     Raises:
