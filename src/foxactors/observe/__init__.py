@@ -8,10 +8,13 @@ docs/observability.md.
 from __future__ import annotations
 
 from . import _extra as _extra  # first: a missing extra gives an install hint
+from ._attach import attach_http as attach_http
+from ._attach import check_http_port as check_http_port
 from ._health import health as health
 from ._health import is_ready as is_ready
 from ._health import readiness as readiness
 from ._health import tree as tree
+from ._live import top as top
 from ._merge import merge as merge
 from ._merge import merge_families as merge_families
 from ._metrics import TreeCollector as TreeCollector

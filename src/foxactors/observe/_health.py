@@ -22,13 +22,21 @@ from ._reading import Intake, Reading
 
 
 def _consuming(reading: Reading, intake: Intake) -> bool:
+    """Whether ``intake`` pulls now: its consumer runs and pulls, on a live connection.
+
+    The consumer says it does not once its source failed; the connection actor
+    (on a broker) is not running from the moment it finds the connection lost until
+    a new one is open: either is enough to say no, whichever notices first.
+    """
     snap = reading.snapshot.find(intake.path)
     stats = snap.statistics if snap is not None else None
+    link = reading.snapshot.find(intake.link) if intake.link is not None else None
     return (
         snap is not None
         and snap.state is ActorState.RUNNING
         and isinstance(stats, ConsumerStatistics)
         and stats.consuming
+        and (intake.link is None or (link is not None and link.state is ActorState.RUNNING))
     )
 
 

@@ -17,6 +17,7 @@ import anyio
 import attrs
 
 from foxactors._cell import Cell
+from foxactors._errors import ActorNotFound
 from foxactors._logging import describe, logger
 from foxactors._redact import secrets_of
 from foxactors._snapshot import ActorSnapshot, take_snapshot
@@ -40,6 +41,8 @@ class Intake:
             does not run.
         queue_depth: Messages in the queue by state (``ready``, ``delayed``,
             ``in_flight``, ``dead``) where the backend can tell; empty otherwise.
+        link: Path of the actor owning the broker connection it consumes on (a
+            broker's intake), or None (a memory backend, a source of its own).
     """
 
     pipeline: str
@@ -48,6 +51,7 @@ class Intake:
     broker: str
     connection: ConnectionStatistics | None
     queue_depth: Mapping[str, int]
+    link: str | None = None
 
 
 @attrs.frozen
@@ -116,10 +120,23 @@ async def read(root: Cell, *, stores: Sequence[Any] = (), timeout: float = READ_
                 broker=str(getattr(backend, "name", type(backend).__name__)),
                 connection=backend.statistics() if running else None,
                 queue_depth=await _queue_depth(backend, queue, timeout) if running else {},
+                link=_link_of(cell, consumer),
             )
         )
     jobs = await _job_counts(stores, timeout)
     return Reading(snapshot, tuple(intakes), jobs, frozenset(secrets))
+
+
+def _link_of(cell: Cell, consumer: Consumer) -> str | None:
+    """The path of ``consumer``'s connection actor, if it has one (its sibling)."""
+    relative = consumer.connection_actor
+    if relative is None:
+        return None
+    try:
+        return cell.resolve(relative).path
+    except ActorNotFound:  # between restarts: where it will be again
+        parent = cell.parent.path if cell.parent is not None else ""
+        return f"{parent}/{relative.rpartition('/')[2]}"
 
 
 async def _queue_depth(backend: Any, queue: str, timeout: float) -> Mapping[str, int]:

@@ -91,9 +91,19 @@ class Consumer(Actor[Any]):
         """The backend it consumes from (for metrics and health: queue depth)."""
         return self._backend
 
+    @property
+    def connection_actor(self) -> str | None:
+        """The path of the connection actor it consumes on (relative to it), if any."""
+        return self._connection
+
     def statistics(self) -> ConsumerStatistics:
-        """Messages received and settled so far, and whether it is pulling now."""
-        consuming = not self._intake.cancel_called
+        """Messages received and settled so far, and whether it is pulling now.
+
+        Not pulling once its source failed (the connection was lost), even before
+        the pull task has raised and the consumer has crashed.
+        """
+        live: bool = getattr(self.source, "live", True)
+        consuming = live and not self._intake.cancel_called
         return self._tally.statistics(self._queue, consuming=consuming)
 
     async def _pull(self) -> None:

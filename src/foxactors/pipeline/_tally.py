@@ -72,8 +72,9 @@ class ConsumerStatistics:
 
     Attributes:
         queue: The queue it consumes.
-        consuming: Whether it is pulling now: its source is open and intake not
-            stopped. A connected consumer that stopped intake (draining) is not.
+        consuming: Whether it is pulling now: its source is open and has not
+            failed (a lost connection), and intake is not stopped. A connected
+            consumer that stopped intake (draining) is not.
         received: Deliveries pulled, by message type.
         settled: Outcomes settled (or skipped as settled already), by
             ``(outcome kind value, message type)``: ``succeeded``, ``retry``,
