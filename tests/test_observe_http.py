@@ -167,3 +167,30 @@ async def test_a_broker_password_never_leaves_the_endpoints(redis: Any) -> None:
             assert response.status_code == 200
             assert password not in response.text
     await backend.close()
+
+
+async def test_job_counts_per_state_are_served_from_the_store() -> None:
+    from foxactors.jobs import JobFailed, JobQueue, JobState  # noqa: PLC0415 - the jobs extra
+
+    jobs = JobQueue(fa.MemoryBackend(), queue="jobs")
+
+    @jobs.task(max_attempts=1)
+    async def work(fail: bool) -> None:
+        if fail:
+            raise RuntimeError("boom")
+
+    done = [await work.enqueue(False) for _ in range(3)]
+    failing = await work.enqueue(True)
+    await work.options(delay=3600).enqueue(False)  # scheduled: not due for an hour
+    app = with_http(jobs.worker("jobs", concurrency=2), port=0, stores=[jobs])
+    async with fa.open_system(app.build()) as system:
+        for handle in done:
+            await handle.result(timeout=10)
+        with pytest.raises(JobFailed):
+            await failing.result(timeout=10)
+        text = (await get(f"{served(system, '/jobs-jobs/http').url}/metrics")).text
+    counts = {labels[0][1]: value for labels, value in samples(text, "foxactors_jobs").items()}
+    assert counts[JobState.SUCCEEDED.value] == 3
+    assert counts[JobState.DEAD.value] == 1
+    assert counts[JobState.SCHEDULED.value] == 1
+    assert counts[JobState.RUNNING.value] == 0
