@@ -666,45 +666,79 @@ async def test_queue_statistics_count_every_level(backend: RedisBackend, stream:
     await source.close()
 
 
+def counting_lags(source: RedisSource) -> list[int]:
+    """Count the reader's own asks for the levels' lags (one round trip each)."""
+    asked = [0]
+    lags = source._lags
+
+    async def counted() -> list[tuple[int, bytes]]:
+        asked[0] += 1
+        return await lags()
+
+    source._lags = counted  # type: ignore[method-assign]
+    return asked
+
+
+async def ack_while_waiting(source: RedisSource, held: list[fa.Delivery]) -> list[Any]:
+    """Ack ``held`` while a receiver waits for the credit; return what it receives."""
+    got: list[Any] = []
+
+    async def receive() -> None:
+        got.extend(d.message.payload for d in await source.receive(2, 2))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(receive)
+        await anyio.wait_all_tasks_blocked()  # the receiver waits for credit
+        for delivery in held:
+            delivery.handle.ack()
+    return got
+
+
 @pytest.mark.parametrize("scripts_flushed", [False, True], ids=["cached", "flushed"])
-async def test_the_acks_that_free_a_waiting_read_bring_the_levels_lags(
+async def test_the_acks_that_free_a_waiting_reader_read_ahead_for_it(
     backend: RedisBackend, stream: str, raw: Any, scripts_flushed: bool
 ) -> None:
-    """The read after a wait for credit asks no lags of its own, and keeps the priorities.
+    """When the last look saw entries in normal's stream only, the acks read on.
 
-    With the server's scripts flushed, the lags do not come with the acks; the read
-    asks for them itself, and nothing fails.
+    In the acks' round trip, as much as they free credit for; the levels' lags come
+    with them, so an entry that came into a higher level since the last look is the
+    next read's, and that read asks nothing more. With the server's scripts flushed,
+    the lags do not come; the reader asks itself, and nothing fails.
     """
     for n in range(2):
         await backend.publish(stream, f"normal-{n}")
     source = await backend.open_source(stream, prefetch=2)
-    asked = 0
-    lags = source._lags
-
-    async def counted() -> list[tuple[int, bytes]]:
-        nonlocal asked
-        asked += 1
-        return await lags()
-
     try:
         held = await source.receive(2, 2)
-        source._lags = counted  # type: ignore[method-assign]
+        asked = counting_lags(source)
         await backend.publish(stream, "later")
         await backend.publish(stream, "urgent", properties=CRITICAL)
         if scripts_flushed:
             await raw.script_flush()
-        got: list[list[Any]] = []
-
-        async def read() -> None:
-            got.append([d.message.payload for d in await source.receive(2, 2)])
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(read)
-            await anyio.wait_all_tasks_blocked()  # the reader waits for credit
-            for delivery in held:
-                delivery.handle.ack()
-        assert got == [["urgent", "later"]]
-        assert asked == (1 if scripts_flushed else 0)
+        assert await ack_while_waiting(source, held) == ["later"]
+        assert asked == [0]
+        urgent = await source.receive(1, 1)
+        assert [d.message.payload for d in urgent] == ["urgent"]
+        assert asked == [1 if scripts_flushed else 0]
         assert source.live
+    finally:
+        await source.close()
+
+
+async def test_when_the_last_look_saw_a_higher_level_the_acks_bring_the_lags_only(
+    backend: RedisBackend, stream: str
+) -> None:
+    """No read ahead: the reader reads by priority, on lags that came with the acks."""
+    await backend.publish(stream, "urgent-0", properties=CRITICAL)
+    for n in range(3):
+        await backend.publish(stream, f"normal-{n}")
+    source = await backend.open_source(stream, prefetch=2)
+    try:
+        held = await source.receive(2, 2)
+        assert [d.message.payload for d in held] == ["urgent-0", "normal-0"]
+        asked = counting_lags(source)
+        await backend.publish(stream, "urgent-1", properties=CRITICAL)
+        assert await ack_while_waiting(source, held) == ["urgent-1", "normal-1"]
+        assert asked == [0]
     finally:
         await source.close()

@@ -112,6 +112,9 @@ class RedisSource(BrokerSource[bytes, Held]):
         # The levels' lags, asked for with the acks that free the waiting reader's
         # credit (see `_apply`): its next read needs no round trip of its own for them.
         self._fresh_lags: list[tuple[int, bytes]] | None = None
+        # Whether the last lags seen had entries in normal's stream and none above it
+        # (see `_apply`).
+        self._normal_only = False
 
     @property
     def backend(self) -> RedisBackend:
@@ -209,6 +212,7 @@ class RedisSource(BrokerSource[bytes, Held]):
         after the last ones the group read; then the levels are read as above.
         """
         lags, self._fresh_lags = self._fresh_lags or await self._lags(), None
+        self._note(lags)
         plan = _plan(lags, count)
         if not plan:
             woken = await self.client.execute_command(
@@ -232,6 +236,12 @@ class RedisSource(BrokerSource[bytes, Held]):
                 pipe.execute_command(*self._read_command(level, take))
             for (level, _), reply in zip(plan, await pipe.execute(), strict=True):
                 self._buffer_read(reply, level)
+
+    def _note(self, lags: list[tuple[int, bytes]]) -> None:
+        """Remember whether only normal's stream had entries waiting (see `_apply`)."""
+        self._normal_only = bool(lags[_NORMAL][0]) and not any(
+            lag for level, (lag, _) in enumerate(lags) if level != _NORMAL
+        )
 
     async def _lags(self) -> list[tuple[int, bytes]]:
         """Each level's lag and last delivered id, from the levels script."""
@@ -300,9 +310,16 @@ class RedisSource(BrokerSource[bytes, Held]):
 
     async def _apply(self, batch: list[Settlement]) -> None:
         acks, other_acks, copies = self._sort(batch)
-        # The reader waits for the credit this batch frees, and will read next: ask for
-        # the levels' lags in the same round trip (see `_read_levels`).
+        # The reader waits for the credit this batch frees, and will read next: the same
+        # round trip asks for the levels' lags and, when the last lags had entries in
+        # normal's stream only (the common case), reads as many of them as the batch
+        # frees credit for; the buffer is empty and the read follows the acks on the
+        # server, so the credit holds. The price: an entry that came into a higher
+        # level since the last lags waits for the next read (see docs/redis.md).
         lags = self._credit is not None and not self._buffer
+        ahead = 0
+        if lags and self._normal_only:
+            ahead = self.prefetch - len(self._unsettled) - self._settling + len(batch)
         if not copies and not other_acks and not lags:
             await self.client.xack(self.queue, self.group, *acks)
             return
@@ -313,17 +330,28 @@ class RedisSource(BrokerSource[bytes, Held]):
             pipe.xack(self._streams[level], self.group, *ids)
         for level, entry in copies:
             self._queue_copy(pipe, level, entry)
+        if ahead > 0:
+            pipe.execute_command(*self._read_command(_NORMAL, ahead))
         if lags:
             pipe.execute_command("EVALSHA", scripts.LEVELS_SHA, *self._levels_args)
         results = await pipe.execute(raise_on_error=False)
         if lags:
-            fresh = results.pop()
-            # NoScriptError (the server lost its scripts): the reader asks itself
-            self._fresh_lags = None if isinstance(fresh, Exception) else fresh
-        for result in results:
+            self._took_lags(results.pop())
+        read = results.pop() if ahead > 0 else None
+        for result in results if read is None else (*results, read):
             if isinstance(result, Exception):
                 raise result
+        if read is not None:
+            self._buffer_read(read, _NORMAL)
         self._copied(copies, results[len(results) - len(copies) :])
+
+    def _took_lags(self, lags: Any) -> None:
+        """Keep the lags that came with the acks, for the reader (see `_apply`)."""
+        if isinstance(lags, Exception):  # NoScriptError: the reader asks for them itself
+            self._fresh_lags, self._normal_only = None, False
+        else:
+            self._fresh_lags = lags
+            self._note(lags)
 
     @staticmethod
     def _sort(
@@ -420,7 +448,8 @@ class RedisSource(BrokerSource[bytes, Held]):
         if self._closed or self._failure is not None:
             return False
         room = min(
-            self.prefetch - len(self._unsettled) - len(self._buffer), self.leases.claim_batch
+            self.prefetch - len(self._unsettled) - self._settling - len(self._buffer),
+            self.leases.claim_batch,
         )
         more = False
         for level, stream in enumerate(self._streams):
