@@ -13,15 +13,22 @@ SDK's tracer provider, spans batched to an exporter that drops them), interleave
 runs with it off, and the on/off ratio printed; the publishes are timed too.
 ``--sample R`` keeps that share of the traces (the SDK's parent-based ratio sampler).
 
+With ``--observe``: runs with metrics served (and scraped ten times a second by another
+process) and with tracing, each alone and both, interleaved with runs with neither.
+
 Run: python benchmarks/pipeline.py [--backend asyncio|trio] [--messages N] [--quick]
-    [--tracing [--sample R]]
+    [--tracing] [--observe] [--sample R]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import _baselines
@@ -42,8 +49,12 @@ async def foxactors_rate(n: int, workers: int) -> float:
     return (await foxactors_rates(n, workers))[1]
 
 
-async def foxactors_rates(n: int, workers: int) -> tuple[float, float]:
-    """Publishes per second, then messages processed per second."""
+async def foxactors_rates(n: int, workers: int, metrics: bool = False) -> tuple[float, float]:
+    """Publishes per second, then messages processed per second.
+
+    With ``metrics``, the app serves its endpoints and another process scrapes
+    ``/metrics`` every `SCRAPE_EVERY` seconds while the messages are processed.
+    """
     backend = fa.MemoryBackend()
     start = time.perf_counter()
     for i in range(n):
@@ -51,12 +62,44 @@ async def foxactors_rates(n: int, workers: int) -> tuple[float, float]:
     published = n / (time.perf_counter() - start)
     app = fa.WorkerApp("bench").add_worker(noop).with_concurrency_limit(workers)
     app = app.with_prefetch(PREFETCH)
+    if metrics:
+        from foxactors.observe import with_http  # noqa: PLC0415 - the metrics extra
+
+        app = with_http(app, port=0)
     start = time.perf_counter()
-    async with fa.open_system(app.build(backend, "bench")):
-        await backend.join("bench")
-        elapsed = time.perf_counter() - start
+    async with fa.open_system(app.build(backend, "bench")) as system:
+        with scraping(system) if metrics else contextlib.nullcontext():
+            await backend.join("bench")
+            elapsed = time.perf_counter() - start
     assert backend.queue_statistics("bench").dead == 0
     return published, n / elapsed
+
+
+SCRAPE_EVERY = 0.1
+"""Seconds between scrapes with ``--observe``: far more often than Prometheus would."""
+_SCRAPER = """
+import sys, time, urllib.request
+while True:
+    urllib.request.urlopen(sys.argv[1]).read()
+    time.sleep(float(sys.argv[2]))
+"""
+
+
+@contextlib.contextmanager
+def scraping(system: fa.ActorSystem) -> Iterator[None]:
+    """Scrape the app's /metrics from a process of its own for the block."""
+    from foxactors.observe import HttpStatistics  # noqa: PLC0415 - the metrics extra
+
+    served = system.statistics("/bench/http")
+    assert isinstance(served, HttpStatistics)
+    scraper = subprocess.Popen(
+        [sys.executable, "-c", _SCRAPER, f"{served.url}/metrics", str(SCRAPE_EVERY)]
+    )
+    try:
+        yield
+    finally:
+        scraper.kill()
+        scraper.wait()
 
 
 def dropping_provider(sample: float, queue_size: int) -> Any:
@@ -102,6 +145,34 @@ def tracing_ratios(n: int, workers: int, backend: str, runs: int, sample: float)
         )
 
 
+def observed_ratios(n: int, workers: int, backend: str, runs: int, sample: float) -> None:
+    """Print the processing rate with metrics and tracing off, each on, and both on."""
+    provider = dropping_provider(sample, 4 * n)
+    best: dict[tuple[bool, bool], float] = {}
+    for _ in range(runs):
+        for metrics, tracing in ((False, False), (True, False), (False, True), (True, True)):
+            if tracing:
+                fa.enable_tracing(provider)
+            try:
+                _, rate = anyio.run(foxactors_rates, n, workers, metrics, backend=backend)
+            finally:
+                fa.disable_tracing()
+                provider.force_flush()
+            best[metrics, tracing] = max(best.get((metrics, tracing), 0.0), rate)
+    provider.shutdown()
+    off = best[False, False]
+    print(f"observability off: {off:,.0f} msg/s")
+    for what, key in (
+        (f"metrics served, scraped every {SCRAPE_EVERY} s", (True, False)),
+        (f"tracing (sampled {sample:.0%})", (False, True)),
+        ("both", (True, True)),
+    ):
+        on = best[key]
+        print(
+            f"{what}: {on:,.0f} msg/s -> on/off {on / off:.0%} ({1e6 / on - 1e6 / off:+.1f} us/msg)"
+        )
+
+
 async def raw_rate(n: int) -> float:
     return await _baselines.raw_fast_chain(n, HOPS, PREFETCH)
 
@@ -141,6 +212,11 @@ def main() -> None:
         "--tracing", action="store_true", help="also on/off with OpenTelemetry tracing"
     )
     parser.add_argument("--sample", type=float, default=1.0, help="share of traces kept")
+    parser.add_argument(
+        "--observe",
+        action="store_true",
+        help="also metrics (served and scraped) and tracing, off, each on, both on",
+    )
     args = parser.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     n, runs = (2_000, 1) if args.quick else (args.messages, 3)
@@ -169,6 +245,8 @@ def main() -> None:
     )
     if args.tracing:
         tracing_ratios(n, args.workers, args.backend, runs, args.sample)
+    if args.observe:
+        observed_ratios(n, args.workers, args.backend, runs, args.sample)
 
 
 if __name__ == "__main__":

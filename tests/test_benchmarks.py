@@ -87,3 +87,11 @@ def test_pipeline_benchmark_prints_tracing_on_beside_off() -> None:
     out = quick_run("pipeline", "--tracing")
     for what in ("publish", "process"):
         assert f"tracing {what} (sampled 100%): off " in out
+
+
+def test_pipeline_benchmark_prints_metrics_and_tracing_on_beside_off() -> None:
+    out = quick_run("pipeline", "--observe")
+    assert "observability off: " in out
+    for what in ("metrics served, scraped every", "tracing (sampled 100%)", "both"):
+        assert f"{what}" in out
+    assert out.count("-> on/off ") == 3
