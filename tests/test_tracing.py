@@ -293,3 +293,50 @@ def test_the_library_runs_without_opentelemetry() -> None:
         done.stdout.splitlines()[-1]
         == "tracing needs opentelemetry-api: pip install 'foxactors[tracing]'"
     )
+
+
+def sampled_by(sampler: Any) -> tuple[InMemorySpanExporter, TracerProvider]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=sampler)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return exporter, provider
+
+
+@pytest.mark.parametrize("children_sampled", [False, True], ids=["parent-based", "children-kept"])
+async def test_an_unsampled_trace_is_carried_without_spans_unless_the_sampler_keeps_children(
+    children_sampled: bool,
+) -> None:
+    """The root publish is not sampled; the context still reaches every message.
+
+    With the SDK's parent-based defaults nothing under it starts a span (nothing
+    would be kept); a sampler that keeps children of unsampled parents gets them.
+    """
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased  # noqa: PLC0415
+
+    children = ALWAYS_ON if children_sampled else ALWAYS_OFF
+    exporter, provider = sampled_by(
+        ParentBased(
+            ALWAYS_OFF, remote_parent_not_sampled=children, local_parent_not_sampled=children
+        )
+    )
+    fa.enable_tracing(provider)
+    try:
+        backend = fa.MemoryBackend()
+        chain = Chain(backend, QUEUE)
+        app = fa.WorkerApp("app").add_worker(chain.handle)
+        await backend.publish(QUEUE, {"hop": 0})
+        async with fa.open_system(app.build(backend, QUEUE)):
+            with anyio.fail_after(10):
+                await chain.done.wait()
+    finally:
+        fa.disable_tracing()
+        provider.shutdown()
+    parents = [message.headers["traceparent"] for message in chain.seen]
+    assert len({parent.split("-")[1] for parent in parents}) == 1  # one trace throughout
+    assert int(parents[0][-2:], 16) & 1 == 0  # the root: its sampled flag is not set
+    kinds = [span.kind for span in exporter.get_finished_spans()]
+    if children_sampled:
+        assert kinds.count(SpanKind.CONSUMER) == 2
+    else:
+        assert kinds == []
+        assert parents[1] == parents[0]  # no span between: the root's context, as it came

@@ -27,6 +27,7 @@ from ._logging import current_message
 from ._message import DEFAULT_PROPERTIES, Delivery, MessageProperties, OutcomeKind
 
 if TYPE_CHECKING:
+    from opentelemetry.context import Context
     from opentelemetry.propagators.textmap import Getter
     from opentelemetry.trace import Span, Tracer, TracerProvider
 
@@ -43,22 +44,56 @@ class _Tracing:
         from opentelemetry import context, propagate, trace  # noqa: PLC0415 - optional
 
         self.tracer: Tracer = trace.get_tracer("foxactors", tracer_provider=tracer_provider)
+        self._provider = tracer_provider
+        self._follows_parent: bool | None = None
         self.context = context
         self.propagate = propagate
         self.trace = trace
         self.getter = cast("Getter[Mapping[str, Any]]", _HeaderGetter())  # duck-typed
 
+    def follows_parent(self) -> bool:
+        """Whether the sampler never samples a span whose parent was not sampled.
+
+        So it is with the SDK's default sampler and every ``ParentBased`` one left
+        at its defaults: a span under an unsampled parent would be a non-recording
+        span that only carries the parent's context, and that context is carried
+        without it (the SDK costs several microseconds for a span it drops).
+        """
+        if self._follows_parent is None:
+            provider = self._provider or self.trace.get_tracer_provider()
+            sampler = getattr(provider, "sampler", None)
+            if sampler is None:  # no SDK provider (yet): ask again next time
+                return False
+            described = str(sampler.get_description())
+            self._follows_parent = all(
+                f"{where}ParentNotSampled:AlwaysOffSampler" in described
+                for where in ("remote", "local")
+            )
+        return self._follows_parent
+
+    def _unsampled(self, context: Context | None = None) -> bool:
+        span = self.trace.get_current_span(context).get_span_context()
+        return span.is_valid and not span.trace_flags.sampled and self.follows_parent()
+
     def publishing(
         self, properties: MessageProperties, queue: str, system: str
-    ) -> tuple[MessageProperties, Span]:
-        """Start the PRODUCER span and carry its context in the headers."""
+    ) -> tuple[MessageProperties, Span | None]:
+        """Start the PRODUCER span and carry its context in the headers.
+
+        Under an unsampled span (see `follows_parent`) no span starts: the current
+        context goes into the headers as it is.
+        """
         trace = self.trace
+        if self._unsampled():
+            carrier: dict[str, str] = {}
+            self.propagate.inject(carrier)
+            return (properties.with_headers(carrier) if carrier else properties), None
         span = self.tracer.start_span(
             f"{queue} publish",
             kind=trace.SpanKind.PRODUCER,
             attributes=_attributes(system, queue, "publish", "send", properties.correlation_id),
         )
-        carrier: dict[str, str] = {}
+        carrier = {}
         self.propagate.inject(carrier, context=trace.set_span_in_context(span))
         if carrier:
             properties = properties.with_headers(carrier)
@@ -74,6 +109,12 @@ class _Tracing:
         message = delivery.message
         trace = self.trace
         parent = self.propagate.extract(message.headers, getter=self.getter)
+        if self._unsampled(parent):  # no span: the parent's context is current
+            token = self.context.attach(parent)
+            try:
+                return await run(delivery)
+            finally:
+                self.context.detach(token)
         attributes = _attributes(
             system, message.queue, "process", "process", message.properties.correlation_id
         )
