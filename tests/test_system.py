@@ -194,13 +194,11 @@ def foxactors(*args: str, **kwargs: Any) -> subprocess.Popen[str]:
     )
 
 
-@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+@pytest.mark.parametrize("loop", ["asyncio", "trio"])
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_cli_turns_a_signal_into_an_ordered_shutdown(backend: str, sig: signal.Signals) -> None:
+def test_cli_turns_a_signal_into_an_ordered_shutdown(loop: str, sig: signal.Signals) -> None:
     lines = []
-    with foxactors(
-        "run", "tests.apps:forever", "--log-format", "json", "--backend", backend
-    ) as proc:
+    with foxactors("run", "tests.apps:forever", "--log-format", "json", "--loop", loop) as proc:
         assert proc.stdout is not None
         for line in proc.stdout:  # wait for the app to say it is ready
             lines.append(json.loads(line))
@@ -342,3 +340,42 @@ def test_cli_lists_a_dead_letter_file(tmp_path: Path) -> None:
     )
     assert missing.returncode == 1
     assert "cannot read dead letters from" in missing.stderr
+
+
+def test_cli_loop_keeps_backend_as_a_deprecated_alias(capsys: pytest.CaptureFixture[str]) -> None:
+    from foxactors._cli import main  # noqa: PLC0415
+
+    assert main(["run", "tests.apps:missing", "--backend", "trio"]) == 1  # runs, then fails
+    err = capsys.readouterr().err
+    assert "--backend is deprecated (it names the event loop" in err
+    assert "use --loop trio" in err
+
+
+@pytest.mark.parametrize(
+    ("loop", "expected"),
+    [
+        ("asyncio", {"backend": "asyncio"}),
+        ("trio", {"backend": "trio"}),
+        ("uvloop", {"backend": "asyncio", "backend_options": {"use_uvloop": True}}),
+    ],
+)
+def test_cli_loop_picks_the_event_loop_and_names_a_missing_one(
+    loop: str,
+    expected: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import argparse  # noqa: PLC0415
+    import importlib.util  # noqa: PLC0415
+
+    from foxactors._cli import _loop_of  # noqa: PLC0415
+
+    args = argparse.Namespace(loop=loop, backend=None)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object())  # installed
+    assert _loop_of(args) == expected
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)  # not installed
+    if loop == "asyncio":
+        assert _loop_of(args) == expected  # the standard library's
+    else:
+        assert _loop_of(args) is None
+        assert f"--loop {loop} needs {loop}: pip install" in capsys.readouterr().err
