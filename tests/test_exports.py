@@ -146,6 +146,7 @@ JOBS_PUBLIC = {
     "JobStoreError",
     "Linear",
     "MemoryJobStore",
+    "QueueDepth",
     "Reaped",
     "Reject",
     "Retry",

@@ -1,7 +1,9 @@
 """``foxactors jobs``: read and change job records from the command line.
 
 status, list, cancel and stats read and change the job store only; retry also
-publishes the job again, so it needs the broker of the job's queue. The store is a
+publishes the job again, so it needs the broker of the job's queue, and stats of one
+queue (``--queue``) shows the broker's counts of its messages beside the store's
+when a broker is given. The store is a
 Redis job store: the memory store lives inside one process, where no command can
 reach it. Errors are one line on stderr (exit status 1), never with a URL's password.
 """
@@ -12,6 +14,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime
+import itertools
 import json
 import logging
 import os
@@ -67,7 +70,10 @@ def add_jobs_commands(commands: Any) -> None:
     listing.add_argument("--cursor", default=None, help="where the page starts (printed last)")
     _connections(listing)
     stats = actions.add_parser(
-        "stats", help="how many jobs are in each state", description=STORE_HELP
+        "stats",
+        help="how many jobs are in each state (and, with --queue and a broker, messages)",
+        description=f"{STORE_HELP} With --queue and a broker, the broker's counts of the "
+        "queue's messages (ready, delayed, in flight, dead) are shown beside the jobs.",
     )
     _filters(stats)
     _connections(stats)
@@ -193,6 +199,9 @@ async def _act(args: argparse.Namespace, store_url: str, broker: tuple[str, str]
                     "--rabbitmq URL or --redis URL"
                 )
             backend = open_backend(*broker)
+        elif args.action == "stats" and args.queue and broker is not None:
+            backend = open_backend(*broker)  # the broker's view of the queue, beside
+        args.broker_view = backend is not None
         # Reads, cancels and counts touch only the store: the memory backend stands in.
         jobs = JobQueue(backend or MemoryBackend(), store=store)
         return await COMMANDS[args.action](jobs, args)
@@ -293,6 +302,8 @@ async def _retry(jobs: JobQueue, args: argparse.Namespace) -> int:
 
 
 async def _stats(jobs: JobQueue, args: argparse.Namespace) -> int:
+    if args.broker_view:
+        return await _depth(jobs, args)
     counts = {
         state.value: n
         for state, n in (await jobs.counts(queue=args.queue, tenant=args.tenant)).items()
@@ -302,6 +313,37 @@ async def _stats(jobs: JobQueue, args: argparse.Namespace) -> int:
         return 0
     rows = [[state, str(n)] for state, n in counts.items()]
     _print_table(["STATE", "JOBS"], [*rows, ["total", str(sum(counts.values()))]])
+    return 0
+
+
+async def _depth(jobs: JobQueue, args: argparse.Namespace) -> int:
+    """``stats --queue Q`` with a broker: the store's jobs and the broker's messages.
+
+    States the broker tells only the process holding them (RabbitMQ's delayed and in
+    flight: this command holds none) show as ``-`` (null in JSON).
+    """
+    depth = await jobs.depth(args.queue, tenant=args.tenant)
+    assert depth.broker is not None  # asked for
+    unseen = type(depth.broker).seen_here
+    data = depth.to_dict()
+    broker = {k: (None if k in unseen else v) for k, v in data["broker"].items()}
+    if args.json:
+        _print_json({**data, "broker": broker})
+        return 0
+    jobs_rows = [[state, str(n)] for state, n in data["jobs"].items()]
+    jobs_rows.append(["total", str(sum(data["jobs"].values()))])
+    broker_rows = [[state, "-" if n is None else str(n)] for state, n in broker.items()]
+    rows = [
+        [*left, *right]
+        for left, right in itertools.zip_longest(jobs_rows, broker_rows, fillvalue=["", ""])
+    ]
+    _print_table(["STATE", "JOBS", "BROKER", "MESSAGES"], rows)
+    if unseen:
+        print(
+            f"{', '.join(sorted(unseen))}: {jobs.backend.name} tells only the process that "
+            "holds them; the job counts cover them (scheduled, retrying, running)",
+            file=sys.stderr,
+        )
     return 0
 
 

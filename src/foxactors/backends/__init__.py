@@ -16,11 +16,11 @@ from ._connection import ConnectionStatistics as ConnectionStatistics
 from ._contract import Backend as Backend
 from ._contract import DeadLetterQueue as DeadLetterQueue
 from ._contract import IntakeHelpers as IntakeHelpers
+from ._contract import QueueStatistics as QueueStatistics
 from ._contract import SharedConnection as SharedConnection
 from ._contract import Source as Source
 from ._deadletter import DeadLetter as DeadLetter
 from ._memory import MemoryBackend as MemoryBackend
-from ._memory import QueueStatistics as QueueStatistics
 from ._messages import CONNECTION as CONNECTION
 from ._messages import SOURCE as SOURCE
 from ._messages import GetConnection as GetConnection

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+
+import attrs
 
 from foxactors._ack import Settler
 from foxactors._message import Delivery, MessageProperties
@@ -20,6 +22,32 @@ if TYPE_CHECKING:
 
     from ._connection import ConnectionStatistics
     from ._deadletter import DeadLetter
+
+
+@attrs.frozen
+class QueueStatistics:
+    """How many messages one queue holds, by state: the broker's view, on every backend.
+
+    `Backend.queue_depth` returns one (a broker's subclass adds what it alone can
+    tell). The job store's view of the same queue, by job state and tenant, is
+    ``JobQueue.depth``.
+
+    Attributes:
+        ready: Waiting to be delivered.
+        delayed: Waiting for their delay (publish delay, retry or deferral) to pass.
+        in_flight: Delivered, not yet settled.
+        dead: In the dead-letter queue.
+        seen_here: The states this backend can count only as this process sees
+            them (a class attribute, not a field): empty where the broker counts
+            all; RabbitMQ's ``delayed`` and ``in_flight`` (see its subclass).
+    """
+
+    seen_here: ClassVar[frozenset[str]] = frozenset()
+
+    ready: int
+    delayed: int
+    in_flight: int
+    dead: int
 
 
 class Source(Settler, Protocol):
@@ -104,6 +132,19 @@ class Backend(Protocol):
 
     def dead_letter_queue(self, queue: str) -> DeadLetterQueue:
         """The dead letters of ``queue``."""
+
+    async def queue_depth(self, queue: str) -> QueueStatistics:
+        """Count ``queue``'s messages: ready, delayed, in flight, dead.
+
+        Read from the broker when asked (a round trip or a few): for a scrape or a
+        health check, not for every message. What each backend can see differs (its
+        ``queue_statistics`` docstring says): RabbitMQ counts in flight only for this
+        process's consumers, and delayed only in the retry queues this process
+        declared.
+
+        Raises:
+            BackendError: The broker cannot be reached.
+        """
 
     async def close(self) -> None:
         """Release what the backend holds itself (sources close their own)."""

@@ -17,7 +17,6 @@ import warnings
 from typing import Any, overload
 
 import anyio
-import attrs
 
 from foxactors._ack import AckHandle, Decision
 from foxactors._codec import Codec, JsonCodec
@@ -28,28 +27,12 @@ from foxactors._validate import require_int, require_seconds
 
 from ._admission import Admission, Inadmissible, default_properties
 from ._connection import ConnectionCounts, ConnectionStatistics
+from ._contract import QueueStatistics
 from ._credit import CreditSource
 from ._deadletter import DeadLetter
 from ._memory_queue import Entry, Queue, Tag
 
 _ACK = Decision.ACK  # hot path: a global is cheaper than an enum lookup
-
-
-@attrs.frozen
-class QueueStatistics:
-    """Counts for one memory queue.
-
-    Attributes:
-        ready: Waiting to be delivered.
-        delayed: Waiting for their delay (publish delay or retry) to pass.
-        in_flight: Delivered, not yet settled.
-        dead: In the dead-letter queue.
-    """
-
-    ready: int
-    delayed: int
-    in_flight: int
-    dead: int
 
 
 class MemoryBackend:
@@ -182,6 +165,10 @@ class MemoryBackend:
         return QueueStatistics(
             len(target.ready), len(target.delayed), len(target.in_flight), len(target.dead)
         )
+
+    async def queue_depth(self, queue: str) -> QueueStatistics:
+        """`queue_statistics`, as every backend answers it (the contract's `Backend`)."""
+        return self.queue_statistics(queue)
 
     def dead_letter_queue(self, queue: str) -> MemoryDeadLetters:
         """The dead letters of ``queue``: list, count, replay, purge, async as everywhere.

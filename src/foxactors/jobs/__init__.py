@@ -13,6 +13,7 @@ from ._client import TENANT_HEADER as TENANT_HEADER
 from ._client import JobQueue as JobQueue
 from ._context import JobContext as JobContext
 from ._context import SyncJobContext as SyncJobContext
+from ._depth import QueueDepth as QueueDepth
 from ._errors import JobAlreadyExists as JobAlreadyExists
 from ._errors import JobArgumentsError as JobArgumentsError
 from ._errors import JobCancelled as JobCancelled

@@ -20,6 +20,7 @@ from foxactors.backends import Backend
 
 from ._backoff import Backoff, Exponential
 from ._context import JobContext, SyncJobContext
+from ._depth import QueueDepth
 from ._errors import JobAlreadyExists, UnknownTask
 from ._handle import JobHandle
 from ._memory_store import MemoryJobStore
@@ -509,6 +510,23 @@ class JobQueue:
     ) -> Mapping[JobState, int]:
         """How many jobs are in each state."""
         return await self.store.counts(queue=queue, tenant=tenant)
+
+    async def depth(
+        self, queue: str | None = None, *, tenant: str | None = None, broker: bool = True
+    ) -> QueueDepth:
+        """How deep ``queue`` is (default: the default queue): jobs by state, messages.
+
+        The store's counts of ``tenant``'s jobs (None: every tenant's) and, unless
+        ``broker`` is False, the backend's counts of the queue's messages (every
+        tenant's). See `QueueDepth`.
+
+        Raises:
+            BackendError: The broker cannot be reached.
+        """
+        queue = self.default_queue if queue is None else queue
+        jobs = await self.store.counts(queue=queue, tenant=tenant)
+        stats = await self.backend.queue_depth(queue) if broker else None
+        return QueueDepth(queue, tenant, jobs, stats)
 
     async def cancel(self, job_id: str, *, tenant: str | None = None) -> Cancelled:
         """Cancel a job; see `JobHandle.cancel`."""

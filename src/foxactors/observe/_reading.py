@@ -2,14 +2,13 @@
 
 A reading is taken when asked (a scrape, a health check), never on the hot path: the
 tree's snapshot (states, restarts, mailboxes, each actor's `statistics()`), each
-consumer's broker connection counts, and, where the backend can tell, how many
-messages wait in its queue; the job counts of the stores given. Figures that need a
+consumer's broker connection counts and how many messages its queue holds by state
+(`Backend.queue_depth`, on every backend); the job counts of the stores given. Figures that need a
 round trip to a broker or a store get a deadline, and are left out when it passes.
 """
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -21,7 +20,7 @@ from foxactors._errors import ActorNotFound
 from foxactors._logging import describe, logger
 from foxactors._redact import secrets_of
 from foxactors._snapshot import ActorSnapshot, take_snapshot
-from foxactors.backends import ConnectionStatistics
+from foxactors.backends import Backend, ConnectionStatistics
 from foxactors.pipeline import Consumer, Pipeline
 
 #: Seconds a broker or store may take to answer a reading (queue depth, job counts).
@@ -40,7 +39,8 @@ class Intake:
         connection: The backend's connection counts, or None while the consumer
             does not run.
         queue_depth: Messages in the queue by state (``ready``, ``delayed``,
-            ``in_flight``, ``dead``) where the backend can tell; empty otherwise.
+            ``in_flight``, ``dead``: `Backend.queue_depth`); empty while the consumer
+            does not run, or when the broker did not answer in time.
         link: Path of the actor owning the broker connection it consumes on (a
             broker's intake), or None (a memory backend, a source of its own).
     """
@@ -139,21 +139,18 @@ def _link_of(cell: Cell, consumer: Consumer) -> str | None:
         return f"{parent}/{relative.rpartition('/')[2]}"
 
 
-async def _queue_depth(backend: Any, queue: str, timeout: float) -> Mapping[str, int]:
-    """``backend.queue_statistics(queue)`` as ``{state: count}``; empty if it has none."""
-    method = getattr(backend, "queue_statistics", None)
-    if method is None or not queue:
+#: The states of `QueueStatistics` a reading keeps (a broker's extra figures are not).
+DEPTH_STATES = ("ready", "delayed", "in_flight", "dead")
+
+
+async def _queue_depth(backend: Backend, queue: str, timeout: float) -> Mapping[str, int]:
+    """``backend.queue_depth(queue)`` as ``{state: count}``; empty if it cannot be read."""
+    if not queue:
         return {}
     try:
         with anyio.move_on_after(timeout):
-            answer = method(queue)
-            if inspect.isawaitable(answer):
-                answer = await answer
-            return {
-                key: value
-                for key, value in attrs.asdict(answer, recurse=False).items()
-                if isinstance(value, int) and not isinstance(value, bool)
-            }
+            answer = await backend.queue_depth(queue)
+            return {state: int(getattr(answer, state)) for state in DEPTH_STATES}
     except Exception as exc:  # a reading goes on without what cannot be read
         _log_skipped("queue_depth", exc)
     return {}

@@ -34,6 +34,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     ) from exc
 
 from ._backend import RabbitMQBackend as RabbitMQBackend
+from ._backend import RabbitMQQueueStatistics as RabbitMQQueueStatistics
 from ._backend import RabbitMQStatistics as RabbitMQStatistics
 from ._source import RabbitMQSource as RabbitMQSource
 from ._topology import Topology as Topology

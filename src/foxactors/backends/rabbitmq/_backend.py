@@ -8,8 +8,10 @@ import functools
 import itertools
 import time
 import uuid
-from collections.abc import Callable
-from typing import Any
+import weakref
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Any, ClassVar
 
 import aio_pika
 import aiormq
@@ -30,6 +32,7 @@ from foxactors.backends._connection import (
     ConnectionCounts,
     ConnectionStatistics,
 )
+from foxactors.backends._contract import QueueStatistics
 from foxactors.backends._deadletter import DeadLetterShortcuts
 from foxactors.backends._keeper import keeper
 
@@ -54,6 +57,33 @@ class RabbitMQStatistics(ConnectionStatistics):
     """
 
     copies_failed: int = 0
+
+
+@attrs.frozen
+class RabbitMQQueueStatistics(QueueStatistics):
+    """What one work queue holds, from passive declares of it and its companions.
+
+    AMQP tells how many messages a queue has ready and how many consumers it has,
+    and no more (the rest needs the management plugin's HTTP API, which this
+    backend does not use): so ``in_flight`` and ``delayed`` are what this process
+    can see.
+
+    Attributes:
+        ready: Messages ready in the work queue (every process's view: the broker's).
+        delayed: Messages in the retry queues of ``queue`` that this backend declared
+            or published to since it was made (a retry queue only another process
+            used is not seen).
+        in_flight: Deliveries this backend's consumers of ``queue`` hold and have not
+            acknowledged (other processes' consumers are not seen).
+        dead: Messages in the dead-letter queue (the broker's count).
+        consumers: Consumers of the work queue, in every process (the broker's).
+        delayed_by_bucket: ``delayed`` per retry queue, by its delay in milliseconds.
+    """
+
+    seen_here: ClassVar[frozenset[str]] = frozenset({"delayed", "in_flight"})
+
+    consumers: int = 0
+    delayed_by_bucket: Mapping[int, int] = attrs.field(factory=lambda: MappingProxyType({}))
 
 
 class RabbitMQBackend(DeadLetterShortcuts):
@@ -99,6 +129,8 @@ class RabbitMQBackend(DeadLetterShortcuts):
         self._publisher: Any = None  # (connection, channel)
         self._declared: set[str] = set()
         self._declared_buckets: set[tuple[str, int]] = set()
+        self._buckets: dict[str, set[int]] = {}  # every bucket used, kept when reconnecting
+        self._sources: weakref.WeakSet[RabbitMQSource] = weakref.WeakSet()
         self._lock = asyncio.Lock()
         self._generations = itertools.count(1)
         self._counts = ConnectionCounts()
@@ -209,6 +241,7 @@ class RabbitMQBackend(DeadLetterShortcuts):
         )
         await bucket.bind(self.topology.retry_exchange_of(queue), key)  # declared with the queue
         self._declared_buckets.add((queue, ms))
+        self._buckets.setdefault(queue, set()).add(ms)
         return key
 
     async def publish(
@@ -363,6 +396,7 @@ class RabbitMQBackend(DeadLetterShortcuts):
             await source.close()
             raise
         self._counts.started()
+        self._sources.add(source)
         _logger.info("rabbitmq.consuming", queue=queue, consumer_tag=source.consumer_tag)
         return source
 
@@ -373,6 +407,71 @@ class RabbitMQBackend(DeadLetterShortcuts):
     def copy_failed(self) -> None:
         """A source's retry, defer or dead-letter copy was not taken (see statistics)."""
         self._copies_failed += 1
+
+    # -- depth ------------------------------------------------------------------------
+
+    async def queue_statistics(self, queue: str) -> RabbitMQQueueStatistics:
+        """Count ``queue``: ready and dead from the broker, in flight and delayed as seen here.
+
+        Passive declares of the work queue, its dead-letter queue and the retry queues
+        this backend knows, on a short-lived channel of the publishing connection (one
+        connection per backend, opened on first use and kept: a scrape opens none). A
+        queue that does not exist counts zero. See `RabbitMQQueueStatistics`.
+
+        Raises:
+            ConfigurationError: ``queue`` is not a non-empty string.
+            BackendError: RabbitMQ cannot be reached.
+        """
+        if not isinstance(queue, str) or not queue:
+            raise ConfigurationError(f"queue name must be a non-empty string, got {queue!r}")
+        topology = self.topology
+        buckets = sorted(self._buckets.get(queue, ()))
+        names = [queue, topology.dlq(queue)]
+        names += [topology.retry_queue.format(q=queue, ms=ms) for ms in buckets]
+        try:
+            counts = await self._count(names)
+        except CONNECTION_ERRORS as exc:
+            await self._drop_publisher()
+            raise BackendError(f"counting {queue!r} failed: {exc}") from None
+        (ready, consumers), (dead, _) = counts[0], counts[1]
+        delayed = {ms: n for ms, (n, _) in zip(buckets, counts[2:], strict=True)}
+        in_flight = sum(source.held for source in list(self._sources) if source.queue == queue)
+        return RabbitMQQueueStatistics(
+            ready,
+            sum(delayed.values()),
+            in_flight,
+            dead,
+            consumers=consumers,
+            delayed_by_bucket=MappingProxyType(delayed),
+        )
+
+    async def queue_depth(self, queue: str) -> RabbitMQQueueStatistics:
+        """`queue_statistics`, as every backend answers it (the contract's `Backend`)."""
+        return await self.queue_statistics(queue)
+
+    async def _count(self, names: list[str]) -> list[tuple[int, int]]:
+        """(messages ready, consumers) of each queue in ``names``; (0, 0) if it is missing."""
+        await self._channel()  # the publishing connection: opened once, then reused
+        connection = self._publisher[0]
+        out: list[tuple[int, int]] = []
+        channel: Any = None
+        try:
+            for name in names:
+                if channel is None:
+                    channel = await connection.channel(publisher_confirms=False)
+                raw = await channel.get_underlay_channel()
+                try:
+                    declared = await raw.queue_declare(name, passive=True)
+                except aiormq.exceptions.ChannelNotFoundEntity:
+                    out.append((0, 0))  # no such queue: the broker closed the channel
+                    channel = None
+                    continue
+                out.append((int(declared.message_count or 0), int(declared.consumer_count or 0)))
+        finally:
+            if channel is not None and not channel.is_closed:
+                with contextlib.suppress(Exception):
+                    await channel.close()
+        return out
 
     # -- dead letters -----------------------------------------------------------------
 

@@ -72,6 +72,18 @@ class RabbitMQSource(BrokerSource[int, _Held]):
         self._channel: Any = None
         self._raw: Any = None
 
+    @property
+    def held(self) -> int:
+        """Deliveries the broker gave this source that it has not acknowledged yet.
+
+        Received and not yet handed out, handed out and not settled, and settled but
+        not yet applied on the broker; none once the source is closed or failed (the
+        broker has them back).
+        """
+        if self._closed or self._failure is not None:
+            return 0
+        return len(self._buffer) + self.unsettled + len(self._pending)
+
     async def start(self) -> None:
         """Connect (unless given a connection), set the prefetch (QoS), consume."""
         if self._owns_connection:

@@ -33,6 +33,7 @@ from foxactors.backends._connection import (
     ConnectionCounts,
     ConnectionStatistics,
 )
+from foxactors.backends._contract import QueueStatistics
 from foxactors.backends._deadletter import DeadLetterShortcuts
 from foxactors.backends._keeper import keeper
 
@@ -81,22 +82,24 @@ class RedisStatistics(ConnectionStatistics):
 
 
 @attrs.frozen
-class RedisQueueStatistics:
+class RedisQueueStatistics(QueueStatistics):
     """What waits in one queue's streams, every priority level counted.
 
     Attributes:
-        ready: Entries not yet read by the group, in every level's stream.
+        ready: Entries not yet read by the group, in every level's stream (the
+            group's lag).
         delayed: Entries in the delayed set (retries, deferrals, delayed publishes).
-        in_flight: Entries read and not yet settled (the group's pending lists).
+        in_flight: Entries read and not yet settled (the group's pending lists,
+            every consumer's, in every process).
         dead: Entries in the dead-letter stream.
         ready_by_priority: ``ready`` per level (`Priority`), highest first.
+        in_flight_by_priority: ``in_flight`` per level, highest first.
     """
 
-    ready: int
-    delayed: int
-    in_flight: int
-    dead: int
     ready_by_priority: Mapping[Priority, int]
+    in_flight_by_priority: Mapping[Priority, int] = attrs.field(
+        factory=lambda: MappingProxyType({})
+    )
 
 
 def _lost(why: str) -> BackendError:
@@ -460,18 +463,25 @@ class RedisBackend(DeadLetterShortcuts):
         client = await self._client()
         try:
             by_level: dict[Priority, int] = {}
-            in_flight = 0
+            pending_by_level: dict[Priority, int] = {}
             for level, stream in zip(levels.LEVELS, self.level_streams(queue), strict=True):
-                ready, pending = await self._lengths(client, stream)
-                by_level[level] = ready
-                in_flight += pending
+                by_level[level], pending_by_level[level] = await self._lengths(client, stream)
             delayed = int(await client.zcard(self.delayed_set(queue)))
             dead = int(await client.xlen(self.dead_letter_stream(queue)))
         except ERRORS as exc:
             raise BackendError(f"counting {queue!r} failed: {exc}") from None
         return RedisQueueStatistics(
-            sum(by_level.values()), delayed, in_flight, dead, MappingProxyType(by_level)
+            sum(by_level.values()),
+            delayed,
+            sum(pending_by_level.values()),
+            dead,
+            MappingProxyType(by_level),
+            MappingProxyType(pending_by_level),
         )
+
+    async def queue_depth(self, queue: str) -> RedisQueueStatistics:
+        """`queue_statistics`, as every backend answers it (the contract's `Backend`)."""
+        return await self.queue_statistics(queue)
 
     async def _lengths(self, client: Any, stream: str) -> tuple[int, int]:
         """(entries not yet read by the group, entries pending) of one stream."""
