@@ -43,12 +43,15 @@ def served() -> Iterator[str]:
     ) as proc:
         assert proc.stdout is not None
         url = None
+        events = []
         for line in proc.stdout:
             event = json.loads(line)
+            events.append(event["event"])
             if event["event"] == "http.serving":
                 url = event["url"]
                 break
         assert url is not None, "the server never said where it serves"
+        assert "app.starting" in events  # the banner, with the server or without
         try:
             yield url
         finally:

@@ -212,6 +212,8 @@ def test_cli_turns_a_signal_into_an_ordered_shutdown(loop: str, sig: signal.Sign
     assert {e["exit"] for e in lines if e["event"] == "service.stopped"} == {"shutdown"}
     assert lines[-1]["event"] == "system.stopped"
     assert any(e["event"] == "system.signal" and e["signal"] == sig.name for e in lines)
+    (banner,) = [e for e in lines if e["event"] == "app.starting"]  # a tree of its own
+    assert (banner["app"], banner["level"]) == ("tests.apps:forever", "info")
 
 
 @pytest.mark.parametrize(

@@ -60,20 +60,22 @@ def load_app(target: str, *, http: tuple[str, int] | None = None) -> ChildSpec:
         app = app()
     from .pipeline import WorkerApp  # noqa: PLC0415 - the pipeline sits above the CLI's core
 
-    if http is not None and isinstance(app, WorkerApp | ChildSpec):
-        from .observe import attach_http  # noqa: PLC0415 - the metrics extra, if asked
-
-        return attach_http(app, host=http[0], port=http[1])
-    if isinstance(app, WorkerApp):
-        spec = app.build()
-        log.info("app.starting", **banner(app))
-        app = spec
-    if not isinstance(app, ChildSpec):
+    if not isinstance(app, WorkerApp | ChildSpec):
         raise ConfigurationError(
             f"{target} is {app!r}; it must be a ChildSpec (e.g. Supervisor.spec(...)), "
             "a WorkerApp bound with with_backend(), or a function returning one"
         )
-    return app
+    if http is not None:
+        from .observe import attach_http  # noqa: PLC0415 - the metrics extra, if asked
+
+        spec = attach_http(app, host=http[0], port=http[1])
+    else:
+        spec = app.build() if isinstance(app, WorkerApp) else app
+    if isinstance(app, WorkerApp):
+        log.info("app.starting", **banner(app))
+    else:  # a tree of the application's own: its pipelines say what they consume
+        log.info("app.starting", app=target, root=app.id)
+    return spec
 
 
 def banner(app: WorkerApp) -> dict[str, object]:
