@@ -21,8 +21,7 @@ try:
     import cronsim
 except ImportError as exc:  # pragma: no cover - the jobs extra is installed in the suite
     raise ImportError(
-        "foxactors periodic jobs read cron expressions with cronsim: "
-        "pip install 'foxactors[jobs]'"
+        "foxactors periodic jobs read cron expressions with cronsim: pip install 'foxactors[jobs]'"
     ) from exc
 
 ALIASES = {
@@ -121,8 +120,11 @@ class CronSchedule:
         for _ in range(SEARCH_LIMIT):
             backwards = cronsim.CronSim(self._spec, self._local(point), reverse=True)
             candidate = next(
-                (f.timestamp() for f, _ in zip(backwards, range(SEARCH_LIMIT), strict=False)
-                 if f.timestamp() <= point),
+                (
+                    f.timestamp()
+                    for f, _ in zip(backwards, range(SEARCH_LIMIT), strict=False)
+                    if f.timestamp() <= point
+                ),
                 None,
             )
             if candidate is None:

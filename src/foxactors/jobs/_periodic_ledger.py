@@ -62,7 +62,9 @@ class PeriodicEntry:
             data = json.loads(text)
             return cls(**data, last_tick=last_tick)
         except (TypeError, ValueError) as exc:
-            raise JobRecordError(f"a periodic job's stored declaration cannot be read: {exc}")
+            raise JobRecordError(
+                f"a periodic job's stored declaration cannot be read: {exc}"
+            ) from None
 
 
 @runtime_checkable
