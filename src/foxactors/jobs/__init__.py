@@ -12,8 +12,8 @@ from ._client import JOB_ID_HEADER as JOB_ID_HEADER
 from ._client import TENANT_HEADER as TENANT_HEADER
 from ._client import JobQueue as JobQueue
 from ._context import JobContext as JobContext
-from ._cron import CronSchedule as CronSchedule
 from ._context import SyncJobContext as SyncJobContext
+from ._cron import CronSchedule as CronSchedule
 from ._errors import JobAlreadyExists as JobAlreadyExists
 from ._errors import JobArgumentsError as JobArgumentsError
 from ._errors import JobCancelled as JobCancelled
