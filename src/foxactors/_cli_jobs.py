@@ -25,6 +25,8 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
 
 import structlog
 
+from ._cli_cron import HELP as cron_help
+from ._cli_cron import cron
 from ._errors import ConfigurationError, FoxactorsError
 
 if TYPE_CHECKING:
@@ -47,7 +49,7 @@ STORE_HELP = (
 
 
 def add_jobs_commands(commands: Any) -> None:
-    """Add ``jobs status|list|cancel|retry|stats`` to the ``foxactors`` command."""
+    """Add ``jobs status|list|cancel|retry|stats|cron`` to the ``foxactors`` command."""
     jobs = commands.add_parser(
         "jobs", help="read and change jobs in a job store", description=STORE_HELP
     )
@@ -77,6 +79,7 @@ def add_jobs_commands(commands: Any) -> None:
     )
     _filters(stats)
     _connections(stats)
+    _connections(actions.add_parser("cron", help=cron_help, description=STORE_HELP))
 
 
 def _filters(parser: argparse.ArgumentParser) -> None:
@@ -353,6 +356,7 @@ COMMANDS: Mapping[str, Callable[[JobQueue, argparse.Namespace], Coroutine[Any, A
     "cancel": _cancel,
     "retry": _retry,
     "stats": _stats,
+    "cron": cron,
 }
 
 

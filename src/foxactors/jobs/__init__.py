@@ -13,6 +13,7 @@ from ._client import TENANT_HEADER as TENANT_HEADER
 from ._client import JobQueue as JobQueue
 from ._context import JobContext as JobContext
 from ._context import SyncJobContext as SyncJobContext
+from ._cron import CronSchedule as CronSchedule
 from ._depth import QueueDepth as QueueDepth
 from ._errors import JobAlreadyExists as JobAlreadyExists
 from ._errors import JobArgumentsError as JobArgumentsError
@@ -27,10 +28,16 @@ from ._errors import Retry as Retry
 from ._errors import UnknownTask as UnknownTask
 from ._handle import JobHandle as JobHandle
 from ._memory_store import MemoryJobStore as MemoryJobStore
+from ._periodic import MissedTicks as MissedTicks
+from ._periodic import Periodic as Periodic
+from ._periodic_ledger import PeriodicEntry as PeriodicEntry
+from ._periodic_ledger import PeriodicLedger as PeriodicLedger
 from ._record import ErrorInfo as ErrorInfo
 from ._record import JobRecord as JobRecord
 from ._record import JobState as JobState
 from ._redis_store import RedisJobStore as RedisJobStore
+from ._scheduler import PeriodicScheduler as PeriodicScheduler
+from ._scheduler import PeriodicStatistics as PeriodicStatistics
 from ._store import CancelKind as CancelKind
 from ._store import Cancelled as Cancelled
 from ._store import CancelSignals as CancelSignals

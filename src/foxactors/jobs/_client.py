@@ -6,7 +6,7 @@ import datetime
 import inspect
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
 
 import anyio
@@ -24,11 +24,13 @@ from ._depth import QueueDepth
 from ._errors import JobAlreadyExists, UnknownTask
 from ._handle import JobHandle
 from ._memory_store import MemoryJobStore
+from ._periodic import MissedTicks, Periodic, declare
 from ._record import JobRecord, JobState
 from ._store import Cancelled, JobPage, JobStore
 from ._task import Task, task_options
 
 if TYPE_CHECKING:
+    from foxactors._spec import ChildSpec
     from foxactors.pipeline import WorkerApp
 
 P = ParamSpec("P")
@@ -198,6 +200,7 @@ class JobQueue:
         self.results = JsonCodec(max_size=max_result_size)
         self.clock = clock
         self._tasks: dict[str, Task[Any, Any]] = {}
+        self._periodic: dict[str, Periodic] = {}
 
     # -- declaring ------------------------------------------------------------------
 
@@ -330,6 +333,126 @@ class JobQueue:
             known = ", ".join(sorted(self._tasks)) or "none"
             raise UnknownTask(f"no task named {name!r} is registered (registered: {known})")
         return task
+
+    @overload
+    def periodic(
+        self,
+        expression: str,
+        task: Task[Any, Any] | str,
+        /,
+        *,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        tz: str = "UTC",
+        name: str | None = None,
+        missed: MissedTicks | str = MissedTicks.SKIP,
+        **options: Any,
+    ) -> Periodic: ...
+    @overload
+    def periodic(
+        self,
+        expression: str,
+        task: None = None,
+        /,
+        *,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        tz: str = "UTC",
+        name: str | None = None,
+        missed: MissedTicks | str = MissedTicks.SKIP,
+        **options: Any,
+    ) -> Callable[[Task[P, R]], Task[P, R]]: ...
+
+    def periodic(
+        self,
+        expression: str,
+        task: Task[Any, Any] | str | None = None,
+        /,
+        *,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        tz: str = "UTC",
+        name: str | None = None,
+        missed: MissedTicks | str = MissedTicks.SKIP,
+        **options: Any,
+    ) -> Any:
+        """Enqueue ``task`` on a cron schedule: ``jobs.periodic("*/5 * * * *", task)``.
+
+        Or over a task, as a decorator: ``@jobs.periodic("0 3 * * *", tz=...)`` above
+        ``@jobs.task``. Job worker apps run the periodic jobs (`worker`), or a tree of
+        yours does (`scheduler`); each tick is enqueued once however many run.
+
+        Args:
+            expression: Five cron fields (minute hour day-of-month month day-of-week),
+                six with seconds first, or ``@hourly``, ``@daily``, ``@weekly``,
+                ``@monthly``, ``@yearly``.
+            task: The task, or its name.
+            args: Positional arguments of every tick's job.
+            kwargs: Keyword arguments of every tick's job.
+            tz: The IANA zone the expression's wall times are read in (default UTC).
+            name: Unique per queue, in every tick's idempotency key (default: the
+                task's name).
+            missed: Ticks that went by while no scheduler ran: ``"skip"`` them
+                (default), or ``"run_once"``: enqueue the latest once, at start.
+            options: Enqueue options of every tick's job: ``queue``, ``priority``,
+                ``tenant``, ``max_attempts``.
+
+        Raises:
+            ConfigurationError: An invalid expression or zone, a name taken, a bad
+                policy or option (said at declaration, with the fix).
+            JobArgumentsError: The arguments do not fit the task.
+        """
+        for option in options:
+            if option not in ("queue", "priority", "tenant", "max_attempts"):
+                raise ConfigurationError(
+                    f"a periodic job takes queue, priority, tenant and max_attempts as "
+                    f"options, got {option!r} (its key is each tick's own)"
+                )
+
+        def add(target: Task[Any, Any] | str) -> Periodic:
+            periodic = declare(
+                self, expression, target, args=args, kwargs=kwargs, tz=tz, name=name,
+                missed=missed, enqueue=options,
+            )  # fmt: skip
+            if periodic.name in self._periodic:
+                raise ConfigurationError(
+                    f"a periodic job named {periodic.name!r} is already declared; pass name="
+                )
+            self._periodic[periodic.name] = periodic
+            return periodic
+
+        if task is not None:
+            return add(task)
+
+        def decorate(target: Task[P, R]) -> Task[P, R]:
+            add(target)
+            return target
+
+        return decorate
+
+    @property
+    def periodic_jobs(self) -> Mapping[str, Periodic]:
+        """The declared periodic jobs, by name."""
+        return dict(self._periodic)
+
+    def scheduler(self, name: str = "jobs-scheduler") -> ChildSpec:
+        """A child spec of the actor that enqueues the periodic jobs, for a tree of yours.
+
+        Job worker apps include it already (`worker`); use this for a process that
+        only schedules, or with ``worker(..., periodic=False)``.
+
+        Raises:
+            ConfigurationError: No periodic job is declared, or the store does not
+                remember periodic jobs.
+        """
+        from foxactors._spec import ChildSpec  # noqa: PLC0415
+
+        from ._scheduler import PeriodicScheduler, ledger_of  # noqa: PLC0415
+
+        if not self._periodic:
+            raise ConfigurationError("no periodic job is declared: use jobs.periodic() first")
+        ledger_of(self)
+        return ChildSpec(name, lambda: PeriodicScheduler(self))
 
     # -- enqueueing -----------------------------------------------------------------
 
@@ -562,6 +685,7 @@ class JobQueue:
         name: str | None = None,
         concurrency: int = 8,
         prefetch: int | None = None,
+        periodic: bool = True,
     ) -> WorkerApp:
         """A `WorkerApp` that runs jobs from ``queue``, with a `JobKeeper` beside it.
 
@@ -571,7 +695,8 @@ class JobQueue:
         Chain more options on it as on any `WorkerApp`, then `build()` or
         ``foxactors run`` it. Retries are the tasks' own (the app has no retry
         stage); ``prefetch`` defaults to twice the concurrency, so a job of a
-        higher priority waits behind few others already fetched.
+        higher priority waits behind few others already fetched. With periodic jobs
+        declared, it runs their scheduler too (``periodic=False``: not this app).
 
         Raises:
             ConfigurationError: No task is registered, or a bad option.
@@ -597,6 +722,11 @@ class JobQueue:
             .with_backend(self.backend, queue)
             .with_actor("jobs-keeper", lambda: JobKeeper(self, running))
         )
+        if periodic and self._periodic:
+            from ._scheduler import PeriodicScheduler, ledger_of  # noqa: PLC0415
+
+            ledger_of(self)
+            app = app.with_actor("jobs-scheduler", lambda: PeriodicScheduler(self))
         for task in self._tasks.values():  # any task's job may be sent to any queue
             app = app.register(
                 task.name, JobRunner(self, task, threads, running).run, manual_ack=True

@@ -15,6 +15,7 @@ from foxactors._validate import require_seconds
 
 from . import _transitions as t
 from ._errors import JobNotFound
+from ._periodic_ledger import MemoryPeriodicLedger
 from ._record import FINAL, ErrorInfo, JobRecord, JobState
 from ._store import CancelKind, Cancelled, JobPage, Reaped, Started, StartKind
 
@@ -22,7 +23,7 @@ DEFAULT_RETENTION = 24 * 3600.0
 """Finished records are kept a day unless told otherwise."""
 
 
-class MemoryJobStore:
+class MemoryJobStore(MemoryPeriodicLedger):
     """Job records in a dict, changed only by the pure transitions (atomic: no awaits).
 
     For one process: the memory backend, embedded use and tests. It lives on one event

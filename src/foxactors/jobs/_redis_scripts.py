@@ -62,3 +62,5 @@ REAP = _load("reap")
 """One batch of expired leases, records past retention and abandoned enqueues."""
 LIST = _load("list")
 """One page of records, newest first, from the indexes."""
+PERIODIC_ADVANCE = _load("periodic_advance")
+"""Remember a periodic job's last tick enqueued, only ever forwards."""

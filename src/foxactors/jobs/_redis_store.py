@@ -21,6 +21,7 @@ from foxactors._validate import require_seconds
 from . import _redis_scripts as scripts
 from ._errors import JobError, JobNotFound, JobRecordError, JobStoreError
 from ._memory_store import DEFAULT_RETENTION
+from ._periodic_ledger import RedisPeriodicLedger
 from ._record import FINAL, FORMAT, ErrorInfo, JobRecord, JobState
 from ._redis_form import encode, fields_of, record_of, slot_of, text
 from ._store import CancelKind, Cancelled, JobPage, Reaped, Started, StartKind
@@ -40,7 +41,7 @@ def _not_found(job_id: str, tenant: str | None) -> JobNotFound:
     return JobNotFound(f"no job {job_id!r}" + (f" for tenant {tenant!r}" if tenant else ""))
 
 
-class RedisJobStore:
+class RedisJobStore(RedisPeriodicLedger):
     """Job records in Redis: every transition one atomic Lua script, one round trip.
 
     Many processes share one store (workers, producers, the CLI): its transitions are
