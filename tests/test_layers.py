@@ -56,6 +56,7 @@ LAYERS: list[tuple[str, list[str]]] = [
         [
             "foxactors._cli",
             "foxactors._cli_jobs",
+            "foxactors._processes",
             "foxactors.__main__",
             "foxactors.ops",
             "foxactors.observe",
