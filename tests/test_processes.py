@@ -73,7 +73,7 @@ class Parent:
                 break
             if line is None:
                 pytest.fail(f"the parent ended before {what}; it said: {self.seen[-5:]}")
-            event: dict[str, Any] = json.loads(line)  # every line of the parent's is one JSON object
+            event: dict[str, Any] = json.loads(line)  # one JSON object a line
             self.seen.append(event)
             if check(event):
                 return event
