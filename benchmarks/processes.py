@@ -190,8 +190,10 @@ def _servers(args: argparse.Namespace) -> Iterator[dict[str, str]]:
         urls: dict[str, str] = {}
         for broker in args.brokers.split(","):
             given = getattr(args, f"{broker}_url")
-            server = rabbitmq_server() if broker == "rabbitmq" else redis_server()
-            urls[broker] = given or stack.enter_context(server).url
+            server: contextlib.AbstractContextManager[Any] = (
+                rabbitmq_server() if broker == "rabbitmq" else redis_server()
+            )
+            urls[broker] = given or str(stack.enter_context(server).url)
         yield urls
 
 
