@@ -39,10 +39,10 @@ DEADLINE = 30.0
 class Parent:
     """A ``foxactors run ... --processes N`` in a subprocess, its JSON lines read aside."""
 
-    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, *args: str, env: dict[str, str] | None = None, cwd: Path = ROOT) -> None:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "foxactors", "run", *args, "--log-format", "json"],
-            cwd=ROOT,
+            cwd=cwd,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -296,3 +296,25 @@ def test_an_app_that_cannot_run_in_processes_is_refused_at_once(
     error = p.process.stderr.read().strip()
     assert said in error
     assert "\n" not in error
+
+
+def test_reload_restarts_the_children_when_a_py_file_changes(tmp_path: Path) -> None:
+    app = tmp_path / "reloadapp.py"
+    app.write_text(
+        "import foxactors as fa\n"
+        "from tests.apps import Ready\n"
+        "app = fa.Supervisor.spec('svc', [fa.ChildSpec('ready', Ready)])\n"
+    )
+    p = Parent("reloadapp:app", "--reload", cwd=tmp_path)
+    try:
+        first = p.event("process.started", process=1)["pid"]
+        p.wait_for(lambda e: e.get("event") == "app.ready" and e.get("pid") == first, "ready")
+        app.write_text(app.read_text() + "# changed\n")
+        p.event("processes.reloading")
+        again = p.event("process.started", process=1)
+        assert again["pid"] != first
+        assert again["restarts"] == 0  # a reload is no crash
+        p.process.send_signal(signal.SIGTERM)
+        assert p.finish() == 0
+    finally:
+        p.close()
