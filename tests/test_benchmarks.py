@@ -95,3 +95,15 @@ def test_pipeline_benchmark_prints_metrics_and_tracing_on_beside_off() -> None:
     for what in ("metrics served, scraped every", "tracing (sampled 100%)", "both"):
         assert f"{what}" in out
     assert out.count("-> on/off ") == 3
+
+
+def test_processes_benchmark_prints_each_figure_beside_its_baseline(
+    rabbitmq: RabbitMQ, redis: RedisServer
+) -> None:
+    out = quick_run("processes", "--rabbitmq-url", rabbitmq.url, "--redis-url", redis.url)
+    for broker in ("rabbitmq", "redis"):
+        assert f"{broker}: 1 process:" in out
+        assert f"{broker}: 2 processes:" in out
+    assert "app start (spawn to consuming, 1 process):" in out
+    assert "restart (SIGKILL to consuming again):" in out
+    assert out.count("->") == 3  # each 2-process figure and the restart, as ratios

@@ -57,6 +57,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "foxactors._cli",
             "foxactors._cli_jobs",
             "foxactors._cli_cron",
+            "foxactors._processes",
             "foxactors.__main__",
             "foxactors.ops",
             "foxactors.observe",

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from ._cli_jobs import add_jobs_commands, run_jobs
 from ._errors import ConfigurationError, FoxactorsError
 from ._logging import LEVELS, configure_logging, get_logger
+from ._processes import Overrides, add_process_options, run_processes, wants_processes
 from ._redact import redact
 from ._spec import ChildSpec
 from ._system import run
@@ -30,14 +31,29 @@ if TYPE_CHECKING:
 log = get_logger("foxactors")
 
 
-def load_app(target: str, *, http: tuple[str, int] | None = None) -> ChildSpec:
+def load_app(
+    target: str, *, http: tuple[str, int] | None = None, overrides: Overrides | None = None
+) -> ChildSpec:
     """Import ``module:attr`` and return its tree (a ChildSpec or a callable making one).
 
     With ``http`` (host, port), the tree serves its metrics and health there
-    (``--http-port``, see `foxactors.observe`).
+    (``--http-port``, see `foxactors.observe`); ``overrides`` replace a WorkerApp's
+    options (``--concurrency``, ``--prefetch``, ``--queue``).
 
     Raises:
         ConfigurationError: The target is malformed, missing, or not a tree.
+    """
+    app = import_app(target)
+    if overrides is not None:
+        app = overrides.apply(app, target)
+    return _tree_of(target, app, http)
+
+
+def import_app(target: str) -> Any:
+    """Import ``module:attr`` and return what it names (called, if it is a function).
+
+    Raises:
+        ConfigurationError: The target is malformed or missing.
     """
     module_name, _, attr = target.partition(":")
     if module_name.endswith(".py") or "/" in module_name or os.sep in module_name:
@@ -58,6 +74,10 @@ def load_app(target: str, *, http: tuple[str, int] | None = None) -> ChildSpec:
         raise ConfigurationError(f"module {module_name!r} has no attribute {attr!r}") from None
     if callable(app) and not isinstance(app, ChildSpec):
         app = app()
+    return app
+
+
+def _tree_of(target: str, app: Any, http: tuple[str, int] | None) -> ChildSpec:
     from .pipeline import WorkerApp  # noqa: PLC0415 - the pipeline sits above the CLI's core
 
     if not isinstance(app, WorkerApp | ChildSpec):
@@ -266,6 +286,7 @@ def _add_run_command(commands: Any) -> None:
         metavar="HOST",
         help="the address to serve on (default 127.0.0.1; 0.0.0.0 serves every interface)",
     )
+    add_process_options(run_cmd)
 
 
 def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 - a return per command, per end
@@ -327,6 +348,8 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 - a return 
             print(f"foxactors: {exc}", file=sys.stderr)
             return 1
 
+    if wants_processes(args):
+        return run_processes(args, import_app)
     loop = _loop_of(args)
     if loop is None:
         return 1
@@ -336,7 +359,7 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 - a return 
         return 1
     configure_logging(args.log_format, args.log_level)
     try:
-        app = load_app(args.app, http=http)
+        app = load_app(args.app, http=http, overrides=Overrides.from_args(args))
         # What the imports made lives as long as the process: kept out of the
         # collector's generations, a full collection has less to walk (a shorter
         # pause in the latency tail: p99 7.0 -> 4.9 ms measured on jobs end to end).
