@@ -102,6 +102,9 @@ async def test_three_hosts_share_a_queue_and_a_killed_one_loses_nothing(
         await until(
             "every host consuming", lambda: all(".consuming" in o.read_text() for o in outs)
         )
+        for out in outs:  # the settings came from the environment, as on a real host
+            assert f"concurrency={CONCURRENCY}" in out.read_text()
+            assert f"prefetch={PREFETCH}" in out.read_text()
         for n in range(MESSAGES):
             await publisher.backend.publish(queue, {"id": n})
         mine = records / str(victim.pid)
