@@ -58,6 +58,8 @@ LAYERS: list[tuple[str, list[str]]] = [
             "foxactors._cli_jobs",
             "foxactors._cli_cron",
             "foxactors._processes",
+            "foxactors._cli_settings",
+            "foxactors._settings",
             "foxactors.__main__",
             "foxactors.ops",
             "foxactors.observe",

@@ -85,12 +85,17 @@ from .pipeline import replay_dead_letters as replay_dead_letters
 __version__ = "0.1.0"
 
 if _typing.TYPE_CHECKING:  # as a module attribute: type checkers see through it
+    from ._settings import Settings as Settings
     from .pipeline import CurrentBreaker
 
     BREAKER_STATE: CurrentBreaker  # deprecated; looked up through __getattr__
 else:
 
     def __getattr__(name: str) -> object:
+        if name == "Settings":  # the settings extra: imported when first asked for
+            from ._settings import Settings  # noqa: PLC0415
+
+            return Settings
         if name == "BREAKER_STATE":
             from .pipeline import deprecated_breaker_state  # noqa: PLC0415
 
