@@ -116,8 +116,14 @@ def test_errors_share_one_root() -> None:
 def test_testing_exports() -> None:
     # ``servers`` is a submodule (throwaway brokers), imported by the broker tests
     assert public_names(foxactors.testing) - {"servers"} == {
+        "DrainCounts",
+        "Harness",
+        "VirtualClock",
         "VirtualTimeEventLoop",
         "anyio_backend_options",
+        "assert_enqueued",
+        "enqueued",
+        "in_virtual_time",
     }
 
 

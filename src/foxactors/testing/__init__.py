@@ -1,11 +1,21 @@
-"""Tools for testing code built on foxactors: virtual time on both event loops.
+"""Tools for testing code built on foxactors: virtual time, a harness, a pytest plugin.
 
 ``anyio_backend_options(name)`` gives the ``anyio_backend`` parameters that run a test on asyncio
 and on trio, both in virtual time: whenever every task waits, the clock jumps to the
-next deadline, so backoff delays and timeouts cost no wall-clock time.
+next deadline, so backoff delays and timeouts cost no wall-clock time. `Harness` runs
+apps on a memory backend and waits for (`Harness.join`), runs out (`Harness.drain`) and
+counts their work; `enqueued` and `assert_enqueued` tell which jobs wait. The pytest
+plugin (``foxactors.testing._plugin``, loaded by itself once installed) serves them
+as fixtures, with throwaway broker servers (`foxactors.testing.servers`).
 """
 
 from __future__ import annotations
 
+from ._clock import VirtualClock as VirtualClock
 from ._clock import VirtualTimeEventLoop as VirtualTimeEventLoop
 from ._clock import anyio_backend_options as anyio_backend_options
+from ._clock import in_virtual_time as in_virtual_time
+from ._enqueued import assert_enqueued as assert_enqueued
+from ._enqueued import enqueued as enqueued
+from ._harness import DrainCounts as DrainCounts
+from ._harness import Harness as Harness

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import selectors
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
+
+import anyio
 
 if TYPE_CHECKING:
     from _typeshed import FileDescriptorLike
@@ -85,3 +88,64 @@ def anyio_backend_options(backend: str) -> tuple[str, dict[str, Any]]:
 
         return "trio", {"clock": MockClock(autojump_threshold=0)}
     raise ValueError(f"backend must be 'asyncio' or 'trio', got {backend!r}")
+
+
+def in_virtual_time() -> bool:
+    """Whether the running event loop's clock jumps (see `anyio_backend_options`)."""
+    import sniffio  # noqa: PLC0415 - asked only from async code
+
+    if sniffio.current_async_library() == "trio":
+        import trio  # noqa: PLC0415 - trio is optional
+        from trio.testing import MockClock  # noqa: PLC0415
+
+        clock = trio.lowlevel.current_clock()
+        return isinstance(clock, MockClock) and clock.autojump_threshold == 0
+    return isinstance(asyncio.get_running_loop(), VirtualTimeEventLoop)
+
+
+def require_virtual_time(what: str) -> None:
+    """Raise a clear error unless the running loop is in virtual time."""
+    if not in_virtual_time():
+        from foxactors._errors import ConfigurationError  # noqa: PLC0415
+
+        raise ConfigurationError(
+            f"{what} runs in virtual time only, and this test runs in real time: in "
+            "conftest.py, define the anyio_backend fixture to return the plugin's "
+            "foxactors_anyio_backend (or foxactors.testing.anyio_backend_options(name)); "
+            "see the testing guide"
+        )
+
+
+class VirtualClock:
+    """The virtual clock of the running test: read it, or let time pass.
+
+    Example:
+        ```python
+        clock = VirtualClock()
+        began = clock.now()
+        await clock.advance(60)  # everything due within the minute runs
+        assert clock.now() - began >= 60
+        ```
+    """
+
+    def __init__(self) -> None:
+        self._epoch = time.time()
+        self._start = anyio.current_time()
+
+    def now(self) -> float:
+        """The event loop's clock, in seconds (`anyio.current_time`)."""
+        return anyio.current_time()
+
+    def wall(self) -> float:
+        """Wall-clock Unix seconds that move with virtual time.
+
+        Pass it as ``JobQueue(clock=clock.wall)``, so that job records' times (and a
+        scheduled job's due time) follow the virtual clock.
+        """
+        return self._epoch + (anyio.current_time() - self._start)
+
+    async def advance(self, seconds: float) -> None:
+        """Let ``seconds`` pass: every timer due meanwhile fires, in order."""
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
+            raise ValueError(f"advance() takes seconds >= 0, got {seconds!r}")
+        await anyio.sleep(seconds)
