@@ -56,6 +56,8 @@ BROKERS = {
     # foxactors.observe's __init__ turns a missing metrics extra into a hint
     SOURCE / "observe": "metrics",
     SOURCE / "observe" / "_top.py": "top",
+    # the pytest plugin: loaded by pytest (its entry point), so pytest is there
+    SOURCE / "testing" / "_plugin.py": "testing",
 }
 
 
@@ -110,7 +112,7 @@ def test_users_can_install_what_the_docs_use() -> None:
     assert 'pip install ".[redis]"' in index  # from the source tree: not on the index yet
     assert not re.search(r"pip install '?foxactors", index)
     testing = (ROOT / "docs" / "testing.md").read_text()
-    assert 'pip install ".[testing]"' in testing
+    assert "pip install 'foxactors[testing]'" in testing
     assert {"trio", "hypothesis"} <= declared("testing")  # the snippets run on trio
     assert {"trio"} <= declared("trio")
 
