@@ -18,10 +18,13 @@ from foxactors.testing import (
     CrashActor,
     CrashBeforeSettle,
     FaultSchedule,
+    HangHandler,
     LoseConnection,
     RaiseInHandler,
+    Redeliver,
     SimulationFailed,
     SimulationResult,
+    SlowHandler,
     StopSystem,
     fault_schedules,
     simulate,
@@ -64,6 +67,49 @@ def test_built_in_invariants_hold_under_faults(loop: str, schedule: FaultSchedul
     if not any(isinstance(f, StopSystem) for f in schedule.faults):
         assert result.remaining == 0
         assert set(seen) == set(range(8))  # every payload was handled
+
+
+ALL_KINDS = (
+    CrashActor,
+    CrashBeforeSettle,
+    RaiseInHandler,
+    StopSystem,
+    LoseConnection,
+    Redeliver,
+    SlowHandler,
+    HangHandler,
+)
+
+
+@LOOPS
+@FAST
+@given(schedule=fault_schedules(paths=PATHS, messages=8, kinds=ALL_KINDS))
+def test_every_kind_of_fault_keeps_the_invariants(loop: str, schedule: FaultSchedule) -> None:
+    result = simulate(counting_app(Counter()), 8, schedule, loop=loop)
+    assert len(result.acked) + len(result.dead_letters) + result.remaining == 8
+
+
+@LOOPS
+def test_a_hung_handler_times_out_and_is_retried(loop: str) -> None:
+    seen: Counter[int] = Counter()
+    result = simulate(counting_app(seen), 3, [HangHandler(1), SlowHandler(2, 3)], loop=loop)
+    assert len(result.acked) == 3
+    assert result.elapsed >= 5  # the hang lasted until the handler's 5 s timeout
+    assert sorted(result.calls.values()) == [1, 1, 2]  # the hung one ran again
+    # which message a call gets depends on the loop's interleaving, not the call number
+    assert [re.sub(r"message #\d", "message #n", e.split(":")[0]) for e in result.events] == [
+        "t=0.0s  call #1 (message #n) hangs",
+        "t=0.0s  call #2 (message #n) waits 3s",
+    ]
+
+
+@LOOPS
+def test_a_redelivery_runs_the_handler_again(loop: str) -> None:
+    seen: Counter[int] = Counter()
+    result = simulate(counting_app(seen), 3, [Redeliver(1)], loop=loop)
+    assert len(result.acked) == 3
+    assert sum(seen.values()) == 4
+    assert "the broker delivers message #" in result.events[0]
 
 
 @LOOPS
