@@ -24,11 +24,8 @@ from foxactors._ack import AckHandle, Decision
 from foxactors._errors import ActorError, BackendError, ConfigurationError
 from foxactors._message import Delivery, Message
 from foxactors._system import ActorSystem, open_system
-from foxactors.backends import MemoryBackend
-from foxactors.backends._deadletter import DeadLetter
-from foxactors.backends._memory import MemorySource
+from foxactors.backends import DeadLetter, MemoryBackend
 from foxactors.pipeline import WorkerApp
-from foxactors.pipeline._options import HandlerOption
 
 from ._clock import anyio_backend_options
 from ._faults import (
@@ -117,7 +114,7 @@ class _Run:
         self.handled: Counter[str] = Counter()
         self.doomed: dict[str, Fault] = {}  # message id -> what becomes of its next ack
         self.applied: list[tuple[str, Decision]] = []
-        self.sources: list[_FaultySource] = []
+        self.sources: list[_Consumer] = []
         self.violations: list[str] = []
         self.events: list[str] = []
         self.start = 0.0
@@ -131,7 +128,7 @@ class _Run:
     def note(self, text: str) -> None:
         self.events.append(f"t={anyio.current_time() - self.start:.1f}s  {text}")
 
-    def wrap(self, option: HandlerOption) -> HandlerOption:
+    def wrap(self, option: Any) -> Any:
         """The handler option with the handler replaced by one that applies faults."""
         handler, manual = option.handler, option.manual_ack
         if not callable(handler) or isinstance(handler, type) or hasattr(handler, "process"):
@@ -174,59 +171,75 @@ class _Run:
         return result
 
 
-class _FaultySource(MemorySource):
-    """A memory consumer that reports its settlements and loses the doomed ones."""
+class _Consumer:
+    """A memory consumer, wrapped: it reports its settlements and loses the doomed ones.
 
-    run: _Run
+    Its ``receive`` and ``settle`` are replaced on the instance, so the pipeline
+    uses the memory backend's own consumer, with the run watching it.
+    """
+
+    def __init__(self, source: Any, run: _Run) -> None:
+        self.source = source
+        self.run = run
+        self._receive = source.receive
+        self._settle = source.settle
+        source.receive = self.receive
+        source.settle = self.settle
+
+    @property
+    def live(self) -> bool:
+        return bool(self.source.live)
 
     async def receive(self, max_count: int, min_credit: int = 1) -> list[Delivery]:
-        got = await super().receive(max_count, min_credit)
-        if self.unsettled > self.prefetch:
+        got: list[Delivery] = await self._receive(max_count, min_credit)
+        source = self.source
+        if source.unsettled > source.prefetch:
             self.run.violations.append(
-                f"{self.unsettled} deliveries unsettled, above the prefetch of {self.prefetch}"
+                f"{source.unsettled} deliveries unsettled, above the prefetch of {source.prefetch}"
             )
         return got
 
     def settle(self, handle: AckHandle, decision: Decision, delay: float, reason: str) -> bool:
-        entry = self._unsettled.get(handle.tag)  # type: ignore[call-overload] # a Tag
+        entry = self.source._unsettled.get(handle.tag)
         message_id = "?" if entry is None else entry.id
-        fault = self.run.doomed.pop(message_id, None) if decision is _ACK else None
+        run = self.run
+        fault = run.doomed.pop(message_id, None) if decision is _ACK else None
         if isinstance(fault, CrashBeforeSettle):
-            self.run.note(
-                f"the ack of {self.run.name(message_id)} is lost with its consumer: {fault!r}"
-            )
+            run.note(f"the ack of {run.name(message_id)} is lost with its consumer: {fault!r}")
             self.lose(f"simulated crash before the settlement: {fault!r}")
             return False
         if isinstance(fault, Redeliver):
-            self.run.note(f"the broker delivers {self.run.name(message_id)} again: {fault!r}")
+            run.note(f"the broker delivers {run.name(message_id)} again: {fault!r}")
             decision = Decision.REQUEUE
-        applied = super().settle(handle, decision, delay, reason)
+        applied: bool = self._settle(handle, decision, delay, reason)
         if applied and decision in (_ACK, _DEAD):
-            self.run.applied.append((message_id, decision))
+            run.applied.append((message_id, decision))
         return applied
 
     def lose(self, why: str) -> None:
-        """The connection is gone: `receive` raises, settlements are stale no-ops."""
-        if self._failure is None and not self._closed:
-            self._failure = BackendError(why)
-            self._wake_all()
-            self._q.arrived()  # a receiver waiting for entries wakes and raises
+        """The connection is gone: ``receive`` raises, settlements are stale no-ops.
+
+        The consumer actor crashes on the raise and closes the source as it stops,
+        which puts its unsettled deliveries back in the queue, as a broker does.
+        """
+        source = self.source
+        if source._failure is None and not source._closed:
+            source._failure = BackendError(why)
+            source._wake_all()
+            source._q.arrived()  # a receiver waiting for entries wakes and raises
 
 
 class _FaultyBackend(MemoryBackend):
-    """A memory backend whose consumers are `_FaultySource`."""
+    """A memory backend whose consumers report to the run."""
 
     def __init__(self, run: _Run) -> None:
         super().__init__()
         self._run = run
 
-    async def open_source(self, queue: str, *, prefetch: int) -> MemorySource:
+    async def open_source(self, queue: str, *, prefetch: int) -> Any:
         """Open a consumer that reports to the run."""
-        plain = await super().open_source(queue, prefetch=prefetch)
-        plain.__class__ = _FaultySource  # same state; the subclass adds behaviour only
-        source: _FaultySource = plain  # type: ignore[assignment] # its class changed above
-        source.run = self._run
-        self._run.sources.append(source)
+        source = await super().open_source(queue, prefetch=prefetch)
+        self._run.sources.append(_Consumer(source, self._run))
         return source
 
 
