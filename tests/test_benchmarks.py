@@ -107,3 +107,11 @@ def test_processes_benchmark_prints_each_figure_beside_its_baseline(
     assert "app start (spawn to consuming, 1 process):" in out
     assert "restart (SIGKILL to consuming again):" in out
     assert out.count("->") == 3  # each 2-process figure and the restart, as ratios
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_simulate_benchmark_prints_virtual_time_per_real_second(backend: str) -> None:
+    out = quick_run("simulate", "--backend", backend)
+    assert f"(a) 100 messages under 5 faults on {backend}:" in out
+    assert "x real time" in out
+    assert f"(b) hypothesis examples of a 20-message app on {backend}:" in out

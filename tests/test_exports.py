@@ -118,14 +118,28 @@ def test_errors_share_one_root() -> None:
 def test_testing_exports() -> None:
     # ``servers`` is a submodule (throwaway brokers), imported by the broker tests
     assert public_names(foxactors.testing) - {"servers"} == {
+        "CrashActor",
+        "CrashBeforeSettle",
         "DrainCounts",
+        "FaultSchedule",
+        "HangHandler",
         "Harness",
+        "LoseConnection",
+        "RaiseInHandler",
+        "Redeliver",
+        "SimulatedFault",
+        "SimulationFailed",
+        "SimulationResult",
+        "SlowHandler",
+        "StopSystem",
         "VirtualClock",
         "VirtualTimeEventLoop",
         "anyio_backend_options",
         "assert_enqueued",
         "enqueued",
+        "fault_schedules",
         "in_virtual_time",
+        "simulate",
     }
 
 

@@ -1,0 +1,226 @@
+"""The simulator: a user's WorkerApp under fault schedules, checked, shrunk and replayed.
+
+Each run is a whole `anyio.run` in virtual time, so these tests call `simulate`
+from plain (synchronous) hypothesis tests, on asyncio and on trio.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Callable
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+import foxactors as fa
+from foxactors.testing import (
+    CrashActor,
+    CrashBeforeSettle,
+    FaultSchedule,
+    HangHandler,
+    LoseConnection,
+    RaiseInHandler,
+    Redeliver,
+    SimulationFailed,
+    SimulationResult,
+    SlowHandler,
+    StopSystem,
+    fault_schedules,
+    simulate,
+)
+
+LOOPS = pytest.mark.parametrize("loop", ["asyncio", "trio"])
+PATHS = ["pool", "consumer", "retry", "pool/worker-1"]
+FAST = settings(
+    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+def counting_app(seen: Counter[int], *, max_retries: int = 2) -> Callable[[], fa.WorkerApp]:
+    """An app whose handler counts each payload it handled: a side effect per call."""
+
+    def factory() -> fa.WorkerApp:
+        async def handle(message: fa.Message) -> None:
+            seen[message.payload] += 1
+
+        return (
+            fa.WorkerApp("app")
+            .add_worker(handle)
+            .with_timeout(5)
+            .with_prefetch(4)
+            .with_concurrency_limit(2)
+            .with_retry(max_retries=max_retries, initial_backoff=1, max_backoff=4)
+        )
+
+    return factory
+
+
+@LOOPS
+@FAST
+@given(schedule=fault_schedules(paths=PATHS, messages=8))
+def test_built_in_invariants_hold_under_faults(loop: str, schedule: FaultSchedule) -> None:
+    seen: Counter[int] = Counter()
+    result = simulate(counting_app(seen), 8, schedule, loop=loop)
+    # every message is accounted for once: acked, dead, or queued after a stop
+    assert len(result.acked) + len(result.dead_letters) + result.remaining == 8
+    if not any(isinstance(f, StopSystem) for f in schedule.faults):
+        assert result.remaining == 0
+        assert set(seen) == set(range(8))  # every payload was handled
+
+
+ALL_KINDS = (
+    CrashActor,
+    CrashBeforeSettle,
+    RaiseInHandler,
+    StopSystem,
+    LoseConnection,
+    Redeliver,
+    SlowHandler,
+    HangHandler,
+)
+
+
+@LOOPS
+@FAST
+@given(schedule=fault_schedules(paths=PATHS, messages=8, kinds=ALL_KINDS))
+def test_every_kind_of_fault_keeps_the_invariants(loop: str, schedule: FaultSchedule) -> None:
+    result = simulate(counting_app(Counter()), 8, schedule, loop=loop)
+    assert len(result.acked) + len(result.dead_letters) + result.remaining == 8
+
+
+@LOOPS
+def test_a_hung_handler_times_out_and_is_retried(loop: str) -> None:
+    seen: Counter[int] = Counter()
+    result = simulate(counting_app(seen), 3, [HangHandler(1), SlowHandler(2, 3)], loop=loop)
+    assert len(result.acked) == 3
+    assert result.elapsed >= 5  # the hang lasted until the handler's 5 s timeout
+    assert sorted(result.calls.values()) == [1, 1, 2]  # the hung one ran again
+    # which message a call gets depends on the loop's interleaving, not the call number
+    assert [re.sub(r"message #\d", "message #n", e.split(":")[0]) for e in result.events] == [
+        "t=0.0s  call #1 (message #n) hangs",
+        "t=0.0s  call #2 (message #n) waits 3s",
+    ]
+
+
+@LOOPS
+def test_a_redelivery_runs_the_handler_again(loop: str) -> None:
+    seen: Counter[int] = Counter()
+    result = simulate(counting_app(seen), 3, [Redeliver(1)], loop=loop)
+    assert len(result.acked) == 3
+    assert sum(seen.values()) == 4
+    assert "the broker delivers message #" in result.events[0]
+
+
+@LOOPS
+def test_a_crash_before_the_ack_exposes_a_handler_that_is_not_idempotent(loop: str) -> None:
+    seen: Counter[int] = Counter()
+
+    def handled_once(result: SimulationResult) -> None:
+        twice = sorted(p for p, n in seen.items() if n > 1)
+        assert not twice, f"payloads handled more than once: {twice}"
+
+    @settings(max_examples=40, deadline=None, derandomize=True, database=None)
+    @given(
+        schedule=fault_schedules(
+            paths=PATHS, messages=6, kinds=(CrashActor, CrashBeforeSettle, RaiseInHandler)
+        )
+    )
+    def check(schedule: FaultSchedule) -> None:
+        seen.clear()
+        simulate(counting_app(seen), 6, schedule, invariants=[handled_once], loop=loop)
+
+    with pytest.raises(SimulationFailed) as failed:
+        check()
+    shrunk = failed.value.schedule
+    # shrunk to the one fault that matters, printed as code that builds it
+    assert shrunk == FaultSchedule([CrashBeforeSettle(nth=1)])
+    text = str(failed.value)
+    assert "invariant handled_once failed" in text
+    assert "schedule (replays this run): FaultSchedule([CrashBeforeSettle(nth=1)])" in text
+    assert re.search(r"t=0\.0s  the ack of message #\d is lost with its consumer", text)
+    assert isinstance(failed.value.__cause__, AssertionError)
+    # the printed schedule pastes back and replays the same failure
+    replayed = eval(repr(shrunk))  # the repr is the code that builds it
+    seen.clear()
+    with pytest.raises(SimulationFailed) as again:
+        simulate(counting_app(seen), 6, replayed, invariants=[handled_once], loop=loop)
+    assert str(again.value) == text
+
+
+@LOOPS
+def test_a_schedule_replays_the_same_run(loop: str) -> None:
+    schedule = FaultSchedule(
+        [RaiseInHandler(2), CrashBeforeSettle(4), CrashActor("pool", 0.5), LoseConnection(1.5)]
+    )
+    runs = []
+    for _ in range(2):
+        seen: Counter[int] = Counter()
+        result = simulate(counting_app(seen), 10, schedule, loop=loop)
+        runs.append((result.events, sorted(seen.items()), len(result.acked)))
+    assert runs[0] == runs[1]
+    assert len(runs[0][0]) == 4  # each fault struck and was noted
+
+
+@LOOPS
+def test_a_stop_leaves_the_rest_queued(loop: str) -> None:
+    result = simulate(counting_app(Counter()), 20, [StopSystem(0)], loop=loop)
+    assert result.remaining > 0
+    assert len(result.acked) + result.remaining == 20
+    assert result.events == ("t=0.0s  the system stops: StopSystem(at=0.0)",)
+
+
+def test_a_fault_naming_no_actor_lists_the_actors() -> None:
+    with pytest.raises(fa.ConfigurationError) as error:
+        simulate(counting_app(Counter()), 3, [CrashActor("pol", 1)])
+    message = str(error.value)
+    assert "CrashActor(path='pol', at=1.0) names no actor of the app" in message
+    assert "/app/pool/worker-1" in message
+    assert "/app/consumer" in message
+
+
+def test_a_raising_invariant_is_reported_with_its_schedule() -> None:
+    def broken(result: SimulationResult) -> None:
+        raise KeyError("oops")
+
+    with pytest.raises(SimulationFailed) as failed:
+        simulate(counting_app(Counter()), 3, [RaiseInHandler(1)], invariants=[broken])
+    assert "invariant broken failed: KeyError: 'oops'" in str(failed.value)
+    assert "FaultSchedule([RaiseInHandler(nth=1)])" in str(failed.value)
+    assert isinstance(failed.value.__cause__, KeyError)
+
+
+def test_a_retry_exhausted_message_is_dead_lettered_with_a_reason() -> None:
+    result = simulate(counting_app(Counter(), max_retries=0), 3, [RaiseInHandler(1)], invariants=[])
+    assert [letter.reason for letter in result.dead_letters] != [""]
+    assert len(result.dead_letters) == 1
+    assert len(result.acked) == 2
+
+
+@pytest.mark.parametrize(
+    ("build", "needle"),
+    [
+        (lambda: RaiseInHandler(0), "nth counts handler calls from 1, got nth=0"),
+        (lambda: StopSystem(-1), "StopSystem.at takes seconds >= 0, got -1"),
+        (lambda: FaultSchedule(["crash"]), "got 'crash'"),  # type: ignore[list-item] # bad on purpose
+        (lambda: fault_schedules(messages=0), "messages must be an int >= 1, got 0"),
+        (lambda: fault_schedules(messages=3, kinds=(CrashActor,)), "needs paths=[...]"),
+    ],
+)
+def test_bad_faults_are_refused_by_name(build: Callable[[], object], needle: str) -> None:
+    with pytest.raises(fa.ConfigurationError) as error:
+        build()
+    assert needle in str(error.value)
+
+
+def test_the_timeline_lists_faults_in_the_order_they_strike() -> None:
+    schedule = FaultSchedule([RaiseInHandler(3), StopSystem(2), CrashActor("pool", 0.5)])
+    assert schedule.timeline().splitlines() == [
+        "      t=0.5s  CrashActor(path='pool', at=0.5)",
+        "        t=2s  StopSystem(at=2.0)",
+        "     call #3  RaiseInHandler(nth=3)",
+    ]
+    assert repr(schedule) == (
+        "FaultSchedule([RaiseInHandler(nth=3), StopSystem(at=2.0), "
+        "CrashActor(path='pool', at=0.5)])"
+    )
