@@ -1,35 +1,71 @@
-"""Property tests of the pipeline: random workloads, failures, crashes and shutdowns.
+"""Property tests of the pipeline: random apps and workloads, run by `simulate` under faults.
 
-Whatever happens (workers recycled after a few messages or for memory as well),
-every published message ends exactly one way (acked, dead-lettered,
-or back in the queue after a shutdown), no message is settled twice, an acked message
-was handled successfully, handlers never run more than ``max_retries + 1`` times for a
-message, and unsettled deliveries never exceed the prefetch. Delivery is
-at-least-once: a message handled just before a shutdown whose drain deadline passed
-goes back to the queue and is handled again later.
+`foxactors.testing.simulate` runs the app on a memory backend in virtual time under a
+drawn `FaultSchedule` (crashed actors, acks lost with their consumer, handlers that
+raise, hang or are slow, redeliveries, lost connections, a stop at any time) and
+checks its built-in invariants: every published message ends exactly one way
+(acked, dead-lettered with a reason, or still queued after a stop), none is settled
+twice, no delivery is left in flight, handlers never see an attempt above
+``max_retries + 1``, unsettled deliveries never exceed the prefetch, the system did
+not fail and no task outlived it. On top of those, whatever the pool strategy,
+concurrency, retry policy and worker recycling: an acked message was handled
+successfully, and a run that was not stopped leaves nothing queued.
+
+What the simulator cannot inject stays in the workload: a handler raising a
+`BaseException` that is not an `Exception`, and a middleware stage that crashes on
+the first k deliveries of a given message.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, ClassVar
+from collections.abc import Callable
+from typing import ClassVar
 
-import anyio
 import pytest
-from hypothesis import assume, event, given
+from hypothesis import assume, event, given, settings
 from hypothesis import strategies as st
 
 import foxactors as fa
-from foxactors.testing import anyio_backend_options
+from foxactors.testing import (
+    CrashActor,
+    CrashBeforeSettle,
+    FaultSchedule,
+    HangHandler,
+    LoseConnection,
+    RaiseInHandler,
+    Redeliver,
+    SimulationFailed,
+    SimulationResult,
+    SlowHandler,
+    StopSystem,
+    fault_schedules,
+    simulate,
+)
 
-QUEUE = "work"
+MESSAGES = 12
+# not "pool": a crash of the pool while a handler runs strands its delivery; not
+# "crashing": a crash in the instant the stage crashes by itself fails the system
+# on trio (both below)
+PATHS = ["pool/worker-1", "consumer", "retry"]
+KINDS = (
+    CrashActor,
+    CrashBeforeSettle,
+    RaiseInHandler,
+    HangHandler,
+    SlowHandler,
+    Redeliver,
+    LoseConnection,
+    StopSystem,
+)
+# a whole run costs milliseconds of real time: the profile's max_examples (more under
+# CI) stays within a few seconds per test
+RUNS = settings(deadline=None)
 
 behaviours = st.one_of(
     st.just(("ok", 0)),
-    st.tuples(st.just("fail"), st.integers(1, 4)),  # fails its first k attempts
-    st.just(("hang", 0)),  # runs past the timeout
     st.just(("odd", 0)),  # raises a BaseException that is not an Exception
-    st.tuples(st.just("crash"), st.integers(1, 2)),  # crashes a stage k times
+    st.tuples(st.just("crash"), st.integers(1, 2)),  # crashes the stage k times
 )
 
 
@@ -50,81 +86,47 @@ class CrashingStage(fa.Stage):
         await self.forward(delivery)
 
 
-@pytest.mark.parametrize("backend_name", ["asyncio", "trio"])
+@pytest.mark.parametrize("loop", ["asyncio", "trio"])
+@RUNS
 @given(
-    work=st.lists(behaviours, min_size=1, max_size=25),
+    work=st.lists(behaviours, min_size=1, max_size=MESSAGES),
+    schedule=fault_schedules(messages=MESSAGES, paths=PATHS, kinds=KINDS),
     concurrency=st.integers(1, 4),
     prefetch=st.integers(1, 8),
     max_retries=st.integers(0, 3),
     strategy=st.sampled_from(["round_robin", "random", "least_loaded"]),
-    stop_after=st.one_of(st.none(), st.integers(1, 30)),
     recycle_after=st.one_of(st.none(), st.integers(1, 5)),  # messages per worker life
     memory_high=st.booleans(),  # then a worker is recycled every half second
 )
 def test_no_message_is_lost_or_settled_twice(
-    backend_name: str,
+    loop: str,
     work: list[tuple[str, int]],
+    schedule: FaultSchedule,
     concurrency: int,
     prefetch: int,
     max_retries: int,
     strategy: str,
-    stop_after: int | None,
     recycle_after: int | None,
     memory_high: bool,
 ) -> None:
-    # a stage that crashes more than its supervisor allows (10 within 30 s) takes
-    # the pipeline down by design: that is escalation, not this property
-    assume(sum(k for kind, k in work if kind == "crash") <= 10)
+    # more crashes than the supervisor allows (10 within 30 s) take the pipeline down
+    # by design: that is escalation, not this property. Each fault restarts at most
+    # one actor (a lost ack or connection restarts the consumer)
+    crashes = sum(k for kind, k in work if kind == "crash")
+    assume(crashes + len(schedule.faults) <= 9)
+    # two crashes of one actor at one instant can fail the system (see below)
+    struck = [(f.path, f.at) for f in schedule.faults if isinstance(f, CrashActor)]
+    assume(len(set(struck)) == len(struck))
     CrashingStage.crashes = Counter()
-    calls: Counter[int] = Counter()
-    successes: Counter[str] = Counter()
-    in_flight_seen: list[int] = []
-    backend = fa.MemoryBackend()
-    state: dict[str, Any] = {"enough": None}  # an event, created inside the loop
+    successes: Counter[int] = Counter()
 
     async def handle(message: fa.Message) -> None:
-        kind, k, n = message.payload
-        calls[n] += 1
-        in_flight_seen.append(backend.queue_statistics(QUEUE).in_flight)
-        if stop_after is not None and sum(calls.values()) >= stop_after and state["enough"]:
-            state["enough"].set()
-        if kind == "fail" and message.attempt <= k:
-            raise RuntimeError(f"fail {message.attempt}")
-        if kind == "hang":
-            await anyio.sleep(100)
+        kind, _, n = message.payload
         if kind == "odd":
             raise Odd("odd")
-        successes[message.id] += 1
+        successes[n] += 1
 
-    applied: list[tuple[str, fa.Decision]] = []
-    open_source = backend.open_source
-
-    async def recording_source(queue: str, *, prefetch: int) -> Any:
-        source = await open_source(queue, prefetch=prefetch)
-        settle = source.settle
-        ids_by_tag: dict[Any, str] = {}
-        receive = source.receive
-
-        async def receive_and_remember(max_count: int, min_credit: int = 1) -> list[fa.Delivery]:
-            got = await receive(max_count, min_credit)
-            ids_by_tag.update((d.handle.tag, d.message.id) for d in got)
-            return got
-
-        def record(handle: fa.AckHandle, decision: fa.Decision, delay: float, reason: str) -> bool:
-            ok = settle(handle, decision, delay, reason)
-            if ok and decision in (fa.Decision.ACK, fa.Decision.DEAD_LETTER):
-                applied.append((ids_by_tag.get(handle.tag, "undecodable"), decision))
-            return ok
-
-        source.settle = record  # type: ignore[method-assign]
-        source.receive = receive_and_remember  # type: ignore[method-assign]
-        return source
-
-    backend.open_source = recording_source  # type: ignore[method-assign]
-
-    async def scenario() -> list[str]:
-        state["enough"] = anyio.Event()
-        ids = [await backend.publish(QUEUE, [kind, k, n]) for n, (kind, k) in enumerate(work)]
+    def factory() -> fa.WorkerApp:
         app = (
             fa.WorkerApp("app")
             .add_worker(handle)
@@ -143,32 +145,125 @@ def test_no_message_is_lost_or_settled_twice(
                 check_interval=0.5,
                 measure=lambda: 2 * 2**20,
             )
-        async with fa.open_system(app.build(backend, QUEUE)):
-            if stop_after is None:
-                await backend.join(QUEUE)
-            else:
-                with anyio.move_on_after(1000):
-                    await state["enough"].wait()
-        return ids
+        return app
 
-    name, options = anyio_backend_options(backend_name)
-    ids = anyio.run(scenario, backend=name, backend_options=options)
+    stopped = any(isinstance(f, StopSystem) for f in schedule.faults)
 
-    stats = backend.queue_statistics(QUEUE)
-    assert stats.in_flight == 0  # everything unsettled went back at shutdown
-    acked = Counter(i for i, d in applied if d is fa.Decision.ACK)
-    dead = Counter(i for i, d in applied if d is fa.Decision.DEAD_LETTER)
-    assert all(c == 1 for c in acked.values())  # never acked twice
-    assert all(c == 1 for c in dead.values())  # never dead-lettered twice
-    assert not set(acked) & set(dead)  # never both
-    assert set(acked) <= set(successes)  # acked only after a successful run
-    assert Counter(d.id for d in backend.dead_letters(QUEUE)) == dead
-    remaining = stats.ready + stats.delayed
-    assert len(acked) + len(dead) + remaining == len(ids)  # none lost, none twice
-    if stop_after is None:
-        assert remaining == 0
-    assert all(c <= max_retries + 1 for c in calls.values())  # retries bounded
-    assert max(in_flight_seen, default=0) <= prefetch
-    event(f"stopped early={stop_after is not None and remaining > 0}")
-    event(f"handled again later={bool(set(successes) - set(acked)) and remaining > 0}")
-    event(f"dead letters={min(len(dead), 3)}")
+    def acked_only_after_success(result: SimulationResult) -> None:
+        number = {message_id: n for n, message_id in enumerate(result.published)}
+        unearned = [number[i] for i in result.acked if not successes[number[i]]]
+        assert not unearned, f"acked without a successful run: payloads {unearned}"
+
+    def nothing_left_unless_stopped(result: SimulationResult) -> None:
+        assert stopped or result.remaining == 0, f"{result.remaining} left queued"
+
+    payloads = [[kind, k, n] for n, (kind, k) in enumerate(work)]
+    result = simulate(
+        factory,
+        payloads,
+        schedule,
+        invariants=[acked_only_after_success, nothing_left_unless_stopped],
+        loop=loop,
+    )
+    # the odd ones never succeed: dead-lettered, or still queued after a stop
+    odd = {i for i, (kind, _) in zip(result.published, work, strict=True) if kind == "odd"}
+    assert not odd & set(result.acked)
+    event(f"stopped with messages queued={result.remaining > 0}")
+    event(f"handled more than once={any(n > 1 for n in successes.values())}")
+    event(f"dead letters={min(len(result.dead_letters), 3)}")
+
+
+def _counting_app(seen: Counter[int]) -> Callable[[], fa.WorkerApp]:
+    def factory() -> fa.WorkerApp:
+        async def handle(message: fa.Message) -> None:
+            seen[message.payload] += 1
+
+        return (
+            fa.WorkerApp("app")
+            .add_worker(handle)
+            .with_timeout(5)
+            .with_prefetch(4)
+            .with_concurrency_limit(2)
+            .with_retry(max_retries=2, initial_backoff=1, max_backoff=4)
+        )
+
+    return factory
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "trio"])
+@RUNS
+@given(schedule=fault_schedules(messages=8, paths=PATHS, kinds=KINDS[:-1]))
+def test_delivery_is_at_least_once_without_a_stop(loop: str, schedule: FaultSchedule) -> None:
+    """Whatever fails short of a stop, every payload is handled, and acked or dead."""
+    seen: Counter[int] = Counter()
+    result = simulate(_counting_app(seen), 8, schedule, loop=loop)
+    assert result.remaining == 0
+    assert len(result.acked) + len(result.dead_letters) == 8
+    # each payload was handled to success, or ran out of attempts to faults
+    dead = {result.published.index(letter.id) for letter in result.dead_letters}
+    assert set(seen) | dead == set(range(8))
+    assert dead or set(seen) == set(range(8))
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "trio"])
+@pytest.mark.xfail(
+    strict=True,
+    raises=SimulationFailed,
+    reason="a crash of the pool while a handler runs strands that delivery: never settled, "
+    "never redelivered, holding the credit until the system stops",
+)
+def test_a_pool_crash_mid_handler_does_not_strand_the_delivery(loop: str) -> None:
+    # the handler is still running (3 s) when the pool crashes at 0.1 s; the pool
+    # restarts, but the message is neither retried nor handled again: the run stalls
+    # until the horizon, and the message is left queued only because the stop
+    # returned it
+    def handled(result: SimulationResult) -> None:
+        assert result.remaining == 0, f"{result.remaining} left queued: {result.events}"
+
+    simulate(
+        _counting_app(Counter()),
+        1,
+        [CrashActor("pool", 0.1), SlowHandler(1, 3)],
+        invariants=[handled],
+        loop=loop,
+        horizon=60,
+    )
+
+
+def _staged_app() -> fa.WorkerApp:
+    async def handle(message: fa.Message) -> None:
+        pass
+
+    return (
+        fa.WorkerApp("app")
+        .add_worker(handle)
+        .with_concurrency_limit(1)
+        .with_prefetch(1)
+        .with_middleware(CrashingStage, name="crashing")
+    )
+
+
+_INSTANT = pytest.mark.xfail(
+    strict=True,
+    raises=SimulationFailed,
+    reason="on trio, a CrashActor striking an actor in the instant it crashes (by itself, "
+    "or by an earlier fault) finds its task group closing: Cell.start_task raises trio's "
+    "RuntimeError (Nursery is closed to new arrivals), not ActorError, and the system fails",
+)
+
+
+@_INSTANT
+# the task that was refused is reported as a coroutine never awaited
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_crashes_of_one_actor_in_one_instant_do_not_fail_the_system() -> None:
+    CrashingStage.crashes = Counter()
+    simulate(_staged_app, [["ok", 0, 0]], [CrashActor("pool/worker-1", 0)] * 4, loop="trio")
+
+
+@_INSTANT
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_crash_in_the_instant_a_stage_crashes_does_not_fail_the_system() -> None:
+    CrashingStage.crashes = Counter()
+
+    # the stage crashes on its first delivery, at t=0, as the fault strikes it
+    simulate(_staged_app, [["crash", 1, 0]], [CrashActor("crashing", 0)], loop="trio")
