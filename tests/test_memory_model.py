@@ -1,9 +1,9 @@
 """The memory backend against a model: random operations, the same queue at every step.
 
 A state machine publishes (with a priority and a delay), receives up to the credit,
-settles each way (ack, requeue, retry or defer with a delay, dead-letter), settles
-handles of a closed consumer, lets virtual time pass, and closes the consumer and
-opens another. A plain model (a deque per priority, a heap of due times, the
+settles each way (ack, requeue, retry or defer with a delay, dead-letter), replays
+dead letters, settles handles of a closed consumer, lets virtual time pass, and
+closes the consumer and opens another. A plain model (a deque per priority, a heap of due times, the
 unsettled deliveries) predicts each step: which messages a receive returns, in
 which order, with which attempt. After each step the model's ready, delayed, in
 flight and dead counts are the backend's `queue_statistics`, and its dead letters
@@ -209,6 +209,17 @@ class MemoryModel(RuleBasedStateMachine):
         delivery = self.pick(data)
         assert self.call(delivery.handle.dead_letter, "model says so")
         self.dead.append(delivery.message.id)
+
+    @precondition(lambda self: self.dead)
+    @rule(limit=st.one_of(st.none(), st.integers(0, 3)))
+    def replay_dead_letters(self, limit: int | None) -> None:
+        replayed, self.dead = self.dead[:limit], self.dead[len(self.dead[:limit]) :]
+        replay = functools.partial(self.backend.replay_dead_letters, QUEUE, limit=limit)
+        assert self.call(replay) == len(replayed)
+        for message_id in replayed:  # to the back, its attempts start over
+            self.deliveries[message_id] = 0
+            self.not_before.pop(message_id, None)
+            self.push(message_id)
 
     @precondition(lambda self: self.stale)
     @rule(data=st.data())
