@@ -327,9 +327,17 @@ class Cell:
     # -- background tasks -----------------------------------------------------------
 
     def start_task(self, func: Callable[..., Awaitable[object]], args: tuple[object, ...]) -> None:
-        """Start a background task in the current life's task group."""
+        """Start a background task in the current life's task group.
+
+        Raises:
+            ActorError: The actor is not running (or its life is ending: trio refuses
+                new tasks in a task group that is closing).
+        """
         if self.tasks is not None:
-            self.tasks.start_soon(self._guard, func, args)
+            try:
+                self.tasks.start_soon(self._guard, func, args)
+            except RuntimeError as exc:  # trio: "Nursery is closed to new arrivals"
+                raise ActorError(f"{self.path}: start_task() while it stops: {exc}") from None
         elif self._deferred is not None:  # called from on_start: begins once it returns
             self._deferred.append((func, args))
         else:
