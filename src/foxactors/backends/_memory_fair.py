@@ -1,0 +1,102 @@
+"""The memory backend's fair queues: a sub-queue per tenant, deficit round robin."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from ._fair import DeficitRoundRobin, FairShares, tenant_of
+from ._memory_queue import Entry, Ready
+
+
+class FairReady:
+    """Ready entries of a fair queue: per tenant by priority, tenants by weighted turns.
+
+    Takes the place of `Ready` in a queue declared fair; ``count`` and `push` are
+    the same, `take` replaces ``pop`` (it may find nothing to give: every tenant with
+    work is at its concurrency limit, or none is one the source serves).
+    """
+
+    __slots__ = ("_drr", "_lanes", "_running", "count", "shares")
+
+    def __init__(self, shares: FairShares) -> None:
+        self.shares = shares
+        self._lanes: dict[str, Ready] = {}
+        self._running: dict[str, int] = {}  # deliveries out per tenant (for limits)
+        self._drr = DeficitRoundRobin(shares)
+        self.count = 0
+
+    def __len__(self) -> int:
+        return self.count
+
+    def _room(self, tenant: str) -> bool:
+        limit = self.shares.limit_of(tenant)
+        return limit is None or self._running.get(tenant, 0) < limit
+
+    def push(self, entry: Entry, front: bool) -> None:
+        tenant = tenant_of(entry.properties.headers)
+        lane = self._lanes.get(tenant)
+        if lane is None:
+            lane = self._lanes[tenant] = Ready()
+        lane.push(entry, front)
+        self.count += 1
+        if self._room(tenant):
+            self._drr.activate(tenant)
+
+    def _pop(self, tenant: str, lane: Ready) -> Entry:
+        entry = lane.pop()
+        self.count -= 1
+        if not lane.count:
+            del self._lanes[tenant]
+        self._running[tenant] = self._running.get(tenant, 0) + 1
+        return entry
+
+    def take(self, tenants: Collection[str] | None) -> Entry | None:
+        """The next entry by weighted turns, from ``tenants`` only if given; or None."""
+        if tenants is not None:
+            return self._take_among(tenants)
+        drr = self._drr
+        while (tenant := drr.choose()) is not None:
+            lane = self._lanes.get(tenant)
+            if lane is None or not self._room(tenant):
+                drr.drop()  # ran dry through a dedicated source, or filled its limit
+                continue
+            entry = self._pop(tenant, lane)
+            drr.served(tenant, more=tenant in self._lanes and self._room(tenant))
+            return entry
+        return None
+
+    def _take_among(self, tenants: Collection[str]) -> Entry | None:
+        # A dedicated source serves a few tenants named in code: looking at each is
+        # cheap, and the shared ring still rotates the others for the other sources.
+        best: tuple[int, str, Ready] | None = None
+        for tenant in tenants:
+            lane = self._lanes.get(tenant)
+            if lane is not None and self._room(tenant):
+                # the one least served relative to its weight goes first
+                share = self._running.get(tenant, 0) * 1_000_000 // self.shares.weight_of(tenant)
+                if best is None or share < best[0]:
+                    best = (share, tenant, lane)
+        if best is None:
+            return None
+        return self._pop(best[1], best[2])
+
+    def release(self, entry: Entry) -> bool:
+        """A delivery of ``entry`` was settled or given back; True if a tenant has room again."""
+        tenant = tenant_of(entry.properties.headers)
+        running = self._running[tenant] - 1
+        if running:
+            self._running[tenant] = running
+        else:
+            del self._running[tenant]
+        if tenant in self._lanes and tenant not in self._drr and self._room(tenant):
+            self._drr.activate(tenant)
+            return True
+        return False
+
+    def running(self, tenant: str) -> int:
+        """Deliveries of ``tenant`` out now."""
+        return self._running.get(tenant, 0)
+
+    def tenants(self) -> dict[str, int]:
+        """Ready entries per tenant (`NO_TENANT` for those without one)."""
+        return {tenant: lane.count for tenant, lane in self._lanes.items()}
