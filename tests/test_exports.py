@@ -157,6 +157,7 @@ JOBS_PUBLIC = {
     "TENANT_HEADER",
     "Task",
     "TaskOptions",
+    "TenantJobs",
     "UnknownTask",
 }
 

@@ -9,7 +9,7 @@ conformance suite, ``tests/test_backend_conformance.py`` (see docs/backends.md).
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from foxactors._ack import Settler
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
     from ._connection import ConnectionStatistics
     from ._deadletter import DeadLetter
+    from ._fair import FairShares
 
 
 class Source(Settler, Protocol):
@@ -141,3 +142,20 @@ class IntakeHelpers(Protocol):
 
     def intake_actors(self, queue: str) -> list[tuple[str, Callable[[], Actor[Any]]]]:
         """The helper actors of a consumer of ``queue``: (name, factory) pairs."""
+
+
+@runtime_checkable
+class FairQueues(Protocol):
+    """A capability: queues shared fairly across tenants (see `FairShares`).
+
+    A fair queue keeps a sub-queue per tenant (the ``x-tenant`` header) and hands
+    out the next message by weighted turns over the tenants with ready work, in
+    O(1) whatever their number, holding each tenant's concurrency limit across
+    every consumer. A queue not declared fair is first in, first out, unchanged.
+    """
+
+    def share_fairly(self, queue: str, shares: FairShares) -> None:
+        """Declare ``queue`` fair with ``shares``, for publishers and consumers alike."""
+
+    def for_tenants(self, tenants: Collection[str]) -> Backend:
+        """The same backend, whose sources of fair queues take only ``tenants``' messages."""

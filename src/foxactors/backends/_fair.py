@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from collections import deque
 from collections.abc import Mapping
+from typing import Any
 
 import attrs
 
@@ -27,7 +28,7 @@ NO_TENANT = ""
 MAX_TENANT_LENGTH = 128
 _TENANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]*")
 TENANT_RULE = (
-    f"1 to {MAX_TENANT_LENGTH} characters: letters, digits and . _ @ - (not first); "
+    f"a string of 1 to {MAX_TENANT_LENGTH} characters: letters, digits and . _ @ - (not first); "
     "no spaces, colons or braces, which the Redis store uses in its keys"
 )
 """What a tenant name may be, in words (error messages say it)."""
@@ -62,7 +63,7 @@ def _check_limit(name: str, value: object) -> int | None:
     return value
 
 
-def _tenants(name: str, value: object) -> dict[str, object]:
+def _tenants(name: str, value: object) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, Mapping):
@@ -74,6 +75,14 @@ def _tenants(name: str, value: object) -> dict[str, object]:
             except ConfigurationError as exc:
                 raise ConfigurationError(f"{name}: {exc}") from None
     return dict(value)
+
+
+def _weights(value: Mapping[str, int] | None) -> dict[str, int]:
+    return _tenants("weights", value)
+
+
+def _limits(value: Mapping[str, int | None] | None) -> dict[str, int | None]:
+    return _tenants("limits", value)
 
 
 @attrs.frozen
@@ -93,17 +102,17 @@ class FairShares:
         limits: A limit per tenant, over ``limit``.
     """
 
-    weights: Mapping[str, int] = attrs.field(factory=dict, converter=dict)
+    weights: Mapping[str, int] = attrs.field(factory=dict, converter=_weights)
     default_weight: int = 1
     limit: int | None = None
-    limits: Mapping[str, int | None] = attrs.field(factory=dict, converter=dict)
+    limits: Mapping[str, int | None] = attrs.field(factory=dict, converter=_limits)
 
     def __attrs_post_init__(self) -> None:
-        for tenant, weight in _tenants("weights", self.weights).items():
+        for tenant, weight in self.weights.items():
             _check_weight(f"weight of tenant {tenant!r}", weight)
         _check_weight("default_weight", self.default_weight)
         _check_limit("limit", self.limit)
-        for tenant, limit in _tenants("limits", self.limits).items():
+        for tenant, limit in self.limits.items():
             _check_limit(f"limit of tenant {tenant!r}", limit)
 
     def weight_of(self, tenant: str) -> int:

@@ -318,8 +318,8 @@ class MemorySource(CreditSource[Tag, Entry]):
         queue = self._q
         self._next_due = queue.promote_due(anyio.current_time())
         ready = queue.ready
-        if queue.fair is not None:
-            return self._take_fair(queue.fair, credit)
+        if isinstance(ready, FairReady):
+            return self._take_fair(ready, credit)
         if not ready.count:
             return None
         out: list[Delivery] = []
