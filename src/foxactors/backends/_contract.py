@@ -157,5 +157,8 @@ class FairQueues(Protocol):
     def share_fairly(self, queue: str, shares: FairShares) -> None:
         """Declare ``queue`` fair with ``shares``, for publishers and consumers alike."""
 
+    def fair_shares(self, queue: str) -> FairShares | None:
+        """The shares ``queue`` was declared with here, or None (first in, first out)."""
+
     def for_tenants(self, tenants: Collection[str]) -> Backend:
         """The same backend, whose sources of fair queues take only ``tenants``' messages."""

@@ -153,6 +153,10 @@ class DeficitRoundRobin:
     def __contains__(self, tenant: object) -> bool:
         return tenant in self._credit
 
+    def reshare(self, shares: FairShares) -> None:
+        """Use ``shares`` from each tenant's next turn on."""
+        self._shares = shares
+
     def activate(self, tenant: str) -> None:
         """``tenant`` has work and room: join the back of the ring unless in it."""
         if tenant not in self._credit:

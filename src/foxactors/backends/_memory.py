@@ -94,8 +94,7 @@ class MemoryBackend:
         """Declare ``queue`` fair: a sub-queue per tenant, weighted turns, limits.
 
         Entries already ready move to their tenants' sub-queues. Declaring it again
-        changes the shares (running counts carry over only for a new declaration's
-        future deliveries: declare before consuming).
+        changes the shares from each tenant's next turn on.
 
         Raises:
             ConfigurationError: ``shares`` is not a `FairShares`.
@@ -103,13 +102,14 @@ class MemoryBackend:
         if not isinstance(shares, FairShares):
             raise ConfigurationError(f"shares must be a FairShares, got {shares!r}")
         target = self._queue(queue)
+        if target.fair is not None:
+            target.fair.reshare(shares)
+            target.arrived()
+            return
         fair = FairReady(shares)
         old = target.ready
         while old.count:
-            entry = old.take(None) if isinstance(old, FairReady) else old.pop()
-            if entry is None:
-                break
-            fair.push(entry, front=False)
+            fair.push(old.pop(), front=False)
         target.ready = target.fair = fair
 
     def fair_shares(self, queue: str) -> FairShares | None:

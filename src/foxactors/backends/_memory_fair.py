@@ -8,25 +8,22 @@ from ._fair import DeficitRoundRobin, FairShares, tenant_of
 from ._memory_queue import Entry, Ready
 
 
-class FairReady:
+class FairReady(Ready):
     """Ready entries of a fair queue: per tenant by priority, tenants by weighted turns.
 
     Takes the place of `Ready` in a queue declared fair; ``count`` and `push` are
-    the same, `take` replaces ``pop`` (it may find nothing to give: every tenant with
+    the same, sources call `take` (it may find nothing to give: every tenant with
     work is at its concurrency limit, or none is one the source serves).
     """
 
-    __slots__ = ("_drr", "_lanes", "_running", "count", "shares")
+    __slots__ = ("_drr", "_running", "_subqueues", "shares")
 
     def __init__(self, shares: FairShares) -> None:
+        super().__init__()  # its own lanes stay empty: the sub-queues hold the entries
         self.shares = shares
-        self._lanes: dict[str, Ready] = {}
+        self._subqueues: dict[str, Ready] = {}
         self._running: dict[str, int] = {}  # deliveries out per tenant (for limits)
         self._drr = DeficitRoundRobin(shares)
-        self.count = 0
-
-    def __len__(self) -> int:
-        return self.count
 
     def _room(self, tenant: str) -> bool:
         limit = self.shares.limit_of(tenant)
@@ -34,9 +31,9 @@ class FairReady:
 
     def push(self, entry: Entry, front: bool) -> None:
         tenant = tenant_of(entry.properties.headers)
-        lane = self._lanes.get(tenant)
+        lane = self._subqueues.get(tenant)
         if lane is None:
-            lane = self._lanes[tenant] = Ready()
+            lane = self._subqueues[tenant] = Ready()
         lane.push(entry, front)
         self.count += 1
         if self._room(tenant):
@@ -46,8 +43,23 @@ class FairReady:
         entry = lane.pop()
         self.count -= 1
         if not lane.count:
-            del self._lanes[tenant]
+            del self._subqueues[tenant]
         self._running[tenant] = self._running.get(tenant, 0) + 1
+        return entry
+
+    def reshare(self, shares: FairShares) -> None:
+        """Apply new shares from the next turn on (entries and running counts stay)."""
+        self.shares = shares
+        self._drr.reshare(shares)
+        for tenant in self._subqueues:
+            if self._room(tenant):
+                self._drr.activate(tenant)  # a raised limit may free a waiting tenant
+
+    def pop(self) -> Entry:
+        """The next entry by weighted turns (`take`); only when one can be taken."""
+        entry = self.take(None)
+        if entry is None:
+            raise IndexError("no tenant with ready entries has room under its limit")
         return entry
 
     def take(self, tenants: Collection[str] | None) -> Entry | None:
@@ -56,12 +68,12 @@ class FairReady:
             return self._take_among(tenants)
         drr = self._drr
         while (tenant := drr.choose()) is not None:
-            lane = self._lanes.get(tenant)
+            lane = self._subqueues.get(tenant)
             if lane is None or not self._room(tenant):
                 drr.drop()  # ran dry through a dedicated source, or filled its limit
                 continue
             entry = self._pop(tenant, lane)
-            drr.served(tenant, more=tenant in self._lanes and self._room(tenant))
+            drr.served(tenant, more=tenant in self._subqueues and self._room(tenant))
             return entry
         return None
 
@@ -70,7 +82,7 @@ class FairReady:
         # cheap, and the shared ring still rotates the others for the other sources.
         best: tuple[int, str, Ready] | None = None
         for tenant in tenants:
-            lane = self._lanes.get(tenant)
+            lane = self._subqueues.get(tenant)
             if lane is not None and self._room(tenant):
                 # the one least served relative to its weight goes first
                 share = self._running.get(tenant, 0) * 1_000_000 // self.shares.weight_of(tenant)
@@ -88,7 +100,7 @@ class FairReady:
             self._running[tenant] = running
         else:
             del self._running[tenant]
-        if tenant in self._lanes and tenant not in self._drr and self._room(tenant):
+        if tenant in self._subqueues and tenant not in self._drr and self._room(tenant):
             self._drr.activate(tenant)
             return True
         return False
@@ -99,4 +111,4 @@ class FairReady:
 
     def tenants(self) -> dict[str, int]:
         """Ready entries per tenant (`NO_TENANT` for those without one)."""
-        return {tenant: lane.count for tenant, lane in self._lanes.items()}
+        return {tenant: lane.count for tenant, lane in self._subqueues.items()}

@@ -77,7 +77,7 @@ class Queue:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.ready: Ready | FairReady = Ready()
+        self.ready = Ready()
         self.fair: FairReady | None = None  # set when the queue is declared fair
         self.delayed: list[tuple[float, int, Entry]] = []  # (due, seq, entry)
         self.in_flight: dict[Tag, Entry] = {}

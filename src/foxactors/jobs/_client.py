@@ -622,6 +622,11 @@ class JobQueue:
                     f"the {backend.name} backend cannot dedicate workers to tenants "
                     f"(see docs/tenants.md)"
                 )
+            if backend.fair_shares(queue) is None:
+                raise ConfigurationError(
+                    f"queue {queue!r} is not fair, so its tenants' jobs are not kept apart: "
+                    f"call jobs.share_fairly({queue!r}) before dedicating a worker to tenants"
+                )
             backend = backend.for_tenants(tenants)
         threads = ThreadLimit(concurrency)  # plain `def` tasks: one thread per worker at most
         running = RunningAttempts()
