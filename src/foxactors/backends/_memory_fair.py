@@ -16,16 +16,20 @@ class FairReady(Ready):
     work is at its concurrency limit, or none is one the source serves).
     """
 
-    __slots__ = ("_drr", "_running", "_subqueues", "shares")
+    __slots__ = ("_drr", "_limited", "_running", "_served", "_subqueues", "shares")
 
     def __init__(self, shares: FairShares) -> None:
         super().__init__()  # its own lanes stay empty: the sub-queues hold the entries
         self.shares = shares
         self._subqueues: dict[str, Ready] = {}
-        self._running: dict[str, int] = {}  # deliveries out per tenant (for limits)
+        self._running: dict[str, int] = {}  # deliveries out per tenant (with limits only)
+        self._served: dict[str, int] = {}  # jobs given to dedicated sources, per tenant
         self._drr = DeficitRoundRobin(shares)
+        self._limited = _limited(shares)
 
     def _room(self, tenant: str) -> bool:
+        if not self._limited:  # the common case costs no count at all
+            return True
         limit = self.shares.limit_of(tenant)
         return limit is None or self._running.get(tenant, 0) < limit
 
@@ -44,12 +48,17 @@ class FairReady(Ready):
         self.count -= 1
         if not lane.count:
             del self._subqueues[tenant]
-        self._running[tenant] = self._running.get(tenant, 0) + 1
+        if self._limited:
+            self._running[tenant] = self._running.get(tenant, 0) + 1
         return entry
 
     def reshare(self, shares: FairShares) -> None:
-        """Apply new shares from the next turn on (entries and running counts stay)."""
+        """Apply new shares from the next turn on.
+
+        Limits count the deliveries taken since the queue was first declared with one.
+        """
         self.shares = shares
+        self._limited = self._limited or _limited(shares)
         self._drr.reshare(shares)
         for tenant in self._subqueues:
             if self._room(tenant):
@@ -80,26 +89,30 @@ class FairReady(Ready):
     def _take_among(self, tenants: Collection[str]) -> Entry | None:
         # A dedicated source serves a few tenants named in code: looking at each is
         # cheap, and the shared ring still rotates the others for the other sources.
-        best: tuple[int, str, Ready] | None = None
+        best: tuple[float, str, Ready] | None = None
         for tenant in tenants:
             lane = self._subqueues.get(tenant)
             if lane is not None and self._room(tenant):
                 # the one least served relative to its weight goes first
-                share = self._running.get(tenant, 0) * 1_000_000 // self.shares.weight_of(tenant)
+                share = self._served.get(tenant, 0) / self.shares.weight_of(tenant)
                 if best is None or share < best[0]:
                     best = (share, tenant, lane)
         if best is None:
             return None
-        return self._pop(best[1], best[2])
+        tenant = best[1]
+        self._served[tenant] = self._served.get(tenant, 0) + 1
+        return self._pop(tenant, best[2])
 
     def release(self, entry: Entry) -> bool:
         """A delivery of ``entry`` was settled or given back; True if a tenant has room again."""
+        if not self._limited:
+            return False
         tenant = tenant_of(entry.properties.headers)
-        running = self._running[tenant] - 1
-        if running:
+        running = self._running.get(tenant, 0) - 1
+        if running > 0:
             self._running[tenant] = running
         else:
-            del self._running[tenant]
+            self._running.pop(tenant, None)
         if tenant in self._subqueues and tenant not in self._drr and self._room(tenant):
             self._drr.activate(tenant)
             return True
@@ -112,3 +125,7 @@ class FairReady(Ready):
     def tenants(self) -> dict[str, int]:
         """Ready entries per tenant (`NO_TENANT` for those without one)."""
         return {tenant: lane.count for tenant, lane in self._subqueues.items()}
+
+
+def _limited(shares: FairShares) -> bool:
+    return shares.limit is not None or any(v is not None for v in shares.limits.values())
