@@ -169,8 +169,8 @@ def main() -> None:
     print(f"(b) dispatch cost per message ({args.messages:,} taken and acked, batches of 100):")
     costs: dict[int | None, list[float]] = {n: [] for n in (None, *TENANT_COUNTS)}
     for _ in range(args.rounds):
-        for tenants, runs in costs.items():
-            runs.append(dispatch_cost(args.messages, tenants))
+        for tenants, spent in costs.items():
+            spent.append(dispatch_cost(args.messages, tenants))
 
     def show(seconds: float) -> str:
         return f"{seconds * 1e6:.2f} us"
