@@ -139,6 +139,7 @@ async def test_a_dedicated_source_takes_only_its_tenants(redis: RedisServer) -> 
     backend = fair_backend(redis.url, queue, FairShares())
     for tenant in [*TENANTS, None]:
         await backend.publish(queue, tenant, properties=props(tenant))
+    assert (await backend.queue_statistics(queue)).ready == 4  # in the tenants' lists
     dedicated = await backend.for_tenants({"globex"}).open_source(queue, prefetch=10)
     mine = await take(dedicated, 10)  # held (a dropped handle would requeue it)
     assert [tenant_of(d) for d in mine] == ["globex"]
@@ -152,6 +153,9 @@ async def test_a_dedicated_source_takes_only_its_tenants(redis: RedisServer) -> 
     back = await take(everyone, 10)
     assert [tenant_of(d) for d in back] == ["globex"]
     back[0].handle.ack()
+    await everyone.wait_settled()
+    counted = await backend.queue_statistics(queue)
+    assert (counted.ready, counted.in_flight) == (0, 0)
     await everyone.close()
     await backend.close()
 

@@ -529,6 +529,9 @@ class RedisBackend(DeadLetterShortcuts):
                 ready, pending = await self._lengths(client, stream)
                 by_level[level] = ready
                 in_flight += pending
+            if queue in self._fair:  # what waits in the tenants' lists is ready too
+                waiting = await client.hget(fair.FairKeys.of(queue).out, ":ready")
+                by_level[Priority.NORMAL] += int(waiting or 0)
             delayed = int(await client.zcard(self.delayed_set(queue)))
             dead = int(await client.xlen(self.dead_letter_stream(queue)))
         except ERRORS as exc:

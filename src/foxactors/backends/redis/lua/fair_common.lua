@@ -1,7 +1,7 @@
 -- Fair queues: what every fair script shares (prepended to each; see redis/_fair.py).
 -- KEYS[1..5] of every fair script: ring (list of active tenants), turn (hash: tenant
 -- -> slots left in its turn; a tenant is in the ring iff it is here), out (hash:
--- tenant -> deliveries out), conf (hash: 'dw', 'w:<t>' weights, 'l', 'l:<t>' limits,
+-- tenant -> deliveries out; ':ready' -> entries in the lists), conf (hash: 'dw', 'w:<t>' weights, 'l', 'l:<t>' limits,
 -- '' for none), wake (a stream consumers block on). ARGV[1]: the prefix of the
 -- tenants' lists (the list of tenant t is prefix .. t; '' is the no-tenant's).
 -- The steps are those of DeficitRoundRobin in backends/_fair.py.

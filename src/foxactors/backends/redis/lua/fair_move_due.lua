@@ -9,6 +9,7 @@ for _, member in ipairs(due) do
   table.remove(fields, 1)
   local t = tenant_of(fields)
   redis.call('RPUSH', LISTS .. t, cmsgpack.pack(fields))
+  redis.call('HINCRBY', OUT, ':ready', 1)
   if room(t) then activate(t) end
   redis.call('ZREM', KEYS[6], member)
 end

@@ -16,6 +16,7 @@ local function move(t)
     redis.call('XADD', stream, '*', unpack(fields))
   end
   redis.call('HINCRBY', OUT, t, 1)
+  redis.call('HINCRBY', OUT, ':ready', -1)
   moved = moved + 1
 end
 

@@ -8,6 +8,7 @@ if ARGV[3] == '1' then
 else
   redis.call('RPUSH', LISTS .. t, cmsgpack.pack(fields))
 end
+redis.call('HINCRBY', OUT, ':ready', 1)
 if room(t) then activate(t) end
 wake()
 return 1

@@ -41,6 +41,7 @@ else
     redis.call('ZADD', KEYS[7], due, cmsgpack.pack(fields))
   else
     redis.call('LPUSH', LISTS .. t, cmsgpack.pack(fields))
+    redis.call('HINCRBY', OUT, ':ready', 1)
     if room(t) then activate(t) end
     wake()
   end
