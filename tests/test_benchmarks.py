@@ -83,6 +83,27 @@ def test_jobs_benchmark_prints_each_figure_beside_its_baseline(redis: RedisServe
         assert peer in out
 
 
+def test_tenants_benchmark_prints_fair_beside_fifo_and_the_ratios() -> None:
+    out = quick_run("tenants")
+    for figure in (
+        "(a) a lone tenant's job behind a backlog",
+        "plain FIFO: ",
+        "fair      : ",
+        "(b) dispatch cost per message",
+        "fair, 10,000 tenants: ",
+        "(c) pipeline throughput",
+    ):
+        assert figure in out
+    for ratio in (
+        "-> FIFO wait / fair wait: ",
+        "-> 100 tenants / 1 tenant: ",
+        "-> 10,000 tenants / 1 tenant: ",
+        "-> plain / fair with 1 tenant: ",
+        "-> on / off: ",
+    ):
+        assert ratio in out
+
+
 def test_pipeline_benchmark_prints_tracing_on_beside_off() -> None:
     out = quick_run("pipeline", "--tracing")
     for what in ("publish", "process"):

@@ -187,6 +187,7 @@ JOBS_PUBLIC = {
     "TENANT_HEADER",
     "Task",
     "TaskOptions",
+    "TenantJobs",
     "UnknownTask",
 }
 

@@ -1,7 +1,7 @@
 """Message backends: the embedded memory backend, RabbitMQ and Redis Streams.
 
 The contract (`Backend`, `Source`, `DeadLetterQueue`, the capabilities
-`SharedConnection` and `IntakeHelpers`) and the control messages between a consumer
+`SharedConnection`, `IntakeHelpers` and `FairQueues`) and the control messages between a consumer
 and a backend's actors are declared here once. The brokers are imported lazily by
 name, so an application pays only for the one it uses, and a missing extra says what
 to install.
@@ -15,11 +15,15 @@ from ._connection import BrokerUnreachable as BrokerUnreachable
 from ._connection import ConnectionStatistics as ConnectionStatistics
 from ._contract import Backend as Backend
 from ._contract import DeadLetterQueue as DeadLetterQueue
+from ._contract import FairQueues as FairQueues
 from ._contract import IntakeHelpers as IntakeHelpers
 from ._contract import QueueStatistics as QueueStatistics
 from ._contract import SharedConnection as SharedConnection
 from ._contract import Source as Source
 from ._deadletter import DeadLetter as DeadLetter
+from ._fair import TENANT_RULE as TENANT_RULE
+from ._fair import FairShares as FairShares
+from ._fair import check_tenant as check_tenant
 from ._memory import MemoryBackend as MemoryBackend
 from ._messages import CONNECTION as CONNECTION
 from ._messages import SOURCE as SOURCE

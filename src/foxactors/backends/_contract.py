@@ -9,7 +9,7 @@ conformance suite, ``tests/test_backend_conformance.py`` (see docs/backends.md).
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import attrs
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
     from ._connection import ConnectionStatistics
     from ._deadletter import DeadLetter
+    from ._fair import FairShares
 
 
 @attrs.frozen
@@ -182,3 +183,23 @@ class IntakeHelpers(Protocol):
 
     def intake_actors(self, queue: str) -> list[tuple[str, Callable[[], Actor[Any]]]]:
         """The helper actors of a consumer of ``queue``: (name, factory) pairs."""
+
+
+@runtime_checkable
+class FairQueues(Protocol):
+    """A capability: queues shared fairly across tenants (see `FairShares`).
+
+    A fair queue keeps a sub-queue per tenant (the ``x-tenant`` header) and hands
+    out the next message by weighted turns over the tenants with ready work, in
+    O(1) whatever their number, holding each tenant's concurrency limit across
+    every consumer. A queue not declared fair is first in, first out, unchanged.
+    """
+
+    def share_fairly(self, queue: str, shares: FairShares) -> None:
+        """Declare ``queue`` fair with ``shares``, for publishers and consumers alike."""
+
+    def fair_shares(self, queue: str) -> FairShares | None:
+        """The shares ``queue`` was declared with here, or None (first in, first out)."""
+
+    def for_tenants(self, tenants: Collection[str]) -> Backend:
+        """The same backend, whose sources of fair queues take only ``tenants``' messages."""

@@ -10,10 +10,12 @@ wall-clock Unix seconds, as the brokers report them.
 from __future__ import annotations
 
 import builtins
+import copy
 import itertools
 import time
 import uuid
 import warnings
+from collections.abc import Collection
 from typing import Any, overload
 
 import anyio
@@ -30,6 +32,8 @@ from ._connection import ConnectionCounts, ConnectionStatistics
 from ._contract import QueueStatistics
 from ._credit import CreditSource
 from ._deadletter import DeadLetter
+from ._fair import FairShares, check_tenant
+from ._memory_fair import FairReady
 from ._memory_queue import Entry, Queue, Tag
 
 _ACK = Decision.ACK  # hot path: a global is cheaper than an enum lookup
@@ -57,6 +61,7 @@ class MemoryBackend:
         self._queues: dict[str, Queue] = {}
         self._generations = itertools.count(1)
         self._counts = ConnectionCounts()  # in process: never fails, never lost
+        self.tenants: frozenset[str] | None = None  # a dedicated view's tenants
 
     def _queue(self, name: str) -> Queue:
         queue = self._queues.get(name)
@@ -65,6 +70,49 @@ class MemoryBackend:
                 raise ConfigurationError(f"queue name must be a non-empty string, got {name!r}")
             queue = self._queues[name] = Queue(name)
         return queue
+
+    # -- fair shares ------------------------------------------------------------
+
+    def share_fairly(self, queue: str, shares: FairShares) -> None:
+        """Declare ``queue`` fair: a sub-queue per tenant, weighted turns, limits.
+
+        Entries already ready move to their tenants' sub-queues. Declaring it again
+        changes the shares from each tenant's next turn on.
+
+        Raises:
+            ConfigurationError: ``shares`` is not a `FairShares`.
+        """
+        if not isinstance(shares, FairShares):
+            raise ConfigurationError(f"shares must be a FairShares, got {shares!r}")
+        target = self._queue(queue)
+        if target.fair is not None:
+            target.fair.reshare(shares)
+            target.arrived()
+            return
+        fair = FairReady(shares)
+        old = target.ready
+        while old.count:
+            fair.push(old.pop(), front=False)
+        target.ready = target.fair = fair
+
+    def fair_shares(self, queue: str) -> FairShares | None:
+        """The shares ``queue`` was declared with, or None (first in, first out)."""
+        fair = self._queue(queue).fair
+        return None if fair is None else fair.shares
+
+    def for_tenants(self, tenants: Collection[str]) -> MemoryBackend:
+        """The same backend, whose sources take only ``tenants``' messages.
+
+        Only fair queues (`share_fairly`) keep tenants apart; opening a source of
+        another queue on the view raises `ConfigurationError`.
+        """
+        if isinstance(tenants, str) or not isinstance(tenants, Collection) or not tenants:
+            raise ConfigurationError(
+                f"tenants must be a non-empty collection of tenant names, got {tenants!r}"
+            )
+        view = copy.copy(self)
+        view.tenants = frozenset(check_tenant(t) for t in tenants)
+        return view
 
     # -- producing ----------------------------------------------------------------
 
@@ -124,7 +172,13 @@ class MemoryBackend:
     async def open_source(self, queue: str, *, prefetch: int) -> MemorySource:
         """Start consuming ``queue`` with at most ``prefetch`` unsettled deliveries."""
         require_int("prefetch", prefetch, 1)
-        source = MemorySource(self, self._queue(queue), prefetch, next(self._generations))
+        target = self._queue(queue)
+        if self.tenants is not None and target.fair is None:
+            raise ConfigurationError(
+                f"queue {queue!r} is not fair, so its tenants' messages are not kept apart: "
+                f"declare it with share_fairly() before dedicating sources to tenants"
+            )
+        source = MemorySource(self, target, prefetch, next(self._generations))
         self._counts.connected()
         self._counts.started()
         return source
@@ -245,11 +299,14 @@ class MemorySource(CreditSource[Tag, Entry]):
         self._q = queue
         self._tags = itertools.count(1)
         self._next_due: float | None = None
+        self._tenants = backend.tenants
 
     def _take(self, credit: int) -> list[Delivery] | None:
         queue = self._q
         self._next_due = queue.promote_due(anyio.current_time())
         ready = queue.ready
+        if isinstance(ready, FairReady):
+            return self._take_fair(ready, credit)
         if not ready.count:
             return None
         out: list[Delivery] = []
@@ -258,6 +315,17 @@ class MemorySource(CreditSource[Tag, Entry]):
             if delivery is not None:
                 out.append(delivery)
         return out
+
+    def _take_fair(self, fair: FairReady, credit: int) -> list[Delivery] | None:
+        out: list[Delivery] = []
+        while len(out) < credit:
+            entry = fair.take(self._tenants)
+            if entry is None:
+                break
+            delivery = self._deliver(entry)
+            if delivery is not None:
+                out.append(delivery)
+        return out or None
 
     async def _fetch(self) -> None:
         await self._q.wait_arrival(self._next_due)
@@ -298,6 +366,8 @@ class MemorySource(CreditSource[Tag, Entry]):
             return False
         queue = self._q
         del queue.in_flight[handle.tag]  # type: ignore[arg-type] # a Tag: it was held
+        if queue.fair is not None and queue.fair.release(entry):
+            queue.arrived()  # its tenant has room again: a waiting source may take it
         if decision is _ACK:
             pass
         elif decision is Decision.REQUEUE:
@@ -331,6 +401,9 @@ class MemorySource(CreditSource[Tag, Entry]):
         self._counts.ended(lost=False)
         queue = self._q
         for tag in sorted(self._unsettled, reverse=True):
-            queue.push(queue.in_flight.pop(tag), front=True)
+            entry = queue.in_flight.pop(tag)
+            if queue.fair is not None:
+                queue.fair.release(entry)
+            queue.push(entry, front=True)
         self._unsettled.clear()
         self._wake_all()

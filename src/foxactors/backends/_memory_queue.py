@@ -6,6 +6,7 @@ import bisect
 import heapq
 import itertools
 from collections import deque
+from typing import TYPE_CHECKING
 
 import anyio
 import attrs
@@ -13,6 +14,9 @@ import attrs
 from foxactors._message import MessageProperties, effective_priority
 
 from ._deadletter import DeadLetter
+
+if TYPE_CHECKING:
+    from ._memory_fair import FairReady
 
 Tag = tuple[int, int]  # (consumer generation, delivery number)
 
@@ -74,6 +78,7 @@ class Queue:
     def __init__(self, name: str) -> None:
         self.name = name
         self.ready = Ready()
+        self.fair: FairReady | None = None  # set when the queue is declared fair
         self.delayed: list[tuple[float, int, Entry]] = []  # (due, seq, entry)
         self.in_flight: dict[Tag, Entry] = {}
         self.dead: list[DeadLetter] = []

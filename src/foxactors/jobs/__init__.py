@@ -51,3 +51,4 @@ from ._sync import SyncJobQueue as SyncJobQueue
 from ._task import BoundTask as BoundTask
 from ._task import Task as Task
 from ._task import TaskOptions as TaskOptions
+from ._tenants import TenantJobs as TenantJobs

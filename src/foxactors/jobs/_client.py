@@ -6,7 +6,7 @@ import datetime
 import inspect
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
 
 import anyio
@@ -16,7 +16,7 @@ from foxactors._codec import JsonCodec
 from foxactors._errors import ConfigurationError
 from foxactors._message import MessageProperties, priority_value
 from foxactors._validate import require_int, require_seconds
-from foxactors.backends import Backend
+from foxactors.backends import Backend, FairQueues, FairShares, check_tenant
 
 from ._backoff import Backoff, Exponential
 from ._context import JobContext, SyncJobContext
@@ -32,6 +32,8 @@ from ._task import Task, task_options
 if TYPE_CHECKING:
     from foxactors._spec import ChildSpec
     from foxactors.pipeline import WorkerApp
+
+    from ._tenants import TenantJobs
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -84,8 +86,8 @@ def enqueue_options(
         raise ConfigurationError(f"key must be a string of 1 to 256 characters, got {key!r}")
     if unique and key is None:
         raise ConfigurationError("unique=True needs a key")
-    if tenant is not None and (not isinstance(tenant, str) or not tenant or len(tenant) > 128):
-        raise ConfigurationError(f"tenant must be a string of 1 to 128 characters, got {tenant!r}")
+    if tenant is not None:
+        check_tenant(tenant)
     if max_attempts is not None:
         require_int("max_attempts", max_attempts, 1)
     if queue is not None and (not isinstance(queue, str) or not queue):
@@ -586,6 +588,46 @@ class JobQueue:
                 await self.store.discard([record.id for record, _ in planned[done:]])
             raise
 
+    # -- tenants --------------------------------------------------------------------
+
+    def for_tenant(self, tenant: str) -> TenantJobs:
+        """This queue as ``tenant`` sees it: its enqueues, reads and changes are the tenant's.
+
+        Raises:
+            ConfigurationError: ``tenant`` is not a valid tenant name.
+        """
+        from ._tenants import TenantJobs  # noqa: PLC0415 - the view imports this module
+
+        return TenantJobs(self, tenant)
+
+    def share_fairly(
+        self,
+        queue: str | None = None,
+        *,
+        weights: Mapping[str, int] | None = None,
+        default_weight: int = 1,
+        limit: int | None = None,
+        limits: Mapping[str, int | None] | None = None,
+    ) -> FairShares:
+        """Make ``queue`` fair across tenants (see docs/tenants.md); opt-in, per queue.
+
+        Declare it the same way in producers and workers. Without it a queue is first
+        in, first out, as before.
+
+        Raises:
+            ConfigurationError: A weight below 1, a bad limit or tenant name, or a
+                backend without fair queues.
+        """
+        shares = FairShares(
+            weights=weights or {}, default_weight=default_weight, limit=limit, limits=limits or {}
+        )
+        if not isinstance(self.backend, FairQueues):
+            raise ConfigurationError(
+                f"the {self.backend.name} backend has no fair queues (see docs/tenants.md)"
+            )
+        self.backend.share_fairly(queue or self.default_queue, shares)
+        return shares
+
     # -- reading and changing -------------------------------------------------------
 
     def handle(self, job_id: str, *, tenant: str | None = None) -> JobHandle[Any]:
@@ -686,6 +728,7 @@ class JobQueue:
         concurrency: int = 8,
         prefetch: int | None = None,
         periodic: bool = True,
+        tenants: Collection[str] | None = None,
     ) -> WorkerApp:
         """A `WorkerApp` that runs jobs from ``queue``, with a `JobKeeper` beside it.
 
@@ -697,6 +740,9 @@ class JobQueue:
         stage); ``prefetch`` defaults to twice the concurrency, so a job of a
         higher priority waits behind few others already fetched. With periodic jobs
         declared, it runs their scheduler too (``periodic=False``: not this app).
+
+        With ``tenants``, the app is dedicated to those tenants: it only ever
+        receives their jobs (the queue must be fair, see `share_fairly`).
 
         Raises:
             ConfigurationError: No task is registered, or a bad option.
@@ -712,6 +758,19 @@ class JobQueue:
         if not self._tasks:
             raise ConfigurationError("no task is registered: declare tasks with @jobs.task first")
         require_int("concurrency", concurrency, 1)
+        backend = self.backend
+        if tenants is not None:
+            if not isinstance(backend, FairQueues):
+                raise ConfigurationError(
+                    f"the {backend.name} backend cannot dedicate workers to tenants "
+                    f"(see docs/tenants.md)"
+                )
+            if backend.fair_shares(queue) is None:
+                raise ConfigurationError(
+                    f"queue {queue!r} is not fair, so its tenants' jobs are not kept apart: "
+                    f"call jobs.share_fairly({queue!r}) before dedicating a worker to tenants"
+                )
+            backend = backend.for_tenants(tenants)
         threads = ThreadLimit(concurrency)  # plain `def` tasks: one thread per worker at most
         running = RunningAttempts()
         app = (
@@ -719,7 +778,7 @@ class JobQueue:
             .without_retry()
             .with_concurrency_limit(concurrency)
             .with_prefetch(prefetch or 2 * concurrency)
-            .with_backend(self.backend, queue)
+            .with_backend(backend, queue)
             .with_actor("jobs-keeper", lambda: JobKeeper(self, running))
         )
         if periodic and self._periodic:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import itertools
 import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -35,14 +36,17 @@ from foxactors.backends._connection import (
 )
 from foxactors.backends._contract import QueueStatistics
 from foxactors.backends._deadletter import DeadLetterShortcuts
+from foxactors.backends._fair import FairShares, check_tenant
 from foxactors.backends._keeper import keeper
 
+from . import _fair as fair
 from . import _levels as levels
 from . import _scheduler as scheduler
 from . import _wire as wire
 from ._client import ERRORS, TIMEOUT, new_client, unreachable, wrong_password
 from ._connection import RedisLink
 from ._deadletters import RedisDeadLetters
+from ._fair_source import FairRedisSource
 from ._keeper import keep_leases, move_due_forever, reclaim_forever
 from ._leases import Leases
 from ._source import RedisSource
@@ -204,6 +208,47 @@ class RedisBackend(DeadLetterShortcuts):
         self._generations = itertools.count(1)
         self._counts = ConnectionCounts()
         self.stream_counts = StreamCounts()
+        self._fair: dict[str, FairShares] = {}  # fair queues declared here
+        self._fair_written: set[str] = set()  # ... whose shares this process wrote
+        self.tenants: frozenset[str] | None = None  # a dedicated view's tenants
+
+    # -- fair shares ----------------------------------------------------------------------
+
+    def share_fairly(self, queue: str, shares: FairShares) -> None:
+        """Declare ``queue`` fair: a list per tenant, weighted turns, limits (docs/tenants.md).
+
+        Declare it alike in every process that publishes to or consumes it: each
+        writes the shares to Redis when it first uses the queue.
+
+        Raises:
+            ConfigurationError: A bad stream name, or ``shares`` is not a `FairShares`.
+        """
+        wire.check_stream(queue)
+        if not isinstance(shares, FairShares):
+            raise ConfigurationError(f"shares must be a FairShares, got {shares!r}")
+        self._fair[queue] = shares
+        self._fair_written.discard(queue)
+
+    def fair_shares(self, queue: str) -> FairShares | None:
+        """The shares ``queue`` was declared with here, or None (first in, first out)."""
+        return self._fair.get(queue)
+
+    def for_tenants(self, tenants: Collection[str]) -> RedisBackend:
+        """The same backend, whose sources of fair queues take only ``tenants``' entries."""
+        if isinstance(tenants, str) or not isinstance(tenants, Collection) or not tenants:
+            raise ConfigurationError(
+                f"tenants must be a non-empty collection of tenant names, got {tenants!r}"
+            )
+        view = copy.copy(self)
+        view.tenants = frozenset(check_tenant(t) for t in tenants)
+        return view
+
+    async def _fair_publish(self, client: Any, queue: str, fields: dict[str, Any]) -> None:
+        keys = fair.FairKeys.of(queue)
+        if queue not in self._fair_written:
+            await fair.write_conf(client, keys, self._fair[queue])
+            self._fair_written.add(queue)
+        await fair.push(client, keys, fields)
 
     # -- names, connections, statistics ------------------------------------------------
 
@@ -351,6 +396,8 @@ class RedisBackend(DeadLetterShortcuts):
         try:
             if delay > 0:
                 await scheduler.schedule(client, self.delayed_set(queue), delay, fields)
+            elif queue in self._fair:
+                await self._fair_publish(client, queue, fields)
             else:
                 await self._adds.submit((self.stream_of(queue, properties.priority), fields))
         except (*ERRORS, TimeoutError) as exc:
@@ -398,15 +445,24 @@ class RedisBackend(DeadLetterShortcuts):
             n += 1
             name = f"{self.consumer}-{n}"
         self._in_use.add((queue, name))
-        source = RedisSource(
-            self,
-            queue,
-            prefetch=prefetch,
-            generation=next(self._generations),
-            client=client,
-            consumer=name,
-            owns_client=connection is None,
-        )
+        options: dict[str, Any] = {
+            "prefetch": prefetch,
+            "generation": next(self._generations),
+            "client": client,
+            "consumer": name,
+            "owns_client": connection is None,
+        }
+        source: RedisSource
+        if queue in self._fair:
+            source = FairRedisSource(self, queue, tenants=self.tenants, **options)
+        elif self.tenants is not None:
+            self._in_use.discard((queue, name))
+            raise ConfigurationError(
+                f"queue {queue!r} is not fair, so its tenants' entries are not kept apart: "
+                f"declare it with share_fairly() before dedicating sources to tenants"
+            )
+        else:
+            source = RedisSource(self, queue, **options)
         try:
             await source.start()
         except BaseException:
@@ -441,10 +497,18 @@ class RedisBackend(DeadLetterShortcuts):
         ]
 
     async def move_due(self, client: aioredis.Redis, stream: str) -> tuple[int, float | None]:
-        """Move due delayed entries into ``stream``'s levels: (how many, seconds to the next)."""
-        moved, wait = await scheduler.move_due(
-            client, self.delayed_set(stream), self.level_streams(stream), self.maxlen
-        )
+        """Move due delayed entries into ``stream``'s levels: (how many, seconds to the next).
+
+        A fair queue's go to the back of their tenants' lists.
+        """
+        if stream in self._fair:
+            moved, wait = await fair.move_due(
+                client, fair.FairKeys.of(stream), self.delayed_set(stream)
+            )
+        else:
+            moved, wait = await scheduler.move_due(
+                client, self.delayed_set(stream), self.level_streams(stream), self.maxlen
+            )
         if moved:
             self.stream_counts.moved_due += moved
         return moved, wait
@@ -466,6 +530,9 @@ class RedisBackend(DeadLetterShortcuts):
             pending_by_level: dict[Priority, int] = {}
             for level, stream in zip(levels.LEVELS, self.level_streams(queue), strict=True):
                 by_level[level], pending_by_level[level] = await self._lengths(client, stream)
+            if queue in self._fair:  # what waits in the tenants' lists is ready too
+                waiting = await client.hget(fair.FairKeys.of(queue).out, ":ready")
+                by_level[Priority.NORMAL] += int(waiting or 0)
             delayed = int(await client.zcard(self.delayed_set(queue)))
             dead = int(await client.xlen(self.dead_letter_stream(queue)))
         except ERRORS as exc:

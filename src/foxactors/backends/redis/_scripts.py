@@ -18,6 +18,10 @@ def _load(name: str) -> str:
     return _LUA.joinpath(f"{name}.lua").read_text(encoding="utf-8")
 
 
+load = _load
+"""The text of the script ``lua/<name>.lua`` (the fair queues' are built from two)."""
+
+
 LEVELS = _load("levels")
 """Say how many entries wait for the group in each priority level's stream."""
 LEVELS_SHA = hashlib.sha1(LEVELS.encode(), usedforsecurity=False).hexdigest()

@@ -1,0 +1,169 @@
+"""Fair queues on Redis: a list per tenant, a ring of active tenants, one script a step.
+
+A fair queue ``s`` keeps what waits in lists, one per tenant (``s:fair:q:<tenant>``),
+not in the stream. A consumer's read runs one script (``fair_pull.lua``) that moves
+up to its free credit from the tenants' lists into the stream by deficit round robin
+over a list of active tenants (``s:fair:ring``, rotated in place: no scan, O(1) per
+entry whatever the number of tenants), counts each against its tenant's limit
+(``s:fair:out``), and reads them for the consumer (XREADGROUP), all at once. From the
+stream on, an entry is an ordinary one: pending with its consumer, renewed, reclaimed
+when its consumer dies (the slot goes with it). Settling frees the slot in the same
+script that acknowledges or copies the entry; a requeue goes back to the front of the
+tenant's list and a retry, when due, to its back. Publishers wake waiting consumers
+through a small stream (``s:fair:wake``).
+
+The weights and limits are in a hash (``s:fair:conf``), written by every process that
+declared the queue fair when it first publishes to or consumes it: declare it alike
+everywhere. Priorities order entries within a tenant's list only by their arrival
+(first in, first out); see docs/tenants.md.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from foxactors.backends._fair import NO_TENANT, TENANT_HEADER, FairShares
+
+from . import _scripts as scripts
+
+
+def _script(name: str) -> str:
+    return scripts.load("fair_common") + "\n" + scripts.load(name)
+
+
+PUSH = _script("fair_push")
+PULL = _script("fair_pull")
+ACK = _script("fair_ack")
+SETTLE = _script("fair_settle")
+MOVE_DUE = _script("fair_move_due")
+MOVE_BATCH = 1000
+
+
+@attrs.frozen
+class FairKeys:
+    """The keys of one fair queue (see the module's docstring)."""
+
+    ring: str
+    turn: str
+    out: str
+    conf: str
+    wake: str
+    lists: str  # the prefix of the tenants' lists
+
+    @classmethod
+    def of(cls, stream: str) -> FairKeys:
+        """The keys of the fair queue of ``stream``."""
+        base = f"{stream}:fair:"
+        return cls(
+            base + "ring", base + "turn", base + "out", base + "conf", base + "wake", base + "q:"
+        )
+
+    @property
+    def five(self) -> tuple[str, str, str, str, str]:
+        """The keys every fair script takes first."""
+        return (self.ring, self.turn, self.out, self.conf, self.wake)
+
+    def list_of(self, tenant: str) -> str:
+        """The list of ``tenant``'s waiting entries."""
+        return self.lists + tenant
+
+
+def conf_fields(shares: FairShares) -> dict[str, str]:
+    """The conf hash of ``shares``: default weight, weights, limit, limits ('' none)."""
+    fields = {
+        "dw": str(shares.default_weight),
+        "l": "" if shares.limit is None else str(shares.limit),
+    }
+    for tenant, weight in shares.weights.items():
+        fields[f"w:{tenant}"] = str(weight)
+    for tenant, limit in shares.limits.items():
+        fields[f"l:{tenant}"] = "" if limit is None else str(limit)
+    return fields
+
+
+async def write_conf(client: Any, keys: FairKeys, shares: FairShares) -> None:
+    """Replace the queue's conf hash with ``shares``, in one transaction."""
+    async with client.pipeline(transaction=True) as pipe:
+        pipe.delete(keys.conf)
+        pipe.hset(keys.conf, mapping=conf_fields(shares))
+        await pipe.execute()
+
+
+def tenant_in(fields: Mapping[str, Any]) -> str:
+    """The tenant of an entry with ``fields`` (`NO_TENANT` without one)."""
+    tenant = fields.get(TENANT_HEADER)
+    if isinstance(tenant, bytes):
+        return tenant.decode()
+    return tenant if isinstance(tenant, str) else NO_TENANT
+
+
+async def push(client: Any, keys: FairKeys, fields: Mapping[str, Any]) -> None:
+    """Add an entry with ``fields`` to the back of its tenant's list."""
+    tenant = tenant_in(fields)
+    flat = itertools.chain.from_iterable(fields.items())
+    await client.eval(PUSH, 5, *keys.five, keys.lists, tenant, "0", *flat)
+
+
+async def pull(
+    client: Any,
+    keys: FairKeys,
+    stream: str,
+    *,
+    count: int,
+    group: str,
+    consumer: str,
+    maxlen: int | None,
+    tenants: Collection[str] | None,
+) -> tuple[Any, bytes]:
+    """Move up to ``count`` entries by turns into ``stream`` and read them: (reply, wake id)."""
+    read, last = await client.eval(
+        PULL,
+        6,
+        *keys.five,
+        stream,
+        keys.lists,
+        count,
+        group,
+        consumer,
+        maxlen or "",
+        *sorted(tenants or ()),
+    )
+    return read, last
+
+
+def ack_command(keys: FairKeys, stream: str, group: str, ids: Sequence[bytes]) -> tuple[Any, ...]:
+    """The EVAL that acknowledges ``ids`` and frees their tenants' slots."""
+    return ("EVAL", ACK, 6, *keys.five, stream, keys.lists, group, *ids)
+
+
+def settle_command(
+    keys: FairKeys,
+    stream: str,
+    delayed: str,
+    dead: str,
+    *,
+    group: str,
+    consumer: str,
+    entry_id: bytes,
+    mode: str,
+    delay: float,
+    give_back: int,
+    token: str,
+    extra: tuple[Any, ...],
+) -> tuple[Any, ...]:
+    """The EVAL that copies an entry (requeue, retry, dead letter) and frees its slot."""
+    return (
+        *("EVAL", SETTLE, 8, *keys.five, stream, delayed, dead, keys.lists, group, consumer),
+        *(entry_id, mode, math.ceil(delay * 1000), give_back, token, *extra),
+    )
+
+
+async def move_due(client: Any, keys: FairKeys, delayed: str) -> tuple[int, float | None]:
+    """Move due entries of ``delayed`` to their tenants' lists: (how many, seconds to next)."""
+    moved, wait = await client.eval(MOVE_DUE, 6, *keys.five, delayed, keys.lists, MOVE_BATCH)
+    return int(moved), (None if int(wait) < 0 else int(wait) / 1000)

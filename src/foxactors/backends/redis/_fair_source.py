@@ -1,0 +1,112 @@
+"""`FairRedisSource`: a consumer of a fair queue (see `_fair`)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from foxactors._ack import Decision
+from foxactors.backends._source import Settlement
+
+from . import _fair as fair
+from . import _levels as levels
+from . import _wire as wire
+from ._source import RedisSource, _pairs
+
+if TYPE_CHECKING:
+    from ._backend import RedisBackend
+
+_NORMAL = levels.NORMAL
+_ACK = Decision.ACK
+
+
+class FairRedisSource(RedisSource):
+    """A `RedisSource` whose reads take entries by weighted turns over tenants.
+
+    Everything it reads is in the queue's own stream (normal's level): the pull
+    script moves entries there from the tenants' lists and reads them in one step.
+    With ``tenants``, it takes only those tenants' entries.
+    """
+
+    def __init__(
+        self, backend: RedisBackend, queue: str, *, tenants: frozenset[str] | None, **kw: Any
+    ) -> None:
+        super().__init__(backend, queue, **kw)
+        self.tenants = tenants
+        self._keys = fair.FairKeys.of(queue)
+
+    async def start(self) -> None:
+        """Write the queue's shares, then start as every source does."""
+        shares = self.backend.fair_shares(self.queue)
+        if shares is not None:
+            await fair.write_conf(self.client, self._keys, shares)
+        await super().start()
+
+    async def _read_levels(self, count: int, block: float) -> None:
+        read, last = await fair.pull(
+            self.client,
+            self._keys,
+            self.queue,
+            count=count,
+            group=self.group,
+            consumer=self.consumer,
+            maxlen=self.backend.maxlen,
+            tenants=self.tenants,
+        )
+        if read and not self._closed:
+            entries = read[0][1]
+            if entries:
+                self._buffer.extend(
+                    (entry_id, _pairs(flat), 1, _NORMAL) for entry_id, flat in entries
+                )
+                return
+        # nothing for us: wait until a publish, a settle or a due retry says otherwise
+        await self.client.execute_command(
+            "XREAD", "COUNT", 1, "BLOCK", int(block * 1000), "STREAMS", self._keys.wake, last
+        )
+
+    async def _apply(self, batch: list[Settlement]) -> None:
+        acks: dict[int, list[bytes]] = {}
+        copies: list[tuple[int, wire.Copy]] = []
+        for tag, held, decision, delay, reason in batch:
+            level = held[2]
+            entry_id = tag if level == _NORMAL else tag[1:]
+            if decision is _ACK:
+                acks.setdefault(level, []).append(entry_id)
+            else:
+                copies.append((level, (entry_id, held[0], decision, delay, reason)))
+        pipe = self.client.pipeline(transaction=False)
+        for level, ids in acks.items():
+            pipe.execute_command(
+                *fair.ack_command(self._keys, self._streams[level], self.group, ids)
+            )
+        for level, entry in copies:
+            self._queue_copy(pipe, level, entry)
+        results = await pipe.execute(raise_on_error=False)
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
+        self._copied(copies, results[len(results) - len(copies) :])
+
+    def _queue_copy(self, pipe: Any, level: int, copy: wire.Copy) -> None:
+        entry_id, attempt, decision, delay, reason = copy
+        extra: tuple[Any, ...] = ()
+        if decision is Decision.DEAD_LETTER:
+            extra = wire.dead_letter_fields(reason, attempt, entry_id, time.time())
+        pipe.execute_command(
+            *fair.settle_command(
+                self._keys,
+                self._streams[level],
+                self._delayed,
+                self._dead,
+                group=self.group,
+                consumer=self.consumer,
+                entry_id=entry_id,
+                mode=wire.COPY_MODE[decision],
+                delay=delay,
+                give_back=1 if decision is Decision.DEFER else 0,
+                token=uuid.uuid4().hex,
+                extra=extra,
+            )
+        )

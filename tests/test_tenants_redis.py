@@ -1,0 +1,205 @@
+"""Fair queues on a real redis-server (asyncio, real time): turns, limits, dedication.
+
+Two `RedisBackend` objects with consumer names of their own stand for two worker
+processes: they share nothing but the server.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from typing import Any
+
+import anyio
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import foxactors as fa
+from foxactors.backends import FairShares, RedisBackend, Source
+from foxactors.jobs import JobContext, JobQueue, JobState
+from foxactors.testing.servers import RedisServer
+
+pytestmark = pytest.mark.anyio
+
+TENANTS = ["acme", "globex", "initech"]
+
+
+@pytest.fixture
+def anyio_backend() -> tuple[str, dict[str, Any]]:
+    return ("asyncio", {})
+
+
+def props(tenant: str | None) -> fa.MessageProperties:
+    return fa.MessageProperties(headers={} if tenant is None else {"x-tenant": tenant})
+
+
+def tenant_of(delivery: fa.Delivery) -> str:
+    tenant = delivery.message.properties.headers.get("x-tenant", "")
+    assert isinstance(tenant, str)
+    return tenant
+
+
+def fair_backend(url: str, queue: str, shares: FairShares, name: str = "one") -> RedisBackend:
+    backend = RedisBackend(url, consumer=name, block=0.05, poll_interval=0.02)
+    backend.share_fairly(queue, shares)
+    return backend
+
+
+async def take(source: Source, count: int, wait: float = 0.3) -> list[fa.Delivery]:
+    """What ``source`` hands out within ``wait`` seconds (nothing: an empty list)."""
+    with anyio.move_on_after(wait):
+        return await source.receive(count)
+    return []
+
+
+@settings(max_examples=8, deadline=None)
+@given(
+    backlogs=st.dictionaries(st.sampled_from(TENANTS), st.integers(1, 30), min_size=1),
+    weights=st.dictionaries(st.sampled_from(TENANTS), st.integers(1, 3)),
+    late_at=st.integers(0, 20),
+)
+def test_a_tenant_with_work_waits_at_most_one_turn_of_each_backlogged_tenant(
+    redis: RedisServer, backlogs: dict[str, int], weights: dict[str, int], late_at: int
+) -> None:
+    shares = FairShares(weights=weights)
+    queue = f"fair-{uuid.uuid4().hex[:8]}"
+
+    async def run() -> None:
+        backend = fair_backend(redis.url, queue, shares)
+        for tenant, count in backlogs.items():
+            for n in range(count):
+                await backend.publish(queue, n, properties=props(tenant))
+        source = await backend.open_source(queue, prefetch=1)
+        order: list[str] = []
+        total = sum(backlogs.values())
+        late_sent = False
+        while len(order) < total + 1:
+            if not late_sent and len(order) >= min(late_at, total):
+                await backend.publish(queue, "late", properties=props(None))
+                sent_at, late_sent = len(order), True
+            with anyio.fail_after(10):
+                (delivery,) = await source.receive(1)
+            order.append(tenant_of(delivery))
+            delivery.handle.ack()
+        assert order.index("") - sent_at <= sum(shares.weight_of(t) for t in backlogs)
+        assert Counter(order) == {**backlogs, "": 1}
+        await source.close()
+        await backend.close()
+
+    anyio.run(run)
+
+
+@settings(max_examples=8, deadline=None)
+@given(
+    limit=st.integers(1, 3),
+    per_tenant=st.integers(1, 6),
+    steps=st.lists(st.tuples(st.integers(0, 1), st.booleans()), min_size=1, max_size=40),
+)
+def test_no_tenant_has_more_out_than_its_limit_across_two_processes(
+    redis: RedisServer, limit: int, per_tenant: int, steps: list[tuple[int, bool]]
+) -> None:
+    queue = f"fair-{uuid.uuid4().hex[:8]}"
+    shares = FairShares(limit=limit)
+
+    async def run() -> None:
+        backends = [fair_backend(redis.url, queue, shares, name) for name in ("p1", "p2")]
+        for tenant in TENANTS:
+            for n in range(per_tenant):
+                await backends[n % 2].publish(queue, n, properties=props(tenant))
+        sources = [await b.open_source(queue, prefetch=4) for b in backends]
+        held: list[list[fa.Delivery]] = [[], []]
+        done = settles = 0
+        for which, settle in [*steps, *[(n % 2, n % 3 != 0) for n in range(300)]]:
+            if settle and held[which]:
+                delivery = held[which].pop(0)
+                settles += 1
+                if settles % 4 == 3:  # some go back (requeue): they still come out once
+                    delivery.handle.requeue()
+                else:
+                    delivery.handle.ack()
+                    done += 1
+            else:
+                held[which].extend(await take(sources[which], 4, wait=0.05))
+            out = Counter(tenant_of(d) for both in held for d in both)
+            assert max(out.values(), default=0) <= limit
+            if done == len(TENANTS) * per_tenant:
+                break
+        assert done == len(TENANTS) * per_tenant
+        for source in sources:
+            await source.close()
+        for backend in backends:
+            await backend.close()
+
+    anyio.run(run)
+
+
+async def test_a_dedicated_source_takes_only_its_tenants(redis: RedisServer) -> None:
+    queue = f"fair-{uuid.uuid4().hex[:8]}"
+    backend = fair_backend(redis.url, queue, FairShares())
+    for tenant in [*TENANTS, None]:
+        await backend.publish(queue, tenant, properties=props(tenant))
+    assert (await backend.queue_statistics(queue)).ready == 4  # in the tenants' lists
+    dedicated = await backend.for_tenants({"globex"}).open_source(queue, prefetch=10)
+    mine = await take(dedicated, 10)  # held (a dropped handle would requeue it)
+    assert [tenant_of(d) for d in mine] == ["globex"]
+    assert await take(dedicated, 10) == []
+    everyone = await backend.open_source(queue, prefetch=10)
+    got = await take(everyone, 10)
+    assert sorted(tenant_of(d) for d in got) == ["", "acme", "initech"]
+    for delivery in got:
+        delivery.handle.ack()
+    await dedicated.close()  # its unsettled one goes back to its tenant's list
+    back = await take(everyone, 10)
+    assert [tenant_of(d) for d in back] == ["globex"]
+    back[0].handle.ack()
+    await everyone.wait_settled()
+    counted = await backend.queue_statistics(queue)
+    assert (counted.ready, counted.in_flight) == (0, 0)
+    await everyone.close()
+    await backend.close()
+
+
+async def test_a_retry_comes_back_through_its_tenants_list(redis: RedisServer) -> None:
+    queue = f"fair-{uuid.uuid4().hex[:8]}"
+    backend = fair_backend(redis.url, queue, FairShares(limit=1))
+    await backend.publish(queue, "first", properties=props("acme"))
+    await backend.publish(queue, "second", properties=props("acme"))
+    source = await backend.open_source(queue, prefetch=10)
+    (first,) = await take(source, 10)
+    assert await take(source, 10, wait=0.1) == []  # acme is at its limit of one
+    first.handle.retry(0.05)
+    with anyio.fail_after(10):
+        (second,) = await source.receive(10)  # the slot is free: the next in line
+    assert second.message.payload == "second"
+    second.handle.ack()
+    with anyio.fail_after(10):
+        (again,) = await source.receive(10)
+    assert (again.message.payload, again.message.attempt) == ("first", 2)
+    again.handle.ack()
+    await source.close()
+    await backend.close()
+
+
+async def test_a_dedicated_job_worker_on_redis_runs_only_its_tenants_jobs(
+    redis: RedisServer,
+) -> None:
+    queue = f"fair-{uuid.uuid4().hex[:8]}"
+    backend = RedisBackend(redis.url, block=0.05, poll_interval=0.02)
+    jobs = JobQueue(backend, queue=queue)
+    jobs.share_fairly(weights={"acme": 2})
+    ran: list[str] = []
+
+    @jobs.task
+    async def work(ctx: JobContext, n: int) -> int:
+        ran.append(ctx.tenant or "")
+        return n
+
+    mine = await jobs.for_tenant("acme").task(work).enqueue_many([{"n": n} for n in range(4)])
+    await jobs.for_tenant("globex").task(work).enqueue_many([{"n": n} for n in range(3)])
+    async with fa.open_system(jobs.worker(tenants={"acme"}).build()):
+        for handle in mine:
+            await handle.result(timeout=30)
+    assert ran == ["acme"] * 4
+    assert (await jobs.for_tenant("globex").counts())[JobState.PENDING] == 3
+    await backend.close()
