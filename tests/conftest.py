@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -15,10 +14,13 @@ from foxactors.testing import anyio_backend_options
 from foxactors.testing.servers import (
     RabbitMQ,
     RedisServer,
-    ServerNotInstalled,
     rabbitmq_server,
     redis_server,
+    session_server,
 )
+
+REQUIRED = bool(os.environ.get("CI"))
+"""Under CI a broker test whose server is missing fails; elsewhere it is skipped."""
 
 
 @pytest.fixture(autouse=True)
@@ -52,27 +54,13 @@ def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
     return anyio_backend_options(request.param)
 
 
-def _server(server: contextlib.AbstractContextManager[Any]) -> Iterator[Any]:
-    """Enter a throwaway server; missing, skip here but fail under CI (which installs it)."""
-    try:
-        running = server.__enter__()
-    except ServerNotInstalled as exc:
-        if os.environ.get("CI"):
-            pytest.fail(str(exc))
-        pytest.skip(str(exc))
-    try:
-        yield running
-    finally:
-        server.__exit__(None, None, None)
-
-
 @pytest.fixture(scope="session")
 def rabbitmq() -> Iterator[RabbitMQ]:
     """A RabbitMQ node of this test run's own (one per xdist worker)."""
-    yield from _server(rabbitmq_server())
+    yield from session_server(rabbitmq_server(), required=REQUIRED)
 
 
 @pytest.fixture(scope="session")
 def redis() -> Iterator[RedisServer]:
     """A Redis server of this test run's own, with AOF persistence on."""
-    yield from _server(redis_server(appendonly=True))
+    yield from session_server(redis_server(appendonly=True), required=REQUIRED)

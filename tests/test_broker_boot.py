@@ -32,10 +32,10 @@ from structlog.testing import LogCapture
 
 import foxactors as fa
 from foxactors.backends._connection import ConnectionCounts
-from foxactors.testing.servers import RabbitMQ, RedisServer, free_port, redis_server
+from foxactors.testing.servers import RabbitMQ, RedisServer, free_port, redis_server, session_server
 
 from .brokers import BROKERS, Partition
-from .conftest import _server
+from .conftest import REQUIRED
 
 pytestmark = pytest.mark.anyio
 
@@ -208,7 +208,7 @@ async def test_give_up_after_bounds_the_wait_for_a_broker_at_boot() -> None:
 @pytest.fixture(scope="module")
 def locked() -> Iterator[RedisServer]:
     """A Redis that wants a password."""
-    yield from _server(redis_server(password=SECRET))
+    yield from session_server(redis_server(password=SECRET), required=REQUIRED)
 
 
 class Later:

@@ -14,9 +14,9 @@ import redis.asyncio as aioredis
 
 import foxactors as fa
 from foxactors.backends import Leases, RedisBackend, RedisSource
-from foxactors.testing.servers import RedisServer, free_port, redis_server
+from foxactors.testing.servers import RedisServer, free_port, redis_server, session_server
 
-from .conftest import _server
+from .conftest import REQUIRED
 from .helpers import receive_one
 
 pytestmark = pytest.mark.anyio
@@ -57,7 +57,7 @@ async def settled(source: RedisSource) -> None:
 @pytest.fixture(scope="module")
 def locked() -> Iterator[RedisServer]:
     """A Redis that wants a password."""
-    yield from _server(redis_server(password="right-one"))
+    yield from session_server(redis_server(password="right-one"), required=REQUIRED)
 
 
 async def test_wrong_url_or_password_fails_fast_without_the_password(

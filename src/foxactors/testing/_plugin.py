@@ -23,7 +23,7 @@ from foxactors.backends import MemoryBackend
 
 from ._clock import VirtualClock, anyio_backend_options, require_virtual_time
 from ._harness import Harness
-from .servers import RabbitMQ, RedisServer, ServerNotInstalled, rabbitmq_server, redis_server
+from .servers import RabbitMQ, RedisServer, rabbitmq_server, redis_server, session_server
 
 NO_TRIO = (
     "trio is not installed: this test runs on asyncio only "
@@ -58,25 +58,13 @@ async def virtual_clock() -> VirtualClock:
     return VirtualClock()
 
 
-def _server(server: Any) -> Iterator[Any]:
-    """Enter a throwaway server for the session; not installed: skip, saying how."""
-    try:
-        running = server.__enter__()
-    except ServerNotInstalled as exc:
-        pytest.skip(str(exc))
-    try:
-        yield running
-    finally:
-        server.__exit__(None, None, None)
-
-
 @pytest.fixture(scope="session")
 def foxactors_redis() -> Iterator[RedisServer]:
     """A redis-server of the test session's own on loopback (``.url``)."""
-    yield from _server(redis_server())
+    yield from session_server(redis_server())
 
 
 @pytest.fixture(scope="session")
 def foxactors_rabbitmq() -> Iterator[RabbitMQ]:
     """A rabbitmq-server node of the test session's own on loopback (``.url``)."""
-    yield from _server(rabbitmq_server())
+    yield from session_server(rabbitmq_server())

@@ -24,8 +24,11 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import attrs
+
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -259,3 +262,26 @@ def redis_server(*, appendonly: bool = False, password: str | None = None) -> It
             yield server
         finally:
             server.stop()
+
+
+def session_server(
+    server: contextlib.AbstractContextManager[T], *, required: bool = False
+) -> Iterator[T]:
+    """Run ``server`` for the fixture that yields from this (see `redis_server`).
+
+    A server that is not installed skips the tests that need it, saying how to
+    install it; with ``required`` (say, on CI) it fails them instead. In a fixture:
+    ``yield from session_server(redis_server(), required=bool(os.environ.get("CI")))``.
+    """
+    import pytest  # noqa: PLC0415 - only for fixtures, under pytest
+
+    try:
+        running = server.__enter__()
+    except ServerNotInstalled as exc:
+        if required:
+            pytest.fail(str(exc))
+        pytest.skip(str(exc))
+    try:
+        yield running
+    finally:
+        server.__exit__(None, None, None)
