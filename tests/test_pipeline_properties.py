@@ -35,7 +35,6 @@ from foxactors.testing import (
     LoseConnection,
     RaiseInHandler,
     Redeliver,
-    SimulationFailed,
     SimulationResult,
     SlowHandler,
     StopSystem,
@@ -44,11 +43,10 @@ from foxactors.testing import (
 )
 
 MESSAGES = 12
-# not "pool": a crash of the pool while a handler runs strands its delivery (below);
 # not "crashing", nor two crashes of one actor in one instant: on trio the start_task
 # that trio refuses leaves a coroutine never awaited, a warning the suite turns into
 # an error (the system itself goes on: see the two tests below)
-PATHS = ["pool/worker-1", "consumer", "retry"]
+PATHS = ["pool", "pool/worker-1", "consumer", "retry"]
 KINDS = (
     CrashActor,
     CrashBeforeSettle,
@@ -207,12 +205,6 @@ def test_delivery_is_at_least_once_without_a_stop(loop: str, schedule: FaultSche
 
 
 @pytest.mark.parametrize("loop", ["asyncio", "trio"])
-@pytest.mark.xfail(
-    strict=True,
-    raises=SimulationFailed,
-    reason="a crash of the pool while a handler runs strands that delivery: never settled, "
-    "never redelivered, holding the credit until the system stops",
-)
 def test_a_pool_crash_mid_handler_does_not_strand_the_delivery(loop: str) -> None:
     # the handler is still running (3 s) when the pool crashes at 0.1 s; the pool
     # restarts, but the message is neither retried nor handled again: the run stalls

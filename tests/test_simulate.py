@@ -122,9 +122,9 @@ def test_a_crash_before_the_ack_exposes_a_handler_that_is_not_idempotent(loop: s
 
     @settings(max_examples=40, deadline=None, derandomize=True, database=None)
     @given(
-        schedule=fault_schedules(
-            paths=PATHS, messages=6, kinds=(CrashActor, CrashBeforeSettle, RaiseInHandler)
-        )
+        # no crashes of actors: a crash of the pool or the consumer while a handler
+        # runs returns its delivery too, other ways to a second run (and simpler ones)
+        schedule=fault_schedules(paths=PATHS, messages=6, kinds=(CrashBeforeSettle, RaiseInHandler))
     )
     def check(schedule: FaultSchedule) -> None:
         seen.clear()

@@ -434,11 +434,21 @@ class Pool(Supervisor):
             )
 
     async def on_stop(self, exit: Exit) -> None:
-        """Pass on collected outcomes, return what no worker started, stop the workers."""
+        """Pass on collected outcomes, return what no worker started, stop the workers.
+
+        Then return what the workers were running when they stopped: when the pool
+        alone stops (it crashed and restarts), nobody else would settle it, and it
+        would hold its credit for good. (When the whole pipeline stops, the consumer
+        has returned it already: its handle is stale, nothing to do.)
+        """
         with contextlib.suppress(ActorError):
             await self._send_outcomes(force=True)
         self._return_pending()
         await super().on_stop(exit)
+        for handle in self._assigned:
+            if not handle.settled and not handle.stale:
+                handle.requeue()
+        self._assigned.clear()
 
 
 def _key(work: Delivery | Batch) -> AckHandle:
