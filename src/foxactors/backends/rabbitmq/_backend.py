@@ -22,9 +22,8 @@ from foxactors._actor import Actor
 from foxactors._codec import Codec, JsonCodec
 from foxactors._errors import BackendError, ConfigurationError
 from foxactors._logging import get_logger
-from foxactors._message import MessageProperties, check_priority
+from foxactors._message import MessageProperties
 from foxactors._redact import redact
-from foxactors._tracing import outgoing
 from foxactors._validate import require_int, require_seconds
 from foxactors.backends._admission import default_properties
 from foxactors.backends._connection import (
@@ -35,6 +34,7 @@ from foxactors.backends._connection import (
 from foxactors.backends._contract import QueueStatistics
 from foxactors.backends._deadletter import DeadLetterShortcuts
 from foxactors.backends._keeper import keeper
+from foxactors.backends._publish import encode_and_publish
 
 from ._client import CONNECTION_ERRORS, unreachable
 from ._connection import RabbitMQLink
@@ -259,14 +259,7 @@ class RabbitMQBackend(DeadLetterShortcuts):
             ConfigurationError: A bad queue name, delay or priority.
             BackendError: The broker refused or returned the message.
         """
-        if properties is not None:
-            check_priority(properties)
-        body = self.codec.encode(payload)
-        properties, span = outgoing(properties, self.codec.content_type, queue, self.name)
-        if span is None:
-            return await self.publish_raw(queue, body, properties=properties, delay=delay)
-        with span:
-            return await self.publish_raw(queue, body, properties=properties, delay=delay)
+        return await encode_and_publish(self, queue, payload, properties, delay)
 
     async def publish_raw(
         self,

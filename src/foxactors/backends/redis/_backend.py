@@ -24,9 +24,8 @@ from foxactors._batch import TurnBatcher
 from foxactors._codec import Codec, JsonCodec
 from foxactors._errors import BackendError, ConfigurationError
 from foxactors._logging import get_logger
-from foxactors._message import DEFAULT_PROPERTIES, MessageProperties, Priority, check_priority
+from foxactors._message import DEFAULT_PROPERTIES, MessageProperties, Priority
 from foxactors._redact import redact
-from foxactors._tracing import outgoing
 from foxactors._validate import require_int, require_seconds
 from foxactors.backends._admission import default_properties
 from foxactors.backends._connection import (
@@ -38,6 +37,7 @@ from foxactors.backends._contract import QueueStatistics
 from foxactors.backends._deadletter import DeadLetterShortcuts
 from foxactors.backends._fair import FairShares, check_tenant
 from foxactors.backends._keeper import keeper
+from foxactors.backends._publish import encode_and_publish
 
 from . import _fair as fair
 from . import _levels as levels
@@ -368,14 +368,7 @@ class RedisBackend(DeadLetterShortcuts):
             ConfigurationError: A bad stream name, header, delay or priority.
             BackendError: Redis cannot be reached.
         """
-        if properties is not None:
-            check_priority(properties)
-        body = self.codec.encode(payload)
-        properties, span = outgoing(properties, self.codec.content_type, queue, self.name)
-        if span is None:
-            return await self.publish_raw(queue, body, properties=properties, delay=delay)
-        with span:
-            return await self.publish_raw(queue, body, properties=properties, delay=delay)
+        return await encode_and_publish(self, queue, payload, properties, delay)
 
     async def publish_raw(
         self,
