@@ -350,6 +350,43 @@ async def test_a_pool_that_crashes_returns_the_work_in_hand(
     assert sorted(handled) == list(range(7))
 
 
+async def test_a_pool_crash_mid_batch_returns_every_delivery_of_the_batch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    backend = fa.MemoryBackend()
+    handled: list[tuple[int, int]] = []
+    running = anyio.Event()
+    room = Pool._room
+    crashes: list[Exception] = []
+
+    def room_crashing_when_armed(self: Pool, work: Any) -> int | None:
+        if crashes:
+            raise crashes.pop()
+        return room(self, work)
+
+    async def handle(messages: list[fa.Message]) -> None:
+        if not running.is_set():  # the first batch is still running when the pool crashes
+            running.set()
+            await anyio.sleep(3)
+            return
+        handled.extend((m.payload, m.attempt) for m in messages)
+
+    monkeypatch.setattr(Pool, "_room", room_crashing_when_armed)
+    await publish(backend, 0, 1, 2)  # one batch of three
+    app = fa.WorkerApp().add_batch_worker(handle, size=3, interval=1).with_prefetch(10)
+    async with fa.open_system(app.build(backend, QUEUE)):
+        await running.wait()
+        crashes.append(RuntimeError("pool bug"))
+        await publish(backend, 3)  # its batch reaches the pool, which crashes placing it
+        with anyio.fail_after(60):
+            await backend.join(QUEUE)
+    assert not crashes
+    # every delivery of the running batch went back (not only the one the pool's
+    # bookkeeping keyed the batch by) and ran again; none was stranded unsettled
+    assert sorted(handled) == [(0, 2), (1, 2), (2, 2), (3, 2)]  # 3 came back with the crash
+    assert backend.queue_statistics(QUEUE) == fa.backends.QueueStatistics(0, 0, 0, 0)
+
+
 async def test_user_stages_see_deliveries_in_and_outcomes_out() -> None:
     backend = fa.MemoryBackend()
     Tracer.trace = []

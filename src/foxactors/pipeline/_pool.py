@@ -121,6 +121,9 @@ class Pool(Supervisor):
         self._upstream_path = upstream
         self._pending: deque[Delivery | Batch] = deque()
         self._assigned: dict[AckHandle, int] = {}
+        # the batches among the assigned work, by the handle `_assigned` keys them by:
+        # a crash of the pool must give back all of a running batch, not only its key
+        self._batches: dict[AckHandle, Batch] = {}
         self._next = 0
         self._recycled = 0
 
@@ -194,7 +197,7 @@ class Pool(Supervisor):
             await self._returned(message.outcomes[0].delivery.handle, message.outcomes)
         elif kind is Handback:
             work = message.work
-            index = self._assigned.pop(_key(work), None)
+            index = self._unassign(_key(work))
             if index is not None:
                 self._release(index)
                 with contextlib.suppress(ValueError):
@@ -246,7 +249,7 @@ class Pool(Supervisor):
 
     async def _returned(self, key: AckHandle, outcomes: tuple[Outcome, ...]) -> None:
         """A worker finished a piece of work: free its slot, pass the outcomes back."""
-        index = self._assigned.pop(key, None)
+        index = self._unassign(key)
         if index is not None:
             self._release(index)
             ahead = self._ahead[index]
@@ -257,6 +260,12 @@ class Pool(Supervisor):
         await self._dispatch_pending()
         if index is not None and self._load[index] == 0:
             await self._reclaim_for(index)
+
+    def _unassign(self, key: AckHandle) -> int | None:
+        """Forget the work keyed by ``key``; return the worker that held it (if any)."""
+        if self._batches:
+            self._batches.pop(key, None)
+        return self._assigned.pop(key, None)
 
     def _release(self, index: int) -> None:
         """One piece of work left worker ``index`` (done, handed back or retracted)."""
@@ -271,7 +280,7 @@ class Pool(Supervisor):
         while ahead:
             held = ahead.pop()
             if self._workers[index].retract(held):
-                self._assigned.pop(_key(held), None)
+                self._unassign(_key(held))
                 self._release(index)
                 return held
         return None
@@ -367,7 +376,12 @@ class Pool(Supervisor):
             self._free -= 1
         load[index] += 1
         self._given += 1
-        self._assigned[work.handle if type(work) is Delivery else _key(work)] = index
+        if type(work) is Delivery:
+            self._assigned[work.handle] = index
+        elif isinstance(work, Batch):
+            key = work.deliveries[0].handle
+            self._assigned[key] = index
+            self._batches[key] = work
         try:
             self._workers[index].tell_nowait(work)
         except MailboxFull:
@@ -445,10 +459,14 @@ class Pool(Supervisor):
             await self._send_outcomes(force=True)
         self._return_pending()
         await super().on_stop(exit)
-        for handle in self._assigned:
-            if not handle.settled and not handle.stale:
-                handle.requeue()
+        batches = self._batches
+        for key in self._assigned:
+            batch = batches.get(key)
+            for handle in (key,) if batch is None else (d.handle for d in batch.deliveries):
+                if not handle.settled and not handle.stale:
+                    handle.requeue()
         self._assigned.clear()
+        batches.clear()
 
 
 def _key(work: Delivery | Batch) -> AckHandle:
