@@ -193,3 +193,20 @@ async def test_close_answers_publishes_waiting_on_a_silent_server(
         tg.cancel_scope.cancel()
     assert len(outcomes) == 5
     assert all("closed before it was answered" in o for o in outcomes), outcomes
+
+
+async def test_a_tenant_view_publishes_on_its_backends_client_and_closes_with_it(
+    redis: RedisServer, raw: Any, stream: str
+) -> None:
+    async def connections() -> int:
+        return len(await raw.client_list())
+
+    alone = await connections()  # the raw client's own
+    backend = RedisBackend(redis.url)
+    view = backend.for_tenants({"acme"})
+    await view.publish(stream, 1)  # the view publishes first: it opens the client
+    await backend.publish(stream, 2)
+    assert await connections() == alone + 1  # one publishing client, shared
+    await backend.close()
+    assert await connections() == alone  # closing the backend closed the view's too
+    assert await raw.xlen(stream) == 2

@@ -234,13 +234,17 @@ class RedisBackend(DeadLetterShortcuts):
         return self._fair.get(queue)
 
     def for_tenants(self, tenants: Collection[str]) -> RedisBackend:
-        """The same backend, whose sources of fair queues take only ``tenants``' entries."""
+        """The same backend, whose sources of fair queues take only ``tenants``' entries.
+
+        The view publishes on this backend's client: closing this backend closes it.
+        """
         if isinstance(tenants, str) or not isinstance(tenants, Collection) or not tenants:
             raise ConfigurationError(
                 f"tenants must be a non-empty collection of tenant names, got {tenants!r}"
             )
         view = copy.copy(self)
         view.tenants = frozenset(check_tenant(t) for t in tenants)
+        view._client = self._client  # type: ignore[method-assign] # one client, closed by `close`
         return view
 
     async def _fair_publish(self, client: Any, queue: str, fields: dict[str, Any]) -> None:
