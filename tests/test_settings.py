@@ -17,7 +17,7 @@ import pytest
 import foxactors as fa
 from foxactors import _cli_settings, backends
 from foxactors._cli import main
-from foxactors._settings import Settings, SettingsError
+from foxactors._settings import Settings, SettingsError, near_misses
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "s3cr%40t"  # percent-encoded, as a URL carries an '@' in a password
@@ -225,6 +225,20 @@ def test_the_command_stops_on_a_wrong_value_with_one_line(
     assert out == ""
 
 
+def test_a_variable_that_looks_like_a_setting_is_a_near_miss(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FOXACTORS_CONCURENCY", "16")
+    monkeypatch.setenv("foxactors_redis_ulr", "redis://127.0.0.1:1/0")
+    monkeypatch.setenv("FOXACTORS_QUEUE", "emails")  # a setting: read, not a miss
+    monkeypatch.setenv("FOXACTORS_TEST_QUEUE", "other")  # nothing like a setting: the app's own
+    assert near_misses() == [
+        ("FOXACTORS_CONCURENCY", "FOXACTORS_CONCURRENCY"),
+        ("FOXACTORS_REDIS_ULR", "FOXACTORS_REDIS_URL"),
+    ]
+    assert Settings().concurrency is None  # the typo changed nothing
+
+
 def test_an_app_without_a_broker_says_which_variables_give_one(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -256,6 +270,8 @@ def test_foxactors_run_logs_the_settings_it_runs_with() -> None:
             "FOXACTORS_QUEUE": "emails",
             "FOXACTORS_CONCURRENCY": "3",
             "FOXACTORS_REDIS_URL": REDIS,
+            "FOXACTORS_PREFETCHH": "7",  # a typo: no setting reads it
+            "FOXACTORS_JOBS_STORE_URL": "redis://127.0.0.1:1/0",  # the app's own variable
         },
     )
     lines: list[dict[str, Any]] = []
@@ -273,6 +289,12 @@ def test_foxactors_run_logs_the_settings_it_runs_with() -> None:
             process.wait(timeout=30)
     assert process.returncode == 0, rest
     settings = next(line for line in lines if line["event"] == "settings")
+    (typo,) = [line for line in lines if line["event"] == "settings.unknown_variable"]
+    assert (typo["level"], typo["variable"], typo["did_you_mean"]) == (
+        "warning",
+        "FOXACTORS_PREFETCHH",
+        "FOXACTORS_PREFETCH",
+    )
     assert settings["level"] == "info"
     assert (settings["queue"], settings["concurrency"], settings["prefetch"]) == ("emails", 3, 100)
     assert (settings["log_level"], settings["log_format"]) == ("info", "json")

@@ -99,6 +99,10 @@ def configure(app: Any, settings: Settings | None) -> Any:
     """
     if settings is None:
         return app
+    from ._settings import near_misses  # noqa: PLC0415 - the settings extra is there
+
+    for name, meant in near_misses():  # read by nothing: a typo would pass unseen
+        log.warning("settings.unknown_variable", variable=name, did_you_mean=meant)
     from .pipeline import WorkerApp  # noqa: PLC0415 - the pipeline sits above the CLI's core
 
     if not isinstance(app, WorkerApp):

@@ -11,6 +11,7 @@ nothing below it imports it.
 
 from __future__ import annotations
 
+import difflib
 import os
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -81,6 +82,21 @@ def variable(field: str) -> str:
 def _environ() -> dict[str, str]:
     """The process's ``FOXACTORS_*`` variables that are set and not empty, by upper name."""
     return {k.upper(): v for k, v in os.environ.items() if k.upper().startswith(PREFIX) and v}
+
+
+def near_misses() -> list[tuple[str, str]]:
+    """``FOXACTORS_*`` variables set that are no setting but look like one, with the setting.
+
+    ``FOXACTORS_CONCURENCY`` gives ``("FOXACTORS_CONCURENCY", "FOXACTORS_CONCURRENCY")``.
+    Variables far from every setting are the application's own, and left alone.
+    """
+    known = [field.upper() for field in EXPECTED]  # compared without the shared prefix
+    found = []
+    for name in sorted(_environ()):
+        rest = name.removeprefix(PREFIX)
+        if rest not in known and (close := difflib.get_close_matches(rest, known, 1, 0.85)):
+            found.append((name, PREFIX + close[0]))
+    return found
 
 
 def _shown(field: str, value: object) -> str:
