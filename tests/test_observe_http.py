@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import socket
+import time
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -194,3 +196,28 @@ async def test_job_counts_per_state_are_served_from_the_store() -> None:
     assert counts[JobState.DEAD.value] == 1
     assert counts[JobState.SCHEDULED.value] == 1
     assert counts[JobState.RUNNING.value] == 0
+
+
+async def test_periodic_jobs_show_their_next_tick_and_the_ticks_enqueued() -> None:
+    from foxactors.jobs import JobQueue  # noqa: PLC0415 - the jobs extra
+
+    # the records' clock starts a tenth of a second before a minute: one tick soon
+    start, origin = 1_800_000_059.9, time.monotonic()
+    jobs = JobQueue(
+        fa.MemoryBackend(), queue="jobs", clock=lambda: start + time.monotonic() - origin
+    )
+    ran = anyio.Event()
+
+    @jobs.task
+    async def report() -> None:
+        ran.set()
+
+    jobs.periodic("* * * * *", report, name="minutely")
+    app = with_http(jobs.worker("jobs"), port=0, stores=[jobs])
+    async with fa.open_system(app.build()) as system:
+        with anyio.fail_after(10):
+            await ran.wait()
+        text = (await get(f"{served(system, '/jobs-jobs/http').url}/metrics")).text
+    name = (("name", "minutely"),)
+    assert samples(text, "foxactors_periodic_enqueued_total") == {name: 1.0}
+    assert samples(text, "foxactors_periodic_next_tick_seconds") == {name: 1_800_000_120.0}

@@ -92,3 +92,19 @@ def test_histograms_from_several_processes_add_bucket_by_bucket() -> None:
         if key[0].endswith(("_bucket", "_count")):
             assert merged[key] == value
     assert merged[("foxactors_message_duration_seconds_count", ())] == 5
+
+
+def test_the_next_tick_of_a_periodic_job_is_one_time_not_a_sum() -> None:
+    def process(enqueued: int) -> str:
+        tick = GaugeMetricFamily("foxactors_periodic_next_tick_seconds", "x", labels=["name"])
+        tick.add_metric(["daily"], 1_800_000_000.0)  # every scheduler waits for the same tick
+        count = CounterMetricFamily("foxactors_periodic_enqueued", "x", labels=["name"])
+        count.add_metric(["daily"], enqueued)
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(_Fixed([tick, count]))
+        return generate_latest(registry).decode()
+
+    merged = values(merge([process(2), process(1), process(0)]).decode())
+    daily = (("name", "daily"),)
+    assert merged[("foxactors_periodic_next_tick_seconds", daily)] == 1_800_000_000.0
+    assert merged[("foxactors_periodic_enqueued_total", daily)] == 3  # each tick once, somewhere

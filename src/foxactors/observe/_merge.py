@@ -22,8 +22,11 @@ from prometheus_client.registry import Collector
 
 from foxactors._errors import ConfigurationError
 
-#: Gauges every process reports alike (a shared queue, a shared store): the largest wins.
-SHARED_GAUGES = frozenset({"foxactors_queue_messages", "foxactors_jobs"})
+#: Gauges every process reports alike (a shared queue, a shared store, the periodic jobs'
+#: ticks): the largest wins.
+SHARED_GAUGES = frozenset(
+    {"foxactors_queue_messages", "foxactors_jobs", "foxactors_periodic_next_tick_seconds"}
+)
 #: Gauges that hold for the whole only if they hold for every process: the smallest wins.
 ALL_GAUGES = frozenset({"foxactors_ready"})
 

@@ -8,6 +8,7 @@ prometheus-client's own (`generate_latest`), never written by hand.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from itertools import accumulate
 
@@ -58,6 +59,7 @@ class TreeCollector(Collector):
         yield from self._messages()
         yield from self._tree()
         yield from self._brokers()
+        yield from self._periodic()
 
     def _messages(self) -> Iterator[Metric]:
         received = CounterMetricFamily(
@@ -184,6 +186,34 @@ class TreeCollector(Collector):
         for state, count in sorted(self._reading.jobs.items()):
             jobs.add_metric([state], count)
         yield from (consuming, connects, reconnects, lost, failures, depth, jobs, ready)
+
+    def _periodic(self) -> Iterator[Metric]:
+        """The periodic jobs' schedulers: each job's next tick and the ticks enqueued."""
+        # no scheduler can run unless its module was imported (the jobs extra)
+        kind = getattr(sys.modules.get("foxactors.jobs._scheduler"), "PeriodicStatistics", None)
+        if kind is None:
+            return
+        next_tick = GaugeMetricFamily(
+            _name("periodic_next_tick_seconds"),
+            "Unix time of the tick each periodic job waits for.",
+            labels=["name"],
+        )
+        enqueued = CounterMetricFamily(
+            _name("periodic_enqueued"),
+            "Ticks this process's scheduler enqueued (another's ticks are theirs).",
+            labels=["name"],
+        )
+        found = False
+        for snap in self._reading.snapshot.walk():
+            stats = snap.statistics
+            if isinstance(stats, tuple) and stats and all(isinstance(s, kind) for s in stats):
+                found = True
+                for periodic in stats:
+                    enqueued.add_metric([periodic.name], periodic.enqueued)
+                    if periodic.next_tick is not None:
+                        next_tick.add_metric([periodic.name], periodic.next_tick)
+        if found:
+            yield from (next_tick, enqueued)
 
 
 def _pipeline_of(consumer_path: str) -> str:
