@@ -17,12 +17,14 @@ from hypothesis import strategies as st
 
 import foxactors as fa
 from foxactors.backends import FairShares, RedisBackend, Source
+from foxactors.backends.redis import _fair as fair
 from foxactors.jobs import JobContext, JobQueue, JobState
 from foxactors.testing.servers import RedisServer
 
 pytestmark = pytest.mark.anyio
 
 TENANTS = ["acme", "globex", "initech"]
+BACKLOG = 100_000
 
 
 @pytest.fixture
@@ -202,4 +204,42 @@ async def test_a_dedicated_job_worker_on_redis_runs_only_its_tenants_jobs(
             await handle.result(timeout=30)
     assert ran == ["acme"] * 4
     assert (await jobs.for_tenant("globex").counts())[JobState.PENDING] == 3
+    await backend.close()
+
+
+async def test_a_lone_tenant_starts_within_a_turn_behind_another_tenants_backlog_of_100_000(
+    redis: RedisServer,
+) -> None:
+    queue = f"fair-{uuid.uuid4().hex[:8]}"
+    shares = FairShares()
+    backend = fair_backend(redis.url, queue, shares)
+    client = backend.client()
+    keys = fair.FairKeys.of(queue)
+    await fair.write_conf(client, keys, shares)
+    body = backend.codec.encode("a")
+    backlog = (
+        backend.fields(body, props("acme"), f"a{n}") for n in range(BACKLOG)
+    )  # as publish writes them, in a hundred script runs
+    assert await fair.push_many(client, keys, backlog) == BACKLOG
+    source = await backend.open_source(queue, prefetch=1)
+    started: list[str] = []
+    for _ in range(3):  # acme's backlog is under way
+        with anyio.fail_after(10):
+            (delivery,) = await source.receive(1)
+        started.append(tenant_of(delivery))
+        delivery.handle.ack()
+    await backend.publish(queue, "b", properties=props("globex"))
+    while "globex" not in started[3:]:
+        with anyio.fail_after(10):
+            (delivery,) = await source.receive(1)
+        started.append(tenant_of(delivery))
+        delivery.handle.ack()
+    # one turn of each tenant with work (acme, then globex), not 99,997 of acme's
+    assert len(started) - 3 <= 2
+    await source.wait_settled()
+    left = await backend.queue_statistics(queue)
+    assert (left.ready, left.in_flight) == (BACKLOG - (len(started) - 1), 0)
+    await client.delete(keys.list_of("acme"))
+    await client.aclose()
+    await source.close()
     await backend.close()

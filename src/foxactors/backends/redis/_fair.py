@@ -20,9 +20,10 @@ everywhere. Priorities order entries within a tenant's list only by their arriva
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import math
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -37,11 +38,13 @@ def _script(name: str) -> str:
 
 
 PUSH = _script("fair_push")
+PUSH_MANY = _script("fair_push_many")
 PULL = _script("fair_pull")
 ACK = _script("fair_ack")
 SETTLE = _script("fair_settle")
 MOVE_DUE = _script("fair_move_due")
 MOVE_BATCH = 1000
+PUSH_MANY_SHA = hashlib.sha1(PUSH_MANY.encode(), usedforsecurity=False).hexdigest()
 
 
 @attrs.frozen
@@ -107,6 +110,33 @@ async def push(client: Any, keys: FairKeys, fields: Mapping[str, Any]) -> None:
     tenant = tenant_in(fields)
     flat = itertools.chain.from_iterable(fields.items())
     await client.eval(PUSH, 5, *keys.five, keys.lists, tenant, "0", *flat)
+
+
+async def push_many(
+    client: Any, keys: FairKeys, entries: Iterable[Mapping[str, Any]], *, batch: int = 1000
+) -> int:
+    """Add entries (their fields) to the backs of their tenants' lists, in order.
+
+    One script per ``batch`` entries, pipelined: a backlog of 100,000 entries costs a
+    hundred script runs, not 100,000 round trips. Returns how many were added.
+    """
+    added = 0
+    async with client.pipeline(transaction=False) as pipe:
+        chunk: list[Any] = []
+        queued = 0
+        for fields in entries:
+            chunk.extend((tenant_in(fields), len(fields)))
+            chunk.extend(itertools.chain.from_iterable(fields.items()))
+            queued += 1
+            if queued == batch:
+                pipe.evalsha(PUSH_MANY_SHA, 5, *keys.five, keys.lists, *chunk)
+                chunk, queued = [], 0
+        if queued:
+            pipe.evalsha(PUSH_MANY_SHA, 5, *keys.five, keys.lists, *chunk)
+        if len(pipe):
+            await client.script_load(PUSH_MANY)
+            added = sum(int(n) for n in await pipe.execute())
+    return added
 
 
 async def pull(
