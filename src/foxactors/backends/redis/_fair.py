@@ -44,6 +44,7 @@ ACK = _script("fair_ack")
 SETTLE = _script("fair_settle")
 MOVE_DUE = _script("fair_move_due")
 MOVE_BATCH = 1000
+ACK_CHUNK = 1000
 PUSH_MANY_SHA = hashlib.sha1(PUSH_MANY.encode(), usedforsecurity=False).hexdigest()
 
 
@@ -166,9 +167,24 @@ async def pull(
     return read, last
 
 
-def ack_command(keys: FairKeys, stream: str, group: str, ids: Sequence[bytes]) -> tuple[Any, ...]:
-    """The EVAL that acknowledges ``ids`` and frees their tenants' slots."""
-    return ("EVAL", ACK, 6, *keys.five, stream, keys.lists, group, *ids)
+UNKNOWN = ":"
+"""The tenant of entries whose tenant a caller of `ack_command` does not know."""
+
+
+def ack_command(
+    keys: FairKeys, stream: str, group: str, ids_by_tenant: Mapping[str, Sequence[bytes]]
+) -> tuple[Any, ...]:
+    """The EVAL that acknowledges entries and frees their tenants' slots.
+
+    ``ids_by_tenant``: the entry ids of each tenant (one XACK each); under `UNKNOWN`,
+    ids whose tenant the script looks up in the stream, one by one.
+    """
+    args: list[Any] = []
+    for tenant, ids in ids_by_tenant.items():
+        for first in range(0, len(ids), ACK_CHUNK):  # Lua unpacks a few thousand at most
+            chunk = ids[first : first + ACK_CHUNK]
+            args.extend((tenant, len(chunk), *chunk))
+    return ("EVAL", ACK, 6, *keys.five, stream, keys.lists, group, *args)
 
 
 def settle_command(

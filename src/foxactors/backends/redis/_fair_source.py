@@ -7,6 +7,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from foxactors._ack import Decision
+from foxactors.backends._fair import TENANT_HEADER
 from foxactors.backends._source import Settlement
 
 from . import _fair as fair
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
 
 _NORMAL = levels.NORMAL
 _ACK = Decision.ACK
+_TENANT = TENANT_HEADER.encode()
 
 
 class FairRedisSource(RedisSource):
@@ -35,6 +37,9 @@ class FairRedisSource(RedisSource):
         super().__init__(backend, queue, **kw)
         self.tenants = tenants
         self._keys = fair.FairKeys.of(queue)
+        # the tenant of each entry read and not yet settled: acks then free their
+        # tenants' slots without looking each entry up again
+        self._tenant_of: dict[bytes, str] = {}
 
     async def start(self) -> None:
         """Write the queue's shares, then start as every source does."""
@@ -57,9 +62,11 @@ class FairRedisSource(RedisSource):
         if read and not self._closed:
             entries = read[0][1]
             if entries:
-                self._buffer.extend(
-                    (entry_id, _pairs(flat), 1, _NORMAL) for entry_id, flat in entries
-                )
+                for entry_id, flat in entries:
+                    fields = _pairs(flat)
+                    tenant = fields.get(_TENANT, b"")
+                    self._tenant_of[entry_id] = tenant.decode()
+                    self._buffer.append((entry_id, fields, 1, _NORMAL))
                 return
         # nothing for us: wait until a publish, a settle or a due retry says otherwise
         await self.client.execute_command(
@@ -67,13 +74,14 @@ class FairRedisSource(RedisSource):
         )
 
     async def _apply(self, batch: list[Settlement]) -> None:
-        acks: dict[int, list[bytes]] = {}
+        acks: dict[int, dict[str, list[bytes]]] = {}
         copies: list[tuple[int, wire.Copy]] = []
         for tag, held, decision, delay, reason in batch:
             level = held[2]
             entry_id = tag if level == _NORMAL else tag[1:]
+            tenant = self._tenant_of.pop(entry_id, fair.UNKNOWN)  # unknown: reclaimed
             if decision is _ACK:
-                acks.setdefault(level, []).append(entry_id)
+                acks.setdefault(level, {}).setdefault(tenant, []).append(entry_id)
             else:
                 copies.append((level, (entry_id, held[0], decision, delay, reason)))
         pipe = self.client.pipeline(transaction=False)
