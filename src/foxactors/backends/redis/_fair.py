@@ -78,11 +78,17 @@ class FairKeys:
 
 
 def conf_fields(shares: FairShares) -> dict[str, str]:
-    """The conf hash of ``shares``: default weight, weights, limit, limits ('' none)."""
+    """The conf hash of ``shares``: default weight, weights, limit, limits ('' none).
+
+    ``same`` says that no tenant has a weight or limit of its own: the scripts then
+    skip looking for them.
+    """
     fields = {
         "dw": str(shares.default_weight),
         "l": "" if shares.limit is None else str(shares.limit),
     }
+    if not shares.weights and not shares.limits:
+        fields["same"] = "1"
     for tenant, weight in shares.weights.items():
         fields[f"w:{tenant}"] = str(weight)
     for tenant, limit in shares.limits.items():

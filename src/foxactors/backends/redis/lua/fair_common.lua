@@ -1,19 +1,24 @@
 -- Fair queues: what every fair script shares (prepended to each; see redis/_fair.py).
 -- KEYS[1..5] of every fair script: ring (list of active tenants), turn (hash: tenant
 -- -> slots left in its turn; a tenant is in the ring iff it is here), out (hash:
--- tenant -> deliveries out; ':ready' -> entries in the lists), conf (hash: 'dw', 'w:<t>' weights, 'l', 'l:<t>' limits,
--- '' for none), wake (a stream consumers block on). ARGV[1]: the prefix of the
--- tenants' lists (the list of tenant t is prefix .. t; '' is the no-tenant's).
+-- tenant -> deliveries out; ':ready' -> entries in the lists), conf (hash: 'dw', 'w:<t>'
+-- weights, 'l', 'l:<t>' limits, '' for none; 'same' when no tenant has its own), wake
+-- (a stream consumers block on). ARGV[1]: the prefix of the tenants' lists (the list
+-- of tenant t is prefix .. t; '' is the no-tenant's). A tenant whose list ran dry may
+-- stay in the ring until it is next at its head.
 -- The steps are those of DeficitRoundRobin in backends/_fair.py.
 local RING, TURN, OUT, CONF, WAKE, LISTS = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1]
 
 -- weights and limits do not change while a script runs: each is read once a run
 local weights, limits, defaults = {}, {}, nil
 
-local function conf_of(t)  -- read t's weight and limit (one command), and the defaults
-  if not defaults then defaults = redis.call('HMGET', CONF, 'dw', 'l') end
-  local own = redis.call('HMGET', CONF, 'w:' .. t, 'l:' .. t)
-  local w, l = own[1] or defaults[1], own[2] or defaults[2]
+local function conf_of(t)  -- read t's weight and limit, and the defaults once a run
+  if not defaults then defaults = redis.call('HMGET', CONF, 'dw', 'l', 'same') end
+  local w, l = defaults[1], defaults[2]
+  if not defaults[3] then  -- some tenants have weights or limits of their own
+    local own = redis.call('HMGET', CONF, 'w:' .. t, 'l:' .. t)
+    w, l = own[1] or w, own[2] or l
+  end
   weights[t] = tonumber(w) or 1
   limits[t] = l and tonumber(l) or false  -- false: none ('' or unset)
 end

@@ -74,7 +74,9 @@ else
     end
     local t = heads[i]
     local limit, credit = limit_of(t), turns[t]
-    if credit == nil then
+    if credit == nil and weight(t) == 1 then  -- a turn of one: nothing left to look up
+      credit, stored[t] = 0, 0
+    elseif credit == nil then
       credit = tonumber(redis.call('HGET', TURN, t)) or 0
       stored[t] = credit
     end
