@@ -33,15 +33,16 @@ from foxactors.backends._fair import NO_TENANT, TENANT_HEADER, FairShares
 from . import _scripts as scripts
 
 
-def _script(name: str) -> str:
-    return scripts.load("fair_common") + "\n" + scripts.load(name)
+def _script(name: str, *shared: str) -> str:
+    parts = ("fair_common", *shared, name)
+    return "\n".join(scripts.load(part) for part in parts)
 
 
 PUSH = _script("fair_push")
 PUSH_MANY = _script("fair_push_many")
 PULL = _script("fair_pull")
 ACK = _script("fair_ack")
-SETTLE = _script("fair_settle")
+SETTLE = _script("fair_settle", "settle_entry")
 MOVE_DUE = _script("fair_move_due")
 MOVE_BATCH = 1000
 ACK_CHUNK = 1000
