@@ -243,3 +243,32 @@ async def test_a_lone_tenant_starts_within_a_turn_behind_another_tenants_backlog
     await client.aclose()
     await source.close()
     await backend.close()
+
+
+async def test_one_read_takes_a_turn_of_each_of_10_000_tenants(redis: RedisServer) -> None:
+    queue = f"fair-{uuid.uuid4().hex[:8]}"
+    shares = FairShares()
+    backend = fair_backend(redis.url, queue, shares)
+    client = backend.client()
+    keys = fair.FairKeys.of(queue)
+    await fair.write_conf(client, keys, shares)
+    body = backend.codec.encode("x")
+    tenants = [f"t{n}" for n in range(10_000)]
+    entries = [backend.fields(body, props(t), f"{t}-{k}") for k in range(2) for t in tenants]
+    await fair.push_many(client, keys, entries)
+    source = await backend.open_source(queue, prefetch=12_000)
+    with anyio.fail_after(10):
+        got = await source.receive(12_000)  # one read: more tenants than Lua unpacks at once
+    counts = Counter(tenant_of(d) for d in got)
+    assert len(got) == 12_000
+    assert set(counts) == set(tenants)  # everyone's first turn before anyone's second
+    assert sum(1 for n in counts.values() if n == 2) == 2_000
+    for delivery in got:
+        delivery.handle.ack()
+    await source.wait_settled()
+    left = await backend.queue_statistics(queue)
+    assert (left.ready, left.in_flight) == (8_000, 0)
+    await client.delete(*(keys.list_of(t) for t in tenants))
+    await client.aclose()
+    await source.close()
+    await backend.close()

@@ -44,9 +44,14 @@ else
   local heads, i, rotated, whole
   local turns, outs, taken = {}, {}, {}  -- credit (false: left the ring), out, moved now
   local stored = {}  -- each tenant's credit as the turn hash had it
-  local function fetch()
-    heads = redis.call('LRANGE', RING, 0, count - 1)
+  local function fetch()  -- the ring's first `count` (never all of a long ring)
+    heads = count > 0 and redis.call('LRANGE', RING, 0, count - 1) or {}
     i, rotated, whole = 1, {}, #heads < count
+  end
+  local function append(tenants)  -- to the back of the ring (unpack takes a few thousand)
+    for first = 1, #tenants, 1000 do
+      redis.call('RPUSH', RING, unpack(tenants, first, math.min(#tenants, first + 999)))
+    end
   end
   local function flush()
     if whole then  -- the whole ring is here: write it as it now is
@@ -54,10 +59,10 @@ else
       for j = i, #heads do ring[#ring + 1] = heads[j] end
       for _, t in ipairs(rotated) do ring[#ring + 1] = t end
       redis.call('DEL', RING)
-      if #ring > 0 then redis.call('RPUSH', RING, unpack(ring)) end
+      append(ring)
     else
       if i > 1 then redis.call('LTRIM', RING, i - 1, -1) end
-      if #rotated > 0 then redis.call('RPUSH', RING, unpack(rotated)) end
+      append(rotated)
     end
   end
   fetch()
