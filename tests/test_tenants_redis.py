@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import foxactors as fa
-from foxactors.backends import FairShares, RedisBackend, Source
+from foxactors.backends import FairShares, Leases, RedisBackend, Source
 from foxactors.backends.redis import _fair as fair
 from foxactors.jobs import JobContext, JobQueue, JobState
 from foxactors.testing.servers import RedisServer
@@ -269,6 +269,49 @@ async def test_one_read_takes_a_turn_of_each_of_10_000_tenants(redis: RedisServe
     left = await backend.queue_statistics(queue)
     assert (left.ready, left.in_flight) == (8_000, 0)
     await client.delete(*(keys.list_of(t) for t in tenants))
+    await client.aclose()
+    await source.close()
+    await backend.close()
+
+
+async def test_a_dead_consumers_entry_taken_over_frees_its_tenants_slot_when_acked(
+    redis: RedisServer,
+) -> None:
+    queue = f"fair-{uuid.uuid4().hex[:8]}"
+    backend = RedisBackend(
+        redis.url, consumer="live", block=0.05, leases=Leases(claim_min_idle=0.1)
+    )
+    backend.share_fairly(queue, FairShares(limit=1))
+    for payload in ("first", "second"):
+        await backend.publish(queue, payload, properties=props("acme"))
+    source = await backend.open_source(queue, prefetch=5)
+    client = backend.client()
+    keys = fair.FairKeys.of(queue)
+    # a consumer that took acme's first entry (its one slot) and died
+    await fair.pull(
+        client,
+        keys,
+        queue,
+        count=5,
+        group=backend.group,
+        consumer="dead",
+        maxlen=None,
+        tenants=None,
+    )
+    assert await take(source, 5, wait=0.1) == []  # acme is at its limit
+    with anyio.fail_after(10):  # the dead one's lease runs out on the Redis clock
+        while backend.statistics().reclaimed == 0:
+            await source.reclaim()
+            await anyio.sleep(0.05)
+    (taken,) = await take(source, 5)
+    assert (taken.message.payload, taken.message.attempt) == ("first", 2)
+    taken.handle.ack()  # this source never read it: its tenant is looked up
+    with anyio.fail_after(10):
+        (second,) = await source.receive(5)
+    assert second.message.payload == "second"
+    second.handle.ack()
+    await source.wait_settled()
+    assert (await backend.queue_statistics(queue)).in_flight == 0
     await client.aclose()
     await source.close()
     await backend.close()
