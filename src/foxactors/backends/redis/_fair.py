@@ -147,8 +147,7 @@ async def push_many(
     return added
 
 
-async def pull(
-    client: Any,
+def pull_command(
     keys: FairKeys,
     stream: str,
     *,
@@ -157,20 +156,20 @@ async def pull(
     consumer: str,
     maxlen: int | None,
     tenants: Collection[str] | None,
-) -> tuple[Any, bytes]:
-    """Move up to ``count`` entries by turns into ``stream`` and read them: (reply, wake id)."""
-    read, last = await client.eval(
-        PULL,
-        6,
-        *keys.five,
-        stream,
-        keys.lists,
-        count,
-        group,
-        consumer,
-        maxlen or "",
-        *sorted(tenants or ()),
+) -> tuple[Any, ...]:
+    """The EVAL that moves up to ``count`` entries by turns into ``stream`` and reads them.
+
+    Its reply: the XREADGROUP reply, and the wake stream's last id.
+    """
+    return (
+        *("EVAL", PULL, 6, *keys.five, stream, keys.lists, count, group, consumer),
+        *(maxlen or "", *sorted(tenants or ())),
     )
+
+
+async def pull(client: Any, keys: FairKeys, stream: str, **options: Any) -> tuple[Any, bytes]:
+    """Run `pull_command` (same options): (the XREADGROUP reply, the wake stream's last id)."""
+    read, last = await client.execute_command(*pull_command(keys, stream, **options))
     return read, last
 
 

@@ -48,9 +48,8 @@ class FairRedisSource(RedisSource):
             await fair.write_conf(self.client, self._keys, shares)
         await super().start()
 
-    async def _read_levels(self, count: int, block: float) -> None:
-        read, last = await fair.pull(
-            self.client,
+    def _pull_command(self, count: int) -> tuple[Any, ...]:
+        return fair.pull_command(
             self._keys,
             self.queue,
             count=count,
@@ -59,15 +58,23 @@ class FairRedisSource(RedisSource):
             maxlen=self.backend.maxlen,
             tenants=self.tenants,
         )
-        if read and not self._closed:
-            entries = read[0][1]
-            if entries:
-                for entry_id, flat in entries:
-                    fields = _pairs(flat)
-                    tenant = fields.get(_TENANT, b"")
-                    self._tenant_of[entry_id] = tenant.decode()
-                    self._buffer.append((entry_id, fields, 1, _NORMAL))
-                return
+
+    def _buffer_pulled(self, read: Any) -> bool:
+        """Buffer what a pull read (noting each entry's tenant); False: nothing."""
+        if not read or self._closed:
+            return False
+        entries = read[0][1]
+        for entry_id, flat in entries:
+            fields = _pairs(flat)
+            tenant = fields.get(_TENANT, b"")
+            self._tenant_of[entry_id] = tenant.decode()
+            self._buffer.append((entry_id, fields, 1, _NORMAL))
+        return bool(entries)
+
+    async def _read_levels(self, count: int, block: float) -> None:
+        read, last = await self.client.execute_command(*self._pull_command(count))
+        if self._buffer_pulled(read):
+            return
         # nothing for us: wait until a publish, a settle or a due retry says otherwise
         await self.client.execute_command(
             "XREAD", "COUNT", 1, "BLOCK", int(block * 1000), "STREAMS", self._keys.wake, last
@@ -91,10 +98,23 @@ class FairRedisSource(RedisSource):
             )
         for level, entry in copies:
             self._queue_copy(pipe, level, entry)
+        # The reader waits for the credit this batch frees, and will pull next: the
+        # same round trip pulls as many as the batch frees credit for, after the
+        # settlements on the server (the buffer is empty, so the credit holds).
+        ahead = 0
+        if self._credit is not None and not self._buffer:
+            ahead = self.prefetch - len(self._unsettled) - self._settling + len(batch)
+            if ahead > 0:
+                pipe.execute_command(*self._pull_command(ahead))
         results = await pipe.execute(raise_on_error=False)
+        pulled = results.pop() if ahead > 0 else None
         for result in results:
             if isinstance(result, Exception):
                 raise result
+        if isinstance(pulled, Exception):
+            raise pulled
+        if pulled is not None:
+            self._buffer_pulled(pulled[0])
         self._copied(copies, results[len(results) - len(copies) :])
 
     def _queue_copy(self, pipe: Any, level: int, copy: wire.Copy) -> None:
