@@ -315,3 +315,28 @@ async def test_a_dead_consumers_entry_taken_over_frees_its_tenants_slot_when_ack
     await client.aclose()
     await source.close()
     await backend.close()
+
+
+async def test_a_fair_source_loads_its_scripts_again_when_the_server_lost_them(
+    redis: RedisServer,
+) -> None:
+    queue = f"fair-{uuid.uuid4().hex[:8]}"
+    backend = fair_backend(redis.url, queue, FairShares(limit=1))
+    for payload in ("first", "second"):
+        await backend.publish(queue, payload, properties=props("acme"))
+    source = await backend.open_source(queue, prefetch=5)
+    (first,) = await take(source, 5)
+    client = backend.client()
+    await client.script_flush()  # as a restarted server: no scripts
+    first.handle.ack()  # settled by a script run again once loaded
+    with anyio.fail_after(10):
+        (second,) = await source.receive(5)  # acme's slot was freed: the next pulled
+    assert second.message.payload == "second"
+    await client.script_flush()
+    second.handle.ack()
+    await source.wait_settled()
+    counted = await backend.queue_statistics(queue)
+    assert (counted.ready, counted.in_flight) == (0, 0)
+    await client.aclose()
+    await source.close()
+    await backend.close()

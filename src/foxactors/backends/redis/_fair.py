@@ -46,7 +46,25 @@ SETTLE = _script("fair_settle", "settle_entry")
 MOVE_DUE = _script("fair_move_due")
 MOVE_BATCH = 1000
 ACK_CHUNK = 1000
-PUSH_MANY_SHA = hashlib.sha1(PUSH_MANY.encode(), usedforsecurity=False).hexdigest()
+
+
+def _sha(script: str) -> str:
+    return hashlib.sha1(script.encode(), usedforsecurity=False).hexdigest()
+
+
+PUSH_MANY_SHA = _sha(PUSH_MANY)
+PULL_SHA, ACK_SHA, SETTLE_SHA = _sha(PULL), _sha(ACK), _sha(SETTLE)
+
+
+async def load_scripts(client: Any) -> None:
+    """Load the scripts a consumer runs by EVALSHA (no script text sent with each run).
+
+    A consumer loads them when it starts; a server that lost them (restarted,
+    SCRIPT FLUSH) answers NOSCRIPT, which fails the consumer, and its restart loads
+    them again.
+    """
+    for script in (PULL, ACK, SETTLE):
+        await client.script_load(script)
 
 
 @attrs.frozen
@@ -162,13 +180,14 @@ def pull_command(
     Its reply: the XREADGROUP reply, and the wake stream's last id.
     """
     return (
-        *("EVAL", PULL, 6, *keys.five, stream, keys.lists, count, group, consumer),
+        *("EVALSHA", PULL_SHA, 6, *keys.five, stream, keys.lists, count, group, consumer),
         *(maxlen or "", *sorted(tenants or ())),
     )
 
 
 async def pull(client: Any, keys: FairKeys, stream: str, **options: Any) -> tuple[Any, bytes]:
     """Run `pull_command` (same options): (the XREADGROUP reply, the wake stream's last id)."""
+    await client.script_load(PULL)
     read, last = await client.execute_command(*pull_command(keys, stream, **options))
     return read, last
 
@@ -190,7 +209,7 @@ def ack_command(
         for first in range(0, len(ids), ACK_CHUNK):  # Lua unpacks a few thousand at most
             chunk = ids[first : first + ACK_CHUNK]
             args.extend((tenant, len(chunk), *chunk))
-    return ("EVAL", ACK, 6, *keys.five, stream, keys.lists, group, *args)
+    return ("EVALSHA", ACK_SHA, 6, *keys.five, stream, keys.lists, group, *args)
 
 
 def settle_command(
@@ -210,7 +229,7 @@ def settle_command(
 ) -> tuple[Any, ...]:
     """The EVAL that copies an entry (requeue, retry, dead letter) and frees its slot."""
     return (
-        *("EVAL", SETTLE, 8, *keys.five, stream, delayed, dead, keys.lists, group, consumer),
+        *("EVALSHA", SETTLE_SHA, 8, *keys.five, stream, delayed, dead, keys.lists, group, consumer),
         *(entry_id, mode, math.ceil(delay * 1000), give_back, token, *extra),
     )
 

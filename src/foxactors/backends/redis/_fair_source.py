@@ -6,6 +6,8 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
+from redis.exceptions import NoScriptError
+
 from foxactors._ack import Decision
 from foxactors.backends._fair import TENANT_HEADER
 from foxactors.backends._source import Settlement
@@ -42,10 +44,11 @@ class FairRedisSource(RedisSource):
         self._tenant_of: dict[bytes, str] = {}
 
     async def start(self) -> None:
-        """Write the queue's shares, then start as every source does."""
+        """Write the queue's shares and load the scripts, then start as every source does."""
         shares = self.backend.fair_shares(self.queue)
         if shares is not None:
             await fair.write_conf(self.client, self._keys, shares)
+        await fair.load_scripts(self.client)
         await super().start()
 
     def _pull_command(self, count: int) -> tuple[Any, ...]:
@@ -72,7 +75,11 @@ class FairRedisSource(RedisSource):
         return bool(entries)
 
     async def _read_levels(self, count: int, block: float) -> None:
-        read, last = await self.client.execute_command(*self._pull_command(count))
+        try:
+            read, last = await self.client.execute_command(*self._pull_command(count))
+        except NoScriptError:  # the server restarted or flushed its scripts
+            await fair.load_scripts(self.client)
+            read, last = await self.client.execute_command(*self._pull_command(count))
         if self._buffer_pulled(read):
             return
         # nothing for us: wait until a publish, a settle or a due retry says otherwise
@@ -91,22 +98,17 @@ class FairRedisSource(RedisSource):
                 acks.setdefault(level, {}).setdefault(tenant, []).append(entry_id)
             else:
                 copies.append((level, (entry_id, held[0], decision, delay, reason)))
-        pipe = self.client.pipeline(transaction=False)
-        for level, ids in acks.items():
-            pipe.execute_command(
-                *fair.ack_command(self._keys, self._streams[level], self.group, ids)
-            )
-        for level, entry in copies:
-            self._queue_copy(pipe, level, entry)
         # The reader waits for the credit this batch frees, and will pull next: the
         # same round trip pulls as many as the batch frees credit for, after the
         # settlements on the server (the buffer is empty, so the credit holds).
         ahead = 0
         if self._credit is not None and not self._buffer:
             ahead = self.prefetch - len(self._unsettled) - self._settling + len(batch)
-            if ahead > 0:
-                pipe.execute_command(*self._pull_command(ahead))
-        results = await pipe.execute(raise_on_error=False)
+        results = await self._settle(acks, copies, ahead)
+        if any(isinstance(result, NoScriptError) for result in results):
+            # the server lost the scripts: none of them ran; once more, loaded
+            await fair.load_scripts(self.client)
+            results = await self._settle(acks, copies, ahead)
         pulled = results.pop() if ahead > 0 else None
         for result in results:
             if isinstance(result, Exception):
@@ -116,6 +118,24 @@ class FairRedisSource(RedisSource):
         if pulled is not None:
             self._buffer_pulled(pulled[0])
         self._copied(copies, results[len(results) - len(copies) :])
+
+    async def _settle(
+        self,
+        acks: dict[int, dict[str, list[bytes]]],
+        copies: list[tuple[int, wire.Copy]],
+        ahead: int,
+    ) -> list[Any]:
+        """Acks, copies, and a pull of ``ahead`` (if any) in one round trip: the replies."""
+        pipe = self.client.pipeline(transaction=False)
+        for level, ids in acks.items():
+            pipe.execute_command(
+                *fair.ack_command(self._keys, self._streams[level], self.group, ids)
+            )
+        for level, entry in copies:
+            self._queue_copy(pipe, level, entry)
+        if ahead > 0:
+            pipe.execute_command(*self._pull_command(ahead))
+        return list(await pipe.execute(raise_on_error=False))
 
     def _queue_copy(self, pipe: Any, level: int, copy: wire.Copy) -> None:
         entry_id, attempt, decision, delay, reason = copy
