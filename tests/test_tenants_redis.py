@@ -334,6 +334,11 @@ async def test_a_fair_source_loads_its_scripts_again_when_the_server_lost_them(
     assert second.message.payload == "second"
     await client.script_flush()
     second.handle.ack()
+    await backend.publish(queue, "third", properties=props("acme"))  # push: loaded again
+    with anyio.fail_after(10):
+        (third,) = await source.receive(5)
+    assert third.message.payload == "third"
+    third.handle.ack()
     await source.wait_settled()
     counted = await backend.queue_statistics(queue)
     assert (counted.ready, counted.in_flight) == (0, 0)

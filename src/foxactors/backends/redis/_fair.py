@@ -27,6 +27,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
+from redis.exceptions import NoScriptError
 
 from foxactors.backends._fair import NO_TENANT, TENANT_HEADER, FairShares
 
@@ -54,6 +55,15 @@ def _sha(script: str) -> str:
 
 PUSH_MANY_SHA = _sha(PUSH_MANY)
 PULL_SHA, ACK_SHA, SETTLE_SHA = _sha(PULL), _sha(ACK), _sha(SETTLE)
+PUSH_SHA, MOVE_DUE_SHA = _sha(PUSH), _sha(MOVE_DUE)
+
+
+async def _run(client: Any, script: str, sha: str, *args: Any) -> Any:
+    """EVALSHA ``script``; EVAL it (which loads it) if the server does not have it."""
+    try:
+        return await client.evalsha(sha, *args)
+    except NoScriptError:
+        return await client.eval(script, *args)
 
 
 async def load_scripts(client: Any) -> None:
@@ -135,7 +145,7 @@ async def push(client: Any, keys: FairKeys, fields: Mapping[str, Any]) -> None:
     """Add an entry with ``fields`` to the back of its tenant's list."""
     tenant = tenant_in(fields)
     flat = itertools.chain.from_iterable(fields.items())
-    await client.eval(PUSH, 5, *keys.five, keys.lists, tenant, "0", *flat)
+    await _run(client, PUSH, PUSH_SHA, 5, *keys.five, keys.lists, tenant, "0", *flat)
 
 
 async def push_many(
@@ -236,5 +246,7 @@ def settle_command(
 
 async def move_due(client: Any, keys: FairKeys, delayed: str) -> tuple[int, float | None]:
     """Move due entries of ``delayed`` to their tenants' lists: (how many, seconds to next)."""
-    moved, wait = await client.eval(MOVE_DUE, 6, *keys.five, delayed, keys.lists, MOVE_BATCH)
+    moved, wait = await _run(
+        client, MOVE_DUE, MOVE_DUE_SHA, 6, *keys.five, delayed, keys.lists, MOVE_BATCH
+    )
     return int(moved), (None if int(wait) < 0 else int(wait) / 1000)
