@@ -1,6 +1,7 @@
 """Tenants: fair shares beside plain first in, first out, measured in the same run.
 
-On the memory backend (the dispatch is the backend's; the pipeline on top is the same):
+On the memory backend, then on Redis Streams (the dispatch is the backend's; the
+pipeline on top is the same):
 
 (a) start latency of a lone tenant's job behind another tenant's backlog of
     ``--backlog`` jobs (100,000): a `WorkerApp` (8 workers, prefetch 16, as a job
@@ -16,22 +17,38 @@ On the memory backend (the dispatch is the backend's; the pipeline on top is the
 (c) throughput of the whole pipeline (consumer, pool, workers, no-op handler) with
     the messages of 100 tenants, fair on vs off (target: at least 80%).
 
+On Redis (asyncio; a throwaway redis-server on loopback unless ``--redis URL``), the
+same three figures: the backlogs are filled before the consumer starts, in pipelines
+(a fair queue's a thousand entries per script run), (b) counts the acks until they
+are applied, and (b) and (c) take ``--redis-messages`` (20,000) messages.
+
 Figures are medians over ``--rounds``; a ratio is the median of the rounds' ratios.
 
-Run: python benchmarks/tenants.py [--backend asyncio|trio] [--quick]
+Run: python benchmarks/tenants.py [--backend asyncio|trio] [--only memory|redis]
+    [--redis URL] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import itertools
+import logging
+import shutil
 import statistics
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import anyio
+import structlog
 
 import foxactors as fa
-from foxactors.backends import FairShares
+from foxactors.backends import FairShares, RedisBackend
+from foxactors.backends.redis import _fair as redis_fair
+from foxactors.testing.servers import redis_server
 
 QUEUE = "bench"
 PREFETCH = 100
@@ -129,6 +146,138 @@ async def throughput(messages: int, fair: bool) -> float:
     return messages / elapsed
 
 
+# -- Redis Streams -------------------------------------------------------------------------
+
+
+async def redis_fill(
+    backend: RedisBackend, queue: str, tenants: list[str], count: int, fair: bool
+) -> None:
+    """Add ``count`` entries of ``tenants`` in turn to ``queue``, pipelined, as publish writes.
+
+    A fair queue's go to the tenants' lists a thousand per script run; a plain
+    queue's to its stream a thousand XADDs per pipeline.
+    """
+    body = backend.codec.encode({"n": 0})
+    names = [properties(t) for t in tenants]
+    entries = (backend.fields(body, names[i % len(names)], uuid.uuid4().hex) for i in range(count))
+    client: Any = backend.client()  # redis-py's field types are narrower than entries'
+    try:
+        if fair:
+            keys = redis_fair.FairKeys.of(queue)
+            shares = backend.fair_shares(queue)
+            assert shares is not None
+            await redis_fair.write_conf(client, keys, shares)
+            await redis_fair.push_many(client, keys, entries)
+            return
+        await backend.ensure_group(client, queue)
+        while batch := list(itertools.islice(entries, 1000)):
+            async with client.pipeline(transaction=False) as pipe:
+                for fields in batch:
+                    pipe.xadd(queue, fields)
+                await pipe.execute()
+    finally:
+        await client.aclose()
+
+
+async def redis_forget(backend: RedisBackend, queue: str, tenants: list[str]) -> None:
+    """Delete every key of ``queue`` (a benchmark leaves nothing behind on a given Redis)."""
+    keys = redis_fair.FairKeys.of(queue)
+    names = [*backend.level_streams(queue), backend.delayed_set(queue)]
+    names += [backend.dead_letter_stream(queue), *keys.five]
+    names += [keys.list_of(t) for t in tenants]
+    client = backend.client()
+    try:
+        for first in range(0, len(names), 1000):
+            await client.delete(*names[first : first + 1000])
+    finally:
+        await client.aclose()
+
+
+def redis_backend(url: str, fair: bool) -> tuple[RedisBackend, str]:
+    queue = f"bench-{uuid.uuid4().hex[:8]}"
+    backend = RedisBackend(url)
+    if fair:
+        backend.share_fairly(queue, FairShares())
+    return backend, queue
+
+
+async def redis_lone_tenant(url: str, backlog: int, fair: bool) -> tuple[int, float]:
+    """(a) on Redis: as `lone_tenant`, the backlog filled before the worker starts."""
+    backend, queue = redis_backend(url, fair)
+    await redis_fill(backend, queue, ["a"], backlog, fair)
+    warm, waited = asyncio.Event(), asyncio.Event()
+    started = at_publish = 0
+    published = wait = 0.0
+
+    async def handle(message: fa.Message) -> None:
+        nonlocal started, wait
+        started += 1
+        if message.properties.headers.get("x-tenant") == "b":
+            wait = time.perf_counter() - published
+            waited.set()
+        elif started == min(1_000, backlog // 10):
+            warm.set()
+
+    app = fa.WorkerApp("bench").add_worker(handle).with_concurrency_limit(CONCURRENCY)
+    app = app.with_prefetch(2 * CONCURRENCY)
+    async with fa.open_system(app.build(backend, queue)):
+        await warm.wait()
+        at_publish = started
+        published = time.perf_counter()
+        await backend.publish(queue, {"n": 1}, properties=properties("b"))
+        await waited.wait()
+        ahead = started - at_publish - 1
+    await redis_forget(backend, queue, ["a", "b"])
+    await backend.close()
+    return ahead, wait
+
+
+async def redis_dispatch_cost(url: str, messages: int, tenants: int | None) -> float:
+    """(b) on Redis: seconds per message to read and ack (acks applied) from a source."""
+    backend, queue = redis_backend(url, tenants is not None)
+    names = [f"t{n}" for n in range(tenants or 1)]
+    await redis_fill(backend, queue, names, 2 * messages, tenants is not None)
+    source = await backend.open_source(queue, prefetch=PREFETCH)
+    start = time.perf_counter()
+    left = messages
+    while left:
+        batch = await source.receive(min(PREFETCH, left))
+        for delivery in batch:
+            delivery.handle.ack()
+        left -= len(batch)
+    await source.wait_settled()
+    elapsed = time.perf_counter() - start
+    await source.close()
+    await redis_forget(backend, queue, names)
+    await backend.close()
+    return elapsed / messages
+
+
+async def redis_throughput(url: str, messages: int, fair: bool) -> float:
+    """(c) on Redis: messages per second through the pipeline, 100 tenants' messages."""
+    backend, queue = redis_backend(url, fair)
+    names = [f"t{n}" for n in range(100)]
+    await redis_fill(backend, queue, names, messages, fair)
+    done = asyncio.Event()
+    count = 0
+
+    async def handle(message: fa.Message) -> None:
+        nonlocal count
+        count += 1
+        if count == messages:
+            done.set()
+
+    app = fa.WorkerApp("bench").add_worker(handle).with_concurrency_limit(CONCURRENCY)
+    app = app.with_prefetch(PREFETCH)
+    start = time.perf_counter()
+    async with fa.open_system(app.build(backend, queue)):
+        await done.wait()
+        elapsed = time.perf_counter() - start
+    await redis_forget(backend, queue, names)
+    await backend.close()
+    return messages / elapsed
+
+
 BACKEND = "asyncio"
 
 
@@ -140,25 +289,16 @@ def spread(values: list[float], show: Callable[[float], str]) -> str:
     return f"{show(median(values))} [{show(min(values))}..{show(max(values))}]"
 
 
-def main() -> None:
-    global BACKEND  # noqa: PLW0603 - the event loop every figure runs on, from the command line
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--backend", default="asyncio", choices=["asyncio", "trio"])
-    parser.add_argument("--backlog", type=int, default=100_000, help="tenant A's jobs in (a)")
-    parser.add_argument("--messages", type=int, default=100_000, help="per figure in (b), (c)")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="small counts (smoke test)")
-    args = parser.parse_args()
-    BACKEND = args.backend
-    if args.quick:
-        args.backlog, args.messages, args.rounds = 5_000, 20_000, 1
-    print(f"tenants on the memory backend ({BACKEND}), {args.rounds} round(s)")
+Lone = Callable[[int, bool], tuple[int, float]]
+Cost = Callable[[int, "int | None"], float]
+Rate = Callable[[int, bool], float]
 
-    print(f"(a) a lone tenant's job behind a backlog of {args.backlog:,} of another's:")
-    fifo = [
-        anyio.run(lone_tenant, args.backlog, False, backend=BACKEND) for _ in range(args.rounds)
-    ]
-    fair = [anyio.run(lone_tenant, args.backlog, True, backend=BACKEND) for _ in range(args.rounds)]
+
+def report(rounds: int, backlog: int, messages: int, *, lone: Lone, cost: Cost, rate: Rate) -> None:
+    """Print (a), (b), (c) of one backend: medians, spreads, ratios of the same rounds."""
+    print(f"(a) a lone tenant's job behind a backlog of {backlog:,} of another's:")
+    fifo = [lone(backlog, False) for _ in range(rounds)]
+    fair = [lone(backlog, True) for _ in range(rounds)]
     for name, runs in (("plain FIFO", fifo), ("fair", fair)):
         ahead = median([float(n) for n, _ in runs])
         waited = spread([w for _, w in runs], lambda s: f"{s * 1000:.1f} ms")
@@ -166,11 +306,11 @@ def main() -> None:
     ratio = median([f[1] / max(p[1], 1e-9) for f, p in zip(fifo, fair, strict=True)])
     print(f"    -> FIFO wait / fair wait: {ratio:,.0f}x")
 
-    print(f"(b) dispatch cost per message ({args.messages:,} taken and acked, batches of 100):")
+    print(f"(b) dispatch cost per message ({messages:,} taken and acked, batches of 100):")
     costs: dict[int | None, list[float]] = {n: [] for n in (None, *TENANT_COUNTS)}
-    for _ in range(args.rounds):
+    for _ in range(rounds):
         for tenants, spent in costs.items():
-            spent.append(dispatch_cost(args.messages, tenants))
+            spent.append(cost(messages, tenants))
 
     def show(seconds: float) -> str:
         return f"{seconds * 1e6:.2f} us"
@@ -184,16 +324,70 @@ def main() -> None:
     plain = median([p / f for p, f in zip(costs[None], costs[1], strict=True)])
     print(f"    -> plain / fair with 1 tenant: {plain:.2f}")
 
-    print(f"(c) pipeline throughput, {args.messages:,} messages of 100 tenants:")
+    print(f"(c) pipeline throughput, {messages:,} messages of 100 tenants:")
     off: list[float] = []
     on: list[float] = []
-    for _ in range(args.rounds):
-        off.append(anyio.run(throughput, args.messages, False, backend=BACKEND))
-        on.append(anyio.run(throughput, args.messages, True, backend=BACKEND))
+    for _ in range(rounds):
+        off.append(rate(messages, False))
+        on.append(rate(messages, True))
     print(f"    fairness off: {spread(off, lambda r: f'{r:,.0f}/s')}")
     print(f"    fairness on : {spread(on, lambda r: f'{r:,.0f}/s')}")
     share = median([a / b for a, b in zip(on, off, strict=True)])
     print(f"    -> on / off: {share:.2f} (target >= 0.80)")
+
+
+@contextlib.contextmanager
+def redis_url(url: str | None) -> Iterator[str]:
+    """``url``, or a throwaway redis-server's on loopback for the block."""
+    if url:
+        yield url
+        return
+    with redis_server() as ours:
+        yield ours.url
+
+
+def main() -> None:
+    global BACKEND  # noqa: PLW0603 - the event loop every figure runs on, from the command line
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backend", default="asyncio", choices=["asyncio", "trio"])
+    parser.add_argument("--only", choices=["memory", "redis"], help="one backend's figures")
+    parser.add_argument("--redis", metavar="URL", help="an existing Redis (default: our own)")
+    parser.add_argument("--backlog", type=int, default=100_000, help="tenant A's jobs in (a)")
+    parser.add_argument("--messages", type=int, default=100_000, help="per figure in (b), (c)")
+    parser.add_argument(
+        "--redis-messages", type=int, default=20_000, help="per figure in (b), (c) on Redis"
+    )
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="small counts (smoke test)")
+    args = parser.parse_args()
+    BACKEND = args.backend
+    if args.quick:
+        args.backlog, args.messages, args.redis_messages, args.rounds = 5_000, 20_000, 2_000, 1
+    if args.only != "redis":
+        print(f"tenants on the memory backend ({BACKEND}), {args.rounds} round(s)")
+        report(
+            args.rounds,
+            args.backlog,
+            args.messages,
+            lone=lambda b, f: anyio.run(lone_tenant, b, f, backend=BACKEND),
+            cost=dispatch_cost,
+            rate=lambda m, f: anyio.run(throughput, m, f, backend=BACKEND),
+        )
+    if args.only != "memory":
+        if not args.redis and shutil.which("redis-server") is None:
+            print("Redis figures skipped: redis-server is not installed (or give --redis URL)")
+            return
+        structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+        with redis_url(args.redis) as url:
+            print(f"tenants on Redis Streams (asyncio), {args.rounds} round(s)")
+            report(
+                args.rounds,
+                args.backlog,
+                args.redis_messages,
+                lone=lambda b, f: asyncio.run(redis_lone_tenant(url, b, f)),
+                cost=lambda m, t: asyncio.run(redis_dispatch_cost(url, m, t)),
+                rate=lambda m, f: asyncio.run(redis_throughput(url, m, f)),
+            )
 
 
 if __name__ == "__main__":

@@ -16,13 +16,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import foxactors as fa
-from foxactors.backends import FairShares, RedisBackend, Source
+from foxactors.backends import FairShares, Leases, RedisBackend, Source
+from foxactors.backends.redis import _fair as fair
 from foxactors.jobs import JobContext, JobQueue, JobState
 from foxactors.testing.servers import RedisServer
 
 pytestmark = pytest.mark.anyio
 
 TENANTS = ["acme", "globex", "initech"]
+BACKLOG = 100_000
 
 
 @pytest.fixture
@@ -202,4 +204,144 @@ async def test_a_dedicated_job_worker_on_redis_runs_only_its_tenants_jobs(
             await handle.result(timeout=30)
     assert ran == ["acme"] * 4
     assert (await jobs.for_tenant("globex").counts())[JobState.PENDING] == 3
+    await backend.close()
+
+
+async def test_a_lone_tenant_starts_within_a_turn_behind_another_tenants_backlog_of_100_000(
+    redis: RedisServer,
+) -> None:
+    queue = f"fair-{uuid.uuid4().hex[:8]}"
+    shares = FairShares()
+    backend = fair_backend(redis.url, queue, shares)
+    client = backend.client()
+    keys = fair.FairKeys.of(queue)
+    await fair.write_conf(client, keys, shares)
+    body = backend.codec.encode("a")
+    backlog = (
+        backend.fields(body, props("acme"), f"a{n}") for n in range(BACKLOG)
+    )  # as publish writes them, in a hundred script runs
+    assert await fair.push_many(client, keys, backlog) == BACKLOG
+    source = await backend.open_source(queue, prefetch=1)
+    started: list[str] = []
+    for _ in range(3):  # acme's backlog is under way
+        with anyio.fail_after(10):
+            (delivery,) = await source.receive(1)
+        started.append(tenant_of(delivery))
+        delivery.handle.ack()
+    await backend.publish(queue, "b", properties=props("globex"))
+    while "globex" not in started[3:]:
+        with anyio.fail_after(10):
+            (delivery,) = await source.receive(1)
+        started.append(tenant_of(delivery))
+        delivery.handle.ack()
+    # one turn of each tenant with work (acme, then globex), not 99,997 of acme's
+    assert len(started) - 3 <= 2
+    await source.wait_settled()
+    left = await backend.queue_statistics(queue)
+    assert (left.ready, left.in_flight) == (BACKLOG - (len(started) - 1), 0)
+    await client.delete(keys.list_of("acme"))
+    await client.aclose()
+    await source.close()
+    await backend.close()
+
+
+async def test_one_read_takes_a_turn_of_each_of_10_000_tenants(redis: RedisServer) -> None:
+    queue = f"fair-{uuid.uuid4().hex[:8]}"
+    shares = FairShares()
+    backend = fair_backend(redis.url, queue, shares)
+    client = backend.client()
+    keys = fair.FairKeys.of(queue)
+    await fair.write_conf(client, keys, shares)
+    body = backend.codec.encode("x")
+    tenants = [f"t{n}" for n in range(10_000)]
+    entries = [backend.fields(body, props(t), f"{t}-{k}") for k in range(2) for t in tenants]
+    await fair.push_many(client, keys, entries)
+    source = await backend.open_source(queue, prefetch=12_000)
+    with anyio.fail_after(10):
+        got = await source.receive(12_000)  # one read: more tenants than Lua unpacks at once
+    counts = Counter(tenant_of(d) for d in got)
+    assert len(got) == 12_000
+    assert set(counts) == set(tenants)  # everyone's first turn before anyone's second
+    assert sum(1 for n in counts.values() if n == 2) == 2_000
+    for delivery in got:
+        delivery.handle.ack()
+    await source.wait_settled()
+    left = await backend.queue_statistics(queue)
+    assert (left.ready, left.in_flight) == (8_000, 0)
+    await client.delete(*(keys.list_of(t) for t in tenants))
+    await client.aclose()
+    await source.close()
+    await backend.close()
+
+
+async def test_a_dead_consumers_entry_taken_over_frees_its_tenants_slot_when_acked(
+    redis: RedisServer,
+) -> None:
+    queue = f"fair-{uuid.uuid4().hex[:8]}"
+    backend = RedisBackend(
+        redis.url, consumer="live", block=0.05, leases=Leases(claim_min_idle=0.1)
+    )
+    backend.share_fairly(queue, FairShares(limit=1))
+    for payload in ("first", "second"):
+        await backend.publish(queue, payload, properties=props("acme"))
+    source = await backend.open_source(queue, prefetch=5)
+    client = backend.client()
+    keys = fair.FairKeys.of(queue)
+    # a consumer that took acme's first entry (its one slot) and died
+    await fair.pull(
+        client,
+        keys,
+        queue,
+        count=5,
+        group=backend.group,
+        consumer="dead",
+        maxlen=None,
+        tenants=None,
+    )
+    assert await take(source, 5, wait=0.1) == []  # acme is at its limit
+    with anyio.fail_after(10):  # the dead one's lease runs out on the Redis clock
+        while backend.statistics().reclaimed == 0:
+            await source.reclaim()
+            await anyio.sleep(0.05)
+    (taken,) = await take(source, 5)
+    assert (taken.message.payload, taken.message.attempt) == ("first", 2)
+    taken.handle.ack()  # this source never read it: its tenant is looked up
+    with anyio.fail_after(10):
+        (second,) = await source.receive(5)
+    assert second.message.payload == "second"
+    second.handle.ack()
+    await source.wait_settled()
+    assert (await backend.queue_statistics(queue)).in_flight == 0
+    await client.aclose()
+    await source.close()
+    await backend.close()
+
+
+async def test_a_fair_source_loads_its_scripts_again_when_the_server_lost_them(
+    redis: RedisServer,
+) -> None:
+    queue = f"fair-{uuid.uuid4().hex[:8]}"
+    backend = fair_backend(redis.url, queue, FairShares(limit=1))
+    for payload in ("first", "second"):
+        await backend.publish(queue, payload, properties=props("acme"))
+    source = await backend.open_source(queue, prefetch=5)
+    (first,) = await take(source, 5)
+    client = backend.client()
+    await client.script_flush()  # as a restarted server: no scripts
+    first.handle.ack()  # settled by a script run again once loaded
+    with anyio.fail_after(10):
+        (second,) = await source.receive(5)  # acme's slot was freed: the next pulled
+    assert second.message.payload == "second"
+    await client.script_flush()
+    second.handle.ack()
+    await backend.publish(queue, "third", properties=props("acme"))  # push: loaded again
+    with anyio.fail_after(10):
+        (third,) = await source.receive(5)
+    assert third.message.payload == "third"
+    third.handle.ack()
+    await source.wait_settled()
+    counted = await backend.queue_statistics(queue)
+    assert (counted.ready, counted.in_flight) == (0, 0)
+    await client.aclose()
+    await source.close()
     await backend.close()

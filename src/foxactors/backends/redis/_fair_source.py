@@ -6,7 +6,10 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
+from redis.exceptions import NoScriptError
+
 from foxactors._ack import Decision
+from foxactors.backends._fair import TENANT_HEADER
 from foxactors.backends._source import Settlement
 
 from . import _fair as fair
@@ -19,6 +22,7 @@ if TYPE_CHECKING:
 
 _NORMAL = levels.NORMAL
 _ACK = Decision.ACK
+_TENANT = TENANT_HEADER.encode()
 
 
 class FairRedisSource(RedisSource):
@@ -35,17 +39,20 @@ class FairRedisSource(RedisSource):
         super().__init__(backend, queue, **kw)
         self.tenants = tenants
         self._keys = fair.FairKeys.of(queue)
+        # the tenant of each entry read and not yet settled: acks then free their
+        # tenants' slots without looking each entry up again
+        self._tenant_of: dict[bytes, str] = {}
 
     async def start(self) -> None:
-        """Write the queue's shares, then start as every source does."""
+        """Write the queue's shares and load the scripts, then start as every source does."""
         shares = self.backend.fair_shares(self.queue)
         if shares is not None:
             await fair.write_conf(self.client, self._keys, shares)
+        await fair.load_scripts(self.client)
         await super().start()
 
-    async def _read_levels(self, count: int, block: float) -> None:
-        read, last = await fair.pull(
-            self.client,
+    def _pull_command(self, count: int) -> tuple[Any, ...]:
+        return fair.pull_command(
             self._keys,
             self.queue,
             count=count,
@@ -54,28 +61,71 @@ class FairRedisSource(RedisSource):
             maxlen=self.backend.maxlen,
             tenants=self.tenants,
         )
-        if read and not self._closed:
-            entries = read[0][1]
-            if entries:
-                self._buffer.extend(
-                    (entry_id, _pairs(flat), 1, _NORMAL) for entry_id, flat in entries
-                )
-                return
+
+    def _buffer_pulled(self, read: Any) -> bool:
+        """Buffer what a pull read (noting each entry's tenant); False: nothing."""
+        if not read or self._closed:
+            return False
+        entries = read[0][1]
+        for entry_id, flat in entries:
+            fields = _pairs(flat)
+            tenant = fields.get(_TENANT, b"")
+            self._tenant_of[entry_id] = tenant.decode()
+            self._buffer.append((entry_id, fields, 1, _NORMAL))
+        return bool(entries)
+
+    async def _read_levels(self, count: int, block: float) -> None:
+        try:
+            read, last = await self.client.execute_command(*self._pull_command(count))
+        except NoScriptError:  # the server restarted or flushed its scripts
+            await fair.load_scripts(self.client)
+            read, last = await self.client.execute_command(*self._pull_command(count))
+        if self._buffer_pulled(read):
+            return
         # nothing for us: wait until a publish, a settle or a due retry says otherwise
         await self.client.execute_command(
             "XREAD", "COUNT", 1, "BLOCK", int(block * 1000), "STREAMS", self._keys.wake, last
         )
 
     async def _apply(self, batch: list[Settlement]) -> None:
-        acks: dict[int, list[bytes]] = {}
+        acks: dict[int, dict[str, list[bytes]]] = {}
         copies: list[tuple[int, wire.Copy]] = []
         for tag, held, decision, delay, reason in batch:
             level = held[2]
             entry_id = tag if level == _NORMAL else tag[1:]
+            tenant = self._tenant_of.pop(entry_id, fair.UNKNOWN)  # unknown: reclaimed
             if decision is _ACK:
-                acks.setdefault(level, []).append(entry_id)
+                acks.setdefault(level, {}).setdefault(tenant, []).append(entry_id)
             else:
                 copies.append((level, (entry_id, held[0], decision, delay, reason)))
+        # The reader waits for the credit this batch frees, and will pull next: the
+        # same round trip pulls as many as the batch frees credit for, after the
+        # settlements on the server (the buffer is empty, so the credit holds).
+        ahead = 0
+        if self._credit is not None and not self._buffer:
+            ahead = self.prefetch - len(self._unsettled) - self._settling + len(batch)
+        results = await self._settle(acks, copies, ahead)
+        if any(isinstance(result, NoScriptError) for result in results):
+            # the server lost the scripts: none of them ran; once more, loaded
+            await fair.load_scripts(self.client)
+            results = await self._settle(acks, copies, ahead)
+        pulled = results.pop() if ahead > 0 else None
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
+        if isinstance(pulled, Exception):
+            raise pulled
+        if pulled is not None:
+            self._buffer_pulled(pulled[0])
+        self._copied(copies, results[len(results) - len(copies) :])
+
+    async def _settle(
+        self,
+        acks: dict[int, dict[str, list[bytes]]],
+        copies: list[tuple[int, wire.Copy]],
+        ahead: int,
+    ) -> list[Any]:
+        """Acks, copies, and a pull of ``ahead`` (if any) in one round trip: the replies."""
         pipe = self.client.pipeline(transaction=False)
         for level, ids in acks.items():
             pipe.execute_command(
@@ -83,11 +133,9 @@ class FairRedisSource(RedisSource):
             )
         for level, entry in copies:
             self._queue_copy(pipe, level, entry)
-        results = await pipe.execute(raise_on_error=False)
-        for result in results:
-            if isinstance(result, Exception):
-                raise result
-        self._copied(copies, results[len(results) - len(copies) :])
+        if ahead > 0:
+            pipe.execute_command(*self._pull_command(ahead))
+        return list(await pipe.execute(raise_on_error=False))
 
     def _queue_copy(self, pipe: Any, level: int, copy: wire.Copy) -> None:
         entry_id, attempt, decision, delay, reason = copy

@@ -26,7 +26,7 @@ LEVELS = _load("levels")
 """Say how many entries wait for the group in each priority level's stream."""
 LEVELS_SHA = hashlib.sha1(LEVELS.encode(), usedforsecurity=False).hexdigest()
 """What EVALSHA runs `LEVELS` by: a consumer runs it with every read."""
-SETTLE = _load("settle")
+SETTLE = _load("settle_entry") + "\n" + _load("settle")
 """Copy an entry (retry, requeue, defer, dead letter) and acknowledge it, if still ours."""
 SCHEDULE = _load("schedule")
 """Add an entry to the delayed set, due after a delay on the Redis clock."""

@@ -1,23 +1,45 @@
 -- Fair queues: what every fair script shares (prepended to each; see redis/_fair.py).
 -- KEYS[1..5] of every fair script: ring (list of active tenants), turn (hash: tenant
 -- -> slots left in its turn; a tenant is in the ring iff it is here), out (hash:
--- tenant -> deliveries out; ':ready' -> entries in the lists), conf (hash: 'dw', 'w:<t>' weights, 'l', 'l:<t>' limits,
--- '' for none), wake (a stream consumers block on). ARGV[1]: the prefix of the
--- tenants' lists (the list of tenant t is prefix .. t; '' is the no-tenant's).
+-- tenant -> deliveries out; ':ready' -> entries in the lists), conf (hash: 'dw', 'w:<t>'
+-- weights, 'l', 'l:<t>' limits, '' for none; 'same' when no tenant has its own), wake
+-- (a stream consumers block on). ARGV[1]: the prefix of the tenants' lists (the list
+-- of tenant t is prefix .. t; '' is the no-tenant's). A tenant whose list ran dry may
+-- stay in the ring until it is next at its head.
 -- The steps are those of DeficitRoundRobin in backends/_fair.py.
 local RING, TURN, OUT, CONF, WAKE, LISTS = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1]
 
+-- weights and limits do not change while a script runs: each is read once a run
+local weights, limits, defaults = {}, {}, nil
+
+local function conf_of(t)  -- read t's weight and limit, and the defaults once a run
+  if not defaults then defaults = redis.call('HMGET', CONF, 'dw', 'l', 'same') end
+  local w, l = defaults[1], defaults[2]
+  if not defaults[3] then  -- some tenants have weights or limits of their own
+    local own = redis.call('HMGET', CONF, 'w:' .. t, 'l:' .. t)
+    w, l = own[1] or w, own[2] or l
+  end
+  weights[t] = tonumber(w) or 1
+  limits[t] = l and tonumber(l) or false  -- false: none ('' or unset)
+end
+
 local function weight(t)
-  local w = redis.call('HGET', CONF, 'w:' .. t)
-  if not w then w = redis.call('HGET', CONF, 'dw') end
-  return tonumber(w) or 1
+  if weights[t] == nil then conf_of(t) end
+  return weights[t]
+end
+
+local function limit_of(t)  -- false: none
+  if limits[t] == nil then conf_of(t) end
+  return limits[t]
+end
+
+local function out_of(t)
+  return tonumber(redis.call('HGET', OUT, t) or '0')
 end
 
 local function room(t)
-  local l = redis.call('HGET', CONF, 'l:' .. t)
-  if not l then l = redis.call('HGET', CONF, 'l') end
-  if not l or l == '' then return true end
-  return tonumber(redis.call('HGET', OUT, t) or '0') < tonumber(l)
+  local l = limit_of(t)
+  return not l or out_of(t) < l
 end
 
 local function activate(t)  -- join the back of the ring unless in it
@@ -28,8 +50,8 @@ local function wake()
   redis.call('XADD', WAKE, 'MAXLEN', '~', 100, '*', 'w', '1')
 end
 
-local function release(t)  -- a delivery of t was settled: its slot is free
-  if redis.call('HINCRBY', OUT, t, -1) <= 0 then redis.call('HDEL', OUT, t) end
+local function release(t, n)  -- n (1 if nil) deliveries of t were settled: free slots
+  if redis.call('HINCRBY', OUT, t, -(n or 1)) <= 0 then redis.call('HDEL', OUT, t) end
   if redis.call('HEXISTS', TURN, t) == 0 and redis.call('LLEN', LISTS .. t) > 0
       and room(t) then
     activate(t)

@@ -8,16 +8,19 @@
 local stream, count, group, me, maxlen = KEYS[6], tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5]
 local moved = 0
 
-local function move(t)
-  local fields = cmsgpack.unpack(redis.call('LPOP', LISTS .. t))
-  if maxlen ~= '' then
-    redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', unpack(fields))
-  else
-    redis.call('XADD', stream, '*', unpack(fields))
+local function move(t, n)  -- up to n entries from the front of t's list, to the stream
+  local popped = redis.call('LPOP', LISTS .. t, n)
+  if not popped then return 0 end
+  for _, packed in ipairs(popped) do
+    local fields = cmsgpack.unpack(packed)
+    if maxlen ~= '' then
+      redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', unpack(fields))
+    else
+      redis.call('XADD', stream, '*', unpack(fields))
+    end
   end
-  redis.call('HINCRBY', OUT, t, 1)
-  redis.call('HINCRBY', OUT, ':ready', -1)
-  moved = moved + 1
+  moved = moved + #popped
+  return #popped
 end
 
 if #ARGV > 5 then
@@ -26,37 +29,91 @@ if #ARGV > 5 then
     for i = 6, #ARGV do
       local t = ARGV[i]
       if redis.call('LLEN', LISTS .. t) > 0 and room(t) then
-        local s = tonumber(redis.call('HGET', OUT, t) or '0') / weight(t)
+        local s = out_of(t) / weight(t)
         if best == nil or s < share then best, share = t, s end
       end
     end
     if best == nil then break end
-    move(best)
+    move(best, 1)
+    redis.call('HINCRBY', OUT, best, 1)
   end
 else
-  while moved < count do
-    local t = redis.call('LINDEX', RING, 0)
-    if not t then break end
-    if redis.call('LLEN', LISTS .. t) == 0 or not room(t) then
-      redis.call('LPOP', RING)  -- ran dry (a dedicated consumer) or filled its limit
-      redis.call('HDEL', TURN, t)
-    else
-      local credit = tonumber(redis.call('HGET', TURN, t))
-      if credit <= 0 then credit = weight(t) end  -- its turn begins
-      move(t)
-      credit = credit - 1
-      if redis.call('LLEN', LISTS .. t) == 0 or not room(t) then
-        redis.call('LPOP', RING)
-        redis.call('HDEL', TURN, t)
-      elseif credit <= 0 then  -- its turn is spent: to the back
-        redis.call('HSET', TURN, t, 0)
-        redis.call('RPUSH', RING, redis.call('LPOP', RING))
-      else
-        redis.call('HSET', TURN, t, credit)
-      end
+  -- The ring's first `count` tenants are read once and their turns played here; the
+  -- ring, turns and counts are written back at the end: a few commands a pull, not a
+  -- few an entry. A tenant whose list ran dry leaves the ring when next at its head.
+  local heads, i, rotated, whole
+  local turns, outs, taken = {}, {}, {}  -- credit (false: left the ring), out, moved now
+  local stored = {}  -- each tenant's credit as the turn hash had it
+  local function fetch()  -- the ring's first `count` (never all of a long ring)
+    heads = count > 0 and redis.call('LRANGE', RING, 0, count - 1) or {}
+    i, rotated, whole = 1, {}, #heads < count
+  end
+  local function append(tenants)  -- to the back of the ring (unpack takes a few thousand)
+    for first = 1, #tenants, 1000 do
+      redis.call('RPUSH', RING, unpack(tenants, first, math.min(#tenants, first + 999)))
     end
   end
+  local function flush()
+    if whole then  -- the whole ring is here: write it as it now is
+      local ring = {}
+      for j = i, #heads do ring[#ring + 1] = heads[j] end
+      for _, t in ipairs(rotated) do ring[#ring + 1] = t end
+      redis.call('DEL', RING)
+      append(ring)
+    else
+      if i > 1 then redis.call('LTRIM', RING, i - 1, -1) end
+      append(rotated)
+    end
+  end
+  fetch()
+  while moved < count do
+    if i > #heads then
+      if whole then
+        if #rotated == 0 then break end
+        heads, i, rotated = rotated, 1, {}  -- the next round, still all here
+      else
+        flush()
+        fetch()
+        if #heads == 0 then break end
+      end
+    end
+    local t = heads[i]
+    local limit, credit = limit_of(t), turns[t]
+    if credit == nil and weight(t) == 1 then  -- a turn of one: nothing left to look up
+      credit, stored[t] = 0, 0
+    elseif credit == nil then
+      credit = tonumber(redis.call('HGET', TURN, t)) or 0
+      stored[t] = credit
+    end
+    if outs[t] == nil then outs[t] = limit and out_of(t) or 0 end
+    if credit <= 0 then credit = weight(t) end  -- its turn begins
+    -- the rest of its turn at once: as its credit, room and our count allow
+    local n = math.min(credit, count - moved)
+    if limit then n = math.min(n, limit - outs[t]) end
+    local got = n > 0 and move(t, n) or 0
+    credit, outs[t], taken[t] = credit - got, outs[t] + got, (taken[t] or 0) + got
+    if got < n or (limit and outs[t] >= limit) then  -- ran dry or filled its limit
+      turns[t], i = false, i + 1
+    elseif credit <= 0 then  -- its turn is spent: to the back
+      turns[t], i = 0, i + 1
+      rotated[#rotated + 1] = t
+    else  -- our count ran out first: it stays at the head
+      turns[t] = credit
+    end
+  end
+  flush()
+  for t, credit in pairs(turns) do
+    if not credit then
+      redis.call('HDEL', TURN, t)
+    elseif credit ~= stored[t] then
+      redis.call('HSET', TURN, t, credit)
+    end
+  end
+  for t, n in pairs(taken) do
+    if n > 0 then redis.call('HINCRBY', OUT, t, n) end
+  end
 end
+if moved > 0 then redis.call('HINCRBY', OUT, ':ready', -moved) end
 
 local last = redis.call('XREVRANGE', WAKE, '+', '-', 'COUNT', 1)
 last = #last > 0 and last[1][1] or '0-0'

@@ -2,46 +2,18 @@
 -- ARGV: group, consumer, entry id, mode ("now" | "later" | "dlq"), delay ms,
 --       attempts to give back (1 for defer, else 0), unique token, maxlen ("" for none),
 --       extra fields (flat) for dead letters.
+-- settle_entry() (prepended): a requeue goes back to the end of the stream.
 -- Returns 1 (done), 0 (not this consumer's any more: stale) or -1 (entry trimmed).
-local stream, group, me, id, mode = KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local pending = redis.call('XPENDING', stream, group, id, id, 1)
-if #pending == 0 or pending[1][2] ~= me then return 0 end
-local entry = redis.call('XRANGE', stream, id, id)
-if #entry == 0 then
-  redis.call('XACK', stream, group, id)
-  return -1
-end
-local source, fields, prior, has_id = entry[1][2], {}, 0, false
-for i = 1, #source, 2 do
-  local key = source[i]
-  if key == 'x-attempt' and mode ~= 'dlq' then
-    prior = tonumber(source[i + 1]) or 0
-  else
-    if key == 'id' then has_id = true end
-    fields[#fields + 1] = key
-    fields[#fields + 1] = source[i + 1]
-  end
-end
-if not has_id then
-  fields[#fields + 1] = 'id'
-  fields[#fields + 1] = id
-end
-if mode == 'dlq' then
-  for i = 9, #ARGV do fields[#fields + 1] = ARGV[i] end
-  redis.call('XADD', KEYS[3], '*', unpack(fields))
-else
-  fields[#fields + 1] = 'x-attempt'
-  fields[#fields + 1] = tostring(prior + pending[1][4] - tonumber(ARGV[6]))
-  if mode == 'later' then
-    local now = redis.call('TIME')
-    local due = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) + tonumber(ARGV[5])
-    table.insert(fields, 1, ARGV[7])
-    redis.call('ZADD', KEYS[2], due, cmsgpack.pack(fields))
-  elseif ARGV[8] ~= '' then
-    redis.call('XADD', stream, 'MAXLEN', '~', ARGV[8], '*', unpack(fields))
+local stream, maxlen = KEYS[1], ARGV[8]
+
+local function requeue(fields)
+  if maxlen ~= '' then
+    redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', unpack(fields))
   else
     redis.call('XADD', stream, '*', unpack(fields))
   end
 end
-redis.call('XACK', stream, group, id)
-return 1
+
+local done = settle_entry(stream, KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], ARGV[4],
+                          ARGV[5], ARGV[6], ARGV[7], 9, requeue)
+return done
