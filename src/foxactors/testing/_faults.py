@@ -174,7 +174,7 @@ class FaultSchedule:
     def timed(self) -> list[TimedFault]:
         """The timed faults, in order of time."""
         timed = [f for f in self.faults if isinstance(f, TIMED)]
-        return sorted(timed, key=lambda fault: fault.at)  # type: ignore[union-attr]
+        return sorted(timed, key=lambda fault: fault.at)
 
 
 DEFAULT_KINDS = (CrashActor, CrashBeforeSettle, RaiseInHandler, StopSystem)
