@@ -118,12 +118,14 @@ def test_errors_share_one_root() -> None:
 def test_testing_exports() -> None:
     # ``servers`` is a submodule (throwaway brokers), imported by the broker tests
     assert public_names(foxactors.testing) - {"servers"} == {
+        "CancelJob",
         "CrashActor",
         "CrashBeforeSettle",
         "DrainCounts",
         "FaultSchedule",
         "HangHandler",
         "Harness",
+        "JobSimulationResult",
         "LoseConnection",
         "RaiseInHandler",
         "Redeliver",
@@ -140,6 +142,7 @@ def test_testing_exports() -> None:
         "fault_schedules",
         "in_virtual_time",
         "simulate",
+        "simulate_jobs",
     }
 
 
