@@ -607,9 +607,8 @@ def test_a_simulated_cancel_of_a_running_job_wins(loop: str) -> None:
     assert (cancelled.state, cancelled.result) == (JobState.CANCELLED, None)
     assert result.record(1).state is JobState.SUCCEEDED
     assert result.cancels == ((result.job_ids[0], CancelKind.REQUESTED),)
-    assert (
-        "job #0 is cancelled (requested, it was running): CancelJob(job=0, at=1.0)"
-        in (result.events[0])
+    assert result.events == (
+        "t=1.0s  job #0 is running: its cancel is requested: CancelJob(job=0, at=1.0)",
     )
 
 

@@ -10,15 +10,19 @@ import re
 from collections import Counter
 from collections.abc import Callable
 
+import anyio
 import pytest
 from hypothesis import HealthCheck, given, settings
 
 import foxactors as fa
+from foxactors.jobs import JobQueue, JobState
 from foxactors.testing import (
+    CancelJob,
     CrashActor,
     CrashBeforeSettle,
     FaultSchedule,
     HangHandler,
+    JobSimulationResult,
     LoseConnection,
     RaiseInHandler,
     Redeliver,
@@ -28,6 +32,7 @@ from foxactors.testing import (
     StopSystem,
     fault_schedules,
     simulate,
+    simulate_jobs,
 )
 
 LOOPS = pytest.mark.parametrize("loop", ["asyncio", "trio"])
@@ -224,3 +229,101 @@ def test_the_timeline_lists_faults_in_the_order_they_strike() -> None:
         "FaultSchedule([RaiseInHandler(nth=3), StopSystem(at=2.0), "
         "CrashActor(path='pool', at=0.5)])"
     )
+
+
+# -- jobs ----------------------------------------------------------------------------------
+
+
+def flaky_jobs(backend: fa.MemoryBackend) -> JobQueue:
+    """A queue whose task ``work`` sleeps ``n`` seconds and returns ``n``."""
+    jobs = JobQueue(backend, queue="work")
+
+    @jobs.task(name="work", max_attempts=2, backoff=lambda attempt: 1.0)
+    async def work(n: int) -> int:
+        await anyio.sleep(n)
+        return n
+
+    return jobs
+
+
+async def five_jobs(jobs: JobQueue) -> None:
+    for n in range(5):
+        await jobs.tasks["work"].enqueue(n=n)
+
+
+@LOOPS
+def test_simulated_jobs_end_as_their_faults_say(loop: str) -> None:
+    schedule = FaultSchedule([RaiseInHandler(1), CancelJob(job=4, at=0.5), StopSystem(at=3.5)])
+    result = simulate_jobs(flaky_jobs, five_jobs, schedule, loop=loop)
+    states = [result.record(n).state for n in range(5)]
+    # job 4 ran (4 s) when cancelled; the stop at 3.5 s leaves job 3 (3 s) done; the
+    # raise was retried after 1 s: if it hit job 3, its second run was stopped
+    assert states[4] is JobState.CANCELLED
+    assert states[:3] == [JobState.SUCCEEDED] * 3
+    assert states[3] in (JobState.SUCCEEDED, JobState.PENDING)
+    assert [r.attempt for r in result.records.values()].count(2) == 1  # the raise's retry
+    assert result.events[1] == (
+        "t=0.5s  job #4 is running: its cancel is requested: CancelJob(job=4, at=0.5)"
+    )
+    replayed = simulate_jobs(flaky_jobs, five_jobs, schedule, loop=loop)
+
+    def what(run: JobSimulationResult) -> tuple[list[str], list[tuple[int, int]]]:
+        # on asyncio, virtual time also counts the real time the run takes: on a busy
+        # machine an event may read 0.1 s later, so compare what happened, in order
+        events = [event.split("  ", 1)[1] for event in run.events]
+        return events, [(run.job_ids.index(job_id), attempt) for job_id, attempt in run.starts]
+
+    assert what(replayed) == what(result)
+    assert len(result.starts) == 6
+
+
+def test_a_cancel_naming_no_job_says_how_many_there_are() -> None:
+    with pytest.raises(fa.ConfigurationError) as error:
+        simulate_jobs(flaky_jobs, five_jobs, [CancelJob(job=5, at=0)])
+    assert "CancelJob(job=5, at=0.0) names no job: the workload created 5 (jobs 0 to 4)" in str(
+        error.value
+    )
+
+
+def test_simulate_refuses_a_cancel_of_a_job() -> None:
+    with pytest.raises(fa.ConfigurationError) as error:
+        simulate(counting_app(Counter()), 3, [CancelJob(job=0, at=1)])
+    assert "CancelJob(job=0, at=1.0) cancels a job: run it with simulate_jobs" in str(error.value)
+
+
+def test_jobs_factory_must_make_a_job_queue_on_the_given_backend() -> None:
+    with pytest.raises(fa.ConfigurationError) as error:
+        simulate_jobs(lambda backend: flaky_jobs(fa.MemoryBackend()), five_jobs)
+    assert "jobs_factory must return a JobQueue on the backend it is given" in str(error.value)
+
+
+@settings(max_examples=30, deadline=None, database=None)
+@given(schedule=fault_schedules(jobs=3, max_faults=6))
+def test_schedules_for_jobs_cancel_only_jobs_there_are(schedule: FaultSchedule) -> None:
+    for fault in schedule.faults:
+        if isinstance(fault, CancelJob):
+            assert 0 <= fault.job < 3
+        if isinstance(fault, RaiseInHandler | CrashBeforeSettle):
+            assert 1 <= fault.nth <= 3
+
+
+def test_a_cancel_of_a_job_has_a_repr_that_builds_it() -> None:
+    fault = CancelJob(job=2, at=1.5)
+    assert eval(repr(fault)) == fault
+    assert FaultSchedule([fault]).timeline() == "      t=1.5s  CancelJob(job=2, at=1.5)"
+
+
+@pytest.mark.parametrize(
+    ("build", "needle"),
+    [
+        (lambda: CancelJob(job=-1, at=0), "CancelJob.job counts enqueued jobs from 0, got job=-1"),
+        (lambda: CancelJob(job=0, at=-2), "CancelJob.at takes seconds >= 0, got -2"),
+        (fault_schedules, "needs messages=n (for simulate) or jobs=n"),
+        (lambda: fault_schedules(jobs=0), "jobs must be an int >= 1, got 0"),
+        (lambda: fault_schedules(messages=3, kinds=(CancelJob,)), "CancelJob needs jobs=n"),
+    ],
+)
+def test_bad_job_faults_are_refused_by_name(build: Callable[[], object], needle: str) -> None:
+    with pytest.raises(fa.ConfigurationError) as error:
+        build()
+    assert needle in str(error.value)

@@ -30,6 +30,7 @@ from foxactors.pipeline import WorkerApp
 
 from ._clock import anyio_backend_options
 from ._faults import (
+    CancelJob,
     CrashActor,
     CrashBeforeSettle,
     Fault,
@@ -198,7 +199,7 @@ class _Run:
             else:
                 self.note(f"{fault.path} crashes: {fault!r}")
             return False
-        raise _BadSchedule(f"{fault!r} cancels a job: run it with simulate_jobs")
+        raise AssertionError(f"simulate_jobs applies {fault!r}")  # simulate refused it
 
 
 class _Consumer:
@@ -420,6 +421,9 @@ def simulate(
             a `CancelJob` (that is `simulate_jobs`'s).
     """
     schedule = as_schedule(schedule)
+    for fault in schedule.faults:
+        if isinstance(fault, CancelJob):
+            raise ConfigurationError(f"{fault!r} cancels a job: run it with simulate_jobs")
     payloads = list(range(messages)) if isinstance(messages, int) else list(messages)
     app = app_factory()
     if not isinstance(app, WorkerApp):

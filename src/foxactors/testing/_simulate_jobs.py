@@ -170,10 +170,12 @@ class _JobRun(_Run):
         if cancelled.kind is not CancelKind.FINISHED:
             self.log.append(("cancel", job_id, 0))
         self.cancels.append((job_id, cancelled.kind))
-        self.note(
-            f"{self.job_name(job_id)} is cancelled ({cancelled.kind.value}, it was "
-            f"{cancelled.record.state.value}): {fault!r}"
-        )
+        said = {
+            CancelKind.CANCELLED: "is cancelled",
+            CancelKind.REQUESTED: "is running: its cancel is requested",
+            CancelKind.FINISHED: f"had finished ({cancelled.record.state.value}): no cancel",
+        }[cancelled.kind]
+        self.note(f"{self.job_name(job_id)} {said}: {fault!r}")
         return False
 
 
