@@ -27,8 +27,8 @@ from hypothesis import given, settings
 
 import foxactors as fa
 from foxactors.testing import (
-    CrashActor,
     CancelJob,
+    CrashActor,
     CrashBeforeSettle,
     FaultSchedule,
     LoseConnection,
