@@ -327,3 +327,45 @@ def test_bad_job_faults_are_refused_by_name(build: Callable[[], object], needle:
     with pytest.raises(fa.ConfigurationError) as error:
         build()
     assert needle in str(error.value)
+
+
+@pytest.mark.anyio
+async def test_a_memory_source_that_loses_its_connection_gives_its_deliveries_back() -> None:
+    backend = fa.MemoryBackend()
+    for n in range(3):
+        await backend.publish("q", n)
+    source = await backend.open_source("q", prefetch=2)
+    first, second = await source.receive(2)
+    first.handle.ack()
+    source.lose_connection("the broker went away")
+    assert not source.live
+    with pytest.raises(fa.BackendError, match="the broker went away"):
+        await source.receive(1)
+    second.handle.ack()  # stale: not applied
+    assert backend.queue_statistics("q").in_flight == 1
+    await source.close()  # what the consumer actor does as it crashes
+    stats = backend.queue_statistics("q")
+    assert (stats.ready, stats.in_flight) == (2, 0)
+    again = await backend.open_source("q", prefetch=2)
+    assert [d.message.payload for d in await again.receive(2)] == [1, 2]
+    source.lose_connection("twice")  # closed: nothing changes
+    await again.close()
+
+
+@pytest.mark.anyio
+async def test_a_receiver_waiting_for_messages_wakes_when_the_connection_is_lost() -> None:
+    backend = fa.MemoryBackend()
+    source = await backend.open_source("q", prefetch=1)
+    failed = anyio.Event()
+
+    async def receive() -> None:
+        with pytest.raises(fa.BackendError, match="lost"):
+            await source.receive(1)
+        failed.set()
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(receive)
+        await anyio.wait_all_tasks_blocked()
+        source.lose_connection("lost")
+        await failed.wait()
+    await source.close()

@@ -21,7 +21,7 @@ import anyio
 import attrs
 
 from foxactors._ack import AckHandle, Decision
-from foxactors._errors import ActorError, BackendError, ConfigurationError
+from foxactors._errors import ActorError, ConfigurationError
 from foxactors._message import Delivery, Message
 from foxactors._spec import ChildSpec
 from foxactors._system import ActorSystem, open_system
@@ -209,9 +209,10 @@ class _Consumer:
     uses the memory backend's own consumer, with the run watching it.
     """
 
-    def __init__(self, source: Any, run: _Run) -> None:
+    def __init__(self, source: Any, run: _Run) -> None:  # a memory backend's source
         self.source = source
         self.run = run
+        self.ids: dict[Any, str] = {}  # the tag of each delivery out -> its message id
         self._receive = source.receive
         self._settle = source.settle
         source.receive = self.receive
@@ -224,6 +225,8 @@ class _Consumer:
     async def receive(self, max_count: int, min_credit: int = 1) -> list[Delivery]:
         got: list[Delivery] = await self._receive(max_count, min_credit)
         source = self.source
+        for delivery in got:
+            self.ids[delivery.handle.tag] = delivery.message.id
         if source.unsettled > source.prefetch:
             self.run.violations.append(
                 f"{source.unsettled} deliveries unsettled, above the prefetch of {source.prefetch}"
@@ -231,8 +234,7 @@ class _Consumer:
         return got
 
     def settle(self, handle: AckHandle, decision: Decision, delay: float, reason: str) -> bool:
-        entry = self.source._unsettled.get(handle.tag)
-        message_id = "?" if entry is None else entry.id
+        message_id = self.ids.get(handle.tag, "?")
         run = self.run
         fault = run.doomed.pop(message_id, None) if decision is _ACK else None
         if isinstance(fault, CrashBeforeSettle):
@@ -243,8 +245,10 @@ class _Consumer:
             run.note(f"the broker delivers {run.name(message_id)} again: {fault!r}")
             decision = Decision.REQUEUE
         applied: bool = self._settle(handle, decision, delay, reason)
-        if applied and decision in (_ACK, _DEAD):
-            run.applied.append((message_id, decision))
+        if applied:
+            self.ids.pop(handle.tag, None)
+            if decision in (_ACK, _DEAD):
+                run.applied.append((message_id, decision))
         return applied
 
     def lose(self, why: str) -> None:
@@ -253,11 +257,7 @@ class _Consumer:
         The consumer actor crashes on the raise and closes the source as it stops,
         which puts its unsettled deliveries back in the queue, as a broker does.
         """
-        source = self.source
-        if source._failure is None and not source._closed:
-            source._failure = BackendError(why)
-            source._wake_all()
-            source._q.arrived()  # a receiver waiting for entries wakes and raises
+        self.source.lose_connection(why)
 
 
 class _FaultyBackend(MemoryBackend):
