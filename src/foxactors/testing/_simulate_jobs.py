@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextvars
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +27,7 @@ from foxactors.pipeline import WorkerApp
 from ._faults import CancelJob, Fault, FaultSchedule, TimedFault
 from ._simulate import (
     _ACK,
+    _DEAD,
     SimulationFailed,
     _app_under_faults,
     _BadSchedule,
@@ -286,7 +286,7 @@ def simulate_jobs(
         tuple(run.events),
         outcome["elapsed"],
     )
-    problems += _check_jobs(run, result, backend, queue)
+    problems += _check_jobs(run, result)
     if problems:
         raise SimulationFailed("; ".join(dict.fromkeys(problems)), run.schedule, run.events)
     check_invariants(run, result, invariants)
@@ -302,9 +302,7 @@ def _check_jobs_named(schedule: FaultSchedule, job_ids: Sequence[str]) -> None:
             )
 
 
-def _check_jobs(
-    run: _JobRun, result: JobSimulationResult, backend: MemoryBackend, queue: str
-) -> list[str]:
+def _check_jobs(run: _JobRun, result: JobSimulationResult) -> list[str]:
     from foxactors.jobs import CancelKind, JobState  # noqa: PLC0415
 
     name = run.job_name
@@ -321,20 +319,20 @@ def _check_jobs(
         ):
             state = result.records[job_id].state.value
             problems.append(f"{name(job_id)}'s cancel found it live ({kind.value}), yet {state}")
-    return problems + _check_records(run, result, backend, queue)
+    return problems + _check_records(run, result)
 
 
-def _check_records(
-    run: _JobRun, result: JobSimulationResult, backend: MemoryBackend, queue: str
-) -> list[str]:
+def _check_records(run: _JobRun, result: JobSimulationResult) -> list[str]:
     """Each record's state, attempts and result, and their agreement with the deliveries."""
     from foxactors.jobs import JOB_ID_HEADER, JobState  # noqa: PLC0415
 
     problems: list[str] = []
     name = run.job_name
-    queued = Counter(_queued_job_ids(backend, queue))
     acked = set(result.acked)
     lettered = {letter.properties.headers.get(JOB_ID_HEADER) for letter in result.dead_letters}
+    # one message a job: what was neither acked nor dead-lettered is still queued
+    # (check_deliveries holds the counts to it: nothing in flight, nothing lost)
+    settled = acked | {run.job_of.get(i, i) for i, d in run.applied if d is _DEAD}
     waiting = {JobState.PENDING, JobState.SCHEDULED, JobState.RETRYING}
     for job_id, record in result.records.items():
         state, job = record.state, name(job_id)
@@ -349,23 +347,13 @@ def _check_records(
                 f"{job} reached attempt {record.attempt} of {record.max_attempts}, yet "
                 f"{state.value}: {record.reason}"
             )
-        if state in waiting and not queued[job_id]:
+        queued = job_id not in settled
+        if state in waiting and not queued:
             problems.append(f"{job} is {state.value}, but no delivery of it is queued")
-        if state is JobState.SUCCEEDED and job_id not in acked and not queued[job_id]:
+        if state is JobState.SUCCEEDED and job_id not in acked and not queued:
             problems.append(f"{job} succeeded, but its delivery was never acked")
         if state is JobState.DEAD and not (job_id in lettered or job_id in acked):
             problems.append(f"{job} is dead, but its delivery was neither dead-lettered nor acked")
         if job_id in lettered and state is not JobState.DEAD:
             problems.append(f"{job} was dead-lettered, yet {state.value}")
-        if queued[job_id] > 1:
-            problems.append(f"{job} has {queued[job_id]} deliveries queued")
     return problems
-
-
-def _queued_job_ids(backend: MemoryBackend, queue: str) -> list[str]:
-    from foxactors.jobs import JOB_ID_HEADER  # noqa: PLC0415
-
-    target = backend._queue(queue)
-    entries = [e for lane in target.ready._lanes.values() for e in lane]
-    entries += [entry for _, _, entry in target.delayed]
-    return [e.properties.headers.get(JOB_ID_HEADER, e.id) for e in entries]
