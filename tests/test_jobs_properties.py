@@ -17,6 +17,13 @@ Whatever happens:
 - with every worker gone, once the lease has run out and a reap has passed, no record
   says running, and every job not final has its delivery waiting in the broker.
 
+The same workloads also run under the simulator (`simulate_jobs`): one worker under
+drawn fault schedules (crashed actors, lost acks and connections, redeliveries,
+raising, slow and hung task calls, cancels), checked by the simulator's job
+invariants and by the keys and outcomes above. What the simulator cannot inject
+stays hand-made here: several workers at once, workers killed (their store calls
+lost), stopped and cancelled from outside, and records that wait out a lease.
+
 Runs on asyncio and trio, in virtual time: a slow job or a lease costs no real time.
 """
 
