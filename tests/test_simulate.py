@@ -33,6 +33,7 @@ from foxactors.testing import (
     fault_schedules,
     simulate,
     simulate_jobs,
+    simulate_tree,
 )
 
 LOOPS = pytest.mark.parametrize("loop", ["asyncio", "trio"])
@@ -369,3 +370,81 @@ async def test_a_receiver_waiting_for_messages_wakes_when_the_connection_is_lost
         source.lose_connection("lost")
         await failed.wait()
     await source.close()
+
+
+# -- any supervision tree -----------------------------------------------------------------
+
+
+class Tally(fa.Actor[int]):
+    """Adds what it is told; its total starts over when it restarts."""
+
+    def __init__(self) -> None:
+        self.total = 0
+
+    async def receive(self, message: int) -> int:
+        self.total += message
+        return self.total
+
+
+def tally_tree(max_restarts: int = 3) -> Callable[[], fa.ChildSpec]:
+    def factory() -> fa.ChildSpec:
+        backoff = fa.Backoff(min_delay=1, max_delay=1, random_factor=0)
+        return fa.Supervisor.spec(
+            "tree",
+            [fa.ChildSpec("tally", Tally, backoff=backoff)],
+            max_restarts=max_restarts,
+            within=10,
+        )
+
+    return factory
+
+
+async def tell_every_second(system: fa.ActorSystem) -> None:
+    for _ in range(5):
+        await system.ref("tally").tell(1)
+        await anyio.sleep(1)
+
+
+@LOOPS
+def test_a_tree_restarts_the_actor_that_crashed(loop: str) -> None:
+    result = simulate_tree(
+        tally_tree(), [CrashActor("tally", 1.5)], workload=tell_every_second, loop=loop
+    )
+    assert result.snapshot is not None
+    (tally,) = result.snapshot.children
+    assert (tally.path, tally.restarts, tally.state) == ("/tree/tally", 1, fa.ActorState.RUNNING)
+    assert result.events == ("t=1.5s  tally crashes: CrashActor(path='tally', at=1.5)",)
+    assert result.elapsed == pytest.approx(5, abs=0.1)
+
+
+def test_crashes_faster_than_the_intensity_allows_fail_the_tree_and_shrink() -> None:
+    @settings(max_examples=40, deadline=None, derandomize=True, database=None)
+    @given(schedule=fault_schedules(paths=["tally"], messages=1, kinds=(CrashActor,)))
+    def check(schedule: FaultSchedule) -> None:
+        simulate_tree(tally_tree(max_restarts=1), schedule, workload=tell_every_second)
+
+    with pytest.raises(SimulationFailed) as failed:
+        check()
+    # two crashes within 10 s: more than max_restarts=1, so the root gives up
+    shrunk = failed.value.schedule
+    assert len(shrunk.faults) == 2
+    assert all(isinstance(f, CrashActor) and f.path == "tally" for f in shrunk.faults)
+    assert "the system failed" in str(failed.value)
+
+
+def test_a_tree_takes_only_timed_faults() -> None:
+    with pytest.raises(fa.ConfigurationError) as error:
+        simulate_tree(tally_tree(), [RaiseInHandler(1)])
+    assert "RaiseInHandler(nth=1) needs messages or jobs" in str(error.value)
+    with pytest.raises(fa.ConfigurationError) as error:
+        simulate_tree(tally_tree(), [CrashActor("tallyy", 1)])
+    assert "names no actor of the app; its actors are: /tree, /tree/tally" in str(error.value)
+
+
+def test_a_workload_that_raises_fails_the_run() -> None:
+    async def asks_nobody(system: fa.ActorSystem) -> None:
+        system.ref("nobody")
+
+    with pytest.raises(SimulationFailed) as failed:
+        simulate_tree(tally_tree(), workload=asks_nobody)
+    assert "the workload raised ActorNotFound" in str(failed.value)

@@ -7,7 +7,8 @@ apps on a memory backend and waits for (`Harness.join`), runs out (`Harness.drai
 counts their work; `enqueued` and `assert_enqueued` tell which jobs wait. `simulate`
 runs an app under a `FaultSchedule` (drawn by `fault_schedules`) and checks that no
 message was lost or settled twice; `simulate_jobs` does the same for a `JobQueue`'s
-worker, and checks its jobs' records against their deliveries. The pytest
+worker, and checks its jobs' records against their deliveries; `simulate_tree` runs
+any supervision tree under crashes. The pytest
 plugin (``foxactors.testing._plugin``, loaded by itself once installed) serves them
 as fixtures, with throwaway broker servers (`foxactors.testing.servers`).
 """
@@ -39,3 +40,5 @@ from ._simulate import SimulationResult as SimulationResult
 from ._simulate import simulate as simulate
 from ._simulate_jobs import JobSimulationResult as JobSimulationResult
 from ._simulate_jobs import simulate_jobs as simulate_jobs
+from ._simulate_tree import TreeSimulationResult as TreeSimulationResult
+from ._simulate_tree import simulate_tree as simulate_tree
