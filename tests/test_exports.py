@@ -134,6 +134,7 @@ def test_testing_exports() -> None:
         "SimulationResult",
         "SlowHandler",
         "StopSystem",
+        "TreeSimulationResult",
         "VirtualClock",
         "VirtualTimeEventLoop",
         "anyio_backend_options",
@@ -143,6 +144,7 @@ def test_testing_exports() -> None:
         "in_virtual_time",
         "simulate",
         "simulate_jobs",
+        "simulate_tree",
     }
 
 
