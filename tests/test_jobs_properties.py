@@ -619,6 +619,26 @@ def test_a_simulated_cancel_of_a_running_job_wins(loop: str) -> None:
     )
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="the runner acks a redelivery of a job whose record is dead (start answers "
+    "FINISHED): when the dead-letter of its last attempt was stale (the connection was "
+    "lost while it ran), the dead job never reaches the dead-letter queue",
+)
+@pytest.mark.parametrize("loop", ["asyncio", "trio"])
+def test_a_dead_job_whose_dead_letter_was_stale_still_reaches_the_dead_letter_queue(
+    loop: str,
+) -> None:
+    # found by the simulator: the one attempt (2 s) ends dead after its consumer lost
+    # the connection (at 1 s), so its dead-letter is stale; the delivery went back,
+    # waits behind the attempt (concurrency 1), then finds the record dead
+    fatal: list[Any] = [(("fatal", 0), 1, None, 0.0, None)]
+    schedule = FaultSchedule([SlowHandler(nth=1, seconds=2.0), LoseConnection(at=1.0)])
+    result = simulate_workload(fatal, schedule, loop, concurrency=1)
+    assert result.record(0).state is JobState.DEAD
+    assert [letter.reason for letter in result.dead_letters] == [result.record(0).reason]
+
+
 # -- the smallest examples the property found -------------------------------------------
 
 
