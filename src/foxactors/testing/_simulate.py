@@ -22,6 +22,7 @@ import attrs
 
 from foxactors._ack import AckHandle, Decision
 from foxactors._errors import ActorError, ConfigurationError
+from foxactors._lifecycle import ActorState
 from foxactors._message import Delivery, Message
 from foxactors._spec import ChildSpec
 from foxactors._system import ActorSystem, open_system
@@ -193,9 +194,12 @@ class _Run:
         if isinstance(fault, CrashActor):
             cell = system._root.resolve(fault.path)
             try:
+                if cell.state is not ActorState.RUNNING:  # a stopping trio nursery would
+                    raise ActorError(cell.path)  # refuse the task, its coroutine made
                 cell.start_task(_raise, (fault,))
             except ActorError:
-                self.note(f"{fault.path} is not running (restarting): {fault!r} strikes nothing")
+                state = cell.state.value
+                self.note(f"{fault.path} is not running ({state}): {fault!r} strikes nothing")
             else:
                 self.note(f"{fault.path} crashes: {fault!r}")
             return False
