@@ -8,8 +8,12 @@
     baseline (``->`` the speed-up; the target is at least 100x).
 (b) Hypothesis examples per second: `fault_schedules` drawn for a 20-message app,
     each example one whole simulated run.
+(c) One `simulate_jobs` run of a workload of jobs (records in a memory job store)
+    under faults (a lost ack, a raise, a crashed pool, a lost connection, two
+    cancels), each job waiting 0.5 s of virtual time: virtual seconds per real
+    second, as in (a).
 
-Run: python benchmarks/simulate.py [--backend asyncio|trio] [--messages N] [--quick]
+Run: python benchmarks/simulate.py [--backend asyncio|trio] [--messages N] [--jobs N] [--quick]
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from hypothesis import given, settings
 
 import foxactors as fa
 from foxactors.testing import (
+    CancelJob,
     CrashActor,
     CrashBeforeSettle,
     FaultSchedule,
@@ -31,6 +36,7 @@ from foxactors.testing import (
     SlowHandler,
     fault_schedules,
     simulate,
+    simulate_jobs,
 )
 
 
@@ -86,18 +92,63 @@ def examples_per_second(backend: str, examples: int) -> None:
     print(f"(b) hypothesis examples of a 20-message app on {backend}: {runs / real:.1f} per second")
 
 
+def jobs_virtual_per_real(backend: str, count: int) -> None:
+    from foxactors.jobs import JobQueue  # noqa: PLC0415 - the jobs extra
+
+    def make_jobs(memory: fa.MemoryBackend) -> JobQueue:
+        jobs = JobQueue(memory, queue="work")
+
+        @jobs.task(name="work", max_attempts=3)
+        async def work(n: int) -> int:
+            await anyio.sleep(0.5)
+            return n
+
+        return jobs
+
+    async def workload(jobs: JobQueue) -> None:
+        for n in range(count):
+            await jobs.tasks["work"].enqueue(n=n)
+
+    schedule = FaultSchedule(
+        [
+            CrashBeforeSettle(count // 10),
+            RaiseInHandler(count // 5),
+            CrashActor("pool", 10),
+            LoseConnection(20),
+            CancelJob(count // 2, 5),
+            CancelJob(count - 1, 15),
+        ]
+    )
+    began = time.perf_counter()
+    result = simulate_jobs(
+        make_jobs,
+        workload,
+        schedule,
+        worker=lambda jobs: jobs.worker("work", concurrency=8),
+        loop=backend,
+    )
+    real = time.perf_counter() - began
+    print(
+        f"(c) {count} jobs under {len(schedule.faults)} faults on {backend}: "
+        f"{result.elapsed:.1f} virtual s in {real:.3f} real s "
+        f"-> {result.elapsed / real:.0f}x real time (baseline: the same run in real time)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio")
     parser.add_argument("--messages", type=int, default=1000)
     parser.add_argument("--examples", type=int, default=50)
+    parser.add_argument("--jobs", type=int, default=500)
     parser.add_argument("--quick", action="store_true", help="small counts (smoke test)")
     args = parser.parse_args()
     if args.quick:
-        args.messages, args.examples = 100, 5
+        args.messages, args.examples, args.jobs = 100, 5, 50
     logging.disable(logging.CRITICAL)  # the faults are logged as failures: not the figure
     virtual_per_real(args.backend, args.messages)
     examples_per_second(args.backend, args.examples)
+    jobs_virtual_per_real(args.backend, args.jobs)
 
 
 if __name__ == "__main__":

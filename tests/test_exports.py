@@ -118,12 +118,14 @@ def test_errors_share_one_root() -> None:
 def test_testing_exports() -> None:
     # ``servers`` is a submodule (throwaway brokers), imported by the broker tests
     assert public_names(foxactors.testing) - {"servers"} == {
+        "CancelJob",
         "CrashActor",
         "CrashBeforeSettle",
         "DrainCounts",
         "FaultSchedule",
         "HangHandler",
         "Harness",
+        "JobSimulationResult",
         "LoseConnection",
         "RaiseInHandler",
         "Redeliver",
@@ -132,6 +134,7 @@ def test_testing_exports() -> None:
         "SimulationResult",
         "SlowHandler",
         "StopSystem",
+        "TreeSimulationResult",
         "VirtualClock",
         "VirtualTimeEventLoop",
         "anyio_backend_options",
@@ -140,6 +143,8 @@ def test_testing_exports() -> None:
         "fault_schedules",
         "in_virtual_time",
         "simulate",
+        "simulate_jobs",
+        "simulate_tree",
     }
 
 

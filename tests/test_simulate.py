@@ -10,15 +10,19 @@ import re
 from collections import Counter
 from collections.abc import Callable
 
+import anyio
 import pytest
 from hypothesis import HealthCheck, given, settings
 
 import foxactors as fa
+from foxactors.jobs import JobQueue, JobState
 from foxactors.testing import (
+    CancelJob,
     CrashActor,
     CrashBeforeSettle,
     FaultSchedule,
     HangHandler,
+    JobSimulationResult,
     LoseConnection,
     RaiseInHandler,
     Redeliver,
@@ -28,6 +32,8 @@ from foxactors.testing import (
     StopSystem,
     fault_schedules,
     simulate,
+    simulate_jobs,
+    simulate_tree,
 )
 
 LOOPS = pytest.mark.parametrize("loop", ["asyncio", "trio"])
@@ -224,3 +230,221 @@ def test_the_timeline_lists_faults_in_the_order_they_strike() -> None:
         "FaultSchedule([RaiseInHandler(nth=3), StopSystem(at=2.0), "
         "CrashActor(path='pool', at=0.5)])"
     )
+
+
+# -- jobs ----------------------------------------------------------------------------------
+
+
+def flaky_jobs(backend: fa.MemoryBackend) -> JobQueue:
+    """A queue whose task ``work`` sleeps ``n`` seconds and returns ``n``."""
+    jobs = JobQueue(backend, queue="work")
+
+    @jobs.task(name="work", max_attempts=2, backoff=lambda attempt: 1.0)
+    async def work(n: int) -> int:
+        await anyio.sleep(n)
+        return n
+
+    return jobs
+
+
+async def five_jobs(jobs: JobQueue) -> None:
+    for n in range(5):
+        await jobs.tasks["work"].enqueue(n=n)
+
+
+@LOOPS
+def test_simulated_jobs_end_as_their_faults_say(loop: str) -> None:
+    schedule = FaultSchedule([RaiseInHandler(1), CancelJob(job=4, at=0.5), StopSystem(at=3.5)])
+    result = simulate_jobs(flaky_jobs, five_jobs, schedule, loop=loop)
+    states = [result.record(n).state for n in range(5)]
+    # job 4 ran (4 s) when cancelled; the stop at 3.5 s leaves job 3 (3 s) done; the
+    # raise was retried after 1 s: if it hit job 3, its second run was stopped
+    assert states[4] is JobState.CANCELLED
+    assert states[:3] == [JobState.SUCCEEDED] * 3
+    assert states[3] in (JobState.SUCCEEDED, JobState.PENDING)
+    assert [r.attempt for r in result.records.values()].count(2) == 1  # the raise's retry
+    assert result.events[1] == (
+        "t=0.5s  job #4 is running: its cancel is requested: CancelJob(job=4, at=0.5)"
+    )
+    replayed = simulate_jobs(flaky_jobs, five_jobs, schedule, loop=loop)
+
+    def what(run: JobSimulationResult) -> tuple[list[str], list[tuple[int, int]]]:
+        # on asyncio, virtual time also counts the real time the run takes: on a busy
+        # machine an event may read 0.1 s later, so compare what happened, in order
+        events = [event.split("  ", 1)[1] for event in run.events]
+        return events, [(run.job_ids.index(job_id), attempt) for job_id, attempt in run.starts]
+
+    assert what(replayed) == what(result)
+    assert len(result.starts) == 6
+
+
+def test_a_cancel_naming_no_job_says_how_many_there_are() -> None:
+    with pytest.raises(fa.ConfigurationError) as error:
+        simulate_jobs(flaky_jobs, five_jobs, [CancelJob(job=5, at=0)])
+    assert "CancelJob(job=5, at=0.0) names no job: the workload created 5 (jobs 0 to 4)" in str(
+        error.value
+    )
+
+
+def test_simulate_refuses_a_cancel_of_a_job() -> None:
+    with pytest.raises(fa.ConfigurationError) as error:
+        simulate(counting_app(Counter()), 3, [CancelJob(job=0, at=1)])
+    assert "CancelJob(job=0, at=1.0) cancels a job: run it with simulate_jobs" in str(error.value)
+
+
+def test_jobs_factory_must_make_a_job_queue_on_the_given_backend() -> None:
+    with pytest.raises(fa.ConfigurationError) as error:
+        simulate_jobs(lambda backend: flaky_jobs(fa.MemoryBackend()), five_jobs)
+    assert "jobs_factory must return a JobQueue on the backend it is given" in str(error.value)
+
+
+@settings(max_examples=30, deadline=None, database=None)
+@given(schedule=fault_schedules(jobs=3, max_faults=6))
+def test_schedules_for_jobs_cancel_only_jobs_there_are(schedule: FaultSchedule) -> None:
+    for fault in schedule.faults:
+        if isinstance(fault, CancelJob):
+            assert 0 <= fault.job < 3
+        if isinstance(fault, RaiseInHandler | CrashBeforeSettle):
+            assert 1 <= fault.nth <= 3
+
+
+def test_a_cancel_of_a_job_has_a_repr_that_builds_it() -> None:
+    fault = CancelJob(job=2, at=1.5)
+    assert eval(repr(fault)) == fault
+    assert FaultSchedule([fault]).timeline() == "      t=1.5s  CancelJob(job=2, at=1.5)"
+
+
+@pytest.mark.parametrize(
+    ("build", "needle"),
+    [
+        (lambda: CancelJob(job=-1, at=0), "CancelJob.job counts enqueued jobs from 0, got job=-1"),
+        (lambda: CancelJob(job=0, at=-2), "CancelJob.at takes seconds >= 0, got -2"),
+        (fault_schedules, "needs messages=n (for simulate) or jobs=n"),
+        (lambda: fault_schedules(jobs=0), "jobs must be an int >= 1, got 0"),
+        (lambda: fault_schedules(messages=3, kinds=(CancelJob,)), "CancelJob needs jobs=n"),
+    ],
+)
+def test_bad_job_faults_are_refused_by_name(build: Callable[[], object], needle: str) -> None:
+    with pytest.raises(fa.ConfigurationError) as error:
+        build()
+    assert needle in str(error.value)
+
+
+@pytest.mark.anyio
+async def test_a_memory_source_that_loses_its_connection_gives_its_deliveries_back() -> None:
+    backend = fa.MemoryBackend()
+    for n in range(3):
+        await backend.publish("q", n)
+    source = await backend.open_source("q", prefetch=2)
+    first, second = await source.receive(2)
+    first.handle.ack()
+    source.lose_connection("the broker went away")
+    assert not source.live
+    with pytest.raises(fa.BackendError, match="the broker went away"):
+        await source.receive(1)
+    second.handle.ack()  # stale: not applied
+    assert backend.queue_statistics("q").in_flight == 1
+    await source.close()  # what the consumer actor does as it crashes
+    stats = backend.queue_statistics("q")
+    assert (stats.ready, stats.in_flight) == (2, 0)
+    again = await backend.open_source("q", prefetch=2)
+    assert [d.message.payload for d in await again.receive(2)] == [1, 2]
+    source.lose_connection("twice")  # closed: nothing changes
+    await again.close()
+
+
+@pytest.mark.anyio
+async def test_a_receiver_waiting_for_messages_wakes_when_the_connection_is_lost() -> None:
+    backend = fa.MemoryBackend()
+    source = await backend.open_source("q", prefetch=1)
+    failed = anyio.Event()
+
+    async def receive() -> None:
+        with pytest.raises(fa.BackendError, match="lost"):
+            await source.receive(1)
+        failed.set()
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(receive)
+        await anyio.wait_all_tasks_blocked()
+        source.lose_connection("lost")
+        await failed.wait()
+    await source.close()
+
+
+# -- any supervision tree -----------------------------------------------------------------
+
+
+class Tally(fa.Actor[int]):
+    """Adds what it is told; its total starts over when it restarts."""
+
+    def __init__(self) -> None:
+        self.total = 0
+
+    async def receive(self, message: int) -> int:
+        self.total += message
+        return self.total
+
+
+def tally_tree(max_restarts: int = 3) -> Callable[[], fa.ChildSpec]:
+    def factory() -> fa.ChildSpec:
+        backoff = fa.Backoff(min_delay=1, max_delay=1, random_factor=0)
+        return fa.Supervisor.spec(
+            "tree",
+            [fa.ChildSpec("tally", Tally, backoff=backoff)],
+            max_restarts=max_restarts,
+            within=10,
+        )
+
+    return factory
+
+
+async def tell_every_second(system: fa.ActorSystem) -> None:
+    for _ in range(5):
+        await system.ref("tally").tell(1)
+        await anyio.sleep(1)
+
+
+@LOOPS
+def test_a_tree_restarts_the_actor_that_crashed(loop: str) -> None:
+    result = simulate_tree(
+        tally_tree(), [CrashActor("tally", 1.5)], workload=tell_every_second, loop=loop
+    )
+    assert result.snapshot is not None
+    (tally,) = result.snapshot.children
+    assert (tally.path, tally.restarts, tally.state) == ("/tree/tally", 1, fa.ActorState.RUNNING)
+    assert result.events == ("t=1.5s  tally crashes: CrashActor(path='tally', at=1.5)",)
+    assert result.elapsed == pytest.approx(5, abs=0.1)
+
+
+def test_crashes_faster_than_the_intensity_allows_fail_the_tree_and_shrink() -> None:
+    @settings(max_examples=40, deadline=None, derandomize=True, database=None)
+    @given(schedule=fault_schedules(paths=["tally"], messages=1, kinds=(CrashActor,)))
+    def check(schedule: FaultSchedule) -> None:
+        simulate_tree(tally_tree(max_restarts=1), schedule, workload=tell_every_second)
+
+    with pytest.raises(SimulationFailed) as failed:
+        check()
+    # two crashes within 10 s: more than max_restarts=1, so the root gives up
+    shrunk = failed.value.schedule
+    assert len(shrunk.faults) == 2
+    assert all(isinstance(f, CrashActor) and f.path == "tally" for f in shrunk.faults)
+    assert "the system failed" in str(failed.value)
+
+
+def test_a_tree_takes_only_timed_faults() -> None:
+    with pytest.raises(fa.ConfigurationError) as error:
+        simulate_tree(tally_tree(), [RaiseInHandler(1)])
+    assert "RaiseInHandler(nth=1) needs messages or jobs" in str(error.value)
+    with pytest.raises(fa.ConfigurationError) as error:
+        simulate_tree(tally_tree(), [CrashActor("tallyy", 1)])
+    assert "names no actor of the app; its actors are: /tree, /tree/tally" in str(error.value)
+
+
+def test_a_workload_that_raises_fails_the_run() -> None:
+    async def asks_nobody(system: fa.ActorSystem) -> None:
+        system.ref("nobody")
+
+    with pytest.raises(SimulationFailed) as failed:
+        simulate_tree(tally_tree(), workload=asks_nobody)
+    assert "the workload raised ActorNotFound" in str(failed.value)

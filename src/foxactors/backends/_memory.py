@@ -22,7 +22,7 @@ import anyio
 
 from foxactors._ack import AckHandle, Decision
 from foxactors._codec import Codec, JsonCodec
-from foxactors._errors import ConfigurationError
+from foxactors._errors import BackendError, ConfigurationError
 from foxactors._message import Delivery, Message, MessageProperties, check_priority
 from foxactors._tracing import outgoing
 from foxactors._validate import require_int, require_seconds
@@ -392,6 +392,20 @@ class MemorySource(CreditSource[Tag, Entry]):
         if not queue.in_flight:
             queue.settled()
         return True
+
+    def lose_connection(self, reason: str) -> None:
+        """Fail as a broker connection that dropped: for fault injection in tests.
+
+        From now on `receive` raises `BackendError` with ``reason``, and settlements of
+        this source's deliveries are stale no-ops (logged, not applied); `close` then
+        puts its unsettled deliveries back at the front of the queue, as a broker does
+        with a dropped connection's. The consumer actor crashes on the raise and its
+        supervisor opens a new source. Does nothing once closed or failed.
+        """
+        if self._failure is None and not self._closed:
+            self._failure = BackendError(reason)
+            self._wake_all()
+            self._q.arrived()  # a receiver waiting for entries wakes, and raises
 
     async def close(self) -> None:
         """Stop consuming; every unsettled delivery goes back to the front of the queue."""

@@ -6,7 +6,9 @@ next deadline, so backoff delays and timeouts cost no wall-clock time. `Harness`
 apps on a memory backend and waits for (`Harness.join`), runs out (`Harness.drain`) and
 counts their work; `enqueued` and `assert_enqueued` tell which jobs wait. `simulate`
 runs an app under a `FaultSchedule` (drawn by `fault_schedules`) and checks that no
-message was lost or settled twice. The pytest
+message was lost or settled twice; `simulate_jobs` does the same for a `JobQueue`'s
+worker, and checks its jobs' records against their deliveries; `simulate_tree` runs
+any supervision tree under crashes. The pytest
 plugin (``foxactors.testing._plugin``, loaded by itself once installed) serves them
 as fixtures, with throwaway broker servers (`foxactors.testing.servers`).
 """
@@ -19,6 +21,7 @@ from ._clock import anyio_backend_options as anyio_backend_options
 from ._clock import in_virtual_time as in_virtual_time
 from ._enqueued import assert_enqueued as assert_enqueued
 from ._enqueued import enqueued as enqueued
+from ._faults import CancelJob as CancelJob
 from ._faults import CrashActor as CrashActor
 from ._faults import CrashBeforeSettle as CrashBeforeSettle
 from ._faults import FaultSchedule as FaultSchedule
@@ -35,3 +38,7 @@ from ._simulate import SimulatedFault as SimulatedFault
 from ._simulate import SimulationFailed as SimulationFailed
 from ._simulate import SimulationResult as SimulationResult
 from ._simulate import simulate as simulate
+from ._simulate_jobs import JobSimulationResult as JobSimulationResult
+from ._simulate_jobs import simulate_jobs as simulate_jobs
+from ._simulate_tree import TreeSimulationResult as TreeSimulationResult
+from ._simulate_tree import simulate_tree as simulate_tree

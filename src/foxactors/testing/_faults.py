@@ -1,7 +1,8 @@
 """Fault schedules for `simulate`: frozen, readable values, and a strategy of them.
 
 A fault is timed (``at``: virtual seconds after the run began) or counted (``nth``:
-the nth call of the app's handler, from 1, retries and redeliveries included). Each
+the nth call of the app's handler, from 1, retries and redeliveries included; for
+jobs, the nth call of a task's function). Each
 is a frozen attrs class whose repr is the code that builds it, so a schedule that
 hypothesis shrank pastes back into a test as it printed.
 """
@@ -90,6 +91,25 @@ class LoseConnection:
     at: float = _time("LoseConnection.at")
 
 
+def _job(instance: object, attribute: attrs.Attribute[int], value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigurationError(
+            f"CancelJob.job counts enqueued jobs from 0, got {attribute.name}={value!r}"
+        )
+
+
+@attrs.frozen
+class CancelJob:
+    """Cancel job number ``job`` (0: the first the workload enqueued) at time ``at``.
+
+    Only `simulate_jobs` runs it: the cancel goes through `JobQueue.cancel`, as an
+    operator's would, whatever state the job is in then.
+    """
+
+    job: int = attrs.field(validator=_job)
+    at: float = _time("CancelJob.at")
+
+
 @attrs.frozen
 class StopSystem:
     """Stop the system gracefully at time ``at``; faults after it are not applied."""
@@ -106,9 +126,10 @@ Fault: TypeAlias = (
     | Redeliver
     | LoseConnection
     | StopSystem
+    | CancelJob
 )
-TimedFault: TypeAlias = CrashActor | LoseConnection | StopSystem
-TIMED = (CrashActor, LoseConnection, StopSystem)
+TimedFault: TypeAlias = CrashActor | LoseConnection | StopSystem | CancelJob
+TIMED = (CrashActor, LoseConnection, StopSystem, CancelJob)
 COUNTED = (CrashBeforeSettle, RaiseInHandler, SlowHandler, HangHandler, Redeliver)
 
 
@@ -152,36 +173,61 @@ class FaultSchedule:
 
     def timed(self) -> list[TimedFault]:
         """The timed faults, in order of time."""
-        timed = [f for f in self.faults if isinstance(f, CrashActor | LoseConnection | StopSystem)]
+        timed = [f for f in self.faults if isinstance(f, TIMED)]
         return sorted(timed, key=lambda fault: fault.at)
+
+
+DEFAULT_KINDS = (CrashActor, CrashBeforeSettle, RaiseInHandler, StopSystem)
+
+
+def _count(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigurationError(f"{name} must be an int >= 1, got {value!r}")
+    return value
 
 
 def fault_schedules(
     *,
-    messages: int,
+    messages: int | None = None,
+    jobs: int | None = None,
     paths: Sequence[str] = (),
     max_faults: int = 4,
     horizon: float = 30.0,
-    kinds: Sequence[type[Any]] = (CrashActor, CrashBeforeSettle, RaiseInHandler, StopSystem),
+    kinds: Sequence[type[Any]] | None = None,
 ) -> SearchStrategy[FaultSchedule]:
     """A hypothesis strategy of `FaultSchedule` values; they shrink to fewer, earlier faults.
 
+    Give ``messages`` for `simulate`, ``jobs`` for `simulate_jobs`.
+
     Args:
         messages: Messages the run publishes: counted faults strike calls 1 to this.
+        jobs: Jobs the workload enqueues: `CancelJob` names one of them, and counted
+            faults strike calls 1 to this (or to ``messages``, if given too).
         paths: Actor paths `CrashActor` may name (none: no `CrashActor`).
         max_faults: Most faults in one schedule.
         horizon: Timed faults strike within this many virtual seconds (in tenths).
-        kinds: The fault classes to draw from.
+        kinds: The fault classes to draw from (default: `CrashActor`,
+            `CrashBeforeSettle`, `RaiseInHandler`, `StopSystem`, and with ``jobs``,
+            `CancelJob`).
     """
     from hypothesis import strategies as st  # noqa: PLC0415 - the testing extra
 
-    if isinstance(messages, bool) or not isinstance(messages, int) or messages < 1:
-        raise ConfigurationError(f"messages must be an int >= 1, got {messages!r}")
+    if messages is None and jobs is None:
+        raise ConfigurationError(
+            "fault_schedules needs messages=n (for simulate) or jobs=n (for simulate_jobs)"
+        )
+    calls = _count("messages", messages) if messages is not None else 0
+    if jobs is not None:
+        calls = calls or _count("jobs", jobs)
+    if kinds is None:
+        kinds = DEFAULT_KINDS + ((CancelJob,) if jobs is not None else ())
     unknown = [k for k in kinds if k not in TIMED + COUNTED]
     if unknown:
         raise ConfigurationError(f"kinds must be fault classes, got {unknown!r}")
+    if CancelJob in kinds and jobs is None:
+        raise ConfigurationError("CancelJob needs jobs=n: the number of jobs the workload enqueues")
     at = st.integers(0, int(horizon * 10)).map(lambda tenths: tenths / 10)
-    nth = st.integers(1, messages)
+    nth = st.integers(1, calls)
     builders: dict[type[Any], SearchStrategy[Any]] = {
         CrashBeforeSettle: st.builds(CrashBeforeSettle, nth),
         RaiseInHandler: st.builds(RaiseInHandler, nth),
@@ -191,6 +237,8 @@ def fault_schedules(
         LoseConnection: st.builds(LoseConnection, at),
         StopSystem: st.builds(StopSystem, at),
     }
+    if jobs is not None:
+        builders[CancelJob] = st.builds(CancelJob, st.integers(0, jobs - 1), at)
     if paths:
         builders[CrashActor] = st.builds(CrashActor, st.sampled_from(list(paths)), at)
     chosen = [builders[k] for k in kinds if k in builders]

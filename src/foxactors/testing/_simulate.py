@@ -14,21 +14,24 @@ import contextlib
 import copy
 import random
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import anyio
 import attrs
 
 from foxactors._ack import AckHandle, Decision
-from foxactors._errors import ActorError, BackendError, ConfigurationError
+from foxactors._errors import ActorError, ConfigurationError
+from foxactors._lifecycle import ActorState
 from foxactors._message import Delivery, Message
+from foxactors._spec import ChildSpec
 from foxactors._system import ActorSystem, open_system
 from foxactors.backends import DeadLetter, MemoryBackend
 from foxactors.pipeline import WorkerApp
 
 from ._clock import anyio_backend_options
 from ._faults import (
+    CancelJob,
     CrashActor,
     CrashBeforeSettle,
     Fault,
@@ -39,6 +42,7 @@ from ._faults import (
     Redeliver,
     SlowHandler,
     StopSystem,
+    TimedFault,
 )
 
 _ACK, _DEAD = Decision.ACK, Decision.DEAD_LETTER
@@ -144,31 +148,62 @@ class _Run:
         return attrs.evolve(option, handler=faulty)
 
     async def call(self, handler: Callable[[Any], Any], arg: Any, message: Message) -> Any:
-        self.calls += 1
-        nth = self.calls
-        self.handled[message.id] += 1
         if self.max_attempts is not None and message.attempt > self.max_attempts:
             self.violations.append(
                 f"{self.name(message.id)} handled at attempt {message.attempt}, "
                 f"above the {self.max_attempts} allowed (max_retries + 1)"
             )
+        return await self.faulty(message.id, lambda: handler(arg))
+
+    async def faulty(self, message_id: str, call: Callable[[], Awaitable[Any]]) -> Any:
+        """Count a handler call of ``message_id``, apply its counted faults, and run it."""
+        self.calls += 1
+        nth = self.calls
+        self.handled[message_id] += 1
         for fault in self.by_call.get(nth, ()):
             if isinstance(fault, RaiseInHandler):
-                self.note(f"call #{nth} ({self.name(message.id)}) raises: {fault!r}")
+                self.note(f"call #{nth} ({self.name(message_id)}) raises: {fault!r}")
                 raise SimulatedFault(repr(fault))
             if isinstance(fault, SlowHandler):
                 self.note(
-                    f"call #{nth} ({self.name(message.id)}) waits {fault.seconds:g}s: {fault!r}"
+                    f"call #{nth} ({self.name(message_id)}) waits {fault.seconds:g}s: {fault!r}"
                 )
                 await anyio.sleep(fault.seconds)
             elif isinstance(fault, HangHandler):
-                self.note(f"call #{nth} ({self.name(message.id)}) hangs: {fault!r}")
+                self.note(f"call #{nth} ({self.name(message_id)}) hangs: {fault!r}")
                 await anyio.sleep_forever()
-        result = await handler(arg)
+        result = await call()
         for fault in self.by_call.get(nth, ()):
             if isinstance(fault, CrashBeforeSettle | Redeliver):
-                self.doomed[message.id] = fault
+                self.doomed[message_id] = fault
         return result
+
+    async def strike(self, fault: TimedFault, system: ActorSystem) -> bool:
+        """Apply a timed fault; True if the run ends here (a `StopSystem`)."""
+        if isinstance(fault, StopSystem):
+            self.note(f"the system stops: {fault!r}")
+            system.stop()
+            return True
+        if isinstance(fault, LoseConnection):
+            live = [s for s in self.sources if s.live]
+            lost = f"the consumer loses its connection: {fault!r}"
+            self.note(lost if live else f"{fault!r}: none")
+            for source in live:
+                source.lose(f"simulated: {fault!r}")
+            return False
+        if isinstance(fault, CrashActor):
+            cell = system._root.resolve(fault.path)
+            try:
+                if cell.state is not ActorState.RUNNING:  # a stopping trio nursery would
+                    raise ActorError(cell.path)  # refuse the task, its coroutine made
+                cell.start_task(_raise, (fault,))
+            except ActorError:
+                state = cell.state.value
+                self.note(f"{fault.path} is not running ({state}): {fault!r} strikes nothing")
+            else:
+                self.note(f"{fault.path} crashes: {fault!r}")
+            return False
+        raise AssertionError(f"simulate_jobs applies {fault!r}")  # simulate refused it
 
 
 class _Consumer:
@@ -178,9 +213,10 @@ class _Consumer:
     uses the memory backend's own consumer, with the run watching it.
     """
 
-    def __init__(self, source: Any, run: _Run) -> None:
+    def __init__(self, source: Any, run: _Run) -> None:  # a memory backend's source
         self.source = source
         self.run = run
+        self.ids: dict[Any, str] = {}  # the tag of each delivery out -> its message id
         self._receive = source.receive
         self._settle = source.settle
         source.receive = self.receive
@@ -193,6 +229,8 @@ class _Consumer:
     async def receive(self, max_count: int, min_credit: int = 1) -> list[Delivery]:
         got: list[Delivery] = await self._receive(max_count, min_credit)
         source = self.source
+        for delivery in got:
+            self.ids[delivery.handle.tag] = delivery.message.id
         if source.unsettled > source.prefetch:
             self.run.violations.append(
                 f"{source.unsettled} deliveries unsettled, above the prefetch of {source.prefetch}"
@@ -200,8 +238,7 @@ class _Consumer:
         return got
 
     def settle(self, handle: AckHandle, decision: Decision, delay: float, reason: str) -> bool:
-        entry = self.source._unsettled.get(handle.tag)
-        message_id = "?" if entry is None else entry.id
+        message_id = self.ids.get(handle.tag, "?")
         run = self.run
         fault = run.doomed.pop(message_id, None) if decision is _ACK else None
         if isinstance(fault, CrashBeforeSettle):
@@ -212,8 +249,10 @@ class _Consumer:
             run.note(f"the broker delivers {run.name(message_id)} again: {fault!r}")
             decision = Decision.REQUEUE
         applied: bool = self._settle(handle, decision, delay, reason)
-        if applied and decision in (_ACK, _DEAD):
-            run.applied.append((message_id, decision))
+        if applied:
+            self.ids.pop(handle.tag, None)
+            if decision in (_ACK, _DEAD):
+                run.applied.append((message_id, decision))
         return applied
 
     def lose(self, why: str) -> None:
@@ -222,11 +261,7 @@ class _Consumer:
         The consumer actor crashes on the raise and closes the source as it stops,
         which puts its unsettled deliveries back in the queue, as a broker does.
         """
-        source = self.source
-        if source._failure is None and not source._closed:
-            source._failure = BackendError(why)
-            source._wake_all()
-            source._q.arrived()  # a receiver waiting for entries wakes and raises
+        self.source.lose_connection(why)
 
 
 class _FaultyBackend(MemoryBackend):
@@ -280,29 +315,6 @@ async def _raise(fault: Fault) -> None:
     raise SimulatedFault(repr(fault))
 
 
-def _strike(fault: Fault, system: ActorSystem, run: _Run) -> bool:
-    """Apply a timed fault; True if the run ends here (a `StopSystem`)."""
-    if isinstance(fault, StopSystem):
-        run.note(f"the system stops: {fault!r}")
-        system.stop()
-        return True
-    if isinstance(fault, LoseConnection):
-        live = [s for s in run.sources if s.live]
-        run.note(f"the consumer loses its connection: {fault!r}" if live else f"{fault!r}: none")
-        for source in live:
-            source.lose(f"simulated: {fault!r}")
-        return False
-    assert isinstance(fault, CrashActor)
-    cell = system._root.resolve(fault.path)
-    try:
-        cell.start_task(_raise, (fault,))
-    except ActorError:
-        run.note(f"{fault.path} is not running (restarting): {fault!r} strikes nothing")
-    else:
-        run.note(f"{fault.path} crashes: {fault!r}")
-    return False
-
-
 def _task_count() -> int:
     import sniffio  # noqa: PLC0415
 
@@ -336,6 +348,41 @@ def _seeded(seed: int, loop: str) -> Iterator[None]:
     finally:
         for source, state in zip(sources, states, strict=True):
             source.setstate(state)
+
+
+async def run_system(
+    run: _Run, backend: MemoryBackend, spec: ChildSpec, queue: str, horizon: float
+) -> float:
+    """Run the system of ``spec`` under the run's timed faults, until ``queue`` is idle.
+
+    Returns the virtual seconds it ran; a failure of the system is a violation.
+    """
+    run.start = anyio.current_time()
+    try:
+        async with open_system(spec) as system:
+            _check_paths(system, run.schedule)
+            with anyio.move_on_after(horizon) as cap:
+                for fault in run.schedule.timed():
+                    await anyio.sleep_until(run.start + fault.at)
+                    if await run.strike(fault, system):
+                        await system.wait_stopped()
+                        break
+                else:
+                    await backend.join(queue)
+            if cap.cancelled_caught:
+                run.note(f"the horizon of {horizon:g}s passed: the system stops")
+    except _BadSchedule:
+        raise
+    except Exception as exc:  # the system failed: a finding, reported with the schedule
+        run.violations.append(f"the system failed: {type(exc).__name__}: {exc}")
+    return anyio.current_time() - run.start
+
+
+def run_in_virtual_time(main: Callable[[], Awaitable[None]], loop: str, seed: int) -> None:
+    """``anyio.run(main)`` on ``loop`` in virtual time, seeded."""
+    name, options = anyio_backend_options(loop)
+    with _seeded(seed, loop):
+        anyio.run(main, backend=name, backend_options=options)
 
 
 def simulate(
@@ -374,10 +421,13 @@ def simulate(
         SimulationFailed: An invariant broke; the message holds the schedule as
             code that replays the run, and what happened.
         ConfigurationError: A `CrashActor` names no actor (the error lists the
-            app's actors), or the app has no function handler.
+            app's actors), the app has no function handler, or the schedule holds
+            a `CancelJob` (that is `simulate_jobs`'s).
     """
-    if not isinstance(schedule, FaultSchedule):
-        schedule = FaultSchedule(schedule)
+    schedule = as_schedule(schedule)
+    for fault in schedule.faults:
+        if isinstance(fault, CancelJob):
+            raise ConfigurationError(f"{fault!r} cancels a job: run it with simulate_jobs")
     payloads = list(range(messages)) if isinstance(messages, int) else list(messages)
     app = app_factory()
     if not isinstance(app, WorkerApp):
@@ -392,41 +442,47 @@ def simulate(
         backend = outcome["backend"] = _FaultyBackend(run)
         outcome["ids"] = [await backend.publish(queue, payload) for payload in payloads]
         run.numbers = {message_id: n for n, message_id in enumerate(outcome["ids"])}
-        run.start = anyio.current_time()
-        try:
-            async with open_system(app.build(backend, queue)) as system:
-                _check_paths(system, schedule)
-                with anyio.move_on_after(horizon) as cap:
-                    for fault in schedule.timed():
-                        await anyio.sleep_until(run.start + fault.at)
-                        if _strike(fault, system, run):
-                            await system.wait_stopped()
-                            break
-                    else:
-                        await backend.join(queue)
-                if cap.cancelled_caught:
-                    run.note(f"the horizon of {horizon:g}s passed: the system stops")
-        except _BadSchedule:
-            raise
-        except Exception as exc:  # the system failed: a finding, reported with the schedule
-            run.violations.append(f"the system failed: {type(exc).__name__}: {exc}")
-        outcome["elapsed"] = anyio.current_time() - run.start
-        await anyio.lowlevel.checkpoint()
-        leftover = _task_count() - before
-        if leftover > 0:
-            run.violations.append(f"{leftover} task(s) outlived the system")
+        spec = app.build(backend, queue)
+        outcome["elapsed"] = await run_system(run, backend, spec, queue, horizon)
+        await check_tasks(run, before)
 
-    name, options = anyio_backend_options(loop)
-    with _seeded(seed, loop):
-        anyio.run(main, backend=name, backend_options=options)
-    return _check(run, outcome, queue, invariants)
-
-
-def _check(
-    run: _Run, outcome: dict[str, Any], queue: str, invariants: Iterable[Invariant]
-) -> SimulationResult:
+    run_in_virtual_time(main, loop, seed)
     backend: MemoryBackend = outcome["backend"]
     ids: list[str] = outcome["ids"]
+    problems, remaining = check_deliveries(run, backend, queue, len(ids))
+    if problems:
+        raise SimulationFailed("; ".join(dict.fromkeys(problems)), run.schedule, run.events)
+    result = SimulationResult(
+        run.schedule,
+        tuple(ids),
+        tuple(i for i, d in run.applied if d is _ACK),
+        tuple(backend.dead_letters(queue)),
+        remaining,
+        dict(run.handled),
+        tuple(run.events),
+        outcome["elapsed"],
+    )
+    check_invariants(run, result, invariants)
+    return result
+
+
+def as_schedule(schedule: FaultSchedule | Iterable[Fault]) -> FaultSchedule:
+    """The schedule, as a `FaultSchedule`."""
+    return schedule if isinstance(schedule, FaultSchedule) else FaultSchedule(schedule)
+
+
+async def check_tasks(run: _Run, before: int) -> None:
+    """A violation if tasks outlived the system (more run now than ``before`` it)."""
+    await anyio.lowlevel.checkpoint()
+    leftover = _task_count() - before
+    if leftover > 0:
+        run.violations.append(f"{leftover} task(s) outlived the system")
+
+
+def check_deliveries(
+    run: _Run, backend: MemoryBackend, queue: str, published: int
+) -> tuple[list[str], int]:
+    """The broken delivery invariants (and the run's violations), and how many remain."""
     stats = backend.queue_statistics(queue)
     letters = backend.dead_letters(queue)
     acked = Counter(i for i, d in run.applied if d is _ACK)
@@ -440,23 +496,16 @@ def _check(
     problems += [f"{name(i)} both acked and dead-lettered" for i in set(acked) & set(dead)]
     problems += [f"the dead letter of {name(d.id)} has no reason" for d in letters if not d.reason]
     remaining = stats.ready + stats.delayed
-    if len(acked) + len(dead) + remaining != len(ids):
+    if len(acked) + len(dead) + remaining != published:
         problems.append(
-            f"{len(ids)} published, but {len(acked)} acked + {len(dead)} dead-lettered "
+            f"{published} published, but {len(acked)} acked + {len(dead)} dead-lettered "
             f"+ {remaining} still queued"
         )
-    if problems:
-        raise SimulationFailed("; ".join(dict.fromkeys(problems)), run.schedule, run.events)
-    result = SimulationResult(
-        run.schedule,
-        tuple(ids),
-        tuple(i for i, d in run.applied if d is _ACK),
-        tuple(letters),
-        remaining,
-        dict(run.handled),
-        tuple(run.events),
-        outcome["elapsed"],
-    )
+    return problems, remaining
+
+
+def check_invariants(run: _Run, result: Any, invariants: Iterable[Callable[[Any], object]]) -> None:
+    """Call each of the user's invariants with ``result``; the first to raise fails the run."""
     for invariant in invariants:
         try:
             invariant(result)
@@ -465,4 +514,3 @@ def _check(
             raise SimulationFailed(
                 f"invariant {called} failed: {type(exc).__name__}: {exc}", run.schedule, run.events
             ) from exc
-    return result
