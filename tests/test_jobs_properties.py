@@ -619,12 +619,6 @@ def test_a_simulated_cancel_of_a_running_job_wins(loop: str) -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the runner acks a redelivery of a job whose record is dead (start answers "
-    "FINISHED): when the dead-letter of its last attempt was stale (the connection was "
-    "lost while it ran), the dead job never reaches the dead-letter queue",
-)
 @pytest.mark.parametrize("loop", ["asyncio", "trio"])
 def test_a_dead_job_whose_dead_letter_was_stale_still_reaches_the_dead_letter_queue(
     loop: str,

@@ -111,7 +111,13 @@ class JobRunner:
             return
         if started.kind is not StartKind.RUN:
             log.debug("job.not_run", job_id=job_id, why=started.kind.value)
-            handle.ack()
+            dead = started.record
+            if dead is not None and dead.state is JobState.DEAD:
+                # the job died, but this delivery was not dead-lettered (the connection
+                # that held it was lost): it goes where a dead job's delivery belongs
+                handle.dead_letter(dead.reason or "dead")
+            else:
+                handle.ack()
             return
         record = started.record
         assert record is not None
