@@ -1487,3 +1487,25 @@ async def test_deliveries_that_are_not_jobs_or_have_no_record_are_dead_lettered(
     no_header, no_record = sorted(dead_letter_reasons(backend), reverse=True)
     assert no_header == f"not a job: no {JOB_ID_HEADER} header"
     assert no_record.startswith("no record of job 'gone' in the job store")
+
+
+async def test_a_replayed_dead_letter_of_a_dead_job_goes_back_unrun() -> None:
+    jobs = queue_of()
+    calls: list[int] = []
+
+    @jobs.task(max_attempts=1)
+    async def doomed() -> None:
+        calls.append(1)
+        raise RuntimeError("no such domain")
+
+    handle = await doomed.enqueue()
+    async with working(jobs):
+        with pytest.raises(JobFailed):
+            await handle.result(timeout=WAIT)
+        (reason,) = dead_letter_reasons(broker(jobs))
+        assert broker(jobs).replay_dead_letters(QUEUE) == 1  # by hand, the record still dead
+        await broker(jobs).join(QUEUE)
+    # not run again, not dropped: back in the dead letters with the job's reason
+    assert calls == [1]
+    assert dead_letter_reasons(broker(jobs)) == [reason]
+    assert (await handle.status()).state is JobState.DEAD
