@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import gc
+import warnings
 from typing import Any
 
 import anyio
@@ -487,3 +489,26 @@ async def test_a_sender_retracts_a_message_the_actor_has_not_started() -> None:
             gate.set()
         await wait_all_tasks_blocked()
     assert seen == [first, second, late]
+
+
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_a_task_refused_by_a_closed_task_group_is_an_error_and_leaves_nothing_behind(
+    anyio_backend: str,
+) -> None:
+    # the instant after an actor's life ended, before its cell forgets the life's task
+    # group, trio refuses new tasks; the refused one is closed, not left to warn
+    # "coroutine ... was never awaited" (the suite makes that warning an error)
+    async with fa.open_system(tree([worker("w", Recorder())])) as system:
+        cell = system.ref("w")._cell  # type: ignore[attr-defined]  # the Cell behind the Host
+    async with anyio.create_task_group() as ended:
+        pass
+    # anyio still takes it for active in that instant; only trio's nursery refuses
+    ended._active = True  # type: ignore[attr-defined]
+    cell.tasks = ended  # as it is in that instant
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(fa.ActorError, match="start_task\\(\\) while it stops"):
+            cell.start_task(checkpoint, ())
+        gc.collect()
+    cell.tasks = None
+    assert [str(w.message) for w in caught] == []

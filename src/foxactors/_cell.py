@@ -9,7 +9,7 @@ for good, `Cell.finalize` closes the mailbox and rejects what is left, explicitl
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -334,9 +334,11 @@ class Cell:
                 new tasks in a task group that is closing).
         """
         if self.tasks is not None:
+            guarded = self._guard(func, args)  # made here, so a refused one can be closed
             try:
-                self.tasks.start_soon(self._guard, func, args)
+                self.tasks.start_soon(_given, guarded, name=_name_of(func))
             except RuntimeError as exc:  # trio: "Nursery is closed to new arrivals"
+                guarded.close()  # never started: no "coroutine was never awaited" warning
                 raise ActorError(f"{self.path}: start_task() while it stops: {exc}") from None
         elif self._deferred is not None:  # called from on_start: begins once it returns
             self._deferred.append((func, args))
@@ -488,3 +490,14 @@ class Cell:
         """Undo `watch`."""
         if target._watchers is not None and self in target._watchers:
             target._watchers.remove(self)
+
+
+def _given(coroutine: Coroutine[Any, Any, None]) -> Coroutine[Any, Any, None]:
+    """The task function of `Cell.start_task`: the coroutine it already made."""
+    return coroutine
+
+
+def _name_of(func: Callable[..., object]) -> str:
+    """A task's name, as anyio would give it from the function."""
+    target = getattr(func, "func", func)  # a functools.partial names its function
+    return f"{getattr(target, '__module__', '?')}.{getattr(target, '__qualname__', repr(target))}"
