@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -92,3 +93,20 @@ async def receive_one(source: Any) -> fa.Delivery:
         (delivery,) = await source.receive(1)
     assert isinstance(delivery, fa.Delivery)
     return delivery
+
+
+async def until(what: str, check: Callable[[], Any], seconds: float = 30) -> Any:
+    """Poll ``check`` (another process's files or a broker; it may be async) until truthy.
+
+    For what nothing in this process can signal: a subprocess's output, a server's
+    state. Fails naming ``what`` after ``seconds``.
+    """
+    with anyio.move_on_after(seconds):
+        while True:
+            result = check()
+            if inspect.isawaitable(result):
+                result = await result
+            if result:
+                return result
+            await anyio.sleep(0.02)  # polling other processes: nothing to wait on here
+    raise AssertionError(f"waited {seconds} s for {what}")

@@ -16,7 +16,6 @@ import subprocess
 import sys
 import uuid
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ import pytest
 from foxactors import backends
 
 from .brokers import BROKERS, case
+from .helpers import until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -67,16 +67,6 @@ def host(broker: str, url: str, queue: str, records: Path, out: Path, **env: str
 
 def read(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
-
-
-async def until(what: str, check: Callable[[], Any], seconds: float = 30) -> Any:
-    """Poll ``check`` (another process's files or a broker) until it is truthy."""
-    with anyio.move_on_after(seconds):
-        while True:
-            if result := check():
-                return result
-            await anyio.sleep(0.02)  # polling other processes: nothing to wait on here
-    raise AssertionError(f"waited {seconds} s for {what}")
 
 
 def stop(process: subprocess.Popen[bytes], out: Path) -> None:
