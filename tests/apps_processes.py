@@ -1,13 +1,22 @@
 """Applications for ``foxactors run --processes`` (run in subprocesses by the tests).
 
 ``FOXACTORS_TEST_REDIS_URL`` and ``FOXACTORS_TEST_QUEUE`` say where `redis_app`
-consumes.
+consumes. `recording_app` consumes ``FOXACTORS_TEST_QUEUE`` on the broker of
+``FOXACTORS_TEST_BROKER_URL`` (``amqp://`` or ``redis://``) and writes each handled
+number to a file of its process's own (named by its pid) in ``PROCS_RECORD_DIR``;
+``PROCS_WORK_SECONDS`` is the work per message. With ``PROCS_STALL_TOKEN`` (a file
+path), the first process to reach its ``PROCS_STALL_AFTER``-th message takes the token
+(removes the file) and hangs from then on, holding unacked deliveries: one process
+of all the children, in all their lives, so that its restart does not hang again.
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
+
+import anyio
 
 import foxactors as fa
 from foxactors import backends
@@ -24,6 +33,54 @@ def redis_app() -> fa.WorkerApp:
     return (
         fa.WorkerApp("procs")
         .add_worker(_handle)
+        .with_backend(backend, os.environ["FOXACTORS_TEST_QUEUE"])
+    )
+
+
+_handled = 0
+_stalling = False
+
+
+def _take_the_stall_token() -> bool:
+    token = os.environ.get("PROCS_STALL_TOKEN")
+    if not token:
+        return False
+    try:
+        os.unlink(token)  # only one process can remove it
+    except FileNotFoundError:
+        return False
+    return True
+
+
+async def _record(message: fa.Message) -> None:
+    global _handled, _stalling  # noqa: PLW0603 - one process, one count: the point of the app
+    _handled += 1
+    if _handled == int(os.environ.get("PROCS_STALL_AFTER", "-1")):
+        _stalling = _take_the_stall_token()
+    line = f"{message.payload['n']}{' stalled' if _stalling else ''}\n"
+    records = Path(os.environ["PROCS_RECORD_DIR"])
+    async with await anyio.open_file(records / str(os.getpid()), "a") as out:
+        await out.write(line)
+    if _stalling:
+        await anyio.sleep_forever()  # held, unacked, until the process is killed
+    await anyio.sleep(float(os.environ.get("PROCS_WORK_SECONDS", "0")))
+
+
+def recording_app() -> fa.WorkerApp:
+    """A worker app that records what each process handled (see the module)."""
+    url = os.environ["FOXACTORS_TEST_BROKER_URL"]
+    backend: backends.Backend
+    if url.startswith("redis"):
+        leases = backends.Leases(claim_min_idle=1.0)
+        backend = backends.RedisBackend(url, poll_interval=0.01, leases=leases)
+    else:
+        backend = backends.RabbitMQBackend(url)
+    return (
+        fa.WorkerApp("records")
+        .add_worker(_record)
+        .with_concurrency_limit(4)
+        .with_prefetch(10)
+        .with_drain_timeout(10)
         .with_backend(backend, os.environ["FOXACTORS_TEST_QUEUE"])
     )
 
