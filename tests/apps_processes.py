@@ -4,10 +4,11 @@
 consumes. `recording_app` consumes ``FOXACTORS_TEST_QUEUE`` on the broker of
 ``FOXACTORS_TEST_BROKER_URL`` (``amqp://`` or ``redis://``) and writes each handled
 number to a file of its process's own (named by its pid) in ``PROCS_RECORD_DIR``;
-``PROCS_WORK_SECONDS`` is the work per message. With ``PROCS_STALL_TOKEN`` (a file
-path), the first process to reach its ``PROCS_STALL_AFTER``-th message takes the token
-(removes the file) and hangs from then on, holding unacked deliveries: one process
-of all the children, in all their lives, so that its restart does not hang again.
+``PROCS_WORK_SECONDS`` is the work per message. A process that reaches its
+``PROCS_STALL_AFTER``-th message hangs from then on, holding unacked deliveries; with
+``PROCS_STALL_TOKEN`` (a file path), only the first to get there does (it takes the
+token: removes the file): one process of all the children, in all their lives, so
+that its restart does not hang again.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ _stalling = False
 def _take_the_stall_token() -> bool:
     token = os.environ.get("PROCS_STALL_TOKEN")
     if not token:
-        return False
+        return True  # every process stalls
     try:
         os.unlink(token)  # only one process can remove it
     except FileNotFoundError:
@@ -57,11 +58,12 @@ async def _record(message: fa.Message) -> None:
     _handled += 1
     if _handled == int(os.environ.get("PROCS_STALL_AFTER", "-1")):
         _stalling = _take_the_stall_token()
-    line = f"{message.payload['n']}{' stalled' if _stalling else ''}\n"
+    stall = _stalling  # decided when the message starts, not when it is recorded
+    line = f"{message.payload['n']}{' stalled' if stall else ''}\n"
     records = Path(os.environ["PROCS_RECORD_DIR"])
     async with await anyio.open_file(records / str(os.getpid()), "a") as out:
         await out.write(line)
-    if _stalling:
+    if stall:
         await anyio.sleep_forever()  # held, unacked, until the process is killed
     await anyio.sleep(float(os.environ.get("PROCS_WORK_SECONDS", "0")))
 

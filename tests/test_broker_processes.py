@@ -20,11 +20,12 @@ from typing import Any
 
 import anyio
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from foxactors import backends
 
 from .brokers import BROKERS, case
-from .test_processes import Parent
+from .test_processes import Parent, get
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -180,13 +181,14 @@ async def until(what: str, check: Callable[[], Any], seconds: float = 30) -> Any
     raise AssertionError(f"waited {seconds} s for {what}")
 
 
-def parent_of(url: str, queue: str, records: Path, **env: str) -> Parent:
-    """``foxactors run tests.apps_processes:recording_app --processes 2`` (JSON logs)."""
+def parent_of(url: str, queue: str, records: Path, *args: str, **env: str) -> Parent:
+    """``foxactors run tests.apps_processes:recording_app --processes 2 ARGS`` (JSON logs)."""
     records.mkdir(exist_ok=True)
     return Parent(
         PROCESSES_APP,
         "--processes",
         "2",
+        *args,
         env={
             "FOXACTORS_TEST_BROKER_URL": url,
             "FOXACTORS_TEST_QUEUE": queue,
@@ -291,3 +293,45 @@ async def test_processes_sigterm_drains_every_child_without_duplicates(
             await anyio.to_thread.run_sync(second.close)
         await publisher.backend.close()
     assert sorted(numbers(records).elements()) == list(range(messages))  # each exactly once
+
+
+CONCURRENCY = 4  # the app's
+
+
+def merged(base: str, queue: str) -> dict[str, float]:
+    """``foxactors_queue_messages`` of ``queue`` in the parent's merged metrics, by state."""
+    return {
+        sample.labels["state"]: sample.value
+        for family in text_string_to_metric_families(get(base + "/metrics")[1])
+        for sample in family.samples
+        if sample.name == "foxactors_queue_messages" and sample.labels["queue"] == queue
+    }
+
+
+async def test_processes_merged_queue_depth_counts_what_every_child_holds(
+    broker: str, server: Any, queue: str, tmp_path: Path
+) -> None:
+    # every message hangs: each child holds its prefetch, the queue 2 * PREFETCH in
+    # flight, half in each child; on RabbitMQ each child counts only its own half
+    publisher = case(broker, server)
+    for n in range(2 * PREFETCH + 5):
+        await publisher.backend.publish(queue, {"n": n})
+    records = tmp_path / "records"
+    parent = parent_of(server.url, queue, records, "--http-port", "0", PROCS_STALL_AFTER="1")
+    try:
+        base = await anyio.to_thread.run_sync(
+            lambda: str(parent.event("processes.http.serving")["url"])
+        )
+
+        def holding() -> bool:  # each worker of each child hangs on a message
+            counts = Counter(len(lines) for lines in records_of(records).values())
+            return counts == Counter({CONCURRENCY: 2})
+
+        await until("both children holding their prefetch", holding)
+        await until("the children's figures", lambda: merged(base, queue).get("ready") == 5)
+        depth = merged(base, queue)
+        assert depth["in_flight"] == 2 * PREFETCH
+        assert depth["dead"] == 0
+    finally:
+        await anyio.to_thread.run_sync(parent.close)
+        await publisher.backend.close()
