@@ -14,13 +14,17 @@ that its restart does not hang again.
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 from typing import Any
 
 import anyio
+import structlog
 
 import foxactors as fa
 from foxactors import backends
+
+log = structlog.get_logger("tests.processes")
 
 
 async def _handle(message: fa.Message) -> None:
@@ -99,3 +103,20 @@ class FailsToStart(fa.Actor[Any]):
 
 #: A tree that cannot start.
 broken = fa.Supervisor.spec("broken", [fa.ChildSpec("db", FailsToStart)])
+
+
+class IgnoresSigterm(fa.Actor[Any]):
+    """In the first child only: ignores SIGTERM from its start on (it never drains)."""
+
+    async def on_start(self) -> None:
+        stubborn = os.environ.get("FOXACTORS_PROCESS_INDEX") == "1"
+        if stubborn:  # after `foxactors run` listens for it: the kernel now drops it
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        log.info("app.ready", ignores_sigterm=stubborn)
+
+    async def receive(self, message: Any) -> None:
+        pass
+
+
+#: A tree whose first child ignores SIGTERM; the others stop as usual.
+stubborn = fa.Supervisor.spec("stubborn", [fa.ChildSpec("ignores", IgnoresSigterm)])

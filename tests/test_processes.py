@@ -264,6 +264,7 @@ def test_a_child_that_keeps_failing_makes_the_parent_give_up(
         (["--processes", "0"], "--processes must be 1 or more, got 0"),
         (["--processes", "-2"], "--processes must be 1 or more, got -2"),
         (["--processes", "2", "--concurrency", "0"], "--concurrency: "),
+        (["--processes", "2", "--stop-timeout", "0"], "--stop-timeout must be a number of"),
     ],
 )
 def test_bad_input_is_one_line_and_no_child_starts(
@@ -318,3 +319,26 @@ def test_reload_restarts_the_children_when_a_py_file_changes(tmp_path: Path) -> 
         assert p.finish() == 0
     finally:
         p.close()
+
+
+def test_a_child_that_ignores_sigterm_is_killed_after_the_stop_timeout() -> None:
+    p = Parent("tests.apps_processes:stubborn", "--processes", "2", "--stop-timeout", "0.5")
+    try:
+        _stop_timeout_kills_the_stubborn_child(p)
+    finally:
+        p.close()
+
+
+def _stop_timeout_kills_the_stubborn_child(p: Parent) -> None:
+    ready = [p.event("app.ready") for _ in (1, 2)]
+    [stubborn] = [e["pid"] for e in ready if e["ignores_sigterm"]]
+    [other] = [e["pid"] for e in ready if not e["ignores_sigterm"]]
+    p.process.send_signal(signal.SIGTERM)
+    overdue = p.event("process.stop_timeout")
+    assert (overdue["pid"], overdue["timeout"], overdue["action"]) == (stubborn, 0.5, "kill")
+    assert p.finish() == 1
+    stopped = {e["pid"]: e["status"] for e in p.seen if e.get("event") == "process.stopped"}
+    assert stopped == {stubborn: -signal.SIGKILL, other: 0}  # the other one drained
+    [failed] = [e for e in p.seen if e.get("event") == "processes.failed"]
+    assert failed["reason"] == f"killed after --stop-timeout 0.5s: process 1 (pid {stubborn})"
+    assert not _alive(stubborn)
