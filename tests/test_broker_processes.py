@@ -25,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from foxactors import backends
 
 from .brokers import BROKERS, case
-from .test_processes import Parent, get
+from .test_processes import Parent, alive, get
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -335,3 +335,41 @@ async def test_processes_merged_queue_depth_counts_what_every_child_holds(
     finally:
         await anyio.to_thread.run_sync(parent.close)
         await publisher.backend.close()
+
+
+async def test_processes_children_drain_and_end_when_the_parent_is_killed(
+    broker: str, server: Any, queue: str, tmp_path: Path
+) -> None:
+    messages = 400
+    publisher = case(broker, server)
+    for n in range(messages):
+        await publisher.backend.publish(queue, {"n": n})
+    records = tmp_path / "records"
+    # with its endpoints the parent has threads: the kernel's parent-death signal then
+    # comes once per thread, and a second SIGTERM would cancel the children's drain
+    first = parent_of(server.url, queue, records, "--http-port", "0", PROCS_WORK_SECONDS="0.02")
+    second = None
+    try:
+        base = await anyio.to_thread.run_sync(
+            lambda: str(first.event("processes.http.serving")["url"])
+        )
+        children = await anyio.to_thread.run_sync(
+            lambda: [first.event("process.started", process=i)["pid"] for i in (1, 2)]
+        )
+        await until("two ready children", lambda: get(base + "/ready")[0] == 200)
+        await until("50 messages handled", lambda: sum(numbers(records).values()) >= 50)
+        first.process.kill()  # SIGKILL: the parent cannot tell its children anything
+        await anyio.to_thread.run_sync(first.process.wait)
+        await until("the children ended", lambda: not any(alive(pid) for pid in children))
+        assert sum(numbers(records).values()) < messages  # they stopped mid-stream
+        second = parent_of(server.url, queue, records)
+        await until("every number handled", lambda: len(numbers(records)) == messages)
+        await anyio.to_thread.run_sync(drained, second)
+        assert await publisher.stranded(queue) == 0
+    finally:
+        await anyio.to_thread.run_sync(first.close)
+        if second is not None:
+            await anyio.to_thread.run_sync(second.close)
+        await publisher.backend.close()
+    # they drained: what they started they finished and acked, the rest went back
+    assert sorted(numbers(records).elements()) == list(range(messages))  # each exactly once

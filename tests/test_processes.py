@@ -101,16 +101,17 @@ class Parent:
             if pipe is not None:
                 pipe.close()
         for event in self.seen:
-            if event.get("event") == "process.started" and _alive(event["pid"]):
+            if event.get("event") == "process.started" and alive(event["pid"]):
                 os.kill(event["pid"], signal.SIGKILL)
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, dead but not yet reaped by its new parent, does not)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
         return False
-    return True
+    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 def get(url: str) -> tuple[int, str]:
@@ -223,7 +224,7 @@ def test_sigterm_drains_every_child_and_all_exit_zero(parent: Callable[..., Pare
     assert stopped == dict.fromkeys(pids, 0)
     drained = {e["pid"] for e in p.seen if e.get("event") == "system.stopped"}
     assert drained == pids
-    assert not any(_alive(pid) for pid in pids)
+    assert not any(alive(pid) for pid in pids)
 
 
 def test_aggregated_metrics_count_what_every_child_handled(
@@ -255,7 +256,7 @@ def test_a_child_that_keeps_failing_makes_the_parent_give_up(
     assert "the database is unreachable" in failed[0]["reason"]  # the child's own error
     started = [e["pid"] for e in p.seen if e.get("event") == "process.started"]
     assert 3 <= len(started) <= 4  # two first starts, then restarts up to the limit
-    assert not any(_alive(pid) for pid in started)
+    assert not any(alive(pid) for pid in started)
 
 
 @pytest.mark.parametrize(
@@ -341,4 +342,4 @@ def _stop_timeout_kills_the_stubborn_child(p: Parent) -> None:
     assert stopped == {stubborn: -signal.SIGKILL, other: 0}  # the other one drained
     [failed] = [e for e in p.seen if e.get("event") == "processes.failed"]
     assert failed["reason"] == f"killed after --stop-timeout 0.5s: process 1 (pid {stubborn})"
-    assert not _alive(stubborn)
+    assert not alive(stubborn)
