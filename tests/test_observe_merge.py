@@ -112,5 +112,5 @@ def test_a_depth_only_its_process_sees_is_added_up(processes: list[tuple[int, in
     merged = values(merge(texts).decode())
     in_flight = (("queue", "a"), ("seen", "process"), ("state", "in_flight"))
     assert merged[("foxactors_queue_messages", in_flight)] == sum(h for _, h in processes)
-    ready = (("queue", "a"), ("state", "ready"))
-    assert merged[("foxactors_queue_messages", ready)] == max(r for r, _ in processes)
+    waiting = (("queue", "a"), ("state", "ready"))
+    assert merged[("foxactors_queue_messages", waiting)] == max(r for r, _ in processes)
