@@ -108,9 +108,13 @@ class Parent:
 def alive(pid: int) -> bool:
     """Whether ``pid`` runs (a zombie, dead but not yet reaped by its new parent, does not)."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
+        os.kill(pid, 0)
+    except ProcessLookupError:
         return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:  # gone meanwhile, or no /proc: as os.kill said
+        return not Path("/proc/self").exists()
     return stat.rpartition(")")[2].split()[0] != "Z"
 
 

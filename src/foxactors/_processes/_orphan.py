@@ -17,13 +17,15 @@ Two things make the plain way (the kernel sending SIGTERM itself) fail:
   interpreter's last flush fails too.
 
 So the kernel sends SIGHUP (the child has no terminal: nothing else sends it), and
-its handler points stdout and stderr at /dev/null, then sends the one SIGTERM; later
-SIGHUPs are ignored.
+its handler, once the parent is really gone (the child's parent is another process
+now: a thread of a living parent that ends sends the signal too), points stdout and
+stderr at /dev/null, then sends the one SIGTERM; later SIGHUPs are ignored.
 """
 
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import signal
 import sys
@@ -44,7 +46,7 @@ def follow_parent() -> None:
     parent = os.environ.get(PARENT_PID)
     if not parent or not sys.platform.startswith("linux"):
         return
-    signal.signal(PARENT_DIED, _on_parent_death)
+    signal.signal(PARENT_DIED, functools.partial(_on_parent_death, int(parent)))
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(_PR_SET_PDEATHSIG, int(PARENT_DIED), 0, 0, 0) != 0:
         return  # not allowed here (a sandbox): the parent's own stop still works
@@ -52,7 +54,9 @@ def follow_parent() -> None:
         os.kill(os.getpid(), PARENT_DIED)
 
 
-def _on_parent_death(signum: int, frame: FrameType | None) -> None:
+def _on_parent_death(parent: int, signum: int, frame: FrameType | None) -> None:
+    if os.getppid() == parent:  # one of its threads ended, the parent lives
+        return
     signal.signal(PARENT_DIED, signal.SIG_IGN)  # the first is enough
     devnull = os.open(os.devnull, os.O_WRONLY)
     for fd in (1, 2):  # the parent's pipe: nobody reads it now
