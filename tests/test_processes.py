@@ -8,6 +8,7 @@ parent's endpoints. Nothing sleeps to synchronise.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import queue
@@ -100,9 +101,18 @@ class Parent:
         for pipe in (self.process.stdout, self.process.stderr):
             if pipe is not None:
                 pipe.close()
+        while (line := self._unread()) is not None:  # children the test did not wait for
+            with contextlib.suppress(ValueError):
+                self.seen.append(json.loads(line))
         for event in self.seen:
             if event.get("event") == "process.started" and alive(event["pid"]):
                 os.kill(event["pid"], signal.SIGKILL)
+
+    def _unread(self) -> str | None:
+        try:
+            return self.lines.get_nowait()
+        except queue.Empty:
+            return None
 
 
 def alive(pid: int) -> bool:
