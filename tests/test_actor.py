@@ -499,7 +499,7 @@ async def test_a_task_refused_by_a_closed_task_group_is_an_error_and_leaves_noth
     # group, trio refuses new tasks; the refused one is closed, not left to warn
     # "coroutine ... was never awaited" (the suite makes that warning an error)
     async with fa.open_system(tree([worker("w", Recorder())])) as system:
-        cell = system.ref("w")._cell  # type: ignore[attr-defined]  # the Cell behind the Host
+        cell: Any = system.ref("w")._cell  # the Cell behind the Host
     async with anyio.create_task_group() as ended:
         pass
     # anyio still takes it for active in that instant; only trio's nursery refuses

@@ -1,7 +1,9 @@
 """Worker processes on real brokers, killed and stopped mid-stream (asyncio, real time).
 
 ``examples/broker_worker.py`` runs under ``foxactors run`` in processes of their own, on
-RabbitMQ and on Redis Streams; the tests count what each process handled.
+RabbitMQ and on Redis Streams; the tests count what each process handled. Then the
+same under one parent, ``foxactors run --processes 2`` (``tests/apps_processes.py``):
+a child killed under load is restarted and nothing is lost; SIGTERM drains them all.
 """
 
 from __future__ import annotations
@@ -12,14 +14,18 @@ import subprocess
 import sys
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from foxactors import backends
+
+from .brokers import BROKERS, case
+from .test_processes import Parent, alive, get
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -32,9 +38,18 @@ def anyio_backend() -> tuple[str, dict[str, Any]]:
     return ("asyncio", {})
 
 
-@pytest.fixture(params=["rabbitmq", "redis"])
-def url(request: pytest.FixtureRequest) -> str:
-    server = request.getfixturevalue(request.param)
+@pytest.fixture(params=BROKERS)
+def broker(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def server(broker: str, request: pytest.FixtureRequest) -> Any:
+    return request.getfixturevalue(broker)
+
+
+@pytest.fixture
+def url(server: Any) -> str:
     return str(server.url)
 
 
@@ -138,3 +153,224 @@ async def test_sigterm_drains_in_flight_work_without_duplicates(
     finally:
         await anyio.to_thread.run_sync(stop, second)
     assert sorted(after.elements()) == list(range(400))  # each exactly once
+
+
+# ``foxactors run --processes 2``: the same guarantees with a parent restarting children
+
+PROCESSES_APP = "tests.apps_processes:recording_app"
+STALL_AFTER = 20  # the victim hangs from its 20th message on, holding unacked deliveries
+PREFETCH = 10  # the app's
+
+
+def records_of(records: Path) -> dict[int, list[str]]:
+    """What each process recorded, by pid (a line per message: the number, maybe "stalled")."""
+    return {int(path.name): path.read_text().splitlines() for path in records.iterdir()}
+
+
+def numbers(records: Path) -> Counter[int]:
+    return Counter(int(line.split()[0]) for lines in records_of(records).values() for line in lines)
+
+
+async def until(what: str, check: Callable[[], Any], seconds: float = 30) -> Any:
+    """Poll ``check`` (other processes' files) until it is truthy; its value."""
+    with anyio.move_on_after(seconds):
+        while True:
+            if result := check():
+                return result
+            await anyio.sleep(0.02)  # polling other processes: nothing to wait on here
+    raise AssertionError(f"waited {seconds} s for {what}")
+
+
+def parent_of(url: str, queue: str, records: Path, *args: str, **env: str) -> Parent:
+    """``foxactors run tests.apps_processes:recording_app --processes 2 ARGS`` (JSON logs)."""
+    records.mkdir(exist_ok=True)
+    return Parent(
+        PROCESSES_APP,
+        "--processes",
+        "2",
+        *args,
+        env={
+            "FOXACTORS_TEST_BROKER_URL": url,
+            "FOXACTORS_TEST_QUEUE": queue,
+            "PROCS_RECORD_DIR": str(records),
+            **env,
+        },
+    )
+
+
+def drained(parent: Parent) -> dict[int, int]:
+    """SIGTERM the parent; its children's exit statuses, once it exited 0."""
+    parent.process.send_signal(signal.SIGTERM)
+    assert parent.finish() == 0, parent.seen[-5:]
+    return {e["pid"]: e["status"] for e in parent.seen if e.get("event") == "process.stopped"}
+
+
+async def test_processes_a_child_killed_under_load_comes_back_and_nothing_is_lost(
+    broker: str, server: Any, queue: str, tmp_path: Path
+) -> None:
+    messages = 600
+    publisher = case(broker, server)
+    for n in range(messages):
+        await publisher.backend.publish(queue, {"n": n})
+    records = tmp_path / "records"
+    token = tmp_path / "stall"
+    token.touch()
+    parent = parent_of(
+        server.url,
+        queue,
+        records,
+        PROCS_WORK_SECONDS="0.005",
+        PROCS_STALL_AFTER=str(STALL_AFTER),
+        PROCS_STALL_TOKEN=str(token),
+    )
+    try:
+        started = await anyio.to_thread.run_sync(
+            lambda: {parent.event("process.started", process=i)["pid"]: i for i in (1, 2)}
+        )
+
+        def stalled() -> list[tuple[int, list[str]]]:
+            found = records_of(records).items()
+            return [(pid, ls) for pid, ls in found if any("stalled" in line for line in ls)]
+
+        [(victim, _)] = await until("a child holding unacked work", stalled)
+        assert victim in started
+        assert len(numbers(records)) < messages  # killed under load, with work left
+        os.kill(victim, signal.SIGKILL)  # no drain, no settlement
+        died = await anyio.to_thread.run_sync(lambda: parent.event("process.died", pid=victim))
+        assert "SIGKILL" in died["status"]
+        again = await anyio.to_thread.run_sync(
+            lambda: parent.event("process.started", process=started[victim])
+        )
+        assert again["pid"] not in started
+        assert again["restarts"] == 1
+        held = Counter(int(line.split()[0]) for line in records_of(records)[victim])  # final
+        await until("every number handled", lambda: len(numbers(records)) == messages)
+        stopped = await anyio.to_thread.run_sync(drained, parent)
+        assert stopped == dict.fromkeys(set(started) - {victim} | {again["pid"]}, 0)
+        assert await publisher.stranded(queue) == 0  # nothing left, nothing pending
+    finally:
+        await anyio.to_thread.run_sync(parent.close)
+        await publisher.backend.close()
+    handled = numbers(records)
+    assert set(handled) == set(range(messages))  # nothing lost
+    duplicates = {n for n, count in handled.items() if count > 1}
+    victim_stalled = {
+        int(line.split()[0]) for line in records_of(records)[victim] if "stalled" in line
+    }
+    assert victim_stalled <= duplicates  # what it held came back
+    assert duplicates <= set(held)  # only what the killed child had in flight
+    assert len(duplicates) <= PREFETCH  # which never exceeds its prefetch
+    assert max(handled.values()) == 2  # and each came back once
+
+
+async def test_processes_sigterm_drains_every_child_without_duplicates(
+    broker: str, server: Any, queue: str, tmp_path: Path
+) -> None:
+    messages = 400
+    publisher = case(broker, server)
+    for n in range(messages):
+        await publisher.backend.publish(queue, {"n": n})
+    records = tmp_path / "records"
+    first = parent_of(server.url, queue, records, PROCS_WORK_SECONDS="0.02")
+    second = None
+    try:
+        await until(
+            "50 messages handled", lambda: records.exists() and sum(numbers(records).values()) >= 50
+        )
+        stopped = await anyio.to_thread.run_sync(drained, first)
+        assert len(stopped) == 2
+        assert set(stopped.values()) == {0}
+        assert {e["pid"] for e in first.seen if e.get("event") == "pipeline.drained"} == set(
+            stopped
+        )
+        assert sum(numbers(records).values()) < messages  # it stopped mid-stream
+        second = parent_of(server.url, queue, records)
+        await until("every number handled", lambda: len(numbers(records)) == messages)
+        await anyio.to_thread.run_sync(drained, second)
+        assert await publisher.stranded(queue) == 0
+    finally:
+        await anyio.to_thread.run_sync(first.close)
+        if second is not None:
+            await anyio.to_thread.run_sync(second.close)
+        await publisher.backend.close()
+    assert sorted(numbers(records).elements()) == list(range(messages))  # each exactly once
+
+
+CONCURRENCY = 4  # the app's
+
+
+def merged(base: str, queue: str) -> dict[str, float]:
+    """``foxactors_queue_messages`` of ``queue`` in the parent's merged metrics, by state."""
+    return {
+        sample.labels["state"]: sample.value
+        for family in text_string_to_metric_families(get(base + "/metrics")[1])
+        for sample in family.samples
+        if sample.name == "foxactors_queue_messages" and sample.labels["queue"] == queue
+    }
+
+
+async def test_processes_merged_queue_depth_counts_what_every_child_holds(
+    broker: str, server: Any, queue: str, tmp_path: Path
+) -> None:
+    # every message hangs: each child holds its prefetch, the queue 2 * PREFETCH in
+    # flight, half in each child; on RabbitMQ each child counts only its own half
+    publisher = case(broker, server)
+    for n in range(2 * PREFETCH + 5):
+        await publisher.backend.publish(queue, {"n": n})
+    records = tmp_path / "records"
+    parent = parent_of(server.url, queue, records, "--http-port", "0", PROCS_STALL_AFTER="1")
+    try:
+        base = await anyio.to_thread.run_sync(
+            lambda: str(parent.event("processes.http.serving")["url"])
+        )
+
+        def holding() -> bool:  # each worker of each child hangs on a message
+            counts = Counter(len(lines) for lines in records_of(records).values())
+            return counts == Counter({CONCURRENCY: 2})
+
+        await until("both children holding their prefetch", holding)
+        await until("the children's figures", lambda: merged(base, queue).get("ready") == 5)
+        depth = merged(base, queue)
+        assert depth["in_flight"] == 2 * PREFETCH
+        assert depth["dead"] == 0
+    finally:
+        await anyio.to_thread.run_sync(parent.close)
+        await publisher.backend.close()
+
+
+async def test_processes_children_drain_and_end_when_the_parent_is_killed(
+    broker: str, server: Any, queue: str, tmp_path: Path
+) -> None:
+    messages = 400
+    publisher = case(broker, server)
+    for n in range(messages):
+        await publisher.backend.publish(queue, {"n": n})
+    records = tmp_path / "records"
+    # with its endpoints the parent has threads: the kernel's parent-death signal then
+    # comes once per thread, and a second SIGTERM would cancel the children's drain
+    first = parent_of(server.url, queue, records, "--http-port", "0", PROCS_WORK_SECONDS="0.02")
+    second = None
+    try:
+        base = await anyio.to_thread.run_sync(
+            lambda: str(first.event("processes.http.serving")["url"])
+        )
+        children = await anyio.to_thread.run_sync(
+            lambda: [first.event("process.started", process=i)["pid"] for i in (1, 2)]
+        )
+        await until("two ready children", lambda: get(base + "/ready")[0] == 200)
+        await until("50 messages handled", lambda: sum(numbers(records).values()) >= 50)
+        first.process.kill()  # SIGKILL: the parent cannot tell its children anything
+        await anyio.to_thread.run_sync(first.process.wait)
+        await until("the children ended", lambda: not any(alive(pid) for pid in children))
+        assert sum(numbers(records).values()) < messages  # they stopped mid-stream
+        second = parent_of(server.url, queue, records)
+        await until("every number handled", lambda: len(numbers(records)) == messages)
+        await anyio.to_thread.run_sync(drained, second)
+        assert await publisher.stranded(queue) == 0
+    finally:
+        await anyio.to_thread.run_sync(first.close)
+        if second is not None:
+            await anyio.to_thread.run_sync(second.close)
+        await publisher.backend.close()
+    # they drained: what they started they finished and acked, the rest went back
+    assert sorted(numbers(records).elements()) == list(range(messages))  # each exactly once

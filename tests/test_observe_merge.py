@@ -108,3 +108,25 @@ def test_the_next_tick_of_a_periodic_job_is_one_time_not_a_sum() -> None:
     daily = (("name", "daily"),)
     assert merged[("foxactors_periodic_next_tick_seconds", daily)] == 1_800_000_000.0
     assert merged[("foxactors_periodic_enqueued_total", daily)] == 3  # each tick once, somewhere
+
+
+@given(st.lists(st.tuples(st.integers(0, 100), st.integers(0, 100)), min_size=1, max_size=5))
+def test_a_depth_only_its_process_sees_is_added_up(processes: list[tuple[int, int]]) -> None:
+    # RabbitMQ: each process counts only the deliveries it holds (labelled seen="process")
+    texts = []
+    for ready, held in processes:
+        queued = GaugeMetricFamily("foxactors_queue_messages", "x", labels=["queue", "state"])
+        queued.add_metric(["a", "ready"], ready)
+        queued.add_sample(
+            "foxactors_queue_messages",
+            {"queue": "a", "state": "in_flight", "seen": "process"},
+            held,
+        )
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(_Fixed([queued]))
+        texts.append(generate_latest(registry).decode())
+    merged = values(merge(texts).decode())
+    in_flight = (("queue", "a"), ("seen", "process"), ("state", "in_flight"))
+    assert merged[("foxactors_queue_messages", in_flight)] == sum(h for _, h in processes)
+    waiting = (("queue", "a"), ("state", "ready"))
+    assert merged[("foxactors_queue_messages", waiting)] == max(r for r, _ in processes)

@@ -8,6 +8,7 @@ parent's endpoints. Nothing sleeps to synchronise.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import queue
@@ -100,17 +101,31 @@ class Parent:
         for pipe in (self.process.stdout, self.process.stderr):
             if pipe is not None:
                 pipe.close()
+        while (line := self._unread()) is not None:  # children the test did not wait for
+            with contextlib.suppress(ValueError):
+                self.seen.append(json.loads(line))
         for event in self.seen:
-            if event.get("event") == "process.started" and _alive(event["pid"]):
+            if event.get("event") == "process.started" and alive(event["pid"]):
                 os.kill(event["pid"], signal.SIGKILL)
 
+    def _unread(self) -> str | None:
+        try:
+            return self.lines.get_nowait()
+        except queue.Empty:
+            return None
 
-def _alive(pid: int) -> bool:
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, dead but not yet reaped by its new parent, does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:  # gone meanwhile, or no /proc: as os.kill said
+        return not Path("/proc/self").exists()
+    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 def get(url: str) -> tuple[int, str]:
@@ -223,7 +238,7 @@ def test_sigterm_drains_every_child_and_all_exit_zero(parent: Callable[..., Pare
     assert stopped == dict.fromkeys(pids, 0)
     drained = {e["pid"] for e in p.seen if e.get("event") == "system.stopped"}
     assert drained == pids
-    assert not any(_alive(pid) for pid in pids)
+    assert not any(alive(pid) for pid in pids)
 
 
 def test_aggregated_metrics_count_what_every_child_handled(
@@ -255,7 +270,7 @@ def test_a_child_that_keeps_failing_makes_the_parent_give_up(
     assert "the database is unreachable" in failed[0]["reason"]  # the child's own error
     started = [e["pid"] for e in p.seen if e.get("event") == "process.started"]
     assert 3 <= len(started) <= 4  # two first starts, then restarts up to the limit
-    assert not any(_alive(pid) for pid in started)
+    assert not any(alive(pid) for pid in started)
 
 
 @pytest.mark.parametrize(
@@ -264,6 +279,7 @@ def test_a_child_that_keeps_failing_makes_the_parent_give_up(
         (["--processes", "0"], "--processes must be 1 or more, got 0"),
         (["--processes", "-2"], "--processes must be 1 or more, got -2"),
         (["--processes", "2", "--concurrency", "0"], "--concurrency: "),
+        (["--processes", "2", "--stop-timeout", "0"], "--stop-timeout must be a number of"),
     ],
 )
 def test_bad_input_is_one_line_and_no_child_starts(
@@ -318,3 +334,26 @@ def test_reload_restarts_the_children_when_a_py_file_changes(tmp_path: Path) -> 
         assert p.finish() == 0
     finally:
         p.close()
+
+
+def test_a_child_that_ignores_sigterm_is_killed_after_the_stop_timeout() -> None:
+    p = Parent("tests.apps_processes:stubborn", "--processes", "2", "--stop-timeout", "0.5")
+    try:
+        _stop_timeout_kills_the_stubborn_child(p)
+    finally:
+        p.close()
+
+
+def _stop_timeout_kills_the_stubborn_child(p: Parent) -> None:
+    ready = [p.event("app.ready") for _ in (1, 2)]
+    [stubborn] = [e["pid"] for e in ready if e["ignores_sigterm"]]
+    [other] = [e["pid"] for e in ready if not e["ignores_sigterm"]]
+    p.process.send_signal(signal.SIGTERM)
+    overdue = p.event("process.stop_timeout")
+    assert (overdue["pid"], overdue["timeout"], overdue["action"]) == (stubborn, 0.5, "kill")
+    assert p.finish() == 1
+    stopped = {e["pid"]: e["status"] for e in p.seen if e.get("event") == "process.stopped"}
+    assert stopped == {stubborn: -signal.SIGKILL, other: 0}  # the other one drained
+    [failed] = [e for e in p.seen if e.get("event") == "processes.failed"]
+    assert failed["reason"] == f"killed after --stop-timeout 0.5s: process 1 (pid {stubborn})"
+    assert not alive(stubborn)

@@ -20,7 +20,13 @@ from ._cli_jobs import add_jobs_commands, run_jobs
 from ._cli_settings import configure, run_settings
 from ._errors import ConfigurationError, FoxactorsError
 from ._logging import LEVELS, configure_logging, get_logger
-from ._processes import Overrides, add_process_options, run_processes, wants_processes
+from ._processes import (
+    Overrides,
+    add_process_options,
+    follow_parent,
+    run_processes,
+    wants_processes,
+)
 from ._redact import redact
 from ._spec import ChildSpec
 from ._system import run
@@ -380,6 +386,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"foxactors: {error}", file=sys.stderr)
         return 1
     configure_logging(chosen.log_format, chosen.log_level)
+    follow_parent()  # a child of --processes: stop when the parent dies
     try:
         app = load_app(
             args.app, http=http, overrides=Overrides.from_args(args), settings=chosen.settings

@@ -12,4 +12,5 @@ from __future__ import annotations
 from ._options import Overrides as Overrides
 from ._options import add_process_options as add_process_options
 from ._options import wants_processes as wants_processes
+from ._orphan import follow_parent as follow_parent
 from ._run import run_processes as run_processes

@@ -20,6 +20,7 @@ import attrs
 
 from foxactors._logging import get_logger
 
+from ._orphan import PARENT_PID
 from ._output import Lines, error_of
 
 log = get_logger("foxactors.processes")
@@ -60,7 +61,12 @@ class WorkerProcess:
 
         A negative status is the signal that ended it (as `subprocess` reports).
         """
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "FOXACTORS_PROCESS_INDEX": str(self.index)}
+        env = {
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            "FOXACTORS_PROCESS_INDEX": str(self.index),
+            PARENT_PID: str(os.getpid()),
+        }
         process = await anyio.open_process(
             list(argv),
             stdin=subprocess.DEVNULL,

@@ -1,8 +1,9 @@
 """The options of ``foxactors run`` that this package adds, and what they change.
 
-``--processes``, ``--reload``, ``--max-restarts`` and ``--restart-window`` shape the
-parent; ``--concurrency``, ``--prefetch`` and ``--queue`` override what a
-`WorkerApp` was built with, in a single process as in every child.
+``--processes``, ``--reload``, ``--max-restarts``, ``--restart-window`` and
+``--stop-timeout`` shape the parent; ``--concurrency``, ``--prefetch`` and
+``--queue`` override what a `WorkerApp` was built with, in a single process as in
+every child.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from foxactors.pipeline import WorkerApp
 MAX_RESTARTS = 5
 #: The window of `MAX_RESTARTS`, in seconds.
 RESTART_WINDOW = 60.0
+#: Seconds a child has to exit after SIGTERM before the parent kills it (SIGKILL):
+#: twice the default drain timeout, so that a full drain and the rest of a stop fit.
+STOP_TIMEOUT = 60.0
 
 
 def add_process_options(run_cmd: argparse.ArgumentParser) -> None:
@@ -48,6 +52,14 @@ def add_process_options(run_cmd: argparse.ArgumentParser) -> None:
         default=RESTART_WINDOW,
         metavar="SECONDS",
         help=f"the window of --max-restarts (default {RESTART_WINDOW:g})",
+    )
+    run_cmd.add_argument(
+        "--stop-timeout",
+        type=float,
+        default=STOP_TIMEOUT,
+        metavar="SECONDS",
+        help=f"with --processes: kill (SIGKILL) a child still running this long after it was "
+        f"told to stop (default {STOP_TIMEOUT:g}; longer than the app's drain timeout)",
     )
     run_cmd.add_argument(
         "--reload",
@@ -148,6 +160,10 @@ def check_processes(args: argparse.Namespace) -> None:
     if not args.restart_window > 0:
         raise ConfigurationError(
             f"--restart-window must be a number of seconds above 0, got {args.restart_window}"
+        )
+    if not args.stop_timeout > 0:
+        raise ConfigurationError(
+            f"--stop-timeout must be a number of seconds above 0, got {args.stop_timeout}"
         )
 
 

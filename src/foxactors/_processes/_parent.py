@@ -10,7 +10,9 @@ and is not restarted.
 
 The first SIGTERM or SIGINT sends SIGTERM to every child (each drains, as
 ``foxactors run`` does) and the parent waits for them; a second signal kills them
-(SIGKILL) and the parent exits at once.
+(SIGKILL) and the parent exits at once. A child still running ``stop_timeout``
+seconds after its SIGTERM (it ignores the signal, or its drain hangs) is killed
+(SIGKILL), said in the log, and the parent exits non-zero.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class ProcessPlan:
         backoff: The delay before each restart.
         intensity: The restarts tolerated in a window, for all children together.
         reload: Restart the children when a .py file under the current directory changes.
+        stop_timeout: Seconds a child has to exit after SIGTERM before it is killed.
     """
 
     argv: tuple[str, ...]
@@ -56,6 +59,7 @@ class ProcessPlan:
     backoff: Backoff = attrs.field(factory=lambda: RESTART_BACKOFF)
     intensity: RestartIntensity = attrs.field(factory=RestartIntensity)
     reload: bool = False
+    stop_timeout: float = 60.0
 
 
 class ProcessSupervisor:
@@ -69,6 +73,8 @@ class ProcessSupervisor:
         self._stop = anyio.Event()
         self.failure: str | None = None
         self.killed = False
+        self.overdue: list[str] = []  # children killed after the stop timeout
+        self._tasks: anyio.abc.TaskGroup | None = None
 
     @property
     def stopping(self) -> bool:
@@ -94,6 +100,7 @@ class ProcessSupervisor:
                 worker.port = free_port()
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with anyio.create_task_group() as tasks:
+                self._tasks = tasks
                 tasks.start_soon(self._on_signals, signals, tasks.cancel_scope)
                 if self.plan.http is not None:
                     url = await tasks.start(
@@ -112,6 +119,9 @@ class ProcessSupervisor:
         if self.killed:
             log.warning("processes.killed")
             return 1
+        if self.failure is None and self.overdue:
+            timeout = f"{self.plan.stop_timeout:g}s"
+            self.failure = f"killed after --stop-timeout {timeout}: {', '.join(self.overdue)}"
         if self.failure is not None:
             log.error("processes.failed", reason=self.failure)
             return 1
@@ -166,7 +176,29 @@ class ProcessSupervisor:
         """Tell every child to drain (SIGTERM); each is not restarted."""
         self._stop.set()
         for worker in self.workers:
-            worker.signal(signal.SIGTERM)
+            self._terminate(worker)
+
+    def _terminate(self, worker: WorkerProcess) -> None:
+        """SIGTERM ``worker``, and SIGKILL it if it still runs after the stop timeout."""
+        if not worker.running:
+            return
+        worker.signal(signal.SIGTERM)
+        if self._tasks is not None:
+            self._tasks.start_soon(self._kill_when_overdue, worker, worker.pid)
+
+    async def _kill_when_overdue(self, worker: WorkerProcess, pid: int | None) -> None:
+        await anyio.sleep(self.plan.stop_timeout)
+        if worker.running and worker.pid == pid:  # the same life, still there
+            log.warning(
+                "process.stop_timeout",
+                process=worker.index,
+                pid=pid,
+                timeout=self.plan.stop_timeout,
+                action="kill",
+            )
+            if not worker.reloading:
+                self.overdue.append(f"process {worker.index} (pid {pid})")
+            worker.signal(signal.SIGKILL)
 
     def kill(self) -> None:
         """Kill every child (SIGKILL)."""
@@ -180,7 +212,7 @@ class ProcessSupervisor:
         for worker in self.workers:
             if worker.running:
                 worker.reloading = True
-                worker.signal(signal.SIGTERM)
+                self._terminate(worker)
 
     async def _on_signals(self, signals: AsyncIterator[int], scope: anyio.CancelScope) -> None:
         async for signum in signals:

@@ -75,6 +75,7 @@ def plan_of(args: argparse.Namespace, import_app: Callable[[str], object]) -> Pr
         http=http,
         intensity=RestartIntensity(max_restarts=args.max_restarts, within=args.restart_window),
         reload=bool(args.reload),
+        stop_timeout=args.stop_timeout,
     )
 
 

@@ -7,7 +7,9 @@ labels are added up: counters and histograms (bucket, count, sum) because each
 process counted its own messages; most gauges (in flight, workers, consuming)
 because each process holds its own. A few gauges describe something the processes
 share, the broker's queue or the job store, and every process reports the same
-figure: those take the largest (`SHARED_GAUGES`); readiness takes the smallest, so
+figure: those take the largest (`SHARED_GAUGES`), unless a sample is labelled
+``seen="process"`` (`OWN`): then it counts what only its process holds, as
+RabbitMQ's in-flight deliveries, and is added up. Readiness takes the smallest, so
 the whole is ready only when every process is.
 """
 
@@ -27,6 +29,8 @@ from foxactors._errors import ConfigurationError
 SHARED_GAUGES = frozenset(
     {"foxactors_queue_messages", "foxactors_jobs", "foxactors_periodic_next_tick_seconds"}
 )
+#: The label of a shared gauge's sample that counts only what its process holds: added up.
+OWN = ("seen", "process")
 #: Gauges that hold for the whole only if they hold for every process: the smallest wins.
 ALL_GAUGES = frozenset({"foxactors_ready"})
 
@@ -82,7 +86,9 @@ def merge_families(expositions: Iterable[str]) -> list[Metric]:
             for sample in family.samples:
                 key = (sample.name, tuple(sorted(sample.labels.items())))
                 old = samples.get(key)
-                samples[key] = sample.value if old is None else combine(old, sample.value)
+                own = sample.labels.get(OWN[0]) == OWN[1]
+                rule = _add if own else combine
+                samples[key] = sample.value if old is None else rule(old, sample.value)
     for name, family in families.items():
         for (sample_name, labels), value in values[name].items():
             family.add_sample(sample_name, dict(labels), value)

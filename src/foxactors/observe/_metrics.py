@@ -26,6 +26,7 @@ from foxactors.pipeline import DURATION_BUCKETS as BUCKETS
 from foxactors.pipeline import ConsumerStatistics, PoolStatistics
 
 from ._health import is_ready
+from ._merge import OWN
 from ._reading import Reading
 
 PREFIX = "foxactors"
@@ -171,7 +172,12 @@ class TreeCollector(Collector):
             for state, count in intake.queue_depth.items():
                 if (intake.queue, state) not in seen:
                     seen.add((intake.queue, state))
-                    depth.add_metric([intake.queue, state], count)
+                    if state == "in_flight" and state in intake.seen_here:
+                        # this process's deliveries only: marked, so a merge adds them up
+                        own = {"queue": intake.queue, "state": state, OWN[0]: OWN[1]}
+                        depth.add_sample(depth.name, own, count)
+                    else:
+                        depth.add_metric([intake.queue, state], count)
             stats = intake.connection
             if stats is None:
                 continue

@@ -43,6 +43,9 @@ class Intake:
             does not run, or when the broker did not answer in time.
         link: Path of the actor owning the broker connection it consumes on (a
             broker's intake), or None (a memory backend, a source of its own).
+        seen_here: The states of ``queue_depth`` the broker counts only as this
+            process sees them (`QueueStatistics.seen_here`: RabbitMQ's delayed and
+            in flight).
     """
 
     pipeline: str
@@ -52,6 +55,7 @@ class Intake:
     connection: ConnectionStatistics | None
     queue_depth: Mapping[str, int]
     link: str | None = None
+    seen_here: frozenset[str] = frozenset()
 
 
 @attrs.frozen
@@ -112,6 +116,7 @@ async def read(root: Cell, *, stores: Sequence[Any] = (), timeout: float = READ_
         running = snap is not None and snap.statistics is not None
         stats = getattr(snap, "statistics", None)
         queue = str(getattr(stats, "queue", ""))
+        depth, seen_here = await _queue_depth(backend, queue, timeout) if running else ({}, None)
         intakes.append(
             Intake(
                 pipeline=_pipeline_of(cell),
@@ -119,8 +124,9 @@ async def read(root: Cell, *, stores: Sequence[Any] = (), timeout: float = READ_
                 queue=queue,
                 broker=str(getattr(backend, "name", type(backend).__name__)),
                 connection=backend.statistics() if running else None,
-                queue_depth=await _queue_depth(backend, queue, timeout) if running else {},
+                queue_depth=depth,
                 link=_link_of(cell, consumer),
+                seen_here=seen_here or frozenset(),
             )
         )
     jobs = await _job_counts(stores, timeout)
@@ -143,17 +149,23 @@ def _link_of(cell: Cell, consumer: Consumer) -> str | None:
 DEPTH_STATES = ("ready", "delayed", "in_flight", "dead")
 
 
-async def _queue_depth(backend: Backend, queue: str, timeout: float) -> Mapping[str, int]:
-    """``backend.queue_depth(queue)`` as ``{state: count}``; empty if it cannot be read."""
+async def _queue_depth(
+    backend: Backend, queue: str, timeout: float
+) -> tuple[Mapping[str, int], frozenset[str] | None]:
+    """``backend.queue_depth(queue)`` as ``{state: count}``, and its ``seen_here``.
+
+    Empty (and None) if it cannot be read.
+    """
     if not queue:
-        return {}
+        return {}, None
     try:
         with anyio.move_on_after(timeout):
             answer = await backend.queue_depth(queue)
-            return {state: int(getattr(answer, state)) for state in DEPTH_STATES}
+            counts = {state: int(getattr(answer, state)) for state in DEPTH_STATES}
+            return counts, type(answer).seen_here
     except Exception as exc:  # a reading goes on without what cannot be read
         _log_skipped("queue_depth", exc)
-    return {}
+    return {}, None
 
 
 async def _job_counts(stores: Sequence[Any], timeout: float) -> Mapping[str, int]:
