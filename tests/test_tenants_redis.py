@@ -21,6 +21,8 @@ from foxactors.backends.redis import _fair as fair
 from foxactors.jobs import JobContext, JobQueue, JobState
 from foxactors.testing.servers import RedisServer
 
+from .helpers import until
+
 pytestmark = pytest.mark.anyio
 
 TENANTS = ["acme", "globex", "initech"]
@@ -295,7 +297,6 @@ async def test_a_dead_consumers_entry_taken_over_frees_its_tenants_slot_when_ack
         count=5,
         group=backend.group,
         consumer="dead",
-        maxlen=None,
         tenants=None,
     )
     assert await take(source, 5, wait=0.1) == []  # acme is at its limit
@@ -340,6 +341,116 @@ async def test_a_fair_source_loads_its_scripts_again_when_the_server_lost_them(
     assert third.message.payload == "third"
     third.handle.ack()
     await source.wait_settled()
+    counted = await backend.queue_statistics(queue)
+    assert (counted.ready, counted.in_flight) == (0, 0)
+    await client.aclose()
+    await source.close()
+    await backend.close()
+
+
+async def test_an_entry_trimmed_while_pending_still_frees_its_tenants_slot(
+    redis: RedisServer,
+) -> None:
+    queue = f"fair-{uuid.uuid4().hex[:8]}"
+    backend = fair_backend(redis.url, queue, FairShares(limit=1))
+    for payload in ("first", "second"):
+        await backend.publish(queue, payload, properties=props("acme"))
+    source = await backend.open_source(queue, prefetch=5)
+    (first,) = await take(source, 5)
+    client = backend.client()
+    await client.xtrim(queue, maxlen=0, approximate=False)  # by hand: first's data is gone
+    first.handle.requeue()  # nothing left to copy; acme's one slot must still come back
+    with anyio.fail_after(10):
+        (second,) = await source.receive(5)
+    assert second.message.payload == "second"
+    second.handle.ack()
+    await source.wait_settled()
+    assert backend.statistics().trimmed == 1
+    await client.aclose()
+    await source.close()
+    await backend.close()
+
+
+async def test_the_fair_stream_is_trimmed_below_its_oldest_pending_entry(
+    redis: RedisServer,
+) -> None:
+    queue = f"fair-{uuid.uuid4().hex[:8]}"
+    backend = fair_backend(redis.url, queue, FairShares())
+    client = backend.client()
+    source = await backend.open_source(queue, prefetch=50)
+
+    async def run(count: int) -> None:
+        left = count
+        with anyio.fail_after(30):
+            while left:
+                for delivery in await source.receive(left):
+                    delivery.handle.ack()
+                    left -= 1
+
+    for n in range(600):
+        await backend.publish(queue, n, properties=props(TENANTS[n % 3]))
+    await run(600)
+    await source.wait_settled()
+    # acked entries go as the stream grows (whole nodes of 100 at a time, `MINID ~`)
+    assert await client.xlen(queue) < 300
+    await backend.publish(queue, "held", properties=props("acme"))
+    (held,) = await take(source, 1)
+    for n in range(600):
+        await backend.publish(queue, n, properties=props(TENANTS[n % 3]))
+    await run(600)
+
+    async def only_held_pending() -> bool:
+        return bool((await client.xpending(queue, backend.group))["pending"] == 1)
+
+    await until("the acks applied", only_held_pending)
+    (pending,) = await client.xpending_range(queue, backend.group, "-", "+", 10)
+    assert await client.xrange(queue, pending["message_id"], pending["message_id"])  # kept
+    assert await client.xlen(queue) > 600  # nothing at or after it was trimmed
+    held.handle.ack()
+    await source.wait_settled()
+    await client.aclose()
+    await source.close()
+    await backend.close()
+
+
+async def test_scripts_lost_mid_batch_run_again_only_where_they_did_not_run(
+    redis: RedisServer,
+) -> None:
+    queue = f"fair-{uuid.uuid4().hex[:8]}"
+    backend = fair_backend(redis.url, queue, FairShares())
+    for payload in "abcd":
+        await backend.publish(queue, payload, properties=props("acme"))
+    source = await backend.open_source(queue, prefetch=2)
+    one, two = await source.receive(2)
+    client = backend.client()
+    # a flush, then another client loads two of the scripts back: in the next batch
+    # the ack and the pull run, the requeue does not
+    await client.script_flush()
+    await client.script_load(fair.ACK)
+    await client.script_load(fair.PULL)
+    seen: Counter[tuple[str, int]] = Counter({(one.message.payload, 1): 1})
+    done = anyio.Event()
+
+    async def rest() -> None:
+        while True:
+            for delivery in await source.receive(2):  # first parked on the credit
+                seen[(delivery.message.payload, delivery.message.attempt)] += 1
+                delivery.handle.ack()
+                if len(seen) == 4:
+                    done.set()
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(rest)
+        await anyio.wait_all_tasks_blocked()
+        one.handle.ack()
+        two.handle.requeue()  # one batch with the ack, and the reader's pull
+        with anyio.fail_after(10):
+            await done.wait()
+        tasks.cancel_scope.cancel()
+    await source.wait_settled()
+    # every entry once, the requeued one twice; nothing orphaned by a pull run twice
+    assert seen == {("a", 1): 1, ("b", 2): 1, ("c", 1): 1, ("d", 1): 1}
+    assert await client.script_exists(fair.SETTLE_SHA) == [True]  # loaded again
     counted = await backend.queue_statistics(queue)
     assert (counted.ready, counted.in_flight) == (0, 0)
     await client.aclose()

@@ -45,6 +45,7 @@ PULL = _script("fair_pull")
 ACK = _script("fair_ack")
 SETTLE = _script("fair_settle", "settle_entry")
 MOVE_DUE = _script("fair_move_due")
+RELEASE = _script("fair_release")
 MOVE_BATCH = 1000
 ACK_CHUNK = 1000
 
@@ -55,7 +56,7 @@ def _sha(script: str) -> str:
 
 PUSH_MANY_SHA = _sha(PUSH_MANY)
 PULL_SHA, ACK_SHA, SETTLE_SHA = _sha(PULL), _sha(ACK), _sha(SETTLE)
-PUSH_SHA, MOVE_DUE_SHA = _sha(PUSH), _sha(MOVE_DUE)
+PUSH_SHA, MOVE_DUE_SHA, RELEASE_SHA = _sha(PUSH), _sha(MOVE_DUE), _sha(RELEASE)
 
 
 async def _run(client: Any, script: str, sha: str, *args: Any) -> Any:
@@ -182,7 +183,6 @@ def pull_command(
     count: int,
     group: str,
     consumer: str,
-    maxlen: int | None,
     tenants: Collection[str] | None,
 ) -> tuple[Any, ...]:
     """The EVAL that moves up to ``count`` entries by turns into ``stream`` and reads them.
@@ -191,7 +191,7 @@ def pull_command(
     """
     return (
         *("EVALSHA", PULL_SHA, 6, *keys.five, stream, keys.lists, count, group, consumer),
-        *(maxlen or "", *sorted(tenants or ())),
+        *sorted(tenants or ()),
     )
 
 
@@ -235,13 +235,24 @@ def settle_command(
     delay: float,
     give_back: int,
     token: str,
+    tenant: str,
     extra: tuple[Any, ...],
 ) -> tuple[Any, ...]:
-    """The EVAL that copies an entry (requeue, retry, dead letter) and frees its slot."""
+    """The EVAL that copies an entry (requeue, retry, dead letter) and frees its slot.
+
+    ``tenant`` is the entry's, as its reader knew it (`UNKNOWN` if it did not): an
+    entry trimmed while pending has no fields left to tell.
+    """
     return (
         *("EVALSHA", SETTLE_SHA, 8, *keys.five, stream, delayed, dead, keys.lists, group, consumer),
-        *(entry_id, mode, math.ceil(delay * 1000), give_back, token, *extra),
+        *(entry_id, mode, math.ceil(delay * 1000), give_back, token, tenant, *extra),
     )
+
+
+async def release(client: Any, keys: FairKeys, counts: Mapping[str, int]) -> int:
+    """Free ``counts`` slots of each tenant: its entries left the stream while pending."""
+    args = [item for tenant, n in counts.items() for item in (tenant, n)]
+    return int(await _run(client, RELEASE, RELEASE_SHA, 5, *keys.five, keys.lists, *args))
 
 
 async def move_due(client: Any, keys: FairKeys, delayed: str) -> tuple[int, float | None]:

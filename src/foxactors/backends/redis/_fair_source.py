@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from redis.exceptions import NoScriptError
 
 from foxactors._ack import Decision
+from foxactors._message import Delivery
 from foxactors.backends._fair import TENANT_HEADER
 from foxactors.backends._source import Settlement
 
@@ -58,21 +59,27 @@ class FairRedisSource(RedisSource):
             count=count,
             group=self.group,
             consumer=self.consumer,
-            maxlen=self.backend.maxlen,
             tenants=self.tenants,
         )
 
     def _buffer_pulled(self, read: Any) -> bool:
-        """Buffer what a pull read (noting each entry's tenant); False: nothing."""
+        """Buffer what a pull read; False: nothing."""
         if not read or self._closed:
             return False
         entries = read[0][1]
-        for entry_id, flat in entries:
-            fields = _pairs(flat)
-            tenant = fields.get(_TENANT, b"")
-            self._tenant_of[entry_id] = tenant.decode()
-            self._buffer.append((entry_id, fields, 1, _NORMAL))
+        self._buffer.extend((entry_id, _pairs(flat), 1, _NORMAL) for entry_id, flat in entries)
         return bool(entries)
+
+    def _deliver(self, item: Any, now: float) -> Delivery | None:
+        """Deliver as every source does, noting the entry's tenant for its settlement.
+
+        Every entry handed out passes here, also one recovered or reclaimed from a
+        dead consumer: its settlement then frees its tenant's slot without looking
+        the entry up, even once the entry is gone from the stream.
+        """
+        entry_id, fields = item[0], item[1]
+        self._tenant_of[entry_id] = fields.get(_TENANT, b"").decode()
+        return super()._deliver(item, now)
 
     async def _read_levels(self, count: int, block: float) -> None:
         try:
@@ -93,22 +100,32 @@ class FairRedisSource(RedisSource):
         for tag, held, decision, delay, reason in batch:
             level = held[2]
             entry_id = tag if level == _NORMAL else tag[1:]
-            tenant = self._tenant_of.pop(entry_id, fair.UNKNOWN)  # unknown: reclaimed
             if decision is _ACK:
+                tenant = self._tenant_of.pop(entry_id, fair.UNKNOWN)
                 acks.setdefault(level, {}).setdefault(tenant, []).append(entry_id)
-            else:
+            else:  # the copy's command takes the tenant (`_queue_copy`)
                 copies.append((level, (entry_id, held[0], decision, delay, reason)))
+        commands = [
+            fair.ack_command(self._keys, self._streams[level], self.group, ids)
+            for level, ids in acks.items()
+        ]
+        commands += [self._copy_command(level, entry) for level, entry in copies]
         # The reader waits for the credit this batch frees, and will pull next: the
         # same round trip pulls as many as the batch frees credit for, after the
         # settlements on the server (the buffer is empty, so the credit holds).
         ahead = 0
         if self._credit is not None and not self._buffer:
             ahead = self.prefetch - len(self._unsettled) - self._settling + len(batch)
-        results = await self._settle(acks, copies, ahead)
-        if any(isinstance(result, NoScriptError) for result in results):
-            # the server lost the scripts: none of them ran; once more, loaded
+        if ahead > 0:
+            commands.append(self._pull_command(ahead))
+        results = await self._run(commands)
+        lost = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
+        if lost:
+            # the server lost the scripts: those commands did not run (the others
+            # did); once more, those alone, with the scripts loaded
             await fair.load_scripts(self.client)
-            results = await self._settle(acks, copies, ahead)
+            for i, result in zip(lost, await self._run([commands[i] for i in lost]), strict=True):
+                results[i] = result
         pulled = results.pop() if ahead > 0 else None
         for result in results:
             if isinstance(result, Exception):
@@ -119,42 +136,57 @@ class FairRedisSource(RedisSource):
             self._buffer_pulled(pulled[0])
         self._copied(copies, results[len(results) - len(copies) :])
 
-    async def _settle(
-        self,
-        acks: dict[int, dict[str, list[bytes]]],
-        copies: list[tuple[int, wire.Copy]],
-        ahead: int,
-    ) -> list[Any]:
-        """Acks, copies, and a pull of ``ahead`` (if any) in one round trip: the replies."""
+    async def _run(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Run ``commands`` in one round trip; their replies (an error as its exception)."""
         pipe = self.client.pipeline(transaction=False)
-        for level, ids in acks.items():
-            pipe.execute_command(
-                *fair.ack_command(self._keys, self._streams[level], self.group, ids)
-            )
-        for level, entry in copies:
-            self._queue_copy(pipe, level, entry)
-        if ahead > 0:
-            pipe.execute_command(*self._pull_command(ahead))
+        for command in commands:
+            pipe.execute_command(*command)
         return list(await pipe.execute(raise_on_error=False))
 
+    async def _trimmed(self, ids: list[bytes], stream: str) -> None:
+        """Also free the slots of those this consumer read (their tenants are known).
+
+        An entry another consumer read and that was trimmed before it could be taken
+        over keeps its tenant's slot: nothing is left to tell whose it was. (The pull
+        never trims a pending entry; this is for the stream trimmed by hand.)
+        """
+        await super()._trimmed(ids, stream)
+        counts: dict[str, int] = {}
+        for entry_id in ids:
+            tenant = self._tenant_of.pop(entry_id, None)
+            if tenant is not None:
+                counts[tenant] = counts.get(tenant, 0) + 1
+        if counts:
+            await fair.release(self.client, self._keys, counts)
+
+    async def _return_pending(self) -> None:
+        """Give back what this consumer holds, by the fair scripts, loaded again first.
+
+        The server may have lost them since, and the give-back runs once, at close.
+        """
+        await fair.load_scripts(self.client)
+        await super()._return_pending()
+
     def _queue_copy(self, pipe: Any, level: int, copy: wire.Copy) -> None:
+        pipe.execute_command(*self._copy_command(level, copy))
+
+    def _copy_command(self, level: int, copy: wire.Copy) -> tuple[Any, ...]:
         entry_id, attempt, decision, delay, reason = copy
         extra: tuple[Any, ...] = ()
         if decision is Decision.DEAD_LETTER:
             extra = wire.dead_letter_fields(reason, attempt, entry_id, time.time())
-        pipe.execute_command(
-            *fair.settle_command(
-                self._keys,
-                self._streams[level],
-                self._delayed,
-                self._dead,
-                group=self.group,
-                consumer=self.consumer,
-                entry_id=entry_id,
-                mode=wire.COPY_MODE[decision],
-                delay=delay,
-                give_back=1 if decision is Decision.DEFER else 0,
-                token=uuid.uuid4().hex,
-                extra=extra,
-            )
+        return fair.settle_command(
+            self._keys,
+            self._streams[level],
+            self._delayed,
+            self._dead,
+            group=self.group,
+            consumer=self.consumer,
+            entry_id=entry_id,
+            mode=wire.COPY_MODE[decision],
+            delay=delay,
+            give_back=1 if decision is Decision.DEFER else 0,
+            token=uuid.uuid4().hex,
+            tenant=self._tenant_of.pop(entry_id, fair.UNKNOWN),
+            extra=extra,
         )

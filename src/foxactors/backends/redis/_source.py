@@ -166,7 +166,7 @@ class RedisSource(BrokerSource[bytes, Held]):
                 gone = [entry_id for entry_id, fields in entries if not fields]
                 if gone:  # trimmed or deleted while pending: nothing left to deliver
                     await self.client.xack(stream, self.group, *gone)
-                    self._trimmed(gone, stream)
+                    await self._trimmed(gone, stream)
                 self._buffer.extend(
                     (entry_id, fields, counts.get(entry_id, 1), level)
                     for entry_id, fields in entries
@@ -174,7 +174,11 @@ class RedisSource(BrokerSource[bytes, Held]):
                 )
                 start = entries[-1][0]
 
-    def _trimmed(self, ids: list[bytes], stream: str) -> None:
+    async def _trimmed(self, ids: list[bytes], stream: str) -> None:
+        """Pending entries whose data was trimmed or deleted left the pending list."""
+        self._note_trimmed(ids, stream)
+
+    def _note_trimmed(self, ids: list[bytes], stream: str) -> None:
         self._counts.trimmed += len(ids)
         _logger.warning("redis.trimmed_pending", stream=stream, ids=[i.decode() for i in ids])
 
@@ -405,8 +409,8 @@ class RedisSource(BrokerSource[bytes, Held]):
                     id=entry_id.decode(),
                     decision=decision.value,
                 )
-            elif result == -1:
-                self._trimmed([entry_id], self._streams[level])
+            elif result == -1:  # the copy's script freed what it held
+                self._note_trimmed([entry_id], self._streams[level])
 
     # -- leases ---------------------------------------------------------------------------
 
@@ -466,7 +470,7 @@ class RedisSource(BrokerSource[bytes, Held]):
             )
             self._cursors[level] = cursor
             if gone:
-                self._trimmed(list(gone), stream)
+                await self._trimmed(list(gone), stream)
             if claimed:
                 room -= len(claimed)
                 self._counts.reclaimed += len(claimed)

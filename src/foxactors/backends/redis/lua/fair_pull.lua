@@ -1,32 +1,30 @@
 -- KEYS: the five fair keys, then the stream.
--- ARGV: lists prefix, count, group, consumer, maxlen ('' none), then the tenants of a
---       dedicated consumer (none: every tenant, by the ring).
+-- ARGV: lists prefix, count, group, consumer, then the tenants of a dedicated consumer
+--       (none: every tenant, by the ring).
 -- Moves up to count entries from the tenants' lists into the stream, by weighted turns
 -- (or, dedicated, the named tenant least served for its weight first), counting each
 -- against its tenant's limit; then reads for this consumer what the stream has unread,
--- count at most. Returns {the XREADGROUP reply (false: none), the wake stream's last id}.
-local stream, count, group, me, maxlen = KEYS[6], tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5]
+-- count at most, and trims the stream below its oldest pending entry (the stream only
+-- carries entries to their readers: what no reader holds or has yet to read goes;
+-- nothing pending is ever trimmed). Returns {the XREADGROUP reply (false: none), the
+-- wake stream's last id}.
+local stream, count, group, me = KEYS[6], tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local moved = 0
 
 local function move(t, n)  -- up to n entries from the front of t's list, to the stream
   local popped = redis.call('LPOP', LISTS .. t, n)
   if not popped then return 0 end
   for _, packed in ipairs(popped) do
-    local fields = cmsgpack.unpack(packed)
-    if maxlen ~= '' then
-      redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', unpack(fields))
-    else
-      redis.call('XADD', stream, '*', unpack(fields))
-    end
+    redis.call('XADD', stream, '*', unpack(cmsgpack.unpack(packed)))
   end
   moved = moved + #popped
   return #popped
 end
 
-if #ARGV > 5 then
+if #ARGV > 4 then
   while moved < count do
     local best, share = nil, nil
-    for i = 6, #ARGV do
+    for i = 5, #ARGV do
       local t = ARGV[i]
       if redis.call('LLEN', LISTS .. t) > 0 and room(t) then
         local s = out_of(t) / weight(t)
@@ -118,4 +116,16 @@ if moved > 0 then redis.call('HINCRBY', OUT, ':ready', -moved) end
 local last = redis.call('XREVRANGE', WAKE, '+', '-', 'COUNT', 1)
 last = #last > 0 and last[1][1] or '0-0'
 local read = redis.call('XREADGROUP', 'GROUP', group, me, 'COUNT', count, 'STREAMS', stream, '>')
+if moved > 0 then  -- the stream grew: drop what every reader is done with
+  local low = redis.call('XPENDING', stream, group)[2]  -- the oldest pending entry
+  if not low then  -- none pending: keep from the last one the group was given
+    local groups = redis.call('XINFO', 'GROUPS', stream)
+    for _, g in ipairs(groups) do
+      local info = {}
+      for j = 1, #g, 2 do info[g[j]] = g[j + 1] end
+      if info['name'] == group then low = info['last-delivered-id'] end
+    end
+  end
+  if low then redis.call('XTRIM', stream, 'MINID', '~', low) end
+end
 return {read, last}
