@@ -14,6 +14,7 @@ from typing import ClassVar
 
 import pytest
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import foxactors as fa
 from foxactors.testing import (
@@ -88,6 +89,28 @@ def test_a_batch_app_keeps_the_invariants_under_every_kind_of_fault(
     assert all(result.calls[i] >= 1 for i in result.acked)
     if not any(isinstance(f, StopSystem) for f in schedule.faults):
         assert result.remaining == 0
+
+
+@st.composite
+def crash_while_a_batch_runs(draw: st.DrawFn) -> FaultSchedule:
+    """A slow batch, an actor of the pipeline crashing while it runs, and maybe more."""
+    nth, seconds = draw(st.integers(1, 3)), draw(st.integers(1, 10))
+    at = draw(st.integers(0, seconds * 10 - 1)) / 10
+    path = draw(st.sampled_from(["pool", "pool/worker-1", "pool/worker-2", "consumer", "batch"]))
+    more = draw(fault_schedules(paths=PATHS, messages=8, kinds=ALL_KINDS, max_faults=2))
+    return FaultSchedule([SlowHandler(nth, seconds), CrashActor(path, at), *more.faults])
+
+
+@LOOPS
+@FAST
+@given(schedule=crash_while_a_batch_runs())
+def test_a_crash_while_a_batch_runs_strands_none_of_it(loop: str, schedule: FaultSchedule) -> None:
+    # a crash of the pool used to give back only the first delivery of a running
+    # batch: the rest stayed in flight, their credit with them
+    result = simulate(batch_app([]), 8, schedule, loop=loop)
+    if not any(isinstance(f, StopSystem) for f in schedule.faults):
+        assert result.remaining == 0
+        assert len(result.acked) == 8
 
 
 @LOOPS

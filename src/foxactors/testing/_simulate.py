@@ -85,7 +85,8 @@ class SimulationResult:
         acked: Ids of the messages acked, in order (once each, if all went well).
         dead_letters: The queue's dead letters, oldest first.
         remaining: Messages still queued (ready or delayed) at the end.
-        calls: Handler calls per message id.
+        calls: Handler calls per message id (a batch's call counts for each of its
+            messages).
         events: What happened, one line each, with its virtual time.
         elapsed: Virtual seconds the run took.
     """
