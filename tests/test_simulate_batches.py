@@ -266,3 +266,12 @@ def test_faults_strike_a_shared_worker_instance(loop: str) -> None:
     assert Recorder.made == [shared]
     assert sorted(shared.seen) == sorted([*range(4), *payloads(result.events[1])])
     assert sum(result.calls.values()) == len(shared.seen) + 1
+
+
+@LOOPS
+def test_an_app_without_a_handler_is_refused_as_build_refuses_it(loop: str) -> None:
+    with pytest.raises(fa.ConfigurationError) as error:
+        simulate(lambda: fa.WorkerApp("app"), 1, loop=loop)
+    assert "no handler: call add_worker(), register() or add_batch_worker() first" in str(
+        error.value
+    )

@@ -212,7 +212,7 @@ class _Run:
     async def before(self, message_ids: Sequence[str]) -> int:
         """Count a handler call of ``message_ids`` and apply its faults; return its number.
 
-        The faults that strike before the handler runs do here (raise, wait, hang);
+        The faults that strike before the handler runs do so here (raise, wait, hang);
         those that strike its settlement are for `doom`, once it returned.
         """
         self.calls += 1
