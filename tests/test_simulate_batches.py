@@ -109,8 +109,7 @@ def test_a_crash_while_a_batch_runs_strands_none_of_it(loop: str, schedule: Faul
     # batch: the rest stayed in flight, their credit with them
     result = simulate(batch_app([]), 8, schedule, loop=loop)
     if not any(isinstance(f, StopSystem) for f in schedule.faults):
-        assert result.remaining == 0
-        assert len(result.acked) == 8
+        assert result.remaining == 0  # acked, or dead-lettered (out of attempts)
 
 
 @LOOPS
