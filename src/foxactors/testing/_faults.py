@@ -1,8 +1,9 @@
 """Fault schedules for `simulate`: frozen, readable values, and a strategy of them.
 
 A fault is timed (``at``: virtual seconds after the run began) or counted (``nth``:
-the nth call of the app's handler, from 1, retries and redeliveries included; for
-jobs, the nth call of a task's function). Each
+the nth call of the app's handler, from 1, retries and redeliveries included; of a
+batch handler, the nth batch, and the fault strikes the whole batch; for jobs, the
+nth call of a task's function). Each
 is a frozen attrs class whose repr is the code that builds it, so a schedule that
 hypothesis shrank pastes back into a test as it printed.
 """
@@ -50,6 +51,8 @@ class CrashBeforeSettle:
 
     The window that makes duplicates: the handler's side effects happened, the
     broker never heard of it, and delivers the message again to a new consumer.
+    For a batch handler, the acks of the whole batch are lost (but for the
+    messages it returned as failed: they are not acked).
     """
 
     nth: int = attrs.field(validator=_nth)
@@ -57,14 +60,21 @@ class CrashBeforeSettle:
 
 @attrs.frozen
 class RaiseInHandler:
-    """The nth handler call raises `SimulatedFault` instead of running the handler."""
+    """The nth handler call raises `SimulatedFault` instead of running the handler.
+
+    For a batch handler, the whole batch fails; each message is retried on its own.
+    """
 
     nth: int = attrs.field(validator=_nth)
 
 
 @attrs.frozen
 class SlowHandler:
-    """The nth handler call first waits ``seconds`` (of virtual time)."""
+    """The nth handler call first waits ``seconds`` (of virtual time).
+
+    For a batch handler, the whole batch waits. The wait counts towards the
+    handler's timeout.
+    """
 
     nth: int = attrs.field(validator=_nth)
     seconds: float = _time("SlowHandler.seconds")
@@ -72,14 +82,21 @@ class SlowHandler:
 
 @attrs.frozen
 class HangHandler:
-    """The nth handler call never returns: past its timeout, or until the stop."""
+    """The nth handler call never returns: past its timeout, or until the stop.
+
+    For a batch handler, the whole batch hangs.
+    """
 
     nth: int = attrs.field(validator=_nth)
 
 
 @attrs.frozen
 class Redeliver:
-    """The broker delivers the nth handled message again (its ack becomes a requeue)."""
+    """The broker delivers the nth handled message again (its ack becomes a requeue).
+
+    For a batch handler, every message of the nth batch (but those it returned as
+    failed) comes back.
+    """
 
     nth: int = attrs.field(validator=_nth)
 

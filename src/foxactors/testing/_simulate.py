@@ -1,7 +1,8 @@
 """`simulate`: run a user's own `WorkerApp` under a fault schedule, then check it.
 
 The app runs on a memory backend in virtual time (asyncio or trio) with its
-handlers wrapped, so that counted faults strike the nth call, and its consumers'
+handlers wrapped (functions, `Worker` classes and instances, batch handlers), so
+that counted faults strike the nth call, and its consumers'
 sources wrapped, so that settlements are seen (and lost, or turned into
 redeliveries). Timed faults strike at their virtual second. Randomness (retry
 jitter, the pool's random strategy) is seeded, so a schedule replays the same run.
@@ -84,7 +85,8 @@ class SimulationResult:
         acked: Ids of the messages acked, in order (once each, if all went well).
         dead_letters: The queue's dead letters, oldest first.
         remaining: Messages still queued (ready or delayed) at the end.
-        calls: Handler calls per message id.
+        calls: Handler calls per message id (a batch's call counts for each of its
+            messages).
         events: What happened, one line each, with its virtual time.
         elapsed: Virtual seconds the run took.
     """
@@ -132,14 +134,22 @@ class _Run:
     def note(self, text: str) -> None:
         self.events.append(f"t={anyio.current_time() - self.start:.1f}s  {text}")
 
+    def names(self, message_ids: Sequence[str]) -> str:
+        """The names of ``message_ids`` (those of a batch), joined."""
+        return ", ".join(map(self.name, message_ids))
+
     def wrap(self, option: Any) -> Any:
-        """The handler option with the handler replaced by one that applies faults."""
+        """The handler option with the handler replaced by one that applies faults.
+
+        A function is wrapped; a `Worker` instance is wrapped in a `Worker` that
+        applies the faults around its ``process``; a `Worker` class is subclassed,
+        so each worker actor still gets a fresh instance of it, faults applied.
+        """
         handler, manual = option.handler, option.manual_ack
-        if not callable(handler) or isinstance(handler, type) or hasattr(handler, "process"):
-            raise ConfigurationError(
-                f"simulate() applies handler faults to async function handlers; {handler!r} "
-                "is a Worker: wrap its process() in a function for add_worker()"
-            )
+        if isinstance(handler, type):
+            return attrs.evolve(option, handler=self.worker_class(handler))
+        if hasattr(handler, "process"):
+            return attrs.evolve(option, handler=_FaultyWorker(handler, self))
 
         async def faulty(arg: Any) -> Any:
             message: Message = arg.message if manual else arg
@@ -147,36 +157,86 @@ class _Run:
 
         return attrs.evolve(option, handler=faulty)
 
-    async def call(self, handler: Callable[[Any], Any], arg: Any, message: Message) -> Any:
+    def worker_class(self, cls: type[Any]) -> type[Any]:
+        """A subclass of the `Worker` class ``cls`` whose ``process`` applies the faults."""
+        run = self
+
+        class Faulty(cls):  # type: ignore[misc] # a user's class, checked by add_worker
+            async def process(self, message: Message) -> Any:
+                return await run.call(super().process, message, message)
+
+        Faulty.__name__, Faulty.__qualname__ = cls.__name__, cls.__qualname__
+        Faulty.__module__ = cls.__module__
+        return Faulty
+
+    def wrap_batch(self, option: Any) -> Any:
+        """The batch option with its handler replaced by one that applies faults.
+
+        A counted fault strikes the nth call of the batch handler: the whole batch.
+        Every message of the batch counts a call (`SimulationResult.calls`), and
+        is checked against the attempts allowed.
+        """
+        handler = option.handler
+
+        async def faulty(messages: list[Message]) -> Any:
+            ids = [message.id for message in messages]
+            for message in messages:
+                self.check_attempt(message)
+            nth = await self.before(ids)
+            failed = await handler(messages)
+            # the messages it reported failed are not acked: no ack of theirs to doom
+            self.doom(nth, [i for i in ids if not failed or i not in failed])
+            return failed
+
+        return attrs.evolve(option, handler=faulty)
+
+    def check_attempt(self, message: Message) -> None:
+        """A violation if ``message`` is handled beyond the attempts allowed."""
         if self.max_attempts is not None and message.attempt > self.max_attempts:
             self.violations.append(
                 f"{self.name(message.id)} handled at attempt {message.attempt}, "
                 f"above the {self.max_attempts} allowed (max_retries + 1)"
             )
+
+    async def call(self, handler: Callable[[Any], Any], arg: Any, message: Message) -> Any:
+        self.check_attempt(message)
         return await self.faulty(message.id, lambda: handler(arg))
 
     async def faulty(self, message_id: str, call: Callable[[], Awaitable[Any]]) -> Any:
         """Count a handler call of ``message_id``, apply its counted faults, and run it."""
+        nth = await self.before([message_id])
+        result = await call()
+        self.doom(nth, [message_id])
+        return result
+
+    async def before(self, message_ids: Sequence[str]) -> int:
+        """Count a handler call of ``message_ids`` and apply its faults; return its number.
+
+        The faults that strike before the handler runs do so here (raise, wait, hang);
+        those that strike its settlement are for `doom`, once it returned.
+        """
         self.calls += 1
         nth = self.calls
-        self.handled[message_id] += 1
+        self.handled.update(message_ids)
         for fault in self.by_call.get(nth, ()):
             if isinstance(fault, RaiseInHandler):
-                self.note(f"call #{nth} ({self.name(message_id)}) raises: {fault!r}")
+                self.note(f"call #{nth} ({self.names(message_ids)}) raises: {fault!r}")
                 raise SimulatedFault(repr(fault))
             if isinstance(fault, SlowHandler):
                 self.note(
-                    f"call #{nth} ({self.name(message_id)}) waits {fault.seconds:g}s: {fault!r}"
+                    f"call #{nth} ({self.names(message_ids)}) waits {fault.seconds:g}s: {fault!r}"
                 )
                 await anyio.sleep(fault.seconds)
             elif isinstance(fault, HangHandler):
-                self.note(f"call #{nth} ({self.name(message_id)}) hangs: {fault!r}")
+                self.note(f"call #{nth} ({self.names(message_ids)}) hangs: {fault!r}")
                 await anyio.sleep_forever()
-        result = await call()
+        return nth
+
+    def doom(self, nth: int, message_ids: Sequence[str]) -> None:
+        """Call ``nth`` returned: its faults on settlements strike the acks of ``message_ids``."""
         for fault in self.by_call.get(nth, ()):
             if isinstance(fault, CrashBeforeSettle | Redeliver):
-                self.doomed[message_id] = fault
-        return result
+                self.doomed.update(dict.fromkeys(message_ids, fault))
 
     async def strike(self, fault: TimedFault, system: ActorSystem) -> bool:
         """Apply a timed fault; True if the run ends here (a `StopSystem`)."""
@@ -231,6 +291,9 @@ class _Consumer:
         source = self.source
         for delivery in got:
             self.ids[delivery.handle.tag] = delivery.message.id
+            # a new delivery: the fault meant for the settlement of an earlier one (its
+            # ack never came: it failed, or its consumer was lost) strikes nothing more
+            self.run.doomed.pop(delivery.message.id, None)
         if source.unsettled > source.prefetch:
             self.run.violations.append(
                 f"{source.unsettled} deliveries unsettled, above the prefetch of {source.prefetch}"
@@ -280,19 +343,42 @@ class _FaultyBackend(MemoryBackend):
 
 def _app_under_faults(app: WorkerApp, run: _Run) -> WorkerApp:
     options = app.options
-    if options.handler is None and not options.routes:
-        raise ConfigurationError(
-            "simulate() runs apps with add_worker() or register() handlers; "
-            "this one has none (batch handlers are not simulated yet)"
-        )
     app = copy.copy(app)
     changes: dict[str, Any] = {
         "routes": tuple((kind, run.wrap(option)) for kind, option in options.routes)
     }
     if options.handler is not None:
         changes["handler"] = run.wrap(options.handler)
+    if options.batch is not None:
+        changes["batch"] = run.wrap_batch(options.batch)
     app._options = attrs.evolve(options, **changes)
     return app
+
+
+class _FaultyWorker:
+    """A `Worker` instance, wrapped: faults strike its ``process`` calls."""
+
+    def __init__(self, worker: Any, run: _Run) -> None:
+        self.worker = worker
+        self.run = run
+
+    @property
+    def id(self) -> str:
+        """The wrapped worker's."""
+        return str(self.worker.id)
+
+    @property
+    def timeout(self) -> float | None:
+        """The wrapped worker's."""
+        timeout: float | None = self.worker.timeout
+        return timeout
+
+    async def process(self, message: Message) -> Any:
+        """Count the call, apply its faults, and run the worker's ``process``."""
+        return await self.run.call(self.worker.process, message, message)
+
+    def __repr__(self) -> str:
+        return repr(self.worker)
 
 
 def _check_paths(system: ActorSystem, schedule: FaultSchedule) -> None:
@@ -421,8 +507,8 @@ def simulate(
         SimulationFailed: An invariant broke; the message holds the schedule as
             code that replays the run, and what happened.
         ConfigurationError: A `CrashActor` names no actor (the error lists the
-            app's actors), the app has no function handler, or the schedule holds
-            a `CancelJob` (that is `simulate_jobs`'s).
+            app's actors), the app has no handler, or the schedule holds a
+            `CancelJob` (that is `simulate_jobs`'s).
     """
     schedule = as_schedule(schedule)
     for fault in schedule.faults:
