@@ -183,11 +183,6 @@ def test_a_crash_of_the_pool_during_a_batch_gives_the_whole_batch_back(loop: str
 
 
 @LOOPS
-@pytest.mark.xfail(
-    strict=True,
-    reason="with_timeout() is not applied to a batch handler that sets no timeout: "
-    "a hung batch holds its messages until the stop",
-)
 def test_a_hung_batch_times_out_by_the_apps_default_timeout(loop: str) -> None:
     def factory() -> fa.WorkerApp:
         async def handle(messages: list[fa.Message]) -> None:

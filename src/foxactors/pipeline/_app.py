@@ -110,7 +110,8 @@ class WorkerApp:
         Returning means every message succeeded, unless the handler returns a mapping
         ``{message.id: exception}`` of the ones that failed; raising fails them all.
         Each delivery is settled by its own outcome (retries and dead letters are per
-        message). The prefetch is raised to ``size`` if it is lower.
+        message). The prefetch is raised to ``size`` if it is lower. ``timeout``
+        bounds each call (a whole batch); without one, the app's `with_timeout` does.
         """
         batch_stage = BatchStage(size, interval)  # validates size and interval
         check_handler(handler, "messages")

@@ -28,7 +28,7 @@ from ._breaker import CircuitBreakerStage
 from ._consumer import Consumer
 from ._deadletters import DeadLetterActor
 from ._intake import Intake
-from ._options import PipelineOptions, StageFactory
+from ._options import BatchOption, PipelineOptions, StageFactory
 from ._pipeline import Pipeline
 from ._pool import Pool
 from ._ratelimit import RateLimitStage
@@ -242,7 +242,7 @@ def tree(options: PipelineOptions, backend: Backend, queue: str) -> ChildSpec:
                 default,
                 routes,
                 max_messages=options.max_messages,
-                batch=None if batch is None else (batch.handler, batch.timeout),
+                batch=None if batch is None else (batch.handler, _batch_timeout(batch, options)),
                 system=backend.name,
             ),
             mailbox_size=mailbox,
@@ -345,3 +345,8 @@ def _linked(place: StagePlace, route: OutcomeRoute) -> Stage:
         route.found_handler(place.name)
     stage.link(place.downstream, functools.partial(route.upstream, place.name))
     return stage
+
+
+def _batch_timeout(batch: BatchOption, options: PipelineOptions) -> float | None:
+    """A batch handler's own timeout, or the app's (`with_timeout`) when it set none."""
+    return batch.timeout if batch.timeout is not None else options.timeout
