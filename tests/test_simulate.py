@@ -417,6 +417,21 @@ def test_a_tree_restarts_the_actor_that_crashed(loop: str) -> None:
     assert result.elapsed == pytest.approx(5, abs=0.1)
 
 
+@LOOPS
+def test_a_stop_ends_a_tree_run_and_later_faults_strike_nothing(loop: str) -> None:
+    result = simulate_tree(
+        tally_tree(),
+        [StopSystem(2.5), CrashActor("tally", 3.5)],
+        workload=tell_every_second,
+        loop=loop,
+    )
+    assert result.snapshot is not None  # as the stop found it: running, never crashed
+    (tally,) = result.snapshot.children
+    assert (tally.state, tally.restarts) == (fa.ActorState.RUNNING, 0)
+    assert result.events == ("t=2.5s  the system stops: StopSystem(at=2.5)",)
+    assert result.elapsed == pytest.approx(2.5, abs=0.1)
+
+
 def test_crashes_faster_than_the_intensity_allows_fail_the_tree_and_shrink() -> None:
     @settings(max_examples=40, deadline=None, derandomize=True, database=None)
     @given(schedule=fault_schedules(paths=["tally"], messages=1, kinds=(CrashActor,)))

@@ -38,7 +38,8 @@ class TreeSimulationResult:
 
     Attributes:
         schedule: The faults applied.
-        snapshot: The tree as it was after the workload and the faults, before the stop.
+        snapshot: The tree as it was after the workload and the faults, before the stop
+            (a `StopSystem`'s, or the graceful one at the end).
         events: What happened, one line each, with its virtual time.
         elapsed: Virtual seconds the run took.
     """
@@ -106,15 +107,21 @@ def simulate_tree(
 
     async def drive(system: ActorSystem) -> bool:
         """Run the workload and the faults; True if a `StopSystem` stopped the system."""
+        stopped = False
         with anyio.move_on_after(horizon) as cap:
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(_work, system)
                 for fault in schedule.timed():
                     await anyio.sleep_until(run.start + fault.at)
+                    if isinstance(fault, StopSystem):  # the tree as the stop finds it
+                        outcome["snapshot"] = system.snapshot()
                     if await run.strike(fault, system):
-                        tasks.cancel_scope.cancel()
-                        await system.wait_stopped()
-                        return True
+                        stopped = True
+                        tasks.cancel_scope.cancel()  # the workload ends with the system
+                        break
+        if stopped:  # outside the cancelled scope, so the wait is not cancelled too
+            await system.wait_stopped()
+            return True
         if cap.cancelled_caught:
             run.note(f"the horizon of {horizon:g}s passed: the system stops")
         return False
