@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from types import MappingProxyType
 from typing import Any, cast
 
@@ -467,17 +467,21 @@ def check_attempts(run: Run) -> None:
 
 def check_outcomes(run: Run) -> None:
     """A job ends as its handler was asked to: its own result, or dead for a reason it gave."""
-    outcomes_hold(run.specs, run.handles, run.ends)
+    outcomes_hold(run.specs, run.handles, run.ends, {job_id for job_id, _ in run.cancels})
 
 
 def outcomes_hold(
     specs: list[Any],
     handles: list[JobHandle[int]],
     ends: Mapping[str, tuple[str, Any]],
+    cancelled: Collection[str],
     *,
     faults: bool = False,
 ) -> None:
-    """Each job ended as its spec asked (``faults``: or dead of a `SimulatedFault`)."""
+    """Each job ended as its spec asked (``faults``: or dead of a `SimulatedFault`).
+
+    Only a job in ``cancelled`` (whose cancel was asked for) may end cancelled.
+    """
     made = {h.id: n for n, h in enumerate(handles) if h.created}
     for job_id, (end, value) in ends.items():
         (kind, k), max_attempts, _, _, _ = specs[made[job_id]]
@@ -500,6 +504,7 @@ def outcomes_hold(
                 assert kind in ("reject", "fatal") or k >= max_attempts
         else:
             assert end == "cancelled", end
+            assert job_id in cancelled, f"{job_id} ended cancelled, but no cancel was asked"
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
@@ -572,7 +577,8 @@ def simulate_workload(
             for job_id, r in result.records.items()
             if r.state in FINAL
         }
-        outcomes_hold(specs, handles, ends, faults=True)
+        asked = {job_id for job_id, _ in result.cancels}
+        outcomes_hold(specs, handles, ends, asked, faults=True)
 
     return simulate_jobs(
         simulated_jobs,
