@@ -300,10 +300,12 @@ async def test_a_dead_consumers_entry_taken_over_frees_its_tenants_slot_when_ack
         tenants=None,
     )
     assert await take(source, 5, wait=0.1) == []  # acme is at its limit
-    with anyio.fail_after(10):  # the dead one's lease runs out on the Redis clock
-        while backend.statistics().reclaimed == 0:
-            await source.reclaim()
-            await anyio.sleep(0.05)
+
+    async def reclaimed() -> bool:  # the dead one's lease runs out on the Redis clock
+        await source.reclaim()
+        return backend.statistics().reclaimed > 0
+
+    await until("the dead consumer's entry reclaimed", reclaimed, seconds=10)
     (taken,) = await take(source, 5)
     assert (taken.message.payload, taken.message.attempt) == ("first", 2)
     taken.handle.ack()  # this source never read it: its tenant is looked up

@@ -92,13 +92,7 @@ def simulate_tree(
             `CrashActor` naming no actor (the error lists the tree's), or the
             factory made no `ChildSpec`.
     """
-    schedule = as_schedule(schedule)
-    for fault in schedule.faults:
-        if not isinstance(fault, CrashActor | StopSystem):
-            raise ConfigurationError(
-                f"{fault!r} needs messages or jobs: simulate_tree applies CrashActor and "
-                "StopSystem (simulate and simulate_jobs apply the rest)"
-            )
+    schedule = _timed_only(as_schedule(schedule))
     spec = spec_factory()
     if not isinstance(spec, ChildSpec):
         raise ConfigurationError(f"spec_factory must return a ChildSpec, got {spec!r}")
@@ -155,3 +149,14 @@ def simulate_tree(
     )
     check_invariants(run, result, invariants)
     return result
+
+
+def _timed_only(schedule: FaultSchedule) -> FaultSchedule:
+    """``schedule``, once it is known to hold only the faults a tree takes."""
+    for fault in schedule.faults:
+        if not isinstance(fault, CrashActor | StopSystem):
+            raise ConfigurationError(
+                f"{fault!r} needs messages or jobs: simulate_tree applies CrashActor and "
+                "StopSystem (simulate and simulate_jobs apply the rest)"
+            )
+    return schedule

@@ -237,6 +237,7 @@ class RedisBackend(DeadLetterShortcuts):
         """The same backend, whose sources of fair queues take only ``tenants``' entries.
 
         The view publishes on this backend's client: closing this backend closes it.
+        Close this backend, not the view (the view's `close` would close them both).
         """
         if isinstance(tenants, str) or not isinstance(tenants, Collection) or not tenants:
             raise ConfigurationError(
