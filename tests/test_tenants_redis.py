@@ -6,8 +6,10 @@ processes: they share nothing but the server.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections import Counter
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import anyio
@@ -55,6 +57,25 @@ async def take(source: Source, count: int, wait: float = 0.3) -> list[fa.Deliver
     with anyio.move_on_after(wait):
         return await source.receive(count)
     return []
+
+
+@contextlib.asynccontextmanager
+async def opened(
+    url: str, shares: FairShares, acme: Sequence[Any] = (), *, prefetch: int = 5
+) -> AsyncIterator[tuple[str, RedisBackend, Source, Any]]:
+    """A fair queue with ``acme``'s payloads published, a source of it, a raw client."""
+    queue = f"fair-{uuid.uuid4().hex[:8]}"
+    backend = fair_backend(url, queue, shares)
+    for payload in acme:
+        await backend.publish(queue, payload, properties=props("acme"))
+    source = await backend.open_source(queue, prefetch=prefetch)
+    client = backend.client()
+    try:
+        yield queue, backend, source, client
+    finally:
+        await client.aclose()
+        await source.close()
+        await backend.close()
 
 
 @settings(max_examples=8, deadline=None)
@@ -323,64 +344,52 @@ async def test_a_dead_consumers_entry_taken_over_frees_its_tenants_slot_when_ack
 async def test_a_fair_source_loads_its_scripts_again_when_the_server_lost_them(
     redis: RedisServer,
 ) -> None:
-    queue = f"fair-{uuid.uuid4().hex[:8]}"
-    backend = fair_backend(redis.url, queue, FairShares(limit=1))
-    for payload in ("first", "second"):
-        await backend.publish(queue, payload, properties=props("acme"))
-    source = await backend.open_source(queue, prefetch=5)
-    (first,) = await take(source, 5)
-    client = backend.client()
-    await client.script_flush()  # as a restarted server: no scripts
-    first.handle.ack()  # settled by a script run again once loaded
-    with anyio.fail_after(10):
-        (second,) = await source.receive(5)  # acme's slot was freed: the next pulled
-    assert second.message.payload == "second"
-    await client.script_flush()
-    second.handle.ack()
-    await backend.publish(queue, "third", properties=props("acme"))  # push: loaded again
-    with anyio.fail_after(10):
-        (third,) = await source.receive(5)
-    assert third.message.payload == "third"
-    third.handle.ack()
-    await source.wait_settled()
-    counted = await backend.queue_statistics(queue)
-    assert (counted.ready, counted.in_flight) == (0, 0)
-    await client.aclose()
-    await source.close()
-    await backend.close()
+    shares = FairShares(limit=1)
+    async with opened(redis.url, shares, ["first", "second"]) as (queue, backend, source, client):
+        (first,) = await take(source, 5)
+        await client.script_flush()  # as a restarted server: no scripts
+        first.handle.ack()  # settled by a script run again once loaded
+        with anyio.fail_after(10):
+            (second,) = await source.receive(5)  # acme's slot was freed: the next pulled
+        assert second.message.payload == "second"
+        await client.script_flush()
+        second.handle.ack()
+        await backend.publish(queue, "third", properties=props("acme"))  # push: loaded again
+        with anyio.fail_after(10):
+            (third,) = await source.receive(5)
+        assert third.message.payload == "third"
+        third.handle.ack()
+        await source.wait_settled()
+        counted = await backend.queue_statistics(queue)
+        assert (counted.ready, counted.in_flight) == (0, 0)
 
 
 async def test_an_entry_trimmed_while_pending_still_frees_its_tenants_slot(
     redis: RedisServer,
 ) -> None:
-    queue = f"fair-{uuid.uuid4().hex[:8]}"
-    backend = fair_backend(redis.url, queue, FairShares(limit=1))
-    for payload in ("first", "second"):
-        await backend.publish(queue, payload, properties=props("acme"))
-    source = await backend.open_source(queue, prefetch=5)
-    (first,) = await take(source, 5)
-    client = backend.client()
-    await client.xtrim(queue, maxlen=0, approximate=False)  # by hand: first's data is gone
-    first.handle.requeue()  # nothing left to copy; acme's one slot must still come back
-    with anyio.fail_after(10):
-        (second,) = await source.receive(5)
-    assert second.message.payload == "second"
-    second.handle.ack()
-    await source.wait_settled()
-    assert backend.statistics().trimmed == 1
-    await client.aclose()
-    await source.close()
-    await backend.close()
+    shares = FairShares(limit=1)
+    async with opened(redis.url, shares, ["first", "second"]) as (queue, backend, source, client):
+        (first,) = await take(source, 5)
+        await client.xtrim(queue, maxlen=0, approximate=False)  # by hand: first's data goes
+        first.handle.requeue()  # nothing left to copy; acme's one slot must still come back
+        with anyio.fail_after(10):
+            (second,) = await source.receive(5)
+        assert second.message.payload == "second"
+        second.handle.ack()
+        await source.wait_settled()
+        assert backend.statistics().trimmed == 1
 
 
 async def test_the_fair_stream_is_trimmed_below_its_oldest_pending_entry(
     redis: RedisServer,
 ) -> None:
-    queue = f"fair-{uuid.uuid4().hex[:8]}"
-    backend = fair_backend(redis.url, queue, FairShares())
-    client = backend.client()
-    source = await backend.open_source(queue, prefetch=50)
+    async with opened(redis.url, FairShares(), prefetch=50) as (queue, backend, source, client):
+        await trim_below_pending(queue, backend, source, client)
 
+
+async def trim_below_pending(
+    queue: str, backend: RedisBackend, source: Source, client: Any
+) -> None:
     async def run(count: int) -> None:
         left = count
         with anyio.fail_after(30):
@@ -410,21 +419,19 @@ async def test_the_fair_stream_is_trimmed_below_its_oldest_pending_entry(
     assert await client.xlen(queue) > 600  # nothing at or after it was trimmed
     held.handle.ack()
     await source.wait_settled()
-    await client.aclose()
-    await source.close()
-    await backend.close()
 
 
 async def test_scripts_lost_mid_batch_run_again_only_where_they_did_not_run(
     redis: RedisServer,
 ) -> None:
-    queue = f"fair-{uuid.uuid4().hex[:8]}"
-    backend = fair_backend(redis.url, queue, FairShares())
-    for payload in "abcd":
-        await backend.publish(queue, payload, properties=props("acme"))
-    source = await backend.open_source(queue, prefetch=2)
+    async with opened(redis.url, FairShares(), "abcd", prefetch=2) as opening:
+        await lose_scripts_mid_batch(*opening)
+
+
+async def lose_scripts_mid_batch(
+    queue: str, backend: RedisBackend, source: Source, client: Any
+) -> None:
     one, two = await source.receive(2)
-    client = backend.client()
     # a flush, then another client loads two of the scripts back: in the next batch
     # the ack and the pull run, the requeue does not
     await client.script_flush()
@@ -455,6 +462,3 @@ async def test_scripts_lost_mid_batch_run_again_only_where_they_did_not_run(
     assert await client.script_exists(fair.SETTLE_SHA) == [True]  # loaded again
     counted = await backend.queue_statistics(queue)
     assert (counted.ready, counted.in_flight) == (0, 0)
-    await client.aclose()
-    await source.close()
-    await backend.close()
