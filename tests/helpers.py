@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -110,3 +114,24 @@ async def until(what: str, check: Callable[[], Any], seconds: float = 30) -> Any
                 return result
             await anyio.sleep(0.02)  # polling other processes: nothing to wait on here
     raise AssertionError(f"waited {seconds} s for {what}")
+
+
+def foxactors_run(target: str, out: Path, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
+    """``foxactors run target`` in a process of its own, its output in ``out``.
+
+    As another host would run it: this machine's ``FOXACTORS_*`` variables left out,
+    ``env`` added, the foxactors under test and then the tests package importable.
+    """
+    root = Path(__file__).resolve().parent.parent
+    with out.open("w") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "foxactors", "run", target],
+            cwd=root,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={
+                **{k: v for k, v in os.environ.items() if not k.startswith("FOXACTORS_")},
+                "PYTHONPATH": os.pathsep.join([str(Path(fa.__file__).parents[1]), str(root)]),
+                **env,
+            },
+        )

@@ -10,10 +10,8 @@ prefetch), and the queue must drain. Asyncio, real time: deadlines, no sleeps.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -22,10 +20,8 @@ from typing import Any
 import anyio
 import pytest
 
-from foxactors import backends
-
 from .brokers import BROKERS, case
-from .helpers import until
+from .helpers import foxactors_run, until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -43,26 +39,20 @@ def anyio_backend() -> tuple[str, dict[str, Any]]:
 
 def host(broker: str, url: str, queue: str, records: Path, out: Path, **env: str) -> Any:
     """``foxactors run tests.hosts_app:app`` as one more host, its output in ``out``."""
-    with out.open("w") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "foxactors", "run", "tests.hosts_app:app"],
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={
-                **{k: v for k, v in os.environ.items() if not k.startswith("FOXACTORS_")},
-                # the foxactors under test first, then the tests package
-                "PYTHONPATH": os.pathsep.join([str(Path(backends.__file__).parents[2]), str(ROOT)]),
-                f"FOXACTORS_{broker.upper()}_URL": url,
-                "FOXACTORS_QUEUE": queue,
-                "FOXACTORS_CONCURRENCY": str(CONCURRENCY),
-                "FOXACTORS_PREFETCH": str(PREFETCH),
-                "HOSTS_RECORD_DIR": str(records),
-                "HOSTS_WORK_SECONDS": "0.005",
-                "HOSTS_CLAIM_MIN_IDLE": "1",
-                **env,
-            },
-        )
+    return foxactors_run(
+        "tests.hosts_app:app",
+        out,
+        {
+            f"FOXACTORS_{broker.upper()}_URL": url,
+            "FOXACTORS_QUEUE": queue,
+            "FOXACTORS_CONCURRENCY": str(CONCURRENCY),
+            "FOXACTORS_PREFETCH": str(PREFETCH),
+            "HOSTS_RECORD_DIR": str(records),
+            "HOSTS_WORK_SECONDS": "0.005",
+            "HOSTS_CLAIM_MIN_IDLE": "1",
+            **env,
+        },
+    )
 
 
 def read(path: Path) -> list[str]:

@@ -8,10 +8,8 @@ ran work of every tenant. Asyncio, real processes, real time: deadlines, no slee
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -25,7 +23,7 @@ import foxactors as fa
 from foxactors import backends
 from foxactors.testing.servers import RedisServer
 
-from .helpers import until
+from .helpers import foxactors_run, until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -40,20 +38,8 @@ def anyio_backend() -> tuple[str, dict[str, Any]]:
 
 
 def worker(url: str, queue: str, out: Path, limit: str) -> subprocess.Popen[bytes]:
-    with out.open("w") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "foxactors", "run", "tests.apps_tenants:app"],
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={
-                **{k: v for k, v in os.environ.items() if not k.startswith("FOXACTORS_")},
-                "PYTHONPATH": os.pathsep.join([str(Path(backends.__file__).parents[2]), str(ROOT)]),
-                "TENANTS_REDIS_URL": url,
-                "TENANTS_QUEUE": queue,
-                "TENANTS_LIMIT": limit,
-            },
-        )
+    env = {"TENANTS_REDIS_URL": url, "TENANTS_QUEUE": queue, "TENANTS_LIMIT": limit}
+    return foxactors_run("tests.apps_tenants:app", out, env)
 
 
 def most_at_once(events: list[str]) -> dict[str, int]:
