@@ -103,6 +103,16 @@ async def lone_tenant(backlog: int, fair: bool) -> tuple[int, float]:
     return ahead, wait
 
 
+async def take_and_ack(source: Any, messages: int) -> None:
+    """Take ``messages`` from ``source`` in batches of up to the prefetch, acking each."""
+    left = messages
+    while left:
+        batch = await source.receive(min(PREFETCH, left))
+        for delivery in batch:
+            delivery.handle.ack()
+        left -= len(batch)
+
+
 def dispatch_cost(messages: int, tenants: int | None) -> float:
     """(b): seconds per message to take and ack, over ``tenants`` (None: a plain queue)."""
 
@@ -114,12 +124,7 @@ def dispatch_cost(messages: int, tenants: int | None) -> float:
             backend.publish_raw(QUEUE, body, properties=names[i % len(names)])
         source = await backend.open_source(QUEUE, prefetch=PREFETCH)
         start = time.perf_counter()
-        left = messages
-        while left:
-            batch = await source.receive(min(PREFETCH, left))
-            for delivery in batch:
-                delivery.handle.ack()
-            left -= len(batch)
+        await take_and_ack(source, messages)
         elapsed = time.perf_counter() - start
         await source.close()
         return elapsed / messages
@@ -239,12 +244,7 @@ async def redis_dispatch_cost(url: str, messages: int, tenants: int | None) -> f
     await redis_fill(backend, queue, names, 2 * messages, tenants is not None)
     source = await backend.open_source(queue, prefetch=PREFETCH)
     start = time.perf_counter()
-    left = messages
-    while left:
-        batch = await source.receive(min(PREFETCH, left))
-        for delivery in batch:
-            delivery.handle.ack()
-        left -= len(batch)
+    await take_and_ack(source, messages)
     await source.wait_settled()
     elapsed = time.perf_counter() - start
     await source.close()

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from foxactors import backends
 
 from .brokers import BROKERS, case
+from .helpers import until
 from .test_processes import Parent, alive, get
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
@@ -171,16 +172,6 @@ def numbers(records: Path) -> Counter[int]:
     return Counter(int(line.split()[0]) for lines in records_of(records).values() for line in lines)
 
 
-async def until(what: str, check: Callable[[], Any], seconds: float = 30) -> Any:
-    """Poll ``check`` (other processes' files) until it is truthy; its value."""
-    with anyio.move_on_after(seconds):
-        while True:
-            if result := check():
-                return result
-            await anyio.sleep(0.02)  # polling other processes: nothing to wait on here
-    raise AssertionError(f"waited {seconds} s for {what}")
-
-
 def parent_of(url: str, queue: str, records: Path, *args: str, **env: str) -> Parent:
     """``foxactors run tests.apps_processes:recording_app --processes 2 ARGS`` (JSON logs)."""
     records.mkdir(exist_ok=True)
@@ -263,6 +254,19 @@ async def test_processes_a_child_killed_under_load_comes_back_and_nothing_is_los
     assert max(handled.values()) == 2  # and each came back once
 
 
+async def a_second_parent_finishes(
+    url: str, queue: str, records: Path, messages: int, publisher: Any
+) -> None:
+    """A new parent handles what the first left; nothing stays in the queue."""
+    second = parent_of(url, queue, records)
+    try:
+        await until("every number handled", lambda: len(numbers(records)) == messages)
+        await anyio.to_thread.run_sync(drained, second)
+        assert await publisher.stranded(queue) == 0
+    finally:
+        await anyio.to_thread.run_sync(second.close)
+
+
 async def test_processes_sigterm_drains_every_child_without_duplicates(
     broker: str, server: Any, queue: str, tmp_path: Path
 ) -> None:
@@ -272,7 +276,6 @@ async def test_processes_sigterm_drains_every_child_without_duplicates(
         await publisher.backend.publish(queue, {"n": n})
     records = tmp_path / "records"
     first = parent_of(server.url, queue, records, PROCS_WORK_SECONDS="0.02")
-    second = None
     try:
         await until(
             "50 messages handled", lambda: records.exists() and sum(numbers(records).values()) >= 50
@@ -284,14 +287,9 @@ async def test_processes_sigterm_drains_every_child_without_duplicates(
             stopped
         )
         assert sum(numbers(records).values()) < messages  # it stopped mid-stream
-        second = parent_of(server.url, queue, records)
-        await until("every number handled", lambda: len(numbers(records)) == messages)
-        await anyio.to_thread.run_sync(drained, second)
-        assert await publisher.stranded(queue) == 0
+        await a_second_parent_finishes(server.url, queue, records, messages, publisher)
     finally:
         await anyio.to_thread.run_sync(first.close)
-        if second is not None:
-            await anyio.to_thread.run_sync(second.close)
         await publisher.backend.close()
     assert sorted(numbers(records).elements()) == list(range(messages))  # each exactly once
 
@@ -349,7 +347,6 @@ async def test_processes_children_drain_and_end_when_the_parent_is_killed(
     # with its endpoints the parent has threads: the kernel's parent-death signal then
     # comes once per thread, and a second SIGTERM would cancel the children's drain
     first = parent_of(server.url, queue, records, "--http-port", "0", PROCS_WORK_SECONDS="0.02")
-    second = None
     try:
         base = await anyio.to_thread.run_sync(
             lambda: str(first.event("processes.http.serving")["url"])
@@ -363,14 +360,9 @@ async def test_processes_children_drain_and_end_when_the_parent_is_killed(
         await anyio.to_thread.run_sync(first.process.wait)
         await until("the children ended", lambda: not any(alive(pid) for pid in children))
         assert sum(numbers(records).values()) < messages  # they stopped mid-stream
-        second = parent_of(server.url, queue, records)
-        await until("every number handled", lambda: len(numbers(records)) == messages)
-        await anyio.to_thread.run_sync(drained, second)
-        assert await publisher.stranded(queue) == 0
+        await a_second_parent_finishes(server.url, queue, records, messages, publisher)
     finally:
         await anyio.to_thread.run_sync(first.close)
-        if second is not None:
-            await anyio.to_thread.run_sync(second.close)
         await publisher.backend.close()
     # they drained: what they started they finished and acked, the rest went back
     assert sorted(numbers(records).elements()) == list(range(messages))  # each exactly once
