@@ -302,22 +302,3 @@ async def returned_to_a_broker(backend: Any, queue: str) -> None:
         with anyio.fail_after(20):
             await done.wait()
     assert started.handled == dict.fromkeys(range(8), 1)
-
-
-@pytest.mark.parametrize("loop", ["asyncio", "trio"])
-def test_a_stop_while_the_pool_waits_to_restart_does_not_wait_for_it(loop: str) -> None:
-    from foxactors.testing import CrashActor, StopSystem, simulate  # noqa: PLC0415
-
-    def app() -> fa.WorkerApp:
-        async def handle(message: fa.Message) -> None:
-            pass
-
-        return fa.WorkerApp("app").add_worker(handle).with_drain_timeout(DRAIN)
-
-    # the pool crashes, and the stop comes while it waits out its restart delay: the
-    # drain does not ask it (it cannot answer), so the stop does not wait 5 s for it
-    with capture_logs() as logs:
-        result = simulate(app, 50, [CrashActor("pool", 0.0), StopSystem(0.0)], loop=loop)
-    assert result.elapsed < 1
-    assert [e for e in logs if e["event"] == "pipeline.drain_incomplete"] == []
-    assert len(result.acked) + result.remaining == 50  # nothing lost

@@ -84,14 +84,15 @@ class Pipeline(Supervisor):
         the source is open. Returns how many went back.
         """
         returned = 0
-        for name, request in (*((n, RETURN_HELD) for n in self._stages), ("pool", RETURN_PENDING)):
+        for name in self._stages:
             try:
-                stage = self.find(name)
-                if stage.state is not ActorState.RUNNING:  # crashed, waiting to restart: it
-                    continue  # cannot answer; what it held went back as it stopped
-                held = await stage.ask(request, timeout=5)
+                held = await self.find(name).ask(RETURN_HELD, timeout=5)
             except ActorError as exc:  # it returns what it holds when it stops
                 self.log.warning("pipeline.drain_incomplete", stage=name, error=str(exc))
                 continue
             returned += held if isinstance(held, int) else 0  # a stage's own receive
+        try:
+            returned += await self.find("pool").ask(RETURN_PENDING, timeout=5)
+        except ActorError as exc:
+            self.log.warning("pipeline.drain_incomplete", stage="pool", error=str(exc))
         return returned
