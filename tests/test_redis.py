@@ -742,3 +742,37 @@ async def test_when_the_last_look_saw_a_higher_level_the_acks_bring_the_lags_onl
         assert asked == [0]
     finally:
         await source.close()
+
+
+async def test_a_renewal_tells_apart_lost_leases_and_entries_trimmed_while_pending(
+    raw: Any, stream: str
+) -> None:
+    from foxactors.backends.redis import _leases  # noqa: PLC0415 - the renewal's own script
+
+    await raw.xgroup_create(stream, "g", id="0", mkstream=True)
+    ids = [await raw.xadd(stream, {"n": n}) for n in range(3)]
+    await raw.xreadgroup("g", "me", {stream: ">"}, count=2)  # mine: the first two
+    await raw.xreadgroup("g", "other", {stream: ">"}, count=1)  # another's: the third
+    await raw.xdel(stream, ids[1])  # trimmed by hand while pending
+    lost, gone = await _leases.renew(raw, stream, "g", "me", ids)
+    assert (lost, gone) == ([ids[2]], [ids[1]])
+    pending = await raw.xpending_range(stream, "g", "-", "+", 10)
+    assert [p["message_id"] for p in pending] == [ids[0], ids[2]]  # the gone one dropped
+
+
+async def test_more_than_a_hundred_dead_letters_are_replayed_at_once(
+    backend: RedisBackend, stream: str
+) -> None:
+    for n in range(150):
+        await backend.publish(stream, n)
+    source = await backend.open_source(stream, prefetch=150)
+    with anyio.fail_after(10):
+        left = 150
+        while left:
+            for delivery in await source.receive(left):
+                delivery.handle.dead_letter("later")
+                left -= 1
+        await source.wait_settled()
+    assert await backend.replay_dead_letters(stream) == 150  # pages of 100, then 50
+    assert await backend.dead_letter_queue(stream).count() == 0
+    await source.close()

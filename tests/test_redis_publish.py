@@ -210,3 +210,15 @@ async def test_a_tenant_view_publishes_on_its_backends_client_and_closes_with_it
     await backend.close()
     assert await connections() == alone  # closing the backend closed the view's too
     assert await raw.xlen(stream) == 2
+
+
+async def test_closing_a_tenant_view_leaves_its_backend_publishing(
+    redis: RedisServer, raw: Any, stream: str
+) -> None:
+    backend = RedisBackend(redis.url)
+    await backend.publish(stream, 1)
+    view = backend.for_tenants({"acme"})
+    await view.close()
+    await backend.publish(stream, 2)  # its client and batcher still open
+    assert await raw.xlen(stream) == 2
+    await backend.close()

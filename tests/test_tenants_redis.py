@@ -462,3 +462,78 @@ async def lose_scripts_mid_batch(
     assert await client.script_exists(fair.SETTLE_SHA) == [True]  # loaded again
     counted = await backend.queue_statistics(queue)
     assert (counted.ready, counted.in_flight) == (0, 0)
+
+
+async def test_dead_letters_replayed_into_a_fair_queue_are_read_and_trim_nothing_pending(
+    redis: RedisServer,
+) -> None:
+    queue = f"fair-{uuid.uuid4().hex[:8]}"
+    backend = RedisBackend(redis.url, consumer="one", block=0.05, maxlen=10)
+    backend.share_fairly(queue, FairShares())
+    high = fa.MessageProperties(priority=fa.Priority.HIGH, headers={"x-tenant": "acme"})
+    for n in range(30):
+        await backend.publish(queue, n, properties=high if n % 2 else props("acme"))
+    source = await backend.open_source(queue, prefetch=50)
+    with anyio.fail_after(10):
+        left = 30
+        while left:
+            for delivery in await source.receive(left):
+                delivery.handle.dead_letter("later")
+                left -= 1
+        await source.wait_settled()
+    await backend.publish(queue, "held", properties=props("globex"))
+    (held,) = await take(source, 1)
+    assert await backend.replay_dead_letters(queue) == 30  # the high ones too: one stream
+    replayed: list[Any] = []
+    with anyio.fail_after(10):
+        while len(replayed) < 30:
+            for delivery in await source.receive(30 - len(replayed)):
+                replayed.append(delivery.message.payload)
+                delivery.handle.ack()
+    assert sorted(replayed) == list(range(30))  # none trimmed before it was read
+    held.handle.requeue()  # its data is still there: it goes back, not lost
+    with anyio.fail_after(10):
+        (again,) = await source.receive(1)
+    assert (again.message.payload, again.message.attempt) == ("held", 2)
+    again.handle.ack()
+    await source.wait_settled()
+    await source.close()
+    await backend.close()
+
+
+async def test_a_second_group_of_a_fair_queue_still_reads_every_entry(
+    redis: RedisServer,
+) -> None:
+    queue = f"fair-{uuid.uuid4().hex[:8]}"
+    first = RedisBackend(redis.url, group="g1", block=0.05)
+    second = RedisBackend(redis.url, group="g2", block=0.05)
+    for backend in (first, second):
+        backend.share_fairly(queue, FairShares())
+    late = await second.open_source(queue, prefetch=100)  # its group exists, it reads later
+    for n in range(300):
+        await first.publish(queue, n, properties=props(TENANTS[n % 3]))
+    async with opened_source(first, queue) as early:
+        await take_and_ack(early, 300)  # g1's reads move every entry and trim behind them
+    await take_and_ack(late, 300)  # g2 had read none: trimming left them all
+    await late.close()
+    for backend in (first, second):
+        await backend.close()
+
+
+@contextlib.asynccontextmanager
+async def opened_source(backend: RedisBackend, queue: str) -> AsyncIterator[Source]:
+    source = await backend.open_source(queue, prefetch=100)
+    try:
+        yield source
+    finally:
+        await source.close()
+
+
+async def take_and_ack(source: Source, count: int) -> None:
+    left = count
+    with anyio.fail_after(10):
+        while left:
+            for delivery in await source.receive(left):
+                delivery.handle.ack()
+                left -= 1
+        await source.wait_settled()

@@ -236,8 +236,8 @@ class RedisBackend(DeadLetterShortcuts):
     def for_tenants(self, tenants: Collection[str]) -> RedisBackend:
         """The same backend, whose sources of fair queues take only ``tenants``' entries.
 
-        The view publishes on this backend's client: closing this backend closes it.
-        Close this backend, not the view (the view's `close` would close them both).
+        The view publishes on this backend's client: closing this backend closes it,
+        and closing the view closes nothing.
         """
         if isinstance(tenants, str) or not isinstance(tenants, Collection) or not tenants:
             raise ConfigurationError(
@@ -246,6 +246,7 @@ class RedisBackend(DeadLetterShortcuts):
         view = copy.copy(self)
         view.tenants = frozenset(check_tenant(t) for t in tenants)
         view._client = self._client  # type: ignore[method-assign] # one client, closed by `close`
+        view.close = _view_close  # type: ignore[method-assign] # what it uses is this one's
         return view
 
     async def _fair_publish(self, client: Any, queue: str, fields: dict[str, Any]) -> None:
@@ -584,3 +585,7 @@ class RedisBackend(DeadLetterShortcuts):
             client, self._publisher = self._publisher, None
             with contextlib.suppress(Exception):
                 await client.aclose()
+
+
+async def _view_close() -> None:
+    """A tenants view's `close`: the view owns nothing (its backend closes the client)."""

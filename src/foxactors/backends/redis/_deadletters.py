@@ -10,6 +10,7 @@ from foxactors.backends._deadletter import DeadLetter
 from . import _levels as levels
 from . import _scripts as scripts
 from . import _wire as wire
+from ._fair import FairKeys
 
 if TYPE_CHECKING:
     from ._backend import RedisBackend
@@ -49,23 +50,27 @@ class RedisDeadLetters:
     async def replay(self, *, limit: int | None = None) -> int:
         """Move dead letters back to the stream (attempts start over), oldest first.
 
-        Each goes to the stream of its priority's level, as when it was published.
-        Each move is one Lua script (add to the stream, delete the dead letter): a
-        dead letter is never lost nor replayed twice.
+        Each goes to the stream of its priority's level, as when it was published;
+        on a fair queue (its keys are on the server), to the queue's own stream,
+        which its consumers read, and untrimmed (a fair stream is trimmed below its
+        oldest pending entry by its readers, never by length). Each move is one Lua
+        script (add to the stream, delete the dead letter): a dead letter is never
+        lost nor replayed twice.
         """
         client = await self._backend._client()
-        maxlen = self._backend.maxlen or ""
+        fair_queue = bool(await client.exists(FairKeys.of(self.queue).conf))
+        maxlen = "" if fair_queue else self._backend.maxlen or ""
         streams = self._backend.level_streams(self.queue)
         moved = 0
         start = "-"
         while limit is None or moved < limit:
-            page = await client.xrange(
-                self._stream, min=start, count=min(100, (limit or 100) - moved or 1)
-            )
+            count = 100 if limit is None else min(100, limit - moved)
+            page = await client.xrange(self._stream, min=start, count=count)
             if not page:
                 break
             for entry_id, fields in page:
-                target = streams[levels.level_of_field(fields.get(b"priority"))]
+                level = levels.level_of_field(fields.get(b"priority"))
+                target = self.queue if fair_queue else streams[level]
                 moved += int(
                     await client.eval(
                         scripts.REPLAY,

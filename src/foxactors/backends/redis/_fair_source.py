@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -43,6 +44,7 @@ class FairRedisSource(RedisSource):
         # the tenant of each entry read and not yet settled: acks then free their
         # tenants' slots without looking each entry up again
         self._tenant_of: dict[bytes, str] = {}
+        self._serial = asyncio.Lock()  # settle batches and reclaims, one at a time
 
     async def start(self) -> None:
         """Write the queue's shares and load the scripts, then start as every source does."""
@@ -95,16 +97,51 @@ class FairRedisSource(RedisSource):
         )
 
     async def _apply(self, batch: list[Settlement]) -> None:
+        # One at a time with `reclaim` and `renew`: an entry trimmed while pending is
+        # then found either by one of them (which frees its slot by the tenant noted
+        # here) or by the batch's script (which frees it by the tenant it is given),
+        # never by both and never by neither, whatever order their replies come in.
+        async with self._serial:
+            await self._apply_serially(batch)
+
+    async def reclaim(self) -> bool:
+        """Claim idle entries as every source does, one at a time with settling."""
+        async with self._serial:
+            return await super().reclaim()
+
+    async def renew(self) -> None:
+        """Renew leases as every source does, one at a time with settling.
+
+        A renewal too can find an entry trimmed while pending.
+        """
+        async with self._serial:
+            await super().renew()
+
+    async def _apply_serially(self, batch: list[Settlement]) -> None:
         acks: dict[int, dict[str, list[bytes]]] = {}
         copies: list[tuple[int, wire.Copy]] = []
+        settled: list[bytes] = []
         for tag, held, decision, delay, reason in batch:
             level = held[2]
             entry_id = tag if level == _NORMAL else tag[1:]
+            settled.append(entry_id)
             if decision is _ACK:
-                tenant = self._tenant_of.pop(entry_id, fair.UNKNOWN)
+                tenant = self._tenant_of.get(entry_id, fair.UNKNOWN)
                 acks.setdefault(level, {}).setdefault(tenant, []).append(entry_id)
             else:  # the copy's command takes the tenant (`_queue_copy`)
                 copies.append((level, (entry_id, held[0], decision, delay, reason)))
+        try:
+            await self._settle_batch(acks, copies, len(batch))
+        finally:
+            for entry_id in settled:
+                self._tenant_of.pop(entry_id, None)
+
+    async def _settle_batch(
+        self,
+        acks: dict[int, dict[str, list[bytes]]],
+        copies: list[tuple[int, wire.Copy]],
+        size: int,
+    ) -> None:
         commands = [
             fair.ack_command(self._keys, self._streams[level], self.group, ids)
             for level, ids in acks.items()
@@ -115,7 +152,7 @@ class FairRedisSource(RedisSource):
         # settlements on the server (the buffer is empty, so the credit holds).
         ahead = 0
         if self._credit is not None and not self._buffer:
-            ahead = self.prefetch - len(self._unsettled) - self._settling + len(batch)
+            ahead = self.prefetch - len(self._unsettled) - self._settling + size
         if ahead > 0:
             commands.append(self._pull_command(ahead))
         results = await self._run(commands)
@@ -187,6 +224,6 @@ class FairRedisSource(RedisSource):
             delay=delay,
             give_back=1 if decision is Decision.DEFER else 0,
             token=uuid.uuid4().hex,
-            tenant=self._tenant_of.pop(entry_id, fair.UNKNOWN),
+            tenant=self._tenant_of.get(entry_id, fair.UNKNOWN),
             extra=extra,
         )

@@ -54,10 +54,14 @@ class Leases:
 
 async def renew(
     client: Any, stream: str, group: str, consumer: str, ids: list[bytes]
-) -> list[bytes]:
-    """Reset the idle time of ``ids`` that ``consumer`` still owns; return the others."""
-    lost: list[bytes] = await client.eval(scripts.RENEW, 1, stream, group, consumer, *ids)
-    return lost
+) -> tuple[list[bytes], list[bytes]]:
+    """Reset the idle time of ``ids`` that ``consumer`` still owns.
+
+    Returns the ids it no longer owns, and those whose data was trimmed while pending
+    (which the renewal drops from the pending list: nothing is left to deliver).
+    """
+    lost, gone = await client.eval(scripts.RENEW, 1, stream, group, consumer, *ids)
+    return list(lost), list(gone)
 
 
 Claimed = tuple[bytes, list[tuple[bytes, int, list[bytes]]], list[bytes]]

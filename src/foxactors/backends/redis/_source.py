@@ -431,9 +431,11 @@ class RedisSource(BrokerSource[bytes, Held]):
             stream = self._streams[level]
             for start in range(0, len(held), 500):
                 chunk = held[start : start + 500]
-                lost = await leases.renew(
+                lost, gone = await leases.renew(
                     self.client, stream, self.group, self.consumer, [i for _, i in chunk]
                 )
+                if gone:
+                    await self._trimmed(gone, stream)
                 for tag, _ in chunk:
                     kept = self._unsettled.get(tag)
                     if kept is not None:

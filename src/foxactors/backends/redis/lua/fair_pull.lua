@@ -4,9 +4,9 @@
 -- Moves up to count entries from the tenants' lists into the stream, by weighted turns
 -- (or, dedicated, the named tenant least served for its weight first), counting each
 -- against its tenant's limit; then reads for this consumer what the stream has unread,
--- count at most, and trims the stream below its oldest pending entry (the stream only
--- carries entries to their readers: what no reader holds or has yet to read goes;
--- nothing pending is ever trimmed). Returns {the XREADGROUP reply (false: none), the
+-- count at most, and trims the stream below the oldest entry any group holds pending
+-- or has yet to read (the stream only carries entries to their readers: nothing
+-- pending or unread is ever trimmed). Returns {the XREADGROUP reply (false: none), the
 -- wake stream's last id}.
 local stream, count, group, me = KEYS[6], tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local moved = 0
@@ -116,15 +116,22 @@ if moved > 0 then redis.call('HINCRBY', OUT, ':ready', -moved) end
 local last = redis.call('XREVRANGE', WAKE, '+', '-', 'COUNT', 1)
 last = #last > 0 and last[1][1] or '0-0'
 local read = redis.call('XREADGROUP', 'GROUP', group, me, 'COUNT', count, 'STREAMS', stream, '>')
-if moved > 0 then  -- the stream grew: drop what every reader is done with
-  local low = redis.call('XPENDING', stream, group)[2]  -- the oldest pending entry
-  if not low then  -- none pending: keep from the last one the group was given
-    local groups = redis.call('XINFO', 'GROUPS', stream)
-    for _, g in ipairs(groups) do
-      local info = {}
-      for j = 1, #g, 2 do info[g[j]] = g[j + 1] end
-      if info['name'] == group then low = info['last-delivered-id'] end
+local function before(a, b)  -- stream id a comes before stream id b
+  local am, aseq = string.match(a, '(%d+)-(%d+)')
+  local bm, bseq = string.match(b, '(%d+)-(%d+)')
+  if am ~= bm then return tonumber(am) < tonumber(bm) end
+  return tonumber(aseq) < tonumber(bseq)
+end
+if moved > 0 then  -- the stream grew: drop what every group's readers are done with
+  local low  -- each group's oldest pending entry, or the last one it was given
+  for _, g in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
+    local info = {}
+    for j = 1, #g, 2 do info[g[j]] = g[j + 1] end
+    local keep = info['last-delivered-id']
+    if tonumber(info['pending']) > 0 then
+      keep = redis.call('XPENDING', stream, info['name'])[2]
     end
+    if low == nil or before(keep, low) then low = keep end
   end
   if low then redis.call('XTRIM', stream, 'MINID', '~', low) end
 end
