@@ -302,3 +302,29 @@ async def returned_to_a_broker(backend: Any, queue: str) -> None:
         with anyio.fail_after(20):
             await done.wait()
     assert started.handled == dict.fromkeys(range(8), 1)
+
+
+def _slow_app() -> fa.WorkerApp:
+    async def handle(message: fa.Message) -> None:
+        await anyio.sleep(0.2)
+
+    return fa.WorkerApp("app").add_worker(handle).with_concurrency_limit(1)
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "trio"])
+@pytest.mark.parametrize("crash_at", [0.0, 0.5])
+def test_a_stop_while_the_pool_restarts_gives_back_what_no_worker_started(
+    loop: str, crash_at: float
+) -> None:
+    from foxactors.testing import CrashActor, FaultSchedule, StopSystem, simulate  # noqa: PLC0415
+
+    # the pool crashes, and the stop comes while it waits out its restart delay: the
+    # drain restarts it and asks it, so it hands back what it holds and starts no new
+    # work, and the stop waits only for what runs (not out the question's deadline)
+    schedule = FaultSchedule([CrashActor("pool", crash_at), StopSystem(crash_at + 0.05)])
+    with capture_logs() as logs:
+        result = simulate(_slow_app, 40, schedule, loop=loop)
+    assert sum(result.calls.values()) <= crash_at / 0.2 + 2  # nothing new after the stop
+    assert result.elapsed < crash_at + 1
+    assert [e for e in logs if e["event"] == "pipeline.drain_incomplete"] == []
+    assert len(result.acked) + result.remaining == 40  # nothing lost

@@ -84,15 +84,27 @@ class Pipeline(Supervisor):
         the source is open. Returns how many went back.
         """
         returned = 0
-        for name in self._stages:
+        for name, request in (*((n, RETURN_HELD) for n in self._stages), ("pool", RETURN_PENDING)):
+            held = await self._ask_draining(name, request)
+            returned += held if isinstance(held, int) else 0  # a stage's own receive
+        return returned
+
+    async def _ask_draining(self, name: str, request: object) -> object:
+        """Ask a child from ``on_stop``, restarting children meanwhile.
+
+        A stage that crashed just before the stop answers once it is back (its
+        mailbox kept the question): without supervising, nobody would restart it
+        and the question would wait out its deadline. None if it did not answer.
+        """
+        answer: list[object] = []
+
+        async def ask() -> None:
             try:
-                held = await self.find(name).ask(RETURN_HELD, timeout=5)
+                answer.append(await self.find(name).ask(request, timeout=5))
             except ActorError as exc:  # it returns what it holds when it stops
                 self.log.warning("pipeline.drain_incomplete", stage=name, error=str(exc))
-                continue
-            returned += held if isinstance(held, int) else 0  # a stage's own receive
-        try:
-            returned += await self.find("pool").ask(RETURN_PENDING, timeout=5)
-        except ActorError as exc:
-            self.log.warning("pipeline.drain_incomplete", stage="pool", error=str(exc))
-        return returned
+                answer.append(None)
+
+        if not await self.supervise_until(ask, 5) and not answer:
+            self.log.warning("pipeline.drain_incomplete", stage=name, error="no answer")
+        return answer[0] if answer else None
