@@ -390,17 +390,9 @@ async def test_the_fair_stream_is_trimmed_below_its_oldest_pending_entry(
 async def trim_below_pending(
     queue: str, backend: RedisBackend, source: Source, client: Any
 ) -> None:
-    async def run(count: int) -> None:
-        left = count
-        with anyio.fail_after(30):
-            while left:
-                for delivery in await source.receive(left):
-                    delivery.handle.ack()
-                    left -= 1
-
     for n in range(600):
         await backend.publish(queue, n, properties=props(TENANTS[n % 3]))
-    await run(600)
+    await take_and_ack(source, 600)
     await source.wait_settled()
     # acked entries go as the stream grows (whole nodes of 100 at a time, `MINID ~`)
     assert await client.xlen(queue) < 300
@@ -408,7 +400,7 @@ async def trim_below_pending(
     (held,) = await take(source, 1)
     for n in range(600):
         await backend.publish(queue, n, properties=props(TENANTS[n % 3]))
-    await run(600)
+    await take_and_ack(source, 600)
 
     async def only_held_pending() -> bool:
         return bool((await client.xpending(queue, backend.group))["pending"] == 1)
@@ -514,7 +506,9 @@ async def test_a_second_group_of_a_fair_queue_still_reads_every_entry(
         await first.publish(queue, n, properties=props(TENANTS[n % 3]))
     async with opened_source(first, queue) as early:
         await take_and_ack(early, 300)  # g1's reads move every entry and trim behind them
+        await early.wait_settled()
     await take_and_ack(late, 300)  # g2 had read none: trimming left them all
+    await late.wait_settled()
     await late.close()
     for backend in (first, second):
         await backend.close()
@@ -530,10 +524,10 @@ async def opened_source(backend: RedisBackend, queue: str) -> AsyncIterator[Sour
 
 
 async def take_and_ack(source: Source, count: int) -> None:
+    """Take ``count`` deliveries from ``source`` and ack each."""
     left = count
-    with anyio.fail_after(10):
+    with anyio.fail_after(30):
         while left:
             for delivery in await source.receive(left):
                 delivery.handle.ack()
                 left -= 1
-        await source.wait_settled()
