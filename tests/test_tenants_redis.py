@@ -531,3 +531,30 @@ async def take_and_ack(source: Source, count: int) -> None:
             for delivery in await source.receive(left):
                 delivery.handle.ack()
                 left -= 1
+
+
+async def test_dead_letters_replayed_into_a_fair_queue_wait_for_their_tenants_turn(
+    redis: RedisServer,
+) -> None:
+    async with opened(redis.url, FairShares(limit=1), ["a", "b", "c"]) as opening:
+        queue, backend, source, _ = opening
+        for _ in range(3):  # one at a time: acme's limit is one
+            with anyio.fail_after(10):
+                (delivery,) = await source.receive(5)
+            delivery.handle.dead_letter("later")
+        await source.wait_settled()
+        await backend.publish(queue, "busy", properties=props("acme"))
+        with anyio.fail_after(10):
+            (busy,) = await source.receive(5)  # acme's one slot is out
+        assert await backend.replay_dead_letters(queue) == 3
+        counted = await backend.queue_statistics(queue)
+        assert (counted.ready, counted.in_flight, counted.dead) == (3, 1, 0)  # in its list
+        busy.handle.ack()
+        replayed = []
+        for _ in range(3):  # the slot frees: the replayed letters come one at a time
+            with anyio.fail_after(10):
+                (delivery,) = await source.receive(5)
+            replayed.append((delivery.message.payload, delivery.message.attempt))
+            delivery.handle.ack()
+        assert replayed == [("a", 1), ("b", 1), ("c", 1)]  # in order, attempts anew
+        await source.wait_settled()

@@ -11,6 +11,7 @@ from . import _levels as levels
 from . import _scripts as scripts
 from . import _wire as wire
 from ._fair import FairKeys
+from ._fair import replay as fair_replay
 
 if TYPE_CHECKING:
     from ._backend import RedisBackend
@@ -51,15 +52,15 @@ class RedisDeadLetters:
         """Move dead letters back to the stream (attempts start over), oldest first.
 
         Each goes to the stream of its priority's level, as when it was published;
-        on a fair queue (its keys are on the server), to the queue's own stream,
-        which its consumers read, and untrimmed (a fair stream is trimmed below its
-        oldest pending entry by its readers, never by length). Each move is one Lua
-        script (add to the stream, delete the dead letter): a dead letter is never
-        lost nor replayed twice.
+        on a fair queue (its keys are on the server), to the back of its tenant's
+        list, as a publish would add it (it waits for its tenant's turn and counts
+        against its limit). Each move is one Lua script (add it back, delete the
+        dead letter): a dead letter is never lost nor replayed twice.
         """
         client = await self._backend._client()
-        fair_queue = bool(await client.exists(FairKeys.of(self.queue).conf))
-        maxlen = "" if fair_queue else self._backend.maxlen or ""
+        keys = FairKeys.of(self.queue)
+        fair_queue = bool(await client.exists(keys.conf))
+        maxlen = self._backend.maxlen or ""
         streams = self._backend.level_streams(self.queue)
         moved = 0
         start = "-"
@@ -69,8 +70,12 @@ class RedisDeadLetters:
             if not page:
                 break
             for entry_id, fields in page:
-                level = levels.level_of_field(fields.get(b"priority"))
-                target = self.queue if fair_queue else streams[level]
+                if fair_queue:
+                    moved += await fair_replay(
+                        client, keys, self._stream, entry_id, (*wire.DLQ_FIELDS, wire.ATTEMPT_FIELD)
+                    )
+                    continue
+                target = streams[levels.level_of_field(fields.get(b"priority"))]
                 moved += int(
                     await client.eval(
                         scripts.REPLAY,

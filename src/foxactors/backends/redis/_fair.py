@@ -46,6 +46,7 @@ ACK = _script("fair_ack")
 SETTLE = _script("fair_settle", "settle_entry")
 MOVE_DUE = _script("fair_move_due")
 RELEASE = _script("fair_release")
+REPLAY = _script("fair_replay")
 MOVE_BATCH = 1000
 ACK_CHUNK = 1000
 
@@ -57,6 +58,7 @@ def _sha(script: str) -> str:
 PUSH_MANY_SHA = _sha(PUSH_MANY)
 PULL_SHA, ACK_SHA, SETTLE_SHA = _sha(PULL), _sha(ACK), _sha(SETTLE)
 PUSH_SHA, MOVE_DUE_SHA, RELEASE_SHA = _sha(PUSH), _sha(MOVE_DUE), _sha(RELEASE)
+REPLAY_SHA = _sha(REPLAY)
 
 
 async def _run(client: Any, script: str, sha: str, *args: Any) -> Any:
@@ -247,6 +249,14 @@ def settle_command(
         *("EVALSHA", SETTLE_SHA, 8, *keys.five, stream, delayed, dead, keys.lists, group, consumer),
         *(entry_id, mode, math.ceil(delay * 1000), give_back, token, tenant, *extra),
     )
+
+
+async def replay(
+    client: Any, keys: FairKeys, dead: str, letter_id: bytes, drop: Sequence[str]
+) -> int:
+    """Move dead letter ``letter_id`` to the back of its tenant's list; 1, or 0 if gone."""
+    args = (keys.lists, letter_id, *drop)
+    return int(await _run(client, REPLAY, REPLAY_SHA, 6, *keys.five, dead, *args))
 
 
 async def release(client: Any, keys: FairKeys, counts: Mapping[str, int]) -> int:
