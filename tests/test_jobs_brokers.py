@@ -475,6 +475,8 @@ async def test_a_broker_down_at_enqueue_fails_clearly_and_leaves_no_record_or_ke
     assert str(caught.value).startswith(f"cannot connect to {name} at ")
     assert f"127.0.0.1:{port}" in str(caught.value)
     assert "hunter2" not in str(caught.value)
+    with pytest.raises(BrokerUnreachable):  # many at once: none recorded either
+        await send.enqueue_many([{"to": "grace"}, {"to": "linus"}])
     assert (await jobs.list()).jobs == ()
     assert sum((await jobs.counts()).values()) == 0
     raw = aioredis.Redis.from_url(world.redis.url)
@@ -583,3 +585,34 @@ async def test_a_job_delivered_again_after_a_lost_connection_can_still_be_cancel
             await handle.result(timeout=5)
     assert probe.starts == [(handle.id, 1), (handle.id, 2)]
     assert probe.stopped == [handle.id]
+
+
+async def test_enqueue_many_runs_its_jobs_in_order_and_a_failed_publish_leaves_no_record(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    jobs = world.jobs()
+    ran: list[int] = []
+
+    @jobs.task
+    async def note(n: int) -> None:
+        ran.append(n)
+
+    handles = await note.enqueue_many([{"n": n} for n in range(20)])
+    async with working(jobs, concurrency=1):  # one at a time: the broker's order shows
+        for handle in handles:
+            await handle.result(timeout=WAIT)
+    assert ran == list(range(20))
+    backend = jobs.backend
+    if isinstance(backend, fa.backends.BatchPublisher):  # one publish fails, alone
+        real = backend.publish_many
+
+        async def one_refused(queue: str, messages: Any, **options: Any) -> list[Any]:
+            answers = await real(queue, messages[:1] + messages[2:], **options)
+            return [answers[0], fa.BackendError("refused"), *answers[1:]]
+
+        monkeypatch.setattr(backend, "publish_many", one_refused)
+        with pytest.raises(fa.BackendError, match="refused"):
+            await note.enqueue_many([{"n": n} for n in (100, 101, 102)])
+        states = [r.state for r in (await jobs.list(limit=100)).jobs]
+        assert states.count(JobState.PENDING) == 2  # committed; the refused one's record gone
+        assert len(states) == 22

@@ -222,3 +222,31 @@ async def test_closing_a_tenant_view_leaves_its_backend_publishing(
     await backend.publish(stream, 2)  # its client and batcher still open
     assert await raw.xlen(stream) == 2
     await backend.close()
+
+
+async def test_publish_many_is_one_round_trip_in_order_and_each_fails_alone(
+    redis: RedisServer, raw: Any, stream: str
+) -> None:
+    backend = RedisBackend(redis.url)
+    assert isinstance(backend, fa.backends.BatchPublisher)
+    await backend.publish(stream, -1)  # opens the publishing client
+    client = await backend._client()
+    pipelines: list[int] = []
+    real = client.pipeline
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        pipelines.append(1)
+        return real(*args, **kwargs)
+
+    client.pipeline = counted
+    messages: list[tuple[Any, fa.MessageProperties | None]] = [(n, None) for n in range(50)]
+    messages[7] = (object(), None)  # not JSON: that one alone fails
+    answers = await backend.publish_many(stream, messages)
+    await backend.close()
+    assert pipelines == [1]
+    assert isinstance(answers[7], fa.EncodeError)
+    assert all(isinstance(a, str) for n, a in enumerate(answers) if n != 7)
+    entries = await raw.xrange(stream)
+    expected = [n for n in range(50) if n != 7]
+    assert [json.loads(fields[b"payload"]) for _, fields in entries] == [-1, *expected]
+    assert [fields[b"id"].decode() for _, fields in entries[1:]] == [answers[n] for n in expected]

@@ -1,10 +1,10 @@
 """Message backends: the embedded memory backend, RabbitMQ and Redis Streams.
 
 The contract (`Backend`, `Source`, `DeadLetterQueue`, the capabilities
-`SharedConnection`, `IntakeHelpers` and `FairQueues`) and the control messages between a consumer
-and a backend's actors are declared here once. The brokers are imported lazily by
-name, so an application pays only for the one it uses, and a missing extra says what
-to install.
+`SharedConnection`, `IntakeHelpers`, `FairQueues` and `BatchPublisher`) and the
+control messages between a consumer and a backend's actors are declared here once.
+The brokers are imported lazily by name, so an application pays only for the one it
+uses, and a missing extra says what to install.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from ._connection import BrokerUnreachable as BrokerUnreachable
 from ._connection import ConnectionStatistics as ConnectionStatistics
 from ._contract import Backend as Backend
+from ._contract import BatchPublisher as BatchPublisher
 from ._contract import DeadLetterQueue as DeadLetterQueue
 from ._contract import FairQueues as FairQueues
 from ._contract import IntakeHelpers as IntakeHelpers

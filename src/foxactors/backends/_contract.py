@@ -9,7 +9,7 @@ conformance suite, ``tests/test_backend_conformance.py`` (see docs/backends.md).
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import attrs
@@ -183,6 +183,29 @@ class IntakeHelpers(Protocol):
 
     def intake_actors(self, queue: str) -> list[tuple[str, Callable[[], Actor[Any]]]]:
         """The helper actors of a consumer of ``queue``: (name, factory) pairs."""
+
+
+@runtime_checkable
+class BatchPublisher(Protocol):
+    """A capability: publish several messages to one queue together, in order.
+
+    As many `Backend.publish` calls one after the other would, in fewer round trips;
+    each message is published or fails on its own.
+    """
+
+    async def publish_many(
+        self,
+        queue: str,
+        messages: Sequence[tuple[Any, MessageProperties | None]],
+        *,
+        delay: float = 0.0,
+    ) -> list[str | Exception]:
+        """Publish ``(payload, properties)`` pairs, in order; each one's id or error.
+
+        An item that failed does not stop the others: its place in the answer holds
+        its exception (say `BackendError`: it may or may not have reached the broker,
+        as with `publish`).
+        """
 
 
 @runtime_checkable

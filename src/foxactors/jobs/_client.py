@@ -16,7 +16,7 @@ from foxactors._codec import JsonCodec
 from foxactors._errors import ConfigurationError
 from foxactors._message import MessageProperties, priority_value
 from foxactors._validate import require_int, require_seconds
-from foxactors.backends import Backend, FairQueues, FairShares, check_tenant
+from foxactors.backends import Backend, BatchPublisher, FairQueues, FairShares, check_tenant
 
 from ._backoff import Backoff, Exponential
 from ._context import JobContext, SyncJobContext
@@ -502,17 +502,8 @@ class JobQueue:
         return record, delay
 
     async def _publish(self, record: JobRecord, delay: float) -> None:
-        headers = {JOB_ID_HEADER: record.id}
-        if record.tenant is not None:
-            headers[TENANT_HEADER] = record.tenant
-        properties = MessageProperties(
-            message_type=record.task,
-            priority=record.priority,
-            correlation_id=record.id,
-            headers=headers,
-        )
         await self.backend.publish(
-            record.queue, dict(record.args), properties=properties, delay=delay
+            record.queue, dict(record.args), properties=_properties_of(record), delay=delay
         )
 
     async def enqueue_encoded(
@@ -577,6 +568,14 @@ class JobQueue:
         )
 
     async def _publish_or_discard(self, planned: list[tuple[JobRecord, float]]) -> None:
+        backend = self.backend
+        if (
+            len(planned) > 1
+            and isinstance(backend, BatchPublisher)
+            and len({(record.queue, delay) for record, delay in planned}) == 1
+        ):
+            await self._publish_together(backend, planned)
+            return
         done = 0
         try:
             for record, delay in planned:
@@ -587,6 +586,38 @@ class JobQueue:
                 await self.store.commit([record.id for record, _ in planned[:done]])
                 await self.store.discard([record.id for record, _ in planned[done:]])
             raise
+
+    async def _publish_together(
+        self, backend: BatchPublisher, planned: list[tuple[JobRecord, float]]
+    ) -> None:
+        """`enqueue_many`'s publishes in one go (a backend that can), in order.
+
+        Those that failed lose their records and keys; the first error goes on (all
+        of them, if the broker could not be reached). A cancel leaves the records
+        uncommitted: a delivery that went out still runs (its start commits it),
+        and the reaper removes the rest.
+        """
+        first, delay = planned[0]
+        try:
+            answers = await backend.publish_many(
+                first.queue,
+                [(dict(record.args), _properties_of(record)) for record, _ in planned],
+                delay=delay,
+            )
+        except Exception:  # none went out (the broker could not be reached)
+            with anyio.CancelScope(shield=True):
+                await self.store.discard([record.id for record, _ in planned])
+            raise
+        failed = [
+            (r.id, a) for (r, _), a in zip(planned, answers, strict=True) if not isinstance(a, str)
+        ]
+        if not failed:
+            return  # the caller commits them all
+        lost = {job_id for job_id, _ in failed}
+        with anyio.CancelScope(shield=True):
+            await self.store.commit([r.id for r, _ in planned if r.id not in lost])
+            await self.store.discard(list(lost))
+        raise failed[0][1]
 
     # -- tenants --------------------------------------------------------------------
 
@@ -795,3 +826,16 @@ class JobQueue:
     async def close(self) -> None:
         """Close the store (the backend is the caller's to close)."""
         await self.store.close()
+
+
+def _properties_of(record: JobRecord) -> MessageProperties:
+    """The message properties of a job's delivery: its id, task, priority, tenant."""
+    headers = {JOB_ID_HEADER: record.id}
+    if record.tenant is not None:
+        headers[TENANT_HEADER] = record.tenant
+    return MessageProperties(
+        message_type=record.task,
+        priority=record.priority,
+        correlation_id=record.id,
+        headers=headers,
+    )

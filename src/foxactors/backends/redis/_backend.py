@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import copy
 import functools
@@ -10,7 +11,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
@@ -375,6 +376,44 @@ class RedisBackend(DeadLetterShortcuts):
             BackendError: Redis cannot be reached.
         """
         return await encode_and_publish(self, queue, payload, properties, delay)
+
+    async def publish_many(
+        self,
+        queue: str,
+        messages: Sequence[tuple[Any, MessageProperties | None]],
+        *,
+        delay: float = 0.0,
+    ) -> list[str | Exception]:
+        """Publish ``(payload, properties)`` pairs in order; each one's id or error.
+
+        Into the stream, they go out together: one pipeline, the entries in the order
+        given (`BatchPublisher`). Delayed ones and a fair queue's are published one
+        after the other (their scripts run apart, and could otherwise interleave).
+        """
+        if delay > 0 or queue in self._fair:
+            answers: list[str | Exception] = []
+            for payload, properties in messages:
+                try:
+                    answers.append(
+                        await self.publish(queue, payload, properties=properties, delay=delay)
+                    )
+                except Exception as exc:  # its own place in the answer
+                    answers.append(exc)
+            return answers
+        # Connected first: then each publish adds its entry to this turn's batch
+        # before its first wait, in the order the tasks start (the order given), and
+        # the batch is one pipeline. (Waiting to connect, they would join batches of
+        # their own, sent side by side on connections of their own, in any order.)
+        await self._client()
+        answers = []
+        for answer in await asyncio.gather(
+            *(self.publish(queue, p, properties=props) for p, props in messages),
+            return_exceptions=True,
+        ):
+            if isinstance(answer, BaseException) and not isinstance(answer, Exception):
+                raise answer  # a cancel or a stop is not an item's own failure
+            answers.append(answer)
+        return answers
 
     async def publish_raw(
         self,
