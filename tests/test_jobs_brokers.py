@@ -616,3 +616,33 @@ async def test_enqueue_many_runs_its_jobs_in_order_and_a_failed_publish_leaves_n
         states = [r.state for r in (await jobs.list(limit=100)).jobs]
         assert states.count(JobState.PENDING) == 2  # committed; the refused one's record gone
         assert len(states) == 22
+
+
+@pytest.mark.parametrize("broker", ["redis"])  # RabbitMQ publishes them one by one
+async def test_enqueue_many_cancelled_mid_publish_keeps_the_jobs_that_went_out(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    jobs = world.jobs()
+
+    @jobs.task
+    async def note(n: int) -> None: ...
+
+    backend = jobs.backend
+    assert isinstance(backend, RedisBackend)
+    await backend.publish(world.queue + "-warm", 0)  # connected: the batch goes out at once
+    real = backend._adds._send
+
+    async def slow(entries: Any) -> Any:
+        await anyio.sleep(0.1)  # the batch is on its way when the cancel comes
+        return await real(entries)
+
+    monkeypatch.setattr(backend._adds, "_send", slow)
+    with anyio.move_on_after(0.05) as cancelled:
+        await note.enqueue_many([{"n": n} for n in range(3)])
+    assert cancelled.cancelled_caught
+    records = (await jobs.list()).jobs
+    # the publish finished, shielded, and the records that went out were committed:
+    # no reaper will take them for abandoned enqueues
+    assert sorted(r.args["n"] for r in records) == [0, 1, 2]
+    assert all(r.committed for r in records)
+    assert await world.waiting() == 3

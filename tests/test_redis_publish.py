@@ -250,3 +250,34 @@ async def test_publish_many_is_one_round_trip_in_order_and_each_fails_alone(
     expected = [n for n in range(50) if n != 7]
     assert [json.loads(fields[b"payload"]) for _, fields in entries] == [-1, *expected]
     assert [fields[b"id"].decode() for _, fields in entries[1:]] == [answers[n] for n in expected]
+
+
+async def test_a_publish_many_cancelled_mid_send_still_sends_for_the_others(
+    redis: RedisServer, raw: Any, stream: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = RedisBackend(redis.url)
+    await backend.publish(stream, -1)  # opens the publishing client
+    real = backend._adds._send
+
+    async def slow(entries: Any) -> Any:
+        await anyio.sleep(0.1)  # the batch is on its way when the cancel comes
+        return await real(entries)
+
+    monkeypatch.setattr(backend._adds, "_send", slow)
+    sent: list[str] = []
+
+    async def many() -> None:
+        with anyio.move_on_after(0.05):
+            await backend.publish_many(stream, [(n, None) for n in range(3)])
+
+    async def other() -> None:
+        await anyio.lowlevel.checkpoint()  # joins the batch a publish_many item sends
+        sent.append(await backend.publish(stream, "other"))
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(many)
+        tasks.start_soon(other)
+    await backend.close()
+    assert len(sent) == 1  # the other caller's publish was not failed by the cancel
+    payloads = [json.loads(fields[b"payload"]) for _, fields in await raw.xrange(stream)]
+    assert "other" in payloads

@@ -121,6 +121,7 @@ class Supervisor(Actor[Any]):
     """
 
     _cell: Cell  # a supervisor keeps its children's bookkeeping in its cell
+    _gave_up = False  # supervising from on_stop failed: no more restarts
     _starts_in_life = True
     kind = "supervisor"
 
@@ -323,8 +324,15 @@ class Supervisor(Actor[Any]):
         child exits and due restarts any more. A subclass that needs its children to
         finish work before they are stopped (a pipeline draining in-flight work)
         calls this to go on supervising meanwhile. Returns False if ``timeout``
-        seconds passed first, or if supervision failed (intensity exceeded).
+        seconds passed first, or if supervision failed (intensity exceeded): then
+        `supervision is over: later calls return False at once.
+
+        A child exit or due restart taken from the mailbox is handled to the end,
+        even when the condition holds or the time runs out meanwhile (a restart cut
+        short would leave that child stopped for good).
         """
+        if self._gave_up:
+            return False
         mailbox = self._cell.mailbox
         finished = False
         with anyio.move_on_after(timeout):
@@ -344,9 +352,11 @@ class Supervisor(Actor[Any]):
                     )
                     if type(message) in (_ChildExit, _RestartDue):
                         try:
-                            await self.receive(message)
+                            with anyio.CancelScope(shield=True):
+                                await self.receive(message)
                         except FoxactorsError as exc:
                             self.log.error("supervisor.gave_up_while_stopping", error=str(exc))
+                            self._gave_up = True
                             tasks.cancel_scope.cancel()
         return finished
 

@@ -43,6 +43,8 @@ JOB_ID_HEADER = "x-job-id"
 """The header that carries a job's id on its delivery."""
 TENANT_HEADER = "x-tenant"
 """The header that carries a job's tenant, when it has one."""
+PUBLISH_TIMEOUT = 60.0
+"""Seconds `enqueue_many` gives its batch of publishes, a cancel notwithstanding."""
 
 
 @attrs.frozen
@@ -592,32 +594,29 @@ class JobQueue:
     ) -> None:
         """`enqueue_many`'s publishes in one go (a backend that can), in order.
 
-        Those that failed lose their records and keys; the first error goes on (all
-        of them, if the broker could not be reached). A cancel leaves the records
-        uncommitted: a delivery that went out still runs (its start commits it),
-        and the reaper removes the rest.
+        Shielded from a cancel (within `PUBLISH_TIMEOUT`) and settled in the store
+        before the cancel goes on: the jobs that went out are committed, the others
+        lose their records and keys, and the first error is raised (all of them fail
+        if the broker could not be reached).
         """
         first, delay = planned[0]
-        try:
-            answers = await backend.publish_many(
-                first.queue,
-                [(dict(record.args), _properties_of(record)) for record, _ in planned],
-                delay=delay,
-            )
-        except Exception:  # none went out (the broker could not be reached)
-            with anyio.CancelScope(shield=True):
-                await self.store.discard([record.id for record, _ in planned])
-            raise
-        failed = [
-            (r.id, a) for (r, _), a in zip(planned, answers, strict=True) if not isinstance(a, str)
-        ]
-        if not failed:
-            return  # the caller commits them all
-        lost = {job_id for job_id, _ in failed}
+        messages = [(dict(record.args), _properties_of(record)) for record, _ in planned]
         with anyio.CancelScope(shield=True):
-            await self.store.commit([r.id for r, _ in planned if r.id not in lost])
-            await self.store.discard(list(lost))
-        raise failed[0][1]
+            try:
+                with anyio.fail_after(PUBLISH_TIMEOUT):
+                    answers = await backend.publish_many(first.queue, messages, delay=delay)
+            except Exception as exc:  # none known to have gone out
+                answers = [exc] * len(planned)
+            outcomes = zip(planned, answers, strict=True)
+            lost = [(r.id, a) for (r, _), a in outcomes if not isinstance(a, str)]
+            gone = {job_id for job_id, _ in lost}
+            sent = [r.id for r, _ in planned if r.id not in gone]
+            if sent:
+                await self.store.commit(sent)
+            if gone:
+                await self.store.discard(list(gone))
+        if lost:
+            raise lost[0][1]
 
     # -- tenants --------------------------------------------------------------------
 

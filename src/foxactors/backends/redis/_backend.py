@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import copy
 import functools
@@ -53,6 +52,9 @@ from ._leases import Leases
 from ._source import RedisSource
 
 _logger = get_logger("foxactors")  # stdlib logging unless structlog is configured
+
+PUBLISH_CHUNK = 1000
+"""Entries `RedisBackend.publish_many` sends in one pipeline; chunks go one by one."""
 
 
 @attrs.define
@@ -386,12 +388,14 @@ class RedisBackend(DeadLetterShortcuts):
     ) -> list[str | Exception]:
         """Publish ``(payload, properties)`` pairs in order; each one's id or error.
 
-        Into the stream, they go out together: one pipeline, the entries in the order
-        given (`BatchPublisher`). Delayed ones and a fair queue's are published one
-        after the other (their scripts run apart, and could otherwise interleave).
+        Into the stream, they go out together: one pipeline per `PUBLISH_CHUNK`, the
+        entries in the order given (`BatchPublisher`). Delayed ones and a fair
+        queue's are published one after the other (their scripts run apart, and could
+        otherwise interleave); delayed ones due in the same millisecond may come out
+        of the delayed set in any order, as with `publish`.
         """
+        answers: list[str | Exception] = []
         if delay > 0 or queue in self._fair:
-            answers: list[str | Exception] = []
             for payload, properties in messages:
                 try:
                     answers.append(
@@ -404,15 +408,31 @@ class RedisBackend(DeadLetterShortcuts):
         # before its first wait, in the order the tasks start (the order given), and
         # the batch is one pipeline. (Waiting to connect, they would join batches of
         # their own, sent side by side on connections of their own, in any order.)
+        # Chunks one after the other keep each pipeline within the batch's deadline.
         await self._client()
-        answers = []
-        for answer in await asyncio.gather(
-            *(self.publish(queue, p, properties=props) for p, props in messages),
-            return_exceptions=True,
-        ):
-            if isinstance(answer, BaseException) and not isinstance(answer, Exception):
-                raise answer  # a cancel or a stop is not an item's own failure
-            answers.append(answer)
+        for first in range(0, len(messages), PUBLISH_CHUNK):
+            answers += await self._publish_chunk(queue, messages[first : first + PUBLISH_CHUNK])
+        return answers
+
+    async def _publish_chunk(
+        self, queue: str, messages: Sequence[tuple[Any, MessageProperties | None]]
+    ) -> list[str | Exception]:
+        """Publish ``messages`` as tasks started in order in one task group (one batch).
+
+        anyio's tasks: a cancel reaches them through their scopes, so one that is
+        sending the batch for others finishes it, shielded (the batcher's promise).
+        """
+        answers: list[str | Exception] = [BackendError("not published")] * len(messages)
+
+        async def one(index: int, payload: Any, properties: MessageProperties | None) -> None:
+            try:
+                answers[index] = await self.publish(queue, payload, properties=properties)
+            except Exception as exc:  # its own place in the answer
+                answers[index] = exc
+
+        async with anyio.create_task_group() as tasks:
+            for index, (payload, properties) in enumerate(messages):
+                tasks.start_soon(one, index, payload, properties)
         return answers
 
     async def publish_raw(
