@@ -46,7 +46,7 @@ ACK = _script("fair_ack")
 SETTLE = _script("fair_settle", "settle_entry")
 MOVE_DUE = _script("fair_move_due")
 RELEASE = _script("fair_release")
-REPLAY = _script("fair_replay")
+REPLAY = _script("fair_replay", "replay_entry")
 MOVE_BATCH = 1000
 ACK_CHUNK = 1000
 

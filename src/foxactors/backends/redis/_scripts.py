@@ -38,5 +38,5 @@ RENEW = _load("renew")
 """Reset the idle time of the entries a consumer still owns."""
 FORGET = _load("forget")
 """Remove idle consumers that hold nothing."""
-REPLAY = _load("replay")
+REPLAY = _load("replay_entry") + "\n" + _load("replay")
 """Move one dead letter back to its stream."""
