@@ -74,12 +74,19 @@ async def lone_tenant(backlog: int, fair: bool) -> tuple[int, float]:
     a = properties("a")
     for _ in range(backlog):
         backend.publish_raw(QUEUE, body, properties=a)
-    warm = anyio.Event()
-    started = 0
-    at_publish = 0
-    published = 0.0
-    waited = anyio.Event()
-    wait = 0.0
+    return await behind_backlog(backend, QUEUE, warm_after=1_000, drain=True)
+
+
+async def behind_backlog(
+    backend: Any, queue: str, *, warm_after: int, drain: bool = False
+) -> tuple[int, float]:
+    """Run a worker over A's backlog; once warm, B publishes one: (jobs ahead, seconds).
+
+    With ``drain``, the backlog is worked off before the worker stops.
+    """
+    warm, waited = anyio.Event(), anyio.Event()
+    started = at_publish = 0
+    published = wait = 0.0
 
     async def handle(message: fa.Message) -> None:
         nonlocal started, wait
@@ -87,19 +94,20 @@ async def lone_tenant(backlog: int, fair: bool) -> tuple[int, float]:
         if message.properties.headers.get("x-tenant") == "b":
             wait = time.perf_counter() - published
             waited.set()
-        elif started == 1_000:
+        elif started == warm_after:
             warm.set()
 
     app = fa.WorkerApp("bench").add_worker(handle).with_concurrency_limit(CONCURRENCY)
     app = app.with_prefetch(2 * CONCURRENCY)  # as a job worker's: what is fetched goes first
-    async with fa.open_system(app.build(backend, QUEUE)):
+    async with fa.open_system(app.build(backend, queue)):
         await warm.wait()
         at_publish = started
         published = time.perf_counter()
-        await backend.publish(QUEUE, {"n": 1}, properties=properties("b"))
+        await backend.publish(queue, {"n": 1}, properties=properties("b"))
         await waited.wait()
         ahead = started - at_publish - 1
-        await backend.join(QUEUE)
+        if drain:
+            await backend.join(queue)
     return ahead, wait
 
 
@@ -210,28 +218,7 @@ async def redis_lone_tenant(url: str, backlog: int, fair: bool) -> tuple[int, fl
     """(a) on Redis: as `lone_tenant`, the backlog filled before the worker starts."""
     backend, queue = redis_backend(url, fair)
     await redis_fill(backend, queue, ["a"], backlog, fair)
-    warm, waited = asyncio.Event(), asyncio.Event()
-    started = at_publish = 0
-    published = wait = 0.0
-
-    async def handle(message: fa.Message) -> None:
-        nonlocal started, wait
-        started += 1
-        if message.properties.headers.get("x-tenant") == "b":
-            wait = time.perf_counter() - published
-            waited.set()
-        elif started == min(1_000, backlog // 10):
-            warm.set()
-
-    app = fa.WorkerApp("bench").add_worker(handle).with_concurrency_limit(CONCURRENCY)
-    app = app.with_prefetch(2 * CONCURRENCY)
-    async with fa.open_system(app.build(backend, queue)):
-        await warm.wait()
-        at_publish = started
-        published = time.perf_counter()
-        await backend.publish(queue, {"n": 1}, properties=properties("b"))
-        await waited.wait()
-        ahead = started - at_publish - 1
+    ahead, wait = await behind_backlog(backend, queue, warm_after=min(1_000, backlog // 10))
     await redis_forget(backend, queue, ["a", "b"])
     await backend.close()
     return ahead, wait

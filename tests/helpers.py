@@ -135,3 +135,33 @@ def foxactors_run(target: str, out: Path, env: Mapping[str, str]) -> subprocess.
                 **env,
             },
         )
+
+
+def props(tenant: str | None) -> fa.MessageProperties:
+    """Message properties of ``tenant``'s message (None: no tenant)."""
+    return fa.MessageProperties(headers={} if tenant is None else {"x-tenant": tenant})
+
+
+def tenant_of(delivery: fa.Delivery) -> str:
+    """The tenant a delivery's message carries ("" for none)."""
+    tenant = delivery.message.properties.headers.get("x-tenant", "")
+    assert isinstance(tenant, str)
+    return tenant
+
+
+async def take_all(
+    source: Any, count: int, settle: Callable[[fa.Delivery], object], seconds: float = 30
+) -> list[fa.Delivery]:
+    """Take ``count`` deliveries from ``source``, settling each with ``settle``; them."""
+    taken: list[fa.Delivery] = []
+    with anyio.fail_after(seconds):
+        while len(taken) < count:
+            for delivery in await source.receive(count - len(taken)):
+                settle(delivery)
+                taken.append(delivery)
+    return taken
+
+
+def ack(delivery: fa.Delivery) -> None:
+    """Settle ``delivery`` as handled (for `take_all`)."""
+    delivery.handle.ack()

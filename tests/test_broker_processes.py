@@ -200,9 +200,7 @@ async def test_processes_a_child_killed_under_load_comes_back_and_nothing_is_los
     broker: str, server: Any, queue: str, tmp_path: Path
 ) -> None:
     messages = 600
-    publisher = case(broker, server)
-    for n in range(messages):
-        await publisher.backend.publish(queue, {"n": n})
+    publisher = await numbered(broker, server, queue, messages)
     records = tmp_path / "records"
     token = tmp_path / "stall"
     token.touch()
@@ -254,6 +252,14 @@ async def test_processes_a_child_killed_under_load_comes_back_and_nothing_is_los
     assert max(handled.values()) == 2  # and each came back once
 
 
+async def numbered(broker: str, server: Any, queue: str, count: int) -> Any:
+    """A publisher of ``broker`` that has published ``{"n": 0}`` to ``count - 1``."""
+    publisher = case(broker, server)
+    for n in range(count):
+        await publisher.backend.publish(queue, {"n": n})
+    return publisher
+
+
 async def a_second_parent_finishes(
     url: str, queue: str, records: Path, messages: int, publisher: Any
 ) -> None:
@@ -271,9 +277,7 @@ async def test_processes_sigterm_drains_every_child_without_duplicates(
     broker: str, server: Any, queue: str, tmp_path: Path
 ) -> None:
     messages = 400
-    publisher = case(broker, server)
-    for n in range(messages):
-        await publisher.backend.publish(queue, {"n": n})
+    publisher = await numbered(broker, server, queue, messages)
     records = tmp_path / "records"
     first = parent_of(server.url, queue, records, PROCS_WORK_SECONDS="0.02")
     try:
@@ -312,9 +316,7 @@ async def test_processes_merged_queue_depth_counts_what_every_child_holds(
 ) -> None:
     # every message hangs: each child holds its prefetch, the queue 2 * PREFETCH in
     # flight, half in each child; on RabbitMQ each child counts only its own half
-    publisher = case(broker, server)
-    for n in range(2 * PREFETCH + 5):
-        await publisher.backend.publish(queue, {"n": n})
+    publisher = await numbered(broker, server, queue, 2 * PREFETCH + 5)
     records = tmp_path / "records"
     parent = parent_of(server.url, queue, records, "--http-port", "0", PROCS_STALL_AFTER="1")
     try:
@@ -340,9 +342,7 @@ async def test_processes_children_drain_and_end_when_the_parent_is_killed(
     broker: str, server: Any, queue: str, tmp_path: Path
 ) -> None:
     messages = 400
-    publisher = case(broker, server)
-    for n in range(messages):
-        await publisher.backend.publish(queue, {"n": n})
+    publisher = await numbered(broker, server, queue, messages)
     records = tmp_path / "records"
     # with its endpoints the parent has threads: the kernel's parent-death signal then
     # comes once per thread, and a second SIGTERM would cancel the children's drain

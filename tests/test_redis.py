@@ -17,7 +17,7 @@ from foxactors.backends import Leases, RedisBackend, RedisSource
 from foxactors.testing.servers import RedisServer, free_port, redis_server, session_server
 
 from .conftest import REQUIRED
-from .helpers import receive_one
+from .helpers import receive_one, take_all
 
 pytestmark = pytest.mark.anyio
 
@@ -766,13 +766,8 @@ async def test_more_than_a_hundred_dead_letters_are_replayed_at_once(
     for n in range(150):
         await backend.publish(stream, n)
     source = await backend.open_source(stream, prefetch=150)
-    with anyio.fail_after(10):
-        left = 150
-        while left:
-            for delivery in await source.receive(left):
-                delivery.handle.dead_letter("later")
-                left -= 1
-        await source.wait_settled()
+    await take_all(source, 150, lambda delivery: delivery.handle.dead_letter("later"))
+    await source.wait_settled()
     assert await backend.replay_dead_letters(stream) == 150  # pages of 100, then 50
     assert await backend.dead_letter_queue(stream).count() == 0
     await source.close()

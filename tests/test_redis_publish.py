@@ -43,12 +43,8 @@ async def raw(redis: RedisServer) -> AsyncIterator[Any]:
     await client.aclose()
 
 
-async def test_concurrent_publishes_are_one_round_trip_in_call_order(
-    redis: RedisServer, raw: Any, stream: str
-) -> None:
-    backend = RedisBackend(redis.url)
-    await backend.publish(stream, -1)  # opens the publishing client
-    client = await backend._client()
+def counted_pipelines(client: Any) -> list[int]:
+    """A list that gets one item for each pipeline ``client`` opens from now on."""
     pipelines: list[int] = []
     real = client.pipeline
 
@@ -57,6 +53,15 @@ async def test_concurrent_publishes_are_one_round_trip_in_call_order(
         return real(*args, **kwargs)
 
     client.pipeline = counted
+    return pipelines
+
+
+async def test_concurrent_publishes_are_one_round_trip_in_call_order(
+    redis: RedisServer, raw: Any, stream: str
+) -> None:
+    backend = RedisBackend(redis.url)
+    await backend.publish(stream, -1)  # opens the publishing client
+    pipelines = counted_pipelines(await backend._client())
     ids: dict[int, str] = {}
 
     async def publish(i: int) -> None:
@@ -230,15 +235,7 @@ async def test_publish_many_is_one_round_trip_in_order_and_each_fails_alone(
     backend = RedisBackend(redis.url)
     assert isinstance(backend, fa.backends.BatchPublisher)
     await backend.publish(stream, -1)  # opens the publishing client
-    client = await backend._client()
-    pipelines: list[int] = []
-    real = client.pipeline
-
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        pipelines.append(1)
-        return real(*args, **kwargs)
-
-    client.pipeline = counted
+    pipelines = counted_pipelines(await backend._client())
     messages: list[tuple[Any, fa.MessageProperties | None]] = [(n, None) for n in range(50)]
     messages[7] = (object(), None)  # not JSON: that one alone fails
     answers = await backend.publish_many(stream, messages)

@@ -21,20 +21,12 @@ from foxactors.backends._fair import DeficitRoundRobin
 from foxactors.jobs import JobContext, JobNotFound, JobQueue, JobState, TenantJobs
 from foxactors.testing import anyio_backend_options
 
+from .helpers import props, tenant_of
+
 pytestmark = pytest.mark.anyio
 
 QUEUE = "jobs"
 TENANTS = ["acme", "globex", "initech", "umbrella"]
-
-
-def props(tenant: str | None) -> fa.MessageProperties:
-    return fa.MessageProperties(headers={} if tenant is None else {"x-tenant": tenant})
-
-
-def tenant_of(delivery: fa.Delivery) -> str:
-    tenant = delivery.message.properties.headers.get("x-tenant", "")
-    assert isinstance(tenant, str)
-    return tenant
 
 
 # -- the pure state machine ------------------------------------------------------------

@@ -23,7 +23,7 @@ from foxactors.backends.redis import _fair as fair
 from foxactors.jobs import JobContext, JobQueue, JobState
 from foxactors.testing.servers import RedisServer
 
-from .helpers import until
+from .helpers import ack, props, take_all, tenant_of, until
 
 pytestmark = pytest.mark.anyio
 
@@ -34,16 +34,6 @@ BACKLOG = 100_000
 @pytest.fixture
 def anyio_backend() -> tuple[str, dict[str, Any]]:
     return ("asyncio", {})
-
-
-def props(tenant: str | None) -> fa.MessageProperties:
-    return fa.MessageProperties(headers={} if tenant is None else {"x-tenant": tenant})
-
-
-def tenant_of(delivery: fa.Delivery) -> str:
-    tenant = delivery.message.properties.headers.get("x-tenant", "")
-    assert isinstance(tenant, str)
-    return tenant
 
 
 def fair_backend(url: str, queue: str, shares: FairShares, name: str = "one") -> RedisBackend:
@@ -392,7 +382,7 @@ async def trim_below_pending(
 ) -> None:
     for n in range(600):
         await backend.publish(queue, n, properties=props(TENANTS[n % 3]))
-    await take_and_ack(source, 600)
+    await take_all(source, 600, ack)
     await source.wait_settled()
     # acked entries go as the stream grows (whole nodes of 100 at a time, `MINID ~`)
     assert await client.xlen(queue) < 300
@@ -400,7 +390,7 @@ async def trim_below_pending(
     (held,) = await take(source, 1)
     for n in range(600):
         await backend.publish(queue, n, properties=props(TENANTS[n % 3]))
-    await take_and_ack(source, 600)
+    await take_all(source, 600, ack)
 
     async def only_held_pending() -> bool:
         return bool((await client.xpending(queue, backend.group))["pending"] == 1)
@@ -466,22 +456,12 @@ async def test_dead_letters_replayed_into_a_fair_queue_are_read_and_trim_nothing
     for n in range(30):
         await backend.publish(queue, n, properties=high if n % 2 else props("acme"))
     source = await backend.open_source(queue, prefetch=50)
-    with anyio.fail_after(10):
-        left = 30
-        while left:
-            for delivery in await source.receive(left):
-                delivery.handle.dead_letter("later")
-                left -= 1
-        await source.wait_settled()
+    await take_all(source, 30, lambda delivery: delivery.handle.dead_letter("later"))
+    await source.wait_settled()
     await backend.publish(queue, "held", properties=props("globex"))
     (held,) = await take(source, 1)
     assert await backend.replay_dead_letters(queue) == 30  # the high ones too: one stream
-    replayed: list[Any] = []
-    with anyio.fail_after(10):
-        while len(replayed) < 30:
-            for delivery in await source.receive(30 - len(replayed)):
-                replayed.append(delivery.message.payload)
-                delivery.handle.ack()
+    replayed = [d.message.payload for d in await take_all(source, 30, ack)]
     assert sorted(replayed) == list(range(30))  # none trimmed before it was read
     held.handle.requeue()  # its data is still there: it goes back, not lost
     with anyio.fail_after(10):
@@ -505,9 +485,9 @@ async def test_a_second_group_of_a_fair_queue_still_reads_every_entry(
     for n in range(300):
         await first.publish(queue, n, properties=props(TENANTS[n % 3]))
     async with opened_source(first, queue) as early:
-        await take_and_ack(early, 300)  # g1's reads move every entry and trim behind them
+        await take_all(early, 300, ack)  # g1's reads move every entry and trim behind them
         await early.wait_settled()
-    await take_and_ack(late, 300)  # g2 had read none: trimming left them all
+    await take_all(late, 300, ack)  # g2 had read none: trimming left them all
     await late.wait_settled()
     await late.close()
     for backend in (first, second):
@@ -521,16 +501,6 @@ async def opened_source(backend: RedisBackend, queue: str) -> AsyncIterator[Sour
         yield source
     finally:
         await source.close()
-
-
-async def take_and_ack(source: Source, count: int) -> None:
-    """Take ``count`` deliveries from ``source`` and ack each."""
-    left = count
-    with anyio.fail_after(30):
-        while left:
-            for delivery in await source.receive(left):
-                delivery.handle.ack()
-                left -= 1
 
 
 async def test_dead_letters_replayed_into_a_fair_queue_wait_for_their_tenants_turn(
