@@ -319,7 +319,7 @@ async def test_a_dead_consumers_entry_taken_over_frees_its_tenants_slot_when_ack
     await until("the dead consumer's entry reclaimed", reclaimed, seconds=10)
     (taken,) = await take(source, 5)
     assert (taken.message.payload, taken.message.attempt) == ("first", 2)
-    taken.handle.ack()  # this source never read it: its tenant is looked up
+    taken.handle.ack()  # this source never read it: the entry says whose slot it holds
     with anyio.fail_after(10):
         (second,) = await source.receive(5)
     assert second.message.payload == "second"
@@ -328,6 +328,98 @@ async def test_a_dead_consumers_entry_taken_over_frees_its_tenants_slot_when_ack
     assert (await backend.queue_statistics(queue)).in_flight == 0
     await client.aclose()
     await source.close()
+    await backend.close()
+
+
+async def slots(client: Any, queue: str) -> dict[str, int]:
+    """The slots each tenant holds, as the queue's out hash counts them."""
+    out = await client.hgetall(fair.FairKeys.of(queue).out)
+    return {k.decode(): int(v) for k, v in out.items() if not k.startswith(b":") and int(v)}
+
+
+async def test_entries_hold_slots_only_where_a_limit_counts_them(redis: RedisServer) -> None:
+    async with opened(redis.url, FairShares(), ["a", "b"]) as (queue, _, source, client):
+        got = await take(source, 5)
+        assert [d.message.payload for d in got] == ["a", "b"]
+        assert "x-slot" not in got[0].message.properties.headers
+        (entry,) = await client.xrange(queue, count=1)
+        assert b"x-slot" not in entry[1]
+        assert await slots(client, queue) == {}  # nothing counted: an ack is a plain XACK
+        for delivery in got:
+            delivery.handle.ack()
+        await source.wait_settled()
+        assert (await client.xpending(queue, "foxactors"))["pending"] == 0
+    limited = FairShares(limit=2)
+    async with opened(redis.url, limited, ["a", "b", "c"]) as (queue, _, source, client):
+        first, second = await take(source, 5)
+        assert await take(source, 5, wait=0.1) == []  # acme holds both its slots
+        assert "x-slot" not in first.message.properties.headers  # the field is no header
+        assert all(b"x-slot" in fields for _, fields in await client.xrange(queue))
+        assert await slots(client, queue) == {"acme": 2}
+        first.handle.requeue()  # back to the front of acme's list, holding nothing there
+        second.handle.ack()
+        with anyio.fail_after(10):
+            again = await source.receive(5)
+        assert [d.message.payload for d in again] == ["a", "c"]
+        assert await slots(client, queue) == {"acme": 2}  # the requeue took a slot again
+        for delivery in again:
+            delivery.handle.ack()
+        await source.wait_settled()
+        assert await slots(client, queue) == {}
+
+
+async def test_a_slot_is_freed_by_the_entry_even_when_the_limit_changed_meanwhile(
+    redis: RedisServer,
+) -> None:
+    shares = FairShares()
+    async with opened(redis.url, shares, ["a", "b"], prefetch=1) as (queue, _, source, client):
+        (unlimited,) = await take(source, 1)  # read before any limit: holds no slot
+        await fair.write_conf(client, fair.FairKeys.of(queue), FairShares(limit=1))
+        unlimited.handle.ack()  # another process declared a limit of one meanwhile
+        with anyio.fail_after(10):
+            (limited,) = await source.receive(1)
+        assert [unlimited.message.payload, limited.message.payload] == ["a", "b"]
+        assert await slots(client, queue) == {"acme": 1}  # the ack before freed nothing
+        await fair.write_conf(client, fair.FairKeys.of(queue), FairShares())
+        limited.handle.ack()  # the limit is gone; the slot its entry holds goes too
+        await source.wait_settled()
+        assert await slots(client, queue) == {}
+
+
+async def test_a_header_named_like_the_slot_field_is_refused(redis: RedisServer) -> None:
+    async with opened(redis.url, FairShares()) as (queue, backend, _, client):
+        headers = {"x-tenant": "acme", "x-slot": "1"}
+        with pytest.raises(fa.ConfigurationError, match="x-slot"):
+            await backend.publish(queue, "a", properties=fa.MessageProperties(headers=headers))
+        assert await client.llen(fair.FairKeys.of(queue).list_of("acme")) == 0
+
+
+async def test_a_dedicated_source_beside_a_busy_ring_source_sees_only_its_tenant(
+    redis: RedisServer,
+) -> None:
+    queue = f"fair-{uuid.uuid4().hex[:8]}"
+    backend = fair_backend(redis.url, queue, FairShares())
+    for n in range(600):
+        await backend.publish(queue, n, properties=props(TENANTS[n % 3]))
+    ring = await backend.open_source(queue, prefetch=7)
+    dedicated = await backend.for_tenants({"globex"}).open_source(queue, prefetch=3)
+    seen: dict[str, list[str]] = {"ring": [], "dedicated": []}
+
+    async def drain(name: str, source: Source) -> None:
+        while True:  # each read is a pull and a read in one MULTI: none of them interleave
+            for delivery in await source.receive(10):
+                seen[name].append(tenant_of(delivery))
+                delivery.handle.ack()
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(drain, "ring", ring)
+        tasks.start_soon(drain, "dedicated", dedicated)
+        await until("all 600 taken", lambda: len(seen["ring"]) + len(seen["dedicated"]) == 600)
+        tasks.cancel_scope.cancel()
+    assert set(seen["dedicated"]) == {"globex"}
+    assert Counter(seen["ring"] + seen["dedicated"]) == {t: 200 for t in TENANTS}
+    await ring.close()
+    await dedicated.close()
     await backend.close()
 
 

@@ -4,13 +4,16 @@ A fair queue ``s`` keeps what waits in lists, one per tenant (``s:fair:q:<tenant
 not in the stream. A consumer's read runs one script (``fair_pull.lua``) that moves
 up to its free credit from the tenants' lists into the stream by deficit round robin
 over a list of active tenants (``s:fair:ring``, rotated in place: no scan, O(1) per
-entry whatever the number of tenants), counts each against its tenant's limit
-(``s:fair:out``), and reads them for the consumer (XREADGROUP), all at once. From the
-stream on, an entry is an ordinary one: pending with its consumer, renewed, reclaimed
-when its consumer dies (the slot goes with it). Settling frees the slot in the same
-script that acknowledges or copies the entry; a requeue goes back to the front of the
+entry whatever the number of tenants), and an XREADGROUP that reads them, in one
+MULTI. From the stream on, an entry is an ordinary one: pending with its consumer,
+renewed, reclaimed when its consumer dies. A requeue goes back to the front of the
 tenant's list and a retry, when due, to its back. Publishers wake waiting consumers
 through a small stream (``s:fair:wake``).
+
+Slots: where some tenant has a concurrency limit, or for a dedicated consumer's
+choice, each entry moved counts against its tenant (``s:fair:out``) and carries the
+field ``x-slot``; settling it frees the slot in the same script that acknowledges or
+copies it. Without limits nothing is counted, and an ack is a plain XACK.
 
 The weights and limits are in a hash (``s:fair:conf``), written by every process that
 declared the queue fair when it first publishes to or consumes it: declare it alike
@@ -113,7 +116,7 @@ def conf_fields(shares: FairShares) -> dict[str, str]:
     """The conf hash of ``shares``: default weight, weights, limit, limits ('' none).
 
     ``same`` says that no tenant has a weight or limit of its own: the scripts then
-    skip looking for them.
+    skip looking for them; ``track`` that some tenant has a limit: its slots are counted.
     """
     fields = {
         "dw": str(shares.default_weight),
@@ -121,6 +124,8 @@ def conf_fields(shares: FairShares) -> dict[str, str]:
     }
     if not shares.weights and not shares.limits:
         fields["same"] = "1"
+    if shares.limit is not None or any(n is not None for n in shares.limits.values()):
+        fields["track"] = "1"
     for tenant, weight in shares.weights.items():
         fields[f"w:{tenant}"] = str(weight)
     for tenant, limit in shares.limits.items():
@@ -178,7 +183,7 @@ async def push_many(
     return added
 
 
-def pull_command(
+def pull_commands(
     keys: FairKeys,
     stream: str,
     *,
@@ -186,35 +191,38 @@ def pull_command(
     group: str,
     consumer: str,
     tenants: Collection[str] | None,
-) -> tuple[Any, ...]:
-    """The EVAL that moves up to ``count`` entries by turns into ``stream`` and reads them.
+) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    """The script that moves up to ``count`` entries by turns into ``stream``, and the read.
 
-    Its reply: the XREADGROUP reply, and the wake stream's last id.
+    Run them in one MULTI (nothing else may read between them: a dedicated consumer
+    would take what another moved). The script's reply: how many it moved, and the
+    wake stream's last id; the read's, the entries.
     """
-    return (
-        *("EVALSHA", PULL_SHA, 6, *keys.five, stream, keys.lists, count, group, consumer),
-        *sorted(tenants or ()),
-    )
+    move = ("EVALSHA", PULL_SHA, 6, *keys.five, stream, keys.lists, count, *sorted(tenants or ()))
+    read = ("XREADGROUP", "GROUP", group, consumer, "COUNT", count, "STREAMS", stream, ">")
+    return move, read
 
 
 async def pull(client: Any, keys: FairKeys, stream: str, **options: Any) -> tuple[Any, bytes]:
-    """Run `pull_command` (same options): (the XREADGROUP reply, the wake stream's last id)."""
+    """Run `pull_commands` (same options): (the XREADGROUP reply, the wake stream's last id)."""
     await client.script_load(PULL)
-    read, last = await client.execute_command(*pull_command(keys, stream, **options))
+    async with client.pipeline(transaction=True) as pipe:
+        for command in pull_commands(keys, stream, **options):
+            pipe.execute_command(*command)
+        (_, last), read = await pipe.execute()
     return read, last
 
 
 UNKNOWN = ":"
-"""The tenant of entries whose tenant a caller of `ack_command` does not know."""
+"""The tenant `settle_command` is given for an entry whose slot its reader does not know of."""
 
 
 def ack_command(
     keys: FairKeys, stream: str, group: str, ids_by_tenant: Mapping[str, Sequence[bytes]]
 ) -> tuple[Any, ...]:
-    """The EVAL that acknowledges entries and frees their tenants' slots.
+    """The EVAL that acknowledges entries holding slots and frees their tenants' slots.
 
-    ``ids_by_tenant``: the entry ids of each tenant (one XACK each); under `UNKNOWN`,
-    ids whose tenant the script looks up in the stream, one by one.
+    ``ids_by_tenant``: the entry ids of each tenant (one XACK each).
     """
     args: list[Any] = []
     for tenant, ids in ids_by_tenant.items():
@@ -242,8 +250,9 @@ def settle_command(
 ) -> tuple[Any, ...]:
     """The EVAL that copies an entry (requeue, retry, dead letter) and frees its slot.
 
-    ``tenant`` is the entry's, as its reader knew it (`UNKNOWN` if it did not): an
-    entry trimmed while pending has no fields left to tell.
+    ``tenant``: the tenant whose slot the entry holds, as its reader knew it (`UNKNOWN`
+    if none or it did not know): an entry trimmed while pending has no fields left to
+    tell.
     """
     return (
         *("EVALSHA", SETTLE_SHA, 8, *keys.five, stream, delayed, dead, keys.lists, group, consumer),

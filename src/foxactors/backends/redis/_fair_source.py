@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import NoScriptError
@@ -17,7 +18,7 @@ from foxactors.backends._source import Settlement
 from . import _fair as fair
 from . import _levels as levels
 from . import _wire as wire
-from ._source import RedisSource, _pairs
+from ._source import RedisSource
 
 if TYPE_CHECKING:
     from ._backend import RedisBackend
@@ -25,14 +26,15 @@ if TYPE_CHECKING:
 _NORMAL = levels.NORMAL
 _ACK = Decision.ACK
 _TENANT = TENANT_HEADER.encode()
+_SLOT = wire.SLOT_FIELD.encode()
 
 
 class FairRedisSource(RedisSource):
     """A `RedisSource` whose reads take entries by weighted turns over tenants.
 
     Everything it reads is in the queue's own stream (normal's level): the pull
-    script moves entries there from the tenants' lists and reads them in one step.
-    With ``tenants``, it takes only those tenants' entries.
+    script moves entries there from the tenants' lists and a read in the same MULTI
+    takes them. With ``tenants``, it takes only those tenants' entries.
     """
 
     def __init__(
@@ -41,8 +43,8 @@ class FairRedisSource(RedisSource):
         super().__init__(backend, queue, **kw)
         self.tenants = tenants
         self._keys = fair.FairKeys.of(queue)
-        # the tenant of each entry read and not yet settled: acks then free their
-        # tenants' slots without looking each entry up again
+        # the tenant of each entry read, holding a slot, and not yet settled: acks
+        # then free their tenants' slots without looking each entry up again
         self._tenant_of: dict[bytes, str] = {}
         self._serial = asyncio.Lock()  # settle batches and reclaims, one at a time
 
@@ -54,8 +56,8 @@ class FairRedisSource(RedisSource):
         await fair.load_scripts(self.client)
         await super().start()
 
-    def _pull_command(self, count: int) -> tuple[Any, ...]:
-        return fair.pull_command(
+    def _pull_commands(self, count: int) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+        return fair.pull_commands(
             self._keys,
             self.queue,
             count=count,
@@ -64,36 +66,31 @@ class FairRedisSource(RedisSource):
             tenants=self.tenants,
         )
 
-    def _buffer_pulled(self, read: Any) -> bool:
-        """Buffer what a pull read; False: nothing."""
-        if not read or self._closed:
-            return False
-        entries = read[0][1]
-        self._buffer.extend((entry_id, _pairs(flat), 1, _NORMAL) for entry_id, flat in entries)
-        return bool(entries)
-
     def _deliver(self, item: Any, now: float) -> Delivery | None:
-        """Deliver as every source does, noting the entry's tenant for its settlement.
+        """Deliver as every source does, noting the tenant of an entry holding a slot.
 
         Every entry handed out passes here, also one recovered or reclaimed from a
         dead consumer: its settlement then frees its tenant's slot without looking
         the entry up, even once the entry is gone from the stream.
         """
-        entry_id, fields = item[0], item[1]
-        self._tenant_of[entry_id] = fields.get(_TENANT, b"").decode()
+        fields = item[1]
+        if _SLOT in fields:
+            self._tenant_of[item[0]] = fields.get(_TENANT, b"").decode()
         return super()._deliver(item, now)
 
     async def _read_levels(self, count: int, block: float) -> None:
-        try:
-            read, last = await self.client.execute_command(*self._pull_command(count))
-        except NoScriptError:  # the server restarted or flushed its scripts
+        moved, read = await self._transaction(self._pull_commands(count))
+        if isinstance(moved, NoScriptError):  # the server restarted or flushed its scripts
             await fair.load_scripts(self.client)
-            read, last = await self.client.execute_command(*self._pull_command(count))
-        if self._buffer_pulled(read):
+            moved, read = await self._transaction(self._pull_commands(count))
+        for result in (moved, read):
+            if isinstance(result, Exception):
+                raise result
+        if self._buffer_read(read, _NORMAL):
             return
         # nothing for us: wait until a publish, a settle or a due retry says otherwise
         await self.client.execute_command(
-            "XREAD", "COUNT", 1, "BLOCK", int(block * 1000), "STREAMS", self._keys.wake, last
+            "XREAD", "COUNT", 1, "BLOCK", int(block * 1000), "STREAMS", self._keys.wake, moved[1]
         )
 
     async def _apply(self, batch: list[Settlement]) -> None:
@@ -118,7 +115,8 @@ class FairRedisSource(RedisSource):
             await super().renew()
 
     async def _apply_serially(self, batch: list[Settlement]) -> None:
-        acks: dict[int, dict[str, list[bytes]]] = {}
+        acks: dict[int, dict[str, list[bytes]]] = {}  # of entries holding slots
+        plain: dict[int, list[bytes]] = {}  # acks of the others
         copies: list[tuple[int, wire.Copy]] = []
         settled: list[bytes] = []
         for tag, held, decision, delay, reason in batch:
@@ -126,12 +124,15 @@ class FairRedisSource(RedisSource):
             entry_id = tag if level == _NORMAL else tag[1:]
             settled.append(entry_id)
             if decision is _ACK:
-                tenant = self._tenant_of.get(entry_id, fair.UNKNOWN)
-                acks.setdefault(level, {}).setdefault(tenant, []).append(entry_id)
+                tenant = self._tenant_of.get(entry_id)
+                if tenant is None:
+                    plain.setdefault(level, []).append(entry_id)
+                else:
+                    acks.setdefault(level, {}).setdefault(tenant, []).append(entry_id)
             else:  # the copy's command takes the tenant (`_queue_copy`)
                 copies.append((level, (entry_id, held[0], decision, delay, reason)))
         try:
-            await self._settle_batch(acks, copies, len(batch))
+            await self._settle_batch(acks, plain, copies, len(batch))
         finally:
             for entry_id in settled:
                 self._tenant_of.pop(entry_id, None)
@@ -139,23 +140,38 @@ class FairRedisSource(RedisSource):
     async def _settle_batch(
         self,
         acks: dict[int, dict[str, list[bytes]]],
+        plain: dict[int, list[bytes]],
         copies: list[tuple[int, wire.Copy]],
         size: int,
     ) -> None:
-        commands = [
+        commands: list[tuple[Any, ...]] = [
+            ("XACK", self._streams[level], self.group, *ids) for level, ids in plain.items()
+        ]
+        commands += [
             fair.ack_command(self._keys, self._streams[level], self.group, ids)
             for level, ids in acks.items()
         ]
         commands += [self._copy_command(level, entry) for level, entry in copies]
-        # The reader waits for the credit this batch frees, and will pull next: the
-        # same round trip pulls as many as the batch frees credit for, after the
+        # The reader waits for the credit this batch frees, and will pull next: the same
+        # round trip pulls as many as the batch frees credit for, after the
         # settlements on the server (the buffer is empty, so the credit holds).
         ahead = 0
         if self._credit is not None and not self._buffer:
             ahead = self.prefetch - len(self._unsettled) - self._settling + size
+        failed: list[Any] = []  # the pull's errors
         if ahead > 0:
-            commands.append(self._pull_command(ahead))
-        results = await self._run(commands)
+            results = await self._transaction([*commands, *self._pull_commands(ahead)])
+            moved, read = results.pop(-2), results.pop()
+            if isinstance(read, Exception):
+                failed.append(read)
+            else:
+                self._buffer_read(read, _NORMAL)  # what it read, whatever the script said
+            # a pull refused for NOSCRIPT is not run again here: the reader pulls when
+            # it finds its buffer empty, and loads the scripts then
+            if isinstance(moved, Exception) and not isinstance(moved, NoScriptError):
+                failed.append(moved)
+        else:
+            results = await self._run(commands)
         lost = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
         if lost:
             # the server lost the scripts: those commands did not run (the others
@@ -163,14 +179,9 @@ class FairRedisSource(RedisSource):
             await fair.load_scripts(self.client)
             for i, result in zip(lost, await self._run([commands[i] for i in lost]), strict=True):
                 results[i] = result
-        pulled = results.pop() if ahead > 0 else None
-        for result in results:
+        for result in (*results, *failed):
             if isinstance(result, Exception):
                 raise result
-        if isinstance(pulled, Exception):
-            raise pulled
-        if pulled is not None:
-            self._buffer_pulled(pulled[0])
         self._copied(copies, results[len(results) - len(copies) :])
 
     async def _run(self, commands: list[tuple[Any, ...]]) -> list[Any]:
@@ -180,8 +191,15 @@ class FairRedisSource(RedisSource):
             pipe.execute_command(*command)
         return list(await pipe.execute(raise_on_error=False))
 
+    async def _transaction(self, commands: Iterable[tuple[Any, ...]]) -> list[Any]:
+        """`_run` in one MULTI: nothing runs between them on the server."""
+        pipe = self.client.pipeline(transaction=True)
+        for command in commands:
+            pipe.execute_command(*command)
+        return list(await pipe.execute(raise_on_error=False))
+
     async def _trimmed(self, ids: list[bytes], stream: str) -> None:
-        """Also free the slots of those this consumer read (their tenants are known).
+        """Also free the slots those this consumer read held (their tenants are known).
 
         An entry another consumer read and that was trimmed before it could be taken
         over keeps its tenant's slot: nothing is left to tell whose it was. (The pull

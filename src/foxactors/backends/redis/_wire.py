@@ -18,6 +18,8 @@ from foxactors.backends._deadletter import DeadLetter
 
 ATTEMPT_FIELD = "x-attempt"
 """Attempts made before this entry was written (retries and requeues copy the entry)."""
+SLOT_FIELD = "x-slot"
+"""On a fair queue's entry: it holds one of its tenant's slots (see `_fair`); no header."""
 
 PROPERTY_FIELDS = {
     "content_type": "content_type",
@@ -34,7 +36,7 @@ PROPERTY_FIELDS = {
 DLQ_FIELDS = (letters.FAILURE_REASON, letters.FINAL_ATTEMPT, letters.FAILED_AT, letters.ORIGINAL_ID)
 DLQ_KEYS = frozenset(field.encode() for field in DLQ_FIELDS)
 RESERVED_FIELDS = frozenset(
-    {"payload", "id", "timestamp", ATTEMPT_FIELD, *PROPERTY_FIELDS, *DLQ_FIELDS}
+    {"payload", "id", "timestamp", ATTEMPT_FIELD, SLOT_FIELD, *PROPERTY_FIELDS, *DLQ_FIELDS}
 )
 """Field names with a meaning of their own; headers may not use them."""
 
@@ -123,6 +125,8 @@ def parse(
             numbers[key] = _number(key, value, kind)
         elif key == "id":
             message_id = value
+        elif key == SLOT_FIELD:
+            continue
         elif key in PROPERTY_FIELDS:
             values[PROPERTY_FIELDS[key]] = _text(key, value)
         else:

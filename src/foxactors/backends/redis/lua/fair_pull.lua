@@ -1,30 +1,38 @@
 -- KEYS: the five fair keys, then the stream.
--- ARGV: lists prefix, count, group, consumer, then the tenants of a dedicated consumer
---       (none: every tenant, by the ring).
+-- ARGV: lists prefix, count, then the tenants of a dedicated consumer (none: every
+--       tenant, by the ring).
 -- Moves up to count entries from the tenants' lists into the stream, by weighted turns
--- (or, dedicated, the named tenant least served for its weight first), counting each
--- against its tenant's limit; then reads for this consumer what the stream has unread,
--- count at most, and trims the stream below the oldest entry any group holds pending
--- or has yet to read (the stream only carries entries to their readers: nothing
--- pending or unread is ever trimmed). Returns {the XREADGROUP reply (false: none), the
--- wake stream's last id}.
-local stream, count, group, me = KEYS[6], tonumber(ARGV[2]), ARGV[3], ARGV[4]
+-- (or, dedicated, the named tenant least served for its weight first), each holding a
+-- slot of its tenant where slots are counted (see fair_common); and trims the stream
+-- below the oldest entry any group holds pending or has yet to read (the stream only
+-- carries entries to their readers: nothing pending or unread is ever trimmed).
+-- The caller reads what it moved with an XREADGROUP in the same MULTI (a reply made
+-- here would be copied into Lua and out again: twice the server's time of a read).
+-- Returns {how many were moved, the wake stream's last id}.
+local stream, count = KEYS[6], tonumber(ARGV[2])
+local dedicated = #ARGV > 2
+local track = dedicated or tracking()
 local moved = 0
 
 local function move(t, n)  -- up to n entries from the front of t's list, to the stream
   local popped = redis.call('LPOP', LISTS .. t, n)
   if not popped then return 0 end
   for _, packed in ipairs(popped) do
-    redis.call('XADD', stream, '*', unpack(cmsgpack.unpack(packed)))
+    local fields = cmsgpack.unpack(packed)
+    if track then
+      fields[#fields + 1] = 'x-slot'
+      fields[#fields + 1] = '1'
+    end
+    redis.call('XADD', stream, '*', unpack(fields))
   end
   moved = moved + #popped
   return #popped
 end
 
-if #ARGV > 4 then
+if dedicated then
   while moved < count do
     local best, share = nil, nil
-    for i = 5, #ARGV do
+    for i = 3, #ARGV do
       local t = ARGV[i]
       if redis.call('LLEN', LISTS .. t) > 0 and room(t) then
         local s = out_of(t) / weight(t)
@@ -108,14 +116,13 @@ else
     end
   end
   for t, n in pairs(taken) do
-    if n > 0 then redis.call('HINCRBY', OUT, t, n) end
+    if n > 0 and track then redis.call('HINCRBY', OUT, t, n) end
   end
 end
 if moved > 0 then redis.call('HINCRBY', OUT, ':ready', -moved) end
 
 local last = redis.call('XREVRANGE', WAKE, '+', '-', 'COUNT', 1)
 last = #last > 0 and last[1][1] or '0-0'
-local read = redis.call('XREADGROUP', 'GROUP', group, me, 'COUNT', count, 'STREAMS', stream, '>')
 local function before(a, b)  -- stream id a comes before stream id b
   local am, aseq = string.match(a, '(%d+)-(%d+)')
   local bm, bseq = string.match(b, '(%d+)-(%d+)')
@@ -135,4 +142,4 @@ if moved > 0 then  -- the stream grew: drop what every group's readers are done 
   end
   if low then redis.call('XTRIM', stream, 'MINID', '~', low) end
 end
-return {read, last}
+return {moved, last}

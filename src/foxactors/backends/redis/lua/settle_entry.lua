@@ -3,7 +3,8 @@
 -- says and acknowledges it: "dlq" adds it to the dead-letter stream with the fields
 -- ARGV[extra_at..] (flat); "later" puts it in the `delayed` set, due in `delay` ms (the
 -- member begins with the unique `token`); "now" hands its fields to `requeue`. The copy
--- counts its attempts so far, less `give_back` (1 for defer, else 0).
+-- counts its attempts so far, less `give_back` (1 for defer, else 0); it holds no fair
+-- queue's slot (x-slot is left out: see fair_common.lua).
 -- Returns 1 (done) and the entry's own fields, 0 (not this consumer's any more:
 -- stale) or -1 (entry trimmed).
 local function settle_entry(stream, delayed, dead, group, me, id, mode, delay, give_back,
@@ -20,7 +21,7 @@ local function settle_entry(stream, delayed, dead, group, me, id, mode, delay, g
     local key = source[i]
     if key == 'x-attempt' and mode ~= 'dlq' then
       prior = tonumber(source[i + 1]) or 0
-    else
+    elseif key ~= 'x-slot' then
       if key == 'id' then has_id = true end
       fields[#fields + 1] = key
       fields[#fields + 1] = source[i + 1]
