@@ -269,7 +269,7 @@ async def test_one_read_takes_a_turn_of_each_of_10_000_tenants(redis: RedisServe
     tenants = [f"t{n}" for n in range(10_000)]
     entries = [backend.fields(body, props(t), f"{t}-{k}") for k in range(2) for t in tenants]
     await fair.push_many(client, keys, entries)
-    source = await backend.open_source(queue, prefetch=12_000)
+    source = await backend.open_source(queue, prefetch=24_000)  # a pull takes half of it
     with anyio.fail_after(10):
         got = await source.receive(12_000)  # one read: more tenants than Lua unpacks at once
     counts = Counter(tenant_of(d) for d in got)
@@ -328,6 +328,44 @@ async def test_a_dead_consumers_entry_taken_over_frees_its_tenants_slot_when_ack
     assert (await backend.queue_statistics(queue)).in_flight == 0
     await client.aclose()
     await source.close()
+    await backend.close()
+
+
+async def test_a_dedicated_source_gives_back_another_tenants_entry_it_took_over(
+    redis: RedisServer,
+) -> None:
+    queue = f"fair-{uuid.uuid4().hex[:8]}"
+    backend = RedisBackend(
+        redis.url, consumer="live", block=0.05, leases=Leases(claim_min_idle=0.1)
+    )
+    backend.share_fairly(queue, FairShares(limit=1))
+    await backend.publish(queue, "acme's", properties=props("acme"))
+    dedicated = await backend.for_tenants({"globex"}).open_source(queue, prefetch=5)
+    client = backend.client()
+    keys = fair.FairKeys.of(queue)
+    # a consumer that took acme's entry (its one slot) and died
+    await fair.pull(
+        client, keys, queue, count=5, group=backend.group, consumer="dead", tenants=None
+    )
+
+    async def given_back() -> bool:  # the dead one's lease runs out on the Redis clock
+        await dedicated.reclaim()
+        assert await take(dedicated, 5, wait=0.05) == []  # never delivered here
+        return bool(await client.zcard(backend.delayed_set(queue)))
+
+    await until("acme's entry taken over and given back", given_back, seconds=10)
+    await dedicated.wait_settled()
+    everyone = await backend.open_source(queue, prefetch=5)
+    with anyio.fail_after(10):
+        (again,) = await everyone.receive(5)  # through the delayed set, due at once
+    # the dead consumer's attempt counts, the taking-over does not; acme's slot came back
+    assert (again.message.payload, again.message.attempt) == ("acme's", 2)
+    again.handle.ack()
+    await everyone.wait_settled()
+    assert await slots(client, queue) == {}
+    await client.aclose()
+    await everyone.close()
+    await dedicated.close()
     await backend.close()
 
 
@@ -417,7 +455,7 @@ async def test_a_dedicated_source_beside_a_busy_ring_source_sees_only_its_tenant
         await until("all 600 taken", lambda: len(seen["ring"]) + len(seen["dedicated"]) == 600)
         tasks.cancel_scope.cancel()
     assert set(seen["dedicated"]) == {"globex"}
-    assert Counter(seen["ring"] + seen["dedicated"]) == {t: 200 for t in TENANTS}
+    assert Counter(seen["ring"] + seen["dedicated"]) == dict.fromkeys(TENANTS, 200)
     await ring.close()
     await dedicated.close()
     await backend.close()
@@ -505,7 +543,8 @@ async def test_scripts_lost_mid_batch_run_again_only_where_they_did_not_run(
 async def lose_scripts_mid_batch(
     queue: str, backend: RedisBackend, source: Source, client: Any
 ) -> None:
-    one, two = await source.receive(2)
+    (one,) = await source.receive(2)  # a pull takes half the prefetch
+    (two,) = await source.receive(2)
     # a flush, then another client loads two of the scripts back: in the next batch
     # the ack and the pull run, the requeue does not
     await client.script_flush()

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import NoScriptError
 
-from foxactors._ack import Decision
+from foxactors._ack import AckHandle, Decision
 from foxactors._message import Delivery
 from foxactors.backends._fair import TENANT_HEADER
 from foxactors.backends._source import Settlement
@@ -47,6 +47,13 @@ class FairRedisSource(RedisSource):
         # then free their tenants' slots without looking each entry up again
         self._tenant_of: dict[bytes, str] = {}
         self._serial = asyncio.Lock()  # settle batches and reclaims, one at a time
+        # Pulls take half the prefetch at most: a pull costs the server a few
+        # microseconds an entry, and with halves one half is pulled (riding on the
+        # acks of the other) while the other is processed. A whole prefetch at a time,
+        # the pipeline would wait for each pull with nothing to do.
+        self._most = max(1, self.prefetch // 2)
+        self._pulling = 0  # entries asked for by pulls in flight (credit they hold)
+        self._pulled: asyncio.Event | None = None  # set when one is back
 
     async def start(self) -> None:
         """Write the queue's shares and load the scripts, then start as every source does."""
@@ -74,15 +81,54 @@ class FairRedisSource(RedisSource):
         the entry up, even once the entry is gone from the stream.
         """
         fields = item[1]
+        if self.tenants is not None and fields.get(_TENANT, b"").decode() not in self.tenants:
+            self._give_back(item, now)
+            return None
         if _SLOT in fields:
             self._tenant_of[item[0]] = fields.get(_TENANT, b"").decode()
         return super()._deliver(item, now)
 
+    def _give_back(self, item: Any, now: float) -> None:
+        """Return another tenant's entry, taken over from a dead consumer, undelivered.
+
+        Only a dedicated source's reclaim finds one (its pulls take its tenants' alone).
+        It goes back to its tenant's list (through the delayed set, due at once) with
+        the attempt of this taking-over given back.
+        """
+        entry_id, fields, count = item[0], item[1], item[2]
+        if _SLOT in fields:
+            self._tenant_of[entry_id] = fields.get(_TENANT, b"").decode()
+        self._unsettled[entry_id] = (count, now, _NORMAL)
+        AckHandle(self, entry_id, self.generation).defer(0.0)
+
+    async def _fetch(self) -> None:
+        """Read as every source does, unless pulls are in flight: wait for one instead."""
+        if self._pulling:
+            if self._pulled is None:
+                self._pulled = asyncio.Event()
+            await self._pulled.wait()  # set also when the batch fails
+            return
+        await super()._fetch()
+
+    def _pull_started(self, count: int) -> None:
+        self._pulling += count
+
+    def _pull_ended(self, count: int) -> None:
+        self._pulling -= count
+        if self._pulled is not None:
+            self._pulled.set()
+            self._pulled = None
+
     async def _read_levels(self, count: int, block: float) -> None:
-        moved, read = await self._transaction(self._pull_commands(count))
-        if isinstance(moved, NoScriptError):  # the server restarted or flushed its scripts
-            await fair.load_scripts(self.client)
+        count = min(count, self._most)  # nothing else pulls (see `_fetch`)
+        self._pull_started(count)
+        try:
             moved, read = await self._transaction(self._pull_commands(count))
+            if isinstance(moved, NoScriptError):  # the server restarted or flushed its scripts
+                await fair.load_scripts(self.client)
+                moved, read = await self._transaction(self._pull_commands(count))
+        finally:
+            self._pull_ended(count)
         for result in (moved, read):
             if isinstance(result, Exception):
                 raise result
@@ -152,15 +198,26 @@ class FairRedisSource(RedisSource):
             for level, ids in acks.items()
         ]
         commands += [self._copy_command(level, entry) for level, entry in copies]
-        # The reader waits for the credit this batch frees, and will pull next: the same
-        # round trip pulls as many as the batch frees credit for, after the
-        # settlements on the server (the buffer is empty, so the credit holds).
+        # The reader waits for the credit this batch frees: the same round trip pulls
+        # as much as the batch frees credit for (after the settlements, on the
+        # server), less what is buffered or being pulled already, once that is what
+        # the reader waits for; half the prefetch at most. The reader then waits for
+        # this pull, not one of its own. (A reader that does not wait for credit
+        # waits for work: it pulls when woken, as other consumers do. Pulling here
+        # too, this consumer would take every slot its acks free before they could.)
         ahead = 0
-        if self._credit is not None and not self._buffer:
-            ahead = self.prefetch - len(self._unsettled) - self._settling + size
+        if self._credit is not None:
+            free = self.prefetch - len(self._unsettled) - self._settling + size
+            ahead = min(free - len(self._buffer) - self._pulling, self._most)
+            if ahead < min(self._want, self._most):
+                ahead = 0
         failed: list[Any] = []  # the pull's errors
         if ahead > 0:
-            results = await self._transaction([*commands, *self._pull_commands(ahead)])
+            self._pull_started(ahead)
+            try:
+                results = await self._transaction([*commands, *self._pull_commands(ahead)])
+            finally:
+                self._pull_ended(ahead)
             moved, read = results.pop(-2), results.pop()
             if isinstance(read, Exception):
                 failed.append(read)
