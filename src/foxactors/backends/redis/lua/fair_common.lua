@@ -34,12 +34,21 @@ local function conf_of(t)  -- read t's weight and limit
 end
 
 local function weight(t)
-  if weights[t] == nil then conf_of(t) end
+  if weights[t] == nil then
+    if defaults_of()[3] then return tonumber(defaults[1]) or 1 end  -- all alike
+    conf_of(t)
+  end
   return weights[t]
 end
 
 local function limit_of(t)  -- false: none
-  if limits[t] == nil then conf_of(t) end
+  if limits[t] == nil then
+    if defaults_of()[3] then  -- all alike
+      local l = defaults[2]
+      return l and tonumber(l) or false
+    end
+    conf_of(t)
+  end
   return limits[t]
 end
 

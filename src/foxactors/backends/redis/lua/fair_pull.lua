@@ -84,24 +84,27 @@ else
       end
     end
     local t = heads[i]
-    local limit, credit = limit_of(t), turns[t]
-    if credit == nil and weight(t) == 1 then  -- a turn of one: nothing left to look up
+    local limit, credit, w = limit_of(t), turns[t], weight(t)
+    if credit == nil and w == 1 then  -- a turn of one: nothing stored to look up
       credit, stored[t] = 0, 0
     elseif credit == nil then
       credit = tonumber(redis.call('HGET', TURN, t)) or 0
       stored[t] = credit
     end
-    if outs[t] == nil then outs[t] = limit and out_of(t) or 0 end
-    if credit <= 0 then credit = weight(t) end  -- its turn begins
+    if limit and outs[t] == nil then outs[t] = out_of(t) end
+    if credit <= 0 then credit = w end  -- its turn begins
     -- the rest of its turn at once: as its credit, room and our count allow
     local n = math.min(credit, count - moved)
     if limit then n = math.min(n, limit - outs[t]) end
     local got = n > 0 and move(t, n) or 0
-    credit, outs[t], taken[t] = credit - got, outs[t] + got, (taken[t] or 0) + got
+    credit = credit - got
+    if limit then outs[t] = outs[t] + got end
+    if track then taken[t] = (taken[t] or 0) + got end
     if got < n or (limit and outs[t] >= limit) then  -- ran dry or filled its limit
       turns[t], i = false, i + 1
     elseif credit <= 0 then  -- its turn is spent: to the back
-      turns[t], i = 0, i + 1
+      if w ~= 1 or stored[t] ~= 0 then turns[t] = 0 end  -- (a turn of one: nothing kept)
+      i = i + 1
       rotated[#rotated + 1] = t
     else  -- our count ran out first: it stays at the head
       turns[t] = credit
@@ -116,7 +119,7 @@ else
     end
   end
   for t, n in pairs(taken) do
-    if n > 0 and track then redis.call('HINCRBY', OUT, t, n) end
+    if n > 0 then redis.call('HINCRBY', OUT, t, n) end
   end
 end
 if moved > 0 then redis.call('HINCRBY', OUT, ':ready', -moved) end
