@@ -138,6 +138,7 @@ def serve_foxactors(url: str, queue: str, concurrency: int) -> None:
         jobs = JobQueue(RedisBackend(url, group="bench"), store=store, queue=queue)
         declare(jobs)
         async with fa.open_system(jobs.worker(queue, concurrency=concurrency).build()):
+            fa.freeze_gc()  # as `fa.run` does in a process of its own
             _ready()
             await asyncio.Event().wait()  # until SIGTERM
 

@@ -22,7 +22,9 @@ task that takes a small JSON payload and returns a number:
     store (see `_jobs_store`).
 
 Figures are medians over ``--rounds`` (ranges in brackets); a ratio is the median of
-the rounds' ratios. Starts its own redis-server and rabbitmq-server on loopback
+the rounds' ratios. This process and foxactors' worker process freeze their start-up
+objects out of the garbage collector's full passes (`foxactors.freeze_gc`), as
+``foxactors run`` does; arq's and Celery's workers run as they come. Starts its own redis-server and rabbitmq-server on loopback
 unless given URLs. The peers come with ``pip install 'foxactors[bench]'``; without
 them their lines say so.
 
@@ -514,6 +516,9 @@ def main() -> None:
             f"{args.rounds} rounds [range]"
         ]
     )
+    # the start-up objects out of full collections, as `fa.run` and `foxactors run` do
+    # (a full collection of them costs 15-45 ms here: it would be (d)'s tail)
+    fa.freeze_gc()
     with servers(args.backends, args.redis_url, args.amqp_url) as (redis_url, amqp_url):
         asyncio.run(measure(args, redis_url, amqp_url))
 

@@ -70,6 +70,7 @@ PUBLIC = {
     "SupervisorStatistics",
     "Terminated",
     "configure_logging",
+    "freeze_gc",
     "open_system",
     "run",
     "start_child",

@@ -31,6 +31,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "foxactors._errors",
             "foxactors._validate",
             "foxactors._redact",
+            "foxactors._gc",
             "foxactors._batch",
             "foxactors._logging",
             "foxactors._lifecycle",

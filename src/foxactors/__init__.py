@@ -32,6 +32,7 @@ from ._errors import RestartIntensityExceeded as RestartIntensityExceeded
 from ._errors import SettlementError as SettlementError
 from ._errors import StartError as StartError
 from ._errors import SupervisionError as SupervisionError
+from ._gc import freeze_gc as freeze_gc
 from ._lifecycle import ActorState as ActorState
 from ._lifecycle import Exit as Exit
 from ._lifecycle import ExitKind as ExitKind

@@ -13,6 +13,7 @@ import anyio.abc
 from ._actor import ActorRef
 from ._cell import Cell
 from ._errors import ConfigurationError, StartError
+from ._gc import freeze_gc
 from ._lifecycle import KILLED_EXIT, SHUTDOWN_EXIT, Exit, ExitKind
 from ._logging import logger as _logger
 from ._snapshot import ActorSnapshot, statistics_of, take_snapshot
@@ -196,7 +197,9 @@ def run(
     """Run the tree under ``root`` until it stops, or until SIGINT/SIGTERM.
 
     The first signal starts a graceful, ordered shutdown; a second one cancels
-    whatever is still stopping. Call from the main thread of a script.
+    whatever is still stopping. Call from the main thread of a script: it owns the
+    process, so once the tree has started it freezes the start-up objects out of the
+    garbage collector's sight (`freeze_gc`).
 
     Returns:
         How the root ended.
@@ -214,6 +217,7 @@ async def _serve(root: ChildSpec) -> Exit:
         # handled (as a graceful stop) as soon as the tree is up.
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with open_system(root) as system, anyio.create_task_group() as tasks:
+                freeze_gc()
 
                 async def on_signals() -> None:
                     stopping = False
