@@ -24,9 +24,9 @@ task that takes a small JSON payload and returns a number:
 Figures are medians over ``--rounds`` (ranges in brackets); a ratio is the median of
 the rounds' ratios. This process and foxactors' worker process freeze their start-up
 objects out of the garbage collector's full passes (`foxactors.freeze_gc`), as
-``foxactors run`` does; arq's and Celery's workers run as they come. Starts its own redis-server and rabbitmq-server on loopback
-unless given URLs. The peers come with ``pip install 'foxactors[bench]'``; without
-them their lines say so.
+``foxactors run`` does; arq's and Celery's workers run as they come. Starts its own
+redis-server and rabbitmq-server on loopback unless given URLs. The peers come with
+``pip install 'foxactors[bench]'``; without them their lines say so.
 
 Run: python benchmarks/jobs.py [--backends memory,redis,rabbitmq] [--jobs N] [--quick]
      [--redis-url redis://...] [--amqp-url amqp://...]

@@ -347,20 +347,25 @@ async def test_a_dedicated_source_gives_back_another_tenants_entry_it_took_over(
     await fair.pull(
         client, keys, queue, count=5, group=backend.group, consumer="dead", tenants=None
     )
+    await backend.publish(queue, "acme's next", properties=props("acme"))
 
     async def given_back() -> bool:  # the dead one's lease runs out on the Redis clock
         await dedicated.reclaim()
-        assert await take(dedicated, 5, wait=0.05) == []  # never delivered here
-        return bool(await client.zcard(backend.delayed_set(queue)))
+        return bool(await client.llen(keys.list_of("acme")) == 2)
 
     await until("acme's entry taken over and given back", given_back, seconds=10)
-    await dedicated.wait_settled()
+    assert await take(dedicated, 5, wait=0.1) == []  # never delivered here
+    assert await slots(client, queue) == {}  # it holds no slot while it waits
     everyone = await backend.open_source(queue, prefetch=5)
     with anyio.fail_after(10):
-        (again,) = await everyone.receive(5)  # through the delayed set, due at once
-    # the dead consumer's attempt counts, the taking-over does not; acme's slot came back
+        (again,) = await everyone.receive(5)
+    # first in its tenant's list; the dead consumer's attempt counts, the taking-over not
     assert (again.message.payload, again.message.attempt) == ("acme's", 2)
     again.handle.ack()
+    with anyio.fail_after(10):
+        (after,) = await everyone.receive(5)  # acme's one slot came back
+    assert after.message.payload == "acme's next"
+    after.handle.ack()
     await everyone.wait_settled()
     assert await slots(client, queue) == {}
     await client.aclose()
@@ -410,14 +415,20 @@ async def test_a_slot_is_freed_by_the_entry_even_when_the_limit_changed_meanwhil
     redis: RedisServer,
 ) -> None:
     shares = FairShares()
-    async with opened(redis.url, shares, ["a", "b"], prefetch=1) as (queue, _, source, client):
-        (unlimited,) = await take(source, 1)  # read before any limit: holds no slot
-        await fair.write_conf(client, fair.FairKeys.of(queue), FairShares(limit=1))
-        unlimited.handle.ack()  # another process declared a limit of one meanwhile
-        with anyio.fail_after(10):
-            (limited,) = await source.receive(1)
+    async with opened(redis.url, shares, ["a", "b"], prefetch=2) as (queue, _, source, client):
+        (unlimited,) = await take(source, 2)  # read before any limit: holds no slot
+        await fair.write_conf(client, fair.FairKeys.of(queue), FairShares(limit=2))
+        with anyio.fail_after(10):  # another process declared a limit of two meanwhile
+            (limited,) = await source.receive(2)
         assert [unlimited.message.payload, limited.message.payload] == ["a", "b"]
-        assert await slots(client, queue) == {"acme": 1}  # the ack before freed nothing
+        assert await slots(client, queue) == {"acme": 1}  # both out, one counted
+        unlimited.handle.ack()
+
+        async def applied() -> bool:
+            return bool((await client.xpending(queue, "foxactors"))["pending"] == 1)
+
+        await until("the ack applied", applied)
+        assert await slots(client, queue) == {"acme": 1}  # its ack freed nothing it held
         await fair.write_conf(client, fair.FairKeys.of(queue), FairShares())
         limited.handle.ack()  # the limit is gone; the slot its entry holds goes too
         await source.wait_settled()
@@ -458,6 +469,143 @@ async def test_a_dedicated_source_beside_a_busy_ring_source_sees_only_its_tenant
     assert Counter(seen["ring"] + seen["dedicated"]) == dict.fromkeys(TENANTS, 200)
     await ring.close()
     await dedicated.close()
+    await backend.close()
+
+
+async def test_a_reclaim_beside_a_pull_in_flight_takes_no_more_than_the_credit(
+    redis: RedisServer,
+) -> None:
+    queue = f"fair-{uuid.uuid4().hex[:8]}"
+    backend = RedisBackend(
+        redis.url, consumer="live", block=0.05, leases=Leases(claim_min_idle=0.1)
+    )
+    backend.share_fairly(queue, FairShares())
+    for n in range(8):
+        await backend.publish(queue, n, properties=props("acme"))
+    source: Any = await backend.open_source(queue, prefetch=4)  # pulls take 2 at a time
+    client = backend.client()
+    keys = fair.FairKeys.of(queue)
+    await fair.pull(
+        client, keys, queue, count=4, group=backend.group, consumer="dead", tenants=None
+    )
+    gate, pulling = anyio.Event(), anyio.Event()
+    real = source._transaction
+
+    async def held_back(commands: Any) -> Any:  # the reader's pull, out until the gate opens
+        pulling.set()
+        await gate.wait()
+        return await real(commands)
+
+    source._transaction = held_back
+    got: list[fa.Delivery] = []
+
+    async def reader() -> None:
+        got.extend(await source.receive(4))
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(reader)
+        await pulling.wait()
+
+        async def reclaimed() -> bool:  # the dead one's lease runs out on the Redis clock
+            await source.reclaim()
+            return backend.statistics().reclaimed > 0
+
+        await until("the dead consumer's entries reclaimed", reclaimed, seconds=10)
+        assert backend.statistics().reclaimed == 2  # the pull out holds the other two
+        gate.set()
+    held = await client.xpending_range(queue, backend.group, "-", "+", 100, "live")
+    assert len(held) == len(got) == 4  # read and unsettled: never more than the prefetch
+    await client.aclose()
+    await source.close()
+    await backend.close()
+
+
+async def test_a_pull_whose_script_was_refused_keeps_what_its_read_took(
+    redis: RedisServer,
+) -> None:
+    queue = f"fair-{uuid.uuid4().hex[:8]}"
+    one = RedisBackend(redis.url, group="one", block=0.05)
+    two = RedisBackend(redis.url, group="two", block=0.05)
+    for backend in (one, two):
+        backend.share_fairly(queue, FairShares())
+    first = await one.open_source(queue, prefetch=10)
+    second = await two.open_source(queue, prefetch=10)
+    for n in range(3):
+        await one.publish(queue, n, properties=props("acme"))
+    got = await take(first, 10)  # moved into the stream: unread by group two
+    assert [d.message.payload for d in got] == [0, 1, 2]
+    client = one.client()
+    await client.script_flush()  # group two's pull: its script refused, its read not
+    with anyio.fail_after(10):
+        again = await second.receive(10)
+    assert [d.message.payload for d in again] == [0, 1, 2]  # kept, not left pending
+    for delivery in (*got, *again):
+        delivery.handle.ack()
+    await client.aclose()
+    for source in (first, second):
+        await source.close()
+    for backend in (one, two):
+        await backend.close()
+
+
+async def test_a_consumer_that_stopped_waiting_for_credit_pulls_no_more(
+    redis: RedisServer,
+) -> None:
+    async with opened(redis.url, FairShares(), [f"m{n}" for n in range(8)], prefetch=4) as (
+        _,
+        backend,
+        source,
+        _,
+    ):
+        got = await take_all(source, 4, lambda delivery: None)
+        with anyio.move_on_after(0.1):  # the intake stops while the reader waits for credit
+            await source.receive(4, 4)
+        for delivery in got:
+            delivery.handle.ack()  # the drain settles what ran: no pull rides on it
+        await source.wait_settled()
+        await source.close()
+        again = await backend.open_source(backend_queue(source), prefetch=4)
+        with anyio.fail_after(10):
+            more = await again.receive(4)
+        # none of them was read and given back by the closing source
+        assert [(d.message.payload, d.message.attempt) for d in more] == [("m4", 1), ("m5", 1)]
+        await again.close()
+
+
+def backend_queue(source: Source) -> str:
+    return str(source.queue)  # type: ignore[attr-defined]
+
+
+async def test_a_starting_consumer_counts_the_slots_an_earlier_version_left(
+    redis: RedisServer,
+) -> None:
+    queue = f"fair-{uuid.uuid4().hex[:8]}"
+    backend = RedisBackend(redis.url, consumer="w1", block=0.05)
+    backend.share_fairly(queue, FairShares(limit=1))
+    for n in range(2):
+        await backend.publish(queue, f"m{n}", properties=props("acme"))
+    client = backend.client()
+    keys = fair.FairKeys.of(queue)
+    await backend.ensure_group(client, queue)
+    # an earlier version's pull: m0 read by w1, acme's slot counted, no x-slot on it
+    await fair.write_conf(client, keys, FairShares())
+    await fair.pull(client, keys, queue, count=1, group=backend.group, consumer="w1", tenants=None)
+    await client.hincrby(keys.out, "acme", 1)
+    source = await backend.open_source(queue, prefetch=5)  # w1 upgraded, started again
+    assert await slots(client, queue) == {}  # m0 holds no slot this version can free
+    with anyio.fail_after(10):
+        (first,) = await source.receive(5)
+    assert first.message.payload == "m0"
+    first.handle.ack()
+    with anyio.fail_after(10):
+        (second,) = await source.receive(5)  # not blocked for good behind a lost slot
+    assert second.message.payload == "m1"
+    assert await slots(client, queue) == {"acme": 1}
+    second.handle.ack()
+    await source.wait_settled()
+    assert await slots(client, queue) == {}
+    await client.aclose()
+    await source.close()
     await backend.close()
 
 

@@ -94,8 +94,13 @@ class CreditSource(Generic[T, H]):
             free = self.prefetch - len(self._unsettled) - self._settling
             if free < min_credit:  # wait until settlements free enough credit
                 self._want = min_credit
-                self._credit = anyio.Event()
-                await self._credit.wait()
+                credit = self._credit = anyio.Event()
+                try:
+                    await credit.wait()
+                except BaseException:  # cancelled: nobody waits for this credit any more
+                    if self._credit is credit:
+                        self._credit, self._want = None, 0
+                    raise
                 continue
             out = self._take(min(max_count, free))
             if out:

@@ -50,6 +50,7 @@ SETTLE = _script("fair_settle", "settle_entry")
 MOVE_DUE = _script("fair_move_due")
 RELEASE = _script("fair_release")
 REPLAY = _script("fair_replay", "replay_entry")
+RECOUNT = _script("fair_recount")
 MOVE_BATCH = 1000
 ACK_CHUNK = 1000
 
@@ -61,7 +62,7 @@ def _sha(script: str) -> str:
 PUSH_MANY_SHA = _sha(PUSH_MANY)
 PULL_SHA, ACK_SHA, SETTLE_SHA = _sha(PULL), _sha(ACK), _sha(SETTLE)
 PUSH_SHA, MOVE_DUE_SHA, RELEASE_SHA = _sha(PUSH), _sha(MOVE_DUE), _sha(RELEASE)
-REPLAY_SHA = _sha(REPLAY)
+REPLAY_SHA, RECOUNT_SHA = _sha(REPLAY), _sha(RECOUNT)
 
 
 async def _run(client: Any, script: str, sha: str, *args: Any) -> Any:
@@ -266,6 +267,11 @@ async def replay(
     """Move dead letter ``letter_id`` to the back of its tenant's list; 1, or 0 if gone."""
     args = (keys.lists, letter_id, *drop)
     return int(await _run(client, REPLAY, REPLAY_SHA, 6, *keys.five, dead, *args))
+
+
+async def recount(client: Any, keys: FairKeys, stream: str, group: str) -> int:
+    """Count every tenant's slots again from the group's pending entries; how many are held."""
+    return int(await _run(client, RECOUNT, RECOUNT_SHA, 6, *keys.five, stream, keys.lists, group))
 
 
 async def release(client: Any, keys: FairKeys, counts: Mapping[str, int]) -> int:

@@ -10,7 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import NoScriptError
 
-from foxactors._ack import AckHandle, Decision
+from foxactors._ack import Decision
+from foxactors._errors import BackendError
+from foxactors._logging import get_logger
 from foxactors._message import Delivery
 from foxactors.backends._fair import TENANT_HEADER
 from foxactors.backends._source import Settlement
@@ -18,6 +20,7 @@ from foxactors.backends._source import Settlement
 from . import _fair as fair
 from . import _levels as levels
 from . import _wire as wire
+from ._client import ERRORS
 from ._source import RedisSource
 
 if TYPE_CHECKING:
@@ -25,6 +28,7 @@ if TYPE_CHECKING:
 
 _NORMAL = levels.NORMAL
 _ACK = Decision.ACK
+_logger = get_logger("foxactors")  # stdlib logging unless structlog is configured
 _TENANT = TENANT_HEADER.encode()
 _SLOT = wire.SLOT_FIELD.encode()
 
@@ -56,11 +60,20 @@ class FairRedisSource(RedisSource):
         self._pulled: asyncio.Event | None = None  # set when one is back
 
     async def start(self) -> None:
-        """Write the queue's shares and load the scripts, then start as every source does."""
+        """Write the queue's shares, count its slots again, then start as every source does.
+
+        The recount replaces a count that earlier versions (or a hand) left behind:
+        each tenant holds a slot for each pending entry that carries ``x-slot``.
+        """
         shares = self.backend.fair_shares(self.queue)
-        if shares is not None:
-            await fair.write_conf(self.client, self._keys, shares)
-        await fair.load_scripts(self.client)
+        try:
+            if shares is not None:
+                await fair.write_conf(self.client, self._keys, shares)
+            await fair.load_scripts(self.client)
+            await self.backend.ensure_group(self.client, self.queue)
+            await fair.recount(self.client, self._keys, self.queue, self.group)
+        except ERRORS as exc:
+            raise BackendError(f"cannot consume {self.queue!r}: {exc}") from None
         await super().start()
 
     def _pull_commands(self, count: int) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
@@ -81,25 +94,9 @@ class FairRedisSource(RedisSource):
         the entry up, even once the entry is gone from the stream.
         """
         fields = item[1]
-        if self.tenants is not None and fields.get(_TENANT, b"").decode() not in self.tenants:
-            self._give_back(item, now)
-            return None
         if _SLOT in fields:
             self._tenant_of[item[0]] = fields.get(_TENANT, b"").decode()
         return super()._deliver(item, now)
-
-    def _give_back(self, item: Any, now: float) -> None:
-        """Return another tenant's entry, taken over from a dead consumer, undelivered.
-
-        Only a dedicated source's reclaim finds one (its pulls take its tenants' alone).
-        It goes back to its tenant's list (through the delayed set, due at once) with
-        the attempt of this taking-over given back.
-        """
-        entry_id, fields, count = item[0], item[1], item[2]
-        if _SLOT in fields:
-            self._tenant_of[entry_id] = fields.get(_TENANT, b"").decode()
-        self._unsettled[entry_id] = (count, now, _NORMAL)
-        AckHandle(self, entry_id, self.generation).defer(0.0)
 
     async def _fetch(self) -> None:
         """Read as every source does, unless pulls are in flight: wait for one instead."""
@@ -109,6 +106,12 @@ class FairRedisSource(RedisSource):
             await self._pulled.wait()  # set also when the batch fails
             return
         await super()._fetch()
+
+    def _wake(self) -> None:
+        """A failure or close: a reader waiting for a pull in flight stops waiting."""
+        if self._pulled is not None:
+            self._pulled.set()
+            self._pulled = None
 
     def _pull_started(self, count: int) -> None:
         self._pulling += count
@@ -125,7 +128,11 @@ class FairRedisSource(RedisSource):
         try:
             moved, read = await self._transaction(self._pull_commands(count))
             if isinstance(moved, NoScriptError):  # the server restarted or flushed its scripts
+                # the read ran all the same: what it took is kept (another group's moves)
+                got = 0 if isinstance(read, Exception) else self._buffer_read(read, _NORMAL)
                 await fair.load_scripts(self.client)
+                if got:
+                    return
                 moved, read = await self._transaction(self._pull_commands(count))
         finally:
             self._pull_ended(count)
@@ -151,6 +158,62 @@ class FairRedisSource(RedisSource):
         """Claim idle entries as every source does, one at a time with settling."""
         async with self._serial:
             return await super().reclaim()
+
+    def _reclaim_room(self) -> int:
+        return super()._reclaim_room() - self._pulling  # pulls in flight hold credit too
+
+    async def _took_over(self, items: list[Any]) -> None:
+        """Buffer what a reclaim took over; a dedicated source gives others' back first.
+
+        Its pulls take its tenants' entries alone, but a dead consumer's may be any
+        tenant's. Such an entry goes back to the front of its tenant's list, undelivered,
+        with the attempt of this taking-over given back.
+        """
+        if self.tenants is None:
+            await super()._took_over(items)
+            return
+        ours: list[Any] = []
+        theirs: list[Any] = []
+        for item in items:
+            tenant = item[1].get(_TENANT, b"").decode()
+            (ours if tenant in self.tenants else theirs).append(item)
+        await super()._took_over(ours)
+        if not theirs:
+            return
+        commands = [self._give_back_command(item) for item in theirs]
+        results = await self._run(commands)
+        lost = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
+        if lost:  # those alone once more, with the scripts loaded
+            await fair.load_scripts(self.client)
+            for i, result in zip(lost, await self._run([commands[i] for i in lost]), strict=True):
+                results[i] = result
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
+        _logger.info(
+            "redis.given_back",
+            stream=self.queue,
+            consumer=self.consumer,
+            ids=[item[0].decode() for item in theirs],
+        )
+
+    def _give_back_command(self, item: Any) -> tuple[Any, ...]:
+        entry_id, fields, level = item[0], item[1], item[3]
+        return fair.settle_command(
+            self._keys,
+            self._streams[level],
+            self._delayed,
+            self._dead,
+            group=self.group,
+            consumer=self.consumer,
+            entry_id=entry_id,
+            mode=wire.COPY_MODE[Decision.REQUEUE],
+            delay=0.0,
+            give_back=1,
+            token=uuid.uuid4().hex,
+            tenant=fields.get(_TENANT, b"").decode() if _SLOT in fields else fair.UNKNOWN,
+            extra=(),
+        )
 
     async def renew(self) -> None:
         """Renew leases as every source does, one at a time with settling.
@@ -206,7 +269,7 @@ class FairRedisSource(RedisSource):
         # waits for work: it pulls when woken, as other consumers do. Pulling here
         # too, this consumer would take every slot its acks free before they could.)
         ahead = 0
-        if self._credit is not None:
+        if self._credit is not None and not self._closed:
             free = self.prefetch - len(self._unsettled) - self._settling + size
             ahead = min(free - len(self._buffer) - self._pulling, self._most)
             if ahead < min(self._want, self._most):

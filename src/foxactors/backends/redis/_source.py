@@ -453,10 +453,7 @@ class RedisSource(BrokerSource[bytes, Held]):
         """
         if self._closed or self._failure is not None:
             return False
-        room = min(
-            self.prefetch - len(self._unsettled) - self._settling - len(self._buffer),
-            self.leases.claim_batch,
-        )
+        room = min(self._reclaim_room(), self.leases.claim_batch)
         more = False
         for level, stream in enumerate(self._streams):
             if room <= 0:
@@ -482,11 +479,19 @@ class RedisSource(BrokerSource[bytes, Held]):
                     consumer=self.consumer,
                     ids=[entry[0].decode() for entry in claimed],
                 )
-                self._buffer.extend(
-                    (entry_id, _pairs(flat), int(count), level) for entry_id, count, flat in claimed
+                await self._took_over(
+                    [(entry_id, _pairs(flat), int(n), level) for entry_id, n, flat in claimed]
                 )
             more = more or (cursor != b"0-0" and len(claimed) + len(gone) > 0)
         return more
+
+    def _reclaim_room(self) -> int:
+        """The credit a reclaim may take: what is neither unsettled nor buffered."""
+        return self.prefetch - len(self._unsettled) - self._settling - len(self._buffer)
+
+    async def _took_over(self, items: list[Item]) -> None:
+        """Entries a reclaim took over from a dead consumer: buffered, to be delivered."""
+        self._buffer.extend(items)
 
     async def forget_dead_consumers(self) -> None:
         """Remove consumers idle past ``forget_after`` that hold no pending entries.
