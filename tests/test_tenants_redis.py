@@ -551,12 +551,8 @@ async def test_a_pull_whose_script_was_refused_keeps_what_its_read_took(
 async def test_a_consumer_that_stopped_waiting_for_credit_pulls_no_more(
     redis: RedisServer,
 ) -> None:
-    async with opened(redis.url, FairShares(), [f"m{n}" for n in range(8)], prefetch=4) as (
-        _,
-        backend,
-        source,
-        _,
-    ):
+    eight = [f"m{n}" for n in range(8)]
+    async with opened(redis.url, FairShares(), eight, prefetch=4) as (queue, backend, source, _):
         got = await take_all(source, 4, lambda delivery: None)
         with anyio.move_on_after(0.1):  # the intake stops while the reader waits for credit
             await source.receive(4, 4)
@@ -564,16 +560,12 @@ async def test_a_consumer_that_stopped_waiting_for_credit_pulls_no_more(
             delivery.handle.ack()  # the drain settles what ran: no pull rides on it
         await source.wait_settled()
         await source.close()
-        again = await backend.open_source(backend_queue(source), prefetch=4)
+        again = await backend.open_source(queue, prefetch=4)
         with anyio.fail_after(10):
             more = await again.receive(4)
         # none of them was read and given back by the closing source
         assert [(d.message.payload, d.message.attempt) for d in more] == [("m4", 1), ("m5", 1)]
         await again.close()
-
-
-def backend_queue(source: Source) -> str:
-    return str(source.queue)  # type: ignore[attr-defined]
 
 
 async def test_a_starting_consumer_counts_the_slots_an_earlier_version_left(
