@@ -140,10 +140,11 @@ class DeficitRoundRobin:
     the ring twice is impossible.
     """
 
-    __slots__ = ("_credit", "_ring", "_shares")
+    __slots__ = ("_credit", "_ring", "_shares", "_unit")
 
     def __init__(self, shares: FairShares) -> None:
         self._shares = shares
+        self._unit = _unit(shares)
         self._ring: deque[str] = deque()
         self._credit: dict[str, int] = {}  # tenants in the ring -> slots left this turn
 
@@ -156,6 +157,7 @@ class DeficitRoundRobin:
     def reshare(self, shares: FairShares) -> None:
         """Use ``shares`` from each tenant's next turn on."""
         self._shares = shares
+        self._unit = _unit(shares)
 
     def activate(self, tenant: str) -> None:
         """``tenant`` has work and room: join the back of the ring unless in it."""
@@ -168,16 +170,20 @@ class DeficitRoundRobin:
         if not self._ring:
             return None
         head = self._ring[0]
-        if self._credit[head] <= 0:  # its turn begins: a quantum of slots
+        if not self._unit and self._credit[head] <= 0:  # its turn begins: a quantum
             self._credit[head] = self._shares.weight_of(head)
         return head
 
     def served(self, tenant: str, *, more: bool) -> None:
         """One job of ``tenant`` (the head) went out; ``more``: it can give another."""
-        credit = self._credit[tenant] - 1
         if not more:
             self.drop()
-        elif credit <= 0:  # its quantum is spent: to the back, a fresh one next time
+            return
+        if self._unit:  # every turn is one job: nothing to count
+            self._ring.rotate(-1)
+            return
+        credit = self._credit[tenant] - 1
+        if credit <= 0:  # its quantum is spent: to the back, a fresh one next time
             self._credit[tenant] = 0
             self._ring.rotate(-1)
         else:
@@ -186,3 +192,8 @@ class DeficitRoundRobin:
     def drop(self) -> None:
         """The head has nothing to give (ran dry or at its limit): out of the ring."""
         del self._credit[self._ring.popleft()]
+
+
+def _unit(shares: FairShares) -> bool:
+    """Whether every tenant's turn is one job (no weights of their own, a default of 1)."""
+    return not shares.weights and shares.default_weight == 1
