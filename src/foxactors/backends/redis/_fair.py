@@ -113,6 +113,11 @@ class FairKeys:
         return self.lists + tenant
 
 
+def limited(shares: FairShares) -> bool:
+    """Whether some tenant has a concurrency limit."""
+    return shares.limit is not None or any(n is not None for n in shares.limits.values())
+
+
 def conf_fields(shares: FairShares) -> dict[str, str]:
     """The conf hash of ``shares``: default weight, weights, limit, limits ('' none).
 
@@ -125,7 +130,7 @@ def conf_fields(shares: FairShares) -> dict[str, str]:
     }
     if not shares.weights and not shares.limits:
         fields["same"] = "1"
-    if shares.limit is not None or any(n is not None for n in shares.limits.values()):
+    if limited(shares):
         fields["track"] = "1"
     for tenant, weight in shares.weights.items():
         fields[f"w:{tenant}"] = str(weight)

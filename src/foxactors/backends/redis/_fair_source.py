@@ -57,6 +57,8 @@ class FairRedisSource(RedisSource):
         # the pipeline would wait for each pull with nothing to do.
         self._most = max(1, self.prefetch // 2)
         self._pulling = 0  # entries asked for by pulls in flight (credit they hold)
+        shares = backend.fair_shares(queue)
+        self._unlimited = shares is None or not fair.limited(shares)
         self._pulled: asyncio.Event | None = None  # set when one is back
 
     async def start(self) -> None:
@@ -261,18 +263,20 @@ class FairRedisSource(RedisSource):
             for level, ids in acks.items()
         ]
         commands += [self._copy_command(level, entry) for level, entry in copies]
-        # The reader waits for the credit this batch frees: the same round trip pulls
-        # as much as the batch frees credit for (after the settlements, on the
-        # server), less what is buffered or being pulled already, once that is what
-        # the reader waits for; half the prefetch at most. The reader then waits for
-        # this pull, not one of its own. (A reader that does not wait for credit
-        # waits for work: it pulls when woken, as other consumers do. Pulling here
-        # too, this consumer would take every slot its acks free before they could.)
+        # The same round trip pulls as much as the batch frees credit for (after the
+        # settlements, on the server), less what is buffered or being pulled already,
+        # half the prefetch at most, when the reader will want it at once: it waits
+        # for that much credit, or (on a queue without limits) its own pull is out,
+        # and it comes back for more. The reader then waits for this pull, not one of
+        # its own. (A reader that waits for work pulls when woken, as other consumers
+        # do; on a queue with limits, pulling with the acks, this consumer would take
+        # every slot its acks free before the others could.)
         ahead = 0
-        if self._credit is not None and not self._closed:
+        waiting = self._credit is not None
+        if (waiting or (self._pulling and self._unlimited)) and not self._closed:
             free = self.prefetch - len(self._unsettled) - self._settling + size
             ahead = min(free - len(self._buffer) - self._pulling, self._most)
-            if ahead < min(self._want, self._most):
+            if ahead < (min(self._want, self._most) if waiting else self._most):
                 ahead = 0
         failed: list[Any] = []  # the pull's errors
         if ahead > 0:
