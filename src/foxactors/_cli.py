@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import gc
 import importlib
 import importlib.metadata
 import importlib.util
@@ -391,12 +390,7 @@ def _run(args: argparse.Namespace) -> int:
         app = load_app(
             args.app, http=http, overrides=Overrides.from_args(args), settings=chosen.settings
         )
-        # What the imports made lives as long as the process: kept out of the
-        # collector's generations, a full collection has less to walk (a shorter
-        # pause in the latency tail: p99 7.0 -> 4.9 ms measured on jobs end to end).
-        gc.collect()
-        gc.freeze()
-        exit = run(app, **loop)
+        exit = run(app, **loop)  # it freezes the start-up objects once started (freeze_gc)
     except FoxactorsError as exc:
         log.error("system.failed", error=f"{type(exc).__name__}: {exc}")
         return 1
