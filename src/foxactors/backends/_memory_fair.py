@@ -82,7 +82,7 @@ class FairReady(Ready):
                 drr.drop()  # ran dry through a dedicated source, or filled its limit
                 continue
             entry = self._pop(tenant, lane)
-            drr.served(tenant, more=tenant in self._subqueues and self._room(tenant))
+            drr.served(tenant, more=lane.count > 0 and self._room(tenant))  # an empty lane left
             return entry
         return None
 
