@@ -344,7 +344,7 @@ def main() -> None:
     parser.add_argument(
         "--redis-messages", type=int, default=20_000, help="per figure in (b), (c) on Redis"
     )
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="small counts (smoke test)")
     args = parser.parse_args()
     BACKEND = args.backend
