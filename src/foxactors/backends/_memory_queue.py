@@ -39,11 +39,12 @@ class Ready:
     common case of one priority (a heap paid O(log n) per entry).
     """
 
-    __slots__ = ("_lanes", "_order", "count")
+    __slots__ = ("_lanes", "_order", "_top", "count")
 
     def __init__(self) -> None:
         self._lanes: dict[int, deque[Entry]] = {}
         self._order: list[int] = []  # priorities present, ascending (the last is next)
+        self._top: deque[Entry] | None = None  # the lane of the highest, next to pop
         self.count = 0
 
     def __len__(self) -> int:
@@ -55,6 +56,7 @@ class Ready:
         if lane is None:
             lane = self._lanes[priority] = deque()
             bisect.insort(self._order, priority)
+            self._top = self._lanes[self._order[-1]]
         if front:
             lane.appendleft(entry)
         else:
@@ -62,12 +64,13 @@ class Ready:
         self.count += 1
 
     def pop(self) -> Entry:
-        priority = self._order[-1]
-        lane = self._lanes[priority]
+        lane = self._top
+        if lane is None:
+            raise IndexError("pop from an empty Ready")
         entry = lane.popleft()
         if not lane:
-            del self._lanes[priority]
-            self._order.pop()
+            del self._lanes[self._order.pop()]
+            self._top = self._lanes[self._order[-1]] if self._order else None
         self.count -= 1
         return entry
 
