@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import weakref
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -40,13 +40,53 @@ def test_freeze_gc_collects_garbage_then_hides_what_lives_from_collections() -> 
     assert any(o is kept for o in gc.get_objects())
 
 
+class Watcher(fa.Actor[Any]):
+    """Notes the frozen count at start and at stop; holds garbage-to-be in a cycle.
+
+    It stops once it sees the freeze, so its stop comes while the tree is frozen.
+    """
+
+    seen: ClassVar[dict[str, int]] = {}
+    kept: ClassVar[list[weakref.ref[Node]]] = []
+
+    async def on_start(self) -> None:
+        self.seen["start"] = gc.get_freeze_count()
+        self.node = Node()
+        self.kept.append(weakref.ref(self.node))
+        self.ref.tell_nowait("done")
+
+    async def receive(self, message: Any) -> None:
+        if not gc.get_freeze_count():  # `run` freezes right after the start: once more
+            self.ref.tell_nowait("done")
+            return
+        self.stop()
+
+    async def on_stop(self, exit: fa.Exit) -> None:
+        self.seen["stop"] = gc.get_freeze_count()
+
+
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
-def test_run_freezes_once_the_tree_has_started(backend: str) -> None:
+def test_run_freezes_once_the_tree_has_started_and_thaws_when_it_ends(backend: str) -> None:
+    spec = fa.Supervisor.spec(
+        "job",
+        [fa.ChildSpec("watcher", Watcher, restart="transient", significant=True)],
+        auto_shutdown="any_significant",
+    )
+    Watcher.seen.clear()
+    Watcher.kept.clear()
+    assert fa.run(spec, backend=backend) == fa.Exit(fa.ExitKind.NORMAL)
+    assert Watcher.seen["start"] == 0 < Watcher.seen["stop"]  # frozen once started
+    assert gc.get_freeze_count() == 0  # and thawed: the tree's cycles are collectable
+    gc.collect()
+    assert Watcher.kept[0]() is None
+
+
+def test_run_leaves_a_freeze_of_the_application_alone() -> None:
     spec = fa.Supervisor.spec(
         "job",
         [fa.ChildSpec("finisher", Finisher, restart="transient", significant=True)],
         auto_shutdown="any_significant",
     )
-    assert gc.get_freeze_count() == 0
-    assert fa.run(spec, backend=backend) == fa.Exit(fa.ExitKind.NORMAL)
-    assert gc.get_freeze_count() > 0
+    assert fa.freeze_gc() > 0
+    assert fa.run(spec) == fa.Exit(fa.ExitKind.NORMAL)
+    assert gc.get_freeze_count() > 0  # not thawed by `run`, which did not freeze it

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import gc
 import json
 import os
 import signal
@@ -178,7 +177,6 @@ def test_run_returns_how_the_root_ended(backend: str) -> None:
         auto_shutdown="any_significant",
     )
     assert fa.run(spec, backend=backend) == fa.Exit(fa.ExitKind.NORMAL)
-    gc.unfreeze()  # run froze the suite's objects; the other tests' collections see them
 
 
 PACKAGE_DIR = str(Path(fa.__file__).resolve().parent.parent)  # the foxactors under test

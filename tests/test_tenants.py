@@ -78,6 +78,18 @@ def test_a_tenant_that_gets_work_waits_at_most_one_turn_of_each_other_tenant(
     assert served.index(late) <= sum(weights.values())
 
 
+def test_a_turn_cut_short_by_unit_shares_leaves_no_credit_for_later_weights() -> None:
+    drr = DeficitRoundRobin(FairShares(weights={"a": 5}))
+    drr.activate("a")
+    drr.activate("b")
+    for _ in range(2):  # two of a's five
+        assert drr.choose() == "a"
+        drr.served("a", more=True)
+    drr.reshare(FairShares())  # every turn one job now
+    drr.reshare(FairShares(weights={"a": 1}))  # and weighted again, a's weight one
+    assert drain(drr, {"a": 10, "b": 10}, 4) == ["a", "b", "a", "b"]
+
+
 def test_choosing_costs_the_same_with_ten_thousand_tenants() -> None:
     drr = DeficitRoundRobin(FairShares())
     backlog = {f"t{n}": 2 for n in range(10_000)}

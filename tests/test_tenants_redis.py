@@ -10,7 +10,7 @@ import contextlib
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import pytest
@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 import foxactors as fa
 from foxactors.backends import FairShares, Leases, RedisBackend, Source
 from foxactors.backends.redis import _fair as fair
+from foxactors.backends.redis import _leases as redis_leases
 from foxactors.jobs import JobContext, JobQueue, JobState
 from foxactors.testing.servers import RedisServer
 
@@ -598,6 +599,147 @@ async def test_a_starting_consumer_counts_the_slots_an_earlier_version_left(
     assert await slots(client, queue) == {}
     await client.aclose()
     await source.close()
+    await backend.close()
+
+
+async def test_a_reclaim_in_flight_holds_its_credit_from_the_reader(
+    redis: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queue = f"fair-{uuid.uuid4().hex[:8]}"
+    backend = RedisBackend(
+        redis.url, consumer="live", block=0.05, leases=Leases(claim_min_idle=0.1)
+    )
+    backend.share_fairly(queue, FairShares())
+    for n in range(8):
+        await backend.publish(queue, n, properties=props("acme"))
+    source = await backend.open_source(queue, prefetch=4)  # its keeper reclaims
+    client = backend.client()
+    keys = fair.FairKeys.of(queue)
+    await fair.pull(
+        client, keys, queue, count=4, group=backend.group, consumer="dead", tenants=None
+    )
+    gate, claimed = anyio.Event(), anyio.Event()
+    real = redis_leases.reclaim
+
+    async def held_back(*args: Any, **options: Any) -> Any:
+        reply = await real(*args, **options)  # claimed on the server, the reply on its way
+        if reply[1]:
+            claimed.set()
+            await gate.wait()
+        return reply
+
+    monkeypatch.setattr(redis_leases, "reclaim", held_back)
+    got: list[fa.Delivery] = []
+
+    async def reader() -> None:
+        got.extend(await source.receive(4))
+
+    async with anyio.create_task_group() as tasks:
+        with anyio.fail_after(10):
+            await claimed.wait()
+        tasks.start_soon(reader)  # finds its buffer empty while the claim is out
+        await anyio.wait_all_tasks_blocked()
+        gate.set()
+    held = await client.xpending_range(queue, backend.group, "-", "+", 100, "live")
+    assert len(got) == len(held) == 4  # the claimed four, and no pull past the credit
+    assert {d.message.attempt for d in got} == {2}
+    await client.aclose()
+    await source.close()
+    await backend.close()
+
+
+async def test_a_reader_whose_pull_found_nothing_takes_what_a_pull_with_the_acks_brought(
+    redis: RedisServer,
+) -> None:
+    queue = f"fair-{uuid.uuid4().hex[:8]}"
+    backend = RedisBackend(redis.url, consumer="live", block=60.0)  # a wait would show
+    backend.share_fairly(queue, FairShares())
+    for n in range(4):
+        await backend.publish(queue, n, properties=props("acme"))
+    source: Any = await backend.open_source(queue, prefetch=4)  # pulls of two
+    first = await source.receive(4)
+    assert [d.message.payload for d in first] == [0, 1]
+    gate, pulling = anyio.Event(), anyio.Event()
+    real = source._transaction
+
+    async def held_back(commands: Any) -> Any:
+        commands = list(commands)
+        if len(commands) == 2 and not gate.is_set():  # the reader's own pull
+            pulling.set()
+            await gate.wait()
+        return await real(commands)
+
+    source._transaction = held_back
+    got: list[fa.Delivery] = []
+    done = anyio.Event()
+
+    async def reader() -> None:
+        got.extend(await source.receive(4))
+        done.set()
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(reader)
+        await pulling.wait()
+        for delivery in first:
+            delivery.handle.ack()  # their batch pulls the other two, before the reader's
+        await until("the acks' pull back", lambda: len(source._buffer) == 2)
+        gate.set()  # the reader's pull finds nothing left: it takes the buffer, no wait
+        with anyio.fail_after(10):  # (not the minute its wait for publishes would take)
+            await done.wait()
+    assert [d.message.payload for d in got] == [2, 3]
+    for delivery in got:
+        delivery.handle.ack()
+    await source.close()
+    await backend.close()
+
+
+async def test_a_recount_acks_a_pending_entry_whose_data_is_gone(redis: RedisServer) -> None:
+    queue = f"fair-{uuid.uuid4().hex[:8]}"
+    one = RedisBackend(redis.url, consumer="one", block=0.05)
+    two = RedisBackend(redis.url, consumer="two", block=0.05)
+    for backend in (one, two):
+        backend.share_fairly(queue, FairShares(limit=2))
+    for n in range(4):
+        await one.publish(queue, f"m{n}", properties=props("acme"))
+    first = await one.open_source(queue, prefetch=2)
+    got = await take_all(first, 2, lambda delivery: None)
+    client = one.client()
+    assert await slots(client, queue) == {"acme": 2}
+    await client.xdel(queue, cast(bytes, got[0].handle.tag))  # m0 deleted by hand, pending
+    second = await two.open_source(queue, prefetch=5)  # its start recounts
+    assert await slots(client, queue) == {"acme": 1}  # m1's, held by the first
+    got[0].handle.ack()  # m0 is no longer pending: this frees nothing a second time
+
+    async def applied() -> bool:
+        return bool((await client.xpending(queue, one.group))["pending"] == 1)
+
+    await until("the ack applied", applied)
+    assert await slots(client, queue) == {"acme": 1}
+    assert len(await take(second, 5, wait=0.2)) == 1  # one more, to acme's limit of two
+    await client.aclose()
+    for source in (first, second):
+        await source.close()
+    for backend in (one, two):
+        await backend.close()
+
+
+async def test_a_dedicated_source_gives_back_what_its_name_held_of_other_tenants(
+    redis: RedisServer,
+) -> None:
+    queue = f"fair-{uuid.uuid4().hex[:8]}"
+    backend = RedisBackend(redis.url, consumer="w1", block=0.05)
+    backend.share_fairly(queue, FairShares())
+    await backend.publish(queue, "acme's", properties=props("acme"))
+    client = backend.client()
+    keys = fair.FairKeys.of(queue)
+    await backend.ensure_group(client, queue)
+    # w1's previous life, a ring consumer, left acme's entry pending under its name
+    await fair.pull(client, keys, queue, count=5, group=backend.group, consumer="w1", tenants=None)
+    dedicated = await backend.for_tenants({"globex"}).open_source(queue, prefetch=5)
+    assert await take(dedicated, 5, wait=0.2) == []
+    assert await client.llen(keys.list_of("acme")) == 1  # back in acme's list
+    await client.aclose()
+    await dedicated.close()
     await backend.close()
 
 

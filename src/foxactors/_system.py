@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -199,7 +200,8 @@ def run(
     The first signal starts a graceful, ordered shutdown; a second one cancels
     whatever is still stopping. Call from the main thread of a script: it owns the
     process, so once the tree has started it freezes the start-up objects out of the
-    garbage collector's sight (`freeze_gc`).
+    garbage collector's sight (`freeze_gc`, unless something is frozen already), and
+    unfreezes them when the tree has stopped.
 
     Returns:
         How the root ended.
@@ -217,7 +219,7 @@ async def _serve(root: ChildSpec) -> Exit:
         # handled (as a graceful stop) as soon as the tree is up.
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with open_system(root) as system, anyio.create_task_group() as tasks:
-                freeze_gc()
+                froze = not gc.get_freeze_count() and freeze_gc() > 0
 
                 async def on_signals() -> None:
                     stopping = False
@@ -233,7 +235,11 @@ async def _serve(root: ChildSpec) -> Exit:
                             system.stop()
 
                 tasks.start_soon(on_signals)
-                exit = await system.wait_stopped()
+                try:
+                    exit = await system.wait_stopped()
+                finally:
+                    if froze:  # what it froze may be collected again once it has ended
+                        gc.unfreeze()
                 tasks.cancel_scope.cancel()
             return exit
     return Exit(ExitKind.KILLED)

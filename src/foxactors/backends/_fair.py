@@ -158,6 +158,9 @@ class DeficitRoundRobin:
         """Use ``shares`` from each tenant's next turn on."""
         self._shares = shares
         self._unit = _unit(shares)
+        if self._unit:  # turns of one count nothing: no leftover for a later weighted turn
+            for tenant in self._credit:
+                self._credit[tenant] = 0
 
     def activate(self, tenant: str) -> None:
         """``tenant`` has work and room: join the back of the ring unless in it."""

@@ -57,8 +57,7 @@ class FairRedisSource(RedisSource):
         # the pipeline would wait for each pull with nothing to do.
         self._most = max(1, self.prefetch // 2)
         self._pulling = 0  # entries asked for by pulls in flight (credit they hold)
-        shares = backend.fair_shares(queue)
-        self._unlimited = shares is None or not fair.limited(shares)
+        self._claiming = 0  # of which a reclaim holds
         self._pulled: asyncio.Event | None = None  # set when one is back
 
     async def start(self) -> None:
@@ -109,6 +108,11 @@ class FairRedisSource(RedisSource):
             return
         await super()._fetch()
 
+    def _unlimited(self) -> bool:
+        """Whether this process declared the queue without limits (as it does now)."""
+        shares = self.backend.fair_shares(self.queue)
+        return shares is None or not fair.limited(shares)
+
     def _wake(self) -> None:
         """A failure or close: a reader waiting for a pull in flight stops waiting."""
         if self._pulled is not None:
@@ -141,7 +145,10 @@ class FairRedisSource(RedisSource):
         for result in (moved, read):
             if isinstance(result, Exception):
                 raise result
-        if self._buffer_read(read, _NORMAL):
+        if self._buffer_read(read, _NORMAL) or self._buffer:
+            return  # (a pull with the acks may have taken what this one found gone)
+        if self._pulling:  # such a pull is still out: its entries come with it
+            await self._fetch()
             return
         # nothing for us: wait until a publish, a settle or a due retry says otherwise
         await self.client.execute_command(
@@ -157,19 +164,34 @@ class FairRedisSource(RedisSource):
             await self._apply_serially(batch)
 
     async def reclaim(self) -> bool:
-        """Claim idle entries as every source does, one at a time with settling."""
+        """Claim idle entries as every source does, one at a time with settling.
+
+        The credit it may claim counts as in flight (as a pull's) until what it
+        claimed is buffered: a reader that finds its buffer empty meanwhile waits for
+        it instead of pulling that credit again.
+        """
         async with self._serial:
-            return await super().reclaim()
+            hold = max(0, min(self._reclaim_room(), self.leases.claim_batch))
+            self._claiming = hold
+            self._pull_started(hold)
+            try:
+                return await super().reclaim()
+            finally:
+                self._claiming = 0
+                self._pull_ended(hold)
 
     def _reclaim_room(self) -> int:
-        return super()._reclaim_room() - self._pulling  # pulls in flight hold credit too
+        # pulls in flight hold credit too (not the reclaim's own hold)
+        return super()._reclaim_room() - (self._pulling - self._claiming)
 
     async def _took_over(self, items: list[Any]) -> None:
-        """Buffer what a reclaim took over; a dedicated source gives others' back first.
+        """Buffer what was taken over; a dedicated source gives others' back first.
 
-        Its pulls take its tenants' entries alone, but a dead consumer's may be any
-        tenant's. Such an entry goes back to the front of its tenant's list, undelivered,
-        with the attempt of this taking-over given back.
+        Its pulls take its tenants' entries alone, but what it takes over from a dead
+        consumer, or recovers from its own name's previous life (a ring consumer once,
+        or cut off before it gave back), may be any tenant's. Such an entry goes back
+        to the front of its tenant's list, undelivered, with the attempt of this
+        taking-over given back.
         """
         if self.tenants is None:
             await super()._took_over(items)
@@ -273,7 +295,7 @@ class FairRedisSource(RedisSource):
         # every slot its acks free before the others could.)
         ahead = 0
         waiting = self._credit is not None
-        if (waiting or (self._pulling and self._unlimited)) and not self._closed:
+        if (waiting or (self._pulling and self._unlimited())) and not self._closed:
             free = self.prefetch - len(self._unsettled) - self._settling + size
             ahead = min(free - len(self._buffer) - self._pulling, self._most)
             if ahead < (min(self._want, self._most) if waiting else self._most):

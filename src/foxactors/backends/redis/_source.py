@@ -167,10 +167,12 @@ class RedisSource(BrokerSource[bytes, Held]):
                 if gone:  # trimmed or deleted while pending: nothing left to deliver
                     await self.client.xack(stream, self.group, *gone)
                     await self._trimmed(gone, stream)
-                self._buffer.extend(
-                    (entry_id, fields, counts.get(entry_id, 1), level)
-                    for entry_id, fields in entries
-                    if fields
+                await self._took_over(
+                    [
+                        (entry_id, fields, counts.get(entry_id, 1), level)
+                        for entry_id, fields in entries
+                        if fields
+                    ]
                 )
                 start = entries[-1][0]
 
@@ -490,7 +492,7 @@ class RedisSource(BrokerSource[bytes, Held]):
         return self.prefetch - len(self._unsettled) - self._settling - len(self._buffer)
 
     async def _took_over(self, items: list[Item]) -> None:
-        """Entries a reclaim took over from a dead consumer: buffered, to be delivered."""
+        """Entries taken over (from a dead consumer, or this name's previous life): buffered."""
         self._buffer.extend(items)
 
     async def forget_dead_consumers(self) -> None:

@@ -3,15 +3,22 @@
 -- entry pending in the group that carries x-slot (see fair_common). Run when a
 -- consumer starts: a count left by a consumer of an earlier version (which counted
 -- entries that carry no x-slot, and so are never freed now) or by hand is replaced.
--- A tenant that has room again rejoins the ring. Returns how many slots are held.
+-- A tenant that has room again rejoins the ring. A pending entry whose data is gone
+-- (trimmed or deleted by hand) is acknowledged: no one can tell whose slot it held,
+-- and its holder, finding it no longer pending, frees nothing for it either. With a
+-- second consumer group on the stream (whose slots count as one: see docs/tenants.md)
+-- nothing is recounted. Returns how many slots are held (-1: not recounted).
 local stream, group = KEYS[6], ARGV[2]
+if #redis.call('XINFO', 'GROUPS', stream) > 1 then return -1 end
 local held, total, start = {}, 0, '-'
 while true do
   local page = redis.call('XPENDING', stream, group, start, '+', 1000)
   for _, p in ipairs(page) do
     local entry = redis.call('XRANGE', stream, p[1], p[1])
     local t = #entry > 0 and slot_of(entry[1][2]) or nil
-    if t then
+    if #entry == 0 then
+      redis.call('XACK', stream, group, p[1])
+    elseif t then
       held[t] = (held[t] or 0) + 1
       total = total + 1
     end
