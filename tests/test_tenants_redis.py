@@ -743,6 +743,52 @@ async def test_a_dedicated_source_gives_back_what_its_name_held_of_other_tenants
     await backend.close()
 
 
+async def test_a_reader_waiting_for_a_claim_in_flight_ends_when_the_source_fails(
+    redis: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queue = f"fair-{uuid.uuid4().hex[:8]}"
+    backend = RedisBackend(
+        redis.url, consumer="live", block=0.05, leases=Leases(claim_min_idle=0.1)
+    )
+    backend.share_fairly(queue, FairShares())
+    await backend.publish(queue, "a", properties=props("acme"))
+    source: Any = await backend.open_source(queue, prefetch=4)  # its keeper reclaims
+    client = backend.client()
+    keys = fair.FairKeys.of(queue)
+    await fair.pull(
+        client, keys, queue, count=4, group=backend.group, consumer="dead", tenants=None
+    )
+    claimed = anyio.Event()
+    real = redis_leases.reclaim
+
+    async def hung(*args: Any, **options: Any) -> Any:  # its reply never comes
+        reply = await real(*args, **options)
+        if reply[1]:
+            claimed.set()
+            await anyio.sleep_forever()
+        return reply
+
+    monkeypatch.setattr(redis_leases, "reclaim", hung)
+    failed = anyio.Event()
+
+    async def reader() -> None:
+        with pytest.raises(fa.BackendError, match="gone"):
+            await source.receive(4)  # waits for the claim's entries, not a pull of its own
+        failed.set()
+
+    async with anyio.create_task_group() as tasks:
+        with anyio.fail_after(10):
+            await claimed.wait()
+        tasks.start_soon(reader)
+        await anyio.wait_all_tasks_blocked()
+        source._fail("the connection is gone")
+        with anyio.fail_after(10):
+            await failed.wait()
+    await client.aclose()
+    await source.close()
+    await backend.close()
+
+
 async def test_a_fair_source_loads_its_scripts_again_when_the_server_lost_them(
     redis: RedisServer,
 ) -> None:
