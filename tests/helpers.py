@@ -78,6 +78,12 @@ def tree(children: list[fa.ChildSpec], name: str = "app", **options: Any) -> fa.
     return fa.Supervisor.spec(name, children, **options)
 
 
+def ending_with(name: str, actor: type[fa.Actor[Any]]) -> fa.ChildSpec:
+    """A tree that ends (normally) when its one child ``actor`` stops itself."""
+    child = fa.ChildSpec(name, actor, restart="transient", significant=True)
+    return fa.Supervisor.spec("job", [child], auto_shutdown="any_significant")
+
+
 class Gate(fa.Actor[Any]):
     """Handles each message only once its gate opens; records what it handled."""
 

@@ -11,6 +11,7 @@ import pytest
 
 import foxactors as fa
 
+from .helpers import ending_with
 from .test_system import Finisher
 
 
@@ -67,11 +68,7 @@ class Watcher(fa.Actor[Any]):
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
 def test_run_freezes_once_the_tree_has_started_and_thaws_when_it_ends(backend: str) -> None:
-    spec = fa.Supervisor.spec(
-        "job",
-        [fa.ChildSpec("watcher", Watcher, restart="transient", significant=True)],
-        auto_shutdown="any_significant",
-    )
+    spec = ending_with("watcher", Watcher)
     Watcher.seen.clear()
     Watcher.kept.clear()
     assert fa.run(spec, backend=backend) == fa.Exit(fa.ExitKind.NORMAL)
@@ -82,11 +79,7 @@ def test_run_freezes_once_the_tree_has_started_and_thaws_when_it_ends(backend: s
 
 
 def test_run_leaves_a_freeze_of_the_application_alone() -> None:
-    spec = fa.Supervisor.spec(
-        "job",
-        [fa.ChildSpec("finisher", Finisher, restart="transient", significant=True)],
-        auto_shutdown="any_significant",
-    )
+    spec = ending_with("finisher", Finisher)
     assert fa.freeze_gc() > 0
     assert fa.run(spec) == fa.Exit(fa.ExitKind.NORMAL)
     assert gc.get_freeze_count() > 0  # not thawed by `run`, which did not freeze it

@@ -16,7 +16,7 @@ from structlog.testing import capture_logs
 import foxactors as fa
 from foxactors._system import CANCEL_GRACE
 
-from .helpers import Crash, Recorder, tree, worker
+from .helpers import Crash, Recorder, ending_with, tree, worker
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -171,11 +171,7 @@ class Finisher(fa.Actor[Any]):
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
 def test_run_returns_how_the_root_ended(backend: str) -> None:
-    spec = fa.Supervisor.spec(
-        "job",
-        [fa.ChildSpec("finisher", Finisher, restart="transient", significant=True)],
-        auto_shutdown="any_significant",
-    )
+    spec = ending_with("finisher", Finisher)
     assert fa.run(spec, backend=backend) == fa.Exit(fa.ExitKind.NORMAL)
 
 

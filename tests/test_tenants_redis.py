@@ -288,29 +288,43 @@ async def test_one_read_takes_a_turn_of_each_of_10_000_tenants(redis: RedisServe
     await backend.close()
 
 
+def two_groups(url: str, queue: str) -> tuple[RedisBackend, RedisBackend]:
+    """Backends of two consumer groups ("one", "two") on the fair queue ``queue``."""
+    backends = (
+        RedisBackend(url, group="one", block=0.05),
+        RedisBackend(url, group="two", block=0.05),
+    )
+    for backend in backends:
+        backend.share_fairly(queue, FairShares())
+    return backends
+
+
+def leased(url: str, queue: str, shares: FairShares) -> RedisBackend:
+    """A backend ("live") of a fair queue whose leases run out in a tenth of a second."""
+    backend = RedisBackend(url, consumer="live", block=0.05, leases=Leases(claim_min_idle=0.1))
+    backend.share_fairly(queue, shares)
+    return backend
+
+
+async def dead_consumer_takes(client: Any, backend: RedisBackend, queue: str, count: int) -> None:
+    """A consumer named "dead" pulls up to ``count`` entries of ``queue``, never to settle them."""
+    await backend.ensure_group(client, queue)
+    keys = fair.FairKeys.of(queue)
+    await fair.pull(
+        client, keys, queue, count=count, group=backend.group, consumer="dead", tenants=None
+    )
+
+
 async def test_a_dead_consumers_entry_taken_over_frees_its_tenants_slot_when_acked(
     redis: RedisServer,
 ) -> None:
     queue = f"fair-{uuid.uuid4().hex[:8]}"
-    backend = RedisBackend(
-        redis.url, consumer="live", block=0.05, leases=Leases(claim_min_idle=0.1)
-    )
-    backend.share_fairly(queue, FairShares(limit=1))
+    backend = leased(redis.url, queue, FairShares(limit=1))
     for payload in ("first", "second"):
         await backend.publish(queue, payload, properties=props("acme"))
     source = await backend.open_source(queue, prefetch=5)
     client = backend.client()
-    keys = fair.FairKeys.of(queue)
-    # a consumer that took acme's first entry (its one slot) and died
-    await fair.pull(
-        client,
-        keys,
-        queue,
-        count=5,
-        group=backend.group,
-        consumer="dead",
-        tenants=None,
-    )
+    await dead_consumer_takes(client, backend, queue, 5)  # acme's first: its one slot
     assert await take(source, 5, wait=0.1) == []  # acme is at its limit
 
     async def reclaimed() -> bool:  # the dead one's lease runs out on the Redis clock
@@ -336,18 +350,12 @@ async def test_a_dedicated_source_gives_back_another_tenants_entry_it_took_over(
     redis: RedisServer,
 ) -> None:
     queue = f"fair-{uuid.uuid4().hex[:8]}"
-    backend = RedisBackend(
-        redis.url, consumer="live", block=0.05, leases=Leases(claim_min_idle=0.1)
-    )
-    backend.share_fairly(queue, FairShares(limit=1))
+    backend = leased(redis.url, queue, FairShares(limit=1))
     await backend.publish(queue, "acme's", properties=props("acme"))
     dedicated = await backend.for_tenants({"globex"}).open_source(queue, prefetch=5)
     client = backend.client()
     keys = fair.FairKeys.of(queue)
-    # a consumer that took acme's entry (its one slot) and died
-    await fair.pull(
-        client, keys, queue, count=5, group=backend.group, consumer="dead", tenants=None
-    )
+    await dead_consumer_takes(client, backend, queue, 5)  # acme's entry: its one slot
     await backend.publish(queue, "acme's next", properties=props("acme"))
 
     async def given_back() -> bool:  # the dead one's lease runs out on the Redis clock
@@ -477,18 +485,12 @@ async def test_a_reclaim_beside_a_pull_in_flight_takes_no_more_than_the_credit(
     redis: RedisServer,
 ) -> None:
     queue = f"fair-{uuid.uuid4().hex[:8]}"
-    backend = RedisBackend(
-        redis.url, consumer="live", block=0.05, leases=Leases(claim_min_idle=0.1)
-    )
-    backend.share_fairly(queue, FairShares())
+    backend = leased(redis.url, queue, FairShares())
     for n in range(8):
         await backend.publish(queue, n, properties=props("acme"))
     source: Any = await backend.open_source(queue, prefetch=4)  # pulls take 2 at a time
     client = backend.client()
-    keys = fair.FairKeys.of(queue)
-    await fair.pull(
-        client, keys, queue, count=4, group=backend.group, consumer="dead", tenants=None
-    )
+    await dead_consumer_takes(client, backend, queue, 4)
     gate, pulling = anyio.Event(), anyio.Event()
     real = source._transaction
 
@@ -525,10 +527,7 @@ async def test_a_pull_whose_script_was_refused_keeps_what_its_read_took(
     redis: RedisServer,
 ) -> None:
     queue = f"fair-{uuid.uuid4().hex[:8]}"
-    one = RedisBackend(redis.url, group="one", block=0.05)
-    two = RedisBackend(redis.url, group="two", block=0.05)
-    for backend in (one, two):
-        backend.share_fairly(queue, FairShares())
+    one, two = two_groups(redis.url, queue)
     first = await one.open_source(queue, prefetch=10)
     second = await two.open_source(queue, prefetch=10)
     for n in range(3):
@@ -606,18 +605,12 @@ async def test_a_reclaim_in_flight_holds_its_credit_from_the_reader(
     redis: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     queue = f"fair-{uuid.uuid4().hex[:8]}"
-    backend = RedisBackend(
-        redis.url, consumer="live", block=0.05, leases=Leases(claim_min_idle=0.1)
-    )
-    backend.share_fairly(queue, FairShares())
+    backend = leased(redis.url, queue, FairShares())
     for n in range(8):
         await backend.publish(queue, n, properties=props("acme"))
     source = await backend.open_source(queue, prefetch=4)  # its keeper reclaims
     client = backend.client()
-    keys = fair.FairKeys.of(queue)
-    await fair.pull(
-        client, keys, queue, count=4, group=backend.group, consumer="dead", tenants=None
-    )
+    await dead_consumer_takes(client, backend, queue, 4)
     gate, claimed = anyio.Event(), anyio.Event()
     real = redis_leases.reclaim
 
@@ -747,17 +740,11 @@ async def test_a_reader_waiting_for_a_claim_in_flight_ends_when_the_source_fails
     redis: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     queue = f"fair-{uuid.uuid4().hex[:8]}"
-    backend = RedisBackend(
-        redis.url, consumer="live", block=0.05, leases=Leases(claim_min_idle=0.1)
-    )
-    backend.share_fairly(queue, FairShares())
+    backend = leased(redis.url, queue, FairShares())
     await backend.publish(queue, "a", properties=props("acme"))
     source: Any = await backend.open_source(queue, prefetch=4)  # its keeper reclaims
     client = backend.client()
-    keys = fair.FairKeys.of(queue)
-    await fair.pull(
-        client, keys, queue, count=4, group=backend.group, consumer="dead", tenants=None
-    )
+    await dead_consumer_takes(client, backend, queue, 4)
     claimed = anyio.Event()
     real = redis_leases.reclaim
 
@@ -936,10 +923,7 @@ async def test_a_second_group_of_a_fair_queue_still_reads_every_entry(
     redis: RedisServer,
 ) -> None:
     queue = f"fair-{uuid.uuid4().hex[:8]}"
-    first = RedisBackend(redis.url, group="g1", block=0.05)
-    second = RedisBackend(redis.url, group="g2", block=0.05)
-    for backend in (first, second):
-        backend.share_fairly(queue, FairShares())
+    first, second = two_groups(redis.url, queue)
     late = await second.open_source(queue, prefetch=100)  # its group exists, it reads later
     for n in range(300):
         await first.publish(queue, n, properties=props(TENANTS[n % 3]))

@@ -204,13 +204,23 @@ class FairRedisSource(RedisSource):
         await super()._took_over(ours)
         if not theirs:
             return
-        commands = [self._give_back_command(item) for item in theirs]
-        results = await self._run(commands)
-        lost = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
-        if lost:  # those alone once more, with the scripts loaded
-            await fair.load_scripts(self.client)
-            for i, result in zip(lost, await self._run([commands[i] for i in lost]), strict=True):
-                results[i] = result
+        commands = []
+        for entry_id, fields, attempt, level in theirs:
+            if _SLOT in fields:  # its slot is freed with it, even if trimmed meanwhile
+                self._tenant_of[entry_id] = fields.get(_TENANT, b"").decode()
+            requeue = (entry_id, attempt, Decision.REQUEUE, 0.0, "")
+            commands.append(self._copy_command(level, requeue, give_back=1))
+        try:
+            results = await self._run(commands)
+            lost = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
+            if lost:  # those alone once more, with the scripts loaded
+                await fair.load_scripts(self.client)
+                again = await self._run([commands[i] for i in lost])
+                for i, result in zip(lost, again, strict=True):
+                    results[i] = result
+        finally:
+            for entry_id, *_ in theirs:
+                self._tenant_of.pop(entry_id, None)
         for result in results:
             if isinstance(result, Exception):
                 raise result
@@ -219,24 +229,6 @@ class FairRedisSource(RedisSource):
             stream=self.queue,
             consumer=self.consumer,
             ids=[item[0].decode() for item in theirs],
-        )
-
-    def _give_back_command(self, item: Any) -> tuple[Any, ...]:
-        entry_id, fields, level = item[0], item[1], item[3]
-        return fair.settle_command(
-            self._keys,
-            self._streams[level],
-            self._delayed,
-            self._dead,
-            group=self.group,
-            consumer=self.consumer,
-            entry_id=entry_id,
-            mode=wire.COPY_MODE[Decision.REQUEUE],
-            delay=0.0,
-            give_back=1,
-            token=uuid.uuid4().hex,
-            tenant=fields.get(_TENANT, b"").decode() if _SLOT in fields else fair.UNKNOWN,
-            extra=(),
         )
 
     async def renew(self) -> None:
@@ -371,7 +363,13 @@ class FairRedisSource(RedisSource):
     def _queue_copy(self, pipe: Any, level: int, copy: wire.Copy) -> None:
         pipe.execute_command(*self._copy_command(level, copy))
 
-    def _copy_command(self, level: int, copy: wire.Copy) -> tuple[Any, ...]:
+    def _copy_command(
+        self, level: int, copy: wire.Copy, *, give_back: int | None = None
+    ) -> tuple[Any, ...]:
+        """The settle script's command for ``copy``; ``give_back``: attempts not counted.
+
+        (By default one for a defer, none otherwise.)
+        """
         entry_id, attempt, decision, delay, reason = copy
         extra: tuple[Any, ...] = ()
         if decision is Decision.DEAD_LETTER:
@@ -386,7 +384,7 @@ class FairRedisSource(RedisSource):
             entry_id=entry_id,
             mode=wire.COPY_MODE[decision],
             delay=delay,
-            give_back=1 if decision is Decision.DEFER else 0,
+            give_back=(1 if decision is Decision.DEFER else 0) if give_back is None else give_back,
             token=uuid.uuid4().hex,
             tenant=self._tenant_of.get(entry_id, fair.UNKNOWN),
             extra=extra,
