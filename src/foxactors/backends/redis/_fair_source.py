@@ -339,9 +339,11 @@ class FairRedisSource(RedisSource):
     async def _trimmed(self, ids: list[bytes], stream: str) -> None:
         """Also free the slots those this consumer read held (their tenants are known).
 
-        An entry another consumer read and that was trimmed before it could be taken
-        over keeps its tenant's slot: nothing is left to tell whose it was. (The pull
-        never trims a pending entry; this is for the stream trimmed by hand.)
+        Also those still buffered (their fields were read whole: they are handed out
+        all the same, holding no slot). An entry another consumer read and that was
+        trimmed before it could be taken over keeps its tenant's slot: nothing is left
+        to tell whose it was. (The pull never trims a pending entry; this is for the
+        stream trimmed by hand.)
         """
         await super()._trimmed(ids, stream)
         counts: dict[str, int] = {}
@@ -349,6 +351,12 @@ class FairRedisSource(RedisSource):
             tenant = self._tenant_of.pop(entry_id, None)
             if tenant is not None:
                 counts[tenant] = counts.get(tenant, 0) + 1
+        gone = set(ids)  # read but not handed out yet: their fields tell the tenant
+        for entry_id, fields, *_ in self._buffer:
+            if entry_id in gone and _SLOT in fields:
+                tenant = fields.get(_TENANT, b"").decode()
+                counts[tenant] = counts.get(tenant, 0) + 1
+                del fields[_SLOT]  # it holds none now (it is still handed out: read whole)
         if counts:
             await fair.release(self.client, self._keys, counts)
 
