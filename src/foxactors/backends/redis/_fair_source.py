@@ -56,9 +56,6 @@ class FairRedisSource(RedisSource):
         # acks of the other) while the other is processed. A whole prefetch at a time,
         # the pipeline would wait for each pull with nothing to do.
         self._most = max(1, self.prefetch // 2)
-        self._pulling = 0  # entries asked for by pulls in flight (credit they hold)
-        self._claiming = 0  # of which a reclaim holds
-        self._pulled: asyncio.Event | None = None  # set when one is back
 
     async def start(self) -> None:
         """Write the queue's shares, count its slots again, then start as every source does.
@@ -99,34 +96,10 @@ class FairRedisSource(RedisSource):
             self._tenant_of[item[0]] = fields.get(_TENANT, b"").decode()
         return super()._deliver(item, now)
 
-    async def _fetch(self) -> None:
-        """Read as every source does, unless pulls are in flight: wait for one instead."""
-        if self._pulling:
-            if self._pulled is None:
-                self._pulled = asyncio.Event()
-            await self._pulled.wait()  # set also when the batch fails
-            return
-        await super()._fetch()
-
     def _unlimited(self) -> bool:
         """Whether this process declared the queue without limits (as it does now)."""
         shares = self.backend.fair_shares(self.queue)
         return shares is None or not fair.limited(shares)
-
-    def _wake(self) -> None:
-        """A failure or close: a reader waiting for a pull in flight stops waiting."""
-        if self._pulled is not None:
-            self._pulled.set()
-            self._pulled = None
-
-    def _pull_started(self, count: int) -> None:
-        self._pulling += count
-
-    def _pull_ended(self, count: int) -> None:
-        self._pulling -= count
-        if self._pulled is not None:
-            self._pulled.set()
-            self._pulled = None
 
     async def _read_levels(self, count: int, block: float) -> None:
         count = min(count, self._most)  # nothing else pulls (see `_fetch`)
@@ -164,25 +137,9 @@ class FairRedisSource(RedisSource):
             await self._apply_serially(batch)
 
     async def reclaim(self) -> bool:
-        """Claim idle entries as every source does, one at a time with settling.
-
-        The credit it may claim counts as in flight (as a pull's) until what it
-        claimed is buffered: a reader that finds its buffer empty meanwhile waits for
-        it instead of pulling that credit again.
-        """
+        """Claim idle entries as every source does, one at a time with settling."""
         async with self._serial:
-            hold = max(0, min(self._reclaim_room(), self.leases.claim_batch))
-            self._claiming = hold
-            self._pull_started(hold)
-            try:
-                return await super().reclaim()
-            finally:
-                self._claiming = 0
-                self._pull_ended(hold)
-
-    def _reclaim_room(self) -> int:
-        # pulls in flight hold credit too (not the reclaim's own hold)
-        return super()._reclaim_room() - (self._pulling - self._claiming)
+            return await super().reclaim()
 
     async def _took_over(self, items: list[Any]) -> None:
         """Buffer what was taken over; a dedicated source gives others' back first.

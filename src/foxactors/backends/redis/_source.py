@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import math
 import time
@@ -115,6 +116,14 @@ class RedisSource(BrokerSource[bytes, Held]):
         # Whether the last lags seen had entries in normal's stream and none above it
         # (see `_apply`).
         self._normal_only = False
+        # Credit in flight: entries asked for by reads and reclaims not yet back. It
+        # counts against the credit as the buffer does, so that reads, reads with the
+        # acks and reclaims side by side never take more than the prefetch between
+        # them; a reader that finds its buffer empty while one is out waits for it.
+        # (A read holds its credit only while it reads, not while it waits for entries.)
+        self._pulling = 0
+        self._claiming = 0  # of which a reclaim holds
+        self._pulled: asyncio.Event | None = None  # set when one is back
 
     @property
     def backend(self) -> RedisBackend:
@@ -193,7 +202,32 @@ class RedisSource(BrokerSource[bytes, Held]):
         # Read no more than the free credit: all of it is handed out at once. An entry
         # read and kept back would count as delivered; after a cut it would come back
         # with one attempt more without having run.
-        await self._read(max(1, self.prefetch - len(self._unsettled) - self._settling))
+        if self._pulling:  # a read with the acks or a reclaim is out: its entries come
+            if self._pulled is None:
+                self._pulled = asyncio.Event()
+            await self._pulled.wait()  # set also on failure or close (`_wake`)
+            return
+        await self._read(max(1, self._free()))
+
+    def _free(self) -> int:
+        """Credit neither unsettled, buffered nor in flight."""
+        held = len(self._unsettled) + self._settling + len(self._buffer)
+        return self.prefetch - held - self._pulling
+
+    def _pull_started(self, count: int) -> None:
+        self._pulling += count
+
+    def _pull_ended(self, count: int) -> None:
+        self._pulling -= count
+        if self._pulled is not None:
+            self._pulled.set()
+            self._pulled = None
+
+    def _wake(self) -> None:
+        """A failure or close: a reader waiting for credit in flight stops waiting."""
+        if self._pulled is not None:
+            self._pulled.set()
+            self._pulled = None
 
     async def _read(self, count: int) -> None:
         """Read up to ``count`` new entries, highest level first; or wait for some."""
@@ -219,18 +253,32 @@ class RedisSource(BrokerSource[bytes, Held]):
         """
         lags, self._fresh_lags = self._fresh_lags or await self._lags(), None
         self._note(lags)
-        plan = _plan(lags, count)
-        if not plan:
+        seen: set[str] = set()  # the streams a blocking XREAD saw entries in
+        if not _plan(lags, count):
             woken = await self.client.execute_command(
                 *("XREAD", "COUNT", 1, "BLOCK", int(block * 1000), "STREAMS", *self._streams),
                 *(last for _, last in lags),
             )
             if not woken:
                 return
-            plan = _plan(await self._lags(), count)  # a new level's stream gets the group
-            if not plan:  # what XREAD saw is there, whatever a lag says: read it
-                names = {name.decode() for name, _ in woken}
-                plan = [(next(i for i, s in enumerate(self._streams) if s in names), count)]
+            lags = await self._lags()  # a new level's stream gets the group
+            seen = {name.decode() for name, _ in woken}
+        # the credit as it is now (a reclaim may have taken some meanwhile), held
+        # while the reads are out
+        held = min(count, self._free())
+        plan = _plan(lags, held) if held > 0 else []
+        if not plan and seen and held > 0:  # what XREAD saw is there, whatever a lag says
+            plan = [(next(i for i, s in enumerate(self._streams) if s in seen), held)]
+        if not plan:
+            return
+        self._pull_started(held)
+        try:
+            await self._read_plan(plan)
+        finally:
+            self._pull_ended(held)
+
+    async def _read_plan(self, plan: list[tuple[int, int]]) -> None:
+        """Read ``plan``'s levels, (level, how many) each, in one round trip."""
         if len(plan) == 1:  # the common case: one level (normal) has entries
             level, take = plan[0]
             self._buffer_read(
@@ -324,8 +372,8 @@ class RedisSource(BrokerSource[bytes, Held]):
         # level since the last lags waits for the next read (see docs/redis.md).
         lags = self._credit is not None and not self._buffer
         ahead = 0
-        if lags and self._normal_only:
-            ahead = self.prefetch - len(self._unsettled) - self._settling + len(batch)
+        if lags and self._normal_only and not self._closed:
+            ahead = self._free() + len(batch)
         if not copies and not other_acks and not lags:
             await self.client.xack(self.queue, self.group, *acks)
             return
@@ -340,7 +388,12 @@ class RedisSource(BrokerSource[bytes, Held]):
             pipe.execute_command(*self._read_command(_NORMAL, ahead))
         if lags:
             pipe.execute_command("EVALSHA", scripts.LEVELS_SHA, *self._levels_args)
-        results = await pipe.execute(raise_on_error=False)
+        held = max(ahead, 0)
+        self._pull_started(held)
+        try:
+            results = await pipe.execute(raise_on_error=False)
+        finally:
+            self._pull_ended(held)
         if lags:
             self._took_lags(results.pop())
         read = results.pop() if ahead > 0 else None
@@ -455,7 +508,18 @@ class RedisSource(BrokerSource[bytes, Held]):
         """
         if self._closed or self._failure is not None:
             return False
-        room = min(self._reclaim_room(), self.leases.claim_batch)
+        # what it may claim counts as in flight until it is buffered (see `_fetch`)
+        room = hold = max(0, min(self._reclaim_room(), self.leases.claim_batch))
+        self._claiming = hold
+        self._pull_started(hold)
+        try:
+            return await self._reclaim_levels(room)
+        finally:
+            self._claiming = 0
+            self._pull_ended(hold)
+
+    async def _reclaim_levels(self, room: int) -> bool:
+        """`reclaim`'s claims, level by level, ``room`` at most in all."""
         more = False
         for level, stream in enumerate(self._streams):
             if room <= 0:
@@ -488,8 +552,8 @@ class RedisSource(BrokerSource[bytes, Held]):
         return more
 
     def _reclaim_room(self) -> int:
-        """The credit a reclaim may take: what is neither unsettled nor buffered."""
-        return self.prefetch - len(self._unsettled) - self._settling - len(self._buffer)
+        """The credit a reclaim may take: not held, nor in flight but for its own hold."""
+        return self._free() + self._claiming
 
     async def _took_over(self, items: list[Item]) -> None:
         """Entries taken over (from a dead consumer, or this name's previous life): buffered."""
