@@ -171,3 +171,37 @@ async def take_all(
 def ack(delivery: fa.Delivery) -> None:
     """Settle ``delivery`` as handled (for `take_all`)."""
     delivery.handle.ack()
+
+
+async def read_beside_a_claim(source: Any, monkeypatch: Any, count: int) -> list[fa.Delivery]:
+    """What a reader of ``source`` gets when it starts while a claim is on its way.
+
+    The keeper's next claim that takes something is held once Redis has made it,
+    until the reader, started then, waits; a source that counts the claim against
+    its credit makes the reader wait for it rather than read beside it.
+    """
+    from foxactors.backends.redis import _leases as redis_leases  # noqa: PLC0415 - Redis tests
+
+    claimed, gate = anyio.Event(), anyio.Event()
+    real = redis_leases.reclaim
+
+    async def held_back(*args: Any, **options: Any) -> Any:
+        reply = await real(*args, **options)  # claimed on the server, the reply on its way
+        if reply[1]:
+            claimed.set()
+            await gate.wait()
+        return reply
+
+    monkeypatch.setattr(redis_leases, "reclaim", held_back)
+    got: list[fa.Delivery] = []
+
+    async def reader() -> None:
+        got.extend(await source.receive(count))
+
+    async with anyio.create_task_group() as tasks:
+        with anyio.fail_after(10):
+            await claimed.wait()
+        tasks.start_soon(reader)
+        await anyio.wait_all_tasks_blocked()
+        gate.set()
+    return got

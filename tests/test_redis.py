@@ -14,11 +14,10 @@ import redis.asyncio as aioredis
 
 import foxactors as fa
 from foxactors.backends import Leases, RedisBackend, RedisSource
-from foxactors.backends.redis import _leases as redis_leases
 from foxactors.testing.servers import RedisServer, free_port, redis_server, session_server
 
 from .conftest import REQUIRED
-from .helpers import receive_one, take_all
+from .helpers import read_beside_a_claim, receive_one, take_all
 
 pytestmark = pytest.mark.anyio
 
@@ -782,29 +781,7 @@ async def test_a_read_beside_a_reclaim_in_flight_takes_no_more_than_the_credit(
         await backend.publish(stream, n)
     source = await backend.open_source(stream, prefetch=4)  # its keeper reclaims
     await raw.xreadgroup(backend.group, "dead", {stream: ">"}, count=4)  # and dies
-    claimed = anyio.Event()
-    gate = anyio.Event()
-    real = redis_leases.reclaim
-
-    async def held_back(*args: Any, **options: Any) -> Any:
-        reply = await real(*args, **options)  # claimed on the server, the reply on its way
-        if reply[1]:
-            claimed.set()
-            await gate.wait()
-        return reply
-
-    monkeypatch.setattr(redis_leases, "reclaim", held_back)
-    got: list[fa.Delivery] = []
-
-    async def reader() -> None:
-        got.extend(await source.receive(4))
-
-    async with anyio.create_task_group() as tasks:
-        with anyio.fail_after(10):
-            await claimed.wait()
-        tasks.start_soon(reader)  # finds nothing buffered while the claim is out
-        await anyio.wait_all_tasks_blocked()
-        gate.set()
+    got = await read_beside_a_claim(source, monkeypatch, 4)
     held = await raw.xpending_range(stream, backend.group, "-", "+", 100, "live")
     assert len(got) == len(held) == 4  # the claimed four, and no read past the credit
     assert [d.message.payload for d in got] == [0, 1, 2, 3]

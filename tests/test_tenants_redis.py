@@ -24,7 +24,7 @@ from foxactors.backends.redis import _leases as redis_leases
 from foxactors.jobs import JobContext, JobQueue, JobState
 from foxactors.testing.servers import RedisServer
 
-from .helpers import ack, props, take_all, tenant_of, until
+from .helpers import ack, props, read_beside_a_claim, take_all, tenant_of, until
 
 pytestmark = pytest.mark.anyio
 
@@ -611,28 +611,7 @@ async def test_a_reclaim_in_flight_holds_its_credit_from_the_reader(
     source = await backend.open_source(queue, prefetch=4)  # its keeper reclaims
     client = backend.client()
     await dead_consumer_takes(client, backend, queue, 4)
-    gate, claimed = anyio.Event(), anyio.Event()
-    real = redis_leases.reclaim
-
-    async def held_back(*args: Any, **options: Any) -> Any:
-        reply = await real(*args, **options)  # claimed on the server, the reply on its way
-        if reply[1]:
-            claimed.set()
-            await gate.wait()
-        return reply
-
-    monkeypatch.setattr(redis_leases, "reclaim", held_back)
-    got: list[fa.Delivery] = []
-
-    async def reader() -> None:
-        got.extend(await source.receive(4))
-
-    async with anyio.create_task_group() as tasks:
-        with anyio.fail_after(10):
-            await claimed.wait()
-        tasks.start_soon(reader)  # finds its buffer empty while the claim is out
-        await anyio.wait_all_tasks_blocked()
-        gate.set()
+    got = await read_beside_a_claim(source, monkeypatch, 4)
     held = await client.xpending_range(queue, backend.group, "-", "+", 100, "live")
     assert len(got) == len(held) == 4  # the claimed four, and no pull past the credit
     assert {d.message.attempt for d in got} == {2}

@@ -219,12 +219,10 @@ class RedisSource(BrokerSource[bytes, Held]):
 
     def _pull_ended(self, count: int) -> None:
         self._pulling -= count
-        if self._pulled is not None:
-            self._pulled.set()
-            self._pulled = None
+        self._wake()  # a reader waiting for it looks again
 
     def _wake(self) -> None:
-        """A failure or close: a reader waiting for credit in flight stops waiting."""
+        """Wake a reader waiting for credit in flight (it came back, or a failure or close)."""
         if self._pulled is not None:
             self._pulled.set()
             self._pulled = None
