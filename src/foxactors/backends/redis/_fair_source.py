@@ -168,13 +168,7 @@ class FairRedisSource(RedisSource):
             requeue = (entry_id, attempt, Decision.REQUEUE, 0.0, "")
             commands.append(self._copy_command(level, requeue, give_back=1))
         try:
-            results = await self._run(commands)
-            lost = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
-            if lost:  # those alone once more, with the scripts loaded
-                await fair.load_scripts(self.client)
-                again = await self._run([commands[i] for i in lost])
-                for i, result in zip(lost, again, strict=True):
-                    results[i] = result
+            results = await self._again_if_refused(commands, await self._run(commands))
         finally:
             for entry_id, *_ in theirs:
                 self._tenant_of.pop(entry_id, None)
@@ -245,8 +239,7 @@ class FairRedisSource(RedisSource):
         ahead = 0
         waiting = self._credit is not None
         if (waiting or (self._pulling and self._unlimited())) and not self._closed:
-            free = self.prefetch - len(self._unsettled) - self._settling + size
-            ahead = min(free - len(self._buffer) - self._pulling, self._most)
+            ahead = min(self._free() + size, self._most)  # (this batch frees ``size``)
             if ahead < (min(self._want, self._most) if waiting else self._most):
                 ahead = 0
         failed: list[Any] = []  # the pull's errors
@@ -267,17 +260,26 @@ class FairRedisSource(RedisSource):
                 failed.append(moved)
         else:
             results = await self._run(commands)
-        lost = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
-        if lost:
-            # the server lost the scripts: those commands did not run (the others
-            # did); once more, those alone, with the scripts loaded
-            await fair.load_scripts(self.client)
-            for i, result in zip(lost, await self._run([commands[i] for i in lost]), strict=True):
-                results[i] = result
+        results = await self._again_if_refused(commands, results)
         for result in (*results, *failed):
             if isinstance(result, Exception):
                 raise result
         self._copied(copies, results[len(results) - len(copies) :])
+
+    async def _again_if_refused(
+        self, commands: list[tuple[Any, ...]], results: list[Any]
+    ) -> list[Any]:
+        """``results`` of ``commands``, those the server refused for NOSCRIPT run again.
+
+        The server lost the scripts: those commands did not run (the others did);
+        once more, those alone, with the scripts loaded.
+        """
+        lost = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
+        if lost:
+            await fair.load_scripts(self.client)
+            for i, result in zip(lost, await self._run([commands[i] for i in lost]), strict=True):
+                results[i] = result
+        return results
 
     async def _run(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         """Run ``commands`` in one round trip; their replies (an error as its exception)."""
