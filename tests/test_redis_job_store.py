@@ -28,6 +28,7 @@ from foxactors.jobs import (
     JobState,
     JobStoreError,
     RedisJobStore,
+    StartKind,
 )
 from foxactors.jobs import _redis_store as redis_store
 from foxactors.jobs._redis_form import encode, fields_of
@@ -194,6 +195,37 @@ async def test_a_joined_call_that_fails_answers_each_caller_as_its_own_call(
     assert (await store.get(other.id)).id == other.id
     with pytest.raises(JobNotFound):
         await store.get(keyed.id)
+
+
+async def test_concurrent_starts_and_completions_are_joined_and_a_refused_row_fails_alone(
+    store: RedisJobStore, raw: aioredis.Redis
+) -> None:
+    # A worker's deliveries of one turn start in one script call, and end in one; a row
+    # Redis refuses (here: acme's running index holds a string) fails its caller alone,
+    # as its own call would, and the rows beside it go through.
+    records = [job(), job(tenant="acme"), job(), job()]
+    for record in records:
+        await store.create(record)
+    warm, _ = await store.create(job())  # Redis knows the scripts now
+    await store.complete(warm.id, 1, NOW, None)
+    await store.start(warm.id, NOW, NOW + 30)
+    await raw.set(f"{store.prefix}:ts:acme:running", "garbage")
+    before = await calls(raw, "evalsha")
+    starts = await asyncio.gather(
+        *(store.start(r.id, NOW, NOW + 30) for r in records), return_exceptions=True
+    )
+    assert await calls(raw, "evalsha") - before == 1
+    assert isinstance(starts[1], JobRecordError)
+    assert "WRONGTYPE" in str(starts[1])
+    ran = [records[i] for i in (0, 2, 3)]
+    assert [starts[i].kind for i in (0, 2, 3)] == [StartKind.RUN] * 3  # type: ignore[union-attr]
+    assert [starts[i].record for i in (0, 2, 3)] == [await store.get(r.id) for r in ran]  # type: ignore[union-attr]
+
+    before = await calls(raw, "evalsha")
+    ends = await asyncio.gather(*(store.complete(r.id, 1, NOW + 1, n) for n, r in enumerate(ran)))
+    assert await calls(raw, "evalsha") - before == 1
+    assert ends == [JobState.SUCCEEDED] * 3
+    assert [(await store.get(r.id)).result for r in ran] == [0, 1, 2]
 
 
 async def test_closing_the_store_fails_the_commands_it_has_not_answered(

@@ -31,7 +31,7 @@ def text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _json(value: Any) -> str:
+def scalar(value: Any) -> str:
     """``encode(value)``, the same text, with a fast way for the usual scalars."""
     kind = type(value)
     if kind is str:
@@ -63,9 +63,9 @@ def fields_of(record: JobRecord) -> list[str]:
         elif name == "args":
             value_json = encode(dict(value))
         else:
-            value_json = _json(value)
+            value_json = scalar(value)
         flat += (name, value_json)
-    flat += ("v", _json(FORMAT))
+    flat += ("v", scalar(FORMAT))
     return flat
 
 

@@ -8,7 +8,7 @@ something else), with the URL's password never in its text.
 Commands issued in one event-loop turn (100 enqueues in flight, a worker's starts and
 completions) go out together, as one pipeline on one connection: one write and one
 pooled connection for the lot instead of one each (see `RedisLink.command`); the
-turn's creates, and its commits, are each joined into one script call
+turn's creates, commits, starts and completions are each joined into one script call
 (`RedisLink.call_joined`).
 """
 
@@ -29,8 +29,8 @@ from foxactors._batch import TurnBatcher
 from foxactors._errors import ConfigurationError
 from foxactors._redact import redact, secrets_of
 
-from ._errors import JobRecordError, JobStoreError
-from ._redis_scripts import Script
+from ._errors import JobError, JobRecordError, JobStoreError
+from ._redis_scripts import JSON_ROWS, SHARED, Script
 
 ERRORS = (RedisError, OSError)
 """What a command may raise when the server or the network fails."""
@@ -59,18 +59,23 @@ class _Call:
     """One command in a turn's batch.
 
     A call with ``parts`` may be joined with the batch's other calls of the same
-    command: ``rows``: the parts are JSON texts, sent as one JSON array, one reply
-    item each; else they are trailing arguments, and the reply is the same for all.
+    command; ``rows`` says how (`SHARED`, `JSON_ROWS`, or a row's width).
     """
 
     __slots__ = ("command", "parts", "rows")
 
     def __init__(
-        self, command: tuple[Any, ...], parts: list[str] | None = None, *, rows: bool = False
+        self, command: tuple[Any, ...], parts: list[str] | None = None, *, rows: int = SHARED
     ) -> None:
         self.command = command
         self.parts = parts
         self.rows = rows
+
+    @property
+    def items(self) -> int:
+        """How many items of a joined reply are this call's."""
+        count = len(self.parts or ())
+        return count if self.rows == JSON_ROWS else count // self.rows
 
     @staticmethod
     def joined(calls: list[_Call]) -> tuple[Any, ...]:
@@ -82,9 +87,9 @@ class _Call:
         return (*first.command, *_arguments(parts, rows=first.rows))
 
 
-def _arguments(parts: list[str], *, rows: bool) -> list[str]:
-    """Parts as arguments: one JSON array of them (rows), or each one."""
-    return ["[" + ",".join(parts) + "]"] if rows else parts
+def _arguments(parts: list[str], *, rows: int) -> list[str]:
+    """Parts as arguments: one JSON array of them (`JSON_ROWS`), or each one."""
+    return ["[" + ",".join(parts) + "]"] if rows == JSON_ROWS else parts
 
 
 _UNJOINED = object()
@@ -151,22 +156,26 @@ class RedisLink:
             yield
         except ERRORS as exc:
             detail = self._scrub(str(exc))
-            cause = exc if detail == str(exc) else None
-            if isinstance(exc, ResponseError) and (
-                "WRONGTYPE" in detail or "cannot be written" in detail
-            ):
-                raise JobRecordError(
-                    f"job store at {self.where}: {doing}: a record or index key is unusable "
-                    f"({detail}); fix or delete it"
-                ) from cause
-            if isinstance(exc, ResponseError):
-                raise JobStoreError(
-                    f"job store at {self.where}: Redis refused {doing}: {detail}"
-                ) from cause
-            raise JobStoreError(
-                f"cannot reach the job store at {self.where} ({doing}): "
-                f"{type(exc).__name__}: {detail}"
-            ) from cause
+            raise self._error(doing, exc, detail) from (exc if detail == str(exc) else None)
+
+    def _error(self, doing: str, exc: Exception, detail: str) -> JobError:
+        if isinstance(exc, ResponseError) and (
+            "WRONGTYPE" in detail or "cannot be written" in detail
+        ):
+            return JobRecordError(
+                f"job store at {self.where}: {doing}: a record or index key is unusable "
+                f"({detail}); fix or delete it"
+            )
+        if isinstance(exc, ResponseError):
+            return JobStoreError(f"job store at {self.where}: Redis refused {doing}: {detail}")
+        return JobStoreError(
+            f"cannot reach the job store at {self.where} ({doing}): {type(exc).__name__}: {detail}"
+        )
+
+    def refused(self, doing: str, why: bytes | str) -> JobError:
+        """The error of a script's row that Redis refused (its ``{'error', why}``)."""
+        detail = self._scrub(why.decode() if isinstance(why, bytes) else why)
+        return self._error(doing, ResponseError(detail), detail)
 
     async def command(self, *command: Any) -> Any:
         """Send one command with the others of this event-loop turn; its reply.
@@ -201,8 +210,8 @@ class RedisLink:
             at = 0
             for index in unit:
                 mine = reply
-                if len(unit) > 1 and calls[index].rows:
-                    count = len(calls[index].parts or ())
+                if len(unit) > 1 and calls[index].rows != SHARED:
+                    count = calls[index].items
                     mine, at = reply[at : at + count], at + count
                 answers[index] = mine
         return answers
@@ -231,24 +240,25 @@ class RedisLink:
             except NoScriptError:
                 return await self.client.eval(script.source, 0, *args)
 
-    async def call_joined(
-        self, script: Script, args: tuple[Any, ...], parts: list[str], *, rows: bool
-    ) -> Any:
+    async def call_joined(self, script: Script, args: tuple[Any, ...], parts: list[str]) -> Any:
         """`call` ``script`` with ``args`` and ``parts``, joined with this turn's like calls.
 
         Calls of ``script`` with the same ``args`` in one event-loop turn become one
-        call with all their parts, in order. ``rows``: the parts are JSON texts
-        passed as one JSON array, and the reply has one item per part (each caller
-        gets its own items); else they are trailing arguments, and each caller gets
-        the one reply. A joined call that fails is sent again for each caller alone,
-        so each gets the error its own call gives (the scripts joined this way leave
-        a record as it is when it is done already: a second run changes nothing).
+        call with all their parts, in order. The script's ``rows`` says how the parts go
+        and what comes back: `SHARED` (trailing arguments; each caller gets the one reply),
+        `JSON_ROWS` (JSON texts passed as one JSON array; the reply has one item per
+        part) or a row width ``n`` (trailing arguments in rows of ``n``; one item per
+        row). Each caller gets its own items. A joined call that fails is sent again
+        for each caller alone, so each gets the error its own call gives: the scripts
+        joined this way fail before they change anything (NOSCRIPT), leave a record
+        as it is when it is done already (a second run changes nothing), or answer a
+        row that Redis refused on its own (``lua/common.lua``, ``each_row``).
         """
-        own = _arguments(parts, rows=rows)
+        own = _arguments(parts, rows=script.rows)
         with self.translate(script.name):
             try:
                 reply = await self._turns.submit(
-                    _Call(("EVALSHA", script.sha, 0, *args), parts, rows=rows)
+                    _Call(("EVALSHA", script.sha, 0, *args), parts, rows=script.rows)
                 )
             except NoScriptError:
                 return await self.client.eval(script.source, 0, *args, *own)

@@ -23,7 +23,7 @@ from ._errors import JobError, JobNotFound, JobRecordError, JobStoreError
 from ._memory_store import DEFAULT_RETENTION
 from ._periodic_ledger import RedisPeriodicLedger
 from ._record import FINAL, FORMAT, ErrorInfo, JobRecord, JobState
-from ._redis_form import encode, fields_of, record_of, slot_of, text
+from ._redis_form import fields_of, record_of, scalar, slot_of, text
 from ._store import CancelKind, Cancelled, JobPage, Reaped, Started, StartKind
 
 if TYPE_CHECKING:
@@ -155,8 +155,8 @@ class RedisJobStore(RedisPeriodicLedger):
             limit,
             cursor or "",
             10 * limit + 1000,
-            encode(queue) if both else "",
-            encode(tenant) if both else "",
+            scalar(queue) if both else "",
+            scalar(tenant) if both else "",
             len(sources),
             *sources,
             len(other),
@@ -213,8 +213,8 @@ class RedisJobStore(RedisPeriodicLedger):
         """Renew the leases of running attempts in one script; return the cancelled ids."""
         if not attempts:
             return []
-        flat = [part for job_id, attempt in attempts for part in (job_id, encode(attempt))]
-        reply = await self._call(scripts.RENEW, encode(lease_until), *flat)
+        flat = [part for job_id, attempt in attempts for part in (job_id, scalar(attempt))]
+        reply = await self._call(scripts.RENEW, scalar(lease_until), *flat)
         return [text(job_id) for job_id in reply]
 
     # -- changes ----------------------------------------------------------------------
@@ -250,28 +250,34 @@ class RedisJobStore(RedisPeriodicLedger):
         """`create` for each record, in order, in one script call."""
         if not records:
             return []
-        rows = [encode(self._row(record)) for record in records]
-        reply = await self._link.call_joined(scripts.CREATE, self._head, rows, rows=True)
+        rows = [scalar(self._row(record)) for record in records]
+        reply = await self._link.call_joined(scripts.CREATE, self._head, rows)
         return self._created(records, reply)
 
     async def commit(self, job_ids: builtins.list[str]) -> None:
         """Mark enqueues finished."""
         if job_ids:
-            await self._link.call_joined(scripts.COMMIT, self._head, job_ids, rows=False)
+            await self._link.call_joined(scripts.COMMIT, self._head, job_ids)
 
     async def discard(self, job_ids: builtins.list[str]) -> None:
         """Delete uncommitted records and free their keys."""
         if job_ids:
             await self._call(scripts.DISCARD, *job_ids)
 
+    async def _joined_row(self, script: scripts.Script, *row: str) -> builtins.list[Any]:
+        """Run ``script`` on one row (joined with this turn's rows of it); its reply."""
+        (reply,) = await self._link.call_joined(script, self._head, list(row))
+        if text(reply[0]) == "error":
+            raise self._link.refused(script.name, reply[1])
+        return reply  # type: ignore[no-any-return]
+
     async def start(self, job_id: str, now: float, lease_until: float) -> Started:
-        """Lease the job's next attempt if it may run."""
-        reply = await self._call(
-            scripts.START,
-            job_id,
-            encode(now),
-            encode(lease_until),
-            encode(now + self.retention),
+        """Lease the job's next attempt if it may run.
+
+        The starts of one event-loop turn (a worker's deliveries) go as one script call.
+        """
+        reply = await self._joined_row(
+            scripts.START, job_id, scalar(now), scalar(lease_until), scalar(now + self.retention)
         )
         status = self._status(reply, job_id)
         if status == "missing":
@@ -279,7 +285,7 @@ class RedisJobStore(RedisPeriodicLedger):
         return Started(StartKind(status), record_of(reply[1:]))
 
     async def _beat(self, job_id: str, attempt: int, lease_until: float) -> str:
-        reply = await self._call(scripts.HEARTBEAT, job_id, encode(attempt), encode(lease_until))
+        reply = await self._call(scripts.HEARTBEAT, job_id, scalar(attempt), scalar(lease_until))
         return self._status(reply, job_id)
 
     async def heartbeat(self, job_id: str, attempt: int, lease_until: float) -> bool:
@@ -293,9 +299,9 @@ class RedisJobStore(RedisPeriodicLedger):
         reply = await self._call(
             scripts.PROGRESS,
             job_id,
-            encode(attempt),
-            encode(percent),
-            encode(message) if message is not None else "",
+            scalar(attempt),
+            scalar(percent),
+            scalar(message) if message is not None else "",
         )
         return self._status(reply, job_id) == "cancel"
 
@@ -303,7 +309,7 @@ class RedisJobStore(RedisPeriodicLedger):
         self, script: scripts.Script, job_id: str, attempt: int, now: float, *more: str
     ) -> JobState:
         reply = await self._call(
-            script, job_id, encode(now), encode(now + self.retention), *more, encode(attempt)
+            script, job_id, scalar(now), scalar(now + self.retention), *more, scalar(attempt)
         )
         if self._status(reply, job_id) == "missing":
             raise _not_found(job_id, None)
@@ -312,14 +318,26 @@ class RedisJobStore(RedisPeriodicLedger):
     async def complete(self, job_id: str, attempt: int, now: float, result: Any) -> JobState:
         """Succeeded, unless a cancel was recorded first; return the final state.
 
+        The completions of one event-loop turn go as one script call.
+
         Raises:
             JobStoreError: ``result`` cannot be stored as JSON (nothing changed).
         """
         try:
-            encoded = encode(result) if result is not None else ""
+            encoded = scalar(result) if result is not None else ""
         except (TypeError, ValueError) as exc:
             raise JobStoreError(f"the result of job {job_id!r} is not JSON: {exc}") from None
-        return await self._end(scripts.COMPLETE, job_id, attempt, now, encoded)
+        reply = await self._joined_row(
+            scripts.COMPLETE,
+            job_id,
+            scalar(now),
+            scalar(now + self.retention),
+            encoded,
+            scalar(attempt),
+        )
+        if self._status(reply, job_id) == "missing":
+            raise _not_found(job_id, None)
+        return JobState(text(reply[1]))
 
     async def fail(
         self,
@@ -337,9 +355,9 @@ class RedisJobStore(RedisPeriodicLedger):
             job_id,
             attempt,
             now,
-            encode(attrs.asdict(error)) if error is not None else "",
-            encode(retry_at) if retry_at is not None else "",
-            encode(reason),
+            scalar(attrs.asdict(error)) if error is not None else "",
+            scalar(retry_at) if retry_at is not None else "",
+            scalar(reason),
         )
 
     async def release(self, job_id: str, attempt: int, now: float) -> JobState:
@@ -355,9 +373,9 @@ class RedisJobStore(RedisPeriodicLedger):
         reply = await self._call(
             scripts.CANCEL,
             job_id,
-            encode(now),
-            encode(now + self.retention),
-            encode(tenant) if tenant is not None else "",
+            scalar(now),
+            scalar(now + self.retention),
+            scalar(tenant) if tenant is not None else "",
         )
         status = self._status(reply, job_id)
         if status == "missing":
@@ -372,7 +390,7 @@ class RedisJobStore(RedisPeriodicLedger):
             JobError: The job is not dead or cancelled.
         """
         reply = await self._call(
-            scripts.RETRY, job_id, encode(now), encode(tenant) if tenant is not None else ""
+            scripts.RETRY, job_id, scalar(now), scalar(tenant) if tenant is not None else ""
         )
         status = self._status(reply, job_id)
         if status == "missing":
@@ -393,9 +411,9 @@ class RedisJobStore(RedisPeriodicLedger):
         while phase:
             reply = await self._call(
                 scripts.REAP,
-                encode(now),
-                encode(now + self.retention),
-                encode(abandon_after),
+                scalar(now),
+                scalar(now + self.retention),
+                scalar(abandon_after),
                 REAP_BATCH,
                 phase,
             )

@@ -197,3 +197,18 @@ local function cancelled(id, r, now, expires, more)
   return finish(id, r, CANCELLED, now, expires, changes)
 end
 
+
+-- Run `one` on each row of `width` arguments from ARGV[3]; one reply per row. A row
+-- that Redis refuses (a command error) answers {'error', why} and the others go on, as
+-- separate calls would: the rows joined into one call fail alone.
+local function each_row(width, one)
+  local replies = {}
+  for i = 3, #ARGV, width do
+    local ok, answer = pcall(one, unpack(ARGV, i, i + width - 1))
+    if not ok then
+      answer = {'error', type(answer) == 'table' and answer.err or tostring(answer)}
+    end
+    replies[#replies + 1] = answer
+  end
+  return replies
+end
