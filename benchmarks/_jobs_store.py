@@ -61,6 +61,19 @@ async def delete_keys(url: str, match: str) -> None:
     await client.aclose()
 
 
+def entry_fields(i: int, job_id: str) -> dict[str, str]:
+    """The stream entry of job ``i``'s delivery: the fields foxactors' enqueue writes."""
+    return {
+        "payload": json.dumps(payload(i), separators=(",", ":")),
+        "id": uuid.uuid4().hex,
+        "timestamp": str(time.time()),
+        "priority": "3",
+        "type": "noop",
+        "correlation_id": job_id,
+        "x-job-id": job_id,
+    }
+
+
 async def raw_xadd_rate(url: str, stream: str, n: int, batch: int) -> float:
     """Raw redis-py: XADD the entry fields a job's delivery has, ``batch`` per pipeline."""
     client = redis_client(url)
@@ -68,19 +81,7 @@ async def raw_xadd_rate(url: str, stream: str, n: int, batch: int) -> float:
     for first in range(0, n, batch):
         pipe = client.pipeline(transaction=False)
         for i in range(first, min(n, first + batch)):
-            job_id = uuid.uuid4().hex
-            pipe.xadd(
-                stream,
-                {
-                    "payload": json.dumps(payload(i), separators=(",", ":")),
-                    "id": uuid.uuid4().hex,
-                    "timestamp": str(time.time()),
-                    "priority": "3",
-                    "type": "noop",
-                    "correlation_id": job_id,
-                    "x-job-id": job_id,
-                },
-            )
+            pipe.xadd(stream, entry_fields(i, uuid.uuid4().hex))
         await pipe.execute()
     rate = n / (time.perf_counter() - start)
     await client.aclose()

@@ -21,6 +21,12 @@ task that takes a small JSON payload and returns a number:
 (e) enqueue and status-read cost with 10,000 vs 1,000,000 records in the Redis job
     store (see `_jobs_store`).
 
+Beside (b) on Redis with Redis records, and beside (c): the floor, the same Redis work
+(records created, committed, started and completed by the store's own scripts,
+deliveries added, read and acknowledged, results read back) sent from bare redis-py
+with no framework at all (see `_jobs_floor`): what any code doing that work reaches on
+this machine, measured in the same rounds.
+
 Figures are medians over ``--rounds`` (ranges in brackets); a ratio is the median of
 the rounds' ratios. This process and foxactors' worker process freeze their start-up
 objects out of the garbage collector's full passes (`foxactors.freeze_gc`), as
@@ -44,6 +50,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
+import _jobs_floor as floor
 import _jobs_peers as peers
 import _jobs_store
 import structlog
@@ -320,11 +327,9 @@ def stores_of(broker: Broker) -> list[str]:
     return ["memory"] if broker.name == "memory" else ["memory", "redis"]
 
 
-async def measure_broker(broker: Broker, n: int, samples: int, rounds: int) -> list[str]:
-    """(a), (b), (d) on one backend, every store; the printed lines."""
+async def broker_rounds(broker: Broker, stores: list[str], n: int, rounds: int) -> Figures:
+    """The rates of (a) and (b) on one backend, every store, ``rounds`` times."""
     figures = Figures()
-    latencies: dict[str, list[float]] = {}
-    stores = [s for s in stores_of(broker) if s == "memory" or _jobs_store.available()]
     for _ in range(rounds):
         figures.add("raw", await broker.raw_publish_rate(n))
         if broker.name != "memory":
@@ -334,6 +339,16 @@ async def measure_broker(broker: Broker, n: int, samples: int, rounds: int) -> l
             figures.add(f"enqueue {store}", await enqueue_rate(broker, store, n, many=False))
             figures.add(f"many {store}", await enqueue_rate(broker, store, n, many=True))
             figures.add(f"jobs {store}", await jobs_rate(broker, store, n))
+        if broker.name == "redis" and "redis" in stores:  # (b)'s Redis work, bare
+            figures.add("floor", await floor.floor_rate(broker.url or "", n, own_process=False))
+    return figures
+
+
+async def measure_broker(broker: Broker, n: int, samples: int, rounds: int) -> list[str]:
+    """(a), (b), (d) on one backend, every store; the printed lines."""
+    latencies: dict[str, list[float]] = {}
+    stores = [s for s in stores_of(broker) if s == "memory" or _jobs_store.available()]
+    figures = await broker_rounds(broker, stores, n, rounds)
     for store in stores:
         half = figures.median(f"jobs {store}") / 2
         found: list[float] = []
@@ -365,6 +380,9 @@ async def measure_broker(broker: Broker, n: int, samples: int, rounds: int) -> l
             else NO_REDIS_STORE
         )
         lines.append(row("    jobs end to end, results read back", store, rate))
+    if "floor" in figures:
+        rate = f"{figures.rate('floor')} {figures.ratio('floor', 'pipeline')}"
+        lines.append(row("    floor: its Redis work from bare redis-py", "redis", rate))
     target = "" if broker.name == "memory" else " (target p99 < 10 ms)"
     for store in stores_of(broker):
         if store in latencies:
@@ -436,10 +454,13 @@ async def measure_peers(url: str, n: int, samples: int, rounds: int) -> list[str
     for _ in range(rounds):
         for system in systems:
             figures.add(system, await peer_rate(system, url, n=n))
+        figures.add("floor", await floor.floor_rate(url, n, own_process=True))
     ours = figures.median("foxactors")
     found = await peer_latencies("foxactors", url, samples=samples, rounds=rounds, rate=ours / 2)
     lines += [
         f"    foxactors (RedisJobStore)     {figures.rate('foxactors')}",
+        f"    floor: its Redis work, bare   {figures.rate('floor')} -> foxactors "
+        f"{figures.ratio('foxactors', 'floor')[3:]} of it",
         f"    (d) foxactors at {ours / 2:>7,.0f}/s: {latency_line(found)} (target p99 < 10 ms)",
     ]
     for peer in peers.PEERS:
@@ -452,9 +473,11 @@ async def measure_peers(url: str, n: int, samples: int, rounds: int) -> list[str
             a / b for a, b in zip(figures.values["foxactors"], figures.values[peer], strict=True)
         ]
         spread = f" [{min(times):.1f}x-{max(times):.1f}x]" if len(times) > 1 else ""
+        bare = [a / b for a, b in zip(figures.values["floor"], figures.values[peer], strict=True)]
         lines += [
             f"    {peer:<9}                     {figures.rate(peer)} -> foxactors "
-            f"{statistics.median(times):.1f}x{spread} (target >= 3x)",
+            f"{statistics.median(times):.1f}x{spread} (target >= 3x); the floor "
+            f"{statistics.median(bare):.1f}x",
             f"    (d) {peer:<9} at {rate / 2:>7,.0f}/s: {latency_line(found)}",
         ]
     return lines

@@ -77,8 +77,12 @@ def test_jobs_benchmark_prints_each_figure_beside_its_baseline(redis: RedisServe
         "(e) Redis job store",
     ):
         assert figure in out
-    # (a) 2 + 2 per store, (b) 1 per store: memory 3, redis 7; (e) 2; peers: 1 each if installed
-    assert out.count("->") >= 12
+    # the floor (the same Redis work from bare redis-py) beside (b) on Redis and (c)
+    assert "floor: its Redis work from bare redis-py" in out
+    assert "floor: its Redis work, bare" in out
+    # (a) 2 + 2 per store, (b) 1 per store: memory 3, redis 7 + floor 1; (c) floor 1; (e) 2;
+    # peers: 1 each if installed
+    assert out.count("->") >= 14
     for peer in ("arq", "celery"):  # a peer that is not installed says how to get it
         assert peer in out
 
