@@ -183,7 +183,8 @@ class RedisLink:
         The commands of one turn go out together (`TurnBatcher`: the turn's first
         caller sends them, no task of its own): a batch of one as it is, more as one
         pipeline (not a transaction: each command stands alone, as if sent on its
-        own, and gets its own reply or error).
+        own, and gets its own reply or error). Joined script calls go where the first
+        of them was submitted: the calls of concurrent tasks have no order to keep.
         """
         return await self._turns.submit(_Call(command))
 
@@ -248,11 +249,14 @@ class RedisLink:
         and what comes back: `SHARED` (trailing arguments; each caller gets the one reply),
         `JSON_ROWS` (JSON texts passed as one JSON array; the reply has one item per
         part) or a row width ``n`` (trailing arguments in rows of ``n``; one item per
-        row). Each caller gets its own items. A joined call that fails is sent again
-        for each caller alone, so each gets the error its own call gives: the scripts
-        joined this way fail before they change anything (NOSCRIPT), leave a record
-        as it is when it is done already (a second run changes nothing), or answer a
-        row that Redis refused on its own (``lua/common.lua``, ``each_row``).
+        row). Each caller gets its own items. A joined call that fails as a whole is
+        sent again for each caller alone, so each gets the error its own call gives.
+        That is safe because such a failure changes nothing or nothing twice: NOSCRIPT
+        comes before the script runs; ``create`` and ``commit`` leave a record that is
+        done already as it is; ``start`` and ``complete`` answer a row that Redis
+        refused in that row (``lua/common.lua``, ``each_row``), so they do not fail
+        as a whole once a row has run (``start`` run twice would count an attempt
+        twice).
         """
         own = _arguments(parts, rows=script.rows)
         with self.translate(script.name):
