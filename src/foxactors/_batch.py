@@ -37,7 +37,9 @@ class _Slot(Generic[T]):
 
     def __init__(self, item: T, *, sends: bool) -> None:
         self.item = item
-        self.event = anyio.Event()
+        # only a caller that waits for its answer needs an event (a sender gets its
+        # answer from its own send): an event costs more than the rest of the slot
+        self.event = None if sends else anyio.Event()
         self.sends = sends  # this caller sends the batch (first, or handed it)
         self.left = False  # cancelled before the send: nothing to send for it
         self.answered = False
@@ -57,7 +59,8 @@ class _Slot(Generic[T]):
             self.error = reply
         else:
             self.reply = reply
-        self.event.set()
+        if self.event is not None:
+            self.event.set()
 
     def outcome(self) -> object:
         if self.error is not None:
@@ -122,6 +125,7 @@ class TurnBatcher(Generic[T, R]):
                 self._leave(batch, slot)
                 raise
         else:
+            assert slot.event is not None
             try:
                 await slot.event.wait()
             except BaseException:
@@ -139,7 +143,8 @@ class TurnBatcher(Generic[T, R]):
         if not slot.sends or slot.answered:
             return
         for other in batch.slots:
-            if other.waiting:
+            if other.waiting:  # a caller that waits: it has an event
+                assert other.event is not None
                 other.sends = True
                 other.event.set()
                 return
