@@ -65,7 +65,7 @@ async def _worker(client: Any, stream: str, prefix: str, n: int) -> None:
         starts: list[str] = []
         for _, fields in entries:
             job_id = fields[b"x-job-id"].decode()
-            starts += (job_id, repr(now), repr(now + 60), repr(now + RETENTION))
+            starts += (job_id, repr(now), repr(now + 60), repr(now + RETENTION), uuid.uuid4().hex)
         started = await client.execute_command(*_evalsha(scripts.START, prefix, *starts))
         ends: list[str] = []
         for row in started:

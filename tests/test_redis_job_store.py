@@ -13,11 +13,14 @@ import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import anyio
 import pytest
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from foxactors import ConfigurationError
 from foxactors.jobs import (
@@ -30,6 +33,7 @@ from foxactors.jobs import (
     RedisJobStore,
     StartKind,
 )
+from foxactors.jobs import _redis_scripts as scripts
 from foxactors.jobs import _redis_store as redis_store
 from foxactors.jobs._redis_form import encode, fields_of
 from foxactors.testing.servers import RedisServer, free_port, redis_server
@@ -226,6 +230,62 @@ async def test_concurrent_starts_and_completions_are_joined_and_a_refused_row_fa
     assert await calls(raw, "evalsha") - before == 1
     assert ends == [JobState.SUCCEEDED] * 3
     assert [(await store.get(r.id)).result for r in ran] == [0, 1, 2]
+
+
+class LosesOneStartReply(aioredis.Connection):
+    """A connection that drops the first reply to a START script the server ran."""
+
+    lost: ClassVar[list[int]] = []  # replies lost so far (one at most)
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        packed = b"".join(command) if isinstance(command, list) else command
+        self._start_sent = scripts.START.sha.encode() in packed
+        await super().send_packed_command(command, check_health)
+
+    async def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        reply = await super().read_response(*args, **kwargs)
+        if getattr(self, "_start_sent", False) and not self.lost:
+            self.lost.append(1)  # the server ran it; the answer is lost on the way
+            await self.disconnect()
+            raise RedisConnectionError("connection lost after the command was sent")
+        return reply
+
+
+async def test_a_start_sent_again_after_its_reply_was_lost_counts_one_attempt(
+    redis: RedisServer, raw: aioredis.Redis
+) -> None:
+    # redis-py sends a command once more on a fresh connection when the first fails,
+    # also when the server had run it and only the reply was lost: the start knows its
+    # own token, so the attempt is counted once (a job allowed one attempt would
+    # otherwise go dead as if its worker had crashed).
+    pool = aioredis.ConnectionPool(
+        connection_class=LosesOneStartReply,
+        host="127.0.0.1",
+        port=redis.port,
+        retry=Retry(NoBackoff(), 1),
+    )
+    client = aioredis.Redis(connection_pool=pool)
+    store = RedisJobStore(client, prefix=f"t:{uuid.uuid4().hex}")
+    try:
+        record, _ = await store.create(job(max_attempts=1))
+        await raw.script_load(scripts.START.source)  # an EVALSHA that runs it, not NOSCRIPT
+        before = await calls(raw, "evalsha")
+        started = await store.start(record.id, NOW, NOW + 30)
+        assert LosesOneStartReply.lost == [1]
+        assert await calls(raw, "evalsha") - before == 2  # the same start, run twice
+        assert started.kind is StartKind.RUN
+        assert started.record is not None
+        assert started.record.attempt == 1
+        assert (await store.get(record.id)).attempt == 1
+        # a second delivery's start (another call) is another attempt, as it should be
+        assert (await store.start(record.id, NOW + 1, NOW + 31)).record.attempt == 2  # type: ignore[union-attr]
+        assert await raw.hget(f"{store.prefix}:starts", record.id) is not None
+        await store.complete(record.id, 2, NOW + 2, None)
+        assert await raw.hget(f"{store.prefix}:starts", record.id) is None  # ended: forgotten
+    finally:
+        await store.close()
+        await client.aclose()
+        await pool.disconnect()
 
 
 async def test_closing_the_store_fails_the_commands_it_has_not_answered(

@@ -55,7 +55,7 @@ COMMIT = _load("commit")
 """Mark enqueues finished."""
 DISCARD = _load("discard")
 """Delete unfinished enqueues and free their keys."""
-START = _load("start", 4)
+START = _load("start", 5)
 """A worker got a delivery: lease the attempt, if the job may run."""
 HEARTBEAT = _load("heartbeat")
 """Renew a running attempt's lease; tell whether a cancel was recorded."""

@@ -9,6 +9,8 @@ stored, which indexes, and what each operation costs: docs/jobs-redis-store.md.
 from __future__ import annotations
 
 import builtins
+import itertools
+import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -87,6 +89,8 @@ class RedisJobStore(RedisPeriodicLedger):
             ) from exc
         self._link: RedisLink = RedisLink(url_or_client)
         self._head = (prefix, str(FORMAT))
+        self._token = uuid.uuid4().hex + ":"  # and a count: each start call's own token
+        self._starts = itertools.count()
 
     def __repr__(self) -> str:
         return f"RedisJobStore({self._link.where!r}, prefix={self.prefix!r})"
@@ -277,7 +281,12 @@ class RedisJobStore(RedisPeriodicLedger):
         The starts of one event-loop turn (a worker's deliveries) go as one script call.
         """
         reply = await self._joined_row(
-            scripts.START, job_id, scalar(now), scalar(lease_until), scalar(now + self.retention)
+            scripts.START,
+            job_id,
+            scalar(now),
+            scalar(lease_until),
+            scalar(now + self.retention),
+            f"{self._token}{next(self._starts)}",  # this call's own: see lua/start.lua
         )
         status = self._status(reply, job_id)
         if status == "missing":

@@ -18,6 +18,7 @@
 --   P:finished     final jobs by expires_at           (reap: records past retention)
 --   P:uncommitted  unfinished enqueues by enqueued_at (reap: abandoned enqueues)
 --   P:keys         hash <#tenant>:<tenant><key> -> job id (idempotency keys)
+--   P:starts       hash running job id -> the token of the start that leased it (start.lua)
 -- A change to a final state PUBLISHes the state on P:done:<id> (wait()).
 
 local P, FORMAT = ARGV[1], ARGV[2]
@@ -128,6 +129,7 @@ local function reindex(id, old, new, seq)
     end
   elseif old.state == RUNNING then
     redis.call('ZREM', P .. ':leases', id)
+    redis.call('HDEL', P .. ':starts', id)
   end
   local was_final, is_final = FINAL[old.state or ''], FINAL[new.state or '']
   if is_final then

@@ -1,10 +1,14 @@
 -- start / start of many (_transitions.start): deliveries of jobs reached a worker; each
 -- job's attempt is its record's last plus one.
--- ARGV[3..]: rows of four: id, now, lease_until, expires (now + retention). The starts
--- of one event-loop turn come as one call (RedisLink.call_joined).
+-- ARGV[3..]: rows of five: id, now, lease_until, expires (now + retention), and a token
+-- unique to the store's call. The starts of one event-loop turn come as one call
+-- (RedisLink.call_joined).
+-- A call sent again after its reply was lost (redis-py resends a command once on a
+-- fresh connection) finds its own token in P:starts and changes nothing: an attempt
+-- is counted once per start, not per send.
 -- Returns per row {'missing'}, {'corrupt', why}, {'error', what Redis refused} (that row
 -- alone), or {'run' | 'cancelled' | 'finished', fields...}.
-local function start(id, now, lease_until, expires)
+local function start(id, now, lease_until, expires, token)
   local r, why = read(id)
   if not r then return why and {'corrupt', why} or {'missing'} end
   if r.state == CANCELLED then return reply('cancelled', id) end
@@ -13,6 +17,10 @@ local function start(id, now, lease_until, expires)
     cancelled(id, r, now, expires)
     return reply('cancelled', id)
   end
+  if r.state == RUNNING and redis.call('HGET', P .. ':starts', id) == token then
+    return reply('run', id)  -- this very start ran already: its reply was lost
+  end
+  redis.call('HSET', P .. ':starts', id, token)
   change(id, r, {
     state = RUNNING, attempt = tostring(tonumber(r.attempt) + 1), started_at = now,
     lease_until = lease_until, next_run_at = false, committed = 'true',
@@ -20,4 +28,4 @@ local function start(id, now, lease_until, expires)
   return reply('run', id)
 end
 
-return each_row(4, start)
+return each_row(5, start)
