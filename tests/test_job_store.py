@@ -28,6 +28,7 @@ from foxactors.jobs import (
     JobState,
     JobStore,
     MemoryJobStore,
+    Outcome,
     RedisJobStore,
     StartKind,
 )
@@ -374,6 +375,45 @@ async def test_wait_times_out(store: JobStore) -> None:
     record = await enqueued(store)
     with pytest.raises(TimeoutError):
         await store.wait(record.id, timeout=0.05)
+
+
+async def test_an_outcome_waits_for_the_end_and_says_what_it_was(store: JobStore) -> None:
+    succeeds, fails, cancelled = await running(store), await running(store), await enqueued(store)
+    seen: list[Outcome] = []
+
+    async def waiter() -> None:
+        seen.append(await store.outcome(succeeds.id, timeout=60))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(waiter)
+        await wait_all_tasks_blocked()
+        assert seen == []
+        await store.complete(succeeds.id, 1, NOW + 2, {"sent": 3})
+    assert seen == [Outcome(JobState.SUCCEEDED, "send_email", {"sent": 3})]
+
+    error = ErrorInfo(type="LookupError", message="no such domain", traceback="")
+    await store.fail(fails.id, 1, NOW + 2, error, retry_at=None, reason="no such domain")
+    dead = await store.outcome(fails.id, timeout=60)
+    assert (dead.state, dead.result) == (JobState.DEAD, None)
+    assert dead.record == await store.get(fails.id)  # the whole record, to say why
+    assert dead.record.error == error
+
+    await store.cancel(cancelled.id, NOW + 2)
+    assert await store.outcome(cancelled.id, timeout=60) == Outcome(
+        JobState.CANCELLED, "send_email"
+    )
+
+
+async def test_an_outcome_of_no_job_or_another_tenants_is_not_found(store: JobStore) -> None:
+    record = await running(store, tenant="acme")
+    await store.complete(record.id, 1, NOW + 2, "done")
+    assert (await store.outcome(record.id, timeout=5, tenant="acme")).result == "done"
+    with pytest.raises(JobNotFound):
+        await store.outcome(record.id, timeout=5, tenant="globex")
+    with pytest.raises(JobNotFound):
+        await store.outcome("nope", timeout=5)
+    with pytest.raises(TimeoutError):
+        await store.outcome((await enqueued(store)).id, timeout=0.05)
 
 
 async def test_renew_extends_running_leases_and_reports_cancels(store: JobStore) -> None:

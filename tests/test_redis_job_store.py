@@ -30,6 +30,7 @@ from foxactors.jobs import (
     JobRecordError,
     JobState,
     JobStoreError,
+    Outcome,
     RedisJobStore,
     StartKind,
 )
@@ -154,11 +155,12 @@ async def test_each_transition_is_one_round_trip(counting: Counting) -> None:
         await store.heartbeat(record.id, 1, NOW + 60)
         await store.complete(record.id, 1, NOW + 1, {"ok": True})
         await store.get(record.id)
+        assert (await store.outcome(record.id, timeout=5)).result == {"ok": True}
 
     await life()  # a script Redis does not know yet costs one EVAL, once
     counting.sent.clear()
     await life()
-    assert counting.sent == ["EVALSHA"] * 5 + ["HGETALL"]
+    assert counting.sent == ["EVALSHA"] * 5 + ["HGETALL", "HMGET"]
     counting.sent.clear()
     await store.create_many([job() for _ in range(200)])
     assert counting.sent == ["EVALSHA"]
@@ -387,10 +389,14 @@ async def test_a_spoilt_record_is_refused_clearly_and_the_rest_works(
     if message is None:
         with pytest.raises(JobNotFound):
             await store.get(spoilt.id)
+        with pytest.raises(JobNotFound):
+            await store.outcome(spoilt.id, timeout=5)
         assert [r.id for r in (await store.list()).jobs] == [finished[0].id]
     else:
         with pytest.raises(JobRecordError, match=message):
             await store.get(spoilt.id)
+        with pytest.raises(JobRecordError, match=message):
+            await store.outcome(spoilt.id, timeout=5)
         with pytest.raises(JobRecordError):
             await store.list()
         with pytest.raises(JobRecordError):
@@ -540,6 +546,8 @@ async def test_renew_of_many_is_one_script_call(store: RedisJobStore) -> None:
 async def test_wait_on_an_unknown_job_is_not_found(store: RedisJobStore) -> None:
     with pytest.raises(JobNotFound):
         await store.wait("nope", timeout=5)
+    with pytest.raises(JobNotFound):
+        await store.outcome("nope", timeout=5)
 
 
 # -- connections, names, configuration ----------------------------------------------------
@@ -597,6 +605,11 @@ async def test_a_callers_client_with_decoded_replies_works_and_stays_open(
     assert (again, created) == (record, False)
     assert await store.get(record.id) == record
     assert (await store.list(tenant="acme")).jobs == (record,)
+    await store.start(record.id, NOW, NOW + 30)
+    await store.complete(record.id, 1, NOW + 1, {"name": "Zoë"})
+    assert await store.outcome(record.id, timeout=5, tenant="acme") == Outcome(
+        JobState.SUCCEEDED, "send_email", {"name": "Zoë"}
+    )
     assert "127.0.0.1" in repr(store)
     await store.close()
     assert await client.ping()  # the caller's client, left open

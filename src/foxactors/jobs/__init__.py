@@ -43,6 +43,7 @@ from ._store import Cancelled as Cancelled
 from ._store import CancelSignals as CancelSignals
 from ._store import JobPage as JobPage
 from ._store import JobStore as JobStore
+from ._store import Outcome as Outcome
 from ._store import Reaped as Reaped
 from ._store import Started as Started
 from ._store import StartKind as StartKind

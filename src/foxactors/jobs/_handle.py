@@ -57,13 +57,14 @@ class JobHandle(Generic[R]):
             TimeoutError: Not final within ``timeout`` seconds.
             JobNotFound: It expired or never existed.
         """
-        record = await self.jobs.store.wait(self.id, timeout=timeout, tenant=self.tenant)
-        if record.state is JobState.SUCCEEDED:
-            decode = self._decode or self.jobs.decoder(record.task)
-            return decode(record.result) if decode else record.result  # type: ignore[no-any-return]
-        if record.state is JobState.CANCELLED:
+        ended = await self.jobs.store.outcome(self.id, timeout=timeout, tenant=self.tenant)
+        if ended.state is JobState.SUCCEEDED:
+            decode = self._decode or self.jobs.decoder(ended.task)
+            return decode(ended.result) if decode else ended.result  # type: ignore[no-any-return]
+        if ended.state is JobState.CANCELLED:
             raise JobCancelled(f"job {self.id!r} was cancelled; it has no result")
-        raise JobFailed(f"job {self.id!r} is dead: {record.reason}", record)
+        assert ended.record is not None  # a dead job's outcome carries its record
+        raise JobFailed(f"job {self.id!r} is dead: {ended.record.reason}", ended.record)
 
     async def cancel(self) -> Cancelled:
         """Cancel the job: before it runs, it never will; running, it is cancelled.

@@ -17,7 +17,7 @@ from . import _transitions as t
 from ._errors import JobNotFound
 from ._periodic_ledger import MemoryPeriodicLedger
 from ._record import FINAL, ErrorInfo, JobRecord, JobState
-from ._store import CancelKind, Cancelled, JobPage, Reaped, Started, StartKind
+from ._store import CancelKind, Cancelled, JobPage, Outcome, Reaped, Started, StartKind
 
 DEFAULT_RETENTION = 24 * 3600.0
 """Finished records are kept a day unless told otherwise."""
@@ -108,6 +108,12 @@ class MemoryJobStore(MemoryPeriodicLedger):
         with anyio.fail_after(timeout):
             await event.wait()
         return self._find(job_id, tenant)
+
+    async def outcome(
+        self, job_id: str, *, timeout: float | None, tenant: str | None = None
+    ) -> Outcome:
+        """`wait`, as an `Outcome` (the record is at hand: nothing to save)."""
+        return Outcome.of(await self.wait(job_id, timeout=timeout, tenant=tenant))
 
     # -- changes (each one synchronous between awaits: atomic on the loop) ----------
 

@@ -18,7 +18,7 @@ import attrs
 from foxactors._codec import compact_json
 
 from ._errors import JobRecordError
-from ._record import FORMAT, JobRecord
+from ._record import FORMAT, JobRecord, JobState
 
 encode = compact_json
 """A value's JSON text, as `JobRecord.to_json` writes it."""
@@ -111,6 +111,42 @@ def record_of(fields: Mapping[Any, Any] | list[Any]) -> JobRecord:
                 f"job record {ident} cannot be read: its field {name!r} is not JSON"
             ) from None
     return JobRecord.from_dict(data)
+
+
+ENDING = ("state", "task", "result", "tenant", "v")
+"""The fields `ending_of` reads: what the end of a job says, whose it is, its format."""
+
+
+def ending_of(job_id: str, values: list[Any]) -> tuple[JobState, str, Any, str | None] | None:
+    """Read the `ENDING` fields of a record (HMGET's reply): state, task, result, tenant.
+
+    None if there is no record.
+
+    Raises:
+        JobRecordError: A field that is not JSON, or not a record this version reads.
+    """
+    if all(value is None for value in values):
+        return None
+    data: dict[str, Any] = {}
+    for name, raw in zip(ENDING, values, strict=True):
+        try:
+            data[name] = None if raw is None else _loads(raw)
+        except ValueError:
+            raise JobRecordError(
+                f"job record {job_id!r} cannot be read: its field {name!r} is not JSON"
+            ) from None
+    if data["v"] != FORMAT:
+        raise JobRecordError(
+            f"job record {job_id!r} has format version {data['v']!r}; this foxactors "
+            f"reads version {FORMAT}"
+        )
+    try:
+        state = JobState(data["state"])
+    except ValueError:
+        raise JobRecordError(
+            f"job record {job_id!r} cannot be read: state {data['state']!r} is not one"
+        ) from None
+    return state, data["task"], data["result"], data["tenant"]
 
 
 def slot_of(tenant: str | None, key: str) -> str:

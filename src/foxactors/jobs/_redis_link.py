@@ -275,6 +275,11 @@ class RedisLink:
         with self.translate(doing):
             return await self.command("HGETALL", key)
 
+    async def hmget(self, key: str, names: tuple[str, ...], doing: str) -> Any:
+        """The values of the fields ``names`` of the hash ``key`` (None where missing)."""
+        with self.translate(doing):
+            return await self.command("HMGET", key, *names)
+
     async def zcards(self, keys: list[str]) -> list[int]:
         """The sizes of the sorted sets ``keys``, in one round trip."""
         with self.translate("counting jobs"):

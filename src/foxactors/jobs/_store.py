@@ -77,6 +77,29 @@ class JobPage:
 
 
 @attrs.frozen
+class Outcome:
+    """How a job ended: what `JobHandle.result` reads (the answer of `JobStore.outcome`).
+
+    Attributes:
+        state: SUCCEEDED, DEAD or CANCELLED.
+        task: The job's task (whose decoder reads the result).
+        result: What the handler returned, as stored (JSON data); None unless succeeded.
+        record: The whole record of a dead job (its error says why); None otherwise.
+    """
+
+    state: JobState
+    task: str
+    result: Any = None
+    record: JobRecord | None = None
+
+    @classmethod
+    def of(cls, record: JobRecord) -> Outcome:
+        """The outcome a final ``record`` tells."""
+        dead = record.state is JobState.DEAD
+        return cls(record.state, record.task, record.result, record if dead else None)
+
+
+@attrs.frozen
 class Reaped:
     """What one pass of `JobStore.reap` did.
 
@@ -215,6 +238,17 @@ class JobStore(Protocol):
 
         Raises:
             JobNotFound: No such job (for this tenant).
+            TimeoutError: Not final within ``timeout`` seconds.
+        """
+
+    async def outcome(
+        self, job_id: str, *, timeout: float | None, tenant: str | None = None
+    ) -> Outcome:
+        """`wait`, reading only what the end of a job says (a store may read less).
+
+        Raises:
+            JobNotFound: No such job (for this tenant).
+            JobRecordError: The stored record cannot be read.
             TimeoutError: Not final within ``timeout`` seconds.
         """
 
