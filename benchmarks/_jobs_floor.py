@@ -69,6 +69,8 @@ async def _worker(client: Any, stream: str, prefix: str, n: int) -> None:
         started = await client.execute_command(*_evalsha(scripts.START, prefix, *starts))
         ends: list[str] = []
         for row in started:
+            if row[0] != b"run":  # refused ('error', why), or not runnable: say which
+                raise RuntimeError(f"the floor's start answered {row[:2]!r}, not 'run'")
             fields = dict(zip(row[1::2], row[2::2], strict=True))
             result = str(json.loads(fields[b"args"])["n"])  # what the no-op returns
             job_id = json.loads(fields[b"id"])
@@ -76,7 +78,9 @@ async def _worker(client: Any, stream: str, prefix: str, n: int) -> None:
         async with client.pipeline(transaction=False) as pipe:
             pipe.execute_command(*_evalsha(scripts.COMPLETE, prefix, *ends))
             pipe.xack(stream, GROUP, *(entry_id for entry_id, _ in entries))
-            await pipe.execute()
+            completed, _ = await pipe.execute()
+        if refused := [row for row in completed if row[0] != b"ok"]:
+            raise RuntimeError(f"the floor's complete answered {refused[0]!r}, not 'ok'")
         done += len(entries)
 
 

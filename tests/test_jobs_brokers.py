@@ -618,7 +618,7 @@ async def test_enqueue_many_runs_its_jobs_in_order_and_a_failed_publish_leaves_n
         assert len(states) == 22
 
 
-@pytest.mark.parametrize("broker", ["redis"])  # RabbitMQ publishes them one by one
+@pytest.mark.parametrize("broker", ["redis"])  # staged in the Redis backend's batcher
 async def test_enqueue_many_cancelled_mid_publish_keeps_the_jobs_that_went_out(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:

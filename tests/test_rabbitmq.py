@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import aio_pika
+import aiormq
 import anyio
 import pytest
 from structlog.testing import capture_logs
@@ -241,6 +242,87 @@ async def test_an_unroutable_publish_is_an_error_not_silence(
     rabbitmq.ctl("delete_queue", queue)  # gone behind the backend's back
     with pytest.raises(fa.BackendError, match="did not take the message"):
         await backend.publish(queue, "lost?")
+
+
+async def received(backend: RabbitMQBackend, queue: str, n: int) -> list[fa.Message]:
+    """The next ``n`` messages of ``queue``, in the order they come, each acknowledged."""
+    source = await backend.open_source(queue, prefetch=50)
+    found: list[fa.Message] = []
+    while len(found) < n:
+        delivery = await receive_one(source)
+        delivery.handle.ack()
+        found.append(delivery.message)
+    await source.close()
+    return found
+
+
+async def test_publish_many_goes_out_in_order_without_waiting_for_each_confirm(
+    backend: RabbitMQBackend, queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert isinstance(backend, fa.backends.BatchPublisher)
+    await backend.publish(queue, -1)  # connected and declared
+    sending = peak = 0
+    send = backend._send
+
+    async def counted(*args: Any, **options: Any) -> None:
+        nonlocal sending, peak
+        sending += 1
+        peak = max(peak, sending)
+        try:
+            await send(*args, **options)
+        finally:
+            sending -= 1
+
+    monkeypatch.setattr(backend, "_send", counted)
+    messages: list[tuple[Any, fa.MessageProperties | None]] = [(n, None) for n in range(200)]
+    messages[7] = (object(), None)  # not JSON: that one alone fails
+    answers = await backend.publish_many(queue, messages)
+    assert peak > 1  # out together, each confirm awaited beside the others
+    assert isinstance(answers[7], fa.EncodeError)
+    expected = [n for n in range(200) if n != 7]
+    found = await received(backend, queue, 200)
+    assert [m.payload for m in found] == [-1, *expected]
+    assert [m.id for m in found[1:]] == [answers[n] for n in expected]
+
+    delayed = await backend.publish_many(queue, [(n, None) for n in range(5)], delay=0.05)
+    assert [m.payload for m in await received(backend, queue, 5)] == list(range(5))
+    assert all(isinstance(answer, str) for answer in delayed)
+
+
+async def test_publishes_that_lost_their_connection_together_reconnect_once(
+    backend: RabbitMQBackend, queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await backend.publish(queue, -1)
+    connects = 0
+    connect, send = backend.connect, backend._send
+
+    async def counted() -> Any:
+        nonlocal connects
+        connects += 1
+        return await connect()
+
+    lost: list[str] = []
+    all_sending, resent = anyio.Event(), anyio.Event()
+
+    async def lost_once(channel: Any, queue: str, message: Any, delay: float) -> None:
+        if message.message_id not in lost:  # each one's first try, on the first connection
+            lost.append(message.message_id)
+            if len(lost) == 3:
+                all_sending.set()
+            await all_sending.wait()
+            if message.message_id != lost[0]:
+                await resent.wait()  # these hear of the loss once the first is sent again
+            raise aiormq.exceptions.ChannelInvalidStateError("connection lost")
+        resent.set()  # on a new connection
+        await send(channel, queue, message, delay)
+
+    monkeypatch.setattr(backend, "connect", counted)
+    monkeypatch.setattr(backend, "_send", lost_once)
+    answers = await backend.publish_many(queue, [(n, None) for n in range(3)])
+    assert all(isinstance(answer, str) for answer in answers), answers
+    assert connects == 1  # the later failures did not close the new connection
+    payloads = sorted(m.payload for m in await received(backend, queue, 4))
+    assert payloads == [-1, 0, 1, 2]
 
 
 async def test_crash_redeliveries_count_as_attempts_on_classic_queues(

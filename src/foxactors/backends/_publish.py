@@ -1,10 +1,18 @@
-"""`encode_and_publish`: what a broker backend's ``publish`` does before its wire."""
+"""What a broker backend's ``publish`` does before its wire, and ``publish_many`` in order.
+
+`encode_and_publish` checks, encodes and traces one message; `publish_in_order` sends
+many as concurrent publishes that keep their order.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol
 
+import anyio
+
 from foxactors._codec import Codec
+from foxactors._errors import BackendError
 from foxactors._message import MessageProperties, check_priority
 from foxactors._tracing import outgoing
 
@@ -48,3 +56,33 @@ async def encode_and_publish(
         return await backend.publish_raw(queue, body, properties=properties, delay=delay)
     with span:
         return await backend.publish_raw(queue, body, properties=properties, delay=delay)
+
+
+async def publish_in_order(
+    backend: RawPublisher,
+    queue: str,
+    messages: Sequence[tuple[Any, MessageProperties | None]],
+    *,
+    delay: float = 0.0,
+) -> list[str | Exception]:
+    """Publish ``messages`` as tasks started in order in one task group; each id or error.
+
+    For a backend that is connected (and has declared ``queue``) already, and whose
+    ``publish`` then reaches its wire's queue (the turn's batch, the channel's lock)
+    before its first wait: the tasks start in the order given, so the messages go out
+    in that order, without waiting for each other's answers. anyio's tasks: a cancel
+    reaches them through their scopes (so one that sends a batch for others finishes
+    it, shielded: the batcher's promise).
+    """
+    answers: list[str | Exception] = [BackendError("not published")] * len(messages)
+
+    async def one(index: int, payload: Any, properties: MessageProperties | None) -> None:
+        try:
+            answers[index] = await encode_and_publish(backend, queue, payload, properties, delay)
+        except Exception as exc:  # its own place in the answer
+            answers[index] = exc
+
+    async with anyio.create_task_group() as tasks:
+        for index, (payload, properties) in enumerate(messages):
+            tasks.start_soon(one, index, payload, properties)
+    return answers

@@ -9,7 +9,7 @@ import itertools
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, ClassVar
 
@@ -34,7 +34,7 @@ from foxactors.backends._connection import (
 from foxactors.backends._contract import QueueStatistics
 from foxactors.backends._deadletter import DeadLetterShortcuts
 from foxactors.backends._keeper import keeper
-from foxactors.backends._publish import encode_and_publish
+from foxactors.backends._publish import encode_and_publish, publish_in_order
 
 from ._client import CONNECTION_ERRORS, unreachable
 from ._connection import RabbitMQLink
@@ -44,6 +44,9 @@ from ._topology import Topology, delay_bucket
 from ._wire import to_amqp
 
 _logger = get_logger("foxactors")  # stdlib logging unless structlog is configured
+
+PUBLISH_CHUNK = 500
+"""Messages `RabbitMQBackend.publish_many` has out at once, awaiting their confirms."""
 
 
 @attrs.frozen
@@ -280,20 +283,69 @@ class RabbitMQBackend(DeadLetterShortcuts):
             now=time.time(),
             persistent=self.persistent,
         )
-        for attempt in (1, 2):  # a connection lost since the last publish: reconnect once
+        await self._with_channel(queue, lambda channel: self._send(channel, queue, message, delay))
+        return message_id
+
+    async def publish_many(
+        self,
+        queue: str,
+        messages: Sequence[tuple[Any, MessageProperties | None]],
+        *,
+        delay: float = 0.0,
+    ) -> list[str | Exception]:
+        """Publish ``(payload, properties)`` pairs in order; each one's id or error.
+
+        They go out on the publishing channel one after the other without waiting for
+        each other's confirms (`BatchPublisher`), `PUBLISH_CHUNK` at a time. The
+        channel is open and the queue (and the delay's retry queue) declared first;
+        then each publish, started in the order given, takes the channel's lock in that
+        order, and RabbitMQ keeps a channel's order within a queue. Should the
+        connection be lost midway, those that failed are sent again as `publish`
+        sends one (a message may then go out twice, and in another order).
+
+        Raises:
+            ConfigurationError: A bad queue name or delay.
+            BackendError: RabbitMQ cannot be reached, or refused the queue's
+                declaration: nothing was published.
+        """
+        require_seconds("delay", delay)
+
+        async def declared(channel: Any) -> None:
+            if delay > 0:
+                await self._retry_target(channel, queue, delay)
+
+        await self._with_channel(queue, declared)
+        answers: list[str | Exception] = []
+        for first in range(0, len(messages), PUBLISH_CHUNK):
+            chunk = messages[first : first + PUBLISH_CHUNK]
+            answers += await publish_in_order(self, queue, chunk, delay=delay)
+        return answers
+
+    async def _with_channel(self, queue: str, use: Callable[[Any], Awaitable[None]]) -> None:
+        """``use`` the publishing channel, ``queue``'s topology declared on it.
+
+        A connection lost since the last use: once more on a new one.
+        """
+        for attempt in (1, 2):
             channel = await self._channel()
             try:
                 channel = await self._declare(queue, channel)
-                await self._send(channel, queue, message, delay)
+                await use(channel)
             except CONNECTION_ERRORS as exc:
-                await self._drop_publisher()
+                await self._drop_publisher(channel)
                 if attempt == 2:
                     raise BackendError(f"publishing to {queue!r} failed: {exc}") from None
             else:
-                break
-        return message_id
+                return
 
-    async def _drop_publisher(self) -> None:
+    async def _drop_publisher(self, failed: Any = None) -> None:
+        """Close the publishing connection: the one whose channel ``failed`` (if given).
+
+        Concurrent publishes that failed together drop it once, not the new one that
+        the first of them opened to try again.
+        """
+        if failed is not None and (self._publisher is None or self._publisher[1] is not failed):
+            return
         if self._publisher is not None:
             connection, self._publisher = self._publisher[0], None
             self._declared.clear()

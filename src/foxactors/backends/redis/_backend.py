@@ -37,7 +37,7 @@ from foxactors.backends._contract import QueueStatistics
 from foxactors.backends._deadletter import DeadLetterShortcuts
 from foxactors.backends._fair import FairShares, check_tenant
 from foxactors.backends._keeper import keeper
-from foxactors.backends._publish import encode_and_publish
+from foxactors.backends._publish import encode_and_publish, publish_in_order
 
 from . import _fair as fair
 from . import _levels as levels
@@ -411,28 +411,8 @@ class RedisBackend(DeadLetterShortcuts):
         # Chunks one after the other keep each pipeline within the batch's deadline.
         await self._client()
         for first in range(0, len(messages), PUBLISH_CHUNK):
-            answers += await self._publish_chunk(queue, messages[first : first + PUBLISH_CHUNK])
-        return answers
-
-    async def _publish_chunk(
-        self, queue: str, messages: Sequence[tuple[Any, MessageProperties | None]]
-    ) -> list[str | Exception]:
-        """Publish ``messages`` as tasks started in order in one task group (one batch).
-
-        anyio's tasks: a cancel reaches them through their scopes, so one that is
-        sending the batch for others finishes it, shielded (the batcher's promise).
-        """
-        answers: list[str | Exception] = [BackendError("not published")] * len(messages)
-
-        async def one(index: int, payload: Any, properties: MessageProperties | None) -> None:
-            try:
-                answers[index] = await self.publish(queue, payload, properties=properties)
-            except Exception as exc:  # its own place in the answer
-                answers[index] = exc
-
-        async with anyio.create_task_group() as tasks:
-            for index, (payload, properties) in enumerate(messages):
-                tasks.start_soon(one, index, payload, properties)
+            chunk = messages[first : first + PUBLISH_CHUNK]
+            answers += await publish_in_order(self, queue, chunk)
         return answers
 
     async def publish_raw(
