@@ -181,6 +181,7 @@ JOBS_PUBLIC = {
     "PeriodicLedger",
     "PeriodicScheduler",
     "PeriodicStatistics",
+    "Outcome",
     "QueueDepth",
     "Reaped",
     "Reject",
