@@ -39,6 +39,8 @@ from foxactors.jobs import _redis_store as redis_store
 from foxactors.jobs._redis_form import encode, fields_of
 from foxactors.testing.servers import RedisServer, free_port, redis_server
 
+from .helpers import until
+
 pytestmark = pytest.mark.anyio
 
 NOW = 1_000_000.0
@@ -530,6 +532,76 @@ async def test_a_waiter_whose_message_was_lost_reads_the_record_anyway(
         with anyio.fail_after(5):
             await woke.wait()
     assert seen[0].state is JobState.DEAD
+
+
+async def test_many_waiters_share_one_connection_and_leave_no_subscription(
+    store: RedisJobStore, raw: aioredis.Redis
+) -> None:
+    records = []
+    for _ in range(200):
+        record, _ = await store.create(job())
+        await store.start(record.id, NOW, NOW + 30)
+        records.append(record)
+    seen: list[str] = []
+
+    async def waiter(record: JobRecord) -> None:
+        seen.append((await store.outcome(record.id, timeout=30)).result)
+
+    pattern = f"{store.prefix}:done:*"
+
+    async def subscribed() -> bool:
+        return len(await raw.pubsub_channels(pattern)) == len(records)
+
+    async with anyio.create_task_group() as tg:
+        for record in records:
+            tg.start_soon(waiter, record)
+        tg.start_soon(waiter, records[0])  # two waiters of one job
+        await until("every waiter subscribed", subscribed)
+        listening = [c for c in await raw.client_list() if "P" in c["flags"]]
+        assert len(listening) == 1  # not a connection each
+        for record in records:
+            await store.complete(record.id, 1, NOW + 1, record.id)
+    assert sorted(seen) == sorted([r.id for r in records] + [records[0].id])
+
+    async def unsubscribed() -> bool:
+        return not await raw.pubsub_channels(pattern)
+
+    await until("every channel unsubscribed", unsubscribed)
+
+
+async def test_a_failed_listener_wakes_its_waiters_and_a_later_one_listens_anew(
+    store: RedisJobStore, raw: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(redis_store, "WAKE_CHECK", 0.05)
+    first, _ = await store.create(job())
+    second, _ = await store.create(job())
+    for record in (first, second):
+        await store.start(record.id, NOW, NOW + 30)
+    listener = store._link._listener
+    seen: list[str] = []
+
+    async def waiter(record: JobRecord) -> None:
+        seen.append((await store.outcome(record.id, timeout=30)).result)
+
+    async def channels() -> int:
+        return len(await raw.pubsub_channels(f"{store.prefix}:done:*"))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(waiter, first)
+        await until("the first waiter subscribed", channels)
+        broken = listener._pubsub
+
+        async def lost(**_: Any) -> None:
+            raise RedisConnectionError("connection lost")
+
+        monkeypatch.setattr(broken, "get_message", lost)  # the reader's next read fails
+        await until("the listener let go", lambda: listener._pubsub is None)
+        tg.start_soon(waiter, second)
+        await until("the second waiter subscribed on a new connection", channels)
+        assert listener._pubsub is not broken
+        await store.complete(first.id, 1, NOW + 1, "first")  # read by its poll
+        await store.complete(second.id, 1, NOW + 1, "second")  # heard
+    assert sorted(seen) == ["first", "second"]
 
 
 async def test_renew_of_many_is_one_script_call(store: RedisJobStore) -> None:

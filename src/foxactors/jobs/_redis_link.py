@@ -15,10 +15,9 @@ turn's creates, commits, starts and completions are each joined into one script 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
-import anyio
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -30,6 +29,7 @@ from foxactors._errors import ConfigurationError
 from foxactors._redact import redact, secrets_of
 
 from ._errors import JobError, JobRecordError, JobStoreError
+from ._redis_listener import Listener, Subscription
 from ._redis_scripts import JSON_ROWS, SHARED, Script
 
 ERRORS = (RedisError, OSError)
@@ -43,8 +43,8 @@ def _lost(why: str) -> RedisConnectionError:
 
 
 MAX_CONNECTIONS = 10_000
-"""Pooled connections at most: each waiting `result()` holds one (newer redis-py caps
-its pools at 100 and then raises, which many waiters beside a worker would reach)."""
+"""Pooled connections at most (newer redis-py caps its pools at 100 and then raises):
+concurrent callers each hold one while their command is out."""
 
 
 def _describe(client: Any) -> str:
@@ -143,6 +143,7 @@ class RedisLink:
                 f"got {type(url_or_client).__name__}"
             )
         self._turns: TurnBatcher[_Call, Any] = TurnBatcher(self._send, lost=_lost, timeout=30)
+        self._listener = Listener(self.client, self.translate)
 
     def _scrub(self, text: str) -> str:
         for secret in self._secrets:
@@ -288,37 +289,17 @@ class RedisLink:
                     pipe.zcard(key)
                 return [int(n) for n in await pipe.execute()]
 
-    @contextlib.asynccontextmanager
-    async def subscription(self, channel: str) -> AsyncIterator[Subscription]:
-        """Subscribed to ``channel`` (confirmed by the server) for the block."""
-        pubsub = self.client.pubsub()
-        try:
-            with self.translate("subscribing"):
-                await pubsub.subscribe(channel)
-                # Read the confirmation: from here on nothing published is missed.
-                await pubsub.get_message(timeout=None)
-            yield Subscription(self, pubsub)
-        finally:
-            with anyio.CancelScope(shield=True), contextlib.suppress(*ERRORS):
-                await pubsub.aclose()
+    def subscription(self, channel: str) -> contextlib.AbstractAsyncContextManager[Subscription]:
+        """Subscribed to ``channel`` (confirmed by the server) for the block.
+
+        Every subscription of the link shares one pub/sub connection (`Listener`).
+        """
+        return self._listener.subscription(channel)
 
     async def close(self) -> None:
         """Fail the commands not answered yet; close the client, if this link made it."""
         self._turns.close()
+        await self._listener.close()
         if self.owns:
             with contextlib.suppress(*ERRORS):
                 await self.client.aclose()
-
-
-class Subscription:
-    """Messages of one subscribed channel."""
-
-    def __init__(self, link: RedisLink, pubsub: Any) -> None:
-        self._link = link
-        self._pubsub = pubsub
-
-    async def message(self, timeout: float) -> bool:
-        """Wait up to ``timeout`` seconds for a message; True if one came."""
-        with self._link.translate("waiting for a job"):
-            got = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=timeout)
-        return got is not None
