@@ -24,11 +24,12 @@ from foxactors.jobs import (
     ErrorInfo,
     JobError,
     JobNotFound,
+    JobOutcome,
     JobRecord,
     JobState,
     JobStore,
     MemoryJobStore,
-    Outcome,
+    OutcomeReader,
     RedisJobStore,
     StartKind,
 )
@@ -378,8 +379,9 @@ async def test_wait_times_out(store: JobStore) -> None:
 
 
 async def test_an_outcome_waits_for_the_end_and_says_what_it_was(store: JobStore) -> None:
+    assert isinstance(store, OutcomeReader)  # both stores have the capability
     succeeds, fails, cancelled = await running(store), await running(store), await enqueued(store)
-    seen: list[Outcome] = []
+    seen: list[JobOutcome] = []
 
     async def waiter() -> None:
         seen.append(await store.outcome(succeeds.id, timeout=60))
@@ -389,7 +391,7 @@ async def test_an_outcome_waits_for_the_end_and_says_what_it_was(store: JobStore
         await wait_all_tasks_blocked()
         assert seen == []
         await store.complete(succeeds.id, 1, NOW + 2, {"sent": 3})
-    assert seen == [Outcome(JobState.SUCCEEDED, "send_email", {"sent": 3})]
+    assert seen == [JobOutcome(JobState.SUCCEEDED, "send_email", {"sent": 3})]
 
     error = ErrorInfo(type="LookupError", message="no such domain", traceback="")
     await store.fail(fails.id, 1, NOW + 2, error, retry_at=None, reason="no such domain")
@@ -399,12 +401,13 @@ async def test_an_outcome_waits_for_the_end_and_says_what_it_was(store: JobStore
     assert dead.record.error == error
 
     await store.cancel(cancelled.id, NOW + 2)
-    assert await store.outcome(cancelled.id, timeout=60) == Outcome(
+    assert await store.outcome(cancelled.id, timeout=60) == JobOutcome(
         JobState.CANCELLED, "send_email"
     )
 
 
 async def test_an_outcome_of_no_job_or_another_tenants_is_not_found(store: JobStore) -> None:
+    assert isinstance(store, OutcomeReader)
     record = await running(store, tenant="acme")
     await store.complete(record.id, 1, NOW + 2, "done")
     assert (await store.outcome(record.id, timeout=5, tenant="acme")).result == "done"

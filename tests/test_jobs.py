@@ -43,6 +43,7 @@ from foxactors.jobs import (
     JobState,
     Linear,
     MemoryJobStore,
+    OutcomeReader,
     Reject,
     Retry,
     Started,
@@ -651,6 +652,35 @@ async def test_without_cancel_signals_a_running_job_hears_of_its_cancel_within_t
             await handle.result(timeout=WAIT)
         assert anyio.current_time() - asked < jobs.cancel_poll + 1  # one renewal, not the hour
     assert (await handle.status()).state is JobState.CANCELLED
+
+
+class WholeRecords(MemoryJobStore):
+    """A store without the `OutcomeReader` capability: results are read from records."""
+
+    outcome = None  # type: ignore[assignment]
+
+
+async def test_a_store_without_outcome_reads_still_gives_results_and_failures() -> None:
+    jobs = queue_of(store=WholeRecords())
+    assert not isinstance(jobs.store, OutcomeReader)
+
+    @jobs.task
+    async def send(to: str) -> str:
+        if to.endswith(".invalid"):
+            raise Reject("no such domain")
+        return f"sent to {to}"
+
+    sent = await send.enqueue("ada@example.com")
+    lost = await send.enqueue("bob@example.invalid")
+    never = await send.options(delay=60).enqueue("eve@example.com")
+    await never.cancel()
+    async with working(jobs):
+        assert await sent.result(timeout=WAIT) == "sent to ada@example.com"
+        with pytest.raises(JobFailed, match="no such domain") as failed:
+            await lost.result(timeout=WAIT)
+        assert failed.value.record.state is JobState.DEAD
+        with pytest.raises(JobCancelled):
+            await never.result(timeout=WAIT)
 
 
 class CancelBeforeCompletion(MemoryJobStore):

@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 import anyio
 import pytest
 import redis.asyncio as aioredis
+from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -26,14 +27,15 @@ from foxactors import ConfigurationError
 from foxactors.jobs import (
     ErrorInfo,
     JobNotFound,
+    JobOutcome,
     JobRecord,
     JobRecordError,
     JobState,
     JobStoreError,
-    Outcome,
     RedisJobStore,
     StartKind,
 )
+from foxactors.jobs import _redis_listener as redis_listener
 from foxactors.jobs import _redis_scripts as scripts
 from foxactors.jobs import _redis_store as redis_store
 from foxactors.jobs._redis_form import encode, fields_of
@@ -569,10 +571,41 @@ async def test_many_waiters_share_one_connection_and_leave_no_subscription(
     await until("every channel unsubscribed", unsubscribed)
 
 
+async def test_an_outcome_of_a_dead_job_retried_meanwhile_waits_for_its_new_end(
+    store: RedisJobStore, raw: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    record, _ = await store.create(job())
+    await store.start(record.id, NOW, NOW + 30)
+    await store.fail(record.id, 1, NOW + 1, None, retry_at=None, reason="no such domain")
+    get = store.get
+
+    async def retried_first(job_id: str, **options: Any) -> JobRecord:
+        monkeypatch.setattr(store, "get", get)
+        await store.retry(job_id, NOW + 2)  # between its read of 'dead' and its record's
+        return await get(job_id, **options)
+
+    monkeypatch.setattr(store, "get", retried_first)
+    seen: list[JobOutcome] = []
+
+    async def waiter() -> None:
+        seen.append(await store.outcome(record.id, timeout=30))
+
+    async def subscribed() -> bool:
+        return bool(await raw.pubsub_channels(f"{store.prefix}:done:*"))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(waiter)
+        await until("the waiter waits for the retried job", subscribed)
+        assert seen == []
+        assert (await store.start(record.id, NOW + 3, NOW + 30)).kind is StartKind.RUN
+        await store.complete(record.id, 1, NOW + 4, "sent")  # attempts count from zero again
+    assert seen == [JobOutcome(JobState.SUCCEEDED, "send_email", "sent")]
+
+
 async def test_a_failed_listener_wakes_its_waiters_and_a_later_one_listens_anew(
     store: RedisJobStore, raw: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(redis_store, "WAKE_CHECK", 0.05)
+    monkeypatch.setattr(redis_store, "WAKE_CHECK", 60)  # no look of their own meanwhile
     first, _ = await store.create(job())
     second, _ = await store.create(job())
     for record in (first, second):
@@ -581,27 +614,110 @@ async def test_a_failed_listener_wakes_its_waiters_and_a_later_one_listens_anew(
     seen: list[str] = []
 
     async def waiter(record: JobRecord) -> None:
-        seen.append((await store.outcome(record.id, timeout=30)).result)
+        seen.append((await store.outcome(record.id, timeout=10)).result)
 
     async def channels() -> int:
         return len(await raw.pubsub_channels(f"{store.prefix}:done:*"))
 
+    listening = anyio.Event()
+    message = redis_listener.Subscription.message
+
+    async def listen(self: redis_listener.Subscription, timeout: float) -> bool:
+        listening.set()  # read the record once subscribed, found it unfinished
+        return await message(self, timeout)
+
+    monkeypatch.setattr(redis_listener.Subscription, "message", listen)
     async with anyio.create_task_group() as tg:
         tg.start_soon(waiter, first)
-        await until("the first waiter subscribed", channels)
+        with anyio.fail_after(10):
+            await listening.wait()
+        # It ends unheard (behind the store's back), then the connection fails.
+        await raw.hset(f"{store.prefix}:job:{first.id}", mapping={"state": '"succeeded"'})
         broken = listener._pubsub
 
         async def lost(**_: Any) -> None:
             raise RedisConnectionError("connection lost")
 
         monkeypatch.setattr(broken, "get_message", lost)  # the reader's next read fails
-        await until("the listener let go", lambda: listener._pubsub is None)
+        await until("the woken waiter read its record", lambda: len(seen) == 1)
+        assert listener._pubsub is None
         tg.start_soon(waiter, second)
         await until("the second waiter subscribed on a new connection", channels)
-        assert listener._pubsub is not broken
-        await store.complete(first.id, 1, NOW + 1, "first")  # read by its poll
-        await store.complete(second.id, 1, NOW + 1, "second")  # heard
-    assert sorted(seen) == ["first", "second"]
+        assert store._link._listener._pubsub not in (None, broken)
+        await store.complete(second.id, 1, NOW + 1, "second")  # heard, not polled
+    assert seen == [None, "second"]
+
+
+async def test_a_first_waiter_cancelled_while_subscribing_still_subscribes_for_the_others(
+    store: RedisJobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(redis_store, "WAKE_CHECK", 60)  # heard, or not at all
+    monkeypatch.setattr(redis_listener, "CONFIRM_WAIT", 60)
+    record, _ = await store.create(job())
+    await store.start(record.id, NOW, NOW + 30)
+    listener = store._link._listener
+    channel = f"{store.prefix}:done:{record.id}"
+    connecting, connect = anyio.Event(), PubSub.connect
+
+    async def slow(self: PubSub) -> None:
+        await connecting.wait()  # the first waiter's SUBSCRIBE is under way
+        await connect(self)  # type: ignore[no-untyped-call]
+
+    monkeypatch.setattr(PubSub, "connect", slow)
+    seen: list[str] = []
+
+    async def waiter(scope: anyio.CancelScope) -> None:
+        with scope:
+            seen.append((await store.outcome(record.id, timeout=10)).result)
+
+    async with anyio.create_task_group() as tg:
+        first = anyio.CancelScope()
+        tg.start_soon(waiter, first)
+        await until("the first waiter subscribing", lambda: channel in listener._channels)
+        tg.start_soon(waiter, anyio.CancelScope())
+        await until("two waiters", lambda: len(listener._channels[channel].waiters) == 2)
+        first.cancel()  # its caller gave up
+        connecting.set()
+        await until("subscribed", listener._channels[channel].confirmed.is_set)
+        await store.complete(record.id, 1, NOW + 1, "sent")
+    assert seen == ["sent"]
+
+
+async def test_a_subscription_whose_replies_were_lost_is_confirmed_by_the_resubscribe(
+    store: RedisJobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(redis_listener, "CONFIRM_WAIT", 60)  # no going on unconfirmed
+    record, _ = await store.create(job())
+    await store.start(record.id, NOW, NOW + 30)
+    listener = store._link._listener
+    channel = f"{store.prefix}:done:{record.id}"
+    gate = anyio.Event()
+    read = PubSub.get_message
+
+    async def held(self: PubSub, **options: Any) -> Any:
+        await gate.wait()  # replies pile up unread
+        return await read(self, **options)
+
+    monkeypatch.setattr(PubSub, "get_message", held)
+    seen: list[JobOutcome] = []
+
+    async def waiter(scope: anyio.CancelScope) -> None:
+        with scope:
+            seen.append(await store.outcome(record.id, timeout=30))
+
+    async with anyio.create_task_group() as tg:
+        leaves = anyio.CancelScope()
+        tg.start_soon(waiter, leaves)
+        await until("a SUBSCRIBE sent", lambda: listener._unconfirmed[channel] == 1)
+        leaves.cancel()  # its waiter leaves, unconfirmed; the UNSUBSCRIBE waits too
+        await until("the channel left", lambda: channel not in listener._channels)
+        tg.start_soon(waiter, anyio.CancelScope())  # subscribes again: two counted
+        await until("another SUBSCRIBE sent", lambda: listener._unconfirmed[channel] == 2)
+        await listener._pubsub.connection.disconnect()  # both replies lost with it
+        gate.set()  # redis-py reconnects and subscribes the channel again, once
+        await until("confirmed", listener._channels[channel].confirmed.is_set)
+        await store.complete(record.id, 1, NOW + 1, "sent")
+    assert [o.result for o in seen] == ["sent"]
 
 
 async def test_renew_of_many_is_one_script_call(store: RedisJobStore) -> None:
@@ -679,7 +795,7 @@ async def test_a_callers_client_with_decoded_replies_works_and_stays_open(
     assert (await store.list(tenant="acme")).jobs == (record,)
     await store.start(record.id, NOW, NOW + 30)
     await store.complete(record.id, 1, NOW + 1, {"name": "Zoë"})
-    assert await store.outcome(record.id, timeout=5, tenant="acme") == Outcome(
+    assert await store.outcome(record.id, timeout=5, tenant="acme") == JobOutcome(
         JobState.SUCCEEDED, "send_email", {"name": "Zoë"}
     )
     assert "127.0.0.1" in repr(store)

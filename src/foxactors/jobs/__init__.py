@@ -41,9 +41,10 @@ from ._scheduler import PeriodicStatistics as PeriodicStatistics
 from ._store import CancelKind as CancelKind
 from ._store import Cancelled as Cancelled
 from ._store import CancelSignals as CancelSignals
+from ._store import JobOutcome as JobOutcome
 from ._store import JobPage as JobPage
 from ._store import JobStore as JobStore
-from ._store import Outcome as Outcome
+from ._store import OutcomeReader as OutcomeReader
 from ._store import Reaped as Reaped
 from ._store import Started as Started
 from ._store import StartKind as StartKind

@@ -26,7 +26,7 @@ from ._handle import JobHandle
 from ._memory_store import MemoryJobStore
 from ._periodic import MissedTicks, Periodic, declare
 from ._record import JobRecord, JobState
-from ._store import Cancelled, JobPage, JobStore
+from ._store import Cancelled, JobPage, JobStore, OutcomeReader
 from ._task import Task, task_options
 
 if TYPE_CHECKING:
@@ -196,6 +196,8 @@ class JobQueue:
         self.store: JobStore = store if store is not None else MemoryJobStore()
         if not isinstance(self.store, JobStore):
             raise ConfigurationError(f"store must be a job store, got {store!r}")
+        self.reads_outcomes = isinstance(self.store, OutcomeReader)
+        """Whether `JobHandle.result` reads only a job's end (`OutcomeReader`)."""
         self.default_queue = queue
         self.lease = require_seconds("lease", lease, positive=True)
         self.reap_interval = require_seconds("reap_interval", reap_interval, positive=True)

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from ._errors import JobCancelled, JobFailed
 from ._record import JobRecord, JobState
+from ._store import JobOutcome
 
 if TYPE_CHECKING:
     from ._client import JobQueue
-    from ._store import Cancelled
+    from ._store import Cancelled, OutcomeReader
 
 R = TypeVar("R")
 
@@ -57,7 +58,12 @@ class JobHandle(Generic[R]):
             TimeoutError: Not final within ``timeout`` seconds.
             JobNotFound: It expired or never existed.
         """
-        ended = await self.jobs.store.outcome(self.id, timeout=timeout, tenant=self.tenant)
+        store = self.jobs.store
+        if self.jobs.reads_outcomes:  # checked once, by the queue
+            reader = cast("OutcomeReader", store)
+            ended = await reader.outcome(self.id, timeout=timeout, tenant=self.tenant)
+        else:  # a store without the capability: its whole record
+            ended = JobOutcome.of(await store.wait(self.id, timeout=timeout, tenant=self.tenant))
         if ended.state is JobState.SUCCEEDED:
             decode = self._decode or self.jobs.decoder(ended.task)
             return decode(ended.result) if decode else ended.result  # type: ignore[no-any-return]

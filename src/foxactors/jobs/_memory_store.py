@@ -17,7 +17,7 @@ from . import _transitions as t
 from ._errors import JobNotFound
 from ._periodic_ledger import MemoryPeriodicLedger
 from ._record import FINAL, ErrorInfo, JobRecord, JobState
-from ._store import CancelKind, Cancelled, JobPage, Outcome, Reaped, Started, StartKind
+from ._store import CancelKind, Cancelled, JobOutcome, JobPage, Reaped, Started, StartKind
 
 DEFAULT_RETENTION = 24 * 3600.0
 """Finished records are kept a day unless told otherwise."""
@@ -111,9 +111,9 @@ class MemoryJobStore(MemoryPeriodicLedger):
 
     async def outcome(
         self, job_id: str, *, timeout: float | None, tenant: str | None = None
-    ) -> Outcome:
-        """`wait`, as an `Outcome` (the record is at hand: nothing to save)."""
-        return Outcome.of(await self.wait(job_id, timeout=timeout, tenant=tenant))
+    ) -> JobOutcome:
+        """`wait`, as an `JobOutcome` (the record is at hand: nothing to save)."""
+        return JobOutcome.of(await self.wait(job_id, timeout=timeout, tenant=tenant))
 
     # -- changes (each one synchronous between awaits: atomic on the loop) ----------
 

@@ -7,11 +7,18 @@ common limit of 1,024 open files (and past a caller's client's pool of 100). Her
 every waiter's channel is subscribed on one connection, and one reader task hands
 each message to the waiters of its channel.
 
-A waiter is subscribed once Redis has confirmed every SUBSCRIBE of its channel sent so
-far (an earlier waiter's, unsubscribed since, could otherwise stand for it). Should
-the connection fail, every waiter is woken (it reads its record, and from then on
-reads it every `WAKE_CHECK` seconds: a message published meanwhile was lost anyway),
-and the next waiter opens a new connection.
+- The first waiter of a channel sends its SUBSCRIBE, shielded from a cancel (its
+  channel's other waiters count on it) and within `SUBSCRIBE_WAIT`; a waiter counts
+  as subscribed once Redis has confirmed every SUBSCRIBE of its channel sent so far
+  (a SUBSCRIBE, UNSUBSCRIBE, SUBSCRIBE of one channel answer in that order).
+- A waiter waits `CONFIRM_WAIT` at most for that confirmation, then goes on as if
+  subscribed: it reads its record, and reads it again every few seconds anyway.
+- The last waiter of a channel to leave hands it to the reader, which sends the
+  UNSUBSCRIBE: leaving never waits on the network.
+- redis-py reconnects a dropped connection and subscribes its channels again, once
+  each: the confirmations still counted from before are forgotten then. A connection
+  that fails for good (or a SUBSCRIBE that fails) is closed: every waiter is woken to
+  read its record, and the next waiter opens a new connection.
 """
 
 from __future__ import annotations
@@ -27,6 +34,10 @@ import anyio
 
 READ_WAIT = 1.0
 """Seconds the reader waits for a message before it looks whether anyone still listens."""
+SUBSCRIBE_WAIT = 10.0
+"""Seconds a SUBSCRIBE (with the connection it may open) may take before it fails."""
+CONFIRM_WAIT = 5.0
+"""Seconds a waiter waits for its channel's confirmation before it goes on without."""
 
 
 class Subscription:
@@ -59,6 +70,10 @@ class _Channel:
         self.confirmed = anyio.Event()
 
 
+def _name(channel: bytes | str) -> str:
+    return channel.decode() if isinstance(channel, bytes) else channel
+
+
 class Listener:
     """Subscriptions of any number of waiters on one pub/sub connection of ``client``.
 
@@ -74,43 +89,49 @@ class Listener:
         self._reader: asyncio.Task[None] | None = None
         self._channels: dict[str, _Channel] = {}
         self._unconfirmed: collections.Counter[str] = collections.Counter()
+        self._leaving: set[str] = set()  # for the reader to unsubscribe
         self._opening = anyio.Lock()
 
     @contextlib.asynccontextmanager
     async def subscription(self, channel: str) -> AsyncIterator[Subscription]:
-        """Subscribed to ``channel`` (confirmed by the server) for the block."""
+        """Subscribed to ``channel`` (confirmed by the server) for the block.
+
+        Raises:
+            JobStoreError: The SUBSCRIBE failed (the channel's other waiters read
+                their records instead).
+        """
         state = self._channels.get(channel)
         fresh = state is None
         if state is None:
             state = self._channels[channel] = _Channel()
+            self._leaving.discard(channel)
         mine = Subscription()
         state.waiters.add(mine)
         try:
             if fresh:
-                await self._subscribe(channel, state)
-            await state.confirmed.wait()  # or woken by a failed connection
+                await self._subscribe(channel)
+            with anyio.move_on_after(CONFIRM_WAIT):
+                await state.confirmed.wait()  # or set when the connection is let go
             yield mine
         finally:
             state.waiters.discard(mine)
             if not state.waiters and self._channels.get(channel) is state:
                 del self._channels[channel]
-                with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
-                    if self._pubsub is not None:
-                        await self._pubsub.unsubscribe(channel)
+                self._leaving.add(channel)
 
-    async def _subscribe(self, channel: str, state: _Channel) -> None:
+    async def _subscribe(self, channel: str) -> None:
         """Send SUBSCRIBE for ``channel``; its confirmation comes to the reader."""
         try:
-            with self._translate("subscribing"):
+            with (
+                self._translate("subscribing"),  # a TimeoutError too: an OSError
+                anyio.CancelScope(shield=True),
+                anyio.fail_after(SUBSCRIBE_WAIT),
+            ):
                 pubsub = await self._open()
                 self._unconfirmed[channel] += 1
-                try:
-                    await pubsub.subscribe(channel)
-                except BaseException:
-                    self._unconfirmed[channel] -= 1
-                    raise
-        except BaseException:
-            state.confirmed.set()  # the channel's other waiters read their records
+                await pubsub.subscribe(channel)
+        except BaseException:  # a connection in a state unknown: closed, waiters let go
+            await self._shut(*self._forget())
             raise
 
     async def _open(self) -> Any:
@@ -121,45 +142,46 @@ class Listener:
                 try:
                     await pubsub.connect()
                 except BaseException:
-                    with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
-                        await pubsub.aclose()
+                    await self._shut(pubsub, None)
                     raise
+                pubsub.connection.register_connect_callback(self._reconnected)
                 self._pubsub = pubsub
-                self._unconfirmed.clear()
                 self._reader = asyncio.get_running_loop().create_task(self._read(pubsub))
             return self._pubsub
+
+    async def _reconnected(self, connection: Any) -> None:
+        """redis-py connected again and subscribed every channel anew, once each.
+
+        The replies to what was sent before are lost with the old connection: each
+        channel now awaits one confirmation. (Called after redis-py's own callback.)
+        """
+        if self._pubsub is not None and self._pubsub.connection is connection:
+            self._unconfirmed = collections.Counter(map(_name, self._pubsub.channels))
 
     async def _read(self, pubsub: Any) -> None:
         """Hand each message to its channel's waiters while anyone listens."""
         try:
             while self._channels:
+                if self._leaving:
+                    leaving, self._leaving = self._leaving, set()
+                    await pubsub.unsubscribe(*leaving)
                 message = await pubsub.get_message(timeout=READ_WAIT)
                 if message is not None:
                     self._dispatch(message)
         except Exception:  # the connection failed: every waiter reads its record
             if self._pubsub is pubsub:
-                self._pubsub = self._reader = None
-                self._let_go()
+                self._forget()
         else:
             if self._pubsub is pubsub:
                 self._pubsub = self._reader = None
-        with contextlib.suppress(Exception):
-            await pubsub.aclose()
-
-    def _let_go(self) -> None:
-        """Wake every waiter, subscribed no longer; a later waiter subscribes anew."""
-        channels, self._channels = self._channels, {}
-        for state in channels.values():
-            state.confirmed.set()
-            for waiter in state.waiters:
-                waiter.wake()
+                self._unconfirmed.clear()
+                self._leaving.clear()
+        await self._shut(pubsub, None)
 
     def _dispatch(self, message: dict[str, Any]) -> None:
-        kind = message["type"]
-        name = message["channel"]
-        name = name.decode() if isinstance(name, bytes) else name
+        kind, name = message["type"], _name(message["channel"])
         state = self._channels.get(name)
-        if kind == "subscribe":  # redis-py's resubscribes after a reconnect confirm too
+        if kind == "subscribe":
             self._unconfirmed[name] -= 1
             if self._unconfirmed[name] <= 0:
                 del self._unconfirmed[name]
@@ -169,15 +191,31 @@ class Listener:
             for waiter in state.waiters:
                 waiter.wake()
 
+    def _forget(self) -> tuple[Any, asyncio.Task[None] | None]:
+        """Stop using the connection; wake every waiter (a later one subscribes anew)."""
+        pubsub, reader = self._pubsub, self._reader
+        self._pubsub = self._reader = None
+        self._unconfirmed.clear()
+        self._leaving.clear()
+        channels, self._channels = self._channels, {}
+        for state in channels.values():
+            state.confirmed.set()
+            for waiter in state.waiters:
+                waiter.wake()
+        return pubsub, reader
+
+    async def _shut(self, pubsub: Any, reader: asyncio.Task[None] | None) -> None:
+        """Stop ``reader`` and close ``pubsub`` (either may be None), shielded."""
+        with anyio.CancelScope(shield=True):
+            if reader is not None and reader is not asyncio.current_task():
+                reader.cancel()
+                await asyncio.wait([reader])
+            if pubsub is not None:
+                if pubsub.connection is not None:
+                    pubsub.connection.deregister_connect_callback(self._reconnected)
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+
     async def close(self) -> None:
         """Stop the reader and close the connection; waiters read their records."""
-        reader, pubsub = self._reader, self._pubsub
-        self._reader = self._pubsub = None
-        if reader is not None:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await reader
-        if pubsub is not None:
-            with contextlib.suppress(Exception):
-                await pubsub.aclose()
-        self._let_go()
+        await self._shut(*self._forget())

@@ -26,7 +26,7 @@ from ._memory_store import DEFAULT_RETENTION
 from ._periodic_ledger import RedisPeriodicLedger
 from ._record import FINAL, FORMAT, ErrorInfo, JobRecord, JobState
 from ._redis_form import ENDING, ending_of, fields_of, record_of, scalar, slot_of, text
-from ._store import CancelKind, Cancelled, JobPage, Outcome, Reaped, Started, StartKind
+from ._store import CancelKind, Cancelled, JobOutcome, JobPage, Reaped, Started, StartKind
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -206,7 +206,7 @@ class RedisJobStore(RedisPeriodicLedger):
 
     async def outcome(
         self, job_id: str, *, timeout: float | None, tenant: str | None = None
-    ) -> Outcome:
+    ) -> JobOutcome:
         """`wait`, reading four fields of the record rather than all of it (one HMGET).
 
         A dead job's whole record is read too, once (its error says why).
@@ -218,17 +218,17 @@ class RedisJobStore(RedisPeriodicLedger):
         """
         key = self._key("job", job_id)
 
-        async def read() -> Outcome | None:
+        async def read() -> JobOutcome | None:
             ending = ending_of(job_id, await self._link.hmget(key, ENDING, "reading a job"))
             if ending is None or (tenant is not None and ending[3] != tenant):
                 raise _not_found(job_id, tenant)
             state, task, result, _ = ending
-            return Outcome(state, task, result) if state in FINAL else None
+            if state is JobState.DEAD:  # its error says why; a retry since: not final
+                record = await self.get(job_id, tenant=tenant)
+                return JobOutcome.of(record) if record.state in FINAL else None
+            return JobOutcome(state, task, result) if state in FINAL else None
 
-        outcome = await self._when_final(job_id, timeout, read)
-        if outcome.state is JobState.DEAD:
-            return Outcome.of(await self.get(job_id, tenant=tenant))
-        return outcome
+        return await self._when_final(job_id, timeout, read)
 
     async def _when_final(
         self, job_id: str, timeout: float | None, read: Callable[[], Awaitable[T | None]]

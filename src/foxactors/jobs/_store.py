@@ -77,8 +77,8 @@ class JobPage:
 
 
 @attrs.frozen
-class Outcome:
-    """How a job ended: what `JobHandle.result` reads (the answer of `JobStore.outcome`).
+class JobOutcome:
+    """How a job ended: what `JobHandle.result` reads (the answer of `OutcomeReader`).
 
     Attributes:
         state: SUCCEEDED, DEAD or CANCELLED.
@@ -93,7 +93,7 @@ class Outcome:
     record: JobRecord | None = None
 
     @classmethod
-    def of(cls, record: JobRecord) -> Outcome:
+    def of(cls, record: JobRecord) -> JobOutcome:
         """The outcome a final ``record`` tells."""
         dead = record.state is JobState.DEAD
         return cls(record.state, record.task, record.result, record if dead else None)
@@ -241,17 +241,6 @@ class JobStore(Protocol):
             TimeoutError: Not final within ``timeout`` seconds.
         """
 
-    async def outcome(
-        self, job_id: str, *, timeout: float | None, tenant: str | None = None
-    ) -> Outcome:
-        """`wait`, reading only what the end of a job says (a store may read less).
-
-        Raises:
-            JobNotFound: No such job (for this tenant).
-            JobRecordError: The stored record cannot be read.
-            TimeoutError: Not final within ``timeout`` seconds.
-        """
-
     async def renew(
         self, attempts: builtins.list[tuple[str, int]], lease_until: float
     ) -> builtins.list[str]:
@@ -281,4 +270,24 @@ class CancelSignals(Protocol):
 
         Returns a function that stops the calls. The callback runs on the store's
         event loop and must not block.
+        """
+
+
+@runtime_checkable
+class OutcomeReader(Protocol):
+    """A capability: read how a job ended without reading its whole record.
+
+    `JobHandle.result` uses it where the store has it (the memory and Redis stores
+    do); with a store that has not, it reads the record (`JobStore.wait`).
+    """
+
+    async def outcome(
+        self, job_id: str, *, timeout: float | None, tenant: str | None = None
+    ) -> JobOutcome:
+        """`JobStore.wait`, reading only what the end of a job says.
+
+        Raises:
+            JobNotFound: No such job (for this tenant).
+            JobRecordError: The stored record cannot be read.
+            TimeoutError: Not final within ``timeout`` seconds.
         """
