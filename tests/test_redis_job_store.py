@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import anyio
 import pytest
 import redis.asyncio as aioredis
-from redis.asyncio.client import PubSub
+from redis.asyncio.connection import Connection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -602,7 +602,7 @@ async def test_an_outcome_of_a_dead_job_retried_meanwhile_waits_for_its_new_end(
     assert seen == [JobOutcome(JobState.SUCCEEDED, "send_email", "sent")]
 
 
-async def test_a_failed_listener_wakes_its_waiters_and_a_later_one_listens_anew(
+async def test_a_failed_listener_wakes_its_waiters_who_listen_anew_on_a_new_connection(
     store: RedisJobStore, raw: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(redis_store, "WAKE_CHECK", 60)  # no look of their own meanwhile
@@ -619,33 +619,62 @@ async def test_a_failed_listener_wakes_its_waiters_and_a_later_one_listens_anew(
     async def channels() -> int:
         return len(await raw.pubsub_channels(f"{store.prefix}:done:*"))
 
-    listening = anyio.Event()
+    listening = 0
     message = redis_listener.Subscription.message
 
     async def listen(self: redis_listener.Subscription, timeout: float) -> bool:
-        listening.set()  # read the record once subscribed, found it unfinished
+        nonlocal listening
+        listening += 1  # read the record once subscribed, found it unfinished
         return await message(self, timeout)
 
     monkeypatch.setattr(redis_listener.Subscription, "message", listen)
     async with anyio.create_task_group() as tg:
         tg.start_soon(waiter, first)
-        with anyio.fail_after(10):
-            await listening.wait()
-        # It ends unheard (behind the store's back), then the connection fails.
-        await raw.hset(f"{store.prefix}:job:{first.id}", mapping={"state": '"succeeded"'})
-        broken = listener._pubsub
-
-        async def lost(**_: Any) -> None:
-            raise RedisConnectionError("connection lost")
-
-        monkeypatch.setattr(broken, "get_message", lost)  # the reader's next read fails
-        await until("the woken waiter read its record", lambda: len(seen) == 1)
-        assert listener._pubsub is None
         tg.start_soon(waiter, second)
-        await until("the second waiter subscribed on a new connection", channels)
-        assert store._link._listener._pubsub not in (None, broken)
+        await until("both waiters listening", lambda: listening == 2)
+        # One ends unheard (behind the store's back), then the connection fails.
+        await raw.hset(f"{store.prefix}:job:{first.id}", mapping={"state": '"succeeded"'})
+        broken = listener._connection
+        assert broken is not None
+        await raw.client_kill_filter(_type="pubsub")
+        await until("the woken waiter read its record", lambda: len(seen) == 1)
+        await until("the other subscribed again on a new connection", channels)
+        assert store._link._listener._connection not in (None, broken)
         await store.complete(second.id, 1, NOW + 1, "second")  # heard, not polled
     assert seen == [None, "second"]
+
+
+async def test_a_subscribe_that_fails_leaves_its_waiter_to_read_the_record(
+    store: RedisJobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(redis_store, "WAKE_CHECK", 0.05)
+    record, _ = await store.create(job())
+    await store.start(record.id, NOW, NOW + 30)
+    listening = anyio.Event()
+    refused = 0
+    send = Connection.send_command
+
+    async def refuse(self: Connection, *args: Any, **options: Any) -> None:
+        nonlocal refused
+        if args[0] == "SUBSCRIBE":
+            refused += 1
+            listening.set()
+            raise RedisConnectionError("connection lost")
+        await send(self, *args, **options)
+
+    monkeypatch.setattr(Connection, "send_command", refuse)
+    seen: list[JobOutcome] = []
+
+    async def waiter() -> None:
+        seen.append(await store.outcome(record.id, timeout=10))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(waiter)
+        with anyio.fail_after(10):
+            await listening.wait()
+        await store.complete(record.id, 1, NOW + 1, "sent")  # read by its poll
+    assert [o.result for o in seen] == ["sent"]  # not a store error for a finished job
+    assert refused == 1
 
 
 async def test_a_first_waiter_cancelled_while_subscribing_still_subscribes_for_the_others(
@@ -657,13 +686,21 @@ async def test_a_first_waiter_cancelled_while_subscribing_still_subscribes_for_t
     await store.start(record.id, NOW, NOW + 30)
     listener = store._link._listener
     channel = f"{store.prefix}:done:{record.id}"
-    connecting, connect = anyio.Event(), PubSub.connect
+    pool = store._link.client.connection_pool
+    connecting, make = anyio.Event(), pool.make_connection
 
-    async def slow(self: PubSub) -> None:
-        await connecting.wait()  # the first waiter's SUBSCRIBE is under way
-        await connect(self)  # type: ignore[no-untyped-call]
+    def slow() -> Connection:
+        made = make()
+        connect = made.connect
 
-    monkeypatch.setattr(PubSub, "connect", slow)
+        async def gated() -> None:
+            await connecting.wait()  # the first waiter's SUBSCRIBE is under way
+            await connect()
+
+        made.connect = gated
+        return made  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(pool, "make_connection", slow)
     seen: list[str] = []
 
     async def waiter(scope: anyio.CancelScope) -> None:
@@ -683,41 +720,50 @@ async def test_a_first_waiter_cancelled_while_subscribing_still_subscribes_for_t
     assert seen == ["sent"]
 
 
-async def test_a_subscription_whose_replies_were_lost_is_confirmed_by_the_resubscribe(
+async def test_a_channel_left_and_joined_again_before_its_unsubscribe_stays_subscribed(
     store: RedisJobStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(redis_listener, "CONFIRM_WAIT", 60)  # no going on unconfirmed
+    monkeypatch.setattr(redis_store, "WAKE_CHECK", 60)  # heard, or not at all
+    monkeypatch.setattr(redis_listener, "CONFIRM_WAIT", 60)
     record, _ = await store.create(job())
-    await store.start(record.id, NOW, NOW + 30)
+    other, _ = await store.create(job())  # its waiter keeps the connection up
+    for each in (record, other):
+        await store.start(each.id, NOW, NOW + 30)
     listener = store._link._listener
     channel = f"{store.prefix}:done:{record.id}"
-    gate = anyio.Event()
-    read = PubSub.get_message
+    seen: list[str] = []
 
-    async def held(self: PubSub, **options: Any) -> Any:
-        await gate.wait()  # replies pile up unread
-        return await read(self, **options)
-
-    monkeypatch.setattr(PubSub, "get_message", held)
-    seen: list[JobOutcome] = []
-
-    async def waiter(scope: anyio.CancelScope) -> None:
+    async def waiter(job_id: str, scope: anyio.CancelScope) -> None:
         with scope:
-            seen.append(await store.outcome(record.id, timeout=30))
+            seen.append((await store.outcome(job_id, timeout=10)).result)
 
     async with anyio.create_task_group() as tg:
+        tg.start_soon(waiter, other.id, anyio.CancelScope())
         leaves = anyio.CancelScope()
-        tg.start_soon(waiter, leaves)
-        await until("a SUBSCRIBE sent", lambda: listener._unconfirmed[channel] == 1)
-        leaves.cancel()  # its waiter leaves, unconfirmed; the UNSUBSCRIBE waits too
-        await until("the channel left", lambda: channel not in listener._channels)
-        tg.start_soon(waiter, anyio.CancelScope())  # subscribes again: two counted
-        await until("another SUBSCRIBE sent", lambda: listener._unconfirmed[channel] == 2)
-        await listener._pubsub.connection.disconnect()  # both replies lost with it
-        gate.set()  # redis-py reconnects and subscribes the channel again, once
+        tg.start_soon(waiter, record.id, leaves)
+        await until("subscribed", lambda: channel in listener._channels)
         await until("confirmed", listener._channels[channel].confirmed.is_set)
-        await store.complete(record.id, 1, NOW + 1, "sent")
-    assert [o.result for o in seen] == ["sent"]
+        connection = listener._connection
+        assert connection is not None
+        holding, go, read = anyio.Event(), anyio.Event(), connection.redis.read_response
+
+        async def held(*args: Any, **options: Any) -> Any:
+            holding.set()
+            await go.wait()  # the reader sends nothing meanwhile
+            return await read(*args, **options)
+
+        monkeypatch.setattr(connection.redis, "read_response", held)
+        await until("the reader held", holding.is_set)
+        leaves.cancel()  # the channel's last waiter leaves: its UNSUBSCRIBE waits
+        await until("left", lambda: channel not in listener._channels)
+        tg.start_soon(waiter, record.id, anyio.CancelScope())  # and it is joined again
+        await until("joined again", lambda: channel in listener._channels)
+        go.set()
+        await until("confirmed again", listener._channels[channel].confirmed.is_set)
+        await store.complete(record.id, 1, NOW + 1, "sent")  # heard
+        await until("heard", lambda: seen == ["sent"])
+        await store.complete(other.id, 1, NOW + 1, "other")
+    assert seen == ["sent", "other"]
 
 
 async def test_renew_of_many_is_one_script_call(store: RedisJobStore) -> None:

@@ -143,7 +143,7 @@ class RedisLink:
                 f"got {type(url_or_client).__name__}"
             )
         self._turns: TurnBatcher[_Call, Any] = TurnBatcher(self._send, lost=_lost, timeout=30)
-        self._listener = Listener(self.client, self.translate)
+        self._listener = Listener(self.client)
 
     def _scrub(self, text: str) -> str:
         for secret in self._secrets:

@@ -4,21 +4,29 @@ A `result()` whose job is not final yet listens on the job's channel (``P:done:<
 for the message its end publishes. Each waiter used to hold a pub/sub connection of
 its own: awaiting the results of 2,000 jobs at once opened 2,000 connections, past a
 common limit of 1,024 open files (and past a caller's client's pool of 100). Here
-every waiter's channel is subscribed on one connection, and one reader task hands
-each message to the waiters of its channel.
+every waiter's channel is subscribed on one connection, and one reader task reads
+it, handing each message to the waiters of its channel.
+
+The connection is a plain one made from the client's pool settings, outside the pool,
+and never reconnects by itself (redis-py's `PubSub` reconnects inside whichever call
+meets the failure, a SUBSCRIBE as well as the reader, and two tasks then read one
+socket, or a closed one opens again). Waiters only write to it; the reader alone
+reads it.
 
 - The first waiter of a channel sends its SUBSCRIBE, shielded from a cancel (its
-  channel's other waiters count on it) and within `SUBSCRIBE_WAIT`; a waiter counts
+  channel's other waiters count on it) and within `SUBSCRIBE_WAIT`. A waiter counts
   as subscribed once Redis has confirmed every SUBSCRIBE of its channel sent so far
-  (a SUBSCRIBE, UNSUBSCRIBE, SUBSCRIBE of one channel answer in that order).
-- A waiter waits `CONFIRM_WAIT` at most for that confirmation, then goes on as if
-  subscribed: it reads its record, and reads it again every few seconds anyway.
+  (a SUBSCRIBE, UNSUBSCRIBE, SUBSCRIBE of one channel answer in that order), and
+  waits `CONFIRM_WAIT` at most for that; then it goes on as if subscribed (it reads
+  its record, and reads it again every few seconds anyway).
 - The last waiter of a channel to leave hands it to the reader, which sends the
   UNSUBSCRIBE: leaving never waits on the network.
-- redis-py reconnects a dropped connection and subscribes its channels again, once
-  each: the confirmations still counted from before are forgotten then. A connection
-  that fails for good (or a SUBSCRIBE that fails) is closed: every waiter is woken to
-  read its record, and the next waiter opens a new connection.
+- Any failure (a read, a write, a SUBSCRIBE that times out) drops the connection:
+  every waiter is woken to read its record (a job that ended meanwhile is seen
+  there), and the next waiter opens a new connection. A waiter that was subscribed
+  (`Subscription.lost`) subscribes again at once; one whose SUBSCRIBE failed reads
+  its record every few seconds instead. A waiter never fails for the listener's
+  sake: its record's reads say whether the store is reachable.
 """
 
 from __future__ import annotations
@@ -26,8 +34,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractContextManager
+from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
@@ -35,7 +42,7 @@ import anyio
 READ_WAIT = 1.0
 """Seconds the reader waits for a message before it looks whether anyone still listens."""
 SUBSCRIBE_WAIT = 10.0
-"""Seconds a SUBSCRIBE (with the connection it may open) may take before it fails."""
+"""Seconds a SUBSCRIBE (with the connection it may open) may take; then it is dropped."""
 CONFIRM_WAIT = 5.0
 """Seconds a waiter waits for its channel's confirmation before it goes on without."""
 
@@ -45,6 +52,8 @@ class Subscription:
 
     def __init__(self) -> None:
         self._woken = anyio.Event()
+        self.lost = False
+        """Its connection failed after it was subscribed: subscribe again to hear on."""
 
     def wake(self) -> None:
         """A message came (or the connection failed): `message` returns."""
@@ -69,24 +78,44 @@ class _Channel:
         self.waiters: set[Subscription] = set()
         self.confirmed = anyio.Event()
 
+    def let_go(self) -> None:
+        """No subscription to count on: every waiter reads its record."""
+        heard = self.confirmed.is_set()  # subscribed, then the connection failed
+        self.confirmed.set()
+        for waiter in self.waiters:
+            waiter.lost = heard
+            waiter.wake()
 
-def _name(channel: bytes | str) -> str:
-    return channel.decode() if isinstance(channel, bytes) else channel
+
+class _Connection:
+    """One pub/sub connection of the listener, and the task that reads it."""
+
+    __slots__ = ("closed", "reader", "redis")
+
+    def __init__(self, redis: Any) -> None:
+        self.redis = redis
+        self.reader: asyncio.Task[None] | None = None
+        self.closed = False
+
+    def writable(self) -> bool:
+        return not self.closed and bool(self.redis.is_connected)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 class Listener:
-    """Subscriptions of any number of waiters on one pub/sub connection of ``client``.
+    """Subscriptions of any number of waiters on one pub/sub connection.
 
     Args:
-        client: The store's redis-py asyncio client (its pool gives the connection).
-        translate: The link's ``translate``: redis-py's errors as job errors.
+        client: The store's redis-py asyncio client: its pool's settings (address,
+            credentials, TLS) make the connection.
     """
 
-    def __init__(self, client: Any, translate: Callable[[str], AbstractContextManager[None]]):
+    def __init__(self, client: Any) -> None:
         self._client = client
-        self._translate = translate
-        self._pubsub: Any = None
-        self._reader: asyncio.Task[None] | None = None
+        self._connection: _Connection | None = None
         self._channels: dict[str, _Channel] = {}
         self._unconfirmed: collections.Counter[str] = collections.Counter()
         self._leaving: set[str] = set()  # for the reader to unsubscribe
@@ -96,9 +125,8 @@ class Listener:
     async def subscription(self, channel: str) -> AsyncIterator[Subscription]:
         """Subscribed to ``channel`` (confirmed by the server) for the block.
 
-        Raises:
-            JobStoreError: The SUBSCRIBE failed (the channel's other waiters read
-                their records instead).
+        Should subscribing fail, the block runs all the same, woken by nothing: the
+        waiter reads its record on its own schedule.
         """
         state = self._channels.get(channel)
         fresh = state is None
@@ -109,9 +137,9 @@ class Listener:
         state.waiters.add(mine)
         try:
             if fresh:
-                await self._subscribe(channel)
+                await self._subscribe(channel, state)
             with anyio.move_on_after(CONFIRM_WAIT):
-                await state.confirmed.wait()  # or set when the connection is let go
+                await state.confirmed.wait()  # or set when the connection is dropped
             yield mine
         finally:
             state.waiters.discard(mine)
@@ -119,67 +147,73 @@ class Listener:
                 del self._channels[channel]
                 self._leaving.add(channel)
 
-    async def _subscribe(self, channel: str) -> None:
+    async def _subscribe(self, channel: str, state: _Channel) -> None:
         """Send SUBSCRIBE for ``channel``; its confirmation comes to the reader."""
-        try:
-            with (
-                self._translate("subscribing"),  # a TimeoutError too: an OSError
-                anyio.CancelScope(shield=True),
-                anyio.fail_after(SUBSCRIBE_WAIT),
-            ):
-                pubsub = await self._open()
-                self._unconfirmed[channel] += 1
-                await pubsub.subscribe(channel)
-        except BaseException:  # a connection in a state unknown: closed, waiters let go
-            await self._shut(*self._forget())
-            raise
+        connection: _Connection | None = None
+        with anyio.CancelScope(shield=True), anyio.move_on_after(SUBSCRIBE_WAIT):
+            try:
+                connection = await self._open()
+                if self._channels.get(channel) is not state:
+                    return  # let go meanwhile (the connection was dropped): nothing to do
+                if connection.writable():
+                    self._unconfirmed[channel] += 1
+                    await connection.redis.send_command("SUBSCRIBE", channel, check_health=False)
+                    return
+            except Exception:  # noqa: S110 - what failed is dropped below
+                pass
+        # Failed, or out of time (perhaps halfway through a command): not to be used.
+        if connection is not None and connection is self._connection:
+            await self._drop(connection)
+        elif self._channels.get(channel) is state:
+            del self._channels[channel]  # a later waiter of it tries anew
+            state.let_go()
 
-    async def _open(self) -> Any:
+    async def _open(self) -> _Connection:
         """The pub/sub connection, opened (with its reader) if there is none."""
         async with self._opening:
-            if self._pubsub is None:
-                pubsub = self._client.pubsub()
+            if self._connection is None:
+                redis = self._client.connection_pool.make_connection()
                 try:
-                    await pubsub.connect()
+                    await redis.connect()
                 except BaseException:
-                    await self._shut(pubsub, None)
+                    with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                        await redis.disconnect()
                     raise
-                pubsub.connection.register_connect_callback(self._reconnected)
-                self._pubsub = pubsub
-                self._reader = asyncio.get_running_loop().create_task(self._read(pubsub))
-            return self._pubsub
+                connection = _Connection(redis)
+                connection.reader = asyncio.get_running_loop().create_task(self._read(connection))
+                self._connection = connection
+            return self._connection
 
-    async def _reconnected(self, connection: Any) -> None:
-        """redis-py connected again and subscribed every channel anew, once each.
-
-        The replies to what was sent before are lost with the old connection: each
-        channel now awaits one confirmation. (Called after redis-py's own callback.)
-        """
-        if self._pubsub is not None and self._pubsub.connection is connection:
-            self._unconfirmed = collections.Counter(map(_name, self._pubsub.channels))
-
-    async def _read(self, pubsub: Any) -> None:
+    async def _read(self, connection: _Connection) -> None:
         """Hand each message to its channel's waiters while anyone listens."""
+        redis = connection.redis
         try:
-            while self._channels:
+            while self._channels and not connection.closed:
                 if self._leaving:
+                    if not connection.writable():
+                        raise ConnectionError("the pub/sub connection is closed")
                     leaving, self._leaving = self._leaving, set()
-                    await pubsub.unsubscribe(*leaving)
-                message = await pubsub.get_message(timeout=READ_WAIT)
-                if message is not None:
-                    self._dispatch(message)
+                    await redis.send_command("UNSUBSCRIBE", *leaving, check_health=False)
+                reply = await redis.read_response(timeout=READ_WAIT, push_request=True)
+                if reply is not None:
+                    self._dispatch(reply)
         except Exception:  # the connection failed: every waiter reads its record
-            if self._pubsub is pubsub:
-                self._forget()
+            if connection is self._connection:
+                await self._drop(connection)
         else:
-            if self._pubsub is pubsub:
-                self._pubsub = self._reader = None
+            if connection is self._connection:  # nobody listens: closed until someone does
+                self._connection = None
                 self._unconfirmed.clear()
                 self._leaving.clear()
-        await self._shut(pubsub, None)
+        finally:  # done, failed or cancelled (dropped): the connection is closed
+            connection.closed = True
+            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                await redis.disconnect(nowait=True)
 
-    def _dispatch(self, message: dict[str, Any]) -> None:
-        kind, name = message["type"], _name(message["channel"])
+    def _dispatch(self, reply: Any) -> None:
+        if not isinstance(reply, list) or len(reply) < 3:
+            return  # not a pub/sub reply
+        kind, name = _text(reply[0]), _text(reply[1])
         state = self._channels.get(name)
         if kind == "subscribe":
             self._unconfirmed[name] -= 1
@@ -191,31 +225,27 @@ class Listener:
             for waiter in state.waiters:
                 waiter.wake()
 
-    def _forget(self) -> tuple[Any, asyncio.Task[None] | None]:
-        """Stop using the connection; wake every waiter (a later one subscribes anew)."""
-        pubsub, reader = self._pubsub, self._reader
-        self._pubsub = self._reader = None
+    async def _drop(self, connection: _Connection) -> None:
+        """Drop ``connection`` (the current one): every waiter reads its record.
+
+        Its reader is stopped and the connection closed; a later waiter opens a new one.
+        """
+        connection.closed = True
+        self._connection = None
         self._unconfirmed.clear()
         self._leaving.clear()
         channels, self._channels = self._channels, {}
         for state in channels.values():
-            state.confirmed.set()
-            for waiter in state.waiters:
-                waiter.wake()
-        return pubsub, reader
-
-    async def _shut(self, pubsub: Any, reader: asyncio.Task[None] | None) -> None:
-        """Stop ``reader`` and close ``pubsub`` (either may be None), shielded."""
+            state.let_go()
         with anyio.CancelScope(shield=True):
+            reader = connection.reader
             if reader is not None and reader is not asyncio.current_task():
-                reader.cancel()
+                reader.cancel()  # one that never ran closes nothing: closed here
                 await asyncio.wait([reader])
-            if pubsub is not None:
-                if pubsub.connection is not None:
-                    pubsub.connection.deregister_connect_callback(self._reconnected)
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+            with contextlib.suppress(Exception):
+                await connection.redis.disconnect(nowait=True)
 
     async def close(self) -> None:
         """Stop the reader and close the connection; waiters read their records."""
-        await self._shut(*self._forget())
+        if self._connection is not None:
+            await self._drop(self._connection)

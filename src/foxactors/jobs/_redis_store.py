@@ -238,16 +238,19 @@ class RedisJobStore(RedisPeriodicLedger):
         Reads; if the job is not final, subscribes to the job's channel
         (``prefix:done:<id>``, published by the change to a final state), then reads
         again: a change between the two is not missed. Every `WAKE_CHECK` seconds it
-        reads anyway, in case a message was lost with a connection.
+        reads anyway, in case a message was lost; a subscription whose connection
+        failed is made again (on a new connection), and read after as before.
         """
         found = await read()
         if found is not None:  # the common case of a late reader: no subscription
             return found
         with anyio.fail_after(timeout):
-            async with self._link.subscription(self._key("done", job_id)) as subscription:
-                while (found := await read()) is None:
-                    await subscription.message(WAKE_CHECK)
-                return found
+            while True:  # again when the connection failed under a subscription
+                async with self._link.subscription(self._key("done", job_id)) as subscription:
+                    while (found := await read()) is None and not subscription.lost:
+                        await subscription.message(WAKE_CHECK)
+                    if found is not None:
+                        return found
 
     async def renew(
         self, attempts: builtins.list[tuple[str, int]], lease_until: float
