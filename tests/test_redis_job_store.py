@@ -644,6 +644,71 @@ async def test_a_failed_listener_wakes_its_waiters_who_listen_anew_on_a_new_conn
     assert seen == [None, "second"]
 
 
+async def test_a_listener_nobody_uses_closes_and_the_next_waiter_opens_another(
+    store: RedisJobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(redis_store, "WAKE_CHECK", 60)  # heard, or not at all
+    monkeypatch.setattr(redis_listener, "READ_WAIT", 0.05)
+    listener = store._link._listener
+
+    async def waiter(job_id: str, seen: list[str]) -> None:
+        seen.append((await store.outcome(job_id, timeout=10)).result)
+
+    for n in range(2):
+        record, _ = await store.create(job())
+        await store.start(record.id, NOW, NOW + 30)
+        seen: list[str] = []
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(waiter, record.id, seen)
+            channel = f"{store.prefix}:done:{record.id}"
+            await until("subscribed", lambda: channel in listener._channels)  # noqa: B023
+            await until("confirmed", listener._channels[channel].confirmed.is_set)
+            await store.complete(record.id, 1, NOW + 1, f"job {n}")
+        assert seen == [f"job {n}"]
+        await until("its reader done, nobody listening", lambda: listener._connection is None)
+
+
+async def test_a_subscribe_left_unanswered_drops_the_silent_connection(
+    store: RedisJobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(redis_store, "WAKE_CHECK", 60)  # heard, or not at all
+    monkeypatch.setattr(redis_listener, "CONFIRM_WAIT", 0.2)
+    heard, silent = (await store.create(job()))[0], (await store.create(job()))[0]
+    for record in (heard, silent):
+        await store.start(record.id, NOW, NOW + 30)
+    listener = store._link._listener
+    seen: list[str] = []
+
+    async def waiter(job_id: str) -> None:
+        with contextlib.suppress(TimeoutError):
+            seen.append((await store.outcome(job_id, timeout=5)).result)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(waiter, heard.id)
+        channel = f"{store.prefix}:done:{heard.id}"
+        await until("subscribed", lambda: channel in listener._channels)
+        await until("confirmed", listener._channels[channel].confirmed.is_set)
+        first = listener._connection
+        assert first is not None
+        send = first.redis.send_command
+
+        async def swallowed(*args: Any, **options: Any) -> None:
+            monkeypatch.setattr(first.redis, "send_command", send)  # this one only
+            # as a path gone silent: the SUBSCRIBE never arrives, nothing is answered
+
+        monkeypatch.setattr(first.redis, "send_command", swallowed)
+        tg.start_soon(waiter, silent.id)
+        await until("a new connection", lambda: listener._connection not in (None, first))
+        await until("subscribed again", lambda: channel in listener._channels)
+        await until("confirmed again", listener._channels[channel].confirmed.is_set)
+        await store.complete(heard.id, 1, NOW + 1, "heard")  # on the new connection
+        await until("heard", lambda: seen == ["heard"])
+        await store.complete(silent.id, 1, NOW + 1, "silent")
+        tg.cancel_scope.cancel()  # the silent job's waiter polls: not waited for
+    assert first is not None
+    assert first.closed
+
+
 async def test_a_subscribe_that_fails_leaves_its_waiter_to_read_the_record(
     store: RedisJobStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:

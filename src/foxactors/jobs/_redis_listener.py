@@ -13,12 +13,12 @@ meets the failure, a SUBSCRIBE as well as the reader, and two tasks then read on
 socket, or a closed one opens again). Waiters only write to it; the reader alone
 reads it.
 
-- The first waiter of a channel sends its SUBSCRIBE, shielded from a cancel (its
-  channel's other waiters count on it) and within `SUBSCRIBE_WAIT`. A waiter counts
-  as subscribed once Redis has confirmed every SUBSCRIBE of its channel sent so far
-  (a SUBSCRIBE, UNSUBSCRIBE, SUBSCRIBE of one channel answer in that order), and
-  waits `CONFIRM_WAIT` at most for that; then it goes on as if subscribed (it reads
-  its record, and reads it again every few seconds anyway).
+- The first waiter of a channel has its SUBSCRIBE sent by a task of the listener's
+  (its channel's other waiters count on it, whatever becomes of the first), within
+  `SUBSCRIBE_WAIT`. A waiter counts as subscribed once Redis has confirmed every
+  SUBSCRIBE of its channel sent so far (a SUBSCRIBE, UNSUBSCRIBE, SUBSCRIBE of one
+  channel answer in that order), and waits `CONFIRM_WAIT` at most for that; a
+  SUBSCRIBE unanswered that long means a connection gone silent, which is dropped.
 - The last waiter of a channel to leave hands it to the reader, which sends the
   UNSUBSCRIBE: leaving never waits on the network.
 - Any failure (a read, a write, a SUBSCRIBE that times out) drops the connection:
@@ -120,6 +120,8 @@ class Listener:
         self._unconfirmed: collections.Counter[str] = collections.Counter()
         self._leaving: set[str] = set()  # for the reader to unsubscribe
         self._opening = anyio.Lock()
+        self._subscribing: set[asyncio.Task[None]] = set()
+        self._closed = False
 
     @contextlib.asynccontextmanager
     async def subscription(self, channel: str) -> AsyncIterator[Subscription]:
@@ -136,10 +138,20 @@ class Listener:
         mine = Subscription()
         state.waiters.add(mine)
         try:
-            if fresh:
-                await self._subscribe(channel, state)
+            if fresh:  # in a task of its own: the channel's other waiters count on it
+                task = asyncio.get_running_loop().create_task(self._subscribe(channel, state))
+                self._subscribing.add(task)
+                task.add_done_callback(self._subscribing.discard)
             with anyio.move_on_after(CONFIRM_WAIT):
                 await state.confirmed.wait()  # or set when the connection is dropped
+            connection = self._connection
+            if (
+                not state.confirmed.is_set()
+                and self._unconfirmed[channel] > 0
+                and connection is not None
+                and self._channels.get(channel) is state
+            ):  # a SUBSCRIBE unanswered so long: the connection went silent
+                await self._drop(connection)
             yield mine
         finally:
             state.waiters.discard(mine)
@@ -150,7 +162,7 @@ class Listener:
     async def _subscribe(self, channel: str, state: _Channel) -> None:
         """Send SUBSCRIBE for ``channel``; its confirmation comes to the reader."""
         connection: _Connection | None = None
-        with anyio.CancelScope(shield=True), anyio.move_on_after(SUBSCRIBE_WAIT):
+        with anyio.move_on_after(SUBSCRIBE_WAIT):
             try:
                 connection = await self._open()
                 if self._channels.get(channel) is not state:
@@ -171,6 +183,8 @@ class Listener:
     async def _open(self) -> _Connection:
         """The pub/sub connection, opened (with its reader) if there is none."""
         async with self._opening:
+            if self._closed:
+                raise ConnectionError("the job store is closed")
             if self._connection is None:
                 redis = self._client.connection_pool.make_connection()
                 try:
@@ -246,6 +260,16 @@ class Listener:
                 await connection.redis.disconnect(nowait=True)
 
     async def close(self) -> None:
-        """Stop the reader and close the connection; waiters read their records."""
-        if self._connection is not None:
-            await self._drop(self._connection)
+        """Stop the reader and close the connection; waiters read their records.
+
+        For good: a later waiter reads its record every few seconds instead.
+        """
+        self._closed = True
+        with anyio.CancelScope(shield=True):
+            for task in list(self._subscribing):
+                task.cancel()
+            if self._subscribing:
+                await asyncio.wait(list(self._subscribing))
+            async with self._opening:  # an open under way is done (or failed) first
+                if self._connection is not None:
+                    await self._drop(self._connection)

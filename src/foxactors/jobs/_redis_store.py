@@ -241,10 +241,10 @@ class RedisJobStore(RedisPeriodicLedger):
         reads anyway, in case a message was lost; a subscription whose connection
         failed is made again (on a new connection), and read after as before.
         """
-        found = await read()
-        if found is not None:  # the common case of a late reader: no subscription
-            return found
         with anyio.fail_after(timeout):
+            found = await read()
+            if found is not None:  # the common case of a late reader: no subscription
+                return found
             while True:  # again when the connection failed under a subscription
                 async with self._link.subscription(self._key("done", job_id)) as subscription:
                     while (found := await read()) is None and not subscription.lost:
