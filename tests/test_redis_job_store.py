@@ -672,7 +672,7 @@ async def test_a_subscribe_left_unanswered_drops_the_silent_connection(
     store: RedisJobStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(redis_store, "WAKE_CHECK", 60)  # heard, or not at all
-    monkeypatch.setattr(redis_listener, "CONFIRM_WAIT", 0.2)
+    monkeypatch.setattr(redis_listener, "CONFIRM_WAIT", 1.0)
     heard, silent = (await store.create(job()))[0], (await store.create(job()))[0]
     for record in (heard, silent):
         await store.start(record.id, NOW, NOW + 30)
@@ -707,6 +707,49 @@ async def test_a_subscribe_left_unanswered_drops_the_silent_connection(
         tg.cancel_scope.cancel()  # the silent job's waiter polls: not waited for
     assert first is not None
     assert first.closed
+
+
+async def test_closing_while_the_first_connection_opens_lets_its_waiters_go(
+    store: RedisJobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(redis_listener, "CONFIRM_WAIT", 60)  # no going on unconfirmed
+    record, _ = await store.create(job())
+    await store.start(record.id, NOW, NOW + 30)
+    listener = store._link._listener
+    pool = store._link.client.connection_pool
+    make = pool.make_connection
+
+    def never() -> Connection:
+        made = make()
+
+        async def hangs() -> None:
+            await anyio.sleep_forever()
+
+        made.connect = hangs
+        return made  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(pool, "make_connection", never)
+    listening = anyio.Event()
+    message = redis_listener.Subscription.message
+
+    async def listen(self: redis_listener.Subscription, timeout: float) -> bool:
+        listening.set()  # out of the confirmation wait, reading its record
+        return await message(self, timeout)
+
+    monkeypatch.setattr(redis_listener.Subscription, "message", listen)
+
+    async def waiter() -> None:
+        await store.outcome(record.id, timeout=30)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(waiter)
+        channel = f"{store.prefix}:done:{record.id}"
+        await until("the first connection opening", lambda: channel in listener._channels)
+        await listener.close()
+        with anyio.fail_after(5):
+            await listening.wait()
+        assert listener._connection is None
+        tg.cancel_scope.cancel()
 
 
 async def test_a_subscribe_that_fails_leaves_its_waiter_to_read_the_record(

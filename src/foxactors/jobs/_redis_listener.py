@@ -18,7 +18,8 @@ reads it.
   `SUBSCRIBE_WAIT`. A waiter counts as subscribed once Redis has confirmed every
   SUBSCRIBE of its channel sent so far (a SUBSCRIBE, UNSUBSCRIBE, SUBSCRIBE of one
   channel answer in that order), and waits `CONFIRM_WAIT` at most for that; a
-  SUBSCRIBE unanswered that long means a connection gone silent, which is dropped.
+  SUBSCRIBE unanswered that long after it was sent means a connection gone silent,
+  which is dropped.
 - The last waiter of a channel to leave hands it to the reader, which sends the
   UNSUBSCRIBE: leaving never waits on the network.
 - Any failure (a read, a write, a SUBSCRIBE that times out) drops the connection:
@@ -144,14 +145,6 @@ class Listener:
                 task.add_done_callback(self._subscribing.discard)
             with anyio.move_on_after(CONFIRM_WAIT):
                 await state.confirmed.wait()  # or set when the connection is dropped
-            connection = self._connection
-            if (
-                not state.confirmed.is_set()
-                and self._unconfirmed[channel] > 0
-                and connection is not None
-                and self._channels.get(channel) is state
-            ):  # a SUBSCRIBE unanswered so long: the connection went silent
-                await self._drop(connection)
             yield mine
         finally:
             state.waiters.discard(mine)
@@ -162,6 +155,7 @@ class Listener:
     async def _subscribe(self, channel: str, state: _Channel) -> None:
         """Send SUBSCRIBE for ``channel``; its confirmation comes to the reader."""
         connection: _Connection | None = None
+        sent = False
         with anyio.move_on_after(SUBSCRIBE_WAIT):
             try:
                 connection = await self._open()
@@ -170,15 +164,34 @@ class Listener:
                 if connection.writable():
                     self._unconfirmed[channel] += 1
                     await connection.redis.send_command("SUBSCRIBE", channel, check_health=False)
-                    return
+                    sent = True
             except Exception:  # noqa: S110 - what failed is dropped below
                 pass
+        if sent:
+            assert connection is not None
+            await self._confirmed(connection, channel, state)
+            return
         # Failed, or out of time (perhaps halfway through a command): not to be used.
         if connection is not None and connection is self._connection:
             await self._drop(connection)
         elif self._channels.get(channel) is state:
             del self._channels[channel]  # a later waiter of it tries anew
             state.let_go()
+
+    async def _confirmed(self, connection: _Connection, channel: str, state: _Channel) -> None:
+        """Wait for the confirmation of a SUBSCRIBE sent on ``connection``.
+
+        Unanswered `CONFIRM_WAIT` after it was sent: the connection went silent (a
+        path dropped without a reset), and is dropped as if it had failed.
+        """
+        with anyio.move_on_after(CONFIRM_WAIT):
+            await state.confirmed.wait()
+        if (
+            not state.confirmed.is_set()
+            and connection is self._connection
+            and self._channels.get(channel) is state
+        ):
+            await self._drop(connection)
 
     async def _open(self) -> _Connection:
         """The pub/sub connection, opened (with its reader) if there is none."""
@@ -245,12 +258,13 @@ class Listener:
         Its reader is stopped and the connection closed; a later waiter opens a new one.
         """
         connection.closed = True
-        self._connection = None
-        self._unconfirmed.clear()
-        self._leaving.clear()
-        channels, self._channels = self._channels, {}
-        for state in channels.values():
-            state.let_go()
+        if connection is self._connection:  # (a newer one's waiters are not this one's)
+            self._connection = None
+            self._unconfirmed.clear()
+            self._leaving.clear()
+            channels, self._channels = self._channels, {}
+            for state in channels.values():
+                state.let_go()
         with anyio.CancelScope(shield=True):
             reader = connection.reader
             if reader is not None and reader is not asyncio.current_task():
@@ -273,3 +287,6 @@ class Listener:
             async with self._opening:  # an open under way is done (or failed) first
                 if self._connection is not None:
                     await self._drop(self._connection)
+            channels, self._channels = self._channels, {}  # waiting for an open, say
+            for state in channels.values():
+                state.let_go()
