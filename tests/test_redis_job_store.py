@@ -536,6 +536,15 @@ async def test_a_waiter_whose_message_was_lost_reads_the_record_anyway(
     assert seen[0].state is JobState.DEAD
 
 
+def heard_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Waiters learn of a job's end by its message or not at all (within a test).
+
+    They neither read their records on their own nor go on unconfirmed.
+    """
+    monkeypatch.setattr(redis_store, "WAKE_CHECK", 60)
+    monkeypatch.setattr(redis_listener, "CONFIRM_WAIT", 60)
+
+
 async def test_many_waiters_share_one_connection_and_leave_no_subscription(
     store: RedisJobStore, raw: aioredis.Redis
 ) -> None:
@@ -788,8 +797,7 @@ async def test_a_subscribe_that_fails_leaves_its_waiter_to_read_the_record(
 async def test_a_first_waiter_cancelled_while_subscribing_still_subscribes_for_the_others(
     store: RedisJobStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(redis_store, "WAKE_CHECK", 60)  # heard, or not at all
-    monkeypatch.setattr(redis_listener, "CONFIRM_WAIT", 60)
+    heard_only(monkeypatch)
     record, _ = await store.create(job())
     await store.start(record.id, NOW, NOW + 30)
     listener = store._link._listener
@@ -831,8 +839,7 @@ async def test_a_first_waiter_cancelled_while_subscribing_still_subscribes_for_t
 async def test_a_channel_left_and_joined_again_before_its_unsubscribe_stays_subscribed(
     store: RedisJobStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(redis_store, "WAKE_CHECK", 60)  # heard, or not at all
-    monkeypatch.setattr(redis_listener, "CONFIRM_WAIT", 60)
+    heard_only(monkeypatch)
     record, _ = await store.create(job())
     other, _ = await store.create(job())  # its waiter keeps the connection up
     for each in (record, other):
