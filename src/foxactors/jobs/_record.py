@@ -69,6 +69,19 @@ class ErrorInfo:
     traceback: str = ""
 
 
+def require_format(ident: Any, version: Any) -> None:
+    """Refuse a record of another format version than this foxactors reads.
+
+    Raises:
+        JobRecordError: Naming the record and both versions.
+    """
+    if version != FORMAT:
+        raise JobRecordError(
+            f"job record {ident!r} has format version {version!r}; this foxactors "
+            f"reads version {FORMAT}"
+        )
+
+
 @attrs.frozen(kw_only=True)
 class JobRecord:
     """Everything known about one job. Times are wall-clock Unix seconds.
@@ -149,13 +162,8 @@ class JobRecord:
         """
         if not isinstance(data, Mapping):
             raise JobRecordError(f"a job record must be a JSON object, got {type(data).__name__}")
-        version = data.get("v")
         ident = data.get("id", "?")
-        if version != FORMAT:
-            raise JobRecordError(
-                f"job record {ident!r} has format version {version!r}; this foxactors "
-                f"reads version {FORMAT}"
-            )
+        require_format(ident, data.get("v"))
         try:
             fields = {k: v for k, v in data.items() if k != "v"}
             fields["state"] = JobState(fields["state"])

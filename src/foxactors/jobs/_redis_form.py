@@ -18,7 +18,7 @@ import attrs
 from foxactors._codec import compact_json
 
 from ._errors import JobRecordError
-from ._record import FORMAT, JobRecord, JobState
+from ._record import FORMAT, JobRecord, JobState, require_format
 
 encode = compact_json
 """A value's JSON text, as `JobRecord.to_json` writes it."""
@@ -101,16 +101,22 @@ def record_of(fields: Mapping[Any, Any] | list[Any]) -> JobRecord:
         else zip(fields[::2], fields[1::2], strict=True)
     )
     pairs = {text(name): raw for name, raw in items}
-    data: dict[str, Any] = {}
-    for name, raw in pairs.items():
-        try:
-            data[name] = _loads(raw)
-        except ValueError:
-            ident = text(pairs.get("id", b'"?"'))
-            raise JobRecordError(
-                f"job record {ident} cannot be read: its field {name!r} is not JSON"
-            ) from None
-    return JobRecord.from_dict(data)
+    ident = text(pairs.get("id", b'"?"'))
+    return JobRecord.from_dict({name: _field(ident, name, raw) for name, raw in pairs.items()})
+
+
+def _field(ident: str, name: str, raw: bytes | str) -> Any:
+    """A field's value (``ident``: the record's id as JSON, for the error).
+
+    Raises:
+        JobRecordError: The field is not JSON.
+    """
+    try:
+        return _loads(raw)
+    except ValueError:
+        raise JobRecordError(
+            f"job record {ident} cannot be read: its field {name!r} is not JSON"
+        ) from None
 
 
 ENDING = ("state", "task", "result", "tenant", "v")
@@ -127,19 +133,12 @@ def ending_of(job_id: str, values: list[Any]) -> tuple[JobState, str, Any, str |
     """
     if all(value is None for value in values):
         return None
-    data: dict[str, Any] = {}
-    for name, raw in zip(ENDING, values, strict=True):
-        try:
-            data[name] = None if raw is None else _loads(raw)
-        except ValueError:
-            raise JobRecordError(
-                f"job record {job_id!r} cannot be read: its field {name!r} is not JSON"
-            ) from None
-    if data["v"] != FORMAT:
-        raise JobRecordError(
-            f"job record {job_id!r} has format version {data['v']!r}; this foxactors "
-            f"reads version {FORMAT}"
-        )
+    ident = encode(job_id)
+    data: dict[str, Any] = {
+        name: None if raw is None else _field(ident, name, raw)
+        for name, raw in zip(ENDING, values, strict=True)
+    }
+    require_format(job_id, data["v"])
     try:
         state = JobState(data["state"])
     except ValueError:

@@ -40,6 +40,8 @@ from typing import Any
 
 import anyio
 
+from ._redis_form import text
+
 READ_WAIT = 1.0
 """Seconds the reader waits for a message before it looks whether anyone still listens."""
 SUBSCRIBE_WAIT = 10.0
@@ -100,10 +102,6 @@ class _Connection:
 
     def writable(self) -> bool:
         return not self.closed and bool(self.redis.is_connected)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 class Listener:
@@ -240,7 +238,7 @@ class Listener:
     def _dispatch(self, reply: Any) -> None:
         if not isinstance(reply, list) or len(reply) < 3:
             return  # not a pub/sub reply
-        kind, name = _text(reply[0]), _text(reply[1])
+        kind, name = text(reply[0]), text(reply[1])
         state = self._channels.get(name)
         if kind == "subscribe":
             self._unconfirmed[name] -= 1

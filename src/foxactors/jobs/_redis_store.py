@@ -207,7 +207,7 @@ class RedisJobStore(RedisPeriodicLedger):
     async def outcome(
         self, job_id: str, *, timeout: float | None, tenant: str | None = None
     ) -> JobOutcome:
-        """`wait`, reading four fields of the record rather than all of it (one HMGET).
+        """`wait`, reading five fields of the record rather than all of it (one HMGET).
 
         A dead job's whole record is read too, once (its error says why).
 
@@ -361,6 +361,10 @@ class RedisJobStore(RedisPeriodicLedger):
         reply = await self._call(
             script, job_id, scalar(now), scalar(now + self.retention), *more, scalar(attempt)
         )
+        return self._ended(reply, job_id)
+
+    def _ended(self, reply: builtins.list[Any], job_id: str) -> JobState:
+        """The state an ending script's ``{'ok', state}`` reply says."""
         if self._status(reply, job_id) == "missing":
             raise _not_found(job_id, None)
         return JobState(text(reply[1]))
@@ -385,9 +389,7 @@ class RedisJobStore(RedisPeriodicLedger):
             encoded,
             scalar(attempt),
         )
-        if self._status(reply, job_id) == "missing":
-            raise _not_found(job_id, None)
-        return JobState(text(reply[1]))
+        return self._ended(reply, job_id)
 
     async def fail(
         self,
