@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, ClassVar
 
 import anyio
@@ -23,11 +24,14 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+import foxactors as fa
 from foxactors import ConfigurationError
+from foxactors.backends import RedisBackend
 from foxactors.jobs import (
     ErrorInfo,
     JobNotFound,
     JobOutcome,
+    JobQueue,
     JobRecord,
     JobRecordError,
     JobState,
@@ -35,6 +39,7 @@ from foxactors.jobs import (
     RedisJobStore,
     StartKind,
 )
+from foxactors.jobs import _redis_inbox as redis_inbox
 from foxactors.jobs import _redis_listener as redis_listener
 from foxactors.jobs import _redis_scripts as scripts
 from foxactors.jobs import _redis_store as redis_store
@@ -467,7 +472,7 @@ async def test_every_waiter_wakes_by_its_message(store: RedisJobStore) -> None:
     subscription = store._link.subscription
 
     @contextlib.asynccontextmanager
-    async def noted(channel: str) -> AsyncIterator[Any]:
+    async def noted(channel: str, on_message: Any = None) -> AsyncIterator[Any]:
         nonlocal subscribed
         async with subscription(channel) as sub:
             subscribed += 1
@@ -507,7 +512,7 @@ async def test_a_waiter_whose_message_was_lost_reads_the_record_anyway(
     subscription = store._link.subscription
 
     @contextlib.asynccontextmanager
-    async def noted(channel: str) -> AsyncIterator[Any]:
+    async def noted(channel: str, on_message: Any = None) -> AsyncIterator[Any]:
         async with subscription(channel) as sub:
             message = sub.message
 
@@ -897,6 +902,229 @@ async def test_wait_on_an_unknown_job_is_not_found(store: RedisJobStore) -> None
         await store.wait("nope", timeout=5)
     with pytest.raises(JobNotFound):
         await store.outcome("nope", timeout=5)
+
+
+# -- pushed results (push_results=True) ---------------------------------------------------
+
+
+@pytest.fixture
+async def pushing(redis: RedisServer) -> AsyncIterator[RedisJobStore]:
+    """A producer's store that has its jobs' ends pushed to it."""
+    jobs = RedisJobStore(redis.url, prefix=f"t:{uuid.uuid4().hex}", push_results=True)
+    yield jobs
+    await jobs.close()
+
+
+def inbox_of(store: RedisJobStore) -> redis_inbox.Inbox:
+    assert store._inbox is not None
+    return store._inbox
+
+
+async def running(store: RedisJobStore, **changes: Any) -> JobRecord:
+    """A job of ``store``'s, started now (pushed ends carry real expiry times)."""
+    record, _ = await store.create(job(**changes))
+    await store.start(record.id, time.time(), time.time() + 30)
+    return record
+
+
+async def test_a_pushed_success_is_read_without_a_round_trip(counting: Counting) -> None:
+    store = RedisJobStore(counting, prefix=f"t:{uuid.uuid4().hex}", push_results=True)
+    inbox = inbox_of(store)
+    record = await running(store, tenant="acme")
+    await until("the inbox subscribed", lambda: inbox.live)
+    await store.complete(record.id, 1, time.time(), {"sent": 1})
+    await until("the end pushed", lambda: record.id in inbox._kept)
+    counting.sent.clear()
+    expected = JobOutcome(JobState.SUCCEEDED, "send_email", {"sent": 1})
+    assert await store.outcome(record.id, timeout=5, tenant="acme") == expected
+    assert counting.sent == []  # taken from the inbox
+    assert await store.outcome(record.id, timeout=5) == expected  # taken: read from Redis
+    assert counting.sent == ["HMGET"]
+    assert (await store.get(record.id)).result == {"sent": 1}  # the push field is the store's
+    await store.close()
+
+
+async def test_a_waiter_hears_its_jobs_end_in_the_inbox_without_a_subscribe_of_its_own(
+    pushing: RedisJobStore, raw: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    heard_only(monkeypatch)
+    inbox = inbox_of(pushing)
+    records = [await running(pushing) for _ in range(3)]
+    await until("the inbox subscribed", lambda: inbox.live)
+    seen: dict[str, Any] = {}
+
+    async def waiter(record: JobRecord) -> None:
+        seen[record.id] = (await pushing.outcome(record.id, timeout=30)).result
+
+    async with anyio.create_task_group() as tg:
+        for record in records:
+            tg.start_soon(waiter, record)
+        await until("every waiter in the inbox", lambda: len(inbox._waiters) == 3)
+        assert await raw.pubsub_channels(f"{pushing.prefix}:done:*") == []
+        assert await raw.pubsub_channels(f"{pushing.prefix}:push:*") == [inbox.channel.encode()]
+        for n, record in enumerate(records):
+            await pushing.complete(record.id, 1, time.time(), n)
+    assert seen == {record.id: n for n, record in enumerate(records)}
+    assert inbox._waiters == {}
+
+
+async def test_a_pushed_failure_or_cancel_is_never_kept_and_the_waiter_reads_the_record(
+    pushing: RedisJobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    heard_only(monkeypatch)
+    inbox = inbox_of(pushing)
+    dead, cancelled = await running(pushing), await running(pushing)
+    await until("the inbox subscribed", lambda: inbox.live)
+    seen: dict[str, JobOutcome] = {}
+
+    async def waiter(record: JobRecord) -> None:
+        seen[record.id] = await pushing.outcome(record.id, timeout=30)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(waiter, dead)
+        tg.start_soon(waiter, cancelled)
+        await until("both waiters in the inbox", lambda: len(inbox._waiters) == 2)
+        await pushing.fail(dead.id, 1, time.time(), None, retry_at=None, reason="no such domain")
+        await pushing.cancel(cancelled.id, time.time())
+        await pushing.complete(cancelled.id, 1, time.time(), "late")  # the cancel wins
+    assert seen[dead.id].state is JobState.DEAD
+    record = seen[dead.id].record
+    assert record is not None
+    assert record.reason == "no such domain"
+    assert seen[cancelled.id].state is JobState.CANCELLED
+    assert inbox._kept == {}  # a retry may revive either: only the record may say
+
+
+async def test_when_the_inbox_connection_fails_its_waiters_fall_back_and_it_subscribes_again(
+    pushing: RedisJobStore, raw: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    heard_only(monkeypatch)
+    inbox = inbox_of(pushing)
+    first, second = await running(pushing), await running(pushing)
+    await until("the inbox subscribed", lambda: inbox.live)
+    seen: list[Any] = []
+
+    async def waiter(record: JobRecord) -> None:
+        seen.append((await pushing.outcome(record.id, timeout=30)).result)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(waiter, first)
+        await until("the waiter in the inbox", lambda: first.id in inbox._waiters)
+        lost = inbox._subscription
+        await raw.client_kill_filter(_type="pubsub")
+        channel = f"{pushing.prefix}:done:{first.id}".encode()
+        await until("the waiter on its job's channel", lambda: raw.pubsub_channels(channel))
+        await until("the inbox subscribed again", lambda: inbox.live)
+        assert inbox._subscription is not lost
+        await pushing.complete(first.id, 1, time.time(), "first")  # heard on its channel
+        tg.start_soon(waiter, second)
+        await until("the next waiter in the inbox", lambda: second.id in inbox._waiters)
+        await pushing.complete(second.id, 1, time.time(), "second")
+    assert seen == ["first", "second"]
+
+
+async def test_a_job_another_store_created_is_waited_for_on_its_own_channel(
+    pushing: RedisJobStore, raw: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    heard_only(monkeypatch)
+    other = RedisJobStore(raw, prefix=pushing.prefix)  # no push: its jobs name no channel
+    record = await running(other)
+    await pushing.create(job())
+    await until("the inbox subscribed", lambda: inbox_of(pushing).live)  # by a create of its own
+    seen: list[Any] = []
+
+    async def waiter() -> None:
+        seen.append((await pushing.outcome(record.id, timeout=30)).result)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(waiter)
+        channel = f"{pushing.prefix}:done:{record.id}".encode()
+        await until("the waiter on its job's channel", lambda: raw.pubsub_channels(channel))
+        assert inbox_of(pushing)._waiters == {}
+        await other.complete(record.id, 1, time.time(), "theirs")
+    assert seen == ["theirs"]
+    await other.close()
+
+
+async def test_the_inbox_keeps_so_many_ends_and_bytes_never_past_retention(
+    pushing: RedisJobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(redis_inbox, "KEEP", 3)
+    inbox = inbox_of(pushing)
+    later = time.time() + 60
+
+    def pushed(job_id: str, expires_at: float = later, result: Any = 1) -> int:
+        message = json.dumps([[job_id, "succeeded", "t", None, result, expires_at]]).encode()
+        inbox._heard(message)
+        return len(message)
+
+    for n in range(5):
+        pushed(f"j{n}")
+    assert list(inbox._kept) == ["j2", "j3", "j4"]  # the oldest went first
+    assert inbox._kept_bytes == sum(kept.size for kept in inbox._kept.values())
+    monkeypatch.setattr(redis_inbox, "KEEP_BYTES", 200)
+    assert pushed("big", result="x" * 100) > 100  # the others cannot stay beside it
+    assert list(inbox._kept) == ["big"]
+    pushed("too big", result="x" * 200)
+    assert list(inbox._kept) == []  # alone past the bound: read from its record
+    pushed("expired", expires_at=time.time() - 1)
+    assert inbox.take("expired") is None  # the record is gone: so is its result
+    inbox._heard(b"not json")
+    inbox._heard(b'[["j9", "succeeded"], 3, ["j9"]]')  # nothing of a job's end: ignored
+    pushed("last")
+    assert list(inbox._kept) == ["last"]
+    assert inbox._kept_bytes == inbox._kept["last"].size
+
+
+async def test_a_pushed_success_of_another_tenant_is_not_found(pushing: RedisJobStore) -> None:
+    inbox = inbox_of(pushing)
+    record = await running(pushing, tenant="acme")
+    await until("the inbox subscribed", lambda: inbox.live)
+    await pushing.complete(record.id, 1, time.time(), "acme's")
+    await until("the end pushed", lambda: record.id in inbox._kept)
+    with pytest.raises(JobNotFound, match="globex"):
+        await pushing.outcome(record.id, timeout=5, tenant="globex")
+
+
+async def test_closing_a_pushing_store_unsubscribes_its_inbox(
+    redis: RedisServer, raw: aioredis.Redis
+) -> None:
+    store = RedisJobStore(redis.url, prefix=f"t:{uuid.uuid4().hex}", push_results=True)
+    await store.create(job())
+    await until("the inbox subscribed", lambda: inbox_of(store).live)
+    await store.close()
+    assert not inbox_of(store).live
+    await until(
+        "no subscription left",
+        lambda: _none(raw.pubsub_channels(f"{store.prefix}:push:*")),
+    )
+    inbox_of(store).open()  # closed for good: a later create subscribes nothing
+    assert inbox_of(store)._task is None
+
+
+async def _none(found: Awaitable[list[Any]]) -> bool:
+    return not await found
+
+
+async def test_jobs_on_the_redis_backend_read_their_pushed_results(redis: RedisServer) -> None:
+    store = RedisJobStore(redis.url, prefix=f"t:{uuid.uuid4().hex}", push_results=True)
+    queue = f"q-{uuid.uuid4().hex[:8]}"
+    jobs = JobQueue(RedisBackend(redis.url, group="g"), store=store, queue=queue)
+
+    @jobs.task
+    async def add(a: int, b: int) -> int:
+        return a + b
+
+    async with fa.open_system(jobs.worker(queue).build()):
+        handles = [await add.enqueue(a=n, b=1) for n in range(20)]
+        assert [await handle.result(timeout=30) for handle in handles] == list(range(1, 21))
+    await jobs.close()
+    await jobs.backend.close()
+
+
+def test_push_results_must_be_a_bool() -> None:
+    with pytest.raises(ConfigurationError, match="push_results must be True or False, got 1"):
+        RedisJobStore("redis://127.0.0.1:1", push_results=1)  # type: ignore[arg-type]
 
 
 # -- connections, names, configuration ----------------------------------------------------

@@ -101,6 +101,7 @@ def record_of(fields: Mapping[Any, Any] | list[Any]) -> JobRecord:
         else zip(fields[::2], fields[1::2], strict=True)
     )
     pairs = {text(name): raw for name, raw in items}
+    pairs.pop(PUSH, None)  # the store's, not the record's
     ident = text(pairs.get("id", b'"?"'))
     return JobRecord.from_dict({name: _field(ident, name, raw) for name, raw in pairs.items()})
 
@@ -119,14 +120,21 @@ def _field(ident: str, name: str, raw: bytes | str) -> Any:
         ) from None
 
 
-ENDING = ("state", "task", "result", "tenant", "v")
-"""The fields `ending_of` reads: what the end of a job says, whose it is, its format."""
+PUSH = "push"
+"""The hash field naming the channel a job's end is pushed to (`RedisJobStore`'s
+``push_results``): the store's, not a field of `JobRecord`."""
+ENDING = ("state", "task", "result", "tenant", "v", PUSH)
+"""The fields `ending_of` reads: what the end of a job says, whose it is, its format,
+and where its end is pushed."""
 
 
-def ending_of(job_id: str, values: list[Any]) -> tuple[JobState, str, Any, str | None] | None:
-    """Read the `ENDING` fields of a record (HMGET's reply): state, task, result, tenant.
+def ending_of(
+    job_id: str, values: list[Any]
+) -> tuple[JobState, str, Any, str | None, str | None] | None:
+    """Read the `ENDING` fields of a record (HMGET's reply).
 
-    None if there is no record.
+    State, task, result, tenant, and the channel its end is pushed to (if any); None
+    if there is no record.
 
     Raises:
         JobRecordError: A field that is not JSON, or not a record this version reads.
@@ -145,7 +153,7 @@ def ending_of(job_id: str, values: list[Any]) -> tuple[JobState, str, Any, str |
         raise JobRecordError(
             f"job record {job_id!r} cannot be read: state {data['state']!r} is not one"
         ) from None
-    return state, data["task"], data["result"], data["tenant"]
+    return state, data["task"], data["result"], data["tenant"], data[PUSH]
 
 
 def slot_of(tenant: str | None, key: str) -> str:

@@ -15,7 +15,7 @@ turn's creates, commits, starts and completions are each joined into one script 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -289,12 +289,14 @@ class RedisLink:
                     pipe.zcard(key)
                 return [int(n) for n in await pipe.execute()]
 
-    def subscription(self, channel: str) -> contextlib.AbstractAsyncContextManager[Subscription]:
+    def subscription(
+        self, channel: str, on_message: Callable[[bytes], None] | None = None
+    ) -> contextlib.AbstractAsyncContextManager[Subscription]:
         """Subscribed to ``channel`` (confirmed by the server) for the block.
 
         Every subscription of the link shares one pub/sub connection (`Listener`).
         """
-        return self._listener.subscription(channel)
+        return self._listener.subscription(channel, on_message)
 
     async def close(self) -> None:
         """Fail the commands not answered yet; close the client, if this link made it."""

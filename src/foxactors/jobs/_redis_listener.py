@@ -35,7 +35,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
@@ -51,12 +51,34 @@ CONFIRM_WAIT = 5.0
 
 
 class Subscription:
-    """One waiter's subscription: the messages of its channel, as wake-ups."""
+    """One waiter's subscription: the messages of its channel, as wake-ups.
 
-    def __init__(self) -> None:
+    Args:
+        on_message: Given, each message's data goes to it instead of waking the waiter
+            (a waiter that wants what a message says, not only that one came).
+    """
+
+    def __init__(self, on_message: Callable[[bytes], None] | None = None) -> None:
         self._woken = anyio.Event()
+        self._on_message = on_message
         self.lost = False
         """Its connection failed after it was subscribed: subscribe again to hear on."""
+        self.dropped = False
+        """Its connection failed (or never came): no message will come."""
+        self.confirmed = False
+        """Redis confirmed the subscription before the block began."""
+
+    @property
+    def live(self) -> bool:
+        """Confirmed, and its connection has not failed since: every message comes."""
+        return self.confirmed and not self.dropped
+
+    def heard(self, data: Any) -> None:
+        """A message of its channel came."""
+        if self._on_message is None:
+            self.wake()
+        else:
+            self._on_message(data)
 
     def wake(self) -> None:
         """A message came (or the connection failed): `message` returns."""
@@ -87,6 +109,7 @@ class _Channel:
         self.confirmed.set()
         for waiter in self.waiters:
             waiter.lost = heard
+            waiter.dropped = True
             waiter.wake()
 
 
@@ -123,18 +146,21 @@ class Listener:
         self._closed = False
 
     @contextlib.asynccontextmanager
-    async def subscription(self, channel: str) -> AsyncIterator[Subscription]:
+    async def subscription(
+        self, channel: str, on_message: Callable[[bytes], None] | None = None
+    ) -> AsyncIterator[Subscription]:
         """Subscribed to ``channel`` (confirmed by the server) for the block.
 
-        Should subscribing fail, the block runs all the same, woken by nothing: the
-        waiter reads its record on its own schedule.
+        Should subscribing fail, the block runs all the same, woken by nothing
+        (`Subscription.live` says which): the waiter reads its record on its own
+        schedule. ``on_message``: see `Subscription`.
         """
         state = self._channels.get(channel)
         fresh = state is None
         if state is None:
             state = self._channels[channel] = _Channel()
             self._leaving.discard(channel)
-        mine = Subscription()
+        mine = Subscription(on_message)
         state.waiters.add(mine)
         try:
             if fresh:  # in a task of its own: the channel's other waiters count on it
@@ -143,6 +169,7 @@ class Listener:
                 task.add_done_callback(self._subscribing.discard)
             with anyio.move_on_after(CONFIRM_WAIT):
                 await state.confirmed.wait()  # or set when the connection is dropped
+            mine.confirmed = state.confirmed.is_set() and not mine.dropped
             yield mine
         finally:
             state.waiters.discard(mine)
@@ -247,8 +274,8 @@ class Listener:
                 if state is not None:
                     state.confirmed.set()
         elif kind == "message" and state is not None:
-            for waiter in state.waiters:
-                waiter.wake()
+            for waiter in list(state.waiters):
+                waiter.heard(reply[2])
 
     async def _drop(self, connection: _Connection) -> None:
         """Drop ``connection`` (the current one): every waiter reads its record.

@@ -9,6 +9,7 @@ stored, which indexes, and what each operation costs: docs/jobs-redis-store.md.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import itertools
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -25,13 +26,24 @@ from ._errors import JobError, JobNotFound, JobRecordError, JobStoreError
 from ._memory_store import DEFAULT_RETENTION
 from ._periodic_ledger import RedisPeriodicLedger
 from ._record import FINAL, FORMAT, ErrorInfo, JobRecord, JobState
-from ._redis_form import ENDING, ending_of, fields_of, record_of, scalar, slot_of, text
+from ._redis_form import (
+    ENDING,
+    PUSH,
+    ending_of,
+    fields_of,
+    record_of,
+    scalar,
+    slot_of,
+    text,
+)
 from ._store import CancelKind, Cancelled, JobOutcome, JobPage, Reaped, Started, StartKind
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
 
+    from ._redis_inbox import Inbox, Pushed
     from ._redis_link import RedisLink
+    from ._redis_listener import Subscription
 
 T = TypeVar("T")
 
@@ -59,6 +71,10 @@ class RedisJobStore(RedisPeriodicLedger):
             yours (left open; its ``decode_responses`` may be either).
         prefix: Every key of the store starts with ``prefix:``.
         retention: Seconds a finished record (result, error, key) is kept.
+        push_results: Have the end of each job this store creates pushed to it, for
+            a producer that waits for its results: `JobHandle.result` then takes a
+            success from memory instead of reading Redis, and waits without a
+            SUBSCRIBE per job (see docs/jobs-redis-store.md, "Pushed results").
 
     Attributes:
         retention: Seconds a finished record (result, error, key) is kept.
@@ -78,8 +94,11 @@ class RedisJobStore(RedisPeriodicLedger):
         *,
         prefix: str = "fx:jobs",
         retention: float = DEFAULT_RETENTION,
+        push_results: bool = False,
     ) -> None:
         self.retention = require_seconds("retention", retention)
+        if not isinstance(push_results, bool):
+            raise ConfigurationError(f"push_results must be True or False, got {push_results!r}")
         if not isinstance(prefix, str) or not prefix:
             raise ConfigurationError(f"prefix must be a non-empty string, got {prefix!r}")
         self.prefix = prefix
@@ -90,6 +109,13 @@ class RedisJobStore(RedisPeriodicLedger):
                 "RedisJobStore needs redis-py: pip install 'foxactors[redis]'"
             ) from exc
         self._link: RedisLink = RedisLink(url_or_client)
+        self._inbox: Inbox | None = None
+        self._push: tuple[str, ...] = ()  # the field and value each created record gets
+        if push_results:
+            from ._redis_inbox import Inbox  # noqa: PLC0415 - with RedisLink, for the same reason
+
+            self._inbox = Inbox(self._link, self._key("push", uuid.uuid4().hex))
+            self._push = (PUSH, scalar(self._inbox.channel))
         self._head = (prefix, str(FORMAT))
         self._token = uuid.uuid4().hex + ":"  # and a count: each start call's own token
         self._starts = itertools.count()
@@ -207,31 +233,50 @@ class RedisJobStore(RedisPeriodicLedger):
     async def outcome(
         self, job_id: str, *, timeout: float | None, tenant: str | None = None
     ) -> JobOutcome:
-        """`wait`, reading five fields of the record rather than all of it (one HMGET).
+        """`wait`, reading six fields of the record rather than all of it (one HMGET).
 
-        A dead job's whole record is read too, once (its error says why).
+        A dead job's whole record is read too, once (its error says why). With
+        ``push_results``, a success pushed to this store is taken without a read.
 
         Raises:
             JobNotFound: No such job (for this tenant).
             JobRecordError: The stored record cannot be read.
             TimeoutError: Not final within ``timeout`` seconds.
         """
+        inbox = self._inbox
+        if inbox is not None and (pushed := inbox.take(job_id)) is not None:
+            return self._pushed(job_id, tenant, pushed)  # no read: no timeout to set
         key = self._key("job", job_id)
+        pushed_here = False
 
         async def read() -> JobOutcome | None:
+            nonlocal pushed_here
+            if inbox is not None and (pushed := inbox.take(job_id)) is not None:
+                return self._pushed(job_id, tenant, pushed)
             ending = ending_of(job_id, await self._link.hmget(key, ENDING, "reading a job"))
             if ending is None or (tenant is not None and ending[3] != tenant):
                 raise _not_found(job_id, tenant)
-            state, task, result, _ = ending
+            state, task, result, _, push = ending
+            pushed_here = inbox is not None and push == inbox.channel
             if state is JobState.DEAD:  # its error says why; a retry since: not final
                 record = await self.get(job_id, tenant=tenant)
                 return JobOutcome.of(record) if record.state in FINAL else None
             return JobOutcome(state, task, result) if state in FINAL else None
 
-        return await self._when_final(job_id, timeout, read)
+        return await self._when_final(job_id, timeout, read, lambda: pushed_here)
+
+    @staticmethod
+    def _pushed(job_id: str, tenant: str | None, pushed: Pushed) -> JobOutcome:
+        if tenant is not None and pushed.tenant != tenant:
+            raise _not_found(job_id, tenant)
+        return JobOutcome(JobState.SUCCEEDED, pushed.task, pushed.result)
 
     async def _when_final(
-        self, job_id: str, timeout: float | None, read: Callable[[], Awaitable[T | None]]
+        self,
+        job_id: str,
+        timeout: float | None,
+        read: Callable[[], Awaitable[T | None]],
+        pushed_here: Callable[[], bool] = lambda: False,
     ) -> T:
         """What ``read`` returns once it is not None: once the job is final.
 
@@ -239,14 +284,22 @@ class RedisJobStore(RedisPeriodicLedger):
         (``prefix:done:<id>``, published by the change to a final state), then reads
         again: a change between the two is not missed. Every `WAKE_CHECK` seconds it
         reads anyway, in case a message was lost; a subscription whose connection
-        failed is made again (on a new connection), and read after as before.
+        failed is made again (on a new connection), and read after as before. A job
+        whose end is pushed to this store (``pushed_here()``, after a read) is
+        listened for there instead while that subscription is confirmed.
         """
         with anyio.fail_after(timeout):
             found = await read()
             if found is not None:  # the common case of a late reader: no subscription
                 return found
             while True:  # again when the connection failed under a subscription
-                async with self._link.subscription(self._key("done", job_id)) as subscription:
+                inbox = self._inbox
+                listening: contextlib.AbstractAsyncContextManager[Subscription]
+                if inbox is not None and inbox.live and pushed_here():
+                    listening = inbox.watching(job_id)
+                else:
+                    listening = self._link.subscription(self._key("done", job_id))
+                async with listening as subscription:
                     while (found := await read()) is None and not subscription.lost:
                         await subscription.message(WAKE_CHECK)
                     if found is not None:
@@ -264,10 +317,9 @@ class RedisJobStore(RedisPeriodicLedger):
 
     # -- changes ----------------------------------------------------------------------
 
-    @staticmethod
-    def _row(record: JobRecord) -> builtins.list[str]:
+    def _row(self, record: JobRecord) -> builtins.list[str]:
         slot = slot_of(record.tenant, record.key) if record.key is not None else ""
-        return [record.id, slot, *fields_of(record)]
+        return [record.id, slot, *fields_of(record), *self._push]
 
     def _created(
         self, records: builtins.list[JobRecord], replies: builtins.list[Any]
@@ -295,6 +347,8 @@ class RedisJobStore(RedisPeriodicLedger):
         """`create` for each record, in order, in one script call."""
         if not records:
             return []
+        if self._inbox is not None:
+            self._inbox.open()
         rows = [scalar(self._row(record)) for record in records]
         reply = await self._link.call_joined(scripts.CREATE, self._head, rows)
         return self._created(records, reply)
@@ -477,4 +531,6 @@ class RedisJobStore(RedisPeriodicLedger):
 
     async def close(self) -> None:
         """Close the client, if the store made it from a URL."""
+        if self._inbox is not None:
+            await self._inbox.close()
         await self._link.close()

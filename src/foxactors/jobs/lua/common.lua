@@ -19,7 +19,11 @@
 --   P:uncommitted  unfinished enqueues by enqueued_at (reap: abandoned enqueues)
 --   P:keys         hash <#tenant>:<tenant><key> -> job id (idempotency keys)
 --   P:starts       hash running job id -> the token of the start that leased it (start.lua)
--- A change to a final state PUBLISHes the state on P:done:<id> (wait()).
+-- A change to a final state PUBLISHes the state on P:done:<id> (wait()), and, if the
+-- record names a producer's channel (field push: RedisJobStore(push_results=True)),
+-- the job's end on that channel: a JSON array of ends, each an array of id, state,
+-- task, tenant, result (of a success) and expires_at, written from the stored JSON
+-- texts as they are (push).
 
 local P, FORMAT = ARGV[1], ARGV[2]
 local RUNNING, PENDING, CANCELLED = '"running"', '"pending"', '"cancelled"'
@@ -32,7 +36,7 @@ local FINAL = {['"succeeded"'] = true, ['"dead"'] = true, ['"cancelled"'] = true
 local FLAGS = {['true'] = true, ['false'] = true}
 local CONTROL = {
   'v', 'state', 'queue', 'tenant', 'key', 'attempt', 'enqueued_at', 'lease_until',
-  'expires_at', 'committed', 'cancel_requested',
+  'expires_at', 'committed', 'cancel_requested', 'push',
 }
 
 local function job_key(id) return P .. ':job:' .. id end
@@ -103,6 +107,32 @@ local function tally_key(r)
   return nil
 end
 
+-- Ends to push, by channel, while each_row runs (nil: publish each end at once).
+local PUSHES = nil
+
+-- Publish the end of job `id` (control fields `new`) on the channel its record names;
+-- a message is a JSON array of ends. Within each_row, one message per channel for
+-- every row of the call, sent when the rows are done.
+local function push(id, new)
+  local channel = text_of(new.push)
+  if not channel then return end
+  local task, result = unpack(redis.call('HMGET', job_key(id), 'task', 'result'))
+  if new.state ~= '"succeeded"' then result = false end
+  local ending = '[' .. cjson.encode(id) .. ',' .. new.state .. ',' .. (task or 'null') ..
+    ',' .. (new.tenant or 'null') .. ',' .. (result or 'null') .. ',' ..
+    (new.expires_at or 'null') .. ']'
+  if not PUSHES then
+    redis.call('PUBLISH', channel, '[' .. ending .. ']')
+    return
+  end
+  local ends = PUSHES[channel]
+  if not ends then
+    ends = {}
+    PUSHES[channel] = ends
+  end
+  ends[#ends + 1] = ending
+end
+
 -- Bring every index from what record `old` was to what `new` is ({} : none).
 -- seq: the creation number of a new record (else the old one's is kept).
 local function reindex(id, old, new, seq)
@@ -148,6 +178,7 @@ local function reindex(id, old, new, seq)
   end
   if is_final and not was_final then
     redis.call('PUBLISH', P .. ':done:' .. id, new.st)
+    if new.push then push(id, new) end
   end
 end
 
@@ -205,6 +236,7 @@ end
 -- separate calls would: the rows joined into one call fail alone.
 local function each_row(width, one)
   local replies = {}
+  PUSHES = {}
   for i = 3, #ARGV, width do
     local ok, answer = pcall(one, unpack(ARGV, i, i + width - 1))
     if not ok then
@@ -212,5 +244,9 @@ local function each_row(width, one)
     end
     replies[#replies + 1] = answer
   end
+  for channel, ends in pairs(PUSHES) do
+    redis.call('PUBLISH', channel, '[' .. table.concat(ends, ',') .. ']')
+  end
+  PUSHES = nil
   return replies
 end

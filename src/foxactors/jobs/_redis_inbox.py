@@ -1,0 +1,184 @@
+"""`Inbox`: the ends of one producer's jobs, pushed by Redis as they happen (opt-in).
+
+A producer that waits for its jobs' results (``RedisJobStore(push_results=True)``)
+names a channel of its own in every record it creates (the hash field ``push``); the
+script that ends such a job publishes the end there too: the job's id, state, task,
+tenant, result (of a success) and expiry, the ends of one script call in one message
+(``lua/common.lua``, ``push``). One
+subscription per store, on the listener's connection, hears them all:
+
+- A success is kept here until a `result()` takes it, so that read needs no round
+  trip: `KEEP` ends or `KEEP_BYTES` of them at most, the oldest going first, and
+  never past the record's retention. Only a success is kept: a retry can revive a
+  dead or cancelled job, and its record must say so.
+- While the subscription is confirmed (`Inbox.live`), a waiter for one of these jobs
+  listens here (`Inbox.watching`) rather than subscribing to the job's own channel:
+  no SUBSCRIBE per job, and the end it hears carries the result.
+- When the subscription's connection fails, the waiters here are woken as lost (they
+  go back to their job's own channel, and read their record), and the inbox
+  subscribes again, at once if it had been confirmed, else after `RETRY_WAIT`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from ._record import JobState
+from ._redis_listener import Subscription
+
+if TYPE_CHECKING:
+    from ._redis_link import RedisLink
+
+KEEP = 10_000
+"""Successes kept for a later `result()` at most; the oldest goes first."""
+KEEP_BYTES = 16 * 2**20
+"""Bytes of kept successes (their messages) at most; the oldest goes first."""
+RETRY_WAIT = 1.0
+"""Seconds before subscribing again after a subscription that was never confirmed."""
+_SUCCEEDED = JobState.SUCCEEDED.value
+
+
+class Pushed:
+    """A job's success as its push said it: task, result (JSON value), tenant."""
+
+    __slots__ = ("expires_at", "result", "size", "task", "tenant")
+
+    def __init__(
+        self, task: str, result: Any, tenant: str | None, expires_at: float | None, size: int
+    ) -> None:
+        self.task = task
+        self.result = result
+        self.tenant = tenant
+        self.expires_at = expires_at
+        self.size = size
+
+
+class Inbox:
+    """One store's channel for the ends of the jobs it created.
+
+    Args:
+        link: The store's link (its listener's connection carries the subscription).
+        channel: The channel's name (``prefix:push:<random>``).
+    """
+
+    def __init__(self, link: RedisLink, channel: str) -> None:
+        self.channel = channel
+        self._link = link
+        self._kept: dict[str, Pushed] = {}
+        self._kept_bytes = 0
+        self._waiters: dict[str, set[Subscription]] = {}
+        self._subscription: Subscription | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    @property
+    def live(self) -> bool:
+        """Subscribed and confirmed: every end published from now on comes here."""
+        subscription = self._subscription
+        return subscription is not None and subscription.live
+
+    def open(self) -> None:
+        """Subscribe, in a task of the inbox's, unless that is done or under way.
+
+        Called by each create: records name the channel before it is confirmed, and
+        what ends meanwhile is read from the records.
+        """
+        if self._task is None and not self._closed:
+            self._task = asyncio.get_running_loop().create_task(self._listen())
+
+    async def _listen(self) -> None:
+        while not self._closed:
+            confirmed = False
+            try:
+                async with self._link.subscription(self.channel, self._heard) as subscription:
+                    confirmed = subscription.confirmed
+                    if subscription.live:
+                        self._subscription = subscription
+                        while not subscription.dropped:  # woken only when it fails
+                            await subscription.message(3600.0)
+            finally:
+                self._subscription = None
+                for waiters in self._waiters.values():
+                    for waiter in waiters:
+                        waiter.lost = waiter.dropped = True
+                        waiter.wake()
+            if not confirmed:
+                await anyio.sleep(RETRY_WAIT)
+
+    def _heard(self, data: bytes) -> None:
+        """A message on the channel (the ends of one script call).
+
+        Keeps each success; wakes each job's waiters.
+        """
+        try:
+            ends = json.loads(data)
+        except ValueError:
+            return  # not a message of jobs' ends: nothing to do with it
+        if not isinstance(ends, list):
+            return
+        size = len(data) // max(1, len(ends))
+        for end in ends:
+            try:
+                job_id, state, task, tenant, result, expires_at = end
+            except (ValueError, TypeError):
+                continue
+            if not isinstance(job_id, str):
+                continue
+            if state == _SUCCEEDED:
+                self._keep(job_id, Pushed(task, result, tenant, expires_at, size))
+            for waiter in self._waiters.get(job_id, ()):
+                waiter.wake()
+
+    def _keep(self, job_id: str, pushed: Pushed) -> None:
+        before = self._kept.pop(job_id, None)
+        if before is not None:
+            self._kept_bytes -= before.size
+        self._kept[job_id] = pushed
+        self._kept_bytes += pushed.size
+        while len(self._kept) > KEEP or self._kept_bytes > KEEP_BYTES:
+            self._kept_bytes -= self._kept.pop(next(iter(self._kept))).size
+
+    def take(self, job_id: str) -> Pushed | None:
+        """The job's success, if it was pushed here and is kept; taken out of the inbox."""
+        pushed = self._kept.pop(job_id, None)
+        if pushed is None:
+            return None
+        self._kept_bytes -= pushed.size
+        if pushed.expires_at is not None and pushed.expires_at <= time.time():
+            return None  # past the record's retention: the record says it is gone
+        return pushed
+
+    @contextlib.asynccontextmanager
+    async def watching(self, job_id: str) -> AsyncIterator[Subscription]:
+        """Woken when the job's end is pushed here, or lost when the inbox fails.
+
+        Only for a job whose record names this channel, while the inbox is `live`.
+        """
+        waiter = Subscription()
+        waiter.confirmed = True
+        waiters = self._waiters.setdefault(job_id, set())
+        waiters.add(waiter)
+        try:
+            yield waiter
+        finally:
+            waiters.discard(waiter)
+            if not waiters and self._waiters.get(job_id) is waiters:
+                del self._waiters[job_id]
+
+    async def close(self) -> None:
+        """Stop listening, for good; the waiters here go back to their jobs' channels."""
+        self._closed = True
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with anyio.CancelScope(shield=True):
+                await asyncio.wait([task])
+        self._kept.clear()
+        self._kept_bytes = 0
