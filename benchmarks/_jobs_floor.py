@@ -7,8 +7,10 @@ in one pipeline and commits them in one COMMIT call; the worker reads 16 entries
 time (the prefetch of foxactors' worker), starts them in one START call and completes
 them in one COMPLETE call with their XACK in the same pipeline; then the producer
 reads each result back (HMGET of state and result; one not final yet is read again
-0.5 ms later). Nothing else: no handler runs, no arguments are validated, no
-retries, leases, cancels, logs or actors.
+0.5 ms later), or, with ``push`` (as ``push_results`` does), its records name a
+channel it subscribed to before the first enqueue, and it reads the pushed ends
+there. Nothing else: no handler runs, no arguments are validated, no retries,
+leases, cancels, logs or actors.
 
 So the floor is what the Redis work alone allows on this machine, the same run: (b)
 runs it in one process, as (b) runs foxactors; (c) runs its worker in a process of
@@ -84,8 +86,13 @@ async def _worker(client: Any, stream: str, prefix: str, n: int) -> None:
         done += len(entries)
 
 
-async def _produce(client: Any, stream: str, prefix: str, n: int) -> None:
+async def _produce(client: Any, stream: str, prefix: str, n: int, *, push: bool) -> None:
     """Enqueue ``n`` jobs (records and deliveries), then read each result back."""
+    channel = f"{prefix}:push:floor"
+    pushed = ("push", json.dumps(channel)) if push else ()
+    pubsub = client.pubsub() if push else None
+    if pubsub is not None:
+        await pubsub.subscribe(channel)
     ids: list[str] = []
     for first in range(0, n, BATCH):
         now = time.time()
@@ -95,7 +102,7 @@ async def _produce(client: Any, stream: str, prefix: str, n: int) -> None:
             )
             for i in range(first, min(n, first + BATCH))
         ]
-        rows = "[" + ",".join(encode([r.id, "", *fields_of(r)]) for r in records) + "]"
+        rows = "[" + ",".join(encode([r.id, "", *fields_of(r), *pushed]) for r in records) + "]"
         await client.execute_command(*_evalsha(scripts.CREATE, prefix, rows))
         async with client.pipeline(transaction=False) as pipe:
             for i, record in enumerate(records, first):
@@ -103,6 +110,9 @@ async def _produce(client: Any, stream: str, prefix: str, n: int) -> None:
             await pipe.execute()
         await client.execute_command(*_evalsha(scripts.COMMIT, prefix, *(r.id for r in records)))
         ids += (r.id for r in records)
+    if pubsub is not None:
+        await _pushed(pubsub, ids)
+        return
     for i, job_id in enumerate(ids):
         while True:
             state, result = await client.hmget(f"{prefix}:job:{job_id}", "state", "result")
@@ -111,6 +121,22 @@ async def _produce(client: Any, stream: str, prefix: str, n: int) -> None:
             await asyncio.sleep(POLL)
         if json.loads(result) != i:
             raise RuntimeError(f"floor job {i} returned something else")
+
+
+async def _pushed(pubsub: Any, ids: list[str]) -> None:
+    """Read the pushed ends of the jobs ``ids`` (the i-th returns i); then unsubscribe."""
+    expected = {job_id: i for i, job_id in enumerate(ids)}
+    deadline = time.monotonic() + 120
+    while expected:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the floor's producer waited 120 s ({len(expected)} left)")
+        message = await pubsub.get_message(timeout=1.0)
+        if message is None or message["type"] != "message":
+            continue  # nothing yet, or the subscription's confirmation
+        for job_id, _, _, _, result, _ in json.loads(message["data"]):
+            if expected.pop(job_id) != result:
+                raise RuntimeError(f"floor job {job_id} returned something else")
+    await pubsub.aclose()
 
 
 async def _ready(url: str, stream: str, prefix: str) -> Any:
@@ -144,7 +170,7 @@ def worker_process(url: str, stream: str, prefix: str, n: int) -> Iterator[None]
             worker.wait()
 
 
-async def floor_rate(url: str, n: int, *, own_process: bool) -> float:
+async def floor_rate(url: str, n: int, *, own_process: bool, push: bool = False) -> float:
     """Jobs per second of the floor: the worker beside the producer, or in its own process."""
     stream = f"bench-floor-{uuid.uuid4().hex[:8]}"
     prefix = f"{stream}:store"
@@ -153,12 +179,12 @@ async def floor_rate(url: str, n: int, *, own_process: bool) -> float:
         if own_process:
             with worker_process(url, stream, prefix, n):
                 start = time.perf_counter()
-                await _produce(client, stream, prefix, n)
+                await _produce(client, stream, prefix, n, push=push)
                 return n / (time.perf_counter() - start)
         worker = aioredis.Redis.from_url(url)
         start = time.perf_counter()
         await asyncio.gather(
-            _worker(worker, stream, prefix, n), _produce(client, stream, prefix, n)
+            _worker(worker, stream, prefix, n), _produce(client, stream, prefix, n, push=push)
         )
         rate = n / (time.perf_counter() - start)
         await worker.aclose()

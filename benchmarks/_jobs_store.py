@@ -11,6 +11,7 @@ laid out exactly as the store lays them out.
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import random
 import statistics
@@ -40,12 +41,25 @@ and raises MaxConnectionsError past it; 100 enqueues in flight plus the worker's
 transitions need more (redis-py runs one command per connection at a time)."""
 
 
-def redis_store(url: str, *, prefix: str) -> JobStore | None:
-    """A `RedisJobStore` on ``url`` (a pool of ``POOL``) under ``prefix``, or None."""
+def redis_store(url: str, *, prefix: str, push: bool = False) -> JobStore | None:
+    """A `RedisJobStore` on ``url`` (a pool of ``POOL``) under ``prefix``, or None.
+
+    ``push``: with ``push_results`` (for a producer that waits for its results), if
+    this foxactors has it.
+    """
     kind = _store_class()
+    if kind is None:
+        return None
     pooled = f"{url}{'&' if '?' in url else '?'}max_connections={POOL}"
-    store: JobStore | None = None if kind is None else kind(pooled, prefix=prefix)
+    pushing = {"push_results": True} if push and pushes(kind) else {}
+    store: JobStore = kind(pooled, prefix=prefix, **pushing)
     return store
+
+
+def pushes(kind: Any = None) -> bool:
+    """Whether this foxactors' `RedisJobStore` can push results to a producer."""
+    kind = kind or _store_class()
+    return kind is not None and "push_results" in inspect.signature(kind).parameters
 
 
 def redis_client(url: str) -> Any:

@@ -21,6 +21,10 @@ task that takes a small JSON payload and returns a number:
 (e) enqueue and status-read cost with 10,000 vs 1,000,000 records in the Redis job
     store (see `_jobs_store`).
 
+Where the records are in Redis, the producer's store has each job's end pushed to it
+(``RedisJobStore(push_results=True)``, the option for a producer that waits for its
+results; ``--no-push``: without, each result read back by a round trip).
+
 Beside (b) on Redis with Redis records, and beside (c): the floor, the same Redis work
 (records created, committed, started and completed by the store's own scripts,
 deliveries added, read and acknowledged, results read back) sent from bare redis-py
@@ -35,7 +39,7 @@ redis-server and rabbitmq-server on loopback unless given URLs. The peers come w
 ``pip install 'foxactors[bench]'``; without them their lines say so.
 
 Run: python benchmarks/jobs.py [--backends memory,redis,rabbitmq] [--jobs N] [--quick]
-     [--redis-url redis://...] [--amqp-url amqp://...]
+     [--redis-url redis://...] [--amqp-url amqp://...] [--no-peers] [--no-push]
 """
 
 from __future__ import annotations
@@ -66,6 +70,8 @@ CONCURRENCY = 8  # JobQueue.worker's default; its prefetch is twice that
 IN_FLIGHT = 100
 BACKENDS = ("memory", "redis", "rabbitmq")
 NO_REDIS_STORE = "skipped: RedisJobStore not available"
+PUSH = True
+"""Producers' Redis stores have results pushed to them (``--no-push``: read each one)."""
 
 
 async def in_flight(n: int, start: Callable[[int], Awaitable[T]]) -> list[T]:
@@ -96,7 +102,7 @@ class Broker:
         if kind == "memory":
             return MemoryJobStore()
         prefix = f"bench-store-{uuid.uuid4().hex[:8]}"
-        made = _jobs_store.redis_store(self.redis_url or "", prefix=prefix)
+        made = _jobs_store.redis_store(self.redis_url or "", prefix=prefix, push=PUSH)
         if made is None:
             raise RuntimeError(NO_REDIS_STORE)
         self.prefixes.append(prefix)
@@ -272,7 +278,7 @@ async def paced_jobs(stamp: Any, n: int, rate: float) -> list[float]:
 @contextlib.asynccontextmanager
 async def worker_process_tasks(url: str, queue: str) -> AsyncIterator[tuple[Any, Any]]:
     """The producer's tasks (Redis backend and store) beside a foxactors worker process."""
-    store = _jobs_store.redis_store(url, prefix=peers.store_prefix(queue))
+    store = _jobs_store.redis_store(url, prefix=peers.store_prefix(queue), push=PUSH)
     assert store is not None
     jobs = JobQueue(RedisBackend(url, group="bench"), store=store, queue=queue)
     try:
@@ -340,7 +346,9 @@ async def broker_rounds(broker: Broker, stores: list[str], n: int, rounds: int) 
             figures.add(f"many {store}", await enqueue_rate(broker, store, n, many=True))
             figures.add(f"jobs {store}", await jobs_rate(broker, store, n))
         if broker.name == "redis" and "redis" in stores:  # (b)'s Redis work, bare
-            figures.add("floor", await floor.floor_rate(broker.url or "", n, own_process=False))
+            figures.add(
+                "floor", await floor.floor_rate(broker.url or "", n, own_process=False, push=PUSH)
+            )
     return figures
 
 
@@ -454,7 +462,7 @@ async def measure_peers(url: str, n: int, samples: int, rounds: int) -> list[str
     for _ in range(rounds):
         for system in systems:
             figures.add(system, await peer_rate(system, url, n=n))
-        figures.add("floor", await floor.floor_rate(url, n, own_process=True))
+        figures.add("floor", await floor.floor_rate(url, n, own_process=True, push=PUSH))
     ours = figures.median("foxactors")
     found = await peer_latencies("foxactors", url, samples=samples, rounds=rounds, rate=ours / 2)
     lines += [
@@ -522,6 +530,9 @@ def main() -> None:
     parser.add_argument("--redis-url", help="an existing Redis (default: start our own)")
     parser.add_argument("--amqp-url", help="an existing RabbitMQ (default: start our own)")
     parser.add_argument("--no-peers", action="store_true", help="skip arq and Celery")
+    parser.add_argument(
+        "--no-push", action="store_true", help="Redis records: producers read every result"
+    )
     parser.add_argument("--quick", action="store_true", help="small counts (smoke test)")
     args = parser.parse_args()
     args.backends = [b for b in args.backends.split(",") if b]
@@ -531,12 +542,15 @@ def main() -> None:
         args.jobs, args.samples, args.rounds, args.reads = 300, 200, 1, 200
         args.records = "1000,10000"
     args.records = [int(part) for part in args.records.split(",")]
+    global PUSH  # noqa: PLW0603 - one switch for the whole run
+    PUSH = not args.no_push and _jobs_store.pushes()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     show(
         [
             f"foxactors jobs benchmark, {time.strftime('%Y-%m-%d')}: {args.jobs:,} jobs per "
             f"figure, concurrency {CONCURRENCY}, prefetch {2 * CONCURRENCY}, medians of "
-            f"{args.rounds} rounds [range]"
+            f"{args.rounds} rounds [range]; Redis records "
+            + ("pushed to the producer (push_results)" if PUSH else "read back by the producer")
         ]
     )
     # the start-up objects out of full collections, as `fa.run` and `foxactors run` do
