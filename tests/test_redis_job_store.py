@@ -1046,34 +1046,136 @@ async def test_a_job_another_store_created_is_waited_for_on_its_own_channel(
     await other.close()
 
 
-async def test_the_inbox_keeps_so_many_ends_and_bytes_never_past_retention(
+def pushed_end(job_id: str, result: Any = 1, *, expires_at: float | None = None) -> list[Any]:
+    """An end as the scripts push it (a success, with its result's size)."""
+    size = len(json.dumps(result))
+    return [job_id, "succeeded", "t", None, result, expires_at or time.time() + 60, size]
+
+
+async def test_the_inbox_keeps_so_many_ends_and_bytes_each_counted_alone(
     pushing: RedisJobStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(redis_inbox, "KEEP", 3)
     inbox = inbox_of(pushing)
-    later = time.time() + 60
-
-    def pushed(job_id: str, expires_at: float = later, result: Any = 1) -> int:
-        message = json.dumps([[job_id, "succeeded", "t", None, result, expires_at]]).encode()
-        inbox._heard(message)
-        return len(message)
-
-    for n in range(5):
-        pushed(f"j{n}")
+    inbox._heard(json.dumps([pushed_end(f"j{n}") for n in range(5)]).encode())
     assert list(inbox._kept) == ["j2", "j3", "j4"]  # the oldest went first
-    assert inbox._kept_bytes == sum(kept.size for kept in inbox._kept.values())
-    monkeypatch.setattr(redis_inbox, "KEEP_BYTES", 200)
-    assert pushed("big", result="x" * 100) > 100  # the others cannot stay beside it
-    assert list(inbox._kept) == ["big"]
-    pushed("too big", result="x" * 200)
-    assert list(inbox._kept) == []  # alone past the bound: read from its record
-    pushed("expired", expires_at=time.time() - 1)
-    assert inbox.take("expired") is None  # the record is gone: so is its result
-    inbox._heard(b"not json")
-    inbox._heard(b'[["j9", "succeeded"], 3, ["j9"]]')  # nothing of a job's end: ignored
-    pushed("last")
-    assert list(inbox._kept) == ["last"]
-    assert inbox._kept_bytes == inbox._kept["last"].size
+    assert inbox._kept_bytes == 3 * (1 + redis_inbox.OVERHEAD)
+    monkeypatch.setattr(redis_inbox, "KEEP_BYTES", 1_000 + 3 * redis_inbox.OVERHEAD)
+    # One large result among small ones: each is counted by its own size.
+    ends = [pushed_end("small1"), pushed_end("big", "x" * 998), pushed_end("small2")]
+    inbox._heard(json.dumps(ends).encode())
+    assert list(inbox._kept) == ["big", "small2"]
+    assert inbox.take("small2") is not None
+    assert inbox._kept_bytes == 1_000 + redis_inbox.OVERHEAD  # the big one, as it is
+
+
+async def test_the_inbox_keeps_nothing_past_its_records_retention(
+    pushing: RedisJobStore,
+) -> None:
+    inbox = inbox_of(pushing)
+    gone = time.time() - 1
+    inbox._heard(json.dumps([pushed_end("old", expires_at=gone), pushed_end("new")]).encode())
+    assert list(inbox._kept) == ["new"]  # expired on arrival: never kept
+    inbox._kept["new"].expires_at = gone  # its record expired since
+    assert inbox.take("new") is None
+    inbox._heard(json.dumps([pushed_end("a")]).encode())
+    inbox._kept["a"].expires_at = gone
+    inbox._heard(json.dumps([pushed_end("b")]).encode())
+    assert list(inbox._kept) == ["b"]  # the expired one went when the next came
+
+
+async def test_what_is_not_the_ends_of_jobs_is_ignored(pushing: RedisJobStore) -> None:
+    inbox = inbox_of(pushing)
+    deep = "[" * 100_000 + "]" * 100_000
+    for data in (b"not json", b"{}", deep.encode(), b'[["j", "succeeded"], 3]'):
+        inbox._heard(data)
+    inbox._heard(json.dumps([["j", "succeeded", "t", None, 1, "soon", 1]]).encode())
+    inbox._heard(json.dumps([[1, "succeeded", "t", None, 1, time.time() + 60, 1]]).encode())
+    assert inbox._kept == {}
+
+
+async def test_a_large_result_is_left_in_the_record_and_read_from_there(
+    pushing: RedisJobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    heard_only(monkeypatch)
+    inbox = inbox_of(pushing)
+    awaited, unread, small = [await running(pushing) for _ in range(3)]
+    await until("the inbox subscribed", lambda: inbox.live)
+    seen: list[Any] = []
+
+    async def waiter() -> None:
+        seen.append((await pushing.outcome(awaited.id, timeout=30)).result)
+
+    large = "x" * 20_000  # over 16 KiB: not on the shared connection
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(waiter)
+        await until("the waiter in the inbox", lambda: awaited.id in inbox._waiters)
+        await pushing.complete(awaited.id, 1, time.time(), large)
+    assert seen == [large]  # woken by the push, read from the record
+    await pushing.complete(unread.id, 1, time.time(), large)
+    await pushing.complete(small.id, 1, time.time(), "x" * 16_000)
+    await until("the small one pushed", lambda: small.id in inbox._kept)
+    assert unread.id not in inbox._kept  # its end came first, without the result
+    assert (await pushing.outcome(unread.id, timeout=5)).result == large
+
+
+async def test_a_silent_connection_under_the_inbox_is_dropped_and_its_waiters_fall_back(
+    pushing: RedisJobStore, raw: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    heard_only(monkeypatch)
+    monkeypatch.setattr(redis_listener, "READ_WAIT", 0.05)
+    monkeypatch.setattr(redis_listener, "CONFIRM_WAIT", 0.5)  # for the idle PING's answer
+    inbox = inbox_of(pushing)
+    record = await running(pushing)
+    await until("the inbox subscribed", lambda: inbox.live)
+    listener = pushing._link._listener
+    silent = listener._connection
+    assert silent is not None
+    seen: list[Any] = []
+
+    async def waiter() -> None:
+        seen.append((await pushing.outcome(record.id, timeout=30)).result)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(waiter)
+        await until("the waiter in the inbox", lambda: record.id in inbox._waiters)
+
+        async def swallowed(*args: Any, **options: Any) -> None:
+            pass  # as a path gone silent: nothing sent arrives, nothing is answered
+
+        monkeypatch.setattr(silent.redis, "send_command", swallowed)
+        channel = f"{pushing.prefix}:done:{record.id}".encode()
+        await until("the waiter on its job's channel", lambda: raw.pubsub_channels(channel))
+        assert silent.closed
+        await pushing.complete(record.id, 1, time.time(), "heard")
+    assert seen == ["heard"]
+
+
+async def test_an_inbox_whose_subscription_fails_tries_again_ever_later() -> None:
+    class Refused:
+        """A link whose subscriptions are never confirmed (an ACL refuses them, say)."""
+
+        @contextlib.asynccontextmanager
+        async def subscription(self, channel: str, on_message: Any) -> AsyncIterator[Any]:
+            yield redis_listener.Subscription(on_message)
+
+    inbox = redis_inbox.Inbox(Refused(), "P:push:x")  # type: ignore[arg-type]
+    waits: list[float] = []
+    enough = anyio.Event()
+
+    async def pause(seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) == 9:
+            enough.set()
+        await anyio.sleep(0 if len(waits) < 9 else 3600)
+
+    inbox._pause = pause  # type: ignore[method-assign]
+    inbox.open()
+    with anyio.fail_after(5):
+        await enough.wait()
+    await inbox.close()
+    assert waits == [1, 2, 4, 8, 16, 32, 60, 60, 60]
+    assert not inbox.live
 
 
 async def test_a_pushed_success_of_another_tenant_is_not_found(pushing: RedisJobStore) -> None:
@@ -1115,9 +1217,23 @@ async def test_jobs_on_the_redis_backend_read_their_pushed_results(redis: RedisS
     async def add(a: int, b: int) -> int:
         return a + b
 
+    inbox = inbox_of(store)
     async with fa.open_system(jobs.worker(queue).build()):
+        assert await (await add.enqueue(a=0, b=0)).result(timeout=30) == 0
+        await until("the inbox subscribed", lambda: inbox.live)
         handles = [await add.enqueue(a=n, b=1) for n in range(20)]
+        await until("every end pushed", lambda: len(inbox._kept) == 20)
+        reads = 0
+        hmget = store._link.hmget
+
+        async def counted(*args: Any) -> Any:
+            nonlocal reads
+            reads += 1
+            return await hmget(*args)
+
+        store._link.hmget = counted  # type: ignore[method-assign]
         assert [await handle.result(timeout=30) for handle in handles] == list(range(1, 21))
+        assert reads == 0  # each taken from the inbox
     await jobs.close()
     await jobs.backend.close()
 

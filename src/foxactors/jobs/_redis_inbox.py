@@ -8,15 +8,21 @@ tenant, result (of a success) and expiry, the ends of one script call in one mes
 subscription per store, on the listener's connection, hears them all:
 
 - A success is kept here until a `result()` takes it, so that read needs no round
-  trip: `KEEP` ends or `KEEP_BYTES` of them at most, the oldest going first, and
-  never past the record's retention. Only a success is kept: a retry can revive a
-  dead or cancelled job, and its record must say so.
+  trip: `KEEP` ends or `KEEP_BYTES` of them at most (counted by their results' JSON),
+  the oldest going first, and never served past the record's retention. Only a
+  success is kept: a retry can revive a dead or cancelled job, and its record must
+  say so; nor a result over 16 KiB, which the script leaves in the record (a large
+  message on the shared connection could pass Redis's output limit for pub/sub
+  clients, and Redis would close the connection).
 - While the subscription is confirmed (`Inbox.live`), a waiter for one of these jobs
   listens here (`Inbox.watching`) rather than subscribing to the job's own channel:
   no SUBSCRIBE per job, and the end it hears carries the result.
 - When the subscription's connection fails, the waiters here are woken as lost (they
   go back to their job's own channel, and read their record), and the inbox
-  subscribes again, at once if it had been confirmed, else after `RETRY_WAIT`.
+  subscribes again: at once if it had been confirmed, else after `RETRY_WAIT`,
+  doubling each time (a SUBSCRIBE that an ACL refuses must not drop the shared
+  connection every second). The listener notices a connection gone silent by an
+  idle PING left unanswered.
 """
 
 from __future__ import annotations
@@ -40,9 +46,17 @@ KEEP = 10_000
 """Successes kept for a later `result()` at most; the oldest goes first."""
 KEEP_BYTES = 16 * 2**20
 """Bytes of kept successes (their messages) at most; the oldest goes first."""
+OVERHEAD = 200
+"""Bytes a kept success is counted beyond its result's JSON (its id, task, the entry)."""
 RETRY_WAIT = 1.0
-"""Seconds before subscribing again after a subscription that was never confirmed."""
+"""Seconds before subscribing again after a subscription that was not confirmed; it
+doubles with each such attempt, up to `RETRY_WAIT_MOST`."""
+RETRY_WAIT_MOST = 60.0
 _SUCCEEDED = JobState.SUCCEEDED.value
+
+
+def _number(value: object) -> bool:
+    return type(value) in (int, float)
 
 
 class Pushed:
@@ -51,7 +65,7 @@ class Pushed:
     __slots__ = ("expires_at", "result", "size", "task", "tenant")
 
     def __init__(
-        self, task: str, result: Any, tenant: str | None, expires_at: float | None, size: int
+        self, task: str, result: Any, tenant: str | None, expires_at: float, size: int
     ) -> None:
         self.task = task
         self.result = result
@@ -77,6 +91,7 @@ class Inbox:
         self._subscription: Subscription | None = None
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self._pause = anyio.sleep  # between subscriptions that were not confirmed
 
     @property
     def live(self) -> bool:
@@ -94,6 +109,7 @@ class Inbox:
             self._task = asyncio.get_running_loop().create_task(self._listen())
 
     async def _listen(self) -> None:
+        wait = RETRY_WAIT
         while not self._closed:
             confirmed = False
             try:
@@ -109,41 +125,49 @@ class Inbox:
                     for waiter in waiters:
                         waiter.lost = waiter.dropped = True
                         waiter.wake()
-            if not confirmed:
-                await anyio.sleep(RETRY_WAIT)
+            if confirmed:
+                wait = RETRY_WAIT  # it worked: again at once
+            else:  # refused (say by an ACL), or no server: not in a loop
+                await self._pause(wait)
+                wait = min(2 * wait, RETRY_WAIT_MOST)
 
     def _heard(self, data: bytes) -> None:
         """A message on the channel (the ends of one script call).
 
-        Keeps each success; wakes each job's waiters.
+        Keeps each success that came with its result; wakes each job's waiters. What
+        is not the ends of jobs is ignored: nothing here may fail the connection.
         """
         try:
             ends = json.loads(data)
-        except ValueError:
-            return  # not a message of jobs' ends: nothing to do with it
+        except (ValueError, RecursionError):
+            return
         if not isinstance(ends, list):
             return
-        size = len(data) // max(1, len(ends))
+        now = time.time()
         for end in ends:
-            try:
-                job_id, state, task, tenant, result, expires_at = end
-            except (ValueError, TypeError):
+            if not (isinstance(end, list) and len(end) == 7):
                 continue
-            if not isinstance(job_id, str):
+            job_id, state, task, tenant, result, expires_at, size = end
+            if not (isinstance(job_id, str) and _number(expires_at) and type(size) is int):
                 continue
-            if state == _SUCCEEDED:
-                self._keep(job_id, Pushed(task, result, tenant, expires_at, size))
+            if state == _SUCCEEDED and size >= 0 and expires_at > now:
+                self._keep(job_id, Pushed(task, result, tenant, expires_at, size + OVERHEAD), now)
             for waiter in self._waiters.get(job_id, ()):
                 waiter.wake()
 
-    def _keep(self, job_id: str, pushed: Pushed) -> None:
+    def _keep(self, job_id: str, pushed: Pushed, now: float) -> None:
         before = self._kept.pop(job_id, None)
         if before is not None:
             self._kept_bytes -= before.size
         self._kept[job_id] = pushed
         self._kept_bytes += pushed.size
-        while len(self._kept) > KEEP or self._kept_bytes > KEEP_BYTES:
-            self._kept_bytes -= self._kept.pop(next(iter(self._kept))).size
+        kept = self._kept
+        while kept and (
+            len(kept) > KEEP
+            or self._kept_bytes > KEEP_BYTES
+            or next(iter(kept.values())).expires_at <= now  # its record is gone
+        ):
+            self._kept_bytes -= kept.pop(next(iter(kept))).size
 
     def take(self, job_id: str) -> Pushed | None:
         """The job's success, if it was pushed here and is kept; taken out of the inbox."""
@@ -151,7 +175,7 @@ class Inbox:
         if pushed is None:
             return None
         self._kept_bytes -= pushed.size
-        if pushed.expires_at is not None and pushed.expires_at <= time.time():
+        if pushed.expires_at <= time.time():
             return None  # past the record's retention: the record says it is gone
         return pushed
 

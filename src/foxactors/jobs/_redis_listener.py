@@ -47,7 +47,8 @@ READ_WAIT = 1.0
 SUBSCRIBE_WAIT = 10.0
 """Seconds a SUBSCRIBE (with the connection it may open) may take; then it is dropped."""
 CONFIRM_WAIT = 5.0
-"""Seconds a waiter waits for its channel's confirmation before it goes on without."""
+"""Seconds a waiter waits for its channel's confirmation before it goes on without; a
+SUBSCRIBE or an idle PING unanswered that long means the connection went silent."""
 
 
 class Subscription:
@@ -237,8 +238,15 @@ class Listener:
             return self._connection
 
     async def _read(self, connection: _Connection) -> None:
-        """Hand each message to its channel's waiters while anyone listens."""
+        """Hand each message to its channel's waiters while anyone listens.
+
+        Idle for `READ_WAIT`, it sends a PING; a PING left unanswered `CONFIRM_WAIT`
+        means the connection went silent (a path dropped without a reset), and it is
+        dropped: waiters that need no SUBSCRIBE of their own (`Inbox`) count on that.
+        """
         redis = connection.redis
+        loop = asyncio.get_running_loop()
+        pinged: float | None = None  # when the PING not answered yet went out
         try:
             while self._channels and not connection.closed:
                 if self._leaving:
@@ -248,7 +256,15 @@ class Listener:
                     await redis.send_command("UNSUBSCRIBE", *leaving, check_health=False)
                 reply = await redis.read_response(timeout=READ_WAIT, push_request=True)
                 if reply is not None:
+                    pinged = None  # it speaks
                     self._dispatch(reply)
+                elif pinged is None:
+                    if not connection.writable():
+                        raise ConnectionError("the pub/sub connection is closed")
+                    await redis.send_command("PING", check_health=False)
+                    pinged = loop.time()
+                elif loop.time() - pinged > CONFIRM_WAIT:
+                    raise ConnectionError("the pub/sub connection went silent")
         except Exception:  # the connection failed: every waiter reads its record
             if connection is self._connection:
                 await self._drop(connection)

@@ -21,9 +21,8 @@
 --   P:starts       hash running job id -> the token of the start that leased it (start.lua)
 -- A change to a final state PUBLISHes the state on P:done:<id> (wait()), and, if the
 -- record names a producer's channel (field push: RedisJobStore(push_results=True)),
--- the job's end on that channel: a JSON array of ends, each an array of id, state,
--- task, tenant, result (of a success) and expires_at, written from the stored JSON
--- texts as they are (push).
+-- the job's end on that channel (push): a JSON array of ends, written from the stored
+-- JSON texts as they are.
 
 local P, FORMAT = ARGV[1], ARGV[2]
 local RUNNING, PENDING, CANCELLED = '"running"', '"pending"', '"cancelled"'
@@ -109,18 +108,29 @@ end
 
 -- Ends to push, by channel, while each_row runs (nil: publish each end at once).
 local PUSHES = nil
+-- Bytes of a result pushed with its end at most; a larger one is left in the record.
+local PUSH_RESULT_MAX = 16384
 
--- Publish the end of job `id` (control fields `new`) on the channel its record names;
--- a message is a JSON array of ends. Within each_row, one message per channel for
--- every row of the call, sent when the rows are done.
+-- Publish the end of job `id` (control fields `new`) on the channel its record names:
+-- a message is a JSON array of ends, each [id, state, task, tenant, result, expires_at,
+-- size]: size is the result's length in bytes, -1 if it was left out (not a success,
+-- or larger than PUSH_RESULT_MAX). Within each_row, one message per channel for all
+-- the rows of the call, sent when the rows are done.
 local function push(id, new)
   local channel = text_of(new.push)
   if not channel then return end
   local task, result = unpack(redis.call('HMGET', job_key(id), 'task', 'result'))
-  if new.state ~= '"succeeded"' then result = false end
+  local size = -1
+  if new.state ~= '"succeeded"' or (result and #result > PUSH_RESULT_MAX) then
+    result = false
+  elseif result then
+    size = #result
+  else
+    size = 4  -- null
+  end
   local ending = '[' .. cjson.encode(id) .. ',' .. new.state .. ',' .. (task or 'null') ..
     ',' .. (new.tenant or 'null') .. ',' .. (result or 'null') .. ',' ..
-    (new.expires_at or 'null') .. ']'
+    (new.expires_at or 'null') .. ',' .. size .. ']'
   if not PUSHES then
     redis.call('PUBLISH', channel, '[' .. ending .. ']')
     return
