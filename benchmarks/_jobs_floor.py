@@ -133,7 +133,7 @@ async def _pushed(pubsub: Any, ids: list[str]) -> None:
         message = await pubsub.get_message(timeout=1.0)
         if message is None or message["type"] != "message":
             continue  # nothing yet, or the subscription's confirmation
-        for job_id, _, _, _, result, _ in json.loads(message["data"]):
+        for job_id, _, _, _, result, *_ in json.loads(message["data"]):
             if expected.pop(job_id) != result:
                 raise RuntimeError(f"floor job {job_id} returned something else")
     await pubsub.aclose()
