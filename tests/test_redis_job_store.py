@@ -1151,6 +1151,113 @@ async def test_a_silent_connection_under_the_inbox_is_dropped_and_its_waiters_fa
     assert seen == ["heard"]
 
 
+async def test_an_idle_connection_that_answers_its_pings_is_kept(
+    pushing: RedisJobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(redis_listener, "READ_WAIT", 0.02)
+    monkeypatch.setattr(redis_listener, "CONFIRM_WAIT", 0.2)
+    await pushing.create(job())
+    await until("the inbox subscribed", lambda: inbox_of(pushing).live)
+    connection = pushing._link._listener._connection
+    assert connection is not None
+    pings = 0
+    send = connection.redis.send_command
+
+    async def counted(*args: Any, **options: Any) -> None:
+        nonlocal pings
+        pings += args[0] == "PING"
+        await send(*args, **options)
+
+    monkeypatch.setattr(connection.redis, "send_command", counted)
+    await until("pings for three times their answer's wait", lambda: pings >= 30)
+    assert pushing._link._listener._connection is connection
+    assert not connection.closed
+    assert inbox_of(pushing).live
+
+
+async def test_an_inbox_whose_connection_failed_subscribes_again_at_once(
+    pushing: RedisJobStore, raw: aioredis.Redis
+) -> None:
+    inbox = inbox_of(pushing)
+    await pushing.create(job())
+    await until("the inbox subscribed", lambda: inbox.live)
+    paused: list[float] = []
+
+    async def pause(seconds: float) -> None:
+        paused.append(seconds)
+        await anyio.sleep(seconds)
+
+    inbox._pause = pause  # type: ignore[assignment]
+    first = inbox._subscription
+    await raw.client_kill_filter(_type="pubsub")
+    await until("subscribed again", lambda: inbox.live and inbox._subscription is not first)
+    assert paused == []  # it had been confirmed: no pause before the next
+
+
+async def test_the_ends_of_one_call_come_in_messages_of_bounded_size(
+    pushing: RedisJobStore, raw: aioredis.Redis
+) -> None:
+    records = [await running(pushing) for _ in range(40)]
+    await raw.script_flush()  # as a restarted server: the joined call is loaded, not split
+    evals = await calls(raw, "eval")
+    listening = raw.pubsub()
+    await listening.subscribe(inbox_of(pushing).channel)
+    now = time.time()
+    async with anyio.create_task_group() as tg:  # one turn: one joined call
+        for record in records:
+            tg.start_soon(pushing.complete, record.id, 1, now, "x" * 15_000)
+    sizes: list[int] = []
+    ends = 0
+    with anyio.fail_after(10):
+        while ends < 40:
+            message = await listening.get_message(ignore_subscribe_messages=True, timeout=1)
+            if message is not None:
+                sizes.append(len(message["data"]))
+                ends += len(json.loads(message["data"]))
+    await listening.aclose()
+    assert ends == 40
+    assert 2 <= len(sizes) <= 3  # 600 KB of results: not in one message, nor in 40
+    assert max(sizes) < 300_000
+    assert await calls(raw, "eval") == evals  # no caller sent its row on its own
+
+
+async def test_a_worker_not_allowed_to_publish_to_the_push_channel_still_ends_jobs(
+    pushing: RedisJobStore, redis: RedisServer, raw: aioredis.Redis
+) -> None:
+    user = f"worker-{uuid.uuid4().hex[:8]}"
+    await raw.acl_setuser(
+        user,
+        enabled=True,
+        passwords=["+pw"],
+        keys=["*"],
+        reset_channels=True,
+        channels=["*:done:*"],  # the jobs' own channels: not the producers'
+        commands=["+@all"],
+    )
+    worker = RedisJobStore(f"redis://{user}:pw@127.0.0.1:{redis.port}/0", prefix=pushing.prefix)
+    try:
+        done, dead = await running(pushing), await running(pushing)
+        assert await worker.complete(done.id, 1, time.time(), "ok") is JobState.SUCCEEDED
+        assert await worker.fail(dead.id, 1, time.time(), None, retry_at=None, reason="no") is (
+            JobState.DEAD
+        )
+        assert (await pushing.outcome(done.id, timeout=5)).result == "ok"
+    finally:
+        await worker.close()
+        await raw.acl_deluser(user)
+
+
+async def test_an_end_the_inbox_cannot_keep_still_wakes_its_waiters(
+    pushing: RedisJobStore,
+) -> None:
+    inbox = inbox_of(pushing)
+    for end in (["j1", "succeeded", "t", None, 1, time.time() + 60], ["j1", "succeeded"]):
+        async with inbox.watching("j1") as waiter:
+            inbox._heard(json.dumps([end]).encode())  # of another version's shape
+            assert await waiter.message(0)
+    assert inbox._kept == {}
+
+
 async def test_an_inbox_whose_subscription_fails_tries_again_ever_later() -> None:
     class Refused:
         """A link whose subscriptions are never confirmed (an ACL refuses them, say)."""
@@ -1169,7 +1276,7 @@ async def test_an_inbox_whose_subscription_fails_tries_again_ever_later() -> Non
             enough.set()
         await anyio.sleep(0 if len(waits) < 9 else 3600)
 
-    inbox._pause = pause  # type: ignore[method-assign]
+    inbox._pause = pause  # type: ignore[assignment]
     inbox.open()
     with anyio.fail_after(5):
         await enough.wait()
@@ -1231,7 +1338,7 @@ async def test_jobs_on_the_redis_backend_read_their_pushed_results(redis: RedisS
             reads += 1
             return await hmget(*args)
 
-        store._link.hmget = counted  # type: ignore[method-assign]
+        store._link.hmget = counted  # type: ignore[assignment,method-assign]
         assert [await handle.result(timeout=30) for handle in handles] == list(range(1, 21))
         assert reads == 0  # each taken from the inbox
     await jobs.close()

@@ -20,9 +20,10 @@ subscription per store, on the listener's connection, hears them all:
 - When the subscription's connection fails, the waiters here are woken as lost (they
   go back to their job's own channel, and read their record), and the inbox
   subscribes again: at once if it had been confirmed, else after `RETRY_WAIT`,
-  doubling each time (a SUBSCRIBE that an ACL refuses must not drop the shared
-  connection every second). The listener notices a connection gone silent by an
-  idle PING left unanswered.
+  doubling each time up to `RETRY_WAIT_MOST` (a SUBSCRIBE that an ACL refuses must
+  not drop the shared connection every second; after an outage too, the inbox may
+  come back up to that much later than the server: that costs only reads). The
+  listener notices a connection gone silent by an idle PING left unanswered.
 """
 
 from __future__ import annotations
@@ -134,8 +135,9 @@ class Inbox:
     def _heard(self, data: bytes) -> None:
         """A message on the channel (the ends of one script call).
 
-        Keeps each success that came with its result; wakes each job's waiters. What
-        is not the ends of jobs is ignored: nothing here may fail the connection.
+        Keeps each success that came with its result; wakes the waiters of each job
+        named (one that cannot keep what it heard reads its record). What is not the
+        ends of jobs is ignored: nothing here may fail the connection.
         """
         try:
             ends = json.loads(data)
@@ -145,13 +147,21 @@ class Inbox:
             return
         now = time.time()
         for end in ends:
-            if not (isinstance(end, list) and len(end) == 7):
+            if not (isinstance(end, list) and end and isinstance(end[0], str)):
                 continue
-            job_id, state, task, tenant, result, expires_at, size = end
-            if not (isinstance(job_id, str) and _number(expires_at) and type(size) is int):
-                continue
-            if state == _SUCCEEDED and size >= 0 and expires_at > now:
-                self._keep(job_id, Pushed(task, result, tenant, expires_at, size + OVERHEAD), now)
+            job_id = end[0]
+            if len(end) == 7:  # else an end this version does not read: its record tells
+                _, state, task, tenant, result, expires_at, size = end
+                if (
+                    state == _SUCCEEDED
+                    and type(size) is int
+                    and size >= 0
+                    and _number(expires_at)
+                    and expires_at > now
+                ):
+                    self._keep(
+                        job_id, Pushed(task, result, tenant, expires_at, size + OVERHEAD), now
+                    )
             for waiter in self._waiters.get(job_id, ()):
                 waiter.wake()
 

@@ -207,7 +207,7 @@ class RedisLink:
         for unit, reply in zip(units, replies, strict=True):
             if len(unit) > 1 and isinstance(reply, Exception):
                 for index in unit:  # whose error? each call finds out alone
-                    answers[index] = _UNJOINED
+                    answers[index] = reply if isinstance(reply, NoScriptError) else _UNJOINED
                 continue
             at = 0
             for index in unit:
@@ -251,7 +251,9 @@ class RedisLink:
         `JSON_ROWS` (JSON texts passed as one JSON array; the reply has one item per
         part) or a row width ``n`` (trailing arguments in rows of ``n``; one item per
         row). Each caller gets its own items. A joined call that fails as a whole is
-        sent again for each caller alone, so each gets the error its own call gives.
+        sent again for each caller alone, so each gets the error its own call gives;
+        one that Redis does not know (NOSCRIPT, after a restart) is loaded, and the
+        callers join again.
         That is safe because such a failure changes nothing or nothing twice: NOSCRIPT
         comes before the script runs; ``create`` and ``commit`` leave a record that is
         done already as it is; ``start`` and ``complete`` answer a row that Redis
@@ -260,13 +262,16 @@ class RedisLink:
         twice).
         """
         own = _arguments(parts, rows=script.rows)
+        call = _Call(("EVALSHA", script.sha, 0, *args), parts, rows=script.rows)
         with self.translate(script.name):
             try:
-                reply = await self._turns.submit(
-                    _Call(("EVALSHA", script.sha, 0, *args), parts, rows=script.rows)
-                )
-            except NoScriptError:
-                return await self.client.eval(script.source, 0, *args, *own)
+                reply = await self._turns.submit(call)
+            except NoScriptError:  # (a restarted server): load it, then join again
+                try:  # this turn's callers load it in one pipeline, and join as before
+                    await self.command("SCRIPT", "LOAD", script.source)
+                    reply = await self._turns.submit(call)
+                except NoScriptError:  # flushed again meanwhile: on its own
+                    return await self.client.eval(script.source, 0, *args, *own)
         if reply is _UNJOINED:
             return await self.call(script, *args, *own)
         return reply

@@ -110,12 +110,22 @@ end
 local PUSHES = nil
 -- Bytes of a result pushed with its end at most; a larger one is left in the record.
 local PUSH_RESULT_MAX = 16384
+-- Bytes of ends one message holds at most (about): more go in another message, so no
+-- message nears Redis's output limit for pub/sub clients (32 MB by default).
+local PUSH_MESSAGE_MAX = 262144
+
+-- Publish ends (JSON texts) as one message. A refused PUBLISH (an ACL that does not
+-- let this worker publish there) is let go: a push only saves a read.
+local function publish_ends(channel, ends)
+  redis.pcall('PUBLISH', channel, '[' .. table.concat(ends, ',') .. ']')
+end
 
 -- Publish the end of job `id` (control fields `new`) on the channel its record names:
 -- a message is a JSON array of ends, each [id, state, task, tenant, result, expires_at,
 -- size]: size is the result's length in bytes, -1 if it was left out (not a success,
--- or larger than PUSH_RESULT_MAX). Within each_row, one message per channel for all
--- the rows of the call, sent when the rows are done.
+-- or larger than PUSH_RESULT_MAX). Within each_row (start, complete), one message per
+-- channel for the rows of the call, sent when the rows are done (or PUSH_MESSAGE_MAX
+-- reached); elsewhere (fail, cancel, reap) one message per end.
 local function push(id, new)
   local channel = text_of(new.push)
   if not channel then return end
@@ -132,15 +142,20 @@ local function push(id, new)
     ',' .. (new.tenant or 'null') .. ',' .. (result or 'null') .. ',' ..
     (new.expires_at or 'null') .. ',' .. size .. ']'
   if not PUSHES then
-    redis.call('PUBLISH', channel, '[' .. ending .. ']')
+    publish_ends(channel, {ending})
     return
   end
   local ends = PUSHES[channel]
   if not ends then
-    ends = {}
+    ends = {size = 0}
     PUSHES[channel] = ends
   end
   ends[#ends + 1] = ending
+  ends.size = ends.size + #ending
+  if ends.size >= PUSH_MESSAGE_MAX then
+    PUSHES[channel] = nil
+    publish_ends(channel, ends)
+  end
 end
 
 -- Bring every index from what record `old` was to what `new` is ({} : none).
@@ -254,9 +269,7 @@ local function each_row(width, one)
     end
     replies[#replies + 1] = answer
   end
-  for channel, ends in pairs(PUSHES) do
-    redis.call('PUBLISH', channel, '[' .. table.concat(ends, ',') .. ']')
-  end
+  for channel, ends in pairs(PUSHES) do publish_ends(channel, ends) end
   PUSHES = nil
   return replies
 end
