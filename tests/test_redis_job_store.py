@@ -311,6 +311,24 @@ async def test_closing_the_store_fails_the_commands_it_has_not_answered(
     assert "closed" in str(answers[0])
 
 
+async def test_a_closed_store_sends_nothing_and_says_it_is_closed(
+    store: RedisJobStore, counting: Counting
+) -> None:
+    closed = RedisJobStore(counting, prefix=store.prefix)
+    record, _ = await closed.create(job())
+    await closed.close()
+    counting.sent.clear()
+    for act in (
+        closed.get(record.id),
+        closed.outcome(record.id, timeout=5),
+        closed.create(job()),
+        closed.counts(),
+    ):
+        with pytest.raises(JobStoreError, match=r"is closed \(.*\); use one that is open"):
+            await act
+    assert counting.sent == []
+
+
 async def test_reap_reads_only_what_expired(store: RedisJobStore, raw: aioredis.Redis) -> None:
     kept = [done(finished_at=NOW + 50, expires_at=NOW + 50 + RETENTION) for _ in range(3000)]
     gone = [done() for _ in range(3)]

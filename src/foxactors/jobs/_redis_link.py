@@ -144,6 +144,7 @@ class RedisLink:
             )
         self._turns: TurnBatcher[_Call, Any] = TurnBatcher(self._send, lost=_lost, timeout=30)
         self._listener = Listener(self.client)
+        self._closed = False
 
     def _scrub(self, text: str) -> str:
         for secret in self._secrets:
@@ -152,7 +153,15 @@ class RedisLink:
 
     @contextlib.contextmanager
     def translate(self, doing: str) -> Iterator[None]:
-        """Turn redis-py's errors inside the block into job errors."""
+        """Turn redis-py's errors inside the block into job errors.
+
+        Raises:
+            JobStoreError: The link is closed (nothing is sent).
+        """
+        if self._closed:
+            raise JobStoreError(
+                f"the job store at {self.where} is closed ({doing}); use one that is open"
+            )
         try:
             yield
         except ERRORS as exc:
@@ -304,7 +313,11 @@ class RedisLink:
         return self._listener.subscription(channel, on_message)
 
     async def close(self) -> None:
-        """Fail the commands not answered yet; close the client, if this link made it."""
+        """Fail the commands not answered yet; close the client, if this link made it.
+
+        For good: later operations raise `JobStoreError` and send nothing.
+        """
+        self._closed = True
         self._turns.close()
         await self._listener.close()
         if self.owns:
