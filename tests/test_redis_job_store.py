@@ -329,6 +329,63 @@ async def test_a_closed_store_sends_nothing_and_says_it_is_closed(
     assert counting.sent == []
 
 
+async def test_a_waiter_when_the_store_closes_is_told_it_closed(redis: RedisServer) -> None:
+    for push in (False, True):
+        store = RedisJobStore(redis.url, prefix=f"t:{uuid.uuid4().hex}", push_results=push)
+        record, _ = await store.create(job())
+        await store.start(record.id, time.time(), time.time() + 30)
+        failed: list[Exception] = []
+
+        async def waiter(store: RedisJobStore, job_id: str, failed: list[Exception]) -> None:
+            try:
+                await store.outcome(job_id, timeout=30)
+            except JobStoreError as exc:
+                failed.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(waiter, store, record.id, failed)
+            await anyio.wait_all_tasks_blocked()
+            await store.close()
+        assert len(failed) == 1
+        assert "is closed (reading a job); use one that is open" in str(failed[0])
+
+
+async def test_after_a_script_flush_the_joined_callers_load_it_once(
+    store: RedisJobStore, raw: aioredis.Redis
+) -> None:
+    await store.create(job())  # the client connected, the script known
+    await raw.script_flush()  # as a restarted server
+    loads = await calls(raw, "script|load")
+    created = await asyncio.gather(*(store.create(job()) for _ in range(50)))
+    assert all(made for _, made in created)
+    assert await calls(raw, "script|load") == loads + 1
+
+
+async def test_a_user_who_may_not_load_scripts_still_runs_them(
+    store: RedisJobStore, redis: RedisServer, raw: aioredis.Redis
+) -> None:
+    user = f"noload-{uuid.uuid4().hex[:8]}"
+    await raw.acl_setuser(
+        user,
+        enabled=True,
+        passwords=["+pw"],
+        keys=["*"],
+        channels=["*"],
+        commands=["+@all", "-script|load"],
+    )
+    limited = RedisJobStore(f"redis://{user}:pw@127.0.0.1:{redis.port}/0", prefix=store.prefix)
+    try:
+        await raw.script_flush()
+        records = await asyncio.gather(*(limited.create(job()) for _ in range(5)))
+        assert all(made for _, made in records)  # each sent as an EVAL of its own
+        alone, made = await limited.create(job())
+        assert made
+        assert (await limited.start(alone.id, NOW, NOW + 30)).kind is StartKind.RUN
+    finally:
+        await limited.close()
+        await raw.acl_deluser(user)
+
+
 async def test_reap_reads_only_what_expired(store: RedisJobStore, raw: aioredis.Redis) -> None:
     kept = [done(finished_at=NOW + 50, expires_at=NOW + 50 + RETENTION) for _ in range(3000)]
     gone = [done() for _ in range(3)]

@@ -158,15 +158,18 @@ class RedisLink:
         Raises:
             JobStoreError: The link is closed (nothing is sent).
         """
-        if self._closed:
-            raise JobStoreError(
-                f"the job store at {self.where} is closed ({doing}); use one that is open"
-            )
+        self._require_open(doing)
         try:
             yield
         except ERRORS as exc:
             detail = self._scrub(str(exc))
             raise self._error(doing, exc, detail) from (exc if detail == str(exc) else None)
+
+    def _require_open(self, doing: str) -> None:
+        if self._closed:
+            raise JobStoreError(
+                f"the job store at {self.where} is closed ({doing}); use one that is open"
+            )
 
     def _error(self, doing: str, exc: Exception, detail: str) -> JobError:
         if isinstance(exc, ResponseError) and (
@@ -249,6 +252,7 @@ class RedisLink:
             try:
                 return await self.command("EVALSHA", script.sha, 0, *args)
             except NoScriptError:
+                self._require_open(script.name)
                 return await self.client.eval(script.source, 0, *args)
 
     async def call_joined(self, script: Script, args: tuple[Any, ...], parts: list[str]) -> Any:
@@ -261,8 +265,9 @@ class RedisLink:
         part) or a row width ``n`` (trailing arguments in rows of ``n``; one item per
         row). Each caller gets its own items. A joined call that fails as a whole is
         sent again for each caller alone, so each gets the error its own call gives;
-        one that Redis does not know (NOSCRIPT, after a restart) is loaded, and the
-        callers join again.
+        one that Redis does not know (NOSCRIPT, after a restart) is loaded (one SCRIPT
+        LOAD for the turn's callers), and the callers join again; if Redis refuses the
+        load, each sends its own EVAL.
         That is safe because such a failure changes nothing or nothing twice: NOSCRIPT
         comes before the script runs; ``create`` and ``commit`` leave a record that is
         done already as it is; ``start`` and ``complete`` answer a row that Redis
@@ -276,14 +281,30 @@ class RedisLink:
             try:
                 reply = await self._turns.submit(call)
             except NoScriptError:  # (a restarted server): load it, then join again
-                try:  # this turn's callers load it in one pipeline, and join as before
-                    await self.command("SCRIPT", "LOAD", script.source)
+                self._require_open(script.name)
+                try:
+                    if not await self._load(script):
+                        raise NoScriptError("not loaded") from None  # refused: EVAL below
                     reply = await self._turns.submit(call)
-                except NoScriptError:  # flushed again meanwhile: on its own
+                except NoScriptError:  # refused, or flushed again meanwhile: on its own
+                    self._require_open(script.name)
                     return await self.client.eval(script.source, 0, *args, *own)
         if reply is _UNJOINED:
             return await self.call(script, *args, *own)
         return reply
+
+    async def _load(self, script: Script) -> bool:
+        """Load ``script``: the turn's callers join in one SCRIPT LOAD.
+
+        False if Redis refuses it (an ACL without ``script|load``, say).
+        """
+        try:
+            reply = await self._turns.submit(
+                _Call(("SCRIPT", "LOAD", script.source), [], rows=SHARED)
+            )
+        except ResponseError:
+            return False
+        return reply is not _UNJOINED
 
     async def hgetall(self, key: str, doing: str) -> Any:
         """The fields of the hash ``key`` (empty if none)."""

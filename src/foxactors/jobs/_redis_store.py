@@ -530,7 +530,11 @@ class RedisJobStore(RedisPeriodicLedger):
         return Reaped(leases, records, abandoned)
 
     async def close(self) -> None:
-        """Close the client, if the store made it from a URL."""
+        """Close the client, if the store made it from a URL.
+
+        For good: every later call (and every waiter still waiting) raises
+        `JobStoreError`, saying the store is closed.
+        """
+        await self._link.close()  # first: a waiter the inbox lets go finds it closed
         if self._inbox is not None:
             await self._inbox.close()
-        await self._link.close()
