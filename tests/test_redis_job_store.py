@@ -361,29 +361,40 @@ async def test_after_a_script_flush_the_joined_callers_load_it_once(
     assert await calls(raw, "script|load") == loads + 1
 
 
-async def test_a_user_who_may_not_load_scripts_still_runs_them(
-    store: RedisJobStore, redis: RedisServer, raw: aioredis.Redis
-) -> None:
-    user = f"noload-{uuid.uuid4().hex[:8]}"
+@contextlib.asynccontextmanager
+async def limited(
+    raw: aioredis.Redis, redis: RedisServer, prefix: str, *, channels: str, commands: list[str]
+) -> AsyncIterator[RedisJobStore]:
+    """A store of a Redis user of its own, allowed only ``channels`` and ``commands``."""
+    user = f"limited-{uuid.uuid4().hex[:8]}"
     await raw.acl_setuser(
         user,
         enabled=True,
         passwords=["+pw"],
         keys=["*"],
-        channels=["*"],
-        commands=["+@all", "-script|load"],
+        reset_channels=True,
+        channels=[channels],
+        commands=commands,
     )
-    limited = RedisJobStore(f"redis://{user}:pw@127.0.0.1:{redis.port}/0", prefix=store.prefix)
+    store = RedisJobStore(f"redis://{user}:pw@127.0.0.1:{redis.port}/0", prefix=prefix)
     try:
-        await raw.script_flush()
-        records = await asyncio.gather(*(limited.create(job()) for _ in range(5)))
-        assert all(made for _, made in records)  # each sent as an EVAL of its own
-        alone, made = await limited.create(job())
-        assert made
-        assert (await limited.start(alone.id, NOW, NOW + 30)).kind is StartKind.RUN
+        yield store
     finally:
-        await limited.close()
+        await store.close()
         await raw.acl_deluser(user)
+
+
+async def test_a_user_who_may_not_load_scripts_still_runs_them(
+    store: RedisJobStore, redis: RedisServer, raw: aioredis.Redis
+) -> None:
+    rights = ["+@all", "-script|load"]
+    async with limited(raw, redis, store.prefix, channels="*", commands=rights) as limited_store:
+        await raw.script_flush()
+        records = await asyncio.gather(*(limited_store.create(job()) for _ in range(5)))
+        assert all(made for _, made in records)  # each sent as an EVAL of its own
+        alone, made = await limited_store.create(job())
+        assert made
+        assert (await limited_store.start(alone.id, NOW, NOW + 30)).kind is StartKind.RUN
 
 
 async def test_reap_reads_only_what_expired(store: RedisJobStore, raw: aioredis.Redis) -> None:
@@ -1299,27 +1310,16 @@ async def test_the_ends_of_one_call_come_in_messages_of_bounded_size(
 async def test_a_worker_not_allowed_to_publish_to_the_push_channel_still_ends_jobs(
     pushing: RedisJobStore, redis: RedisServer, raw: aioredis.Redis
 ) -> None:
-    user = f"worker-{uuid.uuid4().hex[:8]}"
-    await raw.acl_setuser(
-        user,
-        enabled=True,
-        passwords=["+pw"],
-        keys=["*"],
-        reset_channels=True,
-        channels=["*:done:*"],  # the jobs' own channels: not the producers'
-        commands=["+@all"],
-    )
-    worker = RedisJobStore(f"redis://{user}:pw@127.0.0.1:{redis.port}/0", prefix=pushing.prefix)
-    try:
+    # the jobs' own channels, not the producers':
+    async with limited(raw, redis, pushing.prefix, channels="*:done:*", commands=["+@all"]) as (
+        worker
+    ):
         done, dead = await running(pushing), await running(pushing)
         assert await worker.complete(done.id, 1, time.time(), "ok") is JobState.SUCCEEDED
         assert await worker.fail(dead.id, 1, time.time(), None, retry_at=None, reason="no") is (
             JobState.DEAD
         )
         assert (await pushing.outcome(done.id, timeout=5)).result == "ok"
-    finally:
-        await worker.close()
-        await raw.acl_deluser(user)
 
 
 async def test_an_end_the_inbox_cannot_keep_still_wakes_its_waiters(
@@ -1404,7 +1404,7 @@ async def test_jobs_on_the_redis_backend_read_their_pushed_results(redis: RedisS
         assert await (await add.enqueue(a=0, b=0)).result(timeout=30) == 0
         await until("the inbox subscribed", lambda: inbox.live)
         handles = [await add.enqueue(a=n, b=1) for n in range(20)]
-        await until("every end pushed", lambda: len(inbox._kept) == 20)
+        await until("every end pushed", lambda: all(h.id in inbox._kept for h in handles))
         reads = 0
         hmget = store._link.hmget
 
