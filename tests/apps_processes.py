@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -120,3 +121,24 @@ class IgnoresSigterm(fa.Actor[Any]):
 
 #: A tree whose first child ignores SIGTERM; the others stop as usual.
 stubborn = fa.Supervisor.spec("stubborn", [fa.ChildSpec("ignores", IgnoresSigterm)])
+
+
+class Ready(fa.Actor[Any]):
+    """Says its process is up (its tree runs, and drains on SIGTERM)."""
+
+    async def on_start(self) -> None:
+        log.info("app.ready")
+
+    async def receive(self, message: Any) -> None:
+        pass
+
+
+def slow_second() -> fa.ChildSpec:
+    """A tree whose second child is still starting until ``PROCS_GATE`` (a path) exists:
+    it has not built its tree, let alone listened for signals."""
+    if os.environ.get("FOXACTORS_PROCESS_INDEX") == "2":
+        log.info("app.gated")
+        gate = Path(os.environ["PROCS_GATE"])
+        while not gate.exists():
+            time.sleep(0.01)  # a slow import, say: nothing async runs yet
+    return fa.Supervisor.spec("slow", [fa.ChildSpec("ready", Ready)])

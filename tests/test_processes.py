@@ -357,3 +357,24 @@ def _stop_timeout_kills_the_stubborn_child(p: Parent) -> None:
     [failed] = [e for e in p.seen if e.get("event") == "processes.failed"]
     assert failed["reason"] == f"killed after --stop-timeout 0.5s: process 1 (pid {stubborn})"
     assert not alive(stubborn)
+
+
+def test_a_child_told_to_stop_while_it_starts_drains_once_started(tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    p = Parent(
+        "tests.apps_processes:slow_second", "--processes", "2", env={"PROCS_GATE": str(gate)}
+    )
+    try:
+        first = p.wait_for(lambda e: e.get("event") in ("app.ready", "app.gated"), "a child")
+        other = "app.gated" if first["event"] == "app.ready" else "app.ready"
+        second = p.event(other)
+        up, starting = (first, second) if first["event"] == "app.ready" else (second, first)
+        up, starting = up["pid"], starting["pid"]
+        p.process.send_signal(signal.SIGTERM)  # forwarded to both children at once
+        assert p.event("process.stopped", pid=up)["status"] == 0
+        gate.touch()  # its SIGTERM came while it started: pending, not fatal
+        assert p.event("process.stopped", pid=starting)["status"] == 0
+        assert p.finish() == 0
+        assert {e["pid"] for e in p.seen if e.get("event") == "system.stopped"} == {up, starting}
+    finally:
+        p.close()

@@ -218,6 +218,9 @@ async def _serve(root: ChildSpec) -> Exit:
         # Listen before starting, so a signal during the start is not fatal: it is
         # handled (as a graceful stop) as soon as the tree is up.
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            # A child of `foxactors run --processes` starts with SIGTERM blocked (a stop
+            # during its start waits for this): pending, it comes now, to the receiver.
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
             async with open_system(root) as system, anyio.create_task_group() as tasks:
                 froze = not gc.get_freeze_count() and freeze_gc() > 0
 

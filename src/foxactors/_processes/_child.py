@@ -13,7 +13,7 @@ import contextlib
 import os
 import signal
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import anyio
 import attrs
@@ -27,6 +27,32 @@ log = get_logger("foxactors.processes")
 
 #: Receives each line a child prints, with the child's index and pid.
 LineSink = Callable[[str, int, int], None]
+
+
+_blocked: list[set[int | signal.Signals]] = []  # the mask before, while children are spawned
+
+
+@contextlib.contextmanager
+def _sigterm_blocked() -> Iterator[None]:
+    """SIGTERM blocked in this thread while a child is spawned: the child starts so.
+
+    A child told to stop while it still starts (Python's start, the imports, building
+    its tree) would die of the signal's default action, status -15, without draining
+    the little it may hold. Started with SIGTERM blocked, it keeps the signal pending
+    until `foxactors.run` listens for it and unblocks it (``_system._serve``), then
+    drains and exits 0. Spawns overlap (their awaits), so the parent's mask is put
+    back once the last one is done; a SIGTERM to the parent meanwhile waits as long.
+    """
+    if not _blocked:
+        _blocked.append(signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM}))
+    else:
+        _blocked.append(set())
+    try:
+        yield
+    finally:
+        before = _blocked.pop()
+        if not _blocked:
+            signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 @attrs.define
@@ -67,14 +93,15 @@ class WorkerProcess:
             "FOXACTORS_PROCESS_INDEX": str(self.index),
             PARENT_PID: str(os.getpid()),
         }
-        process = await anyio.open_process(
-            list(argv),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-        )
+        with _sigterm_blocked():  # the child inherits the mask: see `_sigterm_blocked`
+            process = await anyio.open_process(
+                list(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
         self._process, self.pid, self.running = process, process.pid, True
         log.info("process.started", process=self.index, pid=self.pid, restarts=self.restarts)
         last = ""
