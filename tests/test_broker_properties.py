@@ -45,7 +45,6 @@ def test_no_message_is_lost_or_settled_twice_on_a_broker(
     queue = f"prop-{uuid.uuid4().hex[:8]}"
     calls: Counter[int] = Counter()
     successes: Counter[int] = Counter()
-    finals: Counter[int] = Counter()  # the last permitted attempt failed
     given_up: set[int] = set()  # dead-lettered, seen by the pipeline's sink
     expected_ok = {n for n, k in enumerate(failures) if k <= max_retries}
     expected_dead = set(range(len(failures))) - expected_ok
@@ -62,15 +61,16 @@ def test_no_message_is_lost_or_settled_twice_on_a_broker(
                 cut.set()
             try:
                 if message.attempt <= k:
-                    if message.attempt >= max_retries + 1:
-                        finals[n] += 1
                     raise RuntimeError("flaky")
                 successes[n] += 1
             finally:
                 check()
 
         def check() -> None:
-            if set(successes) | set(finals) | given_up == set(range(len(failures))):
+            # Done once each is acked or dead-lettered, not when its last attempt failed:
+            # its dead letter is decided after that, and stopping first returned it
+            # unsettled (seen as "lost" under load).
+            if set(successes) | given_up == set(range(len(failures))):
                 done.set()
 
         class Sink:
