@@ -17,7 +17,10 @@ task that takes a small JSON payload and returns a number:
     each as one worker process with the same concurrency (see `_jobs_peers`); each
     round measures every system in turn, and a ratio is the median of the rounds';
 (d) latency from enqueue to handler start, p50 and p99, with jobs sent at half of
-    the rate measured in (b) (or (c), for a peer), open loop;
+    the rate measured in (b) (or (c), for a peer), open loop; beside the one-process
+    rows, how busy that process (producer and worker) was, as a share of one core:
+    jobs sent one at a time cost more than (b)'s batched ones, and a process near
+    100% has a tail that moves with anything;
 (e) enqueue and status-read cost with 10,000 vs 1,000,000 records in the Redis job
     store (see `_jobs_store`).
 
@@ -355,14 +358,17 @@ async def broker_rounds(broker: Broker, stores: list[str], n: int, rounds: int) 
 async def measure_broker(broker: Broker, n: int, samples: int, rounds: int) -> list[str]:
     """(a), (b), (d) on one backend, every store; the printed lines."""
     latencies: dict[str, list[float]] = {}
+    busy: dict[str, float] = {}  # of a core, this process (producer and worker) during (d)
     stores = [s for s in stores_of(broker) if s == "memory" or _jobs_store.available()]
     figures = await broker_rounds(broker, stores, n, rounds)
     for store in stores:
         half = figures.median(f"jobs {store}") / 2
         found: list[float] = []
+        cpu, wall = time.process_time(), time.perf_counter()
         for _ in range(rounds):
             found += warm(await jobs_latencies(broker, store, samples, half))
         latencies[store] = found
+        busy[store] = (time.process_time() - cpu) / (time.perf_counter() - wall)
     await broker.delete_stores()
     raw = {
         "memory": f"MemoryBackend.publish, {IN_FLIGHT} in flight",
@@ -395,7 +401,10 @@ async def measure_broker(broker: Broker, n: int, samples: int, rounds: int) -> l
     for store in stores_of(broker):
         if store in latencies:
             half = figures.median(f"jobs {store}") / 2
-            figure = f"at {half:,.0f}/s: {latency_line(latencies[store])}{target}"
+            figure = (
+                f"at {half:,.0f}/s: {latency_line(latencies[store])}{target}, "
+                f"the process {busy[store]:.0%} busy"
+            )
         else:
             figure = NO_REDIS_STORE
         lines.append(row("(d) enqueue -> handler start, half of (b)", store, figure))
