@@ -363,7 +363,13 @@ async def test_after_a_script_flush_the_joined_callers_load_it_once(
 
 @contextlib.asynccontextmanager
 async def limited(
-    raw: aioredis.Redis, redis: RedisServer, prefix: str, *, channels: str, commands: list[str]
+    raw: aioredis.Redis,
+    redis: RedisServer,
+    prefix: str,
+    *,
+    channels: str,
+    commands: list[str],
+    push_results: bool = False,
 ) -> AsyncIterator[RedisJobStore]:
     """A store of a Redis user of its own, allowed only ``channels`` and ``commands``."""
     user = f"limited-{uuid.uuid4().hex[:8]}"
@@ -376,7 +382,9 @@ async def limited(
         channels=[channels],
         commands=commands,
     )
-    store = RedisJobStore(f"redis://{user}:pw@127.0.0.1:{redis.port}/0", prefix=prefix)
+    store = RedisJobStore(
+        f"redis://{user}:pw@127.0.0.1:{redis.port}/0", prefix=prefix, push_results=push_results
+    )
     try:
         yield store
     finally:
@@ -1331,6 +1339,42 @@ async def test_an_end_the_inbox_cannot_keep_still_wakes_its_waiters(
             inbox._heard(json.dumps([end]).encode())  # of another version's shape
             assert await waiter.message(0)
     assert inbox._kept == {}
+
+
+async def test_a_refused_subscription_leaves_the_connection_and_the_others_on_it(
+    redis: RedisServer, raw: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    heard_only(monkeypatch)
+    monkeypatch.setattr(redis_inbox, "RETRY_WAIT", 0.05)
+    prefix = f"t:{uuid.uuid4().hex}"
+    # An ACL that allows the jobs' own channels, not the producers' (its inbox's).
+    async with limited(
+        raw, redis, prefix, channels="*:done:*", commands=["+@all"], push_results=True
+    ) as store:
+        inbox = inbox_of(store)
+        refusals: list[float] = []
+
+        async def pause(seconds: float) -> None:
+            refusals.append(seconds)
+            await anyio.sleep(seconds)
+
+        inbox._pause = pause  # type: ignore[assignment]
+        record = await running(store)  # its inbox subscribes: refused
+        seen: list[Any] = []
+
+        async def waiter() -> None:
+            seen.append((await store.outcome(record.id, timeout=30)).result)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(waiter)
+            channel = f"{prefix}:done:{record.id}".encode()
+            await until("the waiter on its job's channel", lambda: raw.pubsub_channels(channel))
+            connection = store._link._listener._connection
+            await until("three refusals", lambda: len(refusals) >= 3)
+            assert store._link._listener._connection is connection  # never dropped for them
+            await store.complete(record.id, 1, time.time(), "heard")
+        assert seen == ["heard"]
+        assert not inbox.live
 
 
 async def test_an_inbox_whose_subscription_fails_tries_again_ever_later() -> None:

@@ -143,7 +143,7 @@ class RedisLink:
                 f"got {type(url_or_client).__name__}"
             )
         self._turns: TurnBatcher[_Call, Any] = TurnBatcher(self._send, lost=_lost, timeout=30)
-        self._listener = Listener(self.client)
+        self._listener = Listener(self.client, ResponseError)
         self._closed = False
 
     def _scrub(self, text: str) -> str:

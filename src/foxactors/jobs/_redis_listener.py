@@ -22,6 +22,8 @@ reads it.
   which is dropped.
 - The last waiter of a channel to leave hands it to the reader, which sends the
   UNSUBSCRIBE: leaving never waits on the network.
+- A SUBSCRIBE that Redis refuses (an error reply, in the order the SUBSCRIBEs went)
+  lets go only its channel's waiters; the connection stays.
 - Any failure (a read, a write, a SUBSCRIBE that times out) drops the connection:
   every waiter is woken to read its record (a job that ended meanwhile is seen
   there), and the next waiter opens a new connection. A waiter that was subscribed
@@ -134,13 +136,17 @@ class Listener:
     Args:
         client: The store's redis-py asyncio client: its pool's settings (address,
             credentials, TLS) make the connection.
+        refusal: The error a refused command's reply raises (redis-py's
+            ``ResponseError``: this module imports no redis-py of its own).
     """
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, refusal: type[Exception]) -> None:
         self._client = client
+        self._refusal = refusal
         self._connection: _Connection | None = None
         self._channels: dict[str, _Channel] = {}
         self._unconfirmed: collections.Counter[str] = collections.Counter()
+        self._sent: collections.deque[str] = collections.deque()  # SUBSCRIBEs unanswered
         self._leaving: set[str] = set()  # for the reader to unsubscribe
         self._opening = anyio.Lock()
         self._subscribing: set[asyncio.Task[None]] = set()
@@ -189,6 +195,7 @@ class Listener:
                     return  # let go meanwhile (the connection was dropped): nothing to do
                 if connection.writable():
                     self._unconfirmed[channel] += 1
+                    self._sent.append(channel)  # its answer comes in this order
                     await connection.redis.send_command("SUBSCRIBE", channel, check_health=False)
                     sent = True
             except Exception:  # noqa: S110 - what failed is dropped below
@@ -245,26 +252,24 @@ class Listener:
         dropped: waiters that need no SUBSCRIBE of their own (`Inbox`) count on that.
         """
         redis = connection.redis
-        loop = asyncio.get_running_loop()
         pinged: float | None = None  # when the PING not answered yet went out
         try:
             while self._channels and not connection.closed:
                 if self._leaving:
-                    if not connection.writable():
-                        raise ConnectionError("the pub/sub connection is closed")
                     leaving, self._leaving = self._leaving, set()
-                    await redis.send_command("UNSUBSCRIBE", *leaving, check_health=False)
-                reply = await redis.read_response(timeout=READ_WAIT, push_request=True)
-                if reply is not None:
-                    pinged = None  # it speaks
+                    await self._send(connection, "UNSUBSCRIBE", *leaving)
+                try:
+                    reply = await redis.read_response(timeout=READ_WAIT, push_request=True)
+                except self._refusal as exc:  # a SUBSCRIBE refused: the others go on
+                    reply = exc
+                if reply is None:
+                    pinged = await self._idle(connection, pinged)
+                    continue
+                pinged = None  # it speaks
+                if isinstance(reply, Exception):
+                    self._refused(reply)
+                else:
                     self._dispatch(reply)
-                elif pinged is None:
-                    if not connection.writable():
-                        raise ConnectionError("the pub/sub connection is closed")
-                    await redis.send_command("PING", check_health=False)
-                    pinged = loop.time()
-                elif loop.time() - pinged > CONFIRM_WAIT:
-                    raise ConnectionError("the pub/sub connection went silent")
         except Exception:  # the connection failed: every waiter reads its record
             if connection is self._connection:
                 await self._drop(connection)
@@ -272,11 +277,50 @@ class Listener:
             if connection is self._connection:  # nobody listens: closed until someone does
                 self._connection = None
                 self._unconfirmed.clear()
+                self._sent.clear()
                 self._leaving.clear()
         finally:  # done, failed or cancelled (dropped): the connection is closed
             connection.closed = True
             with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
                 await redis.disconnect(nowait=True)
+
+    @staticmethod
+    async def _send(connection: _Connection, *command: str) -> None:
+        if not connection.writable():
+            raise ConnectionError("the pub/sub connection is closed")
+        await connection.redis.send_command(*command, check_health=False)
+
+    async def _idle(self, connection: _Connection, pinged: float | None) -> float | None:
+        """Nothing came for `READ_WAIT`: send a PING, or find the last one unanswered.
+
+        Returns when the PING not answered yet went out.
+
+        Raises:
+            ConnectionError: A PING was left unanswered `CONFIRM_WAIT` (gone silent).
+        """
+        now = asyncio.get_running_loop().time()
+        if pinged is None:
+            await self._send(connection, "PING")
+            return now
+        if now - pinged > CONFIRM_WAIT:
+            raise ConnectionError("the pub/sub connection went silent")
+        return pinged
+
+    def _refused(self, error: Exception) -> None:
+        """An error reply: Redis refused the oldest SUBSCRIBE unanswered (an ACL, say).
+
+        Its channel's waiters are let go (they read their records); the connection
+        and every other subscription on it stay. An error nothing explains drops it.
+        """
+        if not self._sent:
+            raise ConnectionError(f"an error reply to nothing sent: {error}")
+        name = self._sent.popleft()
+        self._unconfirmed[name] -= 1
+        if self._unconfirmed[name] <= 0:
+            del self._unconfirmed[name]
+        state = self._channels.pop(name, None)
+        if state is not None:
+            state.let_go()
 
     def _dispatch(self, reply: Any) -> None:
         if not isinstance(reply, list) or len(reply) < 3:
@@ -284,6 +328,8 @@ class Listener:
         kind, name = text(reply[0]), text(reply[1])
         state = self._channels.get(name)
         if kind == "subscribe":
+            if self._sent and self._sent[0] == name:
+                self._sent.popleft()
             self._unconfirmed[name] -= 1
             if self._unconfirmed[name] <= 0:
                 del self._unconfirmed[name]
@@ -302,6 +348,7 @@ class Listener:
         if connection is self._connection:  # (a newer one's waiters are not this one's)
             self._connection = None
             self._unconfirmed.clear()
+            self._sent.clear()
             self._leaving.clear()
             channels, self._channels = self._channels, {}
             for state in channels.values():
