@@ -23,6 +23,7 @@ from redis.asyncio.connection import Connection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 
 import foxactors as fa
 from foxactors import ConfigurationError
@@ -1370,11 +1371,38 @@ async def test_a_refused_subscription_leaves_the_connection_and_the_others_on_it
             channel = f"{prefix}:done:{record.id}".encode()
             await until("the waiter on its job's channel", lambda: raw.pubsub_channels(channel))
             connection = store._link._listener._connection
+            assert connection is not None
             await until("three refusals", lambda: len(refusals) >= 3)
             assert store._link._listener._connection is connection  # never dropped for them
             await store.complete(record.id, 1, time.time(), "heard")
         assert seen == ["heard"]
         assert not inbox.live
+
+
+async def test_error_replies_are_matched_to_what_was_sent_in_order() -> None:
+    listener = redis_listener.Listener(None, ResponseError)  # its bookkeeping alone
+    states = {name: redis_listener._Channel() for name in ("x", "b", "c")}
+    listener._channels.update(states)
+    listener._unconfirmed.update(states.keys())
+    ping = redis_listener._Sent.PING
+    listener._sent.extend(["x", ping, "b", "c"])  # as sent, one after the other
+    listener._dispatch([b"subscribe", b"x", 1])
+    listener._refused(ResponseError("NOPERM: no ping for you"))  # the PING's: it speaks
+    listener._refused(ResponseError("NOPERM: not channel b"))
+    listener._dispatch([b"subscribe", b"c", 2])
+    assert (states["x"].confirmed.is_set(), states["c"].confirmed.is_set()) == (True, True)
+    assert set(listener._channels) == {"x", "c"}  # b's waiters let go, nobody else's
+    assert not listener._sent
+    listener._sent.extend([ping, ping, redis_listener._Sent.UNSUBSCRIBE])
+    listener._dispatch(b"PONG")  # RESP3
+    listener._dispatch([b"pong", b""])  # RESP2, subscribed
+    listener._dispatch([b"unsubscribe", b"x", 1])
+    assert not listener._sent
+    listener._sent.extend([redis_listener._Sent.UNSUBSCRIBE] * 2)
+    with pytest.raises(ConnectionError, match="UNSUBSCRIBE refused"):  # subscribed to what?
+        listener._refused(ResponseError("NOPERM"))
+    with pytest.raises(ConnectionError, match="nothing sent"):
+        redis_listener.Listener(None, ResponseError)._refused(ResponseError("?"))
 
 
 async def test_an_inbox_whose_subscription_fails_tries_again_ever_later() -> None:

@@ -22,8 +22,8 @@ reads it.
   which is dropped.
 - The last waiter of a channel to leave hands it to the reader, which sends the
   UNSUBSCRIBE: leaving never waits on the network.
-- A SUBSCRIBE that Redis refuses (an error reply, in the order the SUBSCRIBEs went)
-  lets go only its channel's waiters; the connection stays.
+- A SUBSCRIBE that Redis refuses (an error reply: replies come in the order the
+  commands went) lets go only its channel's waiters; the connection stays.
 - Any failure (a read, a write, a SUBSCRIBE that times out) drops the connection:
   every waiter is woken to read its record (a job that ended meanwhile is seen
   there), and the next waiter opens a new connection. A waiter that was subscribed
@@ -37,7 +37,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-from collections.abc import AsyncIterator, Callable
+import enum
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 import anyio
@@ -51,6 +52,13 @@ SUBSCRIBE_WAIT = 10.0
 CONFIRM_WAIT = 5.0
 """Seconds a waiter waits for its channel's confirmation before it goes on without; a
 SUBSCRIBE or an idle PING unanswered that long means the connection went silent."""
+
+
+class _Sent(enum.Enum):
+    """A command of the reader's own, in the order of what was sent (`Listener._sent`)."""
+
+    PING = "ping"
+    UNSUBSCRIBE = "unsubscribe"  # one per channel: each answers on its own
 
 
 class Subscription:
@@ -146,7 +154,9 @@ class Listener:
         self._connection: _Connection | None = None
         self._channels: dict[str, _Channel] = {}
         self._unconfirmed: collections.Counter[str] = collections.Counter()
-        self._sent: collections.deque[str] = collections.deque()  # SUBSCRIBEs unanswered
+        # What was sent and is not answered yet, in order (replies come in that order):
+        # a SUBSCRIBE as its channel, the reader's PINGs and UNSUBSCRIBEs as `_Sent`.
+        self._sent: collections.deque[str | _Sent] = collections.deque()
         self._leaving: set[str] = set()  # for the reader to unsubscribe
         self._opening = anyio.Lock()
         self._subscribing: set[asyncio.Task[None]] = set()
@@ -257,7 +267,7 @@ class Listener:
             while self._channels and not connection.closed:
                 if self._leaving:
                     leaving, self._leaving = self._leaving, set()
-                    await self._send(connection, "UNSUBSCRIBE", *leaving)
+                    await self._send(connection, [_Sent.UNSUBSCRIBE] * len(leaving), leaving)
                 try:
                     reply = await redis.read_response(timeout=READ_WAIT, push_request=True)
                 except self._refusal as exc:  # a SUBSCRIBE refused: the others go on
@@ -284,11 +294,14 @@ class Listener:
             with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
                 await redis.disconnect(nowait=True)
 
-    @staticmethod
-    async def _send(connection: _Connection, *command: str) -> None:
+    async def _send(
+        self, connection: _Connection, sent: list[_Sent], channels: Iterable[str] = ()
+    ) -> None:
+        """Send the reader's PING or UNSUBSCRIBE (``sent``: what each answer will be)."""
         if not connection.writable():
             raise ConnectionError("the pub/sub connection is closed")
-        await connection.redis.send_command(*command, check_health=False)
+        self._sent.extend(sent)
+        await connection.redis.send_command(sent[0].value.upper(), *channels, check_health=False)
 
     async def _idle(self, connection: _Connection, pinged: float | None) -> float | None:
         """Nothing came for `READ_WAIT`: send a PING, or find the last one unanswered.
@@ -300,36 +313,59 @@ class Listener:
         """
         now = asyncio.get_running_loop().time()
         if pinged is None:
-            await self._send(connection, "PING")
+            await self._send(connection, [_Sent.PING])
             return now
         if now - pinged > CONFIRM_WAIT:
             raise ConnectionError("the pub/sub connection went silent")
         return pinged
 
     def _refused(self, error: Exception) -> None:
-        """An error reply: Redis refused the oldest SUBSCRIBE unanswered (an ACL, say).
+        """An error reply: Redis refused the oldest command not answered yet.
 
-        Its channel's waiters are let go (they read their records); the connection
-        and every other subscription on it stay. An error nothing explains drops it.
+        A SUBSCRIBE (an ACL that does not allow its channel, say): its channel's
+        waiters are let go (they read their records); the connection and every other
+        subscription on it stay. A PING: an answer all the same (the connection
+        speaks). An UNSUBSCRIBE, or an error nothing explains: the connection is
+        dropped (what it is subscribed to is no longer known).
         """
         if not self._sent:
             raise ConnectionError(f"an error reply to nothing sent: {error}")
-        name = self._sent.popleft()
-        self._unconfirmed[name] -= 1
-        if self._unconfirmed[name] <= 0:
-            del self._unconfirmed[name]
-        state = self._channels.pop(name, None)
+        sent = self._sent.popleft()
+        if sent is _Sent.PING:
+            return
+        if sent is _Sent.UNSUBSCRIBE:
+            raise ConnectionError(f"UNSUBSCRIBE refused: {error}")
+        self._unconfirmed[sent] -= 1
+        if self._unconfirmed[sent] <= 0:
+            del self._unconfirmed[sent]
+        state = self._channels.pop(sent, None)
         if state is not None:
             state.let_go()
 
+    def _answered(self, sent: str | _Sent) -> None:
+        """``sent`` was answered: off the head of what waits for an answer."""
+        if self._sent and self._sent[0] == sent:
+            self._sent.popleft()
+
     def _dispatch(self, reply: Any) -> None:
-        if not isinstance(reply, list) or len(reply) < 3:
+        if isinstance(reply, bytes | str):  # RESP3's PONG
+            if text(reply).lower() == "pong":
+                self._answered(_Sent.PING)
+            return
+        if not isinstance(reply, list) or len(reply) < 2:
             return  # not a pub/sub reply
-        kind, name = text(reply[0]), text(reply[1])
+        kind = text(reply[0])
+        if kind == "pong":
+            self._answered(_Sent.PING)
+            return
+        if len(reply) < 3:
+            return
+        name = text(reply[1])
         state = self._channels.get(name)
-        if kind == "subscribe":
-            if self._sent and self._sent[0] == name:
-                self._sent.popleft()
+        if kind == "unsubscribe":
+            self._answered(_Sent.UNSUBSCRIBE)
+        elif kind == "subscribe":
+            self._answered(name)
             self._unconfirmed[name] -= 1
             if self._unconfirmed[name] <= 0:
                 del self._unconfirmed[name]
