@@ -36,6 +36,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import attrs
 
 from ._record import JobState
 from ._redis_listener import Subscription
@@ -60,19 +61,19 @@ def _number(value: object) -> bool:
     return type(value) in (int, float)
 
 
+@attrs.define
 class Pushed:
-    """A job's success as its push said it: task, result (JSON value), tenant."""
+    """A job's success as its push said it.
 
-    __slots__ = ("expires_at", "result", "size", "task", "tenant")
+    Its task, result (a JSON value) and tenant, when its record expires, and the
+    bytes it is counted as.
+    """
 
-    def __init__(
-        self, task: str, result: Any, tenant: str | None, expires_at: float, size: int
-    ) -> None:
-        self.task = task
-        self.result = result
-        self.tenant = tenant
-        self.expires_at = expires_at
-        self.size = size
+    task: str
+    result: Any
+    tenant: str | None
+    expires_at: float
+    size: int
 
 
 class Inbox:
@@ -124,8 +125,7 @@ class Inbox:
                 self._subscription = None
                 for waiters in self._waiters.values():
                     for waiter in waiters:
-                        waiter.lost = waiter.dropped = True
-                        waiter.wake()
+                        waiter.let_go(lost=True)
             if confirmed:
                 wait = RETRY_WAIT  # it worked: again at once
             else:  # refused (say by an ACL), or no server: not in a loop

@@ -38,7 +38,7 @@ import asyncio
 import collections
 import contextlib
 import enum
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Collection
 from typing import Any
 
 import anyio
@@ -95,6 +95,12 @@ class Subscription:
         """A message came (or the connection failed): `message` returns."""
         self._woken.set()
 
+    def let_go(self, *, lost: bool) -> None:
+        """No message will come (``lost``: after it was subscribed); `message` returns."""
+        self.lost = lost
+        self.dropped = True
+        self.wake()
+
     async def message(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for a message; True if one came."""
         with anyio.move_on_after(timeout):
@@ -119,9 +125,7 @@ class _Channel:
         heard = self.confirmed.is_set()  # subscribed, then the connection failed
         self.confirmed.set()
         for waiter in self.waiters:
-            waiter.lost = heard
-            waiter.dropped = True
-            waiter.wake()
+            waiter.let_go(lost=heard)
 
 
 class _Connection:
@@ -267,7 +271,7 @@ class Listener:
             while self._channels and not connection.closed:
                 if self._leaving:
                     leaving, self._leaving = self._leaving, set()
-                    await self._send(connection, [_Sent.UNSUBSCRIBE] * len(leaving), leaving)
+                    await self._send(connection, _Sent.UNSUBSCRIBE, leaving)
                 try:
                     reply = await redis.read_response(timeout=READ_WAIT, push_request=True)
                 except self._refusal as exc:  # a SUBSCRIBE refused: the others go on
@@ -285,23 +289,20 @@ class Listener:
                 await self._drop(connection)
         else:
             if connection is self._connection:  # nobody listens: closed until someone does
-                self._connection = None
-                self._unconfirmed.clear()
-                self._sent.clear()
-                self._leaving.clear()
+                self._forget_connection()
         finally:  # done, failed or cancelled (dropped): the connection is closed
             connection.closed = True
             with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
                 await redis.disconnect(nowait=True)
 
     async def _send(
-        self, connection: _Connection, sent: list[_Sent], channels: Iterable[str] = ()
+        self, connection: _Connection, command: _Sent, channels: Collection[str] = ()
     ) -> None:
-        """Send the reader's PING or UNSUBSCRIBE (``sent``: what each answer will be)."""
+        """Send the reader's PING or UNSUBSCRIBE: one answer to wait for per channel."""
         if not connection.writable():
             raise ConnectionError("the pub/sub connection is closed")
-        self._sent.extend(sent)
-        await connection.redis.send_command(sent[0].value.upper(), *channels, check_health=False)
+        self._sent.extend([command] * max(1, len(channels)))
+        await connection.redis.send_command(command.value.upper(), *channels, check_health=False)
 
     async def _idle(self, connection: _Connection, pinged: float | None) -> float | None:
         """Nothing came for `READ_WAIT`: send a PING, or find the last one unanswered.
@@ -313,7 +314,7 @@ class Listener:
         """
         now = asyncio.get_running_loop().time()
         if pinged is None:
-            await self._send(connection, [_Sent.PING])
+            await self._send(connection, _Sent.PING)
             return now
         if now - pinged > CONFIRM_WAIT:
             raise ConnectionError("the pub/sub connection went silent")
@@ -375,6 +376,13 @@ class Listener:
             for waiter in list(state.waiters):
                 waiter.heard(reply[2])
 
+    def _forget_connection(self) -> None:
+        """No current connection, nor anything sent on it to wait for or leave."""
+        self._connection = None
+        self._unconfirmed.clear()
+        self._sent.clear()
+        self._leaving.clear()
+
     async def _drop(self, connection: _Connection) -> None:
         """Drop ``connection`` (the current one): every waiter reads its record.
 
@@ -382,10 +390,7 @@ class Listener:
         """
         connection.closed = True
         if connection is self._connection:  # (a newer one's waiters are not this one's)
-            self._connection = None
-            self._unconfirmed.clear()
-            self._sent.clear()
-            self._leaving.clear()
+            self._forget_connection()
             channels, self._channels = self._channels, {}
             for state in channels.values():
                 state.let_go()
