@@ -25,6 +25,8 @@ import structlog
 import foxactors as fa
 from foxactors import backends
 
+from .apps import Ready  # says app.ready once its tree runs (and drains on SIGTERM)
+
 log = structlog.get_logger("tests.processes")
 
 
@@ -121,16 +123,6 @@ class IgnoresSigterm(fa.Actor[Any]):
 
 #: A tree whose first child ignores SIGTERM; the others stop as usual.
 stubborn = fa.Supervisor.spec("stubborn", [fa.ChildSpec("ignores", IgnoresSigterm)])
-
-
-class Ready(fa.Actor[Any]):
-    """Says its process is up (its tree runs, and drains on SIGTERM)."""
-
-    async def on_start(self) -> None:
-        log.info("app.ready")
-
-    async def receive(self, message: Any) -> None:
-        pass
 
 
 def slow_second() -> fa.ChildSpec:
