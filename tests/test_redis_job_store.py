@@ -655,9 +655,6 @@ async def test_many_waiters_share_one_connection_and_leave_no_subscription(
         records.append(record)
     seen: list[str] = []
 
-    async def waiter(record: JobRecord) -> None:
-        seen.append((await store.outcome(record.id, timeout=30)).result)
-
     pattern = f"{store.prefix}:done:*"
 
     async def subscribed() -> bool:
@@ -665,8 +662,8 @@ async def test_many_waiters_share_one_connection_and_leave_no_subscription(
 
     async with anyio.create_task_group() as tg:
         for record in records:
-            tg.start_soon(waiter, record)
-        tg.start_soon(waiter, records[0])  # two waiters of one job
+            tg.start_soon(result_into, seen, store, record.id)
+        tg.start_soon(result_into, seen, store, records[0].id)  # two waiters of one job
         await until("every waiter subscribed", subscribed)
         listening = [c for c in await raw.client_list() if "P" in c["flags"]]
         assert len(listening) == 1  # not a connection each
@@ -1022,6 +1019,11 @@ async def running(store: RedisJobStore, **changes: Any) -> JobRecord:
     return record
 
 
+async def result_into(seen: list[Any], store: RedisJobStore, job_id: str) -> None:
+    """Wait (30 s at most) for the job's end, and note its result in ``seen``."""
+    seen.append((await store.outcome(job_id, timeout=30)).result)
+
+
 async def test_a_pushed_success_is_read_without_a_round_trip(counting: Counting) -> None:
     store = RedisJobStore(counting, prefix=f"t:{uuid.uuid4().hex}", push_results=True)
     inbox = inbox_of(store)
@@ -1099,11 +1101,8 @@ async def test_when_the_inbox_connection_fails_its_waiters_fall_back_and_it_subs
     await until("the inbox subscribed", lambda: inbox.live)
     seen: list[Any] = []
 
-    async def waiter(record: JobRecord) -> None:
-        seen.append((await pushing.outcome(record.id, timeout=30)).result)
-
     async with anyio.create_task_group() as tg:
-        tg.start_soon(waiter, first)
+        tg.start_soon(result_into, seen, pushing, first.id)
         await until("the waiter in the inbox", lambda: first.id in inbox._waiters)
         lost = inbox._subscription
         await raw.client_kill_filter(_type="pubsub")
@@ -1112,7 +1111,7 @@ async def test_when_the_inbox_connection_fails_its_waiters_fall_back_and_it_subs
         await until("the inbox subscribed again", lambda: inbox.live)
         assert inbox._subscription is not lost
         await pushing.complete(first.id, 1, time.time(), "first")  # heard on its channel
-        tg.start_soon(waiter, second)
+        tg.start_soon(result_into, seen, pushing, second.id)
         await until("the next waiter in the inbox", lambda: second.id in inbox._waiters)
         await pushing.complete(second.id, 1, time.time(), "second")
     assert seen == ["first", "second"]
@@ -1128,11 +1127,8 @@ async def test_a_job_another_store_created_is_waited_for_on_its_own_channel(
     await until("the inbox subscribed", lambda: inbox_of(pushing).live)  # by a create of its own
     seen: list[Any] = []
 
-    async def waiter() -> None:
-        seen.append((await pushing.outcome(record.id, timeout=30)).result)
-
     async with anyio.create_task_group() as tg:
-        tg.start_soon(waiter)
+        tg.start_soon(result_into, seen, pushing, record.id)
         channel = f"{pushing.prefix}:done:{record.id}".encode()
         await until("the waiter on its job's channel", lambda: raw.pubsub_channels(channel))
         assert inbox_of(pushing)._waiters == {}
@@ -1198,12 +1194,9 @@ async def test_a_large_result_is_left_in_the_record_and_read_from_there(
     await until("the inbox subscribed", lambda: inbox.live)
     seen: list[Any] = []
 
-    async def waiter() -> None:
-        seen.append((await pushing.outcome(awaited.id, timeout=30)).result)
-
     large = "x" * 20_000  # over 16 KiB: not on the shared connection
     async with anyio.create_task_group() as tg:
-        tg.start_soon(waiter)
+        tg.start_soon(result_into, seen, pushing, awaited.id)
         await until("the waiter in the inbox", lambda: awaited.id in inbox._waiters)
         await pushing.complete(awaited.id, 1, time.time(), large)
     assert seen == [large]  # woken by the push, read from the record
@@ -1228,11 +1221,8 @@ async def test_a_silent_connection_under_the_inbox_is_dropped_and_its_waiters_fa
     assert silent is not None
     seen: list[Any] = []
 
-    async def waiter() -> None:
-        seen.append((await pushing.outcome(record.id, timeout=30)).result)
-
     async with anyio.create_task_group() as tg:
-        tg.start_soon(waiter)
+        tg.start_soon(result_into, seen, pushing, record.id)
         await until("the waiter in the inbox", lambda: record.id in inbox._waiters)
 
         async def swallowed(*args: Any, **options: Any) -> None:
@@ -1363,11 +1353,8 @@ async def test_a_refused_subscription_leaves_the_connection_and_the_others_on_it
         record = await running(store)  # its inbox subscribes: refused
         seen: list[Any] = []
 
-        async def waiter() -> None:
-            seen.append((await store.outcome(record.id, timeout=30)).result)
-
         async with anyio.create_task_group() as tg:
-            tg.start_soon(waiter)
+            tg.start_soon(result_into, seen, store, record.id)
             channel = f"{prefix}:done:{record.id}".encode()
             await until("the waiter on its job's channel", lambda: raw.pubsub_channels(channel))
             connection = store._link._listener._connection
