@@ -553,6 +553,87 @@ async def test_a_waiting_consumer_wakes_for_the_first_entry_of_a_new_level(
     await source.close()
 
 
+async def in_xread(raw: Any) -> bool:
+    """Whether a consumer waits in a blocking XREAD (it has asked all it will ask)."""
+    return any(c.get("cmd") == "xread" for c in await raw.client_list())
+
+
+async def wait_then_publish(
+    source: RedisSource, raw: Any, backend: RedisBackend, stream: str, payload: Any
+) -> Any:
+    """Receive one, publishing ``payload`` once the source waits in XREAD; ack it, return it."""
+    got: list[Any] = []
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: _receive_into(source, got))
+        await until(lambda: in_xread(raw))
+        await backend.publish(stream, payload)
+    return got[0]
+
+
+async def read_alone(source: RedisSource, raw: Any, backend: RedisBackend, stream: str) -> None:
+    """Two entries, each published while ``source`` waits: it then waits without asking.
+
+    (The stream's first entry makes it and the group: the reader asks, twice.)
+    """
+    for warm in ("first", "second"):
+        assert await wait_then_publish(source, raw, backend, stream, warm) == warm
+
+
+async def test_entries_arriving_one_by_one_are_read_without_asking_for_the_lags(
+    backend: RedisBackend, stream: str, raw: Any
+) -> None:
+    """A lone entry's read empties its level: the next wait needs no levels script.
+
+    XREAD wakes the reader, XREADGROUP reads the entry, and the reader waits again
+    with the id it read: three round trips with the ack, not five.
+    """
+    source = await backend.open_source(stream, prefetch=4)
+    try:
+        await read_alone(source, raw, backend, stream)
+        asked = counting_lags(source)
+        before = (await raw.info("commandstats")).get("cmdstat_xinfo|groups", {}).get("calls", 0)
+        got = [await wait_then_publish(source, raw, backend, stream, n) for n in range(5)]
+        after = (await raw.info("commandstats")).get("cmdstat_xinfo|groups", {}).get("calls", 0)
+        assert got == list(range(5))
+        assert asked == [0]
+        assert after == before  # the levels script (the one user of XINFO GROUPS) never ran
+    finally:
+        await source.close()
+
+
+async def test_a_reader_woken_for_an_entry_another_consumer_took_asks_and_waits_again(
+    backend: RedisBackend, stream: str, raw: Any
+) -> None:
+    """Its wait used the id it read last; the group went on without it: one ask mends it."""
+    first = await backend.open_source(stream, prefetch=4)
+    second = await backend.open_source(stream, prefetch=4)
+    try:
+        await read_alone(first, raw, backend, stream)
+        await backend.publish(stream, "theirs")
+        assert await payloads_of(second, 1) == ["theirs"]
+        asked = counting_lags(first)
+        assert await wait_then_publish(first, raw, backend, stream, "next") == "next"
+        assert asked == [1]  # woken for "theirs", read nothing, asked once, waited again
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_a_stream_deleted_while_its_reader_waits_is_read_when_it_comes_back(
+    backend: RedisBackend, stream: str, raw: Any
+) -> None:
+    """The group went with the stream: the read refused (NOGROUP) leads to the levels
+    script, which makes the group again; the source stays live."""
+    source = await backend.open_source(stream, prefetch=4)
+    try:
+        await read_alone(source, raw, backend, stream)
+        await raw.delete(stream)
+        assert await wait_then_publish(source, raw, backend, stream, "again") == "again"
+        assert source.live
+    finally:
+        await source.close()
+
+
 async def _receive_into(source: RedisSource, got: list[Any]) -> None:
     delivery = await receive_one(source)
     got.append(delivery.message.payload)

@@ -64,6 +64,15 @@ def _plan(lags: list[tuple[int, bytes]], count: int) -> list[tuple[int, int]]:
     return plan
 
 
+def _has_group(lag: tuple[int, bytes]) -> bool:
+    """Whether a level's lag, as the levels script gave it, shows the group is there.
+
+    The script makes the group on every level's stream that exists; a stream that
+    does not exist yet reads (0, 0-0), as a new group's empty stream does.
+    """
+    return bool(lag[0]) or lag[1] not in (b"0-0", "0-0")
+
+
 def _missing_group(exc: ResponseError) -> bool:
     """Whether ``exc`` says a stream or its group does not exist (a level not used yet)."""
     text = str(exc)
@@ -252,6 +261,7 @@ class RedisSource(BrokerSource[bytes, Held]):
         lags, self._fresh_lags = self._fresh_lags or await self._lags(), None
         self._note(lags)
         seen: set[str] = set()  # the streams a blocking XREAD saw entries in
+        guessed = False  # lags made here from what XREAD saw, not asked of the server
         if not _plan(lags, count):
             woken = await self.client.execute_command(
                 *("XREAD", "COUNT", 1, "BLOCK", int(block * 1000), "STREAMS", *self._streams),
@@ -259,8 +269,12 @@ class RedisSource(BrokerSource[bytes, Held]):
             )
             if not woken:
                 return
-            lags = await self._lags()  # a new level's stream gets the group
             seen = {name.decode() for name, _ in woken}
+            guessed = all(_has_group(lags[i]) for i, s in enumerate(self._streams) if s in seen)
+            if guessed:  # every level it saw has the group: read them, no round trip
+                lags = [(-1 if s in seen else 0, lags[i][1]) for i, s in enumerate(self._streams)]
+            else:
+                lags = await self._lags()  # a new level's stream gets the group
         # the credit as it is now (a reclaim may have taken some meanwhile), held
         # while the reads are out
         held = min(count, self._free())
@@ -271,23 +285,56 @@ class RedisSource(BrokerSource[bytes, Held]):
             return
         self._pull_started(held)
         try:
-            await self._read_plan(plan)
+            read = await self._read_plan(plan)
+        except ResponseError as exc:
+            if not (guessed and _missing_group(exc)):
+                raise
+            return  # its stream came back without the group: the next read's lags make it
         finally:
             self._pull_ended(held)
+        self._drained(lags, plan, read)
 
-    async def _read_plan(self, plan: list[tuple[int, int]]) -> None:
-        """Read ``plan``'s levels, (level, how many) each, in one round trip."""
+    def _drained(
+        self, lags: list[tuple[int, bytes]], plan: list[tuple[int, int]], read: list[Any]
+    ) -> None:
+        """Keep the lags a lone level's read leaves, when they are known without asking.
+
+        A read of one level that got entries, but fewer than it asked for, emptied
+        that level's stream for the group up to its last entry; when every other
+        level had nothing waiting, the lags are now all 0, with the last id read for
+        that level. The next read then waits in XREAD at once, instead of asking the
+        levels script first: a delivery that arrives alone costs three round trips
+        (XREAD, XREADGROUP, XACK), not five. Another consumer of the group reading
+        meanwhile makes XREAD wake for entries it took; that read gets nothing, and
+        the read after it asks the script.
+        """
+        if len(plan) != 1 or self._fresh_lags is not None:
+            return
+        (level, take), entries = plan[0], read[0]
+        if not 0 < len(entries) < take or any(lag for i, (lag, _) in enumerate(lags) if i != level):
+            return
+        self._fresh_lags = [
+            (0, entries[-1][0] if i == level else last) for i, (_, last) in enumerate(lags)
+        ]
+
+    async def _read_plan(self, plan: list[tuple[int, int]]) -> list[list[Any]]:
+        """Read ``plan``'s levels, (level, how many) each, in one round trip.
+
+        Returns the entries read of each level, in ``plan``'s order.
+        """
         if len(plan) == 1:  # the common case: one level (normal) has entries
             level, take = plan[0]
-            self._buffer_read(
-                await self.client.execute_command(*self._read_command(level, take)), level
-            )
+            replies = [await self.client.execute_command(*self._read_command(level, take))]
         else:
             pipe = self.client.pipeline(transaction=False)
             for level, take in plan:
                 pipe.execute_command(*self._read_command(level, take))
-            for (level, _), reply in zip(plan, await pipe.execute(), strict=True):
-                self._buffer_read(reply, level)
+            replies = await pipe.execute()
+        read = []
+        for (level, _), reply in zip(plan, replies, strict=True):
+            self._buffer_read(reply, level)
+            read.append(reply[0][1] if reply else [])
+        return read
 
     def _note(self, lags: list[tuple[int, bytes]]) -> None:
         """Remember whether only normal's stream had entries waiting (see `_apply`)."""
