@@ -11,15 +11,19 @@ task that takes a small JSON payload and returns a number:
 (b) end to end (a worker app running, enqueue N with 100 in flight, each job run,
     its result stored, then every result read back from the store) vs the same
     pipeline without records: a `WorkerApp` with a no-op handler, same concurrency
-    and prefetch, over the same N messages published the same way;
+    and prefetch, over the same N messages published the same way; and, with no
+    baseline, the same jobs sent one at a time (each enqueue awaited before the
+    next), the most a producer that sends jobs one by one reaches;
 (c) the same end-to-end workload on arq (``enqueue_job`` + ``job.result``) and on
     Celery (Redis broker and result backend, ``apply_async`` + ``AsyncResult.get``),
     each as one worker process with the same concurrency (see `_jobs_peers`); each
     round measures every system in turn, and a ratio is the median of the rounds';
-(d) latency from enqueue to handler start, p50 and p99, with jobs sent at half of
-    the rate measured in (b) (or (c), for a peer), open loop; beside the one-process
-    rows, how busy that process (producer and worker) was, as a share of one core:
-    jobs sent one at a time cost more than (b)'s batched ones, and a process near
+(d) latency from enqueue to handler start, p50 and p99, with jobs sent one at a
+    time, open loop, at half of the rate measured in (b) (or (c), for a peer), and
+    on the one-process rows also at half of (b) sent one at a time; beside those,
+    how busy that process (producer and worker) was, as a share of one core: jobs
+    sent one at a time cost more than (b)'s batched ones (a round trip each, not one
+    per hundred), so half of (b) keeps one process near 100%, and a process near
     100% has a tail that moves with anything;
 (e) enqueue and status-read cost with 10,000 vs 1,000,000 records in the Redis job
     store (see `_jobs_store`).
@@ -77,11 +81,15 @@ PUSH = True
 """Producers' Redis stores have results pushed to them (``--no-push``: read each one)."""
 
 
-async def in_flight(n: int, start: Callable[[int], Awaitable[T]]) -> list[T]:
-    """Await ``start(i)`` for i in range(n), ``IN_FLIGHT`` at a time; results in order."""
+async def in_flight(
+    n: int, start: Callable[[int], Awaitable[T]], width: int = IN_FLIGHT
+) -> list[T]:
+    """Await ``start(i)`` for i in range(n), ``width`` at a time; results in order."""
+    if width == 1:
+        return [await start(i) for i in range(n)]
     done: list[T] = []
-    for first in range(0, n, IN_FLIGHT):
-        done += await asyncio.gather(*(start(i) for i in range(first, min(n, first + IN_FLIGHT))))
+    for first in range(0, n, width):
+        done += await asyncio.gather(*(start(i) for i in range(first, min(n, first + width))))
     return done
 
 
@@ -207,21 +215,25 @@ async def publish_rate(broker: Broker, n: int) -> float:
         return n / (time.perf_counter() - start)
 
 
-async def jobs_rate(broker: Broker, store: str, n: int) -> float:
-    """(b): enqueue n, run them, every result read back; jobs per second."""
+async def jobs_rate(broker: Broker, store: str, n: int, width: int = IN_FLIGHT) -> float:
+    """(b): enqueue n (``width`` in flight), run them, every result read back; jobs/s.
+
+    With ``width`` 1, each enqueue awaited before the next: the most that jobs sent
+    one at a time reach, the rate (d)'s second line takes half of.
+    """
     async with broker.queue() as (backend, queue):
         jobs = JobQueue(backend, store=broker.store(store), queue=queue)
         noop, _ = peers.declare(jobs)
         async with fa.open_system(jobs.worker(queue, concurrency=CONCURRENCY).build()):
-            rate = await produce(noop, n)
+            rate = await produce(noop, n, width)
         await jobs.close()
         return rate
 
 
-async def produce(noop: Any, n: int) -> float:
+async def produce(noop: Any, n: int, width: int = IN_FLIGHT) -> float:
     """Enqueue n no-op jobs, read each result and the last status; jobs per second."""
     start = time.perf_counter()
-    handles = await in_flight(n, lambda i: noop.enqueue(**payload(i)))
+    handles = await in_flight(n, lambda i: noop.enqueue(**payload(i)), width)
     for i, handle in enumerate(handles):
         if await handle.result(timeout=120) != i:
             raise RuntimeError(f"job {i} returned something else")
@@ -348,6 +360,7 @@ async def broker_rounds(broker: Broker, stores: list[str], n: int, rounds: int) 
             figures.add(f"enqueue {store}", await enqueue_rate(broker, store, n, many=False))
             figures.add(f"many {store}", await enqueue_rate(broker, store, n, many=True))
             figures.add(f"jobs {store}", await jobs_rate(broker, store, n))
+            figures.add(f"lone {store}", await jobs_rate(broker, store, n, width=1))
         if broker.name == "redis" and "redis" in stores:  # (b)'s Redis work, bare
             figures.add(
                 "floor", await floor.floor_rate(broker.url or "", n, own_process=False, push=PUSH)
@@ -362,13 +375,14 @@ async def measure_broker(broker: Broker, n: int, samples: int, rounds: int) -> l
     stores = [s for s in stores_of(broker) if s == "memory" or _jobs_store.available()]
     figures = await broker_rounds(broker, stores, n, rounds)
     for store in stores:
-        half = figures.median(f"jobs {store}") / 2
-        found: list[float] = []
-        cpu, wall = time.process_time(), time.perf_counter()
-        for _ in range(rounds):
-            found += warm(await jobs_latencies(broker, store, samples, half))
-        latencies[store] = found
-        busy[store] = (time.process_time() - cpu) / (time.perf_counter() - wall)
+        for kind in ("jobs", "lone"):  # half of (b), half of (b) sent one at a time
+            half = figures.median(f"{kind} {store}") / 2
+            found: list[float] = []
+            cpu, wall = time.process_time(), time.perf_counter()
+            for _ in range(rounds):
+                found += warm(await jobs_latencies(broker, store, samples, half))
+            latencies[f"{kind} {store}"] = found
+            busy[f"{kind} {store}"] = (time.process_time() - cpu) / (time.perf_counter() - wall)
     await broker.delete_stores()
     raw = {
         "memory": f"MemoryBackend.publish, {IN_FLIGHT} in flight",
@@ -394,20 +408,34 @@ async def measure_broker(broker: Broker, n: int, samples: int, rounds: int) -> l
             else NO_REDIS_STORE
         )
         lines.append(row("    jobs end to end, results read back", store, rate))
+    for store in stores_of(broker):
+        key = f"lone {store}"
+        rate = figures.rate(key) if key in figures else NO_REDIS_STORE
+        lines.append(row("    the same, sent one at a time", store, rate))
     if "floor" in figures:
         rate = f"{figures.rate('floor')} {figures.ratio('floor', 'pipeline')}"
         lines.append(row("    floor: its Redis work from bare redis-py", "redis", rate))
+    return lines + latency_lines(broker, figures, latencies, busy)
+
+
+def latency_lines(
+    broker: Broker, figures: Figures, latencies: dict[str, list[float]], busy: dict[str, float]
+) -> list[str]:
+    """(d)'s lines: at half of (b), then at half of (b) sent one at a time."""
+    lines = []
     target = "" if broker.name == "memory" else " (target p99 < 10 ms)"
-    for store in stores_of(broker):
-        if store in latencies:
-            half = figures.median(f"jobs {store}") / 2
-            figure = (
-                f"at {half:,.0f}/s: {latency_line(latencies[store])}{target}, "
-                f"the process {busy[store]:.0%} busy"
-            )
-        else:
-            figure = NO_REDIS_STORE
-        lines.append(row("(d) enqueue -> handler start, half of (b)", store, figure))
+    for kind, label in (("jobs", "half of (b)"), ("lone", "half of one at a time")):
+        for store in stores_of(broker):
+            key = f"{kind} {store}"
+            if key in latencies:
+                half = figures.median(key) / 2
+                figure = (
+                    f"at {half:,.0f}/s: {latency_line(latencies[key])}{target}, "
+                    f"the process {busy[key]:.0%} busy"
+                )
+            else:
+                figure = NO_REDIS_STORE
+            lines.append(row(f"(d) enqueue -> handler start, {label}", store, figure))
     return lines
 
 

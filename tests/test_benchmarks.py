@@ -72,7 +72,9 @@ def test_jobs_benchmark_prints_each_figure_beside_its_baseline(redis: RedisServe
         "enqueue_many with records",
         "(b) baseline: same pipeline, no records",
         "jobs end to end, results read back",
-        "(d) enqueue -> handler start",
+        "the same, sent one at a time",
+        "(d) enqueue -> handler start, half of (b)",
+        "(d) enqueue -> handler start, half of one at a time",
         "(c) end to end on Redis",
         "(e) Redis job store",
     ):
