@@ -559,14 +559,19 @@ async def in_xread(raw: Any) -> bool:
 
 
 async def wait_then_publish(
-    source: RedisSource, raw: Any, backend: RedisBackend, stream: str, payload: Any
+    source: RedisSource,
+    raw: Any,
+    backend: RedisBackend,
+    stream: str,
+    payload: Any,
+    properties: fa.MessageProperties | None = None,
 ) -> Any:
     """Receive one, publishing ``payload`` once the source waits in XREAD; ack it, return it."""
     got: list[Any] = []
     async with anyio.create_task_group() as tg:
         tg.start_soon(lambda: _receive_into(source, got))
         await until(lambda: in_xread(raw))
-        await backend.publish(stream, payload)
+        await backend.publish(stream, payload, properties=properties)
     return got[0]
 
 
@@ -599,6 +604,41 @@ async def test_entries_arriving_one_by_one_are_read_without_asking_for_the_lags(
         assert after == before  # the levels script (the one user of XINFO GROUPS) never ran
     finally:
         await source.close()
+
+
+async def test_entries_of_two_levels_written_at_once_are_read_highest_first(
+    backend: RedisBackend, stream: str, raw: Any
+) -> None:
+    """XREAD names only the first stream a MULTI (or the scheduler's script) wrote to.
+
+    Once an entry of a higher level was ever read, a reader that normal's entry woke
+    asks the levels script before it reads, and takes the higher level first.
+    """
+    source = await backend.open_source(stream, prefetch=4)
+    try:
+        for payload, props in (("n0", None), ("h0", HIGH), ("n1", None)):
+            assert await wait_then_publish(source, raw, backend, stream, payload, props) == payload
+        _, high, normal, _ = backend.level_streams(stream)
+        got: list[Any] = []
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: take_into(source, got, 3))
+            await until(lambda: in_xread(raw))
+            pipe = raw.pipeline(transaction=True)
+            pipe.xadd(normal, {"payload": json.dumps("n2")})
+            pipe.xadd(normal, {"payload": json.dumps("n3")})
+            pipe.xadd(high, {"payload": json.dumps("h1"), "priority": "7"})
+            await pipe.execute()
+        assert got == ["h1", "n2", "n3"]
+    finally:
+        await source.close()
+
+
+async def take_into(source: RedisSource, got: list[Any], count: int) -> None:
+    """Receive ``count`` deliveries, however they come, acking each."""
+    while len(got) < count:
+        for delivery in await source.receive(count - len(got)):
+            got.append(delivery.message.payload)
+            delivery.handle.ack()
 
 
 async def test_a_reader_woken_for_an_entry_another_consumer_took_asks_and_waits_again(

@@ -270,9 +270,13 @@ class RedisSource(BrokerSource[bytes, Held]):
             if not woken:
                 return
             seen = {name.decode() for name, _ in woken}
-            guessed = all(_has_group(lags[i]) for i, s in enumerate(self._streams) if s in seen)
-            if guessed:  # every level it saw has the group: read them, no round trip
-                lags = [(-1 if s in seen else 0, lags[i][1]) for i, s in enumerate(self._streams)]
+            top = next(i for i, s in enumerate(self._streams) if s in seen)
+            # XREAD names only the first stream one write (a script, a MULTI) added
+            # to, so a level above what it saw may have entries too, unless no entry
+            # of that level was ever read: then there is nothing to ask about
+            guessed = _has_group(lags[top]) and not any(_has_group(lag) for lag in lags[:top])
+            if guessed:  # read the level it saw at once, with all the credit
+                lags = [(-1 if i == top else 0, last) for i, (_, last) in enumerate(lags)]
             else:
                 lags = await self._lags()  # a new level's stream gets the group
         # the credit as it is now (a reclaim may have taken some meanwhile), held
