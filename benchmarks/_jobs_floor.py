@@ -202,4 +202,9 @@ async def _serve(url: str, stream: str, prefix: str, n: int) -> None:
 
 
 if __name__ == "__main__":
+    import os
+
+    import _jobs_peers  # the benchmark's loop, in the worker process too
+
+    _jobs_peers.use_loop(os.environ.get(_jobs_peers.LOOP_VARIABLE, "asyncio"))
     asyncio.run(_serve(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])))

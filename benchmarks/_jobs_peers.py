@@ -62,6 +62,28 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[rank]
 
 
+# -- event loops -----------------------------------------------------------------------
+
+LOOPS = ("asyncio", "uvloop")
+LOOP_VARIABLE = "FOXACTORS_BENCH_LOOP"
+"""Tells the worker processes the loop the benchmark's process chose."""
+
+
+def use_loop(name: str) -> None:
+    """Make ``name`` the event loop of this process and of the worker processes it starts.
+
+    Raises:
+        SystemExit: uvloop was asked for and is not installed (says how to get it).
+    """
+    os.environ[LOOP_VARIABLE] = name
+    if name == "uvloop":
+        try:
+            uvloop = importlib.import_module("uvloop")
+        except ImportError:
+            raise SystemExit("--loop uvloop needs uvloop: pip install uvloop") from None
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
 # -- worker processes ------------------------------------------------------------------
 
 
@@ -323,6 +345,7 @@ def main() -> None:
     peer, url, queue, concurrency = sys.argv[1:5]
     logging.basicConfig(level=logging.WARNING)
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))  # the benchmark is done with us
+    use_loop(os.environ.get(LOOP_VARIABLE, "asyncio"))
     serve = {"arq": serve_arq, "celery": serve_celery, "foxactors": serve_foxactors}[peer]
     serve(url, queue, int(concurrency))
 

@@ -47,6 +47,7 @@ redis-server and rabbitmq-server on loopback unless given URLs. The peers come w
 
 Run: python benchmarks/jobs.py [--backends memory,redis,rabbitmq] [--jobs N] [--quick]
      [--redis-url redis://...] [--amqp-url amqp://...] [--no-peers] [--no-push]
+     [--loop uvloop]
 """
 
 from __future__ import annotations
@@ -570,6 +571,13 @@ def main() -> None:
     parser.add_argument(
         "--no-push", action="store_true", help="Redis records: producers read every result"
     )
+    parser.add_argument(
+        "--loop",
+        choices=peers.LOOPS,
+        default="asyncio",
+        help="the event loop of this process and of every worker process (uvloop: "
+        "`pip install uvloop`; Celery's threads have none)",
+    )
     parser.add_argument("--quick", action="store_true", help="small counts (smoke test)")
     args = parser.parse_args()
     args.backends = [b for b in args.backends.split(",") if b]
@@ -588,11 +596,13 @@ def main() -> None:
             f"figure, concurrency {CONCURRENCY}, prefetch {2 * CONCURRENCY}, medians of "
             f"{args.rounds} rounds [range]; Redis records "
             + ("pushed to the producer (push_results)" if PUSH else "read back by the producer")
+            + f"; event loop: {args.loop}"
         ]
     )
     # the start-up objects out of full collections, as `fa.run` and `foxactors run` do
     # (a full collection of them costs 15-45 ms here: it would be (d)'s tail)
     fa.freeze_gc()
+    peers.use_loop(args.loop)  # here, and in the worker processes it starts
     with servers(args.backends, args.redis_url, args.amqp_url) as (redis_url, amqp_url):
         asyncio.run(measure(args, redis_url, amqp_url))
 
