@@ -330,6 +330,28 @@ async def test_a_closed_store_sends_nothing_and_says_it_is_closed(
     assert counting.sent == []
 
 
+def test_on_trio_the_store_says_it_runs_on_asyncio_only() -> None:
+    """redis-py has no trio support: each call, and close, says so and what to use.
+
+    Nothing listens at the store's address: a call that tried to connect would fail
+    with a connection error instead.
+    """
+    trio = pytest.importorskip("trio")
+    store = RedisJobStore(f"redis://127.0.0.1:{free_port()}/0", prefix="t")
+    said: list[str] = []
+
+    async def main() -> None:
+        for act in (lambda: store.get("x"), lambda: store.create(job()), store.close):
+            with pytest.raises(ConfigurationError) as caught:
+                await act()
+            said.append(str(caught.value))
+
+    trio.run(main)
+    for text, doing in zip(said, ("reading a job", "create", "closing"), strict=True):
+        for part in ("runs on asyncio only", "called on trio", "use MemoryJobStore", doing):
+            assert part in text, text
+
+
 async def test_a_waiter_when_the_store_closes_is_told_it_closed(redis: RedisServer) -> None:
     for push in (False, True):
         store = RedisJobStore(redis.url, prefix=f"t:{uuid.uuid4().hex}", push_results=push)

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import redis.asyncio as aioredis
+import sniffio
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -145,6 +146,7 @@ class RedisLink:
         self._turns: TurnBatcher[_Call, Any] = TurnBatcher(self._send, lost=_lost, timeout=30)
         self._listener = Listener(self.client, ResponseError)
         self._closed = False
+        self._on_asyncio = False  # seen running on asyncio once (see `require_asyncio`)
 
     def _scrub(self, text: str) -> str:
         for secret in self._secrets:
@@ -170,6 +172,28 @@ class RedisLink:
             raise JobStoreError(
                 f"the job store at {self.where} is closed ({doing}); use one that is open"
             )
+        if not self._on_asyncio:
+            self.require_asyncio(doing)
+
+    def require_asyncio(self, doing: str) -> None:
+        """Refuse to run on another event loop than asyncio (redis-py runs on asyncio only).
+
+        Checked until a call has run on asyncio once: a store is used from one loop.
+
+        Raises:
+            ConfigurationError: Naming the loop and what to use instead.
+        """
+        try:
+            library = sniffio.current_async_library()
+        except sniffio.AsyncLibraryNotFoundError:  # outside a task: redis-py will tell
+            return
+        if library != "asyncio":
+            raise ConfigurationError(
+                f"the job store at {self.where} runs on asyncio only (redis-py has no "
+                f"{library} support), and was called on {library} ({doing}): under trio, "
+                "use MemoryJobStore, or run the code that uses the store on asyncio"
+            )
+        self._on_asyncio = True
 
     def _error(self, doing: str, exc: Exception, detail: str) -> JobError:
         if isinstance(exc, ResponseError) and (

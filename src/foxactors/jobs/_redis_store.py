@@ -535,6 +535,7 @@ class RedisJobStore(RedisPeriodicLedger):
         For good: every later call (and every waiter still waiting) raises
         `JobStoreError`, saying the store is closed.
         """
+        self._link.require_asyncio("closing")
         await self._link.close()  # first: a waiter the inbox lets go finds it closed
         if self._inbox is not None:
             await self._inbox.close()
