@@ -337,19 +337,20 @@ def test_on_trio_the_store_says_it_runs_on_asyncio_only() -> None:
     with a connection error instead.
     """
     trio = pytest.importorskip("trio")
-    store = RedisJobStore(f"redis://127.0.0.1:{free_port()}/0", prefix="t")
-    said: list[str] = []
+    for push in (False, True):  # with pushes, create opens the inbox first
+        store = RedisJobStore(f"redis://127.0.0.1:{free_port()}/0", prefix="t", push_results=push)
+        said: list[str] = []
 
-    async def main() -> None:
-        for act in (lambda: store.get("x"), lambda: store.create(job()), store.close):
-            with pytest.raises(ConfigurationError) as caught:
-                await act()
-            said.append(str(caught.value))
+        async def main(store: RedisJobStore = store, said: list[str] = said) -> None:
+            for act in (lambda: store.get("x"), lambda: store.create(job()), store.close):
+                with pytest.raises(ConfigurationError) as caught:
+                    await act()
+                said.append(str(caught.value))
 
-    trio.run(main)
-    for text, doing in zip(said, ("reading a job", "create", "closing"), strict=True):
-        for part in ("runs on asyncio only", "called on trio", "use MemoryJobStore", doing):
-            assert part in text, text
+        trio.run(main)
+        for text, doing in zip(said, ("reading a job", "create", "closing"), strict=True):
+            for part in ("runs on asyncio only", "called on trio", "use MemoryJobStore", doing):
+                assert part in text, text
 
 
 async def test_a_waiter_when_the_store_closes_is_told_it_closed(redis: RedisServer) -> None:

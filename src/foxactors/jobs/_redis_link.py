@@ -178,7 +178,8 @@ class RedisLink:
     def require_asyncio(self, doing: str) -> None:
         """Refuse to run on another event loop than asyncio (redis-py runs on asyncio only).
 
-        Checked until a call has run on asyncio once: a store is used from one loop.
+        Checked until a call has run on asyncio once (then one attribute test): a
+        store is used from one loop. `close` checks every time.
 
         Raises:
             ConfigurationError: Naming the loop and what to use instead.
@@ -190,8 +191,8 @@ class RedisLink:
         if library != "asyncio":
             raise ConfigurationError(
                 f"the job store at {self.where} runs on asyncio only (redis-py has no "
-                f"{library} support), and was called on {library} ({doing}): under trio, "
-                "use MemoryJobStore, or run the code that uses the store on asyncio"
+                f"{library} support), and was called on {library} ({doing}): there, use "
+                "MemoryJobStore, or run the code that uses the store on asyncio"
             )
         self._on_asyncio = True
 

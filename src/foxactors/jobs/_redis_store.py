@@ -348,6 +348,7 @@ class RedisJobStore(RedisPeriodicLedger):
         if not records:
             return []
         if self._inbox is not None:
+            self._link.require_asyncio("create")  # before the inbox starts its task
             self._inbox.open()
         rows = [scalar(self._row(record)) for record in records]
         reply = await self._link.call_joined(scripts.CREATE, self._head, rows)
