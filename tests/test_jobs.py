@@ -1172,6 +1172,50 @@ async def test_an_attempt_past_its_timeout_fails_and_is_retried() -> None:
 # -- 8. leases -------------------------------------------------------------------------
 
 
+async def test_a_job_delivered_again_while_its_attempt_runs_here_waits_for_it() -> None:
+    """No second attempt beside a running one in the same app.
+
+    The broker can deliver a job again while its attempt still runs: after a lost
+    connection (RabbitMQ requeues what it held), or as a duplicate publish. Here a
+    second delivery of the job's own message arrives mid-attempt; it waits, finds
+    the job succeeded, and is acked. Before, it started attempt 2 beside attempt 1.
+    """
+    jobs = queue_of()
+    started, finish = anyio.Event(), anyio.Event()
+    runs: list[int] = []
+
+    @jobs.task
+    async def charge(ctx: JobContext, cents: int) -> int:
+        runs.append(ctx.attempt)
+        started.set()
+        await finish.wait()
+        return cents
+
+    handle = await charge.enqueue(500)
+    async with working(jobs, concurrency=4):
+        await started.wait()
+        again = fa.MessageProperties(message_type="charge", headers={JOB_ID_HEADER: handle.id})
+        await broker(jobs).publish(QUEUE, {"cents": 500}, properties=again)
+        await wait_for_idle(broker(jobs))  # the second delivery is out, waiting
+        finish.set()
+        assert await handle.result(timeout=WAIT) == 500
+        await wait_for_idle(broker(jobs), settled=True)
+    assert runs == [1]
+    record = await handle.status()
+    assert (record.state, record.attempt) == (JobState.SUCCEEDED, 1)
+    assert dead_letter_reasons(broker(jobs)) == []
+
+
+async def wait_for_idle(backend: fa.MemoryBackend, *, settled: bool = False) -> None:
+    """Until nothing of the queue is ready (and, if ``settled``, nothing is in flight)."""
+    with anyio.fail_after(WAIT):
+        while True:
+            stats = backend.queue_statistics(QUEUE)
+            if stats.ready == 0 and (not settled or stats.in_flight == 0):
+                return
+            await anyio.sleep(0.01)
+
+
 class MortalStore(MemoryJobStore):
     """A store shared with a worker that can die: once ``dying``, it writes nothing more."""
 

@@ -37,22 +37,44 @@ class Attempt:
 
 
 class RunningAttempts:
-    """The attempts running in one worker app, by job id."""
+    """The attempts running in one worker app, by job id; one delivery of a job at a time."""
 
     def __init__(self) -> None:
         self.by_id: dict[str, Attempt] = {}
+        self._held: set[str] = set()  # jobs a delivery is being run for (`hold`)
+        self._let_go: dict[str, anyio.Event] = {}  # set when such a job is let go
+
+    async def hold(self, job_id: str) -> None:
+        """Wait until no other delivery of ``job_id`` is being run in this app; hold it.
+
+        The broker can deliver a job again while its attempt still runs here: after
+        the connection that held the delivery was lost (RabbitMQ requeues it; a Redis
+        consumer that restarts under its name reads its own pending entries), or as
+        a duplicate (a publish sent again after its reply was lost). Run at once, it
+        would start the next attempt beside the running one. Held, it waits; then
+        the record says what happened: finished (the delivery is acked), or let go
+        (pending again: it runs). Call `let_go` when done.
+        """
+        while job_id in self._held:
+            event = self._let_go.get(job_id)
+            if event is None:
+                event = self._let_go[job_id] = anyio.Event()
+            await event.wait()
+        self._held.add(job_id)
+
+    def let_go(self, job_id: str) -> None:
+        """The delivery that held ``job_id`` is done: a delivery waiting for it goes on."""
+        self._held.discard(job_id)
+        event = self._let_go.pop(job_id, None)
+        if event is not None:
+            event.set()
 
     def add(self, attempt: Attempt) -> None:
-        """An attempt started; it replaces an earlier attempt of its job still running here.
-
-        An earlier one can still run after its delivery's connection was lost (the
-        broker delivered the job again, to this app); it is stale: its end changes
-        nothing, so the keeper renews and cancels the later one.
-        """
+        """An attempt started (its delivery holds the job: see `hold`)."""
         self.by_id[attempt.job_id] = attempt
 
     def remove(self, attempt: Attempt) -> None:
-        """An attempt ended; a later attempt of its job, running here, stays."""
+        """An attempt ended."""
         if self.by_id.get(attempt.job_id) is attempt:
             del self.by_id[attempt.job_id]
 

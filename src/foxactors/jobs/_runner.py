@@ -79,15 +79,26 @@ class JobRunner:
         self.threads = threads
         self.running = running
 
-    async def run(self, delivery: Delivery) -> None:  # noqa: PLR0911 - one return per fate
-        """Run one delivery: the manual-ack handler of the task's message type."""
+    async def run(self, delivery: Delivery) -> None:
+        """Run one delivery: the manual-ack handler of the task's message type.
+
+        One delivery of a job at a time in this app (`RunningAttempts.hold`): another
+        delivery of a job whose attempt still runs here waits for it.
+        """
         from ._client import JOB_ID_HEADER  # noqa: PLC0415 - the client imports this module
 
-        message, handle = delivery.message, delivery.handle
-        job_id = message.headers.get(JOB_ID_HEADER)
+        job_id = delivery.message.headers.get(JOB_ID_HEADER)
         if not isinstance(job_id, str):
-            handle.dead_letter(f"not a job: no {JOB_ID_HEADER} header")
+            delivery.handle.dead_letter(f"not a job: no {JOB_ID_HEADER} header")
             return
+        await self.running.hold(job_id)
+        try:
+            await self._run(delivery, job_id)
+        finally:
+            self.running.let_go(job_id)
+
+    async def _run(self, delivery: Delivery, job_id: str) -> None:
+        handle = delivery.handle
         jobs, store = self.jobs, self.jobs.store
         now = jobs.clock()
         try:
