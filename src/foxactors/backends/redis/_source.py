@@ -271,9 +271,9 @@ class RedisSource(BrokerSource[bytes, Held]):
                 return
             seen = {name.decode() for name, _ in woken}
             top = next(i for i, s in enumerate(self._streams) if s in seen)
-            # XREAD names only the first stream one write (a script, a MULTI) added
-            # to, so a level above what it saw may have entries too, unless no entry
-            # of that level was ever read: then there is nothing to ask about
+            # before Redis 7.2, XREAD names only the first stream one write (a
+            # script, a MULTI) added to, so a level above what it saw may have
+            # entries too, unless no entry of that level was ever read
             guessed = _has_group(lags[top]) and not any(_has_group(lag) for lag in lags[:top])
             if guessed:  # read the level it saw at once, with all the credit
                 lags = [(-1 if i == top else 0, last) for i, (_, last) in enumerate(lags)]
