@@ -1206,6 +1206,132 @@ async def test_a_job_delivered_again_while_its_attempt_runs_here_waits_for_it() 
     assert dead_letter_reasons(broker(jobs)) == []
 
 
+class Sources(fa.MemoryBackend):
+    """A memory backend that keeps the sources it opened, to cut their connections."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sources: list[Any] = []
+
+    async def open_source(self, queue: str, *, prefetch: int) -> Any:
+        source = await super().open_source(queue, prefetch=prefetch)
+        self.sources.append(source)
+        return source
+
+    async def lose_connection(self) -> None:
+        """Cut the newest source's connection; return once the consumer opened another."""
+        count = len(self.sources)
+        self.sources[-1].lose_connection("cut by the test")
+        with anyio.fail_after(WAIT):
+            while len(self.sources) == count:  # noqa: ASYNC110 - nothing signals it
+                await anyio.sleep(0.01)
+
+
+async def test_copies_of_a_running_job_whose_connection_went_wait_in_no_worker_slot() -> None:
+    """Each lost connection gives the running job's delivery back: a new copy waits.
+
+    The copy before it is stale (its consumer is gone); it stops waiting and frees
+    its worker slot, so one running job never holds more than one waiting copy, and
+    other jobs still run. Before, every cut added a copy waiting for the whole run.
+    """
+    backend = Sources()
+    jobs = queue_of(backend)
+    started, finish = anyio.Event(), anyio.Event()
+    runs: list[tuple[str, int]] = []
+
+    @jobs.task
+    async def long(ctx: JobContext) -> int:
+        runs.append(("long", ctx.attempt))
+        started.set()
+        await finish.wait()
+        return 1
+
+    @jobs.task
+    async def short(ctx: JobContext) -> int:
+        runs.append(("short", ctx.attempt))
+        return 2
+
+    slow = await long.enqueue()
+    async with working(jobs, concurrency=3):
+        await started.wait()
+        for _ in range(3):
+            await backend.lose_connection()
+            await wait_for_idle(backend)  # the copy is out, waiting
+        quick = await short.enqueue()
+        assert await quick.result(timeout=WAIT) == 2  # while the long job still runs
+        finish.set()
+        assert await slow.result(timeout=WAIT) == 1
+    assert runs == [("long", 1), ("short", 1)]  # the long job ran once
+
+
+async def test_a_copy_waiting_when_its_app_stops_goes_back_unrun() -> None:
+    """Stopping, the consumer goes first: the waiting copy is stale when the running
+    attempt is cut and lets the job go; it starts no attempt of its own (the drain
+    returns every delivery no worker started)."""
+    jobs = queue_of()
+    started = anyio.Event()
+    runs: list[int] = []
+
+    @jobs.task
+    async def charge(ctx: JobContext, cents: int) -> int:
+        runs.append(ctx.attempt)
+        started.set()
+        await anyio.sleep_forever()
+        return cents
+
+    @jobs.task
+    async def warm() -> None:
+        pass
+
+    app = jobs.worker(QUEUE, concurrency=2).with_drain_timeout(1)
+    async with fa.open_system(app.build()):
+        # the first worker runs a job first: the charge goes to the second, its copy
+        # to the first, which the stop reaches first, while the copy still waits
+        await (await warm.enqueue()).result(timeout=WAIT)
+        handle = await charge.enqueue(500)
+        await started.wait()
+        again = fa.MessageProperties(message_type="charge", headers={JOB_ID_HEADER: handle.id})
+        await broker(jobs).publish(QUEUE, {"cents": 500}, properties=again)
+        await wait_for_idle(broker(jobs))  # the copy is out, waiting
+    assert runs == [1]
+    record = await handle.status()
+    assert (record.state, record.attempt) == (JobState.PENDING, 1)
+    assert broker(jobs).queue_statistics(QUEUE).ready == 2  # both deliveries went back
+
+
+async def test_a_copy_that_waited_for_an_attempt_that_retries_later_is_dropped() -> None:
+    """The attempt it waited for asked to retry in 2 s, with a delivery of its own for
+    then: the copy is acked, instead of taking the retry early (and every later retry
+    coming twice)."""
+    jobs = queue_of()
+    started, finish = anyio.Event(), anyio.Event()
+    runs: list[tuple[int, float]] = []
+
+    @jobs.task(max_attempts=5)
+    async def charge(ctx: JobContext) -> int:
+        runs.append((ctx.attempt, anyio.current_time()))
+        if ctx.attempt == 1:
+            started.set()
+            await finish.wait()
+        if ctx.attempt < 3:
+            raise Retry(delay=2)
+        return ctx.attempt
+
+    handle = await charge.enqueue()
+    async with working(jobs, concurrency=4):
+        await started.wait()
+        again = fa.MessageProperties(message_type="charge", headers={JOB_ID_HEADER: handle.id})
+        await broker(jobs).publish(QUEUE, {}, properties=again)
+        await wait_for_idle(broker(jobs))  # the copy is out, waiting
+        ended = anyio.current_time()
+        finish.set()
+        assert await handle.result(timeout=WAIT) == 3
+        await wait_for_idle(broker(jobs), settled=True)
+    assert [attempt for attempt, _ in runs] == [1, 2, 3]
+    assert runs[1][1] - ended >= 1.99  # the retry's own delivery, when it was due (2 s)
+    assert broker(jobs).queue_statistics(QUEUE).ready == 0
+
+
 async def wait_for_idle(backend: fa.MemoryBackend, *, settled: bool = False) -> None:
     """Until nothing of the queue is ready (and, if ``settled``, nothing is in flight)."""
     with anyio.fail_after(WAIT):

@@ -36,6 +36,10 @@ class Attempt:
     is_async: bool
 
 
+GONE_CHECK = 1.0
+"""Seconds between looks at whether a delivery waiting for its job's other one is stale."""
+
+
 class RunningAttempts:
     """The attempts running in one worker app, by job id; one delivery of a job at a time."""
 
@@ -44,7 +48,7 @@ class RunningAttempts:
         self._held: set[str] = set()  # jobs a delivery is being run for (`hold`)
         self._let_go: dict[str, anyio.Event] = {}  # set when such a job is let go
 
-    async def hold(self, job_id: str) -> None:
+    async def hold(self, job_id: str, gone: Callable[[], bool]) -> bool | None:
         """Wait until no other delivery of ``job_id`` is being run in this app; hold it.
 
         The broker can deliver a job again while its attempt still runs here: after
@@ -52,15 +56,28 @@ class RunningAttempts:
         consumer that restarts under its name reads its own pending entries), or as
         a duplicate (a publish sent again after its reply was lost). Run at once, it
         would start the next attempt beside the running one. Held, it waits; then
-        the record says what happened: finished (the delivery is acked), or let go
-        (pending again: it runs). Call `let_go` when done.
+        the record says what happened. Call `let_go` when done.
+
+        A delivery whose consumer is gone while it waits (``gone()``, looked at
+        every `GONE_CHECK` seconds: nothing signals it) stops waiting: the broker has
+        it again, and a worker slot must not wait on a job for nothing.
+
+        Returns:
+            False: held at once; True: held after waiting for another delivery;
+            None: not held, ``gone()`` (do not call `let_go`).
         """
+        waited = False
         while job_id in self._held:
+            if gone():
+                return None
+            waited = True
             event = self._let_go.get(job_id)
             if event is None:
                 event = self._let_go[job_id] = anyio.Event()
-            await event.wait()
+            with anyio.move_on_after(GONE_CHECK):
+                await event.wait()
         self._held.add(job_id)
+        return waited
 
     def let_go(self, job_id: str) -> None:
         """The delivery that held ``job_id`` is done: a delivery waiting for it goes on."""

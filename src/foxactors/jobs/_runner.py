@@ -26,6 +26,8 @@ from ._record import ErrorInfo, JobRecord, JobState
 from ._store import StartKind
 
 if TYPE_CHECKING:
+    from foxactors._ack import AckHandle
+
     from ._client import JobQueue
     from ._task import Task
 
@@ -91,11 +93,34 @@ class JobRunner:
         if not isinstance(job_id, str):
             delivery.handle.dead_letter(f"not a job: no {JOB_ID_HEADER} header")
             return
-        await self.running.hold(job_id)
+        handle = delivery.handle
+        waited = await self.running.hold(job_id, lambda: handle.stale)
+        if waited is None:  # its consumer is gone: the broker delivers it again
+            return
         try:
+            if waited and (handle.stale or await self._redundant(handle, job_id)):
+                return  # stale: a stopping app returns it unrun (the drain's rule)
             await self._run(delivery, job_id)
         finally:
             self.running.let_go(job_id)
+
+    async def _redundant(self, handle: AckHandle, job_id: str) -> bool:
+        """After waiting for another delivery: is this one a copy the job does not need?
+
+        The attempt it waited for may have left the job retrying later, with the
+        retry's own delivery in the broker: run now, this copy would take the retry
+        early, and every later retry would come twice. It is acked instead.
+        """
+        try:
+            record = await self.jobs.store.get(job_id)
+        except Exception:  # missing, or the store down: `_run` says which
+            return False
+        due = record.next_run_at
+        if record.state is JobState.RETRYING and due is not None and due > self.jobs.clock():
+            log.debug("job.copy_acked", job_id=job_id, why="retrying later")
+            handle.ack()
+            return True
+        return False
 
     async def _run(self, delivery: Delivery, job_id: str) -> None:
         handle = delivery.handle
