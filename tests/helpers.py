@@ -97,6 +97,19 @@ class Gate(fa.Actor[Any]):
         return message
 
 
+class KeptSources(fa.MemoryBackend):
+    """A memory backend that keeps the sources it opens (to cut or close them in a test)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sources: list[Any] = []
+
+    async def open_source(self, queue: str, *, prefetch: int) -> Any:
+        source = await super().open_source(queue, prefetch=prefetch)
+        self.sources.append(source)
+        return source
+
+
 async def receive_one(source: Any) -> fa.Delivery:
     """The next delivery of a backend's source (brokers may take a moment)."""
     with anyio.fail_after(60):

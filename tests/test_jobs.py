@@ -51,7 +51,7 @@ from foxactors.jobs import (
     UnknownTask,
 )
 
-from .helpers import receive_one
+from .helpers import KeptSources, receive_one
 
 pytestmark = pytest.mark.anyio
 
@@ -1206,17 +1206,8 @@ async def test_a_job_delivered_again_while_its_attempt_runs_here_waits_for_it() 
     assert dead_letter_reasons(broker(jobs)) == []
 
 
-class Sources(fa.MemoryBackend):
-    """A memory backend that keeps the sources it opened, to cut their connections."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.sources: list[Any] = []
-
-    async def open_source(self, queue: str, *, prefetch: int) -> Any:
-        source = await super().open_source(queue, prefetch=prefetch)
-        self.sources.append(source)
-        return source
+class Sources(KeptSources):
+    """A memory backend whose newest consumer's connection a test can cut."""
 
     async def lose_connection(self) -> None:
         """Cut the newest source's connection; return once the consumer opened another."""

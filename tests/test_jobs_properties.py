@@ -75,6 +75,8 @@ from foxactors.testing import (
     simulate_jobs,
 )
 
+from .helpers import KeptSources
+
 QUEUE = "work"
 LEASE = 5.0
 REAP_INTERVAL = 2.0
@@ -175,21 +177,16 @@ class Mortal:
         return self._store.on_cancel(heard)
 
 
-class Connection(fa.MemoryBackend):
+class Connection(KeptSources):
     """A worker process's connection to the shared memory broker, dropped when it dies.
 
     When a process dies, its broker sees the connection drop and takes back what it
     had delivered on it: `drop` does that here.
     """
 
-    def __init__(self, broker: fa.MemoryBackend) -> None:
+    def __init__(self, broker: fa.MemoryBackend) -> None:  # no super().__init__: shared
         self.__dict__.update(broker.__dict__)  # the same queues
-        self.sources: list[Any] = []
-
-    async def open_source(self, queue: str, *, prefetch: int) -> Any:
-        source = await super().open_source(queue, prefetch=prefetch)
-        self.sources.append(source)
-        return source
+        self.sources = []
 
     async def drop(self) -> None:
         for source in self.sources:
