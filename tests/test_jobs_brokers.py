@@ -544,10 +544,10 @@ async def test_a_job_delivered_again_after_a_lost_connection_waits_for_its_attem
     waits = anyio.Event()  # set when a second delivery of the job waits for the first
     hold = RunningAttempts.hold
 
-    async def noted(self: RunningAttempts, job_id: str, gone: Callable[[], bool]) -> bool | None:
+    async def noted(self: RunningAttempts, job_id: str, handle: Any) -> bool | None:
         if job_id in self._held:
             waits.set()
-        return await hold(self, job_id, gone)
+        return await hold(self, job_id, handle)
 
     monkeypatch.setattr(RunningAttempts, "hold", noted)
 

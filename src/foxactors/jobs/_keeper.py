@@ -21,6 +21,8 @@ from foxactors._actor import Actor
 from ._store import CancelSignals
 
 if TYPE_CHECKING:
+    from foxactors._ack import AckHandle
+
     from ._client import JobQueue
     from ._context import JobContext
 
@@ -48,7 +50,7 @@ class RunningAttempts:
         self._held: set[str] = set()  # jobs a delivery is being run for (`hold`)
         self._let_go: dict[str, anyio.Event] = {}  # set when such a job is let go
 
-    async def hold(self, job_id: str, gone: Callable[[], bool]) -> bool | None:
+    async def hold(self, job_id: str, handle: AckHandle) -> bool | None:
         """Wait until no other delivery of ``job_id`` is being run in this app; hold it.
 
         The broker can deliver a job again while its attempt still runs here: after
@@ -58,17 +60,18 @@ class RunningAttempts:
         would start the next attempt beside the running one. Held, it waits; then
         the record says what happened. Call `let_go` when done.
 
-        A delivery whose consumer is gone while it waits (``gone()``, looked at
-        every `GONE_CHECK` seconds: nothing signals it) stops waiting: the broker has
-        it again, and a worker slot must not wait on a job for nothing.
+        A delivery whose ``handle`` goes stale while it waits (its consumer is gone;
+        looked at every `GONE_CHECK` seconds: nothing signals it) is not held: the
+        broker has it again, and a worker slot must not wait on a job for nothing,
+        nor a stopping app start an attempt for it.
 
         Returns:
             False: held at once; True: held after waiting for another delivery;
-            None: not held, ``gone()`` (do not call `let_go`).
+            None: not held, its handle is stale (do not call `let_go`).
         """
         waited = False
         while job_id in self._held:
-            if gone():
+            if handle.stale:
                 return None
             waited = True
             event = self._let_go.get(job_id)
@@ -76,6 +79,8 @@ class RunningAttempts:
                 event = self._let_go[job_id] = anyio.Event()
             with anyio.move_on_after(GONE_CHECK):
                 await event.wait()
+        if waited and handle.stale:
+            return None
         self._held.add(job_id)
         return waited
 

@@ -172,18 +172,19 @@ class RedisLink:
             raise JobStoreError(
                 f"the job store at {self.where} is closed ({doing}); use one that is open"
             )
-        if not self._on_asyncio:
-            self.require_asyncio(doing)
+        self.require_asyncio(doing)
 
     def require_asyncio(self, doing: str) -> None:
         """Refuse to run on another event loop than asyncio (redis-py runs on asyncio only).
 
         Checked until a call has run on asyncio once (then one attribute test): a
-        store is used from one loop. `close` checks every time.
+        store is used from one loop.
 
         Raises:
             ConfigurationError: Naming the loop and what to use instead.
         """
+        if self._on_asyncio:
+            return
         try:
             library = sniffio.current_async_library()
         except sniffio.AsyncLibraryNotFoundError:  # outside a task: redis-py will tell

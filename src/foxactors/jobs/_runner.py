@@ -89,27 +89,26 @@ class JobRunner:
         """
         from ._client import JOB_ID_HEADER  # noqa: PLC0415 - the client imports this module
 
+        handle = delivery.handle
         job_id = delivery.message.headers.get(JOB_ID_HEADER)
         if not isinstance(job_id, str):
-            delivery.handle.dead_letter(f"not a job: no {JOB_ID_HEADER} header")
+            handle.dead_letter(f"not a job: no {JOB_ID_HEADER} header")
             return
-        handle = delivery.handle
-        waited = await self.running.hold(job_id, lambda: handle.stale)
+        waited = await self.running.hold(job_id, handle)
         if waited is None:  # its consumer is gone: the broker delivers it again
             return
         try:
-            if waited and (handle.stale or await self._redundant(handle, job_id)):
-                return  # stale: a stopping app returns it unrun (the drain's rule)
-            await self._run(delivery, job_id)
+            if not (waited and await self._acked_as_copy(handle, job_id)):
+                await self._run(delivery, job_id)
         finally:
             self.running.let_go(job_id)
 
-    async def _redundant(self, handle: AckHandle, job_id: str) -> bool:
-        """After waiting for another delivery: is this one a copy the job does not need?
+    async def _acked_as_copy(self, handle: AckHandle, job_id: str) -> bool:
+        """After waiting for another delivery: ack this one if the job does not need it.
 
         The attempt it waited for may have left the job retrying later, with the
         retry's own delivery in the broker: run now, this copy would take the retry
-        early, and every later retry would come twice. It is acked instead.
+        early, and every later retry would come twice. Returns whether it was acked.
         """
         try:
             record = await self.jobs.store.get(job_id)

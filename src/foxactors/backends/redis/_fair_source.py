@@ -108,7 +108,7 @@ class FairRedisSource(RedisSource):
             moved, read = await self._transaction(self._pull_commands(count))
             if isinstance(moved, NoScriptError):  # the server restarted or flushed its scripts
                 # the read ran all the same: what it took is kept (another group's moves)
-                got = 0 if isinstance(read, Exception) else self._buffer_read(read, _NORMAL)
+                got = [] if isinstance(read, Exception) else self._buffer_read(read, _NORMAL)
                 await fair.load_scripts(self.client)
                 if got:
                     return

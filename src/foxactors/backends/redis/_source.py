@@ -334,11 +334,9 @@ class RedisSource(BrokerSource[bytes, Held]):
             for level, take in plan:
                 pipe.execute_command(*self._read_command(level, take))
             replies = await pipe.execute()
-        read = []
-        for (level, _), reply in zip(plan, replies, strict=True):
-            self._buffer_read(reply, level)
-            read.append(reply[0][1] if reply else [])
-        return read
+        return [
+            self._buffer_read(reply, level) for (level, _), reply in zip(plan, replies, strict=True)
+        ]
 
     def _note(self, lags: list[tuple[int, bytes]]) -> None:
         """Remember whether only normal's stream had entries waiting (see `_apply`)."""
@@ -364,13 +362,13 @@ class RedisSource(BrokerSource[bytes, Held]):
             *("STREAMS", self._streams[level], ">"),
         )
 
-    def _buffer_read(self, reply: Any, level: int) -> int:
-        """Buffer what an XREADGROUP of ``level``'s stream read; return how many."""
+    def _buffer_read(self, reply: Any, level: int) -> list[Any]:
+        """Buffer what an XREADGROUP of ``level``'s stream read; return its entries."""
         if not reply or self._closed:
-            return 0
-        entries = reply[0][1]
+            return []
+        entries: list[Any] = reply[0][1]
         self._buffer.extend((entry_id, fields, 1, level) for entry_id, fields in entries)
-        return len(entries)
+        return entries
 
     def _deliver(self, item: Item, now: float) -> Delivery | None:
         entry_id, fields, count, level = item
