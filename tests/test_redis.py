@@ -17,7 +17,7 @@ from foxactors.backends import Leases, RedisBackend, RedisSource
 from foxactors.testing.servers import RedisServer, free_port, redis_server, session_server
 
 from .conftest import REQUIRED
-from .helpers import read_beside_a_claim, receive_one, take_all
+from .helpers import ack, read_beside_a_claim, receive_one, take_all
 
 pytestmark = pytest.mark.anyio
 
@@ -541,13 +541,9 @@ async def test_a_waiting_consumer_wakes_for_the_first_entry_of_a_new_level(
 ) -> None:
     source = await backend.open_source(stream, prefetch=1)
     got: list[Any] = []
-
-    async def blocked() -> bool:
-        return any(c.get("cmd") == "xread" for c in await raw.client_list())
-
     async with anyio.create_task_group() as tg:
         tg.start_soon(lambda: _receive_into(source, got))
-        await until(blocked)  # waiting in XREAD, on streams that do not exist yet
+        await until(lambda: in_xread(raw))  # waiting in XREAD, on streams not made yet
         await backend.publish(stream, "urgent", properties=CRITICAL)
     assert got == ["urgent"]
     await source.close()
@@ -620,8 +616,12 @@ async def test_entries_of_two_levels_written_at_once_are_read_highest_first(
             assert await wait_then_publish(source, raw, backend, stream, payload, props) == payload
         _, high, normal, _ = backend.level_streams(stream)
         got: list[Any] = []
+
+        async def take_three() -> None:
+            got.extend(d.message.payload for d in await take_all(source, 3, ack))
+
         async with anyio.create_task_group() as tg:
-            tg.start_soon(lambda: take_into(source, got, 3))
+            tg.start_soon(take_three)
             await until(lambda: in_xread(raw))
             pipe = raw.pipeline(transaction=True)
             pipe.xadd(normal, {"payload": json.dumps("n2")})
@@ -631,14 +631,6 @@ async def test_entries_of_two_levels_written_at_once_are_read_highest_first(
         assert got == ["h1", "n2", "n3"]
     finally:
         await source.close()
-
-
-async def take_into(source: RedisSource, got: list[Any], count: int) -> None:
-    """Receive ``count`` deliveries, however they come, acking each."""
-    while len(got) < count:
-        for delivery in await source.receive(count - len(got)):
-            got.append(delivery.message.payload)
-            delivery.handle.ack()
 
 
 async def test_a_reader_woken_for_an_entry_another_consumer_took_asks_and_waits_again(
