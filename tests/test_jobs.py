@@ -1323,6 +1323,34 @@ async def test_a_copy_that_waited_for_an_attempt_that_retries_later_is_dropped()
     assert broker(jobs).queue_statistics(QUEUE).ready == 0
 
 
+async def test_a_copy_whose_attempt_retried_on_a_lost_connection_brings_the_retry() -> None:
+    """The attempt it waited for asked to retry, but its consumer was gone: the retry
+    reached no broker. The copy (the message given back) is then the job's delivery:
+    it comes back when the retry is due, and the job goes on."""
+    backend = Sources()
+    jobs = queue_of(backend)
+    started, finish = anyio.Event(), anyio.Event()
+    runs: list[int] = []
+
+    @jobs.task(max_attempts=3)
+    async def charge(ctx: JobContext) -> int:
+        runs.append(ctx.attempt)
+        if ctx.attempt == 1:
+            started.set()
+            await finish.wait()
+            raise Retry(delay=2)
+        return ctx.attempt
+
+    handle = await charge.enqueue()
+    async with working(jobs, concurrency=4):
+        await started.wait()
+        await backend.lose_connection()
+        await wait_for_idle(backend)  # the message given back is out, waiting
+        finish.set()
+        assert await handle.result(timeout=WAIT) == 2
+    assert runs == [1, 2]
+
+
 async def wait_for_idle(backend: fa.MemoryBackend, *, settled: bool = False) -> None:
     """Until nothing of the queue is ready (and, if ``settled``, nothing is in flight)."""
     with anyio.fail_after(WAIT):

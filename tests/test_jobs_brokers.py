@@ -544,7 +544,7 @@ async def test_a_job_delivered_again_after_a_lost_connection_waits_for_its_attem
     waits = anyio.Event()  # set when a second delivery of the job waits for the first
     hold = RunningAttempts.hold
 
-    async def noted(self: RunningAttempts, job_id: str, handle: Any) -> bool | None:
+    async def noted(self: RunningAttempts, job_id: str, handle: Any) -> Any:
         if job_id in self._held:
             waits.set()
         return await hold(self, job_id, handle)

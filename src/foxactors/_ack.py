@@ -51,15 +51,19 @@ class AckHandle:
         tag: The backend's identifier of the delivery.
         generation: The generation of the consumer that received it.
         decision: How it was settled, or None while unsettled.
+        applied: Whether that settlement reached its consumer (False until settled,
+            and for one made after the consumer was gone: the broker delivers the
+            message again).
     """
 
-    __slots__ = ("__weakref__", "_settler", "decision", "generation", "tag")
+    __slots__ = ("__weakref__", "_settler", "applied", "decision", "generation", "tag")
 
     def __init__(self, settler: Settler, tag: Hashable, generation: int) -> None:
         self._settler = settler
         self.tag = tag
         self.generation = generation
         self.decision: Decision | None = None
+        self.applied = False
 
     @property
     def settled(self) -> bool:
@@ -110,7 +114,8 @@ class AckHandle:
                 f"refusing to {decision.value} it as well"
             )
         self.decision = decision
-        return self._settler.settle(self, decision, delay, reason)
+        self.applied = self._settler.settle(self, decision, delay, reason)
+        return self.applied
 
     def __del__(self) -> None:
         if self.decision is None:

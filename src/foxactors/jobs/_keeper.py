@@ -10,6 +10,7 @@ several keepers at once are safe).
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +39,20 @@ class Attempt:
     is_async: bool
 
 
+class Held(enum.Enum):
+    """What `RunningAttempts.hold` did for a delivery."""
+
+    AT_ONCE = "at once"
+    """Held, with no other delivery of its job in this app."""
+    AFTER_SETTLED = "after settled"
+    """Held after another delivery of its job, whose settlement reached the broker."""
+    AFTER_LOST = "after lost"
+    """Held after another delivery whose settlement did not (its consumer was gone):
+    this one stands for it."""
+    GONE = "gone"
+    """Not held: its own consumer is gone (the broker has it again)."""
+
+
 GONE_CHECK = 1.0
 """Seconds between looks at whether a delivery waiting for its job's other one is stale."""
 
@@ -49,8 +64,9 @@ class RunningAttempts:
         self.by_id: dict[str, Attempt] = {}
         self._held: set[str] = set()  # jobs a delivery is being run for (`hold`)
         self._let_go: dict[str, anyio.Event] = {}  # set when such a job is let go
+        self._settled: dict[str, bool] = {}  # for a waiter: did the one before settle?
 
-    async def hold(self, job_id: str, handle: AckHandle) -> bool | None:
+    async def hold(self, job_id: str, handle: AckHandle) -> Held:
         """Wait until no other delivery of ``job_id`` is being run in this app; hold it.
 
         The broker can deliver a job again while its attempt still runs here: after
@@ -58,37 +74,42 @@ class RunningAttempts:
         consumer that restarts under its name reads its own pending entries), or as
         a duplicate (a publish sent again after its reply was lost). Run at once, it
         would start the next attempt beside the running one. Held, it waits; then
-        the record says what happened. Call `let_go` when done.
+        the record says what happened. Call `let_go` when done (unless `Held.GONE`).
 
         A delivery whose ``handle`` goes stale while it waits (its consumer is gone;
         looked at every `GONE_CHECK` seconds: nothing signals it) is not held: the
         broker has it again, and a worker slot must not wait on a job for nothing,
         nor a stopping app start an attempt for it.
-
-        Returns:
-            False: held at once; True: held after waiting for another delivery;
-            None: not held, its handle is stale (do not call `let_go`).
         """
         waited = False
         while job_id in self._held:
             if handle.stale:
-                return None
+                self._settled.pop(job_id, None)
+                return Held.GONE
             waited = True
             event = self._let_go.get(job_id)
             if event is None:
                 event = self._let_go[job_id] = anyio.Event()
             with anyio.move_on_after(GONE_CHECK):
                 await event.wait()
+        settled = self._settled.pop(job_id, True)
         if waited and handle.stale:
-            return None
+            return Held.GONE
         self._held.add(job_id)
-        return waited
+        if not waited:
+            return Held.AT_ONCE
+        return Held.AFTER_SETTLED if settled else Held.AFTER_LOST
 
-    def let_go(self, job_id: str) -> None:
-        """The delivery that held ``job_id`` is done: a delivery waiting for it goes on."""
+    def let_go(self, job_id: str, handle: AckHandle) -> None:
+        """The delivery that held ``job_id`` is done: a delivery waiting for it goes on.
+
+        Whether its ``handle``'s settlement reached the broker (`AckHandle.applied`)
+        is kept for that delivery (see `Held`).
+        """
         self._held.discard(job_id)
         event = self._let_go.pop(job_id, None)
         if event is not None:
+            self._settled[job_id] = handle.applied
             event.set()
 
     def add(self, attempt: Attempt) -> None:

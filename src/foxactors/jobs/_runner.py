@@ -21,7 +21,7 @@ from foxactors._message import Delivery
 from foxactors._validate import require_seconds
 
 from ._errors import JobArgumentsError, JobRecordError, Reject, Retry
-from ._keeper import Attempt, RunningAttempts
+from ._keeper import Attempt, Held, RunningAttempts
 from ._record import ErrorInfo, JobRecord, JobState
 from ._store import StartKind
 
@@ -94,32 +94,37 @@ class JobRunner:
         if not isinstance(job_id, str):
             handle.dead_letter(f"not a job: no {JOB_ID_HEADER} header")
             return
-        waited = await self.running.hold(job_id, handle)
-        if waited is None:  # its consumer is gone: the broker delivers it again
+        held = await self.running.hold(job_id, handle)
+        if held is Held.GONE:  # its consumer is gone: the broker delivers it again
             return
         try:
-            if not (waited and await self._acked_as_copy(handle, job_id)):
+            if held is Held.AT_ONCE or not await self._settled_as_copy(handle, job_id, held):
                 await self._run(delivery, job_id)
         finally:
-            self.running.let_go(job_id)
+            self.running.let_go(job_id, handle)
 
-    async def _acked_as_copy(self, handle: AckHandle, job_id: str) -> bool:
-        """After waiting for another delivery: ack this one if the job does not need it.
+    async def _settled_as_copy(self, handle: AckHandle, job_id: str, held: Held) -> bool:
+        """After waiting for another delivery: settle this one if the job is retrying later.
 
-        The attempt it waited for may have left the job retrying later, with the
-        retry's own delivery in the broker: run now, this copy would take the retry
-        early, and every later retry would come twice. Returns whether it was acked.
+        Run now, it would take the retry early. If the attempt it waited for got its
+        retry to the broker, the retry has a delivery of its own: this copy is acked
+        (else every later retry would come twice). If not (that attempt's consumer
+        was gone), this copy is the job's delivery: it comes back when the retry is
+        due. Returns whether it was settled here.
         """
         try:
             record = await self.jobs.store.get(job_id)
         except Exception:  # missing, or the store down: `_run` says which
             return False
-        due = record.next_run_at
-        if record.state is JobState.RETRYING and due is not None and due > self.jobs.clock():
+        due, now = record.next_run_at, self.jobs.clock()
+        if record.state is not JobState.RETRYING or due is None or due <= now:
+            return False
+        if held is Held.AFTER_SETTLED:
             log.debug("job.copy_acked", job_id=job_id, why="retrying later")
             handle.ack()
-            return True
-        return False
+        else:
+            handle.defer(due - now)
+        return True
 
     async def _run(self, delivery: Delivery, job_id: str) -> None:
         handle = delivery.handle
