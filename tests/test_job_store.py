@@ -17,6 +17,8 @@ import anyio
 import attrs
 import pytest
 from anyio import wait_all_tasks_blocked
+from hypothesis import given
+from hypothesis import strategies as st
 
 from foxactors.jobs import (
     CancelKind,
@@ -497,3 +499,24 @@ async def test_records_round_trip_through_their_stored_form(store: JobStore) -> 
         result={"a": [1, 2]},
     )
     assert JobRecord.from_json(record.to_json()) == record
+
+
+FIELD_NAMES = [field.name for field in attrs.fields(JobRecord)]
+
+
+@given(st.data())
+def test_a_changed_record_is_what_attrs_evolve_makes(data: st.DataObject) -> None:
+    base = JobRecord(id="j1", task="send", queue="emails", args={"to": "ada"})
+    names = data.draw(st.lists(st.sampled_from(FIELD_NAMES), unique=True))
+    changes: dict[str, Any] = {
+        name: data.draw(st.none() | st.integers() | st.text()) for name in names
+    }
+    changed = base.changed(**changes)
+    assert changed == attrs.evolve(base, **changes)
+    assert vars(changed) == vars(attrs.evolve(base, **changes))  # no field more or less
+    assert base == JobRecord(id="j1", task="send", queue="emails", args={"to": "ada"})
+    with pytest.raises(TypeError, match="JobRecord has no field colour, size"):
+        base.changed(state=JobState.RUNNING, size=1, colour="red")
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        changed.state = JobState.DEAD  # type: ignore[misc]
+

@@ -679,7 +679,7 @@ class JobQueue:
         """
         record = await self.store.get(job_id, tenant=tenant)
         shown = record.shown_state(self.clock())
-        return record if shown is record.state else attrs.evolve(record, state=shown)
+        return record if shown is record.state else record.changed(state=shown)
 
     async def list(
         self,

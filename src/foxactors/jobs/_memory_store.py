@@ -8,7 +8,6 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import anyio
-import attrs
 
 from foxactors._errors import ConfigurationError
 from foxactors._validate import require_seconds
@@ -165,7 +164,7 @@ class MemoryJobStore(MemoryPeriodicLedger):
         for job_id in job_ids:
             record = self._records.get(job_id)
             if record is not None and not record.committed:
-                self._put(attrs.evolve(record, committed=True))
+                self._put(record.changed(committed=True))
 
     async def discard(self, job_ids: builtins.list[str]) -> None:
         """Delete uncommitted records and free their keys."""

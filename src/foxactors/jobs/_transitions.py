@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import attrs
-
 from ._errors import JobError
 from ._record import FINAL, ErrorInfo, JobRecord, JobState
 from ._store import CancelKind, StartKind
@@ -18,8 +16,7 @@ from ._store import CancelKind, StartKind
 def _final(
     record: JobRecord, state: JobState, now: float, retention: float, **more: Any
 ) -> JobRecord:
-    return attrs.evolve(
-        record,
+    return record.changed(
         state=state,
         finished_at=now,
         expires_at=now + retention,
@@ -48,8 +45,7 @@ def start(
         return record, StartKind.FINISHED
     if record.cancel_requested:  # a running attempt's worker died after the cancel
         return cancelled(record, now, retention), StartKind.CANCELLED
-    running = attrs.evolve(
-        record,
+    running = record.changed(
         state=JobState.RUNNING,
         attempt=record.attempt + 1,
         started_at=now,
@@ -67,14 +63,14 @@ def _is_attempt(record: JobRecord, attempt: int) -> bool:
 def heartbeat(record: JobRecord, attempt: int, lease_until: float) -> JobRecord:
     """Renew the lease of the running ``attempt`` (a stale attempt renews nothing)."""
     if _is_attempt(record, attempt):
-        return attrs.evolve(record, lease_until=lease_until)
+        return record.changed(lease_until=lease_until)
     return record
 
 
 def progress(record: JobRecord, attempt: int, percent: float, message: str | None) -> JobRecord:
     """Record progress of the running ``attempt``."""
     if _is_attempt(record, attempt):
-        return attrs.evolve(record, progress=percent, progress_message=message)
+        return record.changed(progress=percent, progress_message=message)
     return record
 
 
@@ -112,8 +108,7 @@ def fail(
     if record.cancel_requested:
         return cancelled(record, now, retention)
     if retry_at is not None:
-        return attrs.evolve(
-            record,
+        return record.changed(
             state=JobState.RETRYING,
             next_run_at=retry_at,
             lease_until=None,
@@ -130,7 +125,7 @@ def release(record: JobRecord, attempt: int, now: float, retention: float) -> Jo
     if record.cancel_requested:
         return cancelled(record, now, retention)
     if record.state is JobState.RUNNING:
-        return attrs.evolve(record, state=JobState.PENDING, lease_until=None)
+        return record.changed(state=JobState.PENDING, lease_until=None)
     return record
 
 
@@ -139,10 +134,8 @@ def cancel(record: JobRecord, now: float, retention: float) -> tuple[JobRecord, 
     if record.state in FINAL:
         return record, CancelKind.FINISHED
     if record.state is JobState.RUNNING:
-        return attrs.evolve(record, cancel_requested=True), CancelKind.REQUESTED
-    return cancelled(attrs.evolve(record, cancel_requested=True), now, retention), (
-        CancelKind.CANCELLED
-    )
+        return record.changed(cancel_requested=True), CancelKind.REQUESTED
+    return cancelled(record.changed(cancel_requested=True), now, retention), (CancelKind.CANCELLED)
 
 
 def retry(record: JobRecord, now: float) -> JobRecord:
@@ -155,8 +148,7 @@ def retry(record: JobRecord, now: float) -> JobRecord:
         raise JobError(
             f"job {record.id!r} is {record.state.value}: only dead or cancelled jobs can be retried"
         )
-    return attrs.evolve(
-        record,
+    return record.changed(
         state=JobState.PENDING,
         attempt=0,
         enqueued_at=now,
