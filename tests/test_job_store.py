@@ -20,6 +20,7 @@ from anyio import wait_all_tasks_blocked
 from hypothesis import given
 from hypothesis import strategies as st
 
+from foxactors._ids import new_id
 from foxactors.jobs import (
     CancelKind,
     CancelSignals,
@@ -520,3 +521,10 @@ def test_a_changed_record_is_what_attrs_evolve_makes(data: st.DataObject) -> Non
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
         changed.state = JobState.DEAD  # type: ignore[misc]
 
+
+def test_ids_are_random_uuid4_hex() -> None:
+    ids = [new_id() for _ in range(1000)]
+    assert len(set(ids)) == len(ids)
+    for ident in ids:
+        parsed = uuid.UUID(ident)
+        assert (parsed.hex, parsed.version, parsed.variant) == (ident, 4, uuid.RFC_4122)

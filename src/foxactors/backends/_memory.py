@@ -13,7 +13,6 @@ import builtins
 import copy
 import itertools
 import time
-import uuid
 import warnings
 from collections.abc import Collection
 from typing import Any, overload
@@ -23,6 +22,7 @@ import anyio
 from foxactors._ack import AckHandle, Decision
 from foxactors._codec import Codec, JsonCodec
 from foxactors._errors import BackendError, ConfigurationError
+from foxactors._ids import new_id
 from foxactors._message import Delivery, Message, MessageProperties, check_priority
 from foxactors._tracing import outgoing
 from foxactors._validate import require_int, require_seconds
@@ -159,7 +159,7 @@ class MemoryBackend:
         now = anyio.current_time()
         if properties is None:
             properties = default_properties(self.codec)
-        entry = Entry(uuid.uuid4().hex, body, properties, time.time(), now)
+        entry = Entry(new_id(), body, properties, time.time(), now)
         target = self._queue(queue)
         if delay > 0:
             target.push_delayed(entry, now + delay)

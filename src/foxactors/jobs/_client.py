@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime
 import inspect
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
 
@@ -14,6 +13,7 @@ import attrs
 
 from foxactors._codec import JsonCodec
 from foxactors._errors import ConfigurationError
+from foxactors._ids import new_id
 from foxactors._message import MessageProperties, priority_value
 from foxactors._validate import require_int, require_seconds
 from foxactors.backends import Backend, BatchPublisher, FairQueues, FairShares, check_tenant
@@ -491,7 +491,7 @@ class JobQueue:
         else:
             delay = due or 0.0
         record = JobRecord(
-            id=uuid.uuid4().hex,
+            id=new_id(),
             task=task.name,
             queue=options.queue or defaults.queue,
             args=payload,

@@ -7,7 +7,6 @@ import contextlib
 import functools
 import itertools
 import time
-import uuid
 import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import MappingProxyType
@@ -21,6 +20,7 @@ from pamqp.commands import Basic
 from foxactors._actor import Actor
 from foxactors._codec import Codec, JsonCodec
 from foxactors._errors import BackendError, ConfigurationError
+from foxactors._ids import new_id
 from foxactors._logging import get_logger
 from foxactors._message import MessageProperties
 from foxactors._redact import redact
@@ -275,7 +275,7 @@ class RabbitMQBackend(DeadLetterShortcuts):
     ) -> str:
         """Publish an already encoded ``body`` as it is, waiting for the confirm."""
         require_seconds("delay", delay)
-        message_id = message_id or uuid.uuid4().hex
+        message_id = message_id or new_id()
         message = to_amqp(
             properties or default_properties(self.codec),
             body,

@@ -9,7 +9,6 @@ import itertools
 import os
 import socket
 import time
-import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
@@ -23,6 +22,7 @@ from foxactors._actor import Actor
 from foxactors._batch import TurnBatcher
 from foxactors._codec import Codec, JsonCodec
 from foxactors._errors import BackendError, ConfigurationError
+from foxactors._ids import new_id
 from foxactors._logging import get_logger
 from foxactors._message import DEFAULT_PROPERTIES, MessageProperties, Priority
 from foxactors._redact import redact
@@ -427,7 +427,7 @@ class RedisBackend(DeadLetterShortcuts):
         """Add an already encoded ``body`` as it is (see `publish`)."""
         wire.check_stream(queue)
         require_seconds("delay", delay)
-        message_id = message_id or uuid.uuid4().hex
+        message_id = message_id or new_id()
         properties = properties or DEFAULT_PROPERTIES
         fields = self.fields(body, properties, message_id)
         client = await self._client()  # retries once on a fresh connection
