@@ -1553,6 +1553,10 @@ async def test_arguments_that_do_not_fit_name_the_field_and_its_type_at_enqueue(
         (lambda: untyped.enqueue("cat.png", 10, sizes=[1, "x"]), ["sizes.1", "integer"]),
         (lambda: untyped.enqueue("cat.png"), ["width"]),  # missing
         (lambda: untyped.enqueue("cat.png", 10, height=3), ["height"]),  # unexpected
+        # all by name: validated without binding, unless a name is missing or unknown
+        (lambda: untyped.enqueue(path="cat.png", width="wide"), ["width", "integer", "'wide'"]),
+        (lambda: untyped.enqueue(path="cat.png"), ["missing", "width"]),
+        (lambda: untyped.enqueue(path="cat.png", width=1, height=3), ["unexpected", "height"]),
         (lambda: jobs.enqueue("resize", {"path": "cat.png", "width": 1.5}), ["width"]),
         (
             lambda: resize.enqueue_many([{"path": "a", "width": 1}, {"path": "b", "width": "x"}]),
@@ -1567,6 +1571,16 @@ async def test_arguments_that_do_not_fit_name_the_field_and_its_type_at_enqueue(
             assert word in str(wrong.value)
     assert sum((await jobs.counts()).values()) == 0  # nothing was enqueued, not even half
     assert broker(jobs).queue_statistics(QUEUE).ready == 0
+    by_name = await resize.enqueue(width=10, path="cat.png")  # any order, a default left out
+    by_place = await resize.enqueue("cat.png", 10)
+    assert (
+        (await by_name.status()).args
+        == (await by_place.status()).args
+        == {
+            "path": "cat.png",
+            "width": 10,
+        }
+    )
 
 
 async def test_bad_enqueue_options_are_refused_by_name() -> None:
