@@ -8,11 +8,17 @@ from typing import Any
 
 import aio_pika
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from redis.asyncio.connection import Connection
+from redis.exceptions import DataError
 
 import foxactors as fa
+from foxactors._redis_packing import _Packer
 from foxactors.backends._admission import Admission, Inadmissible
 from foxactors.backends.rabbitmq import _wire as amqp
 from foxactors.backends.redis import _wire as streams
+from foxactors.backends.redis._client import new_client
 
 PROPS = fa.MessageProperties(
     content_type="application/json",
@@ -224,3 +230,39 @@ def test_admission_refuses_with_the_dead_letter_reason(
 
 def test_admission_leaves_expiry_to_brokers_that_expire_messages_themselves() -> None:
     assert Admission(fa.JsonCodec())(b"1", None, expiration=5, age=None) == 1
+
+
+redis_arguments = st.one_of(
+    st.text(),
+    st.binary(),
+    st.integers(),
+    st.floats(allow_nan=False),
+)
+
+
+@given(st.lists(redis_arguments, max_size=25))
+def test_commands_packed_by_hiredis_are_the_bytes_redis_py_packs(arguments: list[Any]) -> None:
+    connection = Connection()
+    own = connection.pack_command
+    packer = _Packer(own)
+    command = ("XADD", "orders", *arguments)
+    assert b"".join(packer(*command)) == b"".join(own(*command))
+
+
+def test_arguments_hiredis_does_not_take_go_to_redis_py_and_its_errors() -> None:
+    connection = Connection()
+    packer = _Packer(connection.pack_command)
+    assert packer("SCRIPT LOAD", "return 1") == connection.pack_command("SCRIPT LOAD", "return 1")
+    for refused in (True, None, [1]):
+        with pytest.raises(DataError):
+            packer("SET", "k", refused)
+
+
+def test_clients_foxactors_makes_pack_with_hiredis() -> None:
+    from foxactors.jobs import RedisJobStore  # noqa: PLC0415 - jobs is above this file
+
+    url = "redis://127.0.0.1:1/0"  # nothing connects
+    store = RedisJobStore(url)
+    for client in (new_client(url, retries=0), store._link.client):
+        pool: Any = client.connection_pool
+        assert isinstance(pool.make_connection().pack_command, _Packer)

@@ -29,6 +29,8 @@ LAYERS: list[tuple[str, list[str]]] = [
         "core",
         [
             "foxactors._errors",
+            "foxactors._ids",
+            "foxactors._redis_packing",
             "foxactors._validate",
             "foxactors._redact",
             "foxactors._gc",

@@ -28,6 +28,7 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 from foxactors._batch import TurnBatcher
 from foxactors._errors import ConfigurationError
 from foxactors._redact import redact, secrets_of
+from foxactors._redis_packing import pack_fast
 
 from ._errors import JobError, JobRecordError, JobStoreError
 from ._redis_listener import Listener, Subscription
@@ -128,6 +129,7 @@ class RedisLink:
                     socket_keepalive=True,
                     retry=Retry(NoBackoff(), 1),
                 )
+                pack_fast(client)
             except ValueError as exc:
                 raise ConfigurationError(
                     f"bad Redis job store URL {self.where!r}: {self._scrub(str(exc))}"

@@ -11,6 +11,8 @@ from redis.exceptions import AuthenticationError, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from foxactors._redis_packing import pack_fast
+
 ERRORS = (RedisError, OSError)
 """What a command may raise when the server or the network fails."""
 TIMEOUT = 10.0
@@ -36,13 +38,17 @@ def wrong_password(exc: BaseException) -> bool:
 def new_client(url: str, *, retries: int) -> aioredis.Redis:
     """A new client (its own connection pool) that retries a command ``retries`` times.
 
+    Its connections pack commands with hiredis (`pack_fast`).
+
     No socket_timeout: with one, redis-py (8.1, Python 3.11) can swallow a task's
     cancellation, and a cancelled read must end. Reads and health checks carry
     timeouts of their own instead; TCP keepalive finds dead peers.
     """
-    return aioredis.Redis.from_url(
+    client = aioredis.Redis.from_url(
         url,
         socket_connect_timeout=5,
         socket_keepalive=True,
         retry=Retry(NoBackoff(), retries),
     )
+    pack_fast(client)
+    return client
