@@ -544,6 +544,23 @@ async def test_a_spoilt_record_is_refused_clearly_and_the_rest_works(
     assert (await store.start(other.id, NOW, NOW + 30)).record == await store.get(other.id)
 
 
+async def test_a_record_with_a_field_that_is_not_json_is_refused_by_every_reply(
+    store: RedisJobStore, raw: aioredis.Redis
+) -> None:
+    # Not a control field: the scripts do not read it, they reply with the record.
+    spoilt = job(key="k")
+    await store.create(spoilt)
+    await raw.hset(f"{store.prefix}:job:{spoilt.id}", "progress_message", "{not json")
+    with pytest.raises(JobRecordError, match="field 'progress_message' is not JSON"):
+        await store.get(spoilt.id)
+    with pytest.raises(JobRecordError, match=f"job record '{spoilt.id}' .* a field is not JSON"):
+        await store.start(spoilt.id, NOW, NOW + 30)
+    with pytest.raises(JobRecordError, match="a field is not JSON"):  # the key's holder
+        await store.create(job(key="k"))
+    with pytest.raises(JobRecordError, match="a field is not JSON"):
+        await store.cancel(spoilt.id, NOW)
+
+
 # -- the stored form ----------------------------------------------------------------------
 
 

@@ -106,6 +106,27 @@ def record_of(fields: Mapping[Any, Any] | list[Any]) -> JobRecord:
     return JobRecord.from_dict({name: _field(ident, name, raw) for name, raw in pairs.items()})
 
 
+def record_of_reply(raw: bytes | str, job_id: str | None = None) -> JobRecord:
+    """Read a record as a script replies with it: its fields as one JSON object.
+
+    ``lua/common.lua`` puts the stored JSON texts together as they are, so a record
+    costs one `json.loads` (half the time of `record_of`'s one per field).
+
+    Raises:
+        JobRecordError: A field that is not JSON (the record's `get` names which),
+            or not a record this version reads.
+    """
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        which = f"job record {job_id!r}" if job_id is not None else "a job record"
+        raise JobRecordError(
+            f"{which} cannot be read: a field is not JSON ({exc}); read the job's status "
+            "to learn which"
+        ) from None
+    return JobRecord.from_dict(data)
+
+
 def _field(ident: str, name: str, raw: bytes | str) -> Any:
     """A field's value (``ident``: the record's id as JSON, for the error).
 
