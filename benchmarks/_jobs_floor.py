@@ -73,10 +73,9 @@ async def _worker(client: Any, stream: str, prefix: str, n: int) -> None:
         for row in started:
             if row[0] != b"run":  # refused ('error', why), or not runnable: say which
                 raise RuntimeError(f"the floor's start answered {row[:2]!r}, not 'run'")
-            fields = dict(zip(row[1::2], row[2::2], strict=True))
-            result = str(json.loads(fields[b"args"])["n"])  # what the no-op returns
-            job_id = json.loads(fields[b"id"])
-            ends += (job_id, repr(now), repr(now + RETENTION), result, fields[b"attempt"].decode())
+            record = json.loads(row[1])  # the record as one JSON object
+            result = str(record["args"]["n"])  # what the no-op returns
+            ends += (record["id"], repr(now), repr(now + RETENTION), result, str(record["attempt"]))
         async with client.pipeline(transaction=False) as pipe:
             pipe.execute_command(*_evalsha(scripts.COMPLETE, prefix, *ends))
             pipe.xack(stream, GROUP, *(entry_id for entry_id, _ in entries))
