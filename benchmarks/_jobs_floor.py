@@ -73,7 +73,7 @@ async def _worker(client: Any, stream: str, prefix: str, n: int) -> None:
         for row in started:
             if row[0] != b"run":  # refused ('error', why), or not runnable: say which
                 raise RuntimeError(f"the floor's start answered {row[:2]!r}, not 'run'")
-            record = json.loads(row[1])  # the record as one JSON object
+            record = dict(zip(row[1].decode().split(","), json.loads(row[2]), strict=True))
             result = str(record["args"]["n"])  # what the no-op returns
             ends += (record["id"], repr(now), repr(now + RETENTION), result, str(record["attempt"]))
         async with client.pipeline(transaction=False) as pipe:

@@ -252,7 +252,8 @@ def test_commands_packed_by_hiredis_are_the_bytes_redis_py_packs(arguments: list
 def test_arguments_hiredis_does_not_take_go_to_redis_py_and_its_errors() -> None:
     connection = Connection()
     packer = _Packer(connection.pack_command)
-    assert packer("SCRIPT LOAD", "return 1") == connection.pack_command("SCRIPT LOAD", "return 1")
+    for name in ("SCRIPT LOAD", "CLIENT\tLIST", "GET\n", "", b"GET"):  # redis-py splits them
+        assert packer(name, "x") == connection.pack_command(name, "x")
     for refused in (True, None, [1]):
         with pytest.raises(DataError):
             packer("SET", "k", refused)
@@ -266,3 +267,11 @@ def test_clients_foxactors_makes_pack_with_hiredis() -> None:
     for client in (new_client(url, retries=0), store._link.client):
         pool: Any = client.connection_pool
         assert isinstance(pool.make_connection().pack_command, _Packer)
+    # hiredis encodes text as UTF-8, strictly: a connection told otherwise keeps redis-py's
+    for options in ("encoding=latin-1", "encoding_errors=replace"):
+        pool = new_client(f"{url}?{options}", retries=0).connection_pool
+        connection = pool.make_connection()
+        assert not isinstance(connection.pack_command, _Packer)
+        assert b"".join(connection.pack_command("SET", "k", "\xe9")).endswith(
+            b"\xe9\r\n" if "latin" in options else b"\xc3\xa9\r\n"
+        )

@@ -1557,6 +1557,7 @@ async def test_arguments_that_do_not_fit_name_the_field_and_its_type_at_enqueue(
         (lambda: untyped.enqueue(path="cat.png", width="wide"), ["width", "integer", "'wide'"]),
         (lambda: untyped.enqueue(path="cat.png"), ["missing", "width"]),
         (lambda: untyped.enqueue(path="cat.png", width=1, height=3), ["unexpected", "height"]),
+        (lambda: untyped.enqueue_many([("cat.png", 10)]), ["must be a mapping", "tuple"]),
         (lambda: jobs.enqueue("resize", {"path": "cat.png", "width": 1.5}), ["width"]),
         (
             lambda: resize.enqueue_many([{"path": "a", "width": 1}, {"path": "b", "width": "x"}]),

@@ -30,7 +30,6 @@ LAYERS: list[tuple[str, list[str]]] = [
         [
             "foxactors._errors",
             "foxactors._ids",
-            "foxactors._redis_packing",
             "foxactors._validate",
             "foxactors._redact",
             "foxactors._gc",
@@ -51,7 +50,7 @@ LAYERS: list[tuple[str, list[str]]] = [
         "messages",
         ["foxactors._message", "foxactors._ack", "foxactors._codec", "foxactors._tracing"],
     ),
-    ("backends", ["foxactors.backends"]),
+    ("backends", ["foxactors.backends", "foxactors._redis_packing"]),
     ("pipeline", ["foxactors.pipeline"]),
     ("jobs", ["foxactors.jobs"]),
     (

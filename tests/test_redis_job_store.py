@@ -544,13 +544,19 @@ async def test_a_spoilt_record_is_refused_clearly_and_the_rest_works(
     assert (await store.start(other.id, NOW, NOW + 30)).record == await store.get(other.id)
 
 
-async def test_a_record_with_a_field_that_is_not_json_is_refused_by_every_reply(
-    store: RedisJobStore, raw: aioredis.Redis
+@pytest.mark.parametrize(
+    "spoilt_text",
+    ["{not json", '1,"args":{"to":"mallory"}', '1],["x"'],
+    ids=["not-json", "two-values", "closes-the-array"],
+)
+async def test_a_record_with_a_field_that_is_not_one_json_value_is_refused_by_every_reply(
+    store: RedisJobStore, raw: aioredis.Redis, spoilt_text: str
 ) -> None:
-    # Not a control field: the scripts do not read it, they reply with the record.
+    # Not a control field: the scripts do not read it, they reply with the record,
+    # its fields' texts put together. No spoilt field may pass for others.
     spoilt = job(key="k")
     await store.create(spoilt)
-    await raw.hset(f"{store.prefix}:job:{spoilt.id}", "progress_message", "{not json")
+    await raw.hset(f"{store.prefix}:job:{spoilt.id}", "progress_message", spoilt_text)
     with pytest.raises(JobRecordError, match="field 'progress_message' is not JSON"):
         await store.get(spoilt.id)
     with pytest.raises(JobRecordError, match=f"job record '{spoilt.id}' .* a field is not JSON"):

@@ -106,25 +106,32 @@ def record_of(fields: Mapping[Any, Any] | list[Any]) -> JobRecord:
     return JobRecord.from_dict({name: _field(ident, name, raw) for name, raw in pairs.items()})
 
 
-def record_of_reply(raw: bytes | str, job_id: str | None = None) -> JobRecord:
-    """Read a record as a script replies with it: its fields as one JSON object.
+def record_of_reply(
+    names: bytes | str, values: bytes | str, job_id: str | None = None
+) -> JobRecord:
+    """Read a record as a script replies with it: its field names, and their values.
 
-    ``lua/common.lua`` puts the stored JSON texts together as they are, so a record
-    costs one `json.loads` (half the time of `record_of`'s one per field).
+    ``lua/common.lua`` joins the names with commas and puts the stored JSON texts
+    together into one JSON array as they are, so a record costs one `json.loads`
+    (two thirds of the time of `record_of`'s one per field). A field that is not
+    one JSON value spoils the array, or makes it longer than the names.
 
     Raises:
-        JobRecordError: A field that is not JSON (the record's `get` names which),
-            or not a record this version reads.
+        JobRecordError: A field that is not one JSON value (the record's `get` names
+            which), or not a record this version reads.
     """
     try:
-        data = json.loads(raw)
+        fields = text(names).split(",")
+        parsed = json.loads(values)
+        if type(parsed) is not list or len(parsed) != len(fields):
+            raise ValueError(f"{len(fields)} fields, not as many values")
     except ValueError as exc:
         which = f"job record {job_id!r}" if job_id is not None else "a job record"
         raise JobRecordError(
             f"{which} cannot be read: a field is not JSON ({exc}); read the job's status "
             "to learn which"
         ) from None
-    return JobRecord.from_dict(data)
+    return JobRecord.from_dict(dict(zip(fields, parsed, strict=True)))
 
 
 def _field(ident: str, name: str, raw: bytes | str) -> Any:

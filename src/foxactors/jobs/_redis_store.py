@@ -330,7 +330,7 @@ class RedisJobStore(RedisPeriodicLedger):
             if text(reply[0]) == "created":
                 answers.append((record, True))
             else:
-                answers.append((record_of_reply(reply[1]), False))
+                answers.append((record_of_reply(reply[1], reply[2]), False))
         return answers
 
     async def create(self, record: JobRecord) -> tuple[JobRecord, bool]:
@@ -388,7 +388,7 @@ class RedisJobStore(RedisPeriodicLedger):
         status = self._status(reply, job_id)
         if status == "missing":
             return Started(StartKind.MISSING)
-        return Started(StartKind(status), record_of_reply(reply[1], job_id))
+        return Started(StartKind(status), record_of_reply(reply[1], reply[2], job_id))
 
     async def _beat(self, job_id: str, attempt: int, lease_until: float) -> str:
         reply = await self._call(scripts.HEARTBEAT, job_id, scalar(attempt), scalar(lease_until))
@@ -488,7 +488,7 @@ class RedisJobStore(RedisPeriodicLedger):
         status = self._status(reply, job_id)
         if status == "missing":
             raise _not_found(job_id, tenant)
-        return Cancelled(CancelKind(status), record_of_reply(reply[1], job_id))
+        return Cancelled(CancelKind(status), record_of_reply(reply[1], reply[2], job_id))
 
     async def retry(self, job_id: str, now: float, *, tenant: str | None = None) -> JobRecord:
         """Dead or cancelled back to pending (uncommitted), attempts from zero.
@@ -507,7 +507,7 @@ class RedisJobStore(RedisPeriodicLedger):
             raise JobError(
                 f"job {job_id!r} is {text(reply[1])}: only dead or cancelled jobs can be retried"
             )
-        return record_of_reply(reply[1], job_id)
+        return record_of_reply(reply[1], reply[2], job_id)
 
     async def reap(self, now: float, *, abandon_after: float) -> Reaped:
         """Expire leases, delete expired records and abandoned enqueues.

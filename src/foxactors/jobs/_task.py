@@ -141,7 +141,7 @@ class Signature:
         Raises:
             JobArgumentsError: They do not fit the signature; the message names each field.
         """
-        if not args and self._required <= kwargs.keys() <= self._names:
+        if not args and type(kwargs) is dict and self._required <= kwargs.keys() <= self._names:
             arguments = kwargs  # what binding would give: skip it, a quarter of the cost
         else:
             try:

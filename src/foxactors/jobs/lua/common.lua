@@ -88,16 +88,20 @@ local function read(id)
   return checked(r)
 end
 
--- {status, the whole record as one JSON object}: its fields' JSON texts put together
--- as they are (without the store's push field), so Python reads a record with one
--- json.loads instead of one per field.
+-- {status, names, values}: the record's field names joined by commas, and their JSON
+-- texts put together as they are into one JSON array (without the store's push
+-- field), so Python reads a record with one json.loads instead of one per field. A
+-- field that is not one JSON value spoils the array or its length, never another field.
 local function reply(status, id)
   local flat = redis.call('HGETALL', job_key(id))
-  local parts = {}
+  local names, values = {}, {}
   for i = 1, #flat, 2 do
-    if flat[i] ~= 'push' then parts[#parts + 1] = '"' .. flat[i] .. '":' .. flat[i + 1] end
+    if flat[i] ~= 'push' then
+      names[#names + 1] = flat[i]
+      values[#values + 1] = flat[i + 1]
+    end
   end
-  return {status, '{' .. table.concat(parts, ',') .. '}'}
+  return {status, table.concat(names, ','), '[' .. table.concat(values, ',') .. ']'}
 end
 
 local function by_state(r)

@@ -2,8 +2,9 @@
 -- ARGV[3]: a JSON array with one array per record: id, key slot ('' for no key), then
 -- the record's field/value pairs (strings: JSON texts, moved as they are). One argument
 -- for the batch: one decode here, instead of a bulk string per field per record.
--- Returns per record {'created'} or {'taken', the holder's record}. A record whose id
--- exists already answers 'created' and changes nothing: a retried call is harmless.
+-- Returns per record {'created'} or {'taken', names, values} (the holder's record: see
+-- reply in common.lua). A record whose id exists already answers 'created' and changes
+-- nothing: a retried call is harmless.
 local replies = {}
 for _, row in ipairs(cjson.decode(ARGV[3])) do
   local id, slot = row[1], row[2]

@@ -1,6 +1,6 @@
 -- retry (_transitions.retry): a dead or cancelled job back to pending, uncommitted.
 -- ARGV[3..5]: id, now, tenant (JSON; '' for any tenant).
--- Returns {'missing'}, {'corrupt', why}, {'live', state} or {'ok', record}.
+-- Returns {'missing'}, {'corrupt', why}, {'live', state} or {'ok', names, values}.
 local id, now, tenant = ARGV[3], ARGV[4], ARGV[5]
 local r, why = read(id)
 if not r then return why and {'corrupt', why} or {'missing'} end

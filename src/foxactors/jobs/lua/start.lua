@@ -7,7 +7,7 @@
 -- fresh connection) finds its own token in P:starts and changes nothing: an attempt
 -- is counted once per start, not per send.
 -- Returns per row {'missing'}, {'corrupt', why}, {'error', what Redis refused} (that row
--- alone), or {'run' | 'cancelled' | 'finished', record}.
+-- alone), or {'run' | 'cancelled' | 'finished', names, values}.
 local function start(id, now, lease_until, expires, token)
   local r, why = read(id)
   if not r then return why and {'corrupt', why} or {'missing'} end
