@@ -107,8 +107,8 @@ async def jobs_of_every_kind(store: Any, queue: str) -> dict[str, str]:
         await send.options(tenant="acme", key="receipt-1", priority="high").enqueue("bob")
     ).id  # T0+1
     ids["running"] = (await report.options(max_attempts=5).enqueue("2026-11")).id  # +2
-    await store.start(ids["running"], T0 + 9, T0 + 39)  # its first worker died:
-    await store.start(ids["running"], T0 + 10, T0 + 40)  # this is attempt 2
+    await store.start(ids["running"], T0 + 5, T0 + 9)  # its first worker died, and its
+    await store.start(ids["running"], T0 + 10, T0 + 40)  # lease ran out: attempt 2
     await store.progress(ids["running"], 2, 50, "step 2 of 4")
     ids["dead"] = (await send.enqueue("grace@example.invalid")).id  # +3
     await store.start(ids["dead"], T0 + 11, T0 + 41)

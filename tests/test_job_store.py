@@ -93,10 +93,15 @@ async def enqueued(store: JobStore, **changes: Any) -> JobRecord:
 
 
 async def running(store: JobStore, attempt: int = 1, **changes: Any) -> JobRecord:
-    """A job started ``attempt`` times (each start after the first: a redelivery)."""
+    """A job started ``attempt`` times, the last at NOW + 1 leased until NOW + 31.
+
+    Each start after the first is a redelivery after the one before's lease ran out
+    (under a live lease, start answers busy).
+    """
     record = await enqueued(store, **changes)
-    for _ in range(attempt):
-        started = await store.start(record.id, NOW + 1, NOW + 31)
+    for earlier in reversed(range(attempt)):
+        at = NOW + 1 - 31 * earlier
+        started = await store.start(record.id, at, at + 30)
         assert started.kind is StartKind.RUN
     assert started.record is not None
     return started.record
@@ -189,6 +194,24 @@ async def test_each_start_is_the_records_next_attempt_whatever_the_broker_counte
     again = await store.start(record.id, NOW + 3, NOW + 33)
     assert again.record is not None
     assert again.record.attempt == 2
+
+
+async def test_no_second_attempt_starts_while_one_runs_under_a_live_lease(
+    store: JobStore,
+) -> None:
+    # A worker cut off from its broker runs on, renewing its lease through the
+    # store, while the broker delivers the job to another worker: that one waits.
+    record = await running(store)  # leased until NOW + 31
+    busy = await store.start(record.id, NOW + 2, NOW + 32)
+    assert busy.kind is StartKind.BUSY
+    assert busy.record == record  # nothing counted, nothing changed
+    assert await store.get(record.id) == record
+    await store.heartbeat(record.id, 1, NOW + 61)  # the first worker is alive
+    assert (await store.start(record.id, NOW + 40, NOW + 70)).kind is StartKind.BUSY
+    later = await store.start(record.id, NOW + 62, NOW + 92)  # its lease ran out
+    assert later.kind is StartKind.RUN
+    assert later.record is not None
+    assert (later.record.attempt, later.record.lease_until) == (2, NOW + 92)
 
 
 async def test_start_leases_the_attempt(store: JobStore) -> None:
@@ -299,18 +322,18 @@ async def test_fail_without_retry_is_dead_with_its_reason(store: JobStore) -> No
 
 @pytest.mark.parametrize("how", ["complete", "fail", "release"])
 async def test_a_stale_attempt_cannot_end_a_later_one(store: JobStore, how: str) -> None:
-    record = await running(store)
-    assert (await store.start(record.id, NOW + 5, NOW + 35)).kind is StartKind.RUN
-    if how == "complete":
-        state = await store.complete(record.id, 1, NOW + 6, "old")
+    record = await running(store)  # attempt 1, leased until NOW + 31: its worker died
+    assert (await store.start(record.id, NOW + 32, NOW + 62)).kind is StartKind.RUN
+    if how == "complete":  # ... or it did not, and ends late
+        state = await store.complete(record.id, 1, NOW + 33, "old")
     elif how == "fail":
-        state = await store.fail(record.id, 1, NOW + 6, None, retry_at=None, reason="old")
+        state = await store.fail(record.id, 1, NOW + 33, None, retry_at=None, reason="old")
     else:
-        state = await store.release(record.id, 1, NOW + 6)
+        state = await store.release(record.id, 1, NOW + 33)
     assert state is JobState.RUNNING
     seen = await store.get(record.id)
     assert (seen.state, seen.attempt, seen.result) == (JobState.RUNNING, 2, None)
-    assert await store.complete(record.id, 2, NOW + 7, "new") is JobState.SUCCEEDED
+    assert await store.complete(record.id, 2, NOW + 34, "new") is JobState.SUCCEEDED
 
 
 async def test_release_puts_a_running_job_back_to_pending(store: JobStore) -> None:

@@ -24,6 +24,7 @@ import pytest
 import structlog
 
 import foxactors as fa
+from foxactors.backends import QueueStatistics
 from foxactors.jobs import (
     JOB_ID_HEADER,
     CancelKind,
@@ -47,6 +48,7 @@ from foxactors.jobs import (
     Reject,
     Retry,
     Started,
+    StartKind,
     SyncJobContext,
     UnknownTask,
 )
@@ -1206,6 +1208,68 @@ async def test_a_job_delivered_again_while_its_attempt_runs_here_waits_for_it() 
     assert dead_letter_reasons(broker(jobs)) == []
 
 
+class StartsSeen(MemoryJobStore):
+    """A memory store that keeps what each start answered."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.answers: list[StartKind] = []
+
+    async def start(self, job_id: str, now: float, lease_until: float) -> Started:
+        started = await super().start(job_id, now, lease_until)
+        self.answers.append(started.kind)
+        return started
+
+
+async def test_a_job_delivered_to_another_worker_while_its_attempt_runs_waits_for_it() -> None:
+    """No second attempt beside a running one in another worker app (another process).
+
+    A worker cut off from its broker runs on, and renews its lease through the
+    store, while the broker delivers the job to another worker. That one finds the
+    attempt running under a live lease and defers the delivery past it (nothing
+    counted); when the job has ended, the copy finds it so and is acked. Before, the
+    other worker started attempt 2 beside attempt 1: a card charged twice.
+    """
+    store = StartsSeen()
+    jobs = queue_of(store=store, lease=1.0)  # renewed every third of it while it runs
+    started, finish = anyio.Event(), anyio.Event()
+    runs: list[int] = []
+
+    @jobs.task
+    async def charge(ctx: JobContext, cents: int) -> int:
+        runs.append(ctx.attempt)
+        started.set()
+        await finish.wait()
+        return cents
+
+    handle = await charge.enqueue(500)
+    async with working(jobs):
+        await started.wait()
+        async with working(jobs, "elsewhere"):  # the other worker, with the job's copy
+            again = fa.MessageProperties(message_type="charge", headers={JOB_ID_HEADER: handle.id})
+            await broker(jobs).publish("elsewhere", {"cents": 500}, properties=again)
+            with anyio.fail_after(WAIT):  # past the lease three times: it was renewed
+                while store.answers.count(StartKind.BUSY) < 3:  # noqa: ASYNC110
+                    await anyio.sleep(0.01)
+            assert runs == [1]
+            record = await handle.status()
+            assert (record.state, record.attempt) == (JobState.RUNNING, 1)
+            finish.set()
+            assert await handle.result(timeout=WAIT) == 500
+            with anyio.fail_after(WAIT):  # the copy comes back once more, and is acked
+                while store.answers[-1] is StartKind.BUSY:  # noqa: ASYNC110
+                    await anyio.sleep(0.01)
+            await wait_for_idle(broker(jobs), settled=True)
+    assert store.answers[0] is StartKind.RUN
+    assert set(store.answers[1:-1]) == {StartKind.BUSY}
+    assert store.answers[-1] is StartKind.FINISHED
+    assert runs == [1]
+    record = await handle.status()
+    assert (record.state, record.attempt) == (JobState.SUCCEEDED, 1)
+    assert dead_letter_reasons(broker(jobs)) == []
+    assert broker(jobs).queue_statistics("elsewhere") == QueueStatistics(0, 0, 0, 0)
+
+
 class Sources(KeptSources):
     """A memory backend whose newest consumer's connection a test can cut."""
 
@@ -1386,7 +1450,7 @@ async def stop(jobs: JobQueue, started: anyio.Event, store: MortalStore | None =
 
 async def test_a_job_whose_worker_died_runs_again_as_a_new_attempt() -> None:
     store = MortalStore()
-    jobs = queue_of(store=store)
+    jobs = queue_of(store=store, lease=1.0)  # the new attempt waits for the lease
     started = anyio.Event()
     attempts: list[int] = []
 
@@ -1458,7 +1522,7 @@ async def test_a_worker_cancelled_outright_puts_its_running_job_back_not_dead() 
 
 async def test_deliveries_past_max_attempts_make_the_job_dead_not_a_crash_loop() -> None:
     store = MortalStore()
-    jobs = queue_of(store=store)
+    jobs = queue_of(store=store, lease=1.0)
     started = anyio.Event()
     attempts: list[int] = []
 

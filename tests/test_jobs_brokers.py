@@ -32,6 +32,7 @@ import foxactors as fa
 from foxactors.backends import BrokerUnreachable, RabbitMQBackend, RedisBackend
 from foxactors.backends.redis import Leases
 from foxactors.jobs import (
+    JOB_ID_HEADER,
     CancelKind,
     JobCancelled,
     JobContext,
@@ -41,6 +42,7 @@ from foxactors.jobs import (
     JobStore,
     MemoryJobStore,
     RedisJobStore,
+    StartKind,
     SyncJobContext,
 )
 from foxactors.jobs._keeper import RunningAttempts
@@ -391,7 +393,8 @@ if broker == "redis":
     backend = RedisBackend(url, consumer="doomed", leases=Leases(claim_min_idle=float(idle)))
 else:
     backend = RabbitMQBackend(url)
-jobs = JobQueue(backend, store=RedisJobStore(store_url, prefix=prefix), queue=queue)
+# its lease as the test's worker's: once it ran out, the job runs again elsewhere
+jobs = JobQueue(backend, store=RedisJobStore(store_url, prefix=prefix), queue=queue, lease=1.0)
 
 
 @jobs.task(name="cleanup")
@@ -581,6 +584,67 @@ async def test_a_job_delivered_again_after_a_lost_connection_waits_for_its_attem
         assert stats.ready == 0  # acked, not given back
     assert probe.starts == [(handle.id, 1)]
     assert probe.stopped == [handle.id]
+
+
+async def test_a_job_delivered_to_another_worker_while_it_runs_waits_out_the_lease(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two worker apps (two processes, as the store and broker see them), one job.
+
+    While the first runs the job (renewing its lease), the broker delivers a copy to
+    the second (here a duplicate publish; after a lost connection, a requeue). The
+    second's start finds the attempt running under a live lease: it defers the copy
+    past the lease, again while it is renewed; once the job has ended, the copy (back
+    at either worker) finds it so and is acked. The handler ran once. Before, the
+    second app started attempt 2 beside it.
+    """
+    first = world.jobs(lease=1.0)
+    second_store = world.store()
+    second = world.jobs(second_store, lease=1.0)
+    answers: list[StartKind] = []
+    start = second_store.start
+
+    async def noted(job_id: str, now: float, lease_until: float) -> Any:
+        started = await start(job_id, now, lease_until)
+        answers.append(started.kind)
+        return started
+
+    monkeypatch.setattr(second_store, "start", noted)
+    probe = Probe()
+    finish = anyio.Event()
+
+    for jobs in (first, second):
+
+        @jobs.task(name="charge")
+        async def charge(ctx: JobContext, cents: int) -> int:
+            probe.start(ctx)
+            await finish.wait()
+            return cents
+
+    handle = await first.enqueue("charge", {"cents": 500})
+    async with fa.open_system(first.worker(concurrency=1, prefetch=1).build()):
+        with anyio.fail_after(WAIT):
+            await probe.started.wait()
+        async with working(second):
+            copy = fa.MessageProperties(message_type="charge", headers={JOB_ID_HEADER: handle.id})
+            await second.backend.publish(world.queue, {"cents": 500}, properties=copy)
+
+            async def deferred_twice() -> bool | None:
+                return True if answers.count(StartKind.BUSY) >= 2 else None
+
+            await eventually(deferred_twice, "the second worker defers the copy, twice")
+            record = await handle.status()
+            assert (record.state, record.attempt) == (JobState.RUNNING, 1)
+            finish.set()
+            assert await handle.result(timeout=WAIT) == 500
+
+            async def copy_settled() -> bool | None:
+                return True if await world.waiting() == 0 else None
+
+            # the copy comes back (to either worker), finds the job ended, is acked
+            await eventually(copy_settled, "the copy is settled")
+    assert probe.starts == [(handle.id, 1)]
+    assert set(answers) <= {StartKind.BUSY, StartKind.FINISHED}  # never a second run
 
 
 async def test_enqueue_many_runs_its_jobs_in_order_and_a_failed_publish_leaves_no_record(

@@ -289,8 +289,9 @@ async def test_a_start_sent_again_after_its_reply_was_lost_counts_one_attempt(
         assert started.record is not None
         assert started.record.attempt == 1
         assert (await store.get(record.id)).attempt == 1
-        # a second delivery's start (another call) is another attempt, as it should be
-        assert (await store.start(record.id, NOW + 1, NOW + 31)).record.attempt == 2  # type: ignore[union-attr]
+        # a second delivery's start (another call, once the lease ran out) is another
+        # attempt, as it should be
+        assert (await store.start(record.id, NOW + 31, NOW + 61)).record.attempt == 2  # type: ignore[union-attr]
         assert await raw.hget(f"{store.prefix}:starts", record.id) is not None
         await store.complete(record.id, 2, NOW + 2, None)
         assert await raw.hget(f"{store.prefix}:starts", record.id) is None  # ended: forgotten

@@ -23,7 +23,7 @@ from foxactors._validate import require_seconds
 from ._errors import JobArgumentsError, JobRecordError, Reject, Retry
 from ._keeper import Attempt, Held, RunningAttempts
 from ._record import ErrorInfo, JobRecord, JobState
-from ._store import StartKind
+from ._store import Started, StartKind
 
 if TYPE_CHECKING:
     from foxactors._ack import AckHandle
@@ -38,6 +38,9 @@ _STOPS = (KeyboardInterrupt, SystemExit)
 
 STORE_DOWN_DELAY = 1.0
 """Seconds a delivery waits (not counted as an attempt) when the store cannot be reached."""
+BUSY_RETRY = 0.5
+"""Seconds at least before a delivery whose job runs elsewhere comes back: past the
+lease it saw (renewed, it waits again), never sooner than this."""
 
 
 class ThreadLimit:
@@ -150,14 +153,7 @@ class JobRunner:
             handle.dead_letter(reason)
             return
         if started.kind is not StartKind.RUN:
-            log.debug("job.not_run", job_id=job_id, why=started.kind.value)
-            dead = started.record
-            if dead is not None and dead.state is JobState.DEAD:
-                # the job died, but this delivery was not dead-lettered (the connection
-                # that held it was lost): it goes where a dead job's delivery belongs
-                handle.dead_letter(dead.reason or "dead")
-            else:
-                handle.ack()
+            self._not_run(handle, started, job_id, now)
             return
         record = started.record
         assert record is not None
@@ -174,6 +170,23 @@ class JobRunner:
             await self._end(delivery, record, error_info(exc), str(exc), dead=True, raised=exc)
             return
         await self._attempt(delivery, record, arguments)
+
+    def _not_run(self, handle: AckHandle, started: Started, job_id: str, now: float) -> None:
+        """Settle a delivery the store says not to run (cancelled, finished, busy)."""
+        record = started.record
+        if started.kind is StartKind.BUSY:  # another worker's attempt runs, leased
+            until = record.lease_until if record is not None else None
+            wait = max((until or now) - now, BUSY_RETRY)
+            log.info("job.attempt_running_elsewhere", job_id=job_id, retry_in=round(wait, 3))
+            handle.defer(wait)
+            return
+        log.debug("job.not_run", job_id=job_id, why=started.kind.value)
+        if record is not None and record.state is JobState.DEAD:
+            # the job died, but this delivery was not dead-lettered (the connection
+            # that held it was lost): it goes where a dead job's delivery belongs
+            handle.dead_letter(record.reason or "dead")
+        else:
+            handle.ack()
 
     async def _attempt(self, delivery: Delivery, record: JobRecord, arguments: Any) -> None:
         jobs, task = self.jobs, self.task

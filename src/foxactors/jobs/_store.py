@@ -34,6 +34,10 @@ class StartKind(enum.Enum):
     """Do not run it: it already reached a final state (a duplicate delivery)."""
     MISSING = "missing"
     """No record: it expired, was deleted, or its enqueue never finished."""
+    BUSY = "busy"
+    """Do not run it yet: another delivery's attempt runs, and its lease has not run
+    out (a worker cut off from its broker runs on while the broker delivers the job
+    again). Bring it back when the lease would run out; nothing was counted."""
 
 
 @attrs.frozen

@@ -38,6 +38,9 @@ def start(
 
     Not by the broker: a broker counts every redelivery, also of a delivery that a
     stopping worker had only prefetched and gives back unrun, which is no attempt.
+    Not while another attempt runs under a live lease: that worker may run on (cut
+    off from its broker, which delivered the job again), and two attempts of one job
+    never run at once; a worker that died leaves its lease to run out.
     """
     if record.state is JobState.CANCELLED:
         return record, StartKind.CANCELLED
@@ -45,6 +48,8 @@ def start(
         return record, StartKind.FINISHED
     if record.cancel_requested:  # a running attempt's worker died after the cancel
         return cancelled(record, now, retention), StartKind.CANCELLED
+    if record.state is JobState.RUNNING and (record.lease_until or 0.0) > now:
+        return record, StartKind.BUSY  # its attempt may run on: never two at once
     running = record.changed(
         state=JobState.RUNNING,
         attempt=record.attempt + 1,
