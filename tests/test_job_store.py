@@ -214,6 +214,20 @@ async def test_no_second_attempt_starts_while_one_runs_under_a_live_lease(
     assert (later.record.attempt, later.record.lease_until) == (2, NOW + 92)
 
 
+async def test_a_retrying_job_does_not_start_before_it_is_due(store: JobStore) -> None:
+    record = await running(store)
+    await store.fail(record.id, 1, NOW + 2, None, retry_at=NOW + 100, reason="later")
+    early = await store.start(record.id, NOW + 3, NOW + 33)  # a copy back early
+    assert early.kind is StartKind.NOT_DUE
+    assert early.record is not None
+    assert (early.record.state, early.record.next_run_at) == (JobState.RETRYING, NOW + 100)
+    assert (await store.get(record.id)).attempt == 1  # nothing counted
+    due = await store.start(record.id, NOW + 100, NOW + 130)
+    assert due.kind is StartKind.RUN
+    assert due.record is not None
+    assert due.record.attempt == 2
+
+
 async def test_start_leases_the_attempt(store: JobStore) -> None:
     record = await running(store, attempt=2)
     assert record.state is JobState.RUNNING

@@ -1270,6 +1270,46 @@ async def test_a_job_delivered_to_another_worker_while_its_attempt_runs_waits_fo
     assert broker(jobs).queue_statistics("elsewhere") == QueueStatistics(0, 0, 0, 0)
 
 
+async def test_a_copy_deferred_past_a_running_attempt_does_not_take_its_retry_early() -> None:
+    """The copy that waited out another worker's attempt finds the job retrying later.
+
+    It waits for the retry to be due, as the retry's own delivery does (whichever
+    comes first runs it; the other finds it running, or ended). Before, it ran the
+    retry as soon as it came back, a backoff early.
+    """
+    store = StartsSeen()
+    jobs = queue_of(store=store, lease=1.0)
+    started, go_on = anyio.Event(), anyio.Event()
+    starts: list[tuple[int, float]] = []
+
+    @jobs.task(max_attempts=2)
+    async def charge(ctx: JobContext, cents: int) -> int:
+        starts.append((ctx.attempt, now()))
+        if ctx.attempt == 1:
+            started.set()
+            await go_on.wait()
+            raise Retry(delay=100)  # say, the provider asked to come back later
+        return cents
+
+    handle = await charge.enqueue(500)
+    async with working(jobs):
+        await started.wait()
+        async with working(jobs, "elsewhere"):
+            again = fa.MessageProperties(message_type="charge", headers={JOB_ID_HEADER: handle.id})
+            await broker(jobs).publish("elsewhere", {"cents": 500}, properties=again)
+            with anyio.fail_after(WAIT):
+                while StartKind.BUSY not in store.answers:  # noqa: ASYNC110
+                    await anyio.sleep(0.01)
+            go_on.set()
+            assert await handle.result(timeout=200) == 500
+            await wait_for_idle(broker(jobs), settled=True)
+    (first, first_at), (second, second_at) = starts
+    assert (first, second) == (1, 2)
+    assert second_at >= first_at + 100  # not a moment before the retry was due
+    assert StartKind.NOT_DUE in store.answers  # the copy came back early, and waited
+    assert dead_letter_reasons(broker(jobs)) == []
+
+
 class Sources(KeptSources):
     """A memory backend whose newest consumer's connection a test can cut."""
 

@@ -545,6 +545,21 @@ async def test_a_spoilt_record_is_refused_clearly_and_the_rest_works(
     assert (await store.start(other.id, NOW, NOW + 30)).record == await store.get(other.id)
 
 
+async def test_a_lease_or_due_time_that_is_not_a_number_counts_as_passed(
+    store: RedisJobStore, raw: aioredis.Redis
+) -> None:
+    # Not what foxactors writes; a start must not fail on it (it would forever).
+    running, _ = await store.create(job())
+    await store.start(running.id, NOW, NOW + 30)
+    await raw.hset(f"{store.prefix}:job:{running.id}", "lease_until", '"soon"')
+    assert (await store.start(running.id, NOW + 1, NOW + 31)).kind is StartKind.RUN
+    retrying, _ = await store.create(job())
+    await store.start(retrying.id, NOW, NOW + 30)
+    await store.fail(retrying.id, 1, NOW + 1, None, retry_at=NOW + 100, reason="later")
+    await raw.hset(f"{store.prefix}:job:{retrying.id}", "next_run_at", "[]")
+    assert (await store.start(retrying.id, NOW + 2, NOW + 32)).kind is StartKind.RUN
+
+
 @pytest.mark.parametrize(
     "spoilt_text",
     ["{not json", '1,"args":{"to":"mallory"}', '1],["x"'],

@@ -41,6 +41,9 @@ STORE_DOWN_DELAY = 1.0
 BUSY_RETRY = 0.5
 """Seconds at least before a delivery whose job runs elsewhere comes back: past the
 lease it saw (renewed, it waits again), never sooner than this."""
+NOT_DUE_RETRY = 0.001
+"""Seconds at least before a delivery that came back before its retry was due comes
+back again (a broker's clock may run a little ahead of the store's)."""
 
 
 class ThreadLimit:
@@ -172,12 +175,18 @@ class JobRunner:
         await self._attempt(delivery, record, arguments)
 
     def _not_run(self, handle: AckHandle, started: Started, job_id: str, now: float) -> None:
-        """Settle a delivery the store says not to run (cancelled, finished, busy)."""
+        """Settle a delivery the store says not to run (cancelled, finished, busy, not due)."""
         record = started.record
         if started.kind is StartKind.BUSY:  # another worker's attempt runs, leased
             until = record.lease_until if record is not None else None
             wait = max((until or now) - now, BUSY_RETRY)
             log.info("job.attempt_running_elsewhere", job_id=job_id, retry_in=round(wait, 3))
+            handle.defer(wait)
+            return
+        if started.kind is StartKind.NOT_DUE:  # a copy back before the retry is due
+            due = record.next_run_at if record is not None else None
+            wait = max((due or now) - now, NOT_DUE_RETRY)
+            log.debug("job.retry_not_due", job_id=job_id, retry_in=round(wait, 3))
             handle.defer(wait)
             return
         log.debug("job.not_run", job_id=job_id, why=started.kind.value)

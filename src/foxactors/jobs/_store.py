@@ -38,6 +38,9 @@ class StartKind(enum.Enum):
     """Do not run it yet: another delivery's attempt runs, and its lease has not run
     out (a worker cut off from its broker runs on while the broker delivers the job
     again). Bring it back when the lease would run out; nothing was counted."""
+    NOT_DUE = "not_due"
+    """Do not run it yet: it is retrying, and the retry is due later (a copy of its
+    delivery came back early). Bring it back when it is due; nothing was counted."""
 
 
 @attrs.frozen
@@ -152,7 +155,10 @@ class JobStore(Protocol):
         """A worker got a delivery of the job: lease its next attempt, if it may run.
 
         The attempt is the record's last one plus one (a run that began counts; a
-        delivery given back unrun does not, whatever the broker counted).
+        delivery given back unrun does not, whatever the broker counted). Not while
+        another attempt runs under a live lease (`StartKind.BUSY`), nor before a
+        retry is due (`StartKind.NOT_DUE`): a store that starts it anyway lets two
+        attempts of one job run at once, or a retry run early.
         """
 
     async def heartbeat(self, job_id: str, attempt: int, lease_until: float) -> bool:

@@ -40,7 +40,8 @@ def start(
     stopping worker had only prefetched and gives back unrun, which is no attempt.
     Not while another attempt runs under a live lease: that worker may run on (cut
     off from its broker, which delivered the job again), and two attempts of one job
-    never run at once; a worker that died leaves its lease to run out.
+    do not run at once; a worker that died leaves its lease to run out. Nor before a
+    retry is due: a copy of the delivery that comes back early waits for it.
     """
     if record.state is JobState.CANCELLED:
         return record, StartKind.CANCELLED
@@ -49,7 +50,9 @@ def start(
     if record.cancel_requested:  # a running attempt's worker died after the cancel
         return cancelled(record, now, retention), StartKind.CANCELLED
     if record.state is JobState.RUNNING and (record.lease_until or 0.0) > now:
-        return record, StartKind.BUSY  # its attempt may run on: never two at once
+        return record, StartKind.BUSY  # its attempt may run on: not two at once
+    if record.state is JobState.RETRYING and (record.next_run_at or 0.0) > now:
+        return record, StartKind.NOT_DUE  # a copy back early: the retry waits its time
     running = record.changed(
         state=JobState.RUNNING,
         attempt=record.attempt + 1,

@@ -26,6 +26,7 @@
 
 local P, FORMAT = ARGV[1], ARGV[2]
 local RUNNING, PENDING, CANCELLED = '"running"', '"pending"', '"cancelled"'
+local RETRYING = '"retrying"'
 local STATES = {
   ['"scheduled"'] = 'scheduled', ['"pending"'] = 'pending', ['"running"'] = 'running',
   ['"retrying"'] = 'retrying', ['"succeeded"'] = 'succeeded', ['"dead"'] = 'dead',
@@ -35,7 +36,7 @@ local FINAL = {['"succeeded"'] = true, ['"dead"'] = true, ['"cancelled"'] = true
 local FLAGS = {['true'] = true, ['false'] = true}
 local CONTROL = {
   'v', 'state', 'queue', 'tenant', 'key', 'attempt', 'enqueued_at', 'lease_until',
-  'expires_at', 'committed', 'cancel_requested', 'push',
+  'next_run_at', 'expires_at', 'committed', 'cancel_requested', 'push',
 }
 
 local function job_key(id) return P .. ':job:' .. id end

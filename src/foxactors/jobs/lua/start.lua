@@ -7,7 +7,7 @@
 -- fresh connection) finds its own token in P:starts and changes nothing: an attempt
 -- is counted once per start, not per send.
 -- Returns per row {'missing'}, {'corrupt', why}, {'error', what Redis refused} (that row
--- alone), or {'run' | 'cancelled' | 'finished' | 'busy', names, values}.
+-- alone), or {'run' | 'cancelled' | 'finished' | 'busy' | 'not_due', names, values}.
 local function start(id, now, lease_until, expires, token)
   local r, why = read(id)
   if not r then return why and {'corrupt', why} or {'missing'} end
@@ -20,8 +20,11 @@ local function start(id, now, lease_until, expires, token)
   if r.state == RUNNING and redis.call('HGET', P .. ':starts', id) == token then
     return reply('run', id)  -- this very start ran already: its reply was lost
   end
-  if r.state == RUNNING and tonumber(r.lease_until or '0') > tonumber(now) then
-    return reply('busy', id)  -- another attempt runs under a live lease: never two at once
+  if r.state == RUNNING and (tonumber(r.lease_until or '') or 0) > tonumber(now) then
+    return reply('busy', id)  -- another attempt runs under a live lease: not two at once
+  end
+  if r.state == RETRYING and (tonumber(r.next_run_at or '') or 0) > tonumber(now) then
+    return reply('not_due', id)  -- a copy back before the retry is due: not early
   end
   redis.call('HSET', P .. ':starts', id, token)
   change(id, r, {
