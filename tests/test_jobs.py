@@ -1174,6 +1174,28 @@ async def test_an_attempt_past_its_timeout_fails_and_is_retried() -> None:
 # -- 8. leases -------------------------------------------------------------------------
 
 
+class Charges:
+    """A ``charge`` task on ``jobs`` that runs until ``finish`` is set, noting attempts."""
+
+    def __init__(self, jobs: JobQueue) -> None:
+        self.started, self.finish = anyio.Event(), anyio.Event()
+        self.runs: list[int] = []
+
+        @jobs.task
+        async def charge(ctx: JobContext, cents: int) -> int:
+            self.runs.append(ctx.attempt)
+            self.started.set()
+            await self.finish.wait()
+            return cents
+
+        self.task = charge
+
+    @staticmethod
+    def copy_of(handle: JobHandle[Any]) -> fa.MessageProperties:
+        """The properties of another delivery of the job (as a broker sends again)."""
+        return fa.MessageProperties(message_type="charge", headers={JOB_ID_HEADER: handle.id})
+
+
 async def test_a_job_delivered_again_while_its_attempt_runs_here_waits_for_it() -> None:
     """No second attempt beside a running one in the same app.
 
@@ -1183,26 +1205,16 @@ async def test_a_job_delivered_again_while_its_attempt_runs_here_waits_for_it() 
     the job succeeded, and is acked. Before, it started attempt 2 beside attempt 1.
     """
     jobs = queue_of()
-    started, finish = anyio.Event(), anyio.Event()
-    runs: list[int] = []
-
-    @jobs.task
-    async def charge(ctx: JobContext, cents: int) -> int:
-        runs.append(ctx.attempt)
-        started.set()
-        await finish.wait()
-        return cents
-
-    handle = await charge.enqueue(500)
+    charges = Charges(jobs)
+    handle = await charges.task.enqueue(500)
     async with working(jobs, concurrency=4):
-        await started.wait()
-        again = fa.MessageProperties(message_type="charge", headers={JOB_ID_HEADER: handle.id})
-        await broker(jobs).publish(QUEUE, {"cents": 500}, properties=again)
+        await charges.started.wait()
+        await broker(jobs).publish(QUEUE, {"cents": 500}, properties=charges.copy_of(handle))
         await wait_for_idle(broker(jobs))  # the second delivery is out, waiting
-        finish.set()
+        charges.finish.set()
         assert await handle.result(timeout=WAIT) == 500
         await wait_for_idle(broker(jobs), settled=True)
-    assert runs == [1]
+    assert charges.runs == [1]
     record = await handle.status()
     assert (record.state, record.attempt) == (JobState.SUCCEEDED, 1)
     assert dead_letter_reasons(broker(jobs)) == []
@@ -1232,29 +1244,20 @@ async def test_a_job_delivered_to_another_worker_while_its_attempt_runs_waits_fo
     """
     store = StartsSeen()
     jobs = queue_of(store=store, lease=1.0)  # renewed every third of it while it runs
-    started, finish = anyio.Event(), anyio.Event()
-    runs: list[int] = []
-
-    @jobs.task
-    async def charge(ctx: JobContext, cents: int) -> int:
-        runs.append(ctx.attempt)
-        started.set()
-        await finish.wait()
-        return cents
-
-    handle = await charge.enqueue(500)
+    charges = Charges(jobs)
+    handle = await charges.task.enqueue(500)
     async with working(jobs):
-        await started.wait()
+        await charges.started.wait()
         async with working(jobs, "elsewhere"):  # the other worker, with the job's copy
-            again = fa.MessageProperties(message_type="charge", headers={JOB_ID_HEADER: handle.id})
-            await broker(jobs).publish("elsewhere", {"cents": 500}, properties=again)
+            copy = charges.copy_of(handle)
+            await broker(jobs).publish("elsewhere", {"cents": 500}, properties=copy)
             with anyio.fail_after(WAIT):  # past the lease three times: it was renewed
                 while store.answers.count(StartKind.BUSY) < 3:  # noqa: ASYNC110
                     await anyio.sleep(0.01)
-            assert runs == [1]
+            assert charges.runs == [1]
             record = await handle.status()
             assert (record.state, record.attempt) == (JobState.RUNNING, 1)
-            finish.set()
+            charges.finish.set()
             assert await handle.result(timeout=WAIT) == 500
             with anyio.fail_after(WAIT):  # the copy comes back once more, and is acked
                 while store.answers[-1] is StartKind.BUSY:  # noqa: ASYNC110
@@ -1263,7 +1266,7 @@ async def test_a_job_delivered_to_another_worker_while_its_attempt_runs_waits_fo
     assert store.answers[0] is StartKind.RUN
     assert set(store.answers[1:-1]) == {StartKind.BUSY}
     assert store.answers[-1] is StartKind.FINISHED
-    assert runs == [1]
+    assert charges.runs == [1]
     record = await handle.status()
     assert (record.state, record.attempt) == (JobState.SUCCEEDED, 1)
     assert dead_letter_reasons(broker(jobs)) == []
