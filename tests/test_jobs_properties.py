@@ -5,8 +5,9 @@ a retry, reject, run slowly, fail with an error that is not retried), some of th
 under one idempotency key from concurrent producers, some delayed; then, at random
 virtual times, starts workers, stops them gracefully, cancels them from outside,
 kills them (a killed worker's store calls never arrive and its deliveries go back to
-the queue, as when a process dies and its broker connection drops) and cancels jobs.
-Whatever happens:
+the queue, as when a process dies and its broker connection drops), cuts a live
+worker off from the broker (its deliveries go back to the queue while its handlers
+run on, renewing their leases) and cancels jobs. Whatever happens:
 
 - a job's record, once final (succeeded, dead, cancelled), never changes again, and in
   the end every job is final (nothing was lost);
@@ -14,6 +15,7 @@ Whatever happens:
   result;
 - one key, one job: every producer of a key gets the same job, exactly one created it;
 - a handler runs at most ``max_attempts`` times, each time with a new attempt number;
+- two attempts of one job never run at once, whichever workers run them;
 - with every worker gone, once the lease has run out and a reap has passed, no record
   says running, and every job not final has its delivery waiting in the broker.
 
@@ -102,6 +104,7 @@ actions = st.one_of(
     st.just(("stop", 0)),
     st.just(("kill", 0)),
     st.just(("abort", 0)),
+    st.just(("cut", 0)),
     st.tuples(st.just("cancel"), st.integers(0, 20)),
 )
 schedules = st.lists(st.tuples(st.integers(0, 30), actions), max_size=10).map(sorted)
@@ -204,6 +207,10 @@ class Scenario:
         self.producer = self.jobs(self.store)
         self.work = self.declare(self.producer)
 
+    def starts(self) -> list[tuple[str, int]]:
+        """(job id, attempt) of each handler start, in order."""
+        return [(job_id, attempt) for what, job_id, attempt in self.log if what == "start"]
+
     def jobs(self, store: Any, backend: fa.MemoryBackend | None = None) -> JobQueue:
         return JobQueue(
             backend or self.backend,
@@ -221,28 +228,43 @@ class Scenario:
             log.append(("start", ctx.job_id, ctx.attempt))
             started.set()
 
-        return declare_work(jobs, starting)
+        def ending(ctx: JobContext) -> None:
+            log.append(("end", ctx.job_id, ctx.attempt))
+
+        return declare_work(jobs, starting, ending)
 
 
-def declare_work(jobs: JobQueue, starting: Callable[[JobContext], None] = lambda ctx: None) -> Any:
+def declare_work(
+    jobs: JobQueue,
+    starting: Callable[[JobContext], None] = lambda ctx: None,
+    ending: Callable[[JobContext], None] = lambda ctx: None,
+) -> Any:
     """Declare the task ``work``: it does what its arguments ask (see ``outcomes``)."""
 
     @jobs.task(name="work", retry_on=Flaky, backoff=lambda attempt: 1.0)
     async def work(ctx: JobContext, n: int, kind: str, k: int) -> int:
         starting(ctx)
-        if kind == "raise" and ctx.attempt <= k:
-            raise Flaky("try again")
-        if kind == "retry" and ctx.attempt <= k:
-            raise Retry(delay=1.0, reason="not yet")
-        if kind == "reject":
-            raise Reject("no such domain")
-        if kind == "fatal":
-            raise Fatal("no template")
-        if kind == "slow":
-            await anyio.sleep(k)
-        return n
+        try:
+            return await act_out(ctx, n, kind, k)
+        finally:
+            ending(ctx)  # returned, raised, or cancelled (a kill cancels at once)
 
     return work
+
+
+async def act_out(ctx: JobContext, n: int, kind: str, k: int) -> int:
+    """What a ``work`` job does: what its arguments ask."""
+    if kind == "raise" and ctx.attempt <= k:
+        raise Flaky("try again")
+    if kind == "retry" and ctx.attempt <= k:
+        raise Retry(delay=1.0, reason="not yet")
+    if kind == "reject":
+        raise Reject("no such domain")
+    if kind == "fatal":
+        raise Fatal("no template")
+    if kind == "slow":
+        await anyio.sleep(k)
+    return n
 
 
 class Worker:
@@ -282,6 +304,15 @@ class Worker:
     def abort(self) -> None:
         """Cancel the app from outside (no drain): running jobs are released."""
         self.scope.cancel()
+
+    def cut(self) -> None:
+        """Lose the broker connection, and live on: what it held goes back to the queue.
+
+        Its handlers run on and its keeper renews their leases through the store; its
+        consumer opens a new connection. Their settlements on the old one are lost.
+        """
+        for source in self.connection.sources:
+            source.lose_connection("cut off by the test")
 
 
 def waiting_job_ids(backend: fa.MemoryBackend) -> tuple[list[str], int]:
@@ -355,6 +386,8 @@ async def act(
                 alive[0].kill()
             elif action == "abort" and alive:
                 alive[0].abort()
+            elif action == "cut" and alive:
+                alive[0].cut()
             elif action == "cancel":
                 handle = handles[index % len(handles)]
                 cancelled = await handle.cancel()
@@ -434,7 +467,7 @@ def check_cancel_wins(run: Run) -> None:
     for position, (what, job_id, _) in enumerate(run.world.log):
         if what == "cancel":
             cancelled_at.setdefault(job_id, position)
-        else:
+        elif what == "start":
             assert job_id not in cancelled_at, f"job {job_id} started after its cancel"
     for job_id, kind in run.cancels:
         assert kind is CancelKind.FINISHED or run.records[job_id].state is JobState.CANCELLED
@@ -443,6 +476,19 @@ def check_cancel_wins(run: Run) -> None:
             assert record.result is None
             assert job_id in cancelled_at  # only the test cancels
             assert run.ends[job_id] == ("cancelled", None)
+
+
+def check_no_overlap(run: Run) -> None:
+    """Two attempts of one job never run at once, in one worker or in two."""
+    running: dict[str, int] = {}  # job id -> the attempt running now
+    for what, job_id, attempt in run.world.log:
+        if what == "start":
+            assert job_id not in running, (
+                f"job {job_id}: attempt {attempt} started while {running[job_id]} ran"
+            )
+            running[job_id] = attempt
+        elif what == "end":
+            assert running.pop(job_id) == attempt
 
 
 def check_attempts(run: Run) -> None:
@@ -516,12 +562,14 @@ def test_jobs_end_once_cancels_win_keys_hold_and_records_follow_the_broker(
 ) -> None:
     run = run_on(backend, specs, schedule, concurrency)
     event(f"kills and aborts={sum(a in ('kill', 'abort') for _, (a, _) in schedule)}")
+    event(f"cuts={sum(a == 'cut' for _, (a, _) in schedule)}")
     event(f"final states={sorted({r.state.value for r in run.records.values()})}")
     check_keys(run)
     check_records_follow_the_broker(run)
     check_one_final_state(run)
     check_cancel_wins(run)
     check_attempts(run)
+    check_no_overlap(run)
     check_outcomes(run)
 
 
@@ -652,7 +700,7 @@ async def test_a_job_only_prefetched_by_a_worker_that_stops_keeps_its_attempts()
         assert world.backend.queue_statistics(QUEUE).in_flight == 2
         first.stopping.set()  # a deploy: the slow job finishes, the other goes back
     assert await slow.result(timeout=60) == 0
-    assert [(job_id, attempt) for _, job_id, attempt in world.log] == [(slow.id, 1)]
+    assert world.starts() == [(slow.id, 1)]
     second = Worker(world, concurrency=1)
     async with anyio.create_task_group() as running:
         await running.start(second.run)
@@ -675,7 +723,7 @@ async def test_a_worker_stopping_past_its_drain_deadline_puts_the_running_job_ba
     async with fa.open_system(world.producer.worker(QUEUE).build()):
         assert await handle.result(timeout=1000) == 0
     assert (await handle.status()).attempt == 2
-    assert [attempt for _, _, attempt in world.log] == [1, 2]
+    assert [attempt for _, attempt in world.starts()] == [1, 2]
 
 
 @pytest.mark.anyio
