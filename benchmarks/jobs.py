@@ -20,7 +20,8 @@ task that takes a small JSON payload and returns a number:
     round measures every system in turn, and a ratio is the median of the rounds';
 (d) latency from enqueue to handler start, p50 and p99, with jobs sent one at a
     time, open loop, at half of the rate measured in (b) (or (c), for a peer), and
-    on the one-process rows also at half of (b) sent one at a time; beside those,
+    on the one-process rows and foxactors' (c) row also at half of the rate of the
+    same jobs sent one at a time (for (c): a fifth of N per round); beside those,
     how busy that process (producer and worker) was, as a share of one core: jobs
     sent one at a time cost more than (b)'s batched ones (a round trip each, not one
     per hundred), so half of (b) keeps one process near 100%, and a process near
@@ -446,12 +447,15 @@ def row(label: str, store: str, figure: str) -> str:
     return f"  {label:<46} {kind:<14} {figure}"
 
 
-async def peer_rate(system: str, url: str, *, n: int) -> float:
-    """One round of one system's (c): a worker process of its own, n jobs, jobs per second."""
+async def peer_rate(system: str, url: str, *, n: int, width: int = IN_FLIGHT) -> float:
+    """One round of one system's (c): a worker process of its own, n jobs, jobs per second.
+
+    ``width`` (foxactors only): enqueues in flight; 1 sends them one at a time.
+    """
     queue = f"bench-{system}-{uuid.uuid4().hex[:8]}"
     if system == "foxactors":
         async with worker_process_tasks(url, queue) as (noop, _):
-            return await produce(noop, n)
+            return await produce(noop, n, width)
     with peers.worker_process(system, url, queue, CONCURRENCY):
         if system == "arq":
             return await peers.arq_rate(url, queue, n, IN_FLIGHT)
@@ -501,13 +505,18 @@ async def measure_peers(url: str, n: int, samples: int, rounds: int) -> list[str
         for system in systems:
             figures.add(system, await peer_rate(system, url, n=n))
         figures.add("floor", await floor.floor_rate(url, n, own_process=True, push=PUSH))
-    ours = figures.median("foxactors")
+        figures.add("lone", await peer_rate("foxactors", url, n=max(n // 5, 10), width=1))
+    ours, lone = figures.median("foxactors"), figures.median("lone")
     found = await peer_latencies("foxactors", url, samples=samples, rounds=rounds, rate=ours / 2)
+    alone = await peer_latencies("foxactors", url, samples=samples, rounds=rounds, rate=lone / 2)
     lines += [
         f"    foxactors (RedisJobStore)     {figures.rate('foxactors')}",
         f"    floor: its Redis work, bare   {figures.rate('floor')} -> foxactors "
         f"{figures.ratio('foxactors', 'floor')[3:]} of it",
+        f"    foxactors sent one at a time  {figures.rate('lone')}",
         f"    (d) foxactors at {ours / 2:>7,.0f}/s: {latency_line(found)} (target p99 < 10 ms)",
+        f"    (d) foxactors at {lone / 2:>7,.0f}/s, half of one at a time: "
+        f"{latency_line(alone)} (target p99 < 10 ms)",
     ]
     for peer in peers.PEERS:
         if peer not in systems:

@@ -76,6 +76,8 @@ def test_jobs_benchmark_prints_each_figure_beside_its_baseline(redis: RedisServe
         "(d) enqueue -> handler start, half of (b)",
         "(d) enqueue -> handler start, half of one at a time",
         "(c) end to end on Redis",
+        "foxactors sent one at a time",
+        ", half of one at a time: p50",  # (d) beside (c), as beside (b)
         "(e) Redis job store",
     ):
         assert figure in out
