@@ -104,33 +104,26 @@ class JobRunner:
         if held is Held.GONE:  # its consumer is gone: the broker delivers it again
             return
         try:
-            if held is Held.AT_ONCE or not await self._settled_as_copy(handle, job_id, held):
+            if held is Held.AFTER_SETTLED and await self._retrying_later(job_id):
+                # the attempt it waited for got its retry to the broker: that retry has
+                # a delivery of its own, and this copy is redundant (else every later
+                # retry would come twice). Had it not (its consumer was gone), this copy
+                # stands for the retry: start answers NOT_DUE until it is due.
+                log.debug("job.copy_acked", job_id=job_id, why="retrying later")
+                handle.ack()
+            else:
                 await self._run(delivery, job_id)
         finally:
             self.running.let_go(job_id, handle)
 
-    async def _settled_as_copy(self, handle: AckHandle, job_id: str, held: Held) -> bool:
-        """After waiting for another delivery: settle this one if the job is retrying later.
-
-        Run now, it would take the retry early. If the attempt it waited for got its
-        retry to the broker, the retry has a delivery of its own: this copy is acked
-        (else every later retry would come twice). If not (that attempt's consumer
-        was gone), this copy is the job's delivery: it comes back when the retry is
-        due. Returns whether it was settled here.
-        """
+    async def _retrying_later(self, job_id: str) -> bool:
+        """Whether the job is retrying, due later (False if the store cannot say)."""
         try:
             record = await self.jobs.store.get(job_id)
         except Exception:  # missing, or the store down: `_run` says which
             return False
-        due, now = record.next_run_at, self.jobs.clock()
-        if record.state is not JobState.RETRYING or due is None or due <= now:
-            return False
-        if held is Held.AFTER_SETTLED:
-            log.debug("job.copy_acked", job_id=job_id, why="retrying later")
-            handle.ack()
-        else:
-            handle.defer(due - now)
-        return True
+        due = record.next_run_at
+        return record.state is JobState.RETRYING and due is not None and due > self.jobs.clock()
 
     async def _run(self, delivery: Delivery, job_id: str) -> None:
         handle = delivery.handle

@@ -143,7 +143,7 @@ def cancel(record: JobRecord, now: float, retention: float) -> tuple[JobRecord, 
         return record, CancelKind.FINISHED
     if record.state is JobState.RUNNING:
         return record.changed(cancel_requested=True), CancelKind.REQUESTED
-    return cancelled(record.changed(cancel_requested=True), now, retention), (CancelKind.CANCELLED)
+    return cancelled(record.changed(cancel_requested=True), now, retention), CancelKind.CANCELLED
 
 
 def retry(record: JobRecord, now: float) -> JobRecord:
