@@ -296,7 +296,8 @@ def test_a_library_logger_logs_nothing_below_the_stdlib_level(records: Records) 
 async def test_job_attempts_are_logged_with_attempt_next_step_and_traceback(
     records: Records,
 ) -> None:
-    jobs = JobQueue(fa.MemoryBackend(), queue="jobs")
+    # the records' clock follows the loop's (virtual) one, as the retry's delay does
+    jobs = JobQueue(fa.MemoryBackend(), queue="jobs", clock=anyio.current_time)
 
     @jobs.task(max_attempts=2)
     async def charge(amount: int) -> int:
