@@ -2,14 +2,14 @@
 
 A job's life with its record in Redis takes these commands, and this module sends
 them from bare redis-py, batched as well as they batch: the producer creates 100
-records in one call of the job store's own CREATE script, XADDs their 100 deliveries
-in one pipeline and commits them in one COMMIT call; the worker reads 16 entries at a
-time (the prefetch of foxactors' worker), starts them in one START call and completes
-them in one COMPLETE call with their XACK in the same pipeline; then the producer
-reads each result back (HMGET of state and result; one not final yet is read again
-0.5 ms later), or, with ``push`` (as ``push_results`` does), its records name a
-channel it subscribed to before the first enqueue, and it reads the pushed ends
-there. Nothing else: no handler runs, no arguments are validated, no retries,
+records with their 100 deliveries in one call of the job store's own CREATE script
+(as an enqueue does when its records are on the broker's own Redis); the worker reads
+16 entries at a time (the prefetch of foxactors' worker), starts them in one START
+call and completes them in one COMPLETE call with their XACK in the same pipeline;
+then the producer reads each result back (HMGET of state and result; one not final
+yet is read again 0.5 ms later), or, with ``push`` (as ``push_results`` does), its
+records name a channel it subscribed to before the first enqueue, and it reads the
+pushed ends there. Nothing else: no handler runs, no arguments are validated, no retries,
 leases, cancels, logs or actors.
 
 So the floor is what the Redis work alone allows on this machine, the same run: (b)
@@ -95,19 +95,23 @@ async def _produce(client: Any, stream: str, prefix: str, n: int, *, push: bool)
     ids: list[str] = []
     for first in range(0, n, BATCH):
         now = time.time()
-        records = [  # as an enqueue makes them
+        records = [  # as an enqueue makes them: with its delivery, so committed
             JobRecord(
-                id=uuid.uuid4().hex, task="noop", queue=stream, args=payload(i), enqueued_at=now
+                id=uuid.uuid4().hex,
+                task="noop",
+                queue=stream,
+                args=payload(i),
+                enqueued_at=now,
+                committed=True,
             )
             for i in range(first, min(n, first + BATCH))
         ]
-        rows = "[" + ",".join(encode([r.id, "", *fields_of(r), *pushed]) for r in records) + "]"
+        rows = (
+            "["
+            + ",".join(encode(_row(i, r, stream, pushed)) for i, r in enumerate(records, first))
+            + "]"
+        )
         await client.execute_command(*_evalsha(scripts.CREATE, prefix, rows))
-        async with client.pipeline(transaction=False) as pipe:
-            for i, record in enumerate(records, first):
-                pipe.xadd(stream, entry_fields(i, record.id))
-            await pipe.execute()
-        await client.execute_command(*_evalsha(scripts.COMMIT, prefix, *(r.id for r in records)))
         ids += (r.id for r in records)
     if pubsub is not None:
         await _pushed(pubsub, ids)
@@ -120,6 +124,12 @@ async def _produce(client: Any, stream: str, prefix: str, n: int, *, push: bool)
             await asyncio.sleep(POLL)
         if json.loads(result) != i:
             raise RuntimeError(f"floor job {i} returned something else")
+
+
+def _row(i: int, record: JobRecord, stream: str, pushed: tuple[str, ...]) -> list[Any]:
+    """CREATE's row of job ``i``: its id, no key, its delivery's XADD, its record."""
+    entry = [stream, "*", *(part for item in entry_fields(i, record.id).items() for part in item)]
+    return [record.id, "", entry, *fields_of(record), *pushed]
 
 
 async def _pushed(pubsub: Any, ids: list[str]) -> None:
@@ -141,7 +151,7 @@ async def _pushed(pubsub: Any, ids: list[str]) -> None:
 async def _ready(url: str, stream: str, prefix: str) -> Any:
     client = aioredis.Redis.from_url(url)
     await client.xgroup_create(stream, GROUP, id="0", mkstream=True)
-    for script in (scripts.CREATE, scripts.COMMIT, scripts.START, scripts.COMPLETE):
+    for script in (scripts.CREATE, scripts.START, scripts.COMPLETE):
         await client.script_load(script.source)
     return client
 

@@ -34,8 +34,8 @@ Where the records are in Redis, the producer's store has each job's end pushed t
 results; ``--no-push``: without, each result read back by a round trip).
 
 Beside (b) on Redis with Redis records, and beside (c): the floor, the same Redis work
-(records created, committed, started and completed by the store's own scripts,
-deliveries added, read and acknowledged, results read back) sent from bare redis-py
+(records created with their deliveries, started and completed by the store's own
+scripts, deliveries read and acknowledged, results read back) sent from bare redis-py
 with no framework at all (see `_jobs_floor`): what any code doing that work reaches on
 this machine, measured in the same rounds.
 

@@ -95,8 +95,10 @@ class World:
         self._opened.append(backend)
         return backend
 
-    def store(self, kind: type[RedisJobStore] = RedisJobStore) -> RedisJobStore:
-        store = kind(self.redis.url, prefix=self.prefix)
+    def store(self, kind: type[RedisJobStore] = RedisJobStore, *, db: int = 0) -> RedisJobStore:
+        """A Redis store; on the Redis broker's own database (db 0), jobs are created
+        with their deliveries in one script (see the one-step tests)."""
+        store = kind(self.redis.url.rsplit("/", 1)[0] + f"/{db}", prefix=self.prefix)
         self._opened.append(store)
         return store
 
@@ -661,7 +663,7 @@ async def test_a_job_delivered_to_another_worker_while_it_runs_waits_out_the_lea
 async def test_enqueue_many_runs_its_jobs_in_order_and_a_failed_publish_leaves_no_record(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    jobs = world.jobs()
+    jobs = world.jobs(world.store(db=1))  # not the broker's database: publish, then commit
     ran: list[int] = []
 
     @jobs.task
@@ -693,7 +695,7 @@ async def test_enqueue_many_runs_its_jobs_in_order_and_a_failed_publish_leaves_n
 async def test_enqueue_many_cancelled_mid_publish_keeps_the_jobs_that_went_out(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    jobs = world.jobs()
+    jobs = world.jobs(world.store(db=1))  # not the broker's database: publish, then commit
 
     @jobs.task
     async def note(n: int) -> None: ...
@@ -717,3 +719,100 @@ async def test_enqueue_many_cancelled_mid_publish_keeps_the_jobs_that_went_out(
     assert sorted(r.args["n"] for r in records) == [0, 1, 2]
     assert all(r.committed for r in records)
     assert await world.waiting() == 3
+
+
+# -- one step: records on the Redis broker's own server and database --------------------
+
+
+@pytest.mark.parametrize("broker", ["redis"])
+async def test_a_job_due_now_is_written_with_its_delivery_in_one_script(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    jobs = world.jobs()
+
+    @jobs.task
+    async def double(n: int) -> int:
+        return 2 * n
+
+    async def not_in_one_step(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a job due now takes no publish and no commit of its own")
+
+    real_publish, real_commit = jobs.backend.publish, jobs.store.commit
+    monkeypatch.setattr(jobs.backend, "publish", not_in_one_step)
+    monkeypatch.setattr(jobs.backend, "publish_many", not_in_one_step)
+    monkeypatch.setattr(jobs.store, "commit", not_in_one_step)
+    urgent = await double.options(priority=fa.Priority.CRITICAL, key="k1").enqueue(1)
+    many = await double.enqueue_many([{"n": 2}, {"n": 3}])
+    again = await double.options(key="k1").enqueue(9)  # the key's holder, nothing added
+    assert (again.id, again.created) == (urgent.id, False)
+    records = [await handle.status() for handle in (urgent, *many)]
+    assert [(r.state, r.committed) for r in records] == [(JobState.PENDING, True)] * 3
+    raw = aioredis.Redis.from_url(world.server.url)
+    try:  # each delivery in the stream of its priority's level
+        backend = jobs.backend
+        assert isinstance(backend, RedisBackend)
+        assert await raw.xlen(backend.stream_of(world.queue, fa.Priority.CRITICAL)) == 1
+        assert await raw.xlen(world.queue) == 2
+        assert await raw.zcard(f"{world.prefix}:uncommitted") == 0
+    finally:
+        await raw.aclose()
+    monkeypatch.setattr(jobs.backend, "publish", real_publish)
+    monkeypatch.setattr(jobs.store, "commit", real_commit)
+    later = await double.options(delay=0.05).enqueue(4)  # delayed: the usual way
+    assert (await later.status()).state is JobState.SCHEDULED
+    async with working(jobs):
+        assert [await h.result(timeout=WAIT) for h in (urgent, *many, later)] == [2, 4, 6, 8]
+
+
+@pytest.mark.parametrize("broker", ["redis"])
+async def test_a_job_whose_stream_redis_refuses_leaves_no_record_and_no_key(
+    world: World,
+) -> None:
+    jobs = world.jobs()
+
+    @jobs.task
+    async def send(to: str) -> None: ...
+
+    raw = aioredis.Redis.from_url(world.server.url)
+    try:
+        await raw.set(world.queue, "not a stream")
+        with pytest.raises(fa.BackendError, match="pick another stream name") as caught:
+            await send.options(key="welcome:ada", unique=True).enqueue("ada")
+        assert f"stream {world.queue!r}" in str(caught.value)
+        with pytest.raises(fa.BackendError, match="WRONGTYPE"):
+            await send.enqueue_many([{"to": "grace"}, {"to": "linus"}])
+        assert sum((await jobs.counts()).values()) == 0
+        assert await raw.hlen(f"{world.prefix}:keys") == 0
+        assert [key async for key in raw.scan_iter(f"{world.prefix}:job:*")] == []
+        await raw.delete(world.queue)
+    finally:
+        await raw.aclose()
+    again = await send.options(key="welcome:ada", unique=True).enqueue("ada")
+    assert again.created
+    assert await world.waiting() == 1
+
+
+@pytest.mark.parametrize("broker", ["redis"])
+async def test_a_store_on_another_database_publishes_and_commits_apart(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    jobs = world.jobs(world.store(db=1))
+    published: list[str] = []
+    assert isinstance(jobs.backend, RedisBackend)
+    real = jobs.backend.publish_raw
+
+    async def counted(queue: str, body: bytes, **options: Any) -> str:
+        published.append(queue)
+        return str(await real(queue, body, **options))
+
+    monkeypatch.setattr(jobs.backend, "publish_raw", counted)
+
+    @jobs.task
+    async def note(n: int) -> int:
+        return n
+
+    handle = await note.enqueue(1)
+    assert published == [world.queue]
+    assert (await handle.status()).committed
+    async with working(jobs):
+        assert await handle.result(timeout=WAIT) == 1

@@ -176,6 +176,45 @@ async def test_each_transition_is_one_round_trip(counting: Counting) -> None:
     assert counting.sent == ["EVALSHA"]
 
 
+async def test_a_record_and_its_stream_entry_are_written_together_or_not_at_all(
+    store: RedisJobStore, raw: aioredis.Redis
+) -> None:
+    stream, taken = f"s-{uuid.uuid4().hex[:8]}", f"s-{uuid.uuid4().hex[:8]}"
+    await raw.set(taken, "not a stream")
+    kept, refused = job(key="daily", committed=True), job(key="weekly", committed=True)
+    kept_entry = [stream, "*", "payload", "1", "id", kept.id]
+    answers = await store.create_published(
+        [kept, refused], [kept_entry, [taken, "*", "payload", "2", "id", refused.id]]
+    )
+    assert answers[0] == (kept, True)
+    assert isinstance(answers[1], fa.BackendError)
+    assert f"stream {taken!r}" in str(answers[1])
+    assert "WRONGTYPE" in str(answers[1])
+    assert str(answers[1]).endswith("pick another stream name")
+    # the refused job left nothing: no record, no index entry, no key
+    with pytest.raises(JobNotFound):
+        await store.get(refused.id)
+    assert (await store.counts())[JobState.PENDING] == 1
+    assert await raw.hget(f"{store.prefix}:keys", "0:weekly") is None
+    assert await raw.hget(f"{store.prefix}:keys", "0:daily") == kept.id.encode()
+    assert [fields for _, fields in await raw.xrange(stream) or ()] == [
+        {b"payload": b"1", b"id": kept.id.encode()}
+    ]
+    assert (await store.get(kept.id)).committed  # nothing left to commit
+    assert await raw.zcard(f"{store.prefix}:uncommitted") == 0
+    # sent again (its reply lost): the record exists, and no second entry is added
+    assert await store.create_published([kept], [kept_entry]) == [(kept, True)]
+    assert await raw.xlen(stream) == 1
+    # a key held: the holder answers, and its entry is not added either
+    other = job(key="daily", committed=True)
+    (answer,) = await store.create_published(
+        [other], [[stream, "*", "payload", "3", "id", other.id]]
+    )
+    assert not isinstance(answer, fa.BackendError)
+    assert (answer[0].id, answer[1]) == (kept.id, False)
+    assert await raw.xlen(stream) == 1
+
+
 async def test_concurrent_creates_and_commits_are_joined_and_answer_each_caller(
     store: RedisJobStore, raw: aioredis.Redis
 ) -> None:

@@ -16,6 +16,8 @@ import anyio
 import pytest
 import redis.asyncio as aioredis
 from anyio.abc import SocketAttribute, SocketStream, TaskStatus
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import foxactors as fa
 from foxactors.backends import RedisBackend
@@ -278,3 +280,93 @@ async def test_a_publish_many_cancelled_mid_send_still_sends_for_the_others(
     assert len(sent) == 1  # the other caller's publish was not failed by the cancel
     payloads = [json.loads(fields[b"payload"]) for _, fields in await raw.xrange(stream)]
     assert "other" in payloads
+
+
+# -- one XADD another script runs (a job store's create, lua/create.lua) ----------------
+
+_HEADER_NAMES = st.text(alphabet="abcdefghijklmnopqrstuvwxyz-_", min_size=1, max_size=8).map(
+    lambda name: "h-" + name  # never a reserved field
+)
+_HEADER_VALUES = st.one_of(
+    st.text(max_size=20),
+    st.integers(-(2**40), 2**40),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=10).map(str.encode),
+)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    payload=st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner),
+        max_leaves=8,
+    ),
+    priority=st.none() | st.integers(0, 9),
+    headers=st.dictionaries(_HEADER_NAMES, _HEADER_VALUES, max_size=4),
+    correlation_id=st.none() | st.text(min_size=1, max_size=12),
+    maxlen=st.none() | st.integers(1, 1000),
+)
+async def test_an_entry_command_adds_what_publish_adds(
+    redis: RedisServer,
+    raw: Any,
+    payload: Any,
+    priority: int | None,
+    headers: dict[str, Any],
+    correlation_id: str | None,
+    maxlen: int | None,
+) -> None:
+    # The job store adds a job's delivery from inside its create script
+    # (RedisBackend.entry_command): the entry must be the one publish writes, field
+    # for field, in the same stream (of its priority's level).
+    stream = f"pub-{uuid.uuid4().hex[:8]}"
+    backend = RedisBackend(redis.url, maxlen=maxlen)
+    properties = fa.MessageProperties(
+        priority=priority, correlation_id=correlation_id, headers=headers
+    )
+    try:
+        await backend.publish(stream, payload, properties=properties)
+        command, span = backend.entry_command(stream, payload, properties)
+        assert span is None  # tracing is off
+        await raw.execute_command("XADD", *command)
+    finally:
+        await backend.close()
+    target = backend.stream_of(stream, priority)
+    published, added = await raw.xrange(target)
+    skip = {b"id", b"timestamp"}  # each message's own
+    assert {k: v for k, v in published[1].items() if k not in skip} == {
+        k: v for k, v in added[1].items() if k not in skip
+    }
+    assert set(published[1]) == set(added[1])
+    assert (maxlen is not None) == ("MAXLEN" in command)
+    await raw.delete(target)
+
+
+async def test_an_entry_command_refuses_what_one_xadd_cannot_carry(redis: RedisServer) -> None:
+    backend = RedisBackend(redis.url)
+    backend.share_fairly("shared", fa.backends.FairShares())
+    with pytest.raises(fa.ConfigurationError, match="'shared' is a fair queue"):
+        backend.entry_command("shared", 1, None)
+    binary = fa.MessageProperties(headers={"h-raw": b"\xff"})
+    with pytest.raises(fa.ConfigurationError, match="not UTF-8 text; publish it with publish"):
+        backend.entry_command("plain", 1, binary)
+    with pytest.raises(fa.ConfigurationError, match="priority"):
+        backend.entry_command("plain", 1, fa.MessageProperties(priority=99))
+    await backend.close()
+
+
+async def test_same_server_compares_host_port_and_database(redis: RedisServer) -> None:
+    backend = RedisBackend(redis.url)
+    same = aioredis.Redis.from_url(redis.url)
+    other_db = aioredis.Redis.from_url(redis.url.rsplit("/", 1)[0] + "/1")
+    other_port = aioredis.Redis.from_url(f"redis://127.0.0.1:{redis.port + 1}/0")
+    try:
+        assert backend.same_server(same)
+        assert not backend.same_server(other_db)
+        assert not backend.same_server(other_port)
+    finally:
+        for client in (same, other_db, other_port):
+            await client.aclose()
+        await backend.close()

@@ -23,7 +23,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 import foxactors as fa
-from foxactors.jobs import JobQueue
+from foxactors.jobs import JobQueue, RedisJobStore
+from foxactors.testing.servers import RedisServer
 
 from .brokers import BROKERS, case
 
@@ -253,6 +254,35 @@ async def test_trace_context_survives_the_wire(
     assert [m.properties.correlation_id for m in chain.seen] == ["wire-1", "wire-1"]
     assert all(isinstance(m.headers["traceparent"], str) for m in chain.seen)
     assert "amqp://" not in repr([s.attributes for s in spans.get_finished_spans()])
+
+
+@pytest.mark.parametrize("anyio_backend", [("asyncio", {})], ids=["asyncio"])  # real time
+async def test_a_job_written_with_its_delivery_in_one_script_is_traced_as_a_publish(
+    redis: RedisServer, spans: InMemorySpanExporter
+) -> None:
+    # records on the broker's own Redis: the store's script adds the stream entry
+    # (jobs/_one_step.py); the publish span still ends, and the attempt continues it
+    backend = fa.backends.RedisBackend(redis.url, block=0.1)
+    store = RedisJobStore(redis.url, prefix=f"trace:{uuid.uuid4().hex[:8]}")
+    queue = f"trace-{uuid.uuid4().hex[:8]}"
+    jobs = JobQueue(backend, store=store, queue=queue)
+
+    @jobs.task
+    async def ship(order: int) -> int:
+        return order
+
+    try:
+        handle = await ship.enqueue(7)
+        (enqueue,) = [s for s in spans.get_finished_spans() if s.name == f"{queue} publish"]
+        assert enqueue.kind is SpanKind.PRODUCER
+        async with fa.open_system(jobs.worker(queue).build()):
+            assert await handle.result(timeout=20) == 7
+    finally:
+        await jobs.close()
+        await backend.close()
+    job = next(s for s in spans.get_finished_spans() if s.name == f"{queue} process")
+    assert parent_id(job) == span_id(enqueue)
+    assert trace_id(job) == trace_id(enqueue)
 
 
 def test_the_library_runs_without_opentelemetry() -> None:

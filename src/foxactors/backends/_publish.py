@@ -7,6 +7,7 @@ many as concurrent publishes that keep their order.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 import anyio
@@ -37,6 +38,24 @@ class RawPublisher(Protocol):
         """Publish an encoded body; return its message id."""
 
 
+def prepare(
+    backend: RawPublisher, queue: str, payload: Any, properties: MessageProperties | None
+) -> tuple[bytes, MessageProperties | None, AbstractContextManager[Any] | None]:
+    """What a publish sends: the body, the properties with what `outgoing` adds, its span.
+
+    The span (tracing on) is the caller's to end once the broker has the message.
+
+    Raises:
+        EncodeError: The codec cannot encode ``payload``.
+        ConfigurationError: A priority out of range.
+    """
+    if properties is not None:
+        check_priority(properties)
+    body = backend.codec.encode(payload)
+    properties, span = outgoing(properties, backend.codec.content_type, queue, backend.name)
+    return body, properties, span
+
+
 async def encode_and_publish(
     backend: RawPublisher,
     queue: str,
@@ -48,10 +67,7 @@ async def encode_and_publish(
 
     The span `outgoing` starts (tracing on) ends once the broker has the message.
     """
-    if properties is not None:
-        check_priority(properties)
-    body = backend.codec.encode(payload)
-    properties, span = outgoing(properties, backend.codec.content_type, queue, backend.name)
+    body, properties, span = prepare(backend, queue, payload, properties)
     if span is None:
         return await backend.publish_raw(queue, body, properties=properties, delay=delay)
     with span:

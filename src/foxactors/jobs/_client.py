@@ -24,6 +24,7 @@ from ._depth import QueueDepth
 from ._errors import JobAlreadyExists, UnknownTask
 from ._handle import JobHandle
 from ._memory_store import MemoryJobStore
+from ._one_step import OneStep
 from ._periodic import MissedTicks, Periodic, declare
 from ._record import JobRecord, JobState
 from ._store import Cancelled, JobPage, JobStore, OutcomeReader
@@ -207,6 +208,8 @@ class JobQueue:
         self.clock = clock
         self._tasks: dict[str, Task[Any, Any]] = {}
         self._periodic: dict[str, Periodic] = {}
+        self._one_step_checked = False
+        self._one_step_of: OneStep | None = None
 
     # -- declaring ------------------------------------------------------------------
 
@@ -519,12 +522,33 @@ class JobQueue:
         """
         options = options or _NO_OPTIONS
         record, delay = self._record(task, payload, options, self.clock())
-        stored, created = await self.store.create(record)
+        one_step = self._one_step() if delay == 0 else None
+        if one_step is not None and one_step.takes(record.queue):
+            (answer,) = await one_step.create([record], [_properties_of(record)])
+            if isinstance(answer, Exception):
+                raise answer
+            stored, created = answer
+        else:
+            stored, created = await self.store.create(record)
+            if created:
+                await self._publish_or_discard([(record, delay)])
+                await self.store.commit([record.id])
+        return self._handle(task, stored, created, options)
+
+    def _handle(
+        self, task: Task[Any, R], stored: JobRecord, created: bool, options: EnqueueOptions
+    ) -> JobHandle[R]:
+        """The handle of a job just created, or of the one holding its key."""
         if not created:
             return self._existing(task, stored, options)
-        await self._publish_or_discard([(record, delay)])
-        await self.store.commit([record.id])
-        return JobHandle(self, record.id, tenant=record.tenant, decode=task.signature.decode_result)
+        return JobHandle(self, stored.id, tenant=stored.tenant, decode=task.signature.decode_result)
+
+    def _one_step(self) -> OneStep | None:
+        """How this queue creates records with their deliveries in one step, if it can."""
+        if not self._one_step_checked:
+            self._one_step_checked = True
+            self._one_step_of = OneStep.of(self.backend, self.store)
+        return self._one_step_of
 
     async def enqueue_many_encoded(
         self,
@@ -538,22 +562,23 @@ class JobQueue:
             raise ConfigurationError("an idempotency key names one job: enqueue them one by one")
         now = self.clock()
         planned = [self._record(task, payload, options, now) for payload in payloads]
-        results = await self.store.create_many([record for record, _ in planned])
-        handles: list[JobHandle[R]] = []
-        fresh: list[tuple[JobRecord, float]] = []
-        for (record, delay), (stored, created) in zip(planned, results, strict=True):
-            if created:
-                fresh.append((record, delay))
-                handles.append(
-                    JobHandle(
-                        self, record.id, tenant=record.tenant, decode=task.signature.decode_result
-                    )
-                )
-            else:
-                handles.append(self._existing(task, stored, options))
+        records = [record for record, _ in planned]
+        one_step = self._one_step() if planned and planned[0][1] == 0 else None
+        if one_step is not None and one_step.takes(records[0].queue):
+            answers = await one_step.create(records, [_properties_of(r) for r in records])
+            failed = [answer for answer in answers if isinstance(answer, Exception)]
+            if failed:  # as `_publish_together`: the others are enqueued, the first error
+                raise failed[0]
+            handles: list[JobHandle[R]] = []
+            for answer in answers:
+                assert not isinstance(answer, Exception)
+                handles.append(self._handle(task, answer[0], answer[1], options))
+            return handles
+        results = await self.store.create_many(records)
+        fresh = [plan for plan, (_, created) in zip(planned, results, strict=True) if created]
         await self._publish_or_discard(fresh)
         await self.store.commit([record.id for record, _ in fresh])
-        return handles
+        return [self._handle(task, stored, created, options) for stored, created in results]
 
     def _existing(
         self, task: Task[Any, R], stored: JobRecord, options: EnqueueOptions

@@ -12,13 +12,13 @@ import builtins
 import contextlib
 import itertools
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import anyio
 import attrs
 
-from foxactors._errors import ConfigurationError
+from foxactors._errors import BackendError, ConfigurationError
 from foxactors._validate import require_seconds
 
 from . import _redis_scripts as scripts
@@ -56,6 +56,13 @@ WAKE_CHECK = 5.0
 
 def _not_found(job_id: str, tenant: str | None) -> JobNotFound:
     return JobNotFound(f"no job {job_id!r}" + (f" for tenant {tenant!r}" if tenant else ""))
+
+
+def _refused(record: JobRecord, stream: str, why: str) -> BackendError:
+    fix = "; pick another stream name" if why.startswith("WRONGTYPE") else ""
+    return BackendError(
+        f"publishing job {record.id!r} to stream {stream!r} failed: Redis refused it ({why}){fix}"
+    )
 
 
 class RedisJobStore(RedisPeriodicLedger):
@@ -318,20 +325,11 @@ class RedisJobStore(RedisPeriodicLedger):
 
     # -- changes ----------------------------------------------------------------------
 
-    def _row(self, record: JobRecord) -> builtins.list[str]:
+    def _row(
+        self, record: JobRecord, entry: builtins.list[str] | str = ""
+    ) -> builtins.list[builtins.list[str] | str]:
         slot = slot_of(record.tenant, record.key) if record.key is not None else ""
-        return [record.id, slot, *fields_of(record), *self._push]
-
-    def _created(
-        self, records: builtins.list[JobRecord], replies: builtins.list[Any]
-    ) -> builtins.list[tuple[JobRecord, bool]]:
-        answers: builtins.list[tuple[JobRecord, bool]] = []
-        for record, reply in zip(records, replies, strict=True):
-            if text(reply[0]) == "created":
-                answers.append((record, True))
-            else:
-                answers.append((record_of_reply(reply[1], reply[2]), False))
-        return answers
+        return [record.id, slot, entry, *fields_of(record), *self._push]
 
     async def create(self, record: JobRecord) -> tuple[JobRecord, bool]:
         """Insert ``record`` (uncommitted), unless a job of its tenant holds its key.
@@ -346,14 +344,60 @@ class RedisJobStore(RedisPeriodicLedger):
         self, records: builtins.list[JobRecord]
     ) -> builtins.list[tuple[JobRecord, bool]]:
         """`create` for each record, in order, in one script call."""
+        answers = await self._create(records, [""] * len(records))
+        return cast("builtins.list[tuple[JobRecord, bool]]", answers)  # no entry: no refusal
+
+    def adds_entries_of(self, backend: object) -> bool:
+        """Whether `create_published` can add ``backend``'s stream entries.
+
+        True for a `RedisBackend` on this store's Redis server and database.
+        """
+        same_server = getattr(backend, "same_server", None)
+        return (
+            callable(same_server)
+            and callable(getattr(backend, "entry_command", None))
+            and bool(same_server(self._link.client))
+        )
+
+    async def create_published(
+        self, records: builtins.list[JobRecord], entries: builtins.list[builtins.list[str]]
+    ) -> builtins.list[tuple[JobRecord, bool] | BackendError]:
+        """`create_many`, adding each created record's stream entry in the same script.
+
+        ``entries``: the XADD arguments of each record's delivery
+        (`RedisBackend.entry_command`), for a backend this store `adds_entries_of`.
+        A record and its entry exist together or not at all, so the records are
+        written committed: nothing is left to commit.
+
+        Returns per record what `create` returns, or the error of an entry Redis
+        refused (its record and key are gone again).
+        """
+        return await self._create(records, entries)
+
+    async def _create(
+        self,
+        records: builtins.list[JobRecord],
+        entries: Sequence[builtins.list[str] | str],
+    ) -> builtins.list[tuple[JobRecord, bool] | BackendError]:
         if not records:
             return []
         if self._inbox is not None:
             self._link.require_asyncio("create")  # before the inbox starts its task
             self._inbox.open()
-        rows = [scalar(self._row(record)) for record in records]
-        reply = await self._link.call_joined(scripts.CREATE, self._head, rows)
-        return self._created(records, reply)
+        rows = [
+            scalar(self._row(record, entry)) for record, entry in zip(records, entries, strict=True)
+        ]
+        replies = await self._link.call_joined(scripts.CREATE, self._head, rows)
+        answers: builtins.list[tuple[JobRecord, bool] | BackendError] = []
+        for record, entry, reply in zip(records, entries, replies, strict=True):
+            status = text(reply[0])
+            if status == "created":
+                answers.append((record, True))
+            elif status == "refused":
+                answers.append(_refused(record, entry[0], text(reply[1])))
+            else:
+                answers.append((record_of_reply(reply[1], reply[2]), False))
+        return answers
 
     async def commit(self, job_ids: builtins.list[str]) -> None:
         """Mark enqueues finished."""

@@ -10,6 +10,7 @@ import os
 import socket
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
+from contextlib import AbstractContextManager
 from types import MappingProxyType
 from typing import Any
 
@@ -37,13 +38,13 @@ from foxactors.backends._contract import QueueStatistics
 from foxactors.backends._deadletter import DeadLetterShortcuts
 from foxactors.backends._fair import FairShares, check_tenant
 from foxactors.backends._keeper import keeper
-from foxactors.backends._publish import encode_and_publish, publish_in_order
+from foxactors.backends._publish import encode_and_publish, prepare, publish_in_order
 
 from . import _fair as fair
 from . import _levels as levels
 from . import _scheduler as scheduler
 from . import _wire as wire
-from ._client import ERRORS, TIMEOUT, new_client, unreachable, wrong_password
+from ._client import ERRORS, TIMEOUT, new_client, server_of, unreachable, wrong_password
 from ._connection import RedisLink
 from ._deadletters import RedisDeadLetters
 from ._fair_source import FairRedisSource
@@ -214,6 +215,7 @@ class RedisBackend(DeadLetterShortcuts):
         self._fair: dict[str, FairShares] = {}  # fair queues declared here
         self._fair_written: set[str] = set()  # ... whose shares this process wrote
         self.tenants: frozenset[str] | None = None  # a dedicated view's tenants
+        self._server: tuple[object, ...] | None = None  # see `same_server`
 
     # -- fair shares ----------------------------------------------------------------------
 
@@ -444,6 +446,59 @@ class RedisBackend(DeadLetterShortcuts):
         except BackendError as exc:  # shared by the batch: each caller raises its own
             raise type(exc)(f"publishing to {queue!r} failed: {exc}") from None
         return message_id
+
+    def same_server(self, client: aioredis.Redis) -> bool:
+        """Whether ``client`` reaches this backend's Redis server and database.
+
+        As their URLs name them (host, port or socket path, database): the same
+        server named two ways (``localhost`` and ``127.0.0.1``) counts as two.
+        """
+        if self._server is None:
+            self._server = server_of(self.client())  # a client opens no connection
+        return server_of(client) == self._server
+
+    def entry_command(
+        self, queue: str, payload: Any, properties: MessageProperties | None
+    ) -> tuple[list[str], AbstractContextManager[Any] | None]:
+        """What `publish` would add, as the arguments of one XADD; and the publish's span.
+
+        For a job store on the same server (`same_server`), whose script adds the
+        entry together with the job's record. The span (tracing on) is the caller's
+        to end once the entry is added.
+
+        Raises:
+            EncodeError: The codec cannot encode ``payload``.
+            ConfigurationError: A bad priority, stream name or header (as `publish`);
+                a body or header that is bytes but not UTF-8 text; a fair queue
+                (its publish is a script of its own).
+        """
+        if queue in self._fair:
+            raise ConfigurationError(f"{queue!r} is a fair queue: publish to it with publish()")
+        wire.check_stream(queue)
+        body, sent, span = prepare(self, queue, payload, properties)
+        sent = sent or DEFAULT_PROPERTIES
+        command = [self.stream_of(queue, sent.priority)]
+        if self.maxlen is not None:
+            command += ("MAXLEN", "~", str(self.maxlen))
+        command.append("*")
+        try:
+            for name, value in self.fields(body, sent, new_id()).items():
+                if isinstance(value, str):
+                    command += (name, value)
+                elif isinstance(value, bytes):
+                    command += (name, value.decode())
+                else:
+                    command += (name, repr(value))  # an int or float, as redis-py sends it
+        except (UnicodeDecodeError, ConfigurationError) as exc:
+            if span is not None:
+                span.__exit__(type(exc), exc, None)
+            if isinstance(exc, ConfigurationError):
+                raise
+            raise ConfigurationError(
+                f"a message to {queue!r} has a body or header that is not UTF-8 text; "
+                "publish it with publish()"
+            ) from None
+        return command, span
 
     async def _add_entries(self, entries: list[tuple[str, dict[str, Any]]]) -> list[Any]:
         """XADD each (stream, fields), in order: one pipeline; each reply or error.

@@ -35,6 +35,12 @@ def wrong_password(exc: BaseException) -> bool:
     return isinstance(exc, AuthenticationError) or "WRONGPASS" in str(exc)
 
 
+def server_of(client: aioredis.Redis) -> tuple[object, ...]:
+    """Where a client's commands go: host, port, socket path and database number."""
+    kwargs = client.connection_pool.connection_kwargs
+    return (kwargs.get("host"), kwargs.get("port"), kwargs.get("path"), int(kwargs.get("db") or 0))
+
+
 def new_client(url: str, *, retries: int) -> aioredis.Redis:
     """A new client (its own connection pool) that retries a command ``retries`` times.
 
