@@ -816,3 +816,32 @@ async def test_a_store_on_another_database_publishes_and_commits_apart(
     assert (await handle.status()).committed
     async with working(jobs):
         assert await handle.result(timeout=WAIT) == 1
+
+
+@pytest.mark.parametrize("broker", ["redis"])
+async def test_a_store_logged_in_as_a_user_kept_to_its_keys_still_enqueues(
+    world: World,
+) -> None:
+    # the same server, another Redis user: its scripts may not touch the streams, so
+    # the jobs go the three-step way (as the backend's user publishes them)
+    user, password = f"jobs-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    raw: Any = aioredis.Redis.from_url(world.server.url)
+    await raw.execute_command(
+        "ACL", "SETUSER", user, "on", f">{password}", f"~{world.prefix}:*", "&*", "+@all"
+    )
+    port = world.redis.port
+    store = RedisJobStore(f"redis://{user}:{password}@127.0.0.1:{port}/0", prefix=world.prefix)
+    try:
+        jobs = world.jobs(store)
+
+        @jobs.task
+        async def note(n: int) -> int:
+            return n
+
+        handles = [await note.enqueue(1), *await note.enqueue_many([{"n": 2}, {"n": 3}])]
+        async with working(jobs):
+            assert [await h.result(timeout=WAIT) for h in handles] == [1, 2, 3]
+    finally:
+        await store.close()
+        await raw.execute_command("ACL", "DELUSER", user)
+        await raw.aclose()

@@ -17,6 +17,7 @@ from typing import Any
 
 import anyio
 import pytest
+import redis.asyncio as aioredis
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -283,6 +284,29 @@ async def test_a_job_written_with_its_delivery_in_one_script_is_traced_as_a_publ
     job = next(s for s in spans.get_finished_spans() if s.name == f"{queue} process")
     assert parent_id(job) == span_id(enqueue)
     assert trace_id(job) == trace_id(enqueue)
+    # an entry Redis refuses: that publish's span ends failed, as a refused publish's
+    refused = f"trace-{uuid.uuid4().hex[:8]}"
+    raw = aioredis.Redis.from_url(redis.url)
+    await raw.set(refused, "not a stream")
+    backend = fa.backends.RedisBackend(redis.url)
+    store = RedisJobStore(redis.url, prefix=f"trace:{uuid.uuid4().hex[:8]}")
+    jobs = JobQueue(backend, store=store, queue=refused)
+
+    @jobs.task(name="ship")
+    async def ship_again(order: int) -> int:
+        return order
+
+    try:
+        with pytest.raises(fa.BackendError, match="WRONGTYPE"):
+            await ship_again.enqueue(8)
+    finally:
+        await raw.delete(refused)
+        await raw.aclose()
+        await jobs.close()
+        await backend.close()
+    (failed,) = [s for s in spans.get_finished_spans() if s.name == f"{refused} publish"]
+    assert failed.status.status_code is StatusCode.ERROR
+    assert [event.name for event in failed.events] == ["exception"]
 
 
 def test_the_library_runs_without_opentelemetry() -> None:

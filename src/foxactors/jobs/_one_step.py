@@ -10,7 +10,7 @@ XADD (delayed ones, a fair queue's) go the usual way.
 
 from __future__ import annotations
 
-import contextlib
+from contextlib import AbstractContextManager
 from typing import Any
 
 from foxactors._codec import JsonCodec
@@ -63,14 +63,23 @@ class OneStep:
         """
         backend = self._backend
         commands: list[list[str]] = []
-        with contextlib.ExitStack() as spans:
+        spans: list[AbstractContextManager[Any] | None] = []
+        try:
             for record, given in zip(records, properties, strict=True):
                 command, span = backend.entry_command(record.queue, dict(record.args), given)
-                if span is not None:
-                    spans.enter_context(span)
                 commands.append(command)
+                spans.append(span)
             committed = [record.changed(committed=True) for record in records]
             answers: list[tuple[JobRecord, bool] | Exception] = list(
                 await self._store.create_published(committed, commands)
             )
+        except BaseException as exc:
+            for span in spans:
+                if span is not None:
+                    span.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+        for span, answer in zip(spans, answers, strict=True):
+            if span is not None:  # a refused entry's publish failed: its span says so
+                error = answer if isinstance(answer, Exception) else None
+                span.__exit__(type(error) if error else None, error, None)
         return answers

@@ -448,10 +448,10 @@ class RedisBackend(DeadLetterShortcuts):
         return message_id
 
     def same_server(self, client: aioredis.Redis) -> bool:
-        """Whether ``client`` reaches this backend's Redis server and database.
+        """Whether ``client`` reaches this backend's Redis server and database, as its user.
 
-        As their URLs name them (host, port or socket path, database): the same
-        server named two ways (``localhost`` and ``127.0.0.1``) counts as two.
+        As their URLs name them (host, port or socket path, database, user name): the
+        same server named two ways (``localhost`` and ``127.0.0.1``) counts as two.
         """
         if self._server is None:
             self._server = server_of(self.client())  # a client opens no connection
@@ -476,12 +476,12 @@ class RedisBackend(DeadLetterShortcuts):
             raise ConfigurationError(f"{queue!r} is a fair queue: publish to it with publish()")
         wire.check_stream(queue)
         body, sent, span = prepare(self, queue, payload, properties)
-        sent = sent or DEFAULT_PROPERTIES
-        command = [self.stream_of(queue, sent.priority)]
-        if self.maxlen is not None:
-            command += ("MAXLEN", "~", str(self.maxlen))
-        command.append("*")
         try:
+            sent = sent or DEFAULT_PROPERTIES
+            command = [self.stream_of(queue, sent.priority)]
+            if self.maxlen is not None:
+                command += ("MAXLEN", "~", str(self.maxlen))
+            command.append("*")
             for name, value in self.fields(body, sent, new_id()).items():
                 if isinstance(value, str):
                     command += (name, value)
@@ -489,15 +489,15 @@ class RedisBackend(DeadLetterShortcuts):
                     command += (name, value.decode())
                 else:
                     command += (name, repr(value))  # an int or float, as redis-py sends it
-        except (UnicodeDecodeError, ConfigurationError) as exc:
-            if span is not None:
-                span.__exit__(type(exc), exc, None)
-            if isinstance(exc, ConfigurationError):
-                raise
-            raise ConfigurationError(
-                f"a message to {queue!r} has a body or header that is not UTF-8 text; "
-                "publish it with publish()"
-            ) from None
+        except BaseException as exc:
+            if span is not None:  # ended here: the caller gets no span to end
+                span.__exit__(type(exc), exc, exc.__traceback__)
+            if isinstance(exc, UnicodeDecodeError):
+                raise ConfigurationError(
+                    f"a message to {queue!r} has a body or header that is not UTF-8 text; "
+                    "publish it with publish()"
+                ) from None
+            raise
         return command, span
 
     async def _add_entries(self, entries: list[tuple[str, dict[str, Any]]]) -> list[Any]:

@@ -36,9 +36,18 @@ def wrong_password(exc: BaseException) -> bool:
 
 
 def server_of(client: aioredis.Redis) -> tuple[object, ...]:
-    """Where a client's commands go: host, port, socket path and database number."""
+    """Where a client's commands go, and as whom: host, port, socket path, database, user.
+
+    The user too: what a script may touch is its user's (ACL key patterns).
+    """
     kwargs = client.connection_pool.connection_kwargs
-    return (kwargs.get("host"), kwargs.get("port"), kwargs.get("path"), int(kwargs.get("db") or 0))
+    return (
+        kwargs.get("host"),
+        kwargs.get("port"),
+        kwargs.get("path"),
+        int(kwargs.get("db") or 0),
+        kwargs.get("username") or "default",
+    )
 
 
 def new_client(url: str, *, retries: int) -> aioredis.Redis:
