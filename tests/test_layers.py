@@ -33,6 +33,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "foxactors._validate",
             "foxactors._redact",
             "foxactors._gc",
+            "foxactors._waiter",
             "foxactors._batch",
             "foxactors._logging",
             "foxactors._lifecycle",

@@ -130,6 +130,25 @@ async def test_a_sender_cancelled_mid_send_still_answers_the_others() -> None:
     assert send.batches == [callers.order]
 
 
+async def test_a_send_past_the_timeout_fails_every_caller_with_timeout_error() -> None:
+    send = FakeSend()
+    send.hold = True  # never released: a server gone silent
+    callers = Callers(send)
+    callers.turns = TurnBatcher(send, lost=Lost, timeout=5)
+    start = anyio.current_time()
+    async with anyio.create_task_group() as tg:
+        for i in range(3):
+            tg.start_soon(callers.submit, i)
+        await anyio.wait_all_tasks_blocked()
+        callers.scopes[callers.order[0]].cancel()  # the sender: shielded, within timeout
+    assert anyio.current_time() - start == pytest.approx(5, abs=0.01)  # virtual time
+    late = "TimeoutError: the batch's send took more than 5 s"
+    assert [callers.outcomes.get(i) for i in callers.order[1:]] == [late, late]
+    assert send.batches == [callers.order]
+    send.hold = False
+    assert await callers.turns.submit(4) == 40  # usable after
+
+
 async def test_close_answers_a_pending_batch_and_stops_its_send() -> None:
     send = FakeSend()
     send.hold = True  # never released: a server gone silent

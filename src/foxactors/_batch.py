@@ -15,12 +15,13 @@ caller not yet answered and stops the sends under way.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
 import anyio
 import anyio.lowlevel
+
+from ._waiter import AsyncioWaiter, TrioWaiter, waiter_class
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -35,11 +36,11 @@ class _Slot(Generic[T]):
 
     __slots__ = ("answered", "error", "event", "item", "left", "reply", "sends")
 
-    def __init__(self, item: T, *, sends: bool) -> None:
+    def __init__(self, item: T, *, sends: bool, waiter: type[AsyncioWaiter | TrioWaiter]) -> None:
         self.item = item
         # only a caller that waits for its answer needs an event (a sender gets its
         # answer from its own send): an event costs more than the rest of the slot
-        self.event = None if sends else anyio.Event()
+        self.event = None if sends else waiter()
         self.sends = sends  # this caller sends the batch (first, or handed it)
         self.left = False  # cancelled before the send: nothing to send for it
         self.answered = False
@@ -69,12 +70,13 @@ class _Slot(Generic[T]):
 
 
 class _Batch(Generic[T]):
-    __slots__ = ("scope", "sending", "slots")
+    __slots__ = ("closed", "scope", "sending", "slots")
 
     def __init__(self) -> None:
         self.slots: list[_Slot[T]] = []
         self.sending = False  # taken by its sender: nobody joins it any more
         self.scope = anyio.CancelScope()  # around its send: `close` stops it
+        self.closed = False  # `close` answered its callers and stopped its send
 
 
 class TurnBatcher(Generic[T, R]):
@@ -101,6 +103,7 @@ class TurnBatcher(Generic[T, R]):
         self._lost = lost
         self._timeout = timeout
         self._open: _Batch[T] | None = None  # the batch this turn's items join
+        self._waiter: type[AsyncioWaiter | TrioWaiter] | None = None  # of the loop it runs on
         self._unanswered: set[_Batch[T]] = set()  # opened, not all answered: for close
         self.sent = 0
         """Batches sent (each one call of ``send``)."""
@@ -116,7 +119,10 @@ class TurnBatcher(Generic[T, R]):
         if batch is None:
             batch = self._open = _Batch()
             self._unanswered.add(batch)
-        slot = _Slot(item, sends=not batch.slots)
+        waiter = self._waiter
+        if waiter is None:  # a batcher runs on one event loop library
+            waiter = self._waiter = waiter_class()
+        slot = _Slot(item, sends=not batch.slots, waiter=waiter)
         batch.slots.append(slot)
         if slot.sends:
             try:
@@ -164,12 +170,14 @@ class TurnBatcher(Generic[T, R]):
         replies: Sequence[R | Exception] | None = None
         try:
             self.sent += 1
-            with contextlib.ExitStack() as stack:
-                if len(slots) > 1:  # others wait on it: a cancelled sender still sends
-                    stack.enter_context(anyio.CancelScope(shield=True))
-                    stack.enter_context(anyio.fail_after(self._timeout))
-                with batch.scope:
-                    replies = await self._send([s.item for s in slots])
+            scope = batch.scope  # `close` cancels it
+            if len(slots) > 1:  # others wait on it: a cancelled sender still sends
+                scope.shield = True
+                scope.deadline = anyio.current_time() + self._timeout
+            with scope:  # one scope for all three: each costs microseconds
+                replies = await self._send([s.item for s in slots])
+            if replies is None and not batch.closed:
+                raise TimeoutError(f"the batch's send took more than {self._timeout} s")
         except BaseException as exc:
             failure = exc if isinstance(exc, Exception) else self._lost(_INTERRUPTED)
             for each in slots:
@@ -191,6 +199,7 @@ class TurnBatcher(Generic[T, R]):
         self._open = None
         batches, self._unanswered = self._unanswered, set()
         for batch in batches:
+            batch.closed = True
             for slot in batch.slots:
                 if slot.waiting:
                     slot.answer(self._lost(_CLOSED))

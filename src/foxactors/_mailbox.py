@@ -13,18 +13,14 @@ their message over when a slot frees, so a late sender never overtakes them.
 
 from __future__ import annotations
 
-import asyncio
 from collections import deque
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import anyio
 import attrs
-import sniffio
-
-if TYPE_CHECKING:
-    import trio
 
 from ._errors import ActorStopped, MailboxFull
+from ._waiter import AsyncioWaiter, TrioWaiter, waiter_class
 
 T = TypeVar("T")
 
@@ -56,60 +52,6 @@ class _BlockedSend:
         self.error: ActorStopped | None = None
 
 
-class _AsyncioWaiter:
-    """A single waiter on asyncio: one bare future (cheaper than an anyio.Event)."""
-
-    __slots__ = ("_future",)
-
-    def __init__(self) -> None:
-        self._future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    def set(self) -> None:
-        if not self._future.done():
-            self._future.set_result(None)
-
-    async def wait(self) -> None:
-        await self._future
-
-
-class _TrioWaiter:
-    """A single waiter on trio: park the task, reschedule it on set."""
-
-    __slots__ = ("_done", "_task")
-
-    def __init__(self) -> None:
-        self._task: Any = None
-        self._done = False
-
-    def set(self) -> None:
-        if self._done:
-            return
-        self._done = True
-        if self._task is not None:
-            trio.lowlevel.reschedule(self._task)
-            self._task = None
-
-    async def wait(self) -> None:
-        if self._done:
-            return
-        self._task = trio.lowlevel.current_task()
-
-        def abort(_raise_cancel: Any) -> Any:
-            self._task = None
-            return trio.lowlevel.Abort.SUCCEEDED
-
-        await trio.lowlevel.wait_task_rescheduled(abort)
-
-
-def _waiter_class() -> type[_AsyncioWaiter | _TrioWaiter]:
-    if sniffio.current_async_library() == "trio":
-        global trio
-        import trio.lowlevel  # noqa: PLC0415
-
-        return _TrioWaiter
-    return _AsyncioWaiter
-
-
 class Mailbox(Generic[T]):
     """A bounded FIFO with backpressure, a system lane and one receiver.
 
@@ -136,8 +78,8 @@ class Mailbox(Generic[T]):
         self.owner = owner
         self.open = True
         self.blocked: deque[_BlockedSend] = deque()
-        self.waiter: _AsyncioWaiter | _TrioWaiter | None = None
-        self._waiter_class: type[_AsyncioWaiter | _TrioWaiter] | None = None
+        self.waiter: AsyncioWaiter | TrioWaiter | None = None
+        self._waiter_class: type[AsyncioWaiter | TrioWaiter] | None = None
 
     def _refuse(self) -> ActorStopped:
         return ActorStopped(f"actor {self.owner} is stopped; the message was not delivered")
@@ -212,7 +154,7 @@ class Mailbox(Generic[T]):
         if self.items or self.system:
             return
         if self._waiter_class is None:
-            self._waiter_class = _waiter_class()
+            self._waiter_class = waiter_class()
         waiter = self.waiter = self._waiter_class()
         try:
             await waiter.wait()

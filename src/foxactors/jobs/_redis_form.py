@@ -122,7 +122,7 @@ def record_of_reply(
     """
     try:
         fields = text(names).split(",")
-        parsed = json.loads(values)
+        parsed = _loads(values)
         if type(parsed) is not list or len(parsed) != len(fields):
             raise ValueError(f"{len(fields)} fields, not as many values")
     except ValueError as exc:
