@@ -499,6 +499,26 @@ async def test_reap_releases_expired_leases(store: JobStore) -> None:
     assert (await store.get(live.id)).state is JobState.RUNNING
 
 
+async def test_a_cancelled_job_still_running_under_a_live_lease_ends_by_its_own_worker(
+    store: JobStore,
+) -> None:
+    # Another delivery of a job cancelled while it runs waits, as for any running
+    # job: the running worker hears the cancel and ends the attempt (the record says
+    # cancelled only once no handler runs), unless its lease runs out first (it died).
+    record = await running(store)  # leased until NOW + 31
+    await store.cancel(record.id, NOW + 2)
+    busy = await store.start(record.id, NOW + 3, NOW + 33)
+    assert busy.kind is StartKind.BUSY
+    assert (await store.get(record.id)).state is JobState.RUNNING
+    assert await store.complete(record.id, 1, NOW + 4, "late") is JobState.CANCELLED
+    assert (await store.start(record.id, NOW + 5, NOW + 35)).kind is StartKind.CANCELLED
+    other = await running(store)
+    await store.cancel(other.id, NOW + 2)
+    dead = await store.start(other.id, NOW + 40, NOW + 70)  # its worker died: lease ran out
+    assert dead.kind is StartKind.CANCELLED
+    assert (await store.get(other.id)).state is JobState.CANCELLED
+
+
 async def test_reap_cancels_a_lost_attempt_whose_cancel_was_recorded(store: JobStore) -> None:
     record = await running(store)
     await store.cancel(record.id, NOW + 2)

@@ -47,10 +47,12 @@ def start(
         return record, StartKind.CANCELLED
     if record.state in FINAL:
         return record, StartKind.FINISHED
+    if record.state is JobState.RUNNING and (record.lease_until or 0.0) > now:
+        # its attempt may run on: not two at once (a recorded cancel reaches that
+        # worker, which ends the attempt itself)
+        return record, StartKind.BUSY
     if record.cancel_requested:  # a running attempt's worker died after the cancel
         return cancelled(record, now, retention), StartKind.CANCELLED
-    if record.state is JobState.RUNNING and (record.lease_until or 0.0) > now:
-        return record, StartKind.BUSY  # its attempt may run on: not two at once
     if record.state is JobState.RETRYING and (record.next_run_at or 0.0) > now:
         return record, StartKind.NOT_DUE  # a copy back early: the retry waits its time
     running = record.changed(

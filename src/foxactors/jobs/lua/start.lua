@@ -13,15 +13,17 @@ local function start(id, now, lease_until, expires, token)
   if not r then return why and {'corrupt', why} or {'missing'} end
   if r.state == CANCELLED then return reply('cancelled', id) end
   if FINAL[r.state] then return reply('finished', id) end
-  if r.cancel_requested == 'true' then  -- a running attempt's worker died after the cancel
-    cancelled(id, r, now, expires)
-    return reply('cancelled', id)
-  end
   if r.state == RUNNING and redis.call('HGET', P .. ':starts', id) == token then
     return reply('run', id)  -- this very start ran already: its reply was lost
   end
   if r.state == RUNNING and (tonumber(r.lease_until or '') or 0) > tonumber(now) then
-    return reply('busy', id)  -- another attempt runs under a live lease: not two at once
+    -- another attempt runs under a live lease: not two at once (a recorded cancel
+    -- reaches that worker, which ends the attempt itself)
+    return reply('busy', id)
+  end
+  if r.cancel_requested == 'true' then  -- a running attempt's worker died after the cancel
+    cancelled(id, r, now, expires)
+    return reply('cancelled', id)
   end
   if r.state == RETRYING and (tonumber(r.next_run_at or '') or 0) > tonumber(now) then
     return reply('not_due', id)  -- a copy back before the retry is due: not early
