@@ -15,7 +15,7 @@ turn's creates, commits, starts and completions are each joined into one script 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -94,6 +94,26 @@ def _arguments(parts: list[str], *, rows: int) -> list[str]:
     return ["[" + ",".join(parts) + "]"] if rows == JSON_ROWS else parts
 
 
+class _Translating:
+    """`RedisLink.translate`'s block.
+
+    A class, not a generator: two blocks per job, and each saved microsecond counts.
+    """
+
+    __slots__ = ("doing", "link")
+
+    def __init__(self, link: RedisLink, doing: str) -> None:
+        self.link = link
+        self.doing = doing
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, exc: BaseException | None, traceback: object) -> None:
+        if isinstance(exc, ERRORS):
+            raise self.link.translated(self.doing, exc)
+
+
 _UNJOINED = object()
 """The reply to each call of a joined command that failed: each is sent again alone."""
 
@@ -155,19 +175,22 @@ class RedisLink:
             text = text.replace(secret, "***")
         return text
 
-    @contextlib.contextmanager
-    def translate(self, doing: str) -> Iterator[None]:
+    def translate(self, doing: str) -> _Translating:
         """Turn redis-py's errors inside the block into job errors.
 
         Raises:
             JobStoreError: The link is closed (nothing is sent).
         """
         self._require_open(doing)
-        try:
-            yield
-        except ERRORS as exc:
-            detail = self._scrub(str(exc))
-            raise self._error(doing, exc, detail) from (exc if detail == str(exc) else None)
+        return _Translating(self, doing)
+
+    def translated(self, doing: str, exc: Exception) -> JobError:
+        """The job error of redis-py's ``exc`` while ``doing`` (the URL's password scrubbed)."""
+        detail = self._scrub(str(exc))
+        error = self._error(doing, exc, detail)
+        error.__cause__ = exc if detail == str(exc) else None
+        error.__suppress_context__ = True
+        return error
 
     def _require_open(self, doing: str) -> None:
         if self._closed:
