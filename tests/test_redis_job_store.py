@@ -29,6 +29,7 @@ import foxactors as fa
 from foxactors import ConfigurationError
 from foxactors.backends import RedisBackend
 from foxactors.jobs import (
+    CancelKind,
     ErrorInfo,
     JobNotFound,
     JobOutcome,
@@ -44,6 +45,7 @@ from foxactors.jobs import _redis_inbox as redis_inbox
 from foxactors.jobs import _redis_listener as redis_listener
 from foxactors.jobs import _redis_scripts as scripts
 from foxactors.jobs import _redis_store as redis_store
+from foxactors.jobs._record import FORMAT
 from foxactors.jobs._redis_form import encode, fields_of
 from foxactors.testing.servers import RedisServer, free_port, redis_server
 
@@ -338,6 +340,23 @@ async def test_a_start_sent_again_after_its_reply_was_lost_counts_one_attempt(
         await store.close()
         await client.aclose()
         await pool.disconnect()
+
+
+async def test_a_start_sent_again_after_a_cancel_answers_cancelled(
+    store: RedisJobStore, raw: aioredis.Redis
+) -> None:
+    # the start ran, its reply was lost, a cancel came, then redis-py sent the start
+    # again: no handler ran for it, so it must not run now
+    record, _ = await store.create(job())
+    start = (record.id, repr(NOW), repr(NOW + 30), repr(NOW + RETENTION), "token-1")
+    head = (store.prefix, str(FORMAT))
+    sha = await raw.script_load(scripts.START.source)
+    first: Any = await raw.evalsha(sha, 0, *head, *start)
+    assert first[0][0] == b"run"
+    assert (await store.cancel(record.id, NOW + 1)).kind is CancelKind.REQUESTED
+    again: Any = await raw.evalsha(sha, 0, *head, *start)
+    assert again[0][0] == b"cancelled"
+    assert (await store.get(record.id)).state is JobState.CANCELLED
 
 
 async def test_closing_the_store_fails_the_commands_it_has_not_answered(

@@ -14,7 +14,13 @@ local function start(id, now, lease_until, expires, token)
   if r.state == CANCELLED then return reply('cancelled', id) end
   if FINAL[r.state] then return reply('finished', id) end
   if r.state == RUNNING and redis.call('HGET', P .. ':starts', id) == token then
-    return reply('run', id)  -- this very start ran already: its reply was lost
+    -- this very start ran already, its reply lost: no handler has run for it yet,
+    -- so a cancel recorded since wins
+    if r.cancel_requested == 'true' then
+      cancelled(id, r, now, expires)
+      return reply('cancelled', id)
+    end
+    return reply('run', id)
   end
   if r.state == RUNNING and (tonumber(r.lease_until or '') or 0) > tonumber(now) then
     -- another attempt runs under a live lease: not two at once (a recorded cancel
