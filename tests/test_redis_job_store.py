@@ -1161,6 +1161,84 @@ async def test_a_pushed_success_is_read_without_a_round_trip(counting: Counting)
     await store.close()
 
 
+async def test_a_job_created_while_the_inbox_listens_is_waited_for_without_a_read(
+    counting: Counting, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    heard_only(monkeypatch)
+    store = RedisJobStore(counting, prefix=f"t:{uuid.uuid4().hex}", push_results=True)
+    inbox = inbox_of(store)
+    await running(store)  # the first create opens the inbox
+    await until("the inbox subscribed", lambda: inbox.live)
+    record = await running(store, tenant="acme")  # created while it listens: its end comes
+    seen: list[Any] = []
+    async with anyio.create_task_group() as tg:
+        counting.sent.clear()
+        tg.start_soon(result_into, seen, store, record.id)
+        await until("the waiter in the inbox", lambda: record.id in inbox._waiters)
+        assert counting.sent == []  # no read before waiting: the inbox will hear its end
+        await store.complete(record.id, 1, time.time(), {"sent": 1})
+    assert seen == [{"sent": 1}]
+    assert counting.sent == ["EVALSHA"]  # the complete; the result came pushed
+    await store.close()
+
+
+async def test_a_job_created_while_the_inbox_listens_that_dies_is_read_at_once(
+    pushing: RedisJobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    heard_only(monkeypatch)  # a waiter that missed the end would wait 60 s
+    inbox = inbox_of(pushing)
+    await running(pushing)
+    await until("the inbox subscribed", lambda: inbox.live)
+    dead = await running(pushing)
+    seen: list[JobOutcome] = []
+
+    async def waiter() -> None:
+        seen.append(await pushing.outcome(dead.id, timeout=10))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(waiter)
+        await until("the waiter in the inbox", lambda: dead.id in inbox._waiters)
+        await pushing.fail(dead.id, 1, time.time(), None, retry_at=None, reason="no such domain")
+    assert seen[0].state is JobState.DEAD  # its end is not kept: the record was read
+    assert seen[0].record is not None
+    assert seen[0].record.reason == "no such domain"
+
+
+async def test_a_job_whose_pushed_end_the_inbox_let_go_is_read(
+    pushing: RedisJobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    heard_only(monkeypatch)
+    monkeypatch.setattr(redis_inbox, "KEEP", 1)  # a second end pushes the first out
+    inbox = inbox_of(pushing)
+    await running(pushing)
+    await until("the inbox subscribed", lambda: inbox.live)
+    first, second = await running(pushing), await running(pushing)
+    await pushing.complete(first.id, 1, time.time(), "first")
+    await pushing.complete(second.id, 1, time.time(), "second")
+    await until("both ends heard", lambda: second.id in inbox._kept)
+    assert first.id not in inbox._kept
+    assert (await pushing.outcome(first.id, timeout=10)).result == "first"  # read
+    assert (await pushing.outcome(second.id, timeout=10)).result == "second"  # taken
+
+
+async def test_an_inbox_that_subscribed_again_no_longer_vouches_for_its_earlier_jobs(
+    pushing: RedisJobStore, raw: aioredis.Redis
+) -> None:
+    inbox = inbox_of(pushing)
+    await running(pushing)
+    await until("the inbox subscribed", lambda: inbox.live)
+    mark = inbox.mark()
+    assert mark is not None
+    assert inbox.still(mark)
+    lost = inbox._subscription
+    await raw.client_kill_filter(_type="pubsub")
+    await until(
+        "the inbox subscribed again", lambda: inbox.live and inbox._subscription is not lost
+    )
+    assert not inbox.still(mark)  # ends published in between were not heard
+    assert inbox.mark() != mark
+
+
 async def test_a_waiter_hears_its_jobs_end_in_the_inbox_without_a_subscribe_of_its_own(
     pushing: RedisJobStore, raw: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:

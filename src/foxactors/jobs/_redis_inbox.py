@@ -94,12 +94,27 @@ class Inbox:
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self._pause = anyio.sleep  # between subscriptions that were not confirmed
+        self._generation = 0  # subscriptions confirmed so far
+        self._forgotten = 0  # ends heard that the inbox cannot give back (see `mark`)
 
     @property
     def live(self) -> bool:
         """Subscribed and confirmed: every end published from now on comes here."""
         subscription = self._subscription
         return subscription is not None and subscription.live
+
+    def mark(self) -> tuple[int, int] | None:
+        """Where the inbox stands, for a job created from now on (None: not live).
+
+        While `still` holds for such a mark, every end of that job has come here, and
+        any that came is kept: a job `take` does not find has not ended, and a waiter
+        needs no read of its record (only its wake-up).
+        """
+        return (self._generation, self._forgotten) if self.live else None
+
+    def still(self, mark: tuple[int, int]) -> bool:
+        """Live on the subscription of ``mark``, and nothing heard since was let go."""
+        return self.live and (self._generation, self._forgotten) == mark
 
     def open(self) -> None:
         """Subscribe, in a task of the inbox's, unless that is done or under way.
@@ -119,6 +134,7 @@ class Inbox:
                     confirmed = subscription.confirmed
                     if subscription.live:
                         self._subscription = subscription
+                        self._generation += 1
                         while not subscription.dropped:  # woken only when it fails
                             await subscription.message(3600.0)
             finally:
@@ -142,12 +158,15 @@ class Inbox:
         try:
             ends = json.loads(data)
         except (ValueError, RecursionError):
+            self._forgotten += 1  # whatever it was, nothing of it is kept
             return
         if not isinstance(ends, list):
+            self._forgotten += 1
             return
         now = time.time()
         for end in ends:
             if not (isinstance(end, list) and end and isinstance(end[0], str)):
+                self._forgotten += 1
                 continue
             job_id = end[0]
             if len(end) == 7:  # else an end this version does not read: its record tells
@@ -162,6 +181,10 @@ class Inbox:
                     self._keep(
                         job_id, Pushed(task, result, tenant, expires_at, size + OVERHEAD), now
                     )
+                else:
+                    self._forgotten += 1  # not kept: a waiter reads the record
+            else:
+                self._forgotten += 1
             for waiter in self._waiters.get(job_id, ()):
                 waiter.wake()
 
@@ -178,6 +201,7 @@ class Inbox:
             or next(iter(kept.values())).expires_at <= now  # its record is gone
         ):
             self._kept_bytes -= kept.pop(next(iter(kept))).size
+            self._forgotten += 1
 
     def take(self, job_id: str) -> Pushed | None:
         """The job's success, if it was pushed here and is kept; taken out of the inbox."""
@@ -186,6 +210,7 @@ class Inbox:
             return None
         self._kept_bytes -= pushed.size
         if pushed.expires_at <= time.time():
+            self._forgotten += 1
             return None  # past the record's retention: the record says it is gone
         return pushed
 
@@ -216,3 +241,4 @@ class Inbox:
                 await asyncio.wait([task])
         self._kept.clear()
         self._kept_bytes = 0
+        self._forgotten += 1

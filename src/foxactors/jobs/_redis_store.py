@@ -50,6 +50,9 @@ T = TypeVar("T")
 
 REAP_BATCH = 500
 """Records one reap script changes at most; a reap runs as many as it needs."""
+FRESH_MOST = 10_000
+"""Jobs created here whose result read may skip reading the record, at most (the
+newest; see `RedisJobStore.outcome`)."""
 WAKE_CHECK = 5.0
 """Seconds a waiter listens before it reads the record anyway (a missed message)."""
 
@@ -124,6 +127,7 @@ class RedisJobStore(RedisPeriodicLedger):
 
             self._inbox = Inbox(self._link, self._key("push", uuid.uuid4().hex))
             self._push = (PUSH, scalar(self._inbox.channel))
+        self._fresh: dict[str, tuple[int, int]] = {}  # job id -> inbox mark at creation
         self._head = (prefix, str(FORMAT))
         self._token = uuid.uuid4().hex + ":"  # and a count: each start call's own token
         self._starts = itertools.count()
@@ -244,7 +248,11 @@ class RedisJobStore(RedisPeriodicLedger):
         """`wait`, reading six fields of the record rather than all of it (one HMGET).
 
         A dead job's whole record is read too, once (its error says why). With
-        ``push_results``, a success pushed to this store is taken without a read.
+        ``push_results``, a success pushed to this store is taken without a read, and
+        a job this store created while its inbox listened is waited for there
+        without any read, as long as the inbox can tell (`Inbox.mark`): a job that
+        ends otherwise, or an inbox that loses its subscription, lets go of an end
+        or hears nothing for `WAKE_CHECK` seconds, has the record read as before.
 
         Raises:
             JobNotFound: No such job (for this tenant).
@@ -252,8 +260,39 @@ class RedisJobStore(RedisPeriodicLedger):
             TimeoutError: Not final within ``timeout`` seconds.
         """
         inbox = self._inbox
-        if inbox is not None and (pushed := inbox.take(job_id)) is not None:
-            return self._pushed(job_id, tenant, pushed)  # no read: no timeout to set
+        if inbox is not None:
+            if (pushed := inbox.take(job_id)) is not None:
+                return self._pushed(job_id, tenant, pushed)  # no read: no timeout to set
+            mark = self._fresh.pop(job_id, None)
+            if mark is not None and inbox.still(mark):  # it has not ended: wait, unread
+                with anyio.fail_after(timeout):
+                    found = await self._pushed_end(job_id, tenant, mark)
+                    if found is not None:
+                        return found
+                    return await self._outcome_read(job_id, None, tenant)
+        return await self._outcome_read(job_id, timeout, tenant)
+
+    async def _pushed_end(
+        self, job_id: str, tenant: str | None, mark: tuple[int, int]
+    ) -> JobOutcome | None:
+        """The success of a job created while the inbox stood at ``mark``, as pushed.
+
+        None as soon as the inbox cannot tell (it lost its subscription, let an end
+        go, or heard nothing for `WAKE_CHECK` seconds): then the record tells.
+        """
+        inbox = self._inbox
+        assert inbox is not None
+        async with inbox.watching(job_id) as subscription:
+            while True:
+                if (pushed := inbox.take(job_id)) is not None:
+                    return self._pushed(job_id, tenant, pushed)
+                if not inbox.still(mark) or not await subscription.message(WAKE_CHECK):
+                    return None
+
+    async def _outcome_read(
+        self, job_id: str, timeout: float | None, tenant: str | None
+    ) -> JobOutcome:
+        inbox = self._inbox
         key = self._key("job", job_id)
         pushed_here = False
 
@@ -381,9 +420,11 @@ class RedisJobStore(RedisPeriodicLedger):
     ) -> builtins.list[tuple[JobRecord, bool] | BackendError]:
         if not records:
             return []
+        mark = None
         if self._inbox is not None:
             self._link.require_asyncio("create")  # before the inbox starts its task
             self._inbox.open()
+            mark = self._inbox.mark()  # live before the records exist: it hears their ends
         rows = [
             scalar(self._row(record, entry)) for record, entry in zip(records, entries, strict=True)
         ]
@@ -393,11 +434,20 @@ class RedisJobStore(RedisPeriodicLedger):
             status = text(reply[0])
             if status == "created":
                 answers.append((record, True))
+                if mark is not None:
+                    self._remember(record.id, mark)
             elif status == "refused":
                 answers.append(_refused(record, entry[0], text(reply[1])))
             else:
                 answers.append((record_of_reply(reply[1], reply[2]), False))
         return answers
+
+    def _remember(self, job_id: str, mark: tuple[int, int]) -> None:
+        """Note that ``job_id`` was created while the inbox stood at ``mark`` (see `outcome`)."""
+        fresh = self._fresh
+        fresh[job_id] = mark
+        if len(fresh) > FRESH_MOST:
+            del fresh[next(iter(fresh))]  # the oldest: its result read costs a read
 
     async def commit(self, job_ids: builtins.list[str]) -> None:
         """Mark enqueues finished."""
