@@ -1175,11 +1175,38 @@ async def test_a_job_created_while_the_inbox_listens_is_waited_for_without_a_rea
         counting.sent.clear()
         tg.start_soon(result_into, seen, store, record.id)
         await until("the waiter in the inbox", lambda: record.id in inbox._waiters)
-        assert counting.sent == []  # no read before waiting: the inbox will hear its end
+        assert counting.sent == ["HMGET"]  # one read, not a second: the inbox hears its end
         await store.complete(record.id, 1, time.time(), {"sent": 1})
     assert seen == [{"sent": 1}]
-    assert counting.sent == ["EVALSHA"]  # the complete; the result came pushed
+    assert counting.sent == ["HMGET", "EVALSHA"]  # and the complete; the result came pushed
+    # read again (the inbox gave it away): read from the record, at once
+    assert (await store.outcome(record.id, timeout=2)).result == {"sent": 1}
+    assert counting.sent[2:] == ["HMGET"]
     await store.close()
+
+
+async def test_a_second_waiter_of_a_job_the_inbox_vouches_for_reads_once_the_first_took_it(
+    pushing: RedisJobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    heard_only(monkeypatch)  # a waiter that waited for a message that came would wait 60 s
+    inbox = inbox_of(pushing)
+    await running(pushing)
+    await until("the inbox subscribed", lambda: inbox.live)
+    record = await running(pushing, tenant="acme")
+    seen: list[Any] = []
+
+    async def waiter() -> None:
+        seen.append((await pushing.outcome(record.id, timeout=10, tenant="acme")).result)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(waiter)
+        tg.start_soon(waiter)
+        await until("both in the inbox", lambda: len(inbox._waiters.get(record.id, ())) == 2)
+        await pushing.complete(record.id, 1, time.time(), "done")
+    assert seen == ["done", "done"]  # one took it from the inbox, the other read it
+    with pytest.raises(JobNotFound):  # a wrong tenant's call does not strand the next
+        await pushing.outcome(record.id, timeout=2, tenant="other")
+    assert (await pushing.outcome(record.id, timeout=2, tenant="acme")).result == "done"
 
 
 async def test_a_job_created_while_the_inbox_listens_that_dies_is_read_at_once(
@@ -1517,6 +1544,12 @@ async def test_a_worker_not_allowed_to_publish_to_the_push_channel_still_ends_jo
             JobState.DEAD
         )
         assert (await pushing.outcome(done.id, timeout=5)).result == "ok"
+        # one created while the inbox listens, whose end the inbox never hears: the
+        # record is read first, so it is found ended at once (not after WAKE_CHECK)
+        await until("the inbox subscribed", lambda: inbox_of(pushing).live)
+        later = await running(pushing)
+        await worker.complete(later.id, 1, time.time(), "later")
+        assert (await pushing.outcome(later.id, timeout=2)).result == "later"
 
 
 async def test_an_end_the_inbox_cannot_keep_still_wakes_its_waiters(

@@ -248,11 +248,10 @@ class RedisJobStore(RedisPeriodicLedger):
         """`wait`, reading six fields of the record rather than all of it (one HMGET).
 
         A dead job's whole record is read too, once (its error says why). With
-        ``push_results``, a success pushed to this store is taken without a read, and
-        a job this store created while its inbox listened is waited for there
-        without any read, as long as the inbox can tell (`Inbox.mark`): a job that
-        ends otherwise, or an inbox that loses its subscription, lets go of an end
-        or hears nothing for `WAKE_CHECK` seconds, has the record read as before.
+        ``push_results``, a success pushed to this store is taken without a read; a
+        job this store created while its inbox listened, read once and not final, is
+        waited for there without reading again, while the inbox vouches for it
+        (`Inbox.mark`); after any wake-up that brings no kept success, it is read.
 
         Raises:
             JobNotFound: No such job (for this tenant).
@@ -260,39 +259,9 @@ class RedisJobStore(RedisPeriodicLedger):
             TimeoutError: Not final within ``timeout`` seconds.
         """
         inbox = self._inbox
-        if inbox is not None:
-            if (pushed := inbox.take(job_id)) is not None:
-                return self._pushed(job_id, tenant, pushed)  # no read: no timeout to set
-            mark = self._fresh.pop(job_id, None)
-            if mark is not None and inbox.still(mark):  # it has not ended: wait, unread
-                with anyio.fail_after(timeout):
-                    found = await self._pushed_end(job_id, tenant, mark)
-                    if found is not None:
-                        return found
-                    return await self._outcome_read(job_id, None, tenant)
-        return await self._outcome_read(job_id, timeout, tenant)
-
-    async def _pushed_end(
-        self, job_id: str, tenant: str | None, mark: tuple[int, int]
-    ) -> JobOutcome | None:
-        """The success of a job created while the inbox stood at ``mark``, as pushed.
-
-        None as soon as the inbox cannot tell (it lost its subscription, let an end
-        go, or heard nothing for `WAKE_CHECK` seconds): then the record tells.
-        """
-        inbox = self._inbox
-        assert inbox is not None
-        async with inbox.watching(job_id) as subscription:
-            while True:
-                if (pushed := inbox.take(job_id)) is not None:
-                    return self._pushed(job_id, tenant, pushed)
-                if not inbox.still(mark) or not await subscription.message(WAKE_CHECK):
-                    return None
-
-    async def _outcome_read(
-        self, job_id: str, timeout: float | None, tenant: str | None
-    ) -> JobOutcome:
-        inbox = self._inbox
+        mark = self._fresh.pop(job_id, None)  # good for one call: the next one reads
+        if inbox is not None and (pushed := inbox.take(job_id)) is not None:
+            return self._pushed(job_id, tenant, pushed)  # no read: no timeout to set
         key = self._key("job", job_id)
         pushed_here = False
 
@@ -310,7 +279,18 @@ class RedisJobStore(RedisPeriodicLedger):
                 return JobOutcome.of(record) if record.state in FINAL else None
             return JobOutcome(state, task, result) if state in FINAL else None
 
-        return await self._when_final(job_id, timeout, read, lambda: pushed_here)
+        def heard_all_since() -> bool:
+            # created while the inbox listened, and it let no end go since: an end
+            # after the first read came to the inbox, and `take` has it if it is kept
+            return mark is not None and inbox is not None and inbox.still(mark)
+
+        def taken() -> JobOutcome | None:
+            pushed = inbox.take(job_id) if inbox is not None else None
+            return self._pushed(job_id, tenant, pushed) if pushed is not None else None
+
+        return await self._when_final(
+            job_id, timeout, read, lambda: pushed_here, heard_all_since=heard_all_since, taken=taken
+        )
 
     @staticmethod
     def _pushed(job_id: str, tenant: str | None, pushed: Pushed) -> JobOutcome:
@@ -324,6 +304,9 @@ class RedisJobStore(RedisPeriodicLedger):
         timeout: float | None,
         read: Callable[[], Awaitable[T | None]],
         pushed_here: Callable[[], bool] = lambda: False,
+        *,
+        heard_all_since: Callable[[], bool] = lambda: False,
+        taken: Callable[[], T | None] = lambda: None,
     ) -> T:
         """What ``read`` returns once it is not None: once the job is final.
 
@@ -333,7 +316,9 @@ class RedisJobStore(RedisPeriodicLedger):
         reads anyway, in case a message was lost; a subscription whose connection
         failed is made again (on a new connection), and read after as before. A job
         whose end is pushed to this store (``pushed_here()``, after a read) is
-        listened for there instead while that subscription is confirmed.
+        listened for there instead while that subscription is confirmed; if the
+        store's inbox vouches for it (``heard_all_since()``), without the read after
+        subscribing: what ``taken()`` finds kept, or the next wake-up, tells.
         """
         with anyio.fail_after(timeout):
             found = await read()
@@ -342,11 +327,20 @@ class RedisJobStore(RedisPeriodicLedger):
             while True:  # again when the connection failed under a subscription
                 inbox = self._inbox
                 listening: contextlib.AbstractAsyncContextManager[Subscription]
-                if inbox is not None and inbox.live and pushed_here():
+                listening_here = inbox is not None and inbox.live and pushed_here()
+                if listening_here:
+                    assert inbox is not None
                     listening = inbox.watching(job_id)
                 else:
                     listening = self._link.subscription(self._key("done", job_id))
                 async with listening as subscription:
+                    if listening_here and heard_all_since():
+                        # the inbox vouches for the job: an end since the read above
+                        # is kept there (`taken`) or woke us, so no read before the
+                        # wake-up; after it, `read` takes a kept success or reads
+                        if (found := taken()) is not None:
+                            return found
+                        await subscription.message(WAKE_CHECK)
                     while (found := await read()) is None and not subscription.lost:
                         await subscription.message(WAKE_CHECK)
                     if found is not None:
