@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import functools
 import inspect
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
@@ -208,8 +209,6 @@ class JobQueue:
         self.clock = clock
         self._tasks: dict[str, Task[Any, Any]] = {}
         self._periodic: dict[str, Periodic] = {}
-        self._one_step_checked = False
-        self._one_step_of: OneStep | None = None
 
     # -- declaring ------------------------------------------------------------------
 
@@ -522,8 +521,8 @@ class JobQueue:
         """
         options = options or _NO_OPTIONS
         record, delay = self._record(task, payload, options, self.clock())
-        one_step = self._one_step() if delay == 0 else None
-        if one_step is not None and one_step.takes(record.queue):
+        one_step = self._one_step_for(record.queue, delay)
+        if one_step is not None:
             (answer,) = await one_step.create([record], [_properties_of(record)])
             if isinstance(answer, Exception):
                 raise answer
@@ -543,12 +542,15 @@ class JobQueue:
             return self._existing(task, stored, options)
         return JobHandle(self, stored.id, tenant=stored.tenant, decode=task.signature.decode_result)
 
+    @functools.cached_property
     def _one_step(self) -> OneStep | None:
         """How this queue creates records with their deliveries in one step, if it can."""
-        if not self._one_step_checked:
-            self._one_step_checked = True
-            self._one_step_of = OneStep.of(self.backend, self.store)
-        return self._one_step_of
+        return OneStep.of(self.backend, self.store)
+
+    def _one_step_for(self, queue: str, delay: float) -> OneStep | None:
+        """`_one_step`, for a delivery to ``queue`` after ``delay`` that it can write."""
+        one_step = self._one_step if delay == 0 else None
+        return one_step if one_step is not None and one_step.takes(queue) else None
 
     async def enqueue_many_encoded(
         self,
@@ -563,8 +565,8 @@ class JobQueue:
         now = self.clock()
         planned = [self._record(task, payload, options, now) for payload in payloads]
         records = [record for record, _ in planned]
-        one_step = self._one_step() if planned and planned[0][1] == 0 else None
-        if one_step is not None and one_step.takes(records[0].queue):
+        one_step = self._one_step_for(records[0].queue, planned[0][1]) if planned else None
+        if one_step is not None:
             answers = await one_step.create(records, [_properties_of(r) for r in records])
             failed = [answer for answer in answers if isinstance(answer, Exception)]
             if failed:  # as `_publish_together`: the others are enqueued, the first error

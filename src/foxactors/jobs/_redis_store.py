@@ -260,15 +260,20 @@ class RedisJobStore(RedisPeriodicLedger):
         """
         inbox = self._inbox
         mark = self._fresh.pop(job_id, None)  # good for one call: the next one reads
-        if inbox is not None and (pushed := inbox.take(job_id)) is not None:
-            return self._pushed(job_id, tenant, pushed)  # no read: no timeout to set
+
+        def taken() -> JobOutcome | None:
+            pushed = inbox.take(job_id) if inbox is not None else None
+            return self._pushed(job_id, tenant, pushed) if pushed is not None else None
+
+        if (found := taken()) is not None:
+            return found  # no read: no timeout to set
         key = self._key("job", job_id)
         pushed_here = False
 
         async def read() -> JobOutcome | None:
             nonlocal pushed_here
-            if inbox is not None and (pushed := inbox.take(job_id)) is not None:
-                return self._pushed(job_id, tenant, pushed)
+            if (found := taken()) is not None:
+                return found
             ending = ending_of(job_id, await self._link.hmget(key, ENDING, "reading a job"))
             if ending is None or (tenant is not None and ending[3] != tenant):
                 raise _not_found(job_id, tenant)
@@ -283,10 +288,6 @@ class RedisJobStore(RedisPeriodicLedger):
             # created while the inbox listened, and it let no end go since: an end
             # after the first read came to the inbox, and `take` has it if it is kept
             return mark is not None and inbox is not None and inbox.still(mark)
-
-        def taken() -> JobOutcome | None:
-            pushed = inbox.take(job_id) if inbox is not None else None
-            return self._pushed(job_id, tenant, pushed) if pushed is not None else None
 
         return await self._when_final(
             job_id, timeout, read, lambda: pushed_here, heard_all_since=heard_all_since, taken=taken
